@@ -1,0 +1,163 @@
+"""Stacked recurrent SNN classifier and SNN language model (method.md section 1.2)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .neurons import ALIF, LIF, NeuronState
+from .surrogate import SurrogateGradient
+
+NETS = {"lif": LIF, "alif": ALIF}
+
+
+@dataclass
+class SNNConfig:
+    """Architecture and neuron settings of a stacked spiking network."""
+
+    input_size: int
+    output_size: int
+    hidden_sizes: tuple[int, ...] = (128, 128)
+    net: str = "lif"
+    dropout: float = 0.1
+    recurrent: bool = True
+    tau: float = 20.0
+    threshold: float = 1.0
+    reset: str = "subtract"
+    detach_reset: bool = True
+    surrogate: str = "fast-sigmoid"
+    dampening: float = 1.0
+    sharpness: float = 1.0
+    tail: float | None = None
+    bias: bool = True
+    learn_tau: bool = False
+    learn_threshold: bool = False
+    tau_adapt: float = 100.0
+    beta_adapt: float = 1.8
+    backend: str = "auto"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
+        if self.net not in NETS:
+            raise ValueError(f"net must be one of {sorted(NETS)}, got {self.net!r}")
+        if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be a non-empty list of positive widths, got {self.hidden_sizes!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("input_size", "output_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def layer_kwargs(self) -> dict:
+        kw = dict(
+            recurrent=self.recurrent, tau=self.tau, threshold=self.threshold, reset=self.reset,
+            detach_reset=self.detach_reset, bias=self.bias, learn_tau=self.learn_tau,
+            learn_threshold=self.learn_threshold, backend=self.backend,
+        )
+        if self.net == "alif":
+            kw.update(tau_adapt=self.tau_adapt, beta_adapt=self.beta_adapt)
+        return kw
+
+    def make_spike_fn(self) -> SurrogateGradient:
+        tail = self.tail if self.surrogate in ("q-pseudospike",) else None
+        return SurrogateGradient(self.surrogate, self.dampening, self.sharpness, tail)
+
+
+def build_stack(cfg: SNNConfig, input_size: int) -> nn.ModuleList:
+    """[Dropout -> spiking layer] x L, each layer with its own SG object."""
+    layers = nn.ModuleList()
+    width = input_size
+    for h in cfg.hidden_sizes:
+        layers.append(NETS[cfg.net](width, h, spike_fn=cfg.make_spike_fn(), **cfg.layer_kwargs()))
+        width = h
+    return layers
+
+
+class SpikingStack(nn.Module):
+    """Dropout before each spiking layer; returns the last layer's spikes and every layer's record."""
+
+    def __init__(self, cfg: SNNConfig, input_size: int) -> None:
+        super().__init__()
+        self.layers = build_stack(cfg, input_size)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, states: list[NeuronState] | None = None, record_voltage: bool = False):
+        spikes, volts, new_states = [], [], []
+        h = x
+        for i, layer in enumerate(self.layers):
+            st = None if states is None else states[i]
+            out = layer(self.dropout(h), st, return_voltage=record_voltage)
+            z, v, st = out if record_voltage else (out[0], None, out[1])
+            spikes.append(z)
+            volts.append(v)
+            new_states.append(st)
+            h = z
+        return h, spikes, (volts if record_voltage else None), new_states
+
+
+class SNNClassifier(nn.Module):
+    """Stacked recurrent SNN with a linear readout at every time step.
+
+    ``forward(x)`` returns per-step logits [T, B, C]; accuracy uses their time average
+    (``predict``). ``run`` also returns every layer's spikes (and voltages on request).
+    """
+
+    def __init__(self, cfg: SNNConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.stack = SpikingStack(cfg, cfg.input_size)
+        self.readout = nn.Linear(cfg.hidden_sizes[-1], cfg.output_size)
+        nn.init.xavier_uniform_(self.readout.weight)
+        nn.init.zeros_(self.readout.bias)
+
+    def run(self, x: Tensor, record_voltage: bool = False):
+        """-> (logits [T, B, C], spikes per layer, voltages per layer or None)."""
+        h, spikes, volts, _ = self.stack(x, record_voltage=record_voltage)
+        return self.readout(h), spikes, volts
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.run(x)[0]
+
+    @staticmethod
+    def predict(logits: Tensor) -> Tensor:
+        """Class = argmax of the time-averaged logits."""
+        return logits.mean(0).argmax(-1)
+
+
+class SNNLanguageModel(nn.Module):
+    """Embedding -> spiking stack -> tied output projection (logits = h E^T + b).
+
+    The last spiking layer must be as wide as the embedding (``hidden_sizes[-1] == input_size``);
+    ``output_size`` is the vocabulary size. States carry over between consecutive batches.
+    """
+
+    def __init__(self, cfg: SNNConfig) -> None:
+        super().__init__()
+        if cfg.hidden_sizes[-1] != cfg.input_size:
+            raise ValueError(
+                f"hidden_sizes[-1] must equal the embedding width input_size={cfg.input_size} for the tied "
+                f"projection, got {cfg.hidden_sizes[-1]}"
+            )
+        self.config = cfg
+        self.embedding = nn.Embedding(cfg.output_size, cfg.input_size)
+        nn.init.xavier_uniform_(self.embedding.weight)
+        self.stack = SpikingStack(cfg, cfg.input_size)
+        self.output_bias = nn.Parameter(torch.zeros(cfg.output_size))
+
+    def run(self, tokens: Tensor, states: list[NeuronState] | None = None, record_voltage: bool = False):
+        """tokens [T, B] -> (logits [T, B, V], spikes per layer, voltages or None, new states)."""
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must have rank 2 [T, B], got shape {tuple(tokens.shape)}")
+        h, spikes, volts, new_states = self.stack(self.embedding(tokens), states, record_voltage)
+        logits = torch.nn.functional.linear(h, self.embedding.weight, self.output_bias)
+        return logits, spikes, volts, new_states
+
+    def forward(self, tokens: Tensor, states: list[NeuronState] | None = None):
+        logits, _, _, new_states = self.run(tokens, states)
+        return logits, new_states

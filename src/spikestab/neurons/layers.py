@@ -1,0 +1,207 @@
+"""LIF and ALIF modules: ``Layer`` (whole sequence) and ``Cell`` (one step), sharing one parameter set.
+
+Weights follow ``torch.nn.RNN``: ``weight_ih`` [hidden, input], ``weight_hh`` [hidden, hidden] (its
+diagonal masked out unless ``recurrent_diagonal=True``). Sequences are time-first [T, B, N] unless
+``batch_first=True``. ``spikes, state = layer(x, state)``; ``layer(x, return_voltage=True)`` gives
+``(spikes, voltages, state)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .. import kernels
+from ..surrogate import SurrogateGradient
+from .functional import Dynamics, NeuronState, check_reset, decay_from, initial_state, step, tau_from_alpha
+
+
+def _check_size(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer (accepted range [1, inf)), got {value!r}")
+    return value
+
+
+def _per_neuron(value: float | Tensor, hidden: int, name: str) -> Tensor:
+    t = torch.as_tensor(value, dtype=torch.float32)
+    if t.dim() == 0:
+        t = t.expand(hidden)
+    if t.shape != (hidden,):
+        raise ValueError(f"{name} must be a scalar or a tensor of shape ({hidden},), got shape {tuple(t.shape)}")
+    return t.clone()
+
+
+class SpikingNeurons(nn.Module):
+    """Parameters and dynamics shared by the LIF/ALIF layer and cell modules."""
+
+    adaptive: bool = False
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        recurrent: bool = True,
+        tau: float | Tensor = 20.0,
+        threshold: float | Tensor = 1.0,
+        reset: str = "subtract",
+        detach_reset: bool = True,
+        spike_fn: SurrogateGradient | None = None,
+        bias: bool = False,
+        batch_first: bool = False,
+        alpha: float | Tensor | None = None,
+        learn_tau: bool = False,
+        learn_threshold: bool = False,
+        recurrent_diagonal: bool = False,
+        backend: str = "auto",
+        tau_adapt: float | Tensor = 100.0,
+        beta_adapt: float | Tensor = 1.8,
+    ) -> None:
+        super().__init__()
+        self.input_size = _check_size("input_size", input_size)
+        self.hidden_size = _check_size("hidden_size", hidden_size)
+        self.reset = check_reset(reset)
+        self.detach_reset = bool(detach_reset)
+        self.recurrent = bool(recurrent)
+        self.batch_first = bool(batch_first)
+        kernels.select(backend)  # validates the name now, not at the first forward
+        self.backend = backend
+        thr = _per_neuron(threshold, hidden_size, "threshold")
+        if not torch.isfinite(thr).all() or (thr <= 0).any():
+            raise ValueError(f"threshold must be finite and > 0 (accepted range (0, inf)), got {threshold!r}")
+        decay = _per_neuron(decay_from(tau, alpha), hidden_size, "tau")
+        # tau is the stored parameter (learnable in time steps), alpha = exp(-1/tau) is derived.
+        self.tau = nn.Parameter(tau_from_alpha(decay), requires_grad=learn_tau)
+        self.threshold = nn.Parameter(thr, requires_grad=learn_threshold)
+        self.spike_fn = spike_fn if spike_fn is not None else SurrogateGradient("fast-sigmoid")
+        if not isinstance(self.spike_fn, SurrogateGradient):
+            raise ValueError(f"spike_fn must be a spikestab.surrogate.SurrogateGradient, got {type(spike_fn).__name__}")
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size)) if recurrent else None
+        mask = torch.ones(hidden_size, hidden_size)
+        if not recurrent_diagonal:
+            mask.fill_diagonal_(0.0)
+        self.register_buffer("recurrent_mask", mask if recurrent else None)
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(hidden_size))
+        else:
+            self.register_buffer("bias", torch.zeros(hidden_size))
+        if self.adaptive:
+            self.register_buffer("rho", _per_neuron(decay_from(tau_adapt, None, name="tau_adapt"), hidden_size, "tau_adapt"))
+            self.register_buffer("beta_adapt", _per_neuron(beta_adapt, hidden_size, "beta_adapt"))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot-uniform weights (the official code's initialiser): U(+-sqrt(6/(fan_in + fan_out)))."""
+        nn.init.xavier_uniform_(self.weight_ih)
+        if self.weight_hh is not None:
+            nn.init.xavier_uniform_(self.weight_hh)
+
+    @property
+    def alpha(self) -> Tensor:
+        """Membrane decay per step, exp(-1/tau), per neuron."""
+        return torch.exp(-1.0 / self.tau)
+
+    def recurrent_weight(self) -> Tensor | None:
+        """The effective recurrent matrix (masked diagonal), [hidden, hidden]."""
+        if self.weight_hh is None:
+            return None
+        return self.weight_hh * self.recurrent_mask
+
+    def dynamics(self) -> Dynamics:
+        return Dynamics(
+            alpha=self.alpha,
+            threshold=self.threshold,
+            spike_fn=self.spike_fn,
+            reset=self.reset,
+            detach_reset=self.detach_reset,
+            rho=self.rho if self.adaptive else None,
+            beta_adapt=self.beta_adapt if self.adaptive else None,
+        )
+
+    def input_current(self, x: Tensor) -> Tensor:
+        """W_ih x + b for any leading shape (one matrix product for all time steps)."""
+        return torch.nn.functional.linear(x, self.weight_ih, self.bias)
+
+    def initial_state(self, batch: int, like: Tensor) -> NeuronState:
+        return initial_state(batch, self.hidden_size, self.adaptive, like)
+
+    def _check_state(self, state: NeuronState | None, batch: int, like: Tensor) -> NeuronState:
+        if state is None:
+            return self.initial_state(batch, like)
+        if not isinstance(state, NeuronState):
+            state = NeuronState(*state)
+        for name, t in zip(("v", "z", "a"), state):
+            if t is None and name == "a" and not self.adaptive:
+                continue
+            if t is None or tuple(t.shape) != (batch, self.hidden_size):
+                got = None if t is None else tuple(t.shape)
+                raise ValueError(f"state.{name} must have shape ({batch}, {self.hidden_size}), got {got}")
+        return state
+
+    def _check_input(self, x: Tensor, rank: int) -> None:
+        if not isinstance(x, Tensor):
+            raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != rank:
+            layout = "[T, B, input_size]" if rank == 3 else "[B, input_size]"
+            if rank == 3 and self.batch_first:
+                layout = "[B, T, input_size]"
+            raise ValueError(f"x must have rank {rank} ({layout}), got shape {tuple(x.shape)}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"x must have last dimension input_size={self.input_size}, got {x.shape[-1]}")
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, recurrent={self.recurrent}, reset={self.reset!r}, "
+            f"detach_reset={self.detach_reset}, tau~{self.tau.mean().item():.3g}, backend={self.backend!r}"
+        )
+
+
+class _LayerMixin:
+    """Whole-sequence forward: [T, B, input] -> spikes [T, B, hidden]."""
+
+    def forward(self, x: Tensor, state: NeuronState | None = None, return_voltage: bool = False):
+        self._check_input(x, 3)
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        state = self._check_state(state, x.shape[1], x)
+        kernel = kernels.select(self.backend)
+        z, v, state = kernel(self.input_current(x), self.recurrent_weight(), self.dynamics(), state, return_voltage)
+        if self.batch_first:
+            z = z.transpose(0, 1)
+            v = v.transpose(0, 1) if v is not None else None
+        return (z, v, state) if return_voltage else (z, state)
+
+
+class _CellMixin:
+    """One-step forward: [B, input] -> spikes [B, hidden]."""
+
+    def forward(self, x: Tensor, state: NeuronState | None = None, return_voltage: bool = False):
+        self._check_input(x, 2)
+        state = self._check_state(state, x.shape[0], x)
+        state = step(self.input_current(x), state, self.recurrent_weight(), self.dynamics())
+        return (state.z, state.v, state) if return_voltage else (state.z, state)
+
+
+class LIF(_LayerMixin, SpikingNeurons):
+    """Leaky integrate-and-fire layer over a whole sequence (feed-forward or recurrent)."""
+
+
+class ALIF(_LayerMixin, SpikingNeurons):
+    """Adaptive-threshold LIF layer (Bellec et al.): A_t = threshold + beta_adapt * a_t."""
+
+    adaptive = True
+
+
+class LIFCell(_CellMixin, SpikingNeurons):
+    """One time step of a LIF layer."""
+
+
+class ALIFCell(_CellMixin, SpikingNeurons):
+    """One time step of an ALIF layer."""
+
+    adaptive = True
+
+
+def spiking_layers(model: nn.Module) -> list[SpikingNeurons]:
+    """All spikestab spiking layers of ``model`` in registration (= forward) order."""
+    return [m for m in model.modules() if isinstance(m, SpikingNeurons)]
