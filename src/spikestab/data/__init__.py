@@ -1,0 +1,1 @@
+"""Task datasets in their real file formats (SHD h5, MNIST idx, PTB text) and procedural Randman."""
