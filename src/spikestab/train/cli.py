@@ -1,0 +1,104 @@
+"""``spikestab train``: build a TrainConfig from flags (over an optional JSON config), train, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+
+from .config import TASKS, TrainConfig
+
+# flag -> (config field, type, help); every flag defaults to "not given" so a --config file is only
+# overridden by the flags actually typed
+_FLAGS: list[tuple[str, str, type, str]] = [
+    ("--task", "task", str, f"one of {', '.join(TASKS)}"),
+    ("--data-dir", "data_dir", str, "folder with the task's files"),
+    ("--net", "net", str, "lif | alif"),
+    ("--layers", "layers", str, "widths: NxW (2x256) or W1,W2 (256,128)"),
+    ("--sg", "sg", str, "surrogate-gradient shape (fast-sigmoid, exponential, ...)"),
+    ("--dampening", "dampening", float, "SG peak height gamma"),
+    ("--sharpness", "sharpness", float, "SG inverse width beta"),
+    ("--tail", "tail", float, "q of the q-pseudospike SG (q > 1)"),
+    ("--stabilize", "stabilize", str, "conditions to apply before training, e.g. I,II,III,IV"),
+    ("--stability-mode", "stability_mode", str, "measured | paper"),
+    ("--init-rate", "init_rate", float, "calibrate the initial firing rate to this value"),
+    ("--sparsity", "sparsity", str, "variant:target[:schedule[:weight]], e.g. l1_rate:0.01:linear"),
+    ("--lr", "lr", float, "learning rate"),
+    ("--weight-decay", "weight_decay", float, "weight decay (not on embeddings)"),
+    ("--clip-norm", "clip_norm", float, "gradient-norm clipping"),
+    ("--epochs", "epochs", int, "planned number of epochs"),
+    ("--batch-size", "batch_size", int, "training batch size"),
+    ("--eval-batch-size", "eval_batch_size", int, "evaluation batch size"),
+    ("--seq-len", "seq_len", int, "language-model window length"),
+    ("--seed", "seed", int, "seed of everything"),
+    ("--tau", "tau", float, "membrane time constant in steps"),
+    ("--threshold", "threshold", float, "firing threshold"),
+    ("--reset", "reset", str, "subtract | multiplicative | multiplicative_all | none"),
+    ("--dropout", "dropout", float, "dropout before every spiking layer"),
+    ("--time-repeat", "time_repeat", int, "repeat every input frame k times"),
+    ("--input-dropout", "input_dropout", float, "drop input spikes (training only)"),
+    ("--backend", "backend", str, "layer kernel backend (auto picks the fastest)"),
+    ("--out", "out", str, "run folder (checkpoints, metrics, results, figures)"),
+    ("--checkpoint-every", "checkpoint_every", int, "checkpoint every N steps (and every epoch)"),
+    ("--max-minutes", "max_minutes", float, "stop training after this many minutes, then test"),
+]
+
+
+def _task_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"task options look like KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a spiking network on a task",
+                       description="Train a stacked LIF/ALIF network; writes checkpoints, metrics.jsonl, "
+                                   "results.json and figures under --out.")
+    for flag, dest, typ, help_ in _FLAGS:
+        p.add_argument(flag, dest=dest, type=typ, default=argparse.SUPPRESS, help=help_)
+    p.add_argument("--task-option", dest="task_option", type=_task_option, action="append", default=[],
+                   metavar="KEY=VALUE", help="extra load_task option (repeatable), e.g. source=digits")
+    p.add_argument("--paper-weight-decay", dest="paper_weight_decay", action="store_true", default=argparse.SUPPRESS,
+                   help="decoupled weight decay not multiplied by the learning rate (official code)")
+    p.add_argument("--no-recurrent", dest="recurrent", action="store_false", default=argparse.SUPPRESS,
+                   help="feed-forward spiking layers")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS)
+    p.add_argument("--config", dest="config_file", default=None, help="JSON file of config fields")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
+    p.set_defaults(func=_cmd)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The JSON config (if any) overridden by the flags given on the command line."""
+    base = TrainConfig.from_json(args.config_file).to_dict() if args.config_file else {}
+    names = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    base.update(given)
+    if args.task_option:
+        base["task_options"] = {**base.get("task_options", {}), **dict(args.task_option)}
+    return TrainConfig.from_dict(base)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from .trainer import Trainer
+
+    cfg = config_from_args(args)
+    trainer = Trainer(cfg)
+    trainer.check_out_dir(args.resume)  # refuse a foreign/overwritten run before any work
+    results = trainer.fit(resume=args.resume)
+    if args.figures:
+        from ..plots import run_figures
+
+        for path in run_figures(cfg.out):
+            print(f"figure: {path}")
+    test = results["test"]
+    metric = (f"perplexity {test['perplexity']:.2f}" if "perplexity" in test
+              else f"accuracy {test['accuracy']:.4f}")
+    print(f"test {metric} (loss {test['loss']:.4f}) of the best-val epoch {results['best_epoch'] + 1}; "
+          f"results in {cfg.out}/results.json")
+    return 0

@@ -1,0 +1,170 @@
+"""Training configuration: one flat, JSON-able dataclass, validated before any work starts."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..models import NETS
+from ..neurons.functional import RESETS
+from ..surrogate import SHAPES, _ALIASES
+
+TASKS = ("sl-mnist", "shd", "ptb", "randman")
+CONDITIONS = ("I", "II", "III", "IV")
+
+# fields that do not change what a run computes: they may differ when a run is resumed
+NON_RESULT_FIELDS = ("out", "data_dir", "checkpoint_every", "progress", "max_minutes")
+
+
+def parse_layers(spec: str | int | list | tuple) -> tuple[int, ...]:
+    """``2x256`` -> (256, 256); ``256,128`` -> (256, 128); ``128`` -> (128,)."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        spec = str(spec)
+    if isinstance(spec, (list, tuple)):
+        spec = ",".join(str(s) for s in spec)
+    if not isinstance(spec, str):
+        raise ValueError(f"layers must be a spec like '2x256' or '256,128', got {spec!r}")
+    text = spec.replace(" ", "")
+    m = re.fullmatch(r"(\d+)[xX](\d+)", text)
+    if m:
+        count, width = int(m.group(1)), int(m.group(2))
+        sizes = (width,) * count
+    elif re.fullmatch(r"\d+(,\d+)*", text):
+        sizes = tuple(int(s) for s in text.split(","))
+    else:
+        raise ValueError(f"layers must look like 'NxW' (e.g. 2x256) or 'W1,W2,...' (e.g. 256,128), got {spec!r}")
+    if not sizes or any(s < 1 for s in sizes):
+        raise ValueError(f"layers must have at least one layer and positive widths, got {spec!r}")
+    return sizes
+
+
+def parse_conditions(spec: str | list | tuple | None) -> tuple[str, ...]:
+    """``I,II,III,IV`` -> ("I", "II", "III", "IV"); empty / None -> ()."""
+    if spec is None or spec == "" or spec == ():
+        return ()
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    items = [str(c).strip() for c in items]
+    bad = [c for c in items if c not in CONDITIONS]
+    if bad:
+        raise ValueError(f"stabilize must be a comma-separated subset of {list(CONDITIONS)}, got {bad}")
+    return tuple(items)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (plus where it writes)."""
+
+    task: str = "sl-mnist"
+    data_dir: str | None = None
+    task_options: dict = field(default_factory=dict)
+    time_repeat: int = 1
+    input_dropout: float = 0.0
+    net: str = "lif"
+    layers: tuple[int, ...] = (128, 128)
+    recurrent: bool = True
+    tau: float = 20.0
+    threshold: float = 1.0
+    reset: str = "subtract"
+    dropout: float = 0.1
+    sg: str = "fast-sigmoid"
+    dampening: float = 1.0
+    sharpness: float = 1.0
+    tail: float | None = None
+    stabilize: tuple[str, ...] = ()
+    stability_mode: str = "measured"
+    init_rate: float | None = None
+    sparsity: str | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    paper_weight_decay: bool = False
+    clip_norm: float = 1.0
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    seq_len: int = 100
+    seed: int = 0
+    backend: str = "auto"
+    out: str = "runs/train"
+    checkpoint_every: int = 50
+    max_minutes: float | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.layers = parse_layers(self.layers)
+        self.stabilize = parse_conditions(self.stabilize)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field and its accepted range."""
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
+        if self.net not in NETS:
+            raise ValueError(f"net must be one of {sorted(NETS)}, got {self.net!r}")
+        if _ALIASES.get(self.sg, self.sg) not in SHAPES:
+            raise ValueError(f"sg must be one of {sorted(SHAPES)}, got {self.sg!r}")
+        if self.reset not in RESETS:
+            raise ValueError(f"reset must be one of {list(RESETS)}, got {self.reset!r}")
+        if self.stability_mode not in ("measured", "paper"):
+            raise ValueError(f"stability_mode must be 'measured' or 'paper', got {self.stability_mode!r}")
+        positive = {"lr": self.lr, "tau": self.tau, "threshold": self.threshold, "dampening": self.dampening,
+                    "sharpness": self.sharpness, "clip_norm": self.clip_norm}
+        for name, val in positive.items():
+            if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {val!r}")
+        ints = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
+                "seq_len": self.seq_len, "time_repeat": self.time_repeat, "checkpoint_every": self.checkpoint_every}
+        for name, val in ints.items():
+            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {val!r}")
+        for name in ("dropout", "input_dropout"):
+            val = getattr(self, name)
+            if not (isinstance(val, (int, float)) and 0.0 <= val < 1.0):
+                raise ValueError(f"{name} must be in [0, 1), got {val!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and 0.0 <= self.weight_decay < 1.0):
+            raise ValueError(f"weight_decay must be in [0, 1), got {self.weight_decay!r}")
+        if self.init_rate is not None and not 0.0 < self.init_rate < 1.0:
+            raise ValueError(f"init_rate must be in (0, 1), got {self.init_rate!r}")
+        if self.tail is not None and not (math.isfinite(self.tail) and self.tail > 1.0):
+            raise ValueError(f"tail must be a finite q > 1, got {self.tail!r}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.sparsity:
+            from ..regularizers import parse_sparsity
+
+            parse_sparsity(self.sparsity, len(self.layers), self.epochs)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        d["stabilize"] = list(self.stabilize)
+        return d
+
+    def result_fields(self) -> dict:
+        """The fields that determine the run's results (compared on ``--resume``)."""
+        return {k: v for k, v in self.to_dict().items() if k not in NON_RESULT_FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"config has unknown keys {unknown}; accepted keys: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "TrainConfig":
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"config file {str(p)!r} does not exist")
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config file {str(p)!r} is not valid JSON: {err}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"config file {str(p)!r} must hold a JSON object")
+        return cls.from_dict(d)

@@ -1,0 +1,411 @@
+"""The training loop: AdamW, clipping, per-step cross-entropy, sparsity loss, val/best/test, checkpoints.
+
+Nothing a run did is lost: ``checkpoint.pt`` (model, optimiser, RNG, epoch, position inside the epoch,
+language-model state, epoch accumulators, metrics line count) is written atomically every
+``checkpoint_every`` steps and at the end of every epoch, and ``Trainer.fit(resume=True)`` continues
+from it to the same final weights as an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..models import SNNClassifier, SNNConfig, SNNLanguageModel
+from ..neurons import NeuronState
+from ..regularizers import SparsityLoss, parse_sparsity
+from .checkpoint import atomic_torch_save, atomic_write_json, load_checkpoint
+from .config import TrainConfig
+from .metrics import MetricsLog
+from .progress import Progress
+
+StepHook = Callable[["Trainer", int], None]
+
+
+def _detach_states(states: list[NeuronState] | None) -> list[NeuronState] | None:
+    if states is None:
+        return None
+    return [NeuronState(*(t.detach() if t is not None else None for t in st)) for st in states]
+
+
+def load_config_task(cfg: TrainConfig):
+    """The task named in the config, read from ``cfg.data_dir`` through ``spikestab.data.load_task``."""
+    from .. import data
+
+    return data.load_task(cfg.task, cfg.data_dir, seed=cfg.seed, time_repeat=cfg.time_repeat,
+                          input_dropout=cfg.input_dropout, **cfg.task_options)
+
+
+def build_model(cfg: TrainConfig, task) -> nn.Module:
+    """SNNClassifier for classification tasks; SNNLanguageModel (embedding = last width) for language."""
+    common = dict(
+        hidden_sizes=cfg.layers, net=cfg.net, dropout=cfg.dropout, recurrent=cfg.recurrent, tau=cfg.tau,
+        threshold=cfg.threshold, reset=cfg.reset, surrogate=cfg.sg, dampening=cfg.dampening,
+        sharpness=cfg.sharpness, tail=cfg.tail, backend=cfg.backend,
+    )
+    if task.kind == "language":
+        return SNNLanguageModel(SNNConfig(input_size=cfg.layers[-1], output_size=task.output_size, **common))
+    return SNNClassifier(SNNConfig(input_size=task.input_size, output_size=task.output_size, **common))
+
+
+def load_model_state(model: nn.Module, state: dict) -> None:
+    """load_state_dict that first reshapes buffers whose shape the stability conditions changed
+    (e.g. a scalar SG dampening that condition III made per-neuron)."""
+    own = dict(model.named_buffers())
+    for name, value in state.items():
+        if name in own and own[name] is not None and own[name].shape != value.shape:
+            owner, _, attr = name.rpartition(".")
+            model.get_submodule(owner).register_buffer(attr, value.clone())
+    model.load_state_dict(state)
+
+
+def _module_available(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+class Trainer:
+    """Train one configuration on one task, writing everything under ``cfg.out``.
+
+    ``task`` defaults to ``load_config_task(cfg)``; ``on_step(trainer, global_step)`` is called after
+    every optimisation step (and after any checkpoint of that step), e.g. to interrupt a run in tests.
+    """
+
+    def __init__(self, cfg: TrainConfig, task=None, on_step: StepHook | None = None,
+                 log: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.on_step = on_step
+        self.log = log
+        self.task = task if task is not None else load_config_task(cfg)
+        self.language = self.task.kind == "language"
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg, self.task)
+        self.sparsity: SparsityLoss | None = (
+            parse_sparsity(cfg.sparsity, len(cfg.layers), cfg.epochs) if cfg.sparsity else None
+        )
+        self.optimizer = self._make_optimizer()
+        self.states: list[NeuronState] | None = None
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.best_val = math.inf
+        self.best_epoch = -1
+        self.train_seconds = 0.0
+        self.stability: dict | None = None
+        self._acc = self._new_accumulator()
+
+    # ---------------------------------------------------------------- setup
+    def _decay_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """Weight decay on everything but embeddings (method.md 5.3)."""
+        emb = {id(m.weight) for m in self.model.modules() if isinstance(m, nn.Embedding)}
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return [p for p in params if id(p) not in emb], [p for p in params if id(p) in emb]
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = self._decay_groups()
+        # paper_weight_decay: decay applied by hand, not multiplied by lr, so AdamW's own decay is off
+        wd = 0.0 if self.cfg.paper_weight_decay else self.cfg.weight_decay
+        groups = [{"params": decay, "weight_decay": wd}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return torch.optim.AdamW(groups, lr=self.cfg.lr)
+
+    def _train_loader(self, epoch: int):
+        """Epoch ``epoch``'s batches: the order and input-dropout masks depend only on (seed, epoch)."""
+        from .. import data
+
+        if self.language:
+            return data.lm_batches(self.task.train, self.cfg.batch_size, self.cfg.seq_len,
+                                   time_repeat=self.cfg.time_repeat)
+        loader = data.make_loader(self.task.train, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed)
+        loader.set_epoch(epoch)
+        return loader
+
+    def batches_per_epoch(self) -> int:
+        if self.language:
+            return sum(1 for _ in self._train_loader(0))
+        return len(self._train_loader(0))
+
+    def first_batch(self) -> Tensor:
+        """The model input of the first training batch (x [T, B, N] or tokens [T, B])."""
+        return next(iter(self._train_loader(0)))[0]
+
+    def stabilize(self) -> dict | None:
+        """Apply the requested stability conditions and firing-rate calibration on the first batch."""
+        cfg = self.cfg
+        if not cfg.stabilize and cfg.init_rate is None:
+            return None
+        batch = self.first_batch()
+        result: dict = {}
+        self.model.eval()
+        if cfg.stabilize:
+            if not _module_available("spikestab.stability"):
+                raise ValueError("stabilize needs spikestab.stability, which this installation does not have")
+            from ..stability import stabilize
+
+            report = stabilize(self.model, batch, conditions=cfg.stabilize, mode=cfg.stability_mode)
+            self.log(str(report))
+            result["report"] = report.to_dict()
+        if cfg.init_rate is not None:
+            if not _module_available("spikestab.init"):
+                raise ValueError("init_rate needs spikestab.init, which this installation does not have")
+            from ..init import calibrate_firing_rate
+
+            calib = calibrate_firing_rate(self.model, batch, rate=cfg.init_rate)
+            result["init_rate"] = calib.to_dict() if hasattr(calib, "to_dict") else calib
+        with torch.no_grad():
+            result["initial_rates"] = [z.mean().item() for z in self._forward(batch)[1]]
+        self.model.train()
+        self.optimizer = self._make_optimizer()  # stabilisation may replace parameters
+        return result
+
+    # ---------------------------------------------------------------- one step
+    def _forward(self, inputs: Tensor, states=None):
+        if self.language:
+            logits, spikes, _, new_states = self.model.run(inputs, states)
+            return logits, spikes, new_states
+        logits, spikes, _ = self.model.run(inputs)
+        return logits, spikes, None
+
+    @staticmethod
+    def _task_loss(logits: Tensor, targets: Tensor) -> Tensor:
+        """Cross-entropy at every time step, averaged over time and batch (classification targets
+        [B] are repeated over time)."""
+        T, B, C = logits.shape
+        if targets.dim() == 1:
+            targets = targets.repeat(T)
+        return F.cross_entropy(logits.reshape(T * B, C), targets.reshape(-1))
+
+    def _new_accumulator(self) -> dict:
+        return {"loss": 0.0, "task_loss": 0.0, "sparsity_loss": 0.0, "correct": 0, "examples": 0, "steps": 0,
+                "rates": [0.0] * len(self.cfg.layers), "grad_norm": 0.0}
+
+    def train_step(self, batch: tuple[Tensor, Tensor], epoch_float: float) -> dict:
+        inputs, targets = batch
+        logits, spikes, new_states = self._forward(inputs, self.states)
+        self.states = _detach_states(new_states)
+        task_loss = self._task_loss(logits, targets)
+        loss = task_loss
+        sp_val, s = 0.0, 0.0
+        if self.sparsity is not None:
+            sp, s = self.sparsity(spikes, epoch_float)
+            loss = loss + sp
+            sp_val = float(sp.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        layer_norms = [
+            torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in layer.parameters() if p.grad is not None])).item()
+            for layer in self.model.stack.layers
+        ]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_norm))
+        if self.cfg.paper_weight_decay and self.cfg.weight_decay > 0:
+            with torch.no_grad():
+                for p in self._decay_groups()[0]:
+                    p.mul_(1.0 - self.cfg.weight_decay)
+        self.optimizer.step()
+        rates = [z.detach().mean().item() for z in spikes]
+        rec = {"loss": float(loss.detach()), "task_loss": float(task_loss.detach()), "sparsity_loss": sp_val,
+               "sparsity_weight": s, "grad_norm": grad_norm, "layer_grad_norms": layer_norms, "rates": rates}
+        a = self._acc
+        a["loss"] += rec["loss"]
+        a["task_loss"] += rec["task_loss"]
+        a["sparsity_loss"] += sp_val
+        a["grad_norm"] += grad_norm
+        a["steps"] += 1
+        a["rates"] = [r0 + r for r0, r in zip(a["rates"], rates)]
+        if not self.language:
+            a["correct"] += int((self.model.predict(logits.detach()) == targets).sum())
+            a["examples"] += int(targets.numel())
+        return rec
+
+    # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict:
+        """Mean per-step cross-entropy, accuracy (time-averaged logits) or perplexity, layer rates."""
+        from .. import data
+
+        ids = getattr(self.task, split)
+        was_training = self.model.training
+        self.model.eval()
+        total, count, correct, examples = 0.0, 0, 0, 0
+        rate_sum = [0.0] * len(self.cfg.layers)
+        states = None
+        if self.language:
+            batches = data.lm_batches(ids, self.cfg.eval_batch_size, self.cfg.seq_len,
+                                      time_repeat=self.cfg.time_repeat)
+        else:
+            batches = data.make_loader(ids, self.cfg.eval_batch_size, shuffle=False)
+        for inputs, targets in batches:
+            logits, spikes, states = self._forward(inputs, states)
+            n = targets.numel()
+            total += self._task_loss(logits, targets).item() * n
+            count += n
+            rate_sum = [r0 + z.mean().item() * n for r0, z in zip(rate_sum, spikes)]
+            if not self.language:
+                correct += int((self.model.predict(logits) == targets).sum())
+                examples += n
+        self.model.train(was_training)
+        if count == 0:
+            raise ValueError(f"the {split} split of task {self.task.name!r} is empty")
+        loss = total / count
+        out = {"loss": loss, "rates": [r / count for r in rate_sum]}
+        if self.language:
+            out["perplexity"] = math.exp(min(loss, 700.0))
+        else:
+            out["accuracy"] = correct / examples
+        return out
+
+    # ---------------------------------------------------------------- checkpoints
+    def _state(self, metrics: MetricsLog, finished: bool = False) -> dict:
+        return {
+            "config": self.cfg.result_fields(), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(), "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch, "global_step": self.global_step, "states": self.states,
+            "best_val": self.best_val, "best_epoch": self.best_epoch, "acc": self._acc,
+            "train_seconds": self.train_seconds, "metrics_lines": metrics.lines, "stability": self.stability,
+            "finished": finished,
+        }
+
+    def _restore(self, ck: dict, metrics: MetricsLog) -> None:
+        load_model_state(self.model, ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["rng"])
+        for key in ("epoch", "step_in_epoch", "global_step", "states", "best_val", "best_epoch",
+                    "train_seconds", "stability"):
+            setattr(self, key, ck[key])
+        self._acc = ck["acc"]
+        metrics.truncate(ck["metrics_lines"])
+
+    def check_out_dir(self, resume: bool) -> dict | None:
+        """Refuse to overwrite a run; on resume, refuse a run written by a different configuration.
+        Returns the checkpoint to resume from (None for a fresh start). Writes nothing."""
+        ck_path, cfg_path = self.out / "checkpoint.pt", self.out / "config.json"
+        if not resume:
+            if ck_path.exists() or cfg_path.exists():
+                raise ValueError(f"out {str(self.out)!r} already holds a run; pass --resume to continue it "
+                                 f"or choose another --out")
+            return None
+        if not ck_path.exists():
+            if cfg_path.exists():
+                self._compare(TrainConfig.from_json(cfg_path).result_fields(), cfg_path)
+            return None
+        ck = load_checkpoint(ck_path)
+        self._compare(ck["config"], ck_path)
+        return ck
+
+    def _compare(self, saved: dict, where: Path) -> None:
+        mine = self.cfg.result_fields()
+        diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+        if diff:
+            detail = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {mine.get(k)!r}" for k in diff)
+            raise ValueError(f"cannot resume {str(where)!r}: it was written by a different config ({detail})")
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self, resume: bool = False) -> dict:
+        """Train (or continue) to the configured number of epochs, then test the best-val checkpoint."""
+        cfg = self.cfg
+        ck = self.check_out_dir(resume)
+        self.out.mkdir(parents=True, exist_ok=True)
+        metrics = MetricsLog(self.out / "metrics.jsonl")
+        if ck is not None:
+            self._restore(ck, metrics)
+            if ck["finished"]:
+                return self._finish(metrics, already=True)
+            self.log(f"resuming {self.out} at epoch {self.epoch} step {self.step_in_epoch}")
+        else:
+            metrics.truncate(0)
+            self.stability = self.stabilize()
+            if self.stability is not None:
+                atomic_write_json(self.stability, self.out / "stability.json")
+        atomic_write_json(cfg.to_dict(), self.out / "config.json")
+        n_batches = self.batches_per_epoch()
+        deadline = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
+        stopped = False
+        self.model.train()
+        while self.epoch < cfg.epochs and not stopped:
+            bar = Progress(n_batches, f"epoch {self.epoch + 1}/{cfg.epochs}", enabled=cfg.progress,
+                           start=self.step_in_epoch)
+            if self.step_in_epoch == 0:
+                self.states = None  # a language model reads the text from its start each epoch
+            t0 = time.monotonic()
+            for i, batch in enumerate(self._train_loader(self.epoch)):
+                if i < self.step_in_epoch:
+                    continue  # batches done before the checkpoint being resumed
+                rec = self.train_step(batch, self.epoch + i / n_batches)
+                self.step_in_epoch, self.global_step = i + 1, self.global_step + 1
+                metrics.write({"kind": "step", "epoch": self.epoch, "step": self.global_step, **rec})
+                bar.update(1, loss=rec["loss"])
+                elapsed = self.train_seconds + time.monotonic() - t0
+                stopped = deadline is not None and elapsed >= deadline
+                if self.global_step % cfg.checkpoint_every == 0 or stopped:
+                    self.train_seconds, t0 = elapsed, time.monotonic()
+                    atomic_torch_save(self._state(metrics), self.out / "checkpoint.pt")
+                if self.on_step is not None:
+                    self.on_step(self, self.global_step)
+                if stopped:
+                    break
+            bar.close()
+            self.train_seconds += time.monotonic() - t0
+            if stopped and self.step_in_epoch < n_batches:
+                self.log(f"time limit of {cfg.max_minutes} min reached at epoch {self.epoch} step {self.step_in_epoch}")
+            self._end_epoch(metrics)
+        return self._finish(metrics, stopped=stopped)
+
+    def _end_epoch(self, metrics: MetricsLog) -> None:
+        a = self._acc
+        steps = max(a["steps"], 1)
+        val = self.evaluate("val")
+        rec = {
+            "kind": "epoch", "epoch": self.epoch, "step": self.global_step, "train_loss": a["loss"] / steps,
+            "train_task_loss": a["task_loss"] / steps, "train_sparsity_loss": a["sparsity_loss"] / steps,
+            "train_rates": [r / steps for r in a["rates"]], "grad_norm": a["grad_norm"] / steps,
+            "sparsity_weight": float(self.sparsity.schedule(self.epoch + 1)) if self.sparsity else 0.0,
+            "val_loss": val["loss"], "val_rates": val["rates"], "train_seconds": self.train_seconds,
+        }
+        if self.language:
+            rec["train_perplexity"] = math.exp(min(rec["train_task_loss"], 700.0))
+            rec["val_perplexity"] = val["perplexity"]
+        else:
+            rec["train_accuracy"] = a["correct"] / max(a["examples"], 1)
+            rec["val_accuracy"] = val["accuracy"]
+        metrics.write(rec)
+        if val["loss"] < self.best_val:
+            self.best_val, self.best_epoch = val["loss"], self.epoch
+            atomic_torch_save(self.model.state_dict(), self.out / "best.pt")
+        summary = f"val perplexity {val['perplexity']:.2f}" if self.language else f"val acc {val['accuracy']:.4f}"
+        self.log(f"epoch {self.epoch + 1}/{self.cfg.epochs}: train loss {rec['train_loss']:.4f}, val loss "
+                 f"{val['loss']:.4f}, {summary}, rates {[round(r, 3) for r in val['rates']]}")
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self._acc = self._new_accumulator()
+        atomic_torch_save(self._state(metrics), self.out / "checkpoint.pt")
+
+    def _finish(self, metrics: MetricsLog, stopped: bool = False, already: bool = False) -> dict:
+        """Test the best-val weights; write results.json; keep the last weights in the model."""
+        last = {k: v.clone() for k, v in self.model.state_dict().items()}
+        best_path = self.out / "best.pt"
+        if best_path.exists():
+            load_model_state(self.model, load_checkpoint(best_path))
+        test = self.evaluate("test")
+        val = self.evaluate("val")
+        self.model.load_state_dict(last)
+        results = {
+            "task": self.cfg.task, "config": self.cfg.to_dict(), "epochs_done": self.epoch,
+            "global_steps": self.global_step, "best_epoch": self.best_epoch, "val": val, "test": test,
+            "train_seconds": self.train_seconds, "stopped_by_time_limit": stopped, "stability": self.stability,
+        }
+        if not already:
+            metrics.write({"kind": "test", "step": self.global_step, **{f"test_{k}": v for k, v in test.items()}})
+            atomic_torch_save(self._state(metrics, finished=True), self.out / "checkpoint.pt")
+        atomic_write_json(results, self.out / "results.json")
+        return results

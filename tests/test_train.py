@@ -1,0 +1,143 @@
+"""Trainer: outputs, interrupted-and-resumed runs identical to uninterrupted ones, refusal to overwrite or
+to resume a different config, the paper's weight decay, bad configs."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from spikestab.data.loader import SpikeDataset
+from spikestab.data.randman import spiking_randman
+from spikestab.train import Trainer, TrainConfig, parse_layers
+from spikestab.train.metrics import read_jsonl
+
+
+def tiny_task(input_dropout: float = 0.0):
+    lat, labels = spiking_randman(n_classes=3, n_units=12, n_steps=20, dim=1, samples_per_class=40, seed=0)
+    ds = SpikeDataset.from_latencies(lat, labels, base_steps=20)
+    idx = torch.arange(len(labels)).tolist()
+    return SimpleNamespace(name="randman", kind="classification", input_size=12, output_size=3, class_names=None,
+                           train=ds.subset(idx[:84], input_dropout=input_dropout), val=ds.subset(idx[84:102]),
+                           test=ds.subset(idx[102:]), n_steps=20)
+
+
+def tiny_lm_task():
+    g = torch.Generator().manual_seed(0)
+    ids = lambda n: torch.randint(0, 30, (n,), generator=g)  # noqa: E731
+    return SimpleNamespace(name="ptb", kind="language", input_size=16, output_size=30, class_names=None,
+                           train=ids(400), val=ids(120), test=ids(120), n_steps=10)
+
+
+def cfg_for(tmp_path, name="run", **kw):
+    base = dict(task="randman", layers="2x16", epochs=3, batch_size=16, eval_batch_size=64, lr=5e-3, dropout=0.2,
+                checkpoint_every=3, progress=False, out=str(tmp_path / name), seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_at(step):
+    def hook(trainer, global_step):
+        if global_step == step:
+            raise Interrupt(f"killed at step {global_step}")
+    return hook
+
+
+def _strip_times(records):
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
+
+
+def test_fit_writes_outputs(tmp_path):
+    cfg = cfg_for(tmp_path, sparsity="l1_rate:0.05:linear")
+    res = Trainer(cfg, tiny_task(), log=lambda s: None).fit()
+    out = tmp_path / "run"
+    for name in ("config.json", "checkpoint.pt", "best.pt", "metrics.jsonl", "results.json"):
+        assert (out / name).exists(), name
+    recs = read_jsonl(out / "metrics.jsonl")
+    epochs = [r for r in recs if r["kind"] == "epoch"]
+    steps = [r for r in recs if r["kind"] == "step"]
+    assert len(epochs) == 3 and len(steps) == 3 * 6  # 84 samples / 16 = 6 batches per epoch
+    assert [r["kind"] for r in recs][-1] == "test"
+    assert set(epochs[0]) >= {"train_loss", "val_loss", "val_accuracy", "train_rates", "grad_norm", "sparsity_weight"}
+    assert len(steps[0]["rates"]) == 2 and len(steps[0]["layer_grad_norms"]) == 2
+    # the sparsity weight follows the linear ramp 0.2E -> 0.6E (E = 3): 0 at epoch 0, 1 from epoch 1.8 on
+    assert steps[0]["sparsity_weight"] == 0.0 and steps[-1]["sparsity_weight"] == 1.0
+    assert 0.0 <= res["test"]["accuracy"] <= 1.0
+    assert json.loads((out / "results.json").read_text())["best_epoch"] == res["best_epoch"]
+
+
+@pytest.mark.parametrize("kill_step", [8, 10, 12])  # after an epoch checkpoint; mid-epoch; at an epoch end
+def test_resume_after_kill_is_identical(tmp_path, kill_step):
+    full = Trainer(cfg_for(tmp_path, "full"), tiny_task(0.1), log=lambda s: None)
+    res_full = full.fit()
+    cfg = cfg_for(tmp_path, "cut")
+    with pytest.raises(Interrupt):
+        Trainer(cfg, tiny_task(0.1), on_step=interrupt_at(kill_step), log=lambda s: None).fit()
+    resumed = Trainer(cfg, tiny_task(0.1), log=lambda s: None)
+    res_cut = resumed.fit(resume=True)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert res_cut["test"] == res_full["test"]
+    assert _strip_times(read_jsonl(tmp_path / "full/metrics.jsonl")) == \
+        _strip_times(read_jsonl(tmp_path / "cut/metrics.jsonl"))
+
+
+def test_language_model_resume_is_identical(tmp_path):
+    kw = dict(task="ptb", layers="16", batch_size=4, seq_len=10, epochs=2, checkpoint_every=4, eval_batch_size=4)
+    full = Trainer(cfg_for(tmp_path, "full", **kw), tiny_lm_task(), log=lambda s: None)
+    res_full = full.fit()
+    cfg = cfg_for(tmp_path, "cut", **kw)
+    with pytest.raises(Interrupt):
+        Trainer(cfg, tiny_lm_task(), on_step=interrupt_at(6), log=lambda s: None).fit()
+    resumed = Trainer(cfg, tiny_lm_task(), log=lambda s: None)
+    res_cut = resumed.fit(resume=True)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert res_cut["test"]["perplexity"] == res_full["test"]["perplexity"]
+    assert res_full["test"]["perplexity"] > 1.0
+
+
+def test_refuses_overwrite_and_foreign_resume(tmp_path):
+    cfg = cfg_for(tmp_path, epochs=1)
+    Trainer(cfg, tiny_task(), log=lambda s: None).fit()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(ValueError, match="already holds a run"):
+        Trainer(cfg, tiny_task(), log=lambda s: None).fit()
+    with pytest.raises(ValueError, match=r"different config \(lr: saved 0.005 vs now 0.001"):
+        Trainer(cfg_for(tmp_path, epochs=1, lr=1e-3), tiny_task(), log=lambda s: None).fit(resume=True)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    assert before == after
+    # a finished run resumed with the same config returns its results without training again
+    res = Trainer(cfg, tiny_task(), log=lambda s: None).fit(resume=True)
+    assert res["epochs_done"] == 1
+
+
+def test_paper_weight_decay_is_not_scaled_by_lr(tmp_path):
+    cfg = cfg_for(tmp_path, epochs=1, lr=1e-12, weight_decay=0.1, paper_weight_decay=True, dropout=0.0)
+    tr = Trainer(cfg, tiny_task(), log=lambda s: None)
+    w0 = tr.model.readout.weight.detach().clone()
+    batch = next(iter(tr._train_loader(0)))
+    tr.train_step(batch, 0.0)
+    torch.testing.assert_close(tr.model.readout.weight.detach(), w0 * 0.9, atol=1e-9, rtol=1e-6)
+
+
+def test_bad_configs():
+    with pytest.raises(ValueError, match="layers must look like"):
+        TrainConfig(layers="2x")
+    with pytest.raises(ValueError, match="layers must have at least one layer"):
+        TrainConfig(layers="0x128")
+    with pytest.raises(ValueError, match="task must be one of"):
+        TrainConfig(task="cifar")
+    with pytest.raises(ValueError, match="sg must be one of"):
+        TrainConfig(sg="relu")
+    with pytest.raises(ValueError, match="stabilize must be"):
+        TrainConfig(stabilize="I,V")
+    with pytest.raises(ValueError, match="sparsity variant"):
+        TrainConfig(sparsity="l0:0.1")
+    with pytest.raises(ValueError, match="unknown keys"):
+        TrainConfig.from_dict({"learning_rate": 1.0})
+    assert parse_layers("2x256") == (256, 256) and parse_layers("256,128") == (256, 128)
