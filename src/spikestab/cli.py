@@ -10,6 +10,7 @@ import sys
 # module that registers each group of subcommands
 COMMAND_MODULES = [
     "spikestab.demo",
+    "spikestab.train.cli",
 ]
 
 

@@ -30,7 +30,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--batch-size", "batch_size", int, "training batch size"),
     ("--eval-batch-size", "eval_batch_size", int, "evaluation batch size"),
     ("--seq-len", "seq_len", int, "language-model window length"),
-    ("--seed", "seed", int, "seed of everything"),
+    ("--seed", "seed", int, "seed of initialisation, dropout and batch order"),
+    ("--data-seed", "data_seed", int, "seed of generated data and shuffled splits"),
     ("--tau", "tau", float, "membrane time constant in steps"),
     ("--threshold", "threshold", float, "firing threshold"),
     ("--reset", "reset", str, "subtract | multiplicative | multiplicative_all | none"),
@@ -92,9 +93,12 @@ def _cmd(args: argparse.Namespace) -> int:
     trainer.check_out_dir(args.resume)  # refuse a foreign/overwritten run before any work
     results = trainer.fit(resume=args.resume)
     if args.figures:
-        from ..plots import run_figures
+        from ..plots import run_figures, spike_raster
 
-        for path in run_figures(cfg.out):
+        inputs, spikes = trainer.sample_activity("test", 0)
+        paths = run_figures(cfg.out) + [spike_raster(inputs, spikes, f"{cfg.out}/figures/raster.png",
+                                                     title=f"{cfg.task}: first test sample")]
+        for path in paths:
             print(f"figure: {path}")
     test = results["test"]
     metric = (f"perplexity {test['perplexity']:.2f}" if "perplexity" in test

@@ -86,6 +86,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     seq_len: int = 100
     seed: int = 0
+    data_seed: int = 0
     backend: str = "auto"
     out: str = "runs/train"
     checkpoint_every: int = 50
@@ -131,8 +132,10 @@ class TrainConfig:
             raise ValueError(f"tail must be a finite q > 1, got {self.tail!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        for name in ("seed", "data_seed"):
+            val = getattr(self, name)
+            if not isinstance(val, int) or isinstance(val, bool) or val < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {val!r}")
         if self.sparsity:
             from ..regularizers import parse_sparsity
 

@@ -39,8 +39,11 @@ def load_config_task(cfg: TrainConfig):
     """The task named in the config, read from ``cfg.data_dir`` through ``spikestab.data.load_task``."""
     from .. import data
 
-    return data.load_task(cfg.task, cfg.data_dir, seed=cfg.seed, time_repeat=cfg.time_repeat,
-                          input_dropout=cfg.input_dropout, **cfg.task_options)
+    try:
+        return data.load_task(cfg.task, cfg.data_dir, seed=cfg.data_seed, time_repeat=cfg.time_repeat,
+                              input_dropout=cfg.input_dropout, **cfg.task_options)
+    except FileNotFoundError as err:  # a missing data file is bad input: a clear message, no traceback
+        raise ValueError(str(err)) from None
 
 
 def build_model(cfg: TrainConfig, task) -> nn.Module:
@@ -265,6 +268,22 @@ class Trainer:
         else:
             out["accuracy"] = correct / examples
         return out
+
+    @torch.no_grad()
+    def sample_activity(self, split: str = "test", index: int = 0) -> tuple[Tensor | None, list[Tensor]]:
+        """One sample's input [T, N] (None for token input) and every layer's spikes [T, H], eval mode."""
+        from .. import data
+
+        was_training = self.model.training
+        self.model.eval()
+        ds = getattr(self.task, split)
+        if self.language:
+            inputs = next(data.lm_batches(ds, 1, self.cfg.seq_len, time_repeat=self.cfg.time_repeat))[0]
+        else:
+            inputs = ds.densify([index])
+        spikes = self._forward(inputs)[1]
+        self.model.train(was_training)
+        return (None if self.language else inputs[:, 0]), [z[:, 0] for z in spikes]
 
     # ---------------------------------------------------------------- checkpoints
     def _state(self, metrics: MetricsLog, finished: bool = False) -> dict:

@@ -1,0 +1,61 @@
+"""``spikestab train`` end to end on a tiny generated task, --config files, and clear errors (exit 2)."""
+
+import json
+
+import pytest
+
+from spikestab.cli import main
+from spikestab.train.metrics import read_jsonl
+
+TINY = ["--task", "randman", "--task-option", "n_classes=3", "--task-option", "n_units=12", "--task-option",
+        "n_steps=20", "--task-option", "samples_per_class=30", "--layers", "2x16", "--epochs", "2",
+        "--batch-size", "16", "--lr", "5e-3", "--no-progress", "--sparsity", "l1_rate:0.05:linear"]
+
+
+def test_train_cli_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["layers"] == [16, 16] and res["config"]["task_options"]["n_units"] == 12
+    assert res["epochs_done"] == 2 and 0.0 <= res["test"]["accuracy"] <= 1.0
+    for name in ("learning_curves.png", "firing_rates.png", "raster.png"):
+        assert (out / "figures" / name).stat().st_size > 1000
+    assert [r["kind"] for r in read_jsonl(out / "metrics.jsonl")][-1] == "test"
+
+
+def test_config_file_and_flag_override(tmp_path):
+    cfg = {"task": "randman", "task_options": {"n_classes": 3, "n_units": 12, "n_steps": 20, "samples_per_class": 30},
+           "layers": [16], "epochs": 1, "batch_size": 16, "lr": 0.01, "progress": False}
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "c.json"), "--lr", "0.002", "--out", str(out), "--no-figures"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["lr"] == 0.002 and saved["layers"] == [16] and saved["epochs"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "cifar"], "task must be one of"),
+    (["--task", "randman", "--sg", "relu"], "sg must be one of"),
+    (["--task", "randman", "--layers", "2x128x3"], "layers must look like"),
+    (["--task", "randman", "--sparsity", "l1_rate"], "sparsity must look like"),
+    (["--task", "shd", "--data-dir", "/nonexistent/shd"], "put shd_train.h5 and shd_test.h5"),
+    (["--task", "randman", "--task-option", "colour=3"], "unknown option"),
+    (["--config", "/nonexistent.json"], "does not exist"),
+])
+def test_train_cli_errors(tmp_path, capsys, args, message):
+    assert main(["train", *args, "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_other_config_is_refused_before_writing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out), "--no-figures", "--epochs", "1"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert main(["train", *TINY, "--out", str(out), "--no-figures", "--epochs", "1", "--lr", "0.1", "--resume"]) == 2
+    assert "different config" in capsys.readouterr().err
+    assert main(["train", *TINY, "--out", str(out), "--no-figures", "--epochs", "1"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert before == {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
