@@ -5,6 +5,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from spikestab.data.shd import bin_events, bin_spikes, read_shd, write_shd
 
@@ -102,3 +103,53 @@ def test_tonic_reads_our_file(tmp_path):
     assert label == labels[1]
     np.testing.assert_array_equal(events["x"], units[1])
     np.testing.assert_allclose(events["t"], times[1].astype(np.float16).astype(np.float64) * 1e6, atol=1)
+
+
+def _write_task_files(folder, n_train=40, n_test=10):
+    for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
+        times, units, labels, speakers = _samples(n, seed)
+        write_shd(folder / f"shd_{split}.h5", times, units, labels, speakers, KEYS)
+
+
+def test_shd_task_splits_shapes_and_raster(tmp_path):
+    from spikestab.data import load_task, make_loader
+
+    _write_task_files(tmp_path)
+    task = load_task("shd", tmp_path)
+    assert (task.kind, task.input_size, task.output_size, task.n_steps) == ("classification", 700, 4, 250)
+    assert task.class_names == KEYS
+    assert (len(task.train), len(task.val), len(task.test)) == (38, 2, 10)  # first 95 % / last 5 %
+    times, units, labels, _ = _samples(40, 1)
+    for split, offset in ((task.train, 0), (task.val, 38)):  # order kept: val = the last samples
+        for i in range(len(split)):
+            x, y = split[i]
+            assert y == labels[offset + i]
+            t16 = times[offset + i].astype(np.float16)  # the file stores float16 times
+            np.testing.assert_array_equal(x.numpy(), bin_spikes(t16, units[offset + i]))
+    x, y = next(iter(make_loader(task.test, 4, shuffle=False)))
+    assert x.shape == (250, 4, 700) and x.dtype.is_floating_point and y.dtype == torch.int64
+
+
+def test_shd_task_options_and_tonic_layout(tmp_path):
+    from spikestab.data import load_task
+
+    _write_task_files(tmp_path / "SHD")
+    task = load_task("shd", tmp_path, dt=0.01, n_steps=50, counts=True, time_repeat=2)
+    times, units, _, _ = _samples(40, 1)
+    ref = np.repeat(bin_spikes(times[0].astype(np.float16), units[0], dt=0.01, n_steps=50, counts=True), 2, axis=0)
+    assert task.n_steps == 100
+    np.testing.assert_array_equal(task.train[0][0].numpy(), ref)
+
+
+def test_shd_task_bad_input(tmp_path):
+    from spikestab.data import load_task
+
+    with pytest.raises(FileNotFoundError, match="put shd_train.h5 and shd_test.h5"):
+        load_task("shd", tmp_path / "missing")
+    _write_task_files(tmp_path)
+    times, units, labels, speakers = _samples(4)
+    write_shd(tmp_path / "shd_test.h5", times, units, labels, speakers, KEYS[::-1])
+    with pytest.raises(ValueError, match="different extra/keys"):
+        load_task("shd", tmp_path)
+    with pytest.raises(ValueError, match="unknown option"):
+        load_task("shd", tmp_path, bins=3)
