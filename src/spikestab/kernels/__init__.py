@@ -11,12 +11,13 @@ from typing import Callable
 from torch import Tensor
 
 from ..neurons.functional import Dynamics, NeuronState
+from .fused import run_fused
 from .reference import run_reference
 
 Kernel = Callable[[Tensor, "Tensor | None", Dynamics, NeuronState, bool], "tuple[Tensor, Tensor | None, NeuronState]"]
 
-BACKENDS: dict[str, Kernel] = {"reference": run_reference}
-AUTO_ORDER: list[str] = ["reference"]
+BACKENDS: dict[str, Kernel] = {"reference": run_reference, "fused": run_fused}
+AUTO_ORDER: list[str] = ["fused", "reference"]
 
 
 def select(backend: str) -> Kernel:

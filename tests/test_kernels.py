@@ -1,0 +1,147 @@
+"""Fused BPTT kernel against the reference autograd loop (the ground truth), for every configuration."""
+
+import copy
+
+import pytest
+import torch
+
+from spikestab import kernels
+from spikestab.kernels.fused import run_fused
+from spikestab.neurons.functional import RESETS, NeuronState
+from spikestab.neurons.layers import ALIF, LIF
+from spikestab.surrogate import SHAPES, SurrogateGradient
+
+
+def _layer(cls, recurrent, reset, detach, shape, dtype=torch.float32, learnable_sg=False):
+    tail = 1.56 if shape == "q-pseudospike" else None
+    sg = SurrogateGradient(shape, dampening=0.8, sharpness=1.3, tail=tail, learnable=learnable_sg)
+    tau = torch.linspace(3.0, 12.0, 6)
+    layer = cls(4, 6, recurrent=recurrent, tau=tau, threshold=torch.linspace(0.6, 1.2, 6), reset=reset,
+                detach_reset=detach, spike_fn=sg, bias=True, learn_tau=True, learn_threshold=True,
+                backend="reference", tau_adapt=7.0, beta_adapt=0.7)
+    with torch.no_grad():
+        layer.bias.uniform_(-0.2, 0.4)
+    return layer.to(dtype)
+
+
+def _run(layer, backend, x, state, weights):
+    """Loss touching every output (spikes, voltages, final state) with fixed random weights."""
+    layer = copy.deepcopy(layer)
+    layer.backend = backend
+    x = x.clone().requires_grad_(True)
+    st = NeuronState(*(s.clone().requires_grad_(True) if s is not None else None for s in state))
+    z, v, (vT, zT, aT) = layer(x, st, return_voltage=True)
+    loss = (weights[0] * z).sum() + (weights[1] * v).sum() + (weights[2] * vT).sum() + (weights[3] * zT).sum()
+    if aT is not None:
+        loss = loss + (weights[4] * aT).sum()
+    loss.backward()
+    grads = {"x": x.grad, "v0": st.v.grad, "z0": st.z.grad}
+    if st.a is not None:
+        grads["a0"] = st.a.grad
+    grads.update({n: p.grad for n, p in layer.named_parameters() if p.requires_grad})
+    return z.detach(), v.detach(), grads
+
+
+def _inputs(layer, steps=14, batch=3, dtype=torch.float32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(steps, batch, 4, generator=g) * 1.5).to(dtype)
+    h = layer.hidden_size
+    state = NeuronState(
+        (torch.rand(batch, h, generator=g) * 0.8).to(dtype),
+        (torch.rand(batch, h, generator=g) < 0.3).to(dtype),
+        (torch.rand(batch, h, generator=g) * 0.5).to(dtype) if layer.adaptive else None,
+    )
+    weights = [torch.randn(steps, batch, h, generator=g).to(dtype), torch.randn(steps, batch, h, generator=g).to(dtype)]
+    weights += [torch.randn(batch, h, generator=g).to(dtype) for _ in range(3)]
+    return x, state, weights
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _compare(layer, dtype, tol, seed=1):
+    x, state, weights = _inputs(layer, dtype=dtype, seed=seed)
+    z_ref, v_ref, g_ref = _run(layer, "reference", x, state, weights)
+    z_f, v_f, g_f = _run(layer, "fused", x, state, weights)
+    assert 0.05 < z_ref.mean() < 0.95, "test input must make the neurons spike sometimes"
+    assert torch.equal(z_f, z_ref)
+    assert _rel(v_f, v_ref) < tol
+    assert g_f.keys() == g_ref.keys()
+    assert g_ref["x"].abs().sum() > 0 and g_ref["weight_ih"].abs().sum() > 0
+    for name in g_ref:
+        if g_ref[name] is None:  # no path from the loss (e.g. z0 of a detached feed-forward layer)
+            assert g_f[name] is None or not g_f[name].any(), name
+        else:
+            assert _rel(g_f[name], g_ref[name]) < tol, (name, _rel(g_f[name], g_ref[name]))
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("cls", [LIF, ALIF])
+@pytest.mark.parametrize("recurrent", [False, True])
+@pytest.mark.parametrize("detach", [True, False])
+def test_fused_equals_reference_float32(shape, reset, cls, recurrent, detach):
+    _compare(_layer(cls, recurrent, reset, detach, shape), torch.float32, 1e-5)
+
+
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("cls", [LIF, ALIF])
+@pytest.mark.parametrize("detach", [True, False])
+def test_fused_equals_reference_float64(reset, cls, detach):
+    _compare(_layer(cls, True, reset, detach, "exponential", torch.float64), torch.float64, 1e-12, seed=3)
+
+
+def test_learnable_surrogate_falls_back_to_reference_gradients():
+    layer = _layer(ALIF, True, "subtract", True, "gaussian", learnable_sg=True)
+    _compare(layer, torch.float32, 1e-5)
+    assert layer.spike_fn.dampening.requires_grad
+
+
+def test_auto_selects_fused():
+    assert kernels.select("auto") is run_fused
+    assert kernels.AUTO_ORDER[0] == "fused"
+
+
+def test_no_grad_inference_and_chained_states_match_reference():
+    layer = _layer(ALIF, True, "subtract", True, "fast-sigmoid")
+    x, state, _ = _inputs(layer, steps=20)
+    fused = copy.deepcopy(layer)
+    fused.backend = "fused"
+    with torch.no_grad():
+        z_ref, st_ref = layer(x, state)
+        z1, st = fused(x[:8], state)
+        z2, st = fused(x[8:], st)
+    assert torch.equal(torch.cat([z1, z2]), z_ref)
+    for a, b in zip(st, st_ref):
+        torch.testing.assert_close(a, b)
+
+
+def _graph_bytes(layer, x):
+    """Bytes of the distinct storages autograd keeps for backward beyond the layer's input, output
+    and parameters: the activation memory the time loop adds."""
+    storages = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        z, _ = layer(x)
+    for t in [x, z, *layer.parameters(), *layer.buffers()]:
+        storages.pop(t.untyped_storage().data_ptr(), None)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_fused_lif_keeps_only_the_voltages(learn):
+    layer = LIF(8, 32, recurrent=True, backend="reference", learn_tau=learn, learn_threshold=learn)
+    x = (torch.rand(250, 4, 8) < 0.2).float()
+    ref = _graph_bytes(layer, x)
+    layer.backend = "fused"
+    fused = _graph_bytes(layer, x)
+    volts = 250 * 4 * 32 * 4
+    assert fused <= volts + 2 * 4 * 32 * 4 + 32 * 32 * 4  # voltages (+ initial v, z and the masked W_hh)
+    # the reference keeps the centred voltage and the spikes of every step (+ the voltage if tau learns)
+    assert ref >= (3 if learn else 2) * volts
