@@ -37,7 +37,8 @@ from .loader import SpikeDataset, _check_options
 class Task:
     """A task's splits and sizes. Classification splits are ``SpikeDataset``s; language splits are 1-D
     LongTensors of token ids (use ``lm_batches(split, B, seq_len, time_repeat=task.time_repeat)``), with
-    ``input_size == output_size == vocabulary size`` and ``class_names`` the vocabulary."""
+    ``input_size == output_size == vocabulary size`` and ``class_names`` the vocabulary. ``info`` is a
+    JSON-able note of where the data came from and how it was encoded."""
 
     name: str
     kind: str
@@ -88,8 +89,7 @@ def _shd(data_dir: Path | None, seed: int, time_repeat: int, input_dropout: floa
     keys = files["train"]["keys"]
     return dict(kind="classification", input_size=shd.N_CHANNELS, output_size=len(keys), class_names=keys,
                 train=full.subset(tr, input_dropout=input_dropout), val=full.subset(va), test=test,
-                base_steps=n_steps, info=dict(source=str(folder), dt=dt, counts=counts,
-                                              speakers={s: files[s]["speakers"] for s in files}))
+                base_steps=n_steps, info=dict(source=str(folder), dt=dt, counts=counts))
 
 
 def _sl_mnist(data_dir: Path | None, seed: int, time_repeat: int, input_dropout: float, *,
