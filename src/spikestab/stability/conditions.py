@@ -1,0 +1,476 @@
+"""Stability conditions I-IV on plain tensors (method.md section 3, DESIGN.md decision table).
+
+Orientation: weights are in ``torch.nn.RNN`` layout, ``weight_hh[j, i]`` from neuron i to neuron j, so the
+sums over the inputs of a post-synaptic neuron j run over the row ``weight_hh[j, :]`` (method.md writes the
+transposed layout). ``weight_hh`` is the effective matrix (diagonal already masked); ``fan_in`` is the
+number of recurrent inputs per neuron (n - 1 with the masked diagonal).
+
+Each condition returns a :class:`ConditionResult` with the chosen value(s), a feasibility flag and the
+fallback used when there is no solution. Two modes (DESIGN.md principle 2):
+
+- ``paper``: the official code's formulas, with its known bugs not reproduced (uniform voltage between
+  worst-case bounds for condition IV, variant c for condition III, the derived multiplicative_all mean
+  for condition I, the exactly realised variance for condition II).
+- ``measured``: the same targets with expectations over the voltages and spikes recorded on a data batch
+  (:class:`TransitionTerms` for condition IV, recorded spikes and input-current variance for condition
+  II, measured input-current mean for the first guess of condition I, which ``stabilize`` then corrects by
+  a root find on the simulated rate).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..neurons.functional import RESETS
+from ..surrogate import SurrogateGradient
+from .measure import Trace
+from .solvers import scan_root
+
+__all__ = [
+    "ConditionResult",
+    "TransitionTerms",
+    "condition_i",
+    "condition_ii",
+    "condition_iii",
+    "condition_iv",
+    "paper_voltage_bounds",
+    "split_recurrent",
+    "compose_recurrent",
+]
+
+PAPER_SHARPNESS_BRACKET = (0.3, 1.6)  # the official code's search interval
+TAIL_BRACKET = (1.01, 100.0)
+
+
+@dataclass
+class ConditionResult:
+    """What one condition chose for one layer and whether it could meet its target."""
+
+    condition: str  # "I", "II", "III" or "IV"
+    quantity: str  # the targeted quantity
+    target: float
+    parameter: str  # what was chosen
+    chosen: Tensor | float  # the value (per neuron or scalar)
+    feasible: bool
+    fallback: str | None = None  # what was used instead when infeasible
+    residual: float | None = None  # the theory's miss at the chosen value (predicted quantity - target)
+    measured: float | None = None  # the targeted quantity measured on the built network
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def chosen_mean(self) -> float:
+        """The chosen value, or its mean over neurons."""
+        return float(torch.as_tensor(self.chosen, dtype=torch.float64).mean())
+
+    def to_dict(self) -> dict:
+        c = torch.as_tensor(self.chosen, dtype=torch.float64)
+        out = {
+            "condition": self.condition, "quantity": self.quantity, "target": self.target,
+            "parameter": self.parameter, "chosen": self.chosen_mean, "feasible": bool(self.feasible),
+            "fallback": self.fallback, "residual": _num(self.residual), "measured": _num(self.measured),
+            "note": self.note,
+        }
+        if c.numel() > 1:
+            out.update(chosen_std=float(c.std()), chosen_min=float(c.min()), chosen_max=float(c.max()))
+        out.update({k: _num(v) if isinstance(v, float) else v for k, v in self.extra.items()})
+        return out
+
+
+def _num(x: float | None) -> float | None:
+    """JSON-safe float (None for nan and infinities)."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _check_reset(reset: str) -> None:
+    if reset not in RESETS:
+        raise ValueError(f"reset must be one of {list(RESETS)}, got {reset!r}")
+
+
+def _check_rate(rate: float) -> None:
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"rate must be in the open interval (0, 1), got {rate!r}")
+
+
+def _fan_in(weight_hh: Tensor, fan_in: int | None) -> int:
+    return weight_hh.shape[0] - 1 if fan_in is None else int(fan_in)
+
+
+# --- condition I --------------------------------------------------------------------------------------
+
+
+def condition_i(
+    weight_hh: Tensor,
+    alpha: Tensor,
+    threshold: Tensor,
+    reset: str,
+    *,
+    rate: float = 0.5,
+    input_mean: Tensor | None = None,
+    beta_adapt: Tensor | None = None,
+    fan_in: int | None = None,
+) -> ConditionResult:
+    """Recurrent-weight mean per post-synaptic neuron that puts the stationary mean voltage at the
+    threshold, so that a neuron fires with probability ``rate`` (1/2 in the paper).
+
+    With p = rate, k = fan_in, A = threshold (+ beta_adapt * p for ALIF) and m = mean input current
+    (0 in ``paper`` mode, the measured per-neuron mean of W_ih x + b in ``measured`` mode), the stationary
+    mean of the update gives
+        subtract:            mu = (A (1 - alpha + p) - m) / (k p)         (p = 1/2: (3 - 2 alpha) A / k)
+        multiplicative:      mu = (A (1 - alpha (1 - p)) - m) / (k p)     (p = 1/2: (2 - alpha) A / k)
+        multiplicative_all:  mu = (A (1 / (1 - p) - alpha) - m) / (k p)   (p = 1/2: 2 (2 - alpha) A / k,
+                             the derived value, not the official code's 2 (1 - alpha) A / k)
+        none:                mu = (A (1 - alpha) - m) / (k p)
+    Always feasible. ``chosen`` is the per-neuron mean mu [H] (row means of ``weight_hh``).
+
+    Example:
+        >>> w = torch.zeros(5, 5); a = torch.zeros(5); th = torch.ones(5)
+        >>> condition_i(w, a, th, "subtract").chosen   # (3 - 0) * 1 / 4
+        tensor([0.7500, 0.7500, 0.7500, 0.7500, 0.7500])
+    """
+    _check_reset(reset)
+    _check_rate(rate)
+    k = _fan_in(weight_hh, fan_in)
+    if k < 1:
+        raise ValueError(f"fan_in must be >= 1 for condition I, got {k}")
+    p = rate
+    alpha = alpha.double()
+    thr = threshold.double() + (0.0 if beta_adapt is None else beta_adapt.double() * p)
+    m = 0.0 if input_mean is None else input_mean.double()
+    factor = {
+        "subtract": 1.0 - alpha + p,
+        "multiplicative": 1.0 - alpha * (1.0 - p),
+        "multiplicative_all": 1.0 / (1.0 - p) - alpha,
+        "none": 1.0 - alpha,
+    }[reset]
+    mu = (thr * factor - m) / (k * p)
+    return ConditionResult("I", "initial firing rate", rate, "recurrent weight mean", mu.float(), True)
+
+
+# --- condition II -------------------------------------------------------------------------------------
+
+
+def split_recurrent(weight_hh: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, float]:
+    """Row means mu [H], standardised residual pattern P [H, H] (zero on masked entries, unit variance
+    over the unmasked ones) and the residual std of ``weight_hh``, so W = mu + std * P on the mask."""
+    m = mask.to(weight_hh.dtype)
+    count = m.sum(1).clamp_min(1.0)
+    mu = (weight_hh * m).sum(1) / count
+    resid = (weight_hh - mu[:, None]) * m
+    n = m.sum().clamp_min(1.0)
+    std = float(((resid**2).sum() / n).sqrt())
+    pattern = resid / std if std > 0 else resid
+    return mu, pattern, std
+
+
+def compose_recurrent(mean: Tensor, std: float, pattern: Tensor, mask: Tensor, like: Tensor) -> Tensor:
+    """Inverse of :func:`split_recurrent`: (mean_j + std * P) on the mask, ``like``'s entries elsewhere."""
+    m = mask.to(like.dtype)
+    return (mean.to(like.dtype)[:, None] + std * pattern.to(like.dtype)) * m + like * (1.0 - m)
+
+
+def condition_ii(
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    *,
+    mean: Tensor | float,
+    input_moment2: float | None = None,
+    spikes: Tensor | None = None,
+    pattern: Tensor | None = None,
+    input_var: float | None = None,
+    mask: Tensor | None = None,
+    fan_in: int | None = None,
+) -> ConditionResult:
+    """Recurrent-weight variance that makes the recurrent current as variable as the input current.
+
+    ``paper`` mode (``input_moment2`` = E[x^2] of the layer input given): the independence derivation
+        Var(W_hh z) = k (sigma^2 / 2 + mu^2 / 4) = n_in Var(W_ih) E[x^2] = Var(W_ih x)
+        =>  sigma^2 = 2 n_in Var(W_ih) E[x^2] / k - mu^2 / 2
+    with the factor 2 the official code drops, realised exactly (no fan-in rescaling on top).
+
+    ``measured`` mode (``spikes`` [N, H] = the recorded z_{t-1}, ``pattern`` P [H, H] from
+    :func:`split_recurrent`, ``input_var`` = the measured Var_j(W_ih x)_j averaged over samples, ``mask``):
+    with W = mu + sigma P, the across-neuron variance of z W^T averaged over the recorded samples (see
+    ``measure.variance_ratio``) is a quadratic in sigma, solved exactly for the recorded spikes.
+
+    ``chosen`` is sigma^2. A negative sigma^2 (the mean part alone already exceeds the input variance) is
+    infeasible: the fallback is the nearest feasible value (paper: 0; measured: the sigma >= 0 minimising
+    the mismatch), never NaN.
+
+    Example:
+        >>> w_ih = torch.full((4, 3), 0.5); w_hh = torch.zeros(4, 4)
+        >>> condition_ii(w_ih, w_hh, mean=0.0, input_moment2=1.0).chosen   # Var(w_ih) = 0
+        0.0
+    """
+    mu = torch.as_tensor(mean, dtype=torch.float64)
+    if spikes is None:
+        if input_moment2 is None:
+            raise ValueError("condition_ii needs input_moment2 (paper mode) or spikes, pattern and input_var (measured mode)")
+        k = _fan_in(weight_hh, fan_in)
+        n_in = weight_ih.shape[1]
+        var_ih = weight_ih.double().var(unbiased=False).item()
+        sigma2 = 2.0 * n_in * var_ih * float(input_moment2) / k - (mu**2).mean().item() / 2.0
+        if sigma2 >= 0:
+            return ConditionResult("II", "recurrent/input current variance ratio", 1.0, "recurrent weight variance", sigma2, True)
+        return ConditionResult(
+            "II", "recurrent/input current variance ratio", 1.0, "recurrent weight variance", 0.0, False,
+            fallback="variance 0 (the formula gave a negative variance)", residual=None,
+            extra={"formula_value": sigma2},
+        )
+    if pattern is None or input_var is None or mask is None:
+        raise ValueError("measured condition_ii needs spikes, pattern, input_var and mask")
+    z = spikes.double().reshape(-1, spikes.shape[-1])
+    m = mask.double()
+    mean_w = mu.reshape(-1)[:, None].expand_as(m) * m
+    a_cur = z @ mean_w.t()
+    b_cur = z @ pattern.double().t()
+    a_c = a_cur - a_cur.mean(-1, keepdim=True)
+    b_c = b_cur - b_cur.mean(-1, keepdim=True)
+    va, vb, cab = (a_c**2).mean().item(), (b_c**2).mean().item(), (a_c * b_c).mean().item()
+    target = float(input_var)
+    if vb <= 0:
+        return ConditionResult(
+            "II", "recurrent/input current variance ratio", 1.0, "recurrent weight variance", 0.0, False,
+            fallback="variance 0 (the recorded spikes carry no recurrent variance)",
+        )
+    disc = cab * cab - vb * (va - target)
+    if disc >= 0 and (-cab + math.sqrt(disc)) >= 0:
+        sigma = (-cab + math.sqrt(disc)) / vb
+        return ConditionResult("II", "recurrent/input current variance ratio", 1.0, "recurrent weight variance", sigma**2, True)
+    sigma = max(0.0, -cab / vb)
+    pred = va + 2 * sigma * cab + sigma**2 * vb
+    return ConditionResult(
+        "II", "recurrent/input current variance ratio", 1.0, "recurrent weight variance", sigma**2, False,
+        fallback="sigma >= 0 minimising the variance mismatch", residual=pred / target - 1.0,
+    )
+
+
+# --- condition III ------------------------------------------------------------------------------------
+
+
+def condition_iii(
+    weight_hh: Tensor,
+    alpha: Tensor,
+    threshold: Tensor,
+    reset: str,
+    *,
+    variant: str = "c",
+) -> ConditionResult:
+    """Per-neuron dampening bounding the worst-case transition derivative (method.md section 3.4).
+
+    With S+_j = sum_i max(W[j, i], 0), S-_j = -sum_i max(-W[j, i], 0) and th_eff = threshold for the
+    subtractive reset (0 otherwise):
+        ``"c"`` (the official code's default):  g_j = (1 - alpha_j) / S+_j * |S-_j| / (|S-_j| + th_eff_j)
+        ``"mean"``:    the scalar mean of variant c over neurons (the code's variant d)
+        ``"bounded"``: variant c without the threshold factor, scaled down by the largest row excess so
+                       that max_j (alpha_j + sum_i max(W[j, i], 0) g_i) <= 1 holds exactly.
+    Why ``bounded`` exists: the SG factor of the transition Jacobian belongs to the *pre*-synaptic neuron
+    (J[j, i] = W[j, i] SG_i), so a per-neuron g_j computed from neuron j's incoming row does not by itself
+    bound the row sums; ``bounded`` guarantees the worst-case gain (``residual`` = worst-case gain - 1).
+    A neuron with no positive input (S+_j = 0) gets the largest finite value of the others (fallback).
+
+    Example:
+        >>> w = torch.tensor([[0.0, 0.5], [0.25, 0.0]]); a = torch.zeros(2); th = torch.ones(2)
+        >>> condition_iii(w, a, th, "multiplicative").chosen
+        tensor([2., 4.])
+        >>> condition_iii(w, a, th, "multiplicative", variant="bounded").residual <= 1e-12
+        True
+    """
+    _check_reset(reset)
+    if variant not in ("c", "mean", "bounded"):
+        raise ValueError(f"variant must be one of ['bounded', 'c', 'mean'], got {variant!r}")
+    w = weight_hh.double()
+    alpha = alpha.double()
+    s_pos = w.clamp_min(0).sum(1)
+    s_neg = w.clamp_max(0).sum(1).abs()
+    th_eff = threshold.double() if (reset == "subtract" and variant != "bounded") else torch.zeros_like(s_pos)
+    ok = s_pos > 0
+    ratio = torch.where(s_neg + th_eff > 0, s_neg / (s_neg + th_eff).clamp_min(1e-300), torch.ones_like(s_neg))
+    damp = torch.where(ok, (1.0 - alpha) / s_pos.clamp_min(1e-300) * ratio, torch.zeros_like(s_pos))
+    fallback = None
+    if not ok.all():
+        fallback = f"{int((~ok).sum())} neurons without positive input got the largest finite dampening"
+        damp = torch.where(ok, damp, damp[ok].max() if ok.any() else torch.ones_like(damp))
+    if variant == "mean":
+        damp = damp.mean().expand_as(damp).clone()
+    gain = (alpha + w.clamp_min(0) @ damp).max()
+    if variant == "bounded":
+        scale = ((1.0 - alpha) / (w.clamp_min(0) @ damp).clamp_min(1e-300)).min().clamp_max(1.0)
+        damp = damp * scale
+        gain = (alpha + w.clamp_min(0) @ damp).max()
+    return ConditionResult(
+        "III", "worst-case transition gain", 1.0, "dampening", damp.float(), bool(ok.any()), fallback=fallback,
+        residual=float(gain) - 1.0, note="" if variant == "bounded" else "row bound not guaranteed per neuron",
+        extra={"worst_case_gain": float(gain), "variant": variant},
+    )
+
+
+# --- condition IV -------------------------------------------------------------------------------------
+
+
+def paper_voltage_bounds(
+    weight_ih: Tensor, weight_hh: Tensor, alpha: Tensor, threshold: Tensor, reset: str
+) -> tuple[Tensor, Tensor]:
+    """Centred voltage bounds (v - threshold) under constant all-positive / all-negative drive, as in the
+    official code: y_max = (S+ + S+_in) / (1 - alpha), y_min = (S- + S-_in - th_eff) / (1 - alpha)."""
+    _check_reset(reset)
+    w, wi = weight_hh.double(), weight_ih.double()
+    alpha, thr = alpha.double(), threshold.double()
+    th_eff = thr if reset == "subtract" else torch.zeros_like(thr)
+    y_max = (w.clamp_min(0).sum(1) + wi.clamp_min(0).sum(1)) / (1.0 - alpha)
+    y_min = (w.clamp_max(0).sum(1) + wi.clamp_max(0).sum(1) - th_eff) / (1.0 - alpha)
+    return y_min - thr, y_max - thr
+
+
+@dataclass
+class TransitionTerms:
+    """Recorded pieces of the transition Jacobian J = diag(d) + diag(r) W diag(s) on N = steps x batch
+    samples (see ``spikestab.stability.measure``), with d = d0 + ce * s and s = SG(u) the surrogate
+    derivative at the recorded centred voltages u = v_{t-1} - A_{t-1}."""
+
+    u: Tensor  # [N, H] centred voltages at t-1
+    d0: Tensor  # [N, H] leak part of the diagonal
+    ce: Tensor | None  # [N, H] reset-path coefficient of s on the diagonal (detach_reset=False)
+    r: Tensor | None  # [N, H] row factor (1 - z_{t-1}) for multiplicative_all
+    col: Tensor  # [N, H] or [H]: sum_j r_j^2 W[j, i]^2
+    wdiag: Tensor  # [H] diagonal of W (0 when masked)
+
+    @classmethod
+    def from_trace(cls, trace: Trace, weight_hh: Tensor, alpha: Tensor, reset: str, detach_reset: bool,
+                   rho: Tensor | None = None, beta_adapt: Tensor | None = None, start: int | None = None) -> "TransitionTerms":
+        """Build the terms from a recorded run, over the steps ``start`` .. T-1 (default: second half)."""
+        _check_reset(reset)
+        n_t = trace.v.shape[0]
+        t0 = max(1, n_t // 2 if start is None else start)
+        flat = lambda t: t[t0:].double().reshape(-1, t.shape[-1])  # noqa: E731
+        w = weight_hh.double()
+        alpha = alpha.double()
+        z_prev, v_prev = flat(trace.previous("z")), flat(trace.previous("v"))
+        u = v_prev - flat(trace.previous("thr"))
+        r = None
+        if reset == "multiplicative":
+            d0 = alpha * (1.0 - z_prev)
+        elif reset == "multiplicative_all":
+            r = 1.0 - z_prev
+            d0 = alpha * r
+        else:
+            d0 = alpha.expand_as(u)
+        ce = None
+        if not detach_reset:
+            if reset == "subtract":
+                thr_now = flat(trace.thr)
+                extra = 0.0 if rho is None else beta_adapt.double() * (1.0 - rho.double()) * z_prev
+                ce = -(thr_now + extra)
+            elif reset == "multiplicative":
+                ce = -alpha * v_prev
+            elif reset == "multiplicative_all":
+                total = flat(trace.current) + z_prev @ w.t()
+                ce = -(alpha * v_prev + total)
+        col = (r**2) @ (w**2) if r is not None else (w**2).sum(0)
+        return cls(u, d0, ce, r, col, torch.diagonal(w).clone())
+
+    def mean_square_gain(self, sg: Tensor) -> float:
+        """E ||J||_F^2 / H for SG values ``sg`` [N, H] at the recorded voltages."""
+        d = self.d0 if self.ce is None else self.d0 + self.ce * sg
+        r = 1.0 if self.r is None else self.r
+        total = (d**2).sum(1) + 2.0 * (d * r * self.wdiag * sg).sum(1) + (self.col * sg**2).sum(1)
+        return total.mean().item() / self.u.shape[1]
+
+
+def condition_iv(
+    spike_fn: SurrogateGradient,
+    weight_hh: Tensor,
+    alpha: Tensor,
+    threshold: Tensor,
+    reset: str,
+    *,
+    solve_for: str = "sharpness",
+    detach_reset: bool = True,
+    bounds: tuple[Tensor, Tensor] | None = None,
+    terms: TransitionTerms | None = None,
+    bracket: tuple[float, float] | None = None,
+) -> ConditionResult:
+    """Sharpness (any SG shape) or tail fatness q (q-PseudoSpike) that makes the mean-square transition
+    derivative E ||J||_F^2 / H equal to 1 (method.md section 3.5). The dampening is the SG's current one
+    (per neuron after condition III).
+
+    ``paper`` mode (``bounds`` = centred voltage bounds from :func:`paper_voltage_bounds`): the voltage is
+    uniform between the bounds and E[SG^2] comes from the SG's closed-form ``mean_square``; the residual is
+        mean(alpha^2) E[m] + mean_i(c_i E[r^2] E_i[SG^2]) (+ mean(th^2 E[SG^2]) with a non-detached
+        subtractive reset) - 1
+    with c_i = sum_j W[j, i]^2, E[m] = 1/2 for the multiplicative resets (the leak survives a non-spike) and
+    E[r^2] = 1/2 for multiplicative_all. Bracket: the code's [0.3, 1.6] for the sharpness.
+    ``measured`` mode (``terms`` from the recorded voltages): the residual is
+    ``terms.mean_square_gain(SG) - 1``, exactly the quantity :func:`~spikestab.stability.measure.measure_jacobian`
+    measures by autograd. Bracket: 1e-3 .. 1e3 over the spread of the recorded voltages.
+    The tail q is searched in [1.01, 100] with the sharpness fixed. No root in the bracket: ``feasible``
+    is False and ``chosen`` is the argmin of |residual| over the bracket (the best reachable gain is in
+    ``extra['best_gain']``).
+
+    Example:
+        >>> sg = SurrogateGradient("exponential")
+        >>> w = torch.full((3, 3), 0.8).fill_diagonal_(0); a = torch.zeros(3); th = torch.ones(3)
+        >>> lo, hi = torch.full((3,), -1.0), torch.full((3,), 1.0)
+        >>> res = condition_iv(sg, w, a, th, "subtract", bounds=(lo, hi), bracket=(0.01, 10.0))
+        >>> res.feasible, round(res.residual, 6)
+        (True, 0.0)
+    """
+    _check_reset(reset)
+    if solve_for not in ("sharpness", "tail"):
+        raise ValueError(f"solve_for must be 'sharpness' or 'tail', got {solve_for!r}")
+    if solve_for == "tail" and spike_fn.shape != "q-pseudospike":
+        raise ValueError(f"solve_for='tail' needs the q-pseudospike shape, got {spike_fn.shape!r}")
+    if (bounds is None) == (terms is None):
+        raise ValueError("condition_iv needs exactly one of bounds (paper mode) or terms (measured mode)")
+    damp = spike_fn.dampening.detach().double()
+    sharp0 = spike_fn.sharpness.detach().double()
+    q0 = spike_fn.tail
+
+    def sg_with(value: float) -> SurrogateGradient:
+        if solve_for == "sharpness":
+            return spike_fn.with_params(sharpness=torch.tensor(value))
+        return spike_fn.with_params(tail=value)
+
+    if bounds is not None:
+        lo, hi = (b.double() for b in bounds)
+        alpha2 = alpha.double() ** 2
+        col = (weight_hh.double() ** 2).sum(0)
+        leak = alpha2.mean().item() * (0.5 if reset in ("multiplicative", "multiplicative_all") else 1.0)
+        row = 0.5 if reset == "multiplicative_all" else 1.0
+        reset_sq = threshold.double() ** 2 if (reset == "subtract" and not detach_reset) else 0.0
+
+        def gain(value: float) -> float:
+            sg = sg_with(value)
+            ms = sg.mean_square(lo, hi, dampening=damp, sharpness=sg.sharpness.double())
+            return leak + (row * col * ms + reset_sq * ms).mean().item()
+
+        default = PAPER_SHARPNESS_BRACKET if solve_for == "sharpness" else TAIL_BRACKET
+    else:
+        u = terms.u
+
+        def gain(value: float) -> float:
+            if solve_for == "sharpness":
+                s = damp * spike_fn.shape_fn(value * u)
+            else:
+                s = damp * sg_with(value).shape_fn(sharp0 * u)
+            return terms.mean_square_gain(s)
+
+        scale = u.abs().median().item() or 1.0
+        default = (1e-3 / scale, 1e3 / scale) if solve_for == "sharpness" else TAIL_BRACKET
+    lo_b, hi_b = bracket if bracket is not None else default
+    res = scan_root(lambda x: gain(x) - 1.0, lo_b, hi_b, points=13, log=True, ftol=1e-4, max_iter=60)
+    extra = {
+        "bracket": [lo_b, hi_b],
+        "best_gain": res.value + 1.0,
+        "gain_at_initial": gain(float(sharp0.mean()) if solve_for == "sharpness" else q0),
+    }
+    if solve_for == "sharpness":
+        extra["residual_at_sharpness_1"] = gain(1.0) - 1.0
+    return ConditionResult(
+        "IV", "mean-square transition gain", 1.0, solve_for, float(res.x), res.feasible,
+        fallback=None if res.feasible else res.fallback, residual=res.value, extra=extra,
+    )

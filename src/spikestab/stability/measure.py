@@ -1,0 +1,362 @@
+"""Measurements of the quantities the stability conditions target, on any model built from spikestab
+layers (method.md section 3.1, DESIGN.md principle 1).
+
+What "transition derivative" means here. The state of a layer is (v, z, a) with z_t = H(v_t - A_t). The
+transition derivative is the Jacobian of the one-step map v_{t-1} -> v_t, with z_{t-1} recomputed from
+v_{t-1} through the surrogate gradient and the adaptation a_{t-1} held fixed, so
+
+    J_t = diag(d_t) + diag(r_t) W_hh diag(s_{t-1}),   s_{t-1} = SG(v_{t-1} - A_{t-1})
+
+with r = 1 - z_{t-1} for ``multiplicative_all`` (else 1) and d the leak path: alpha (subtract, none),
+alpha (1 - z_{t-1}) (multiplicative), alpha (1 - z_{t-1}) (multiplicative_all). With ``detach_reset=True``
+(the default, and what the official code always does) the reset term contributes nothing; with
+``detach_reset=False`` d gains the reset-path term (e.g. -A_t s_{t-1} for the subtractive reset). This is
+exactly what ``torch.autograd`` differentiates, so :func:`measure_jacobian` computes it by autograd and the
+conditions (``spikestab.stability.conditions``) use the same expression in closed form. For ALIF, the
+gradient also flows v_{t-1} -> z_{t-1} -> a_t -> A_t -> z_t; it is not part of J (a is held fixed) but it
+is part of the BPTT growth measured by :func:`measure_gradient_growth`, which differentiates the whole
+sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..neurons.functional import NeuronState, step
+from ..neurons.layers import SpikingNeurons, spiking_layers
+
+__all__ = [
+    "Trace",
+    "record",
+    "layer_input",
+    "measure_firing_rate",
+    "measure_variance_ratio",
+    "measure_jacobian",
+    "measure_worst_case_gain",
+    "measure_gradient_growth",
+    "measure_layers",
+]
+
+
+@dataclass
+class Trace:
+    """A layer's run on one input, recorded without gradients; every field is [T, B, H] except x."""
+
+    x: Tensor  # layer input [T, B, I]
+    current: Tensor  # W_ih x + b (input current including the bias)
+    v: Tensor  # voltages v_t
+    z: Tensor  # spikes z_t
+    thr: Tensor  # thresholds A_t (the constant threshold for LIF, broadcast)
+    a: Tensor | None  # ALIF adaptation a_t
+
+    @property
+    def rate(self) -> float:
+        """Mean firing rate over time, batch and neurons."""
+        return self.z.mean().item()
+
+    def previous(self, field: str) -> Tensor:
+        """The recorded ``field`` shifted one step later: entry t holds the value at t - 1 (zero state at t=0)."""
+        t = getattr(self, field)
+        if field == "thr":
+            first = t[:1]  # A_{-1} is irrelevant (z_{-1} = 0), use A_0's constant part
+        else:
+            first = torch.zeros_like(t[:1])
+        return torch.cat([first, t[:-1]])
+
+    def recurrent_current(self, weight_hh: Tensor) -> Tensor:
+        """W_hh z_{t-1} at every step."""
+        return self.previous("z") @ weight_hh.t()
+
+
+def _as_layer(layer: nn.Module) -> SpikingNeurons:
+    if not isinstance(layer, SpikingNeurons):
+        raise ValueError(f"layer must be a spikestab spiking layer (LIF, ALIF, LIFCell, ALIFCell), got {type(layer).__name__}")
+    return layer
+
+
+@torch.no_grad()
+def record(layer: SpikingNeurons, x: Tensor) -> Trace:
+    """Run ``layer`` on x [T, B, I] from the zero state with the plain step equations and record it.
+
+    Example:
+        >>> from spikestab.neurons import LIF
+        >>> tr = record(LIF(10, 32), (torch.rand(50, 4, 10) < 0.2).float())
+        >>> tr.v.shape
+        torch.Size([50, 4, 32])
+    """
+    layer = _as_layer(layer)
+    current = layer.input_current(x)
+    dyn = layer.dynamics()
+    w = layer.recurrent_weight()
+    state = layer.initial_state(x.shape[1], current)
+    vs, zs, thrs, as_ = [], [], [], []
+    for t in range(x.shape[0]):
+        state = step(current[t], state, w, dyn)
+        vs.append(state.v)
+        zs.append(state.z)
+        if dyn.adaptive:
+            as_.append(state.a)
+            thrs.append(dyn.threshold + dyn.beta_adapt * state.a)
+    v, z = torch.stack(vs), torch.stack(zs)
+    thr = torch.stack(thrs) if dyn.adaptive else dyn.threshold.detach().expand_as(v)
+    return Trace(x, current, v, z, thr, torch.stack(as_) if dyn.adaptive else None)
+
+
+class _Captured(Exception):
+    """Raised by the capture hook to stop the forward pass once a layer's input is known."""
+
+
+def layer_input(model: nn.Module, batch, index: int) -> Tensor:
+    """The input [T, B, I] that spiking layer ``index`` of ``model`` receives when the model runs on
+    ``batch`` in eval mode (dropout off). Captured with a forward pre-hook; a sequence layer stops the
+    forward pass there, per-step cells are collected over the whole pass and stacked along time."""
+    layers = spiking_layers(model)
+    if not layers:
+        raise ValueError("model must contain at least one spikestab spiking layer (LIF, ALIF, LIFCell, ALIFCell)")
+    if not -len(layers) <= index < len(layers):
+        raise ValueError(f"index must be in [0, {len(layers)}), got {index}")
+    target = layers[index]
+    got: list[Tensor] = []
+
+    def hook(module: nn.Module, args: tuple) -> None:
+        x = args[0].detach()
+        got.append(x)
+        if x.dim() == 3:
+            raise _Captured
+
+    handle = target.register_forward_pre_hook(hook)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(batch)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not got:
+        raise ValueError(f"spiking layer {index} was not called by the model's forward pass on this batch")
+    if got[0].dim() == 2:
+        return torch.stack(got)
+    x = got[0]
+    return x.transpose(0, 1) if target.batch_first else x
+
+
+def measure_firing_rate(model: nn.Module, batch) -> list[float]:
+    """Initial firing rate of every spiking layer (mean over time, batch and neurons), in order.
+
+    Example:
+        >>> from spikestab.models import SNNClassifier, SNNConfig
+        >>> m = SNNClassifier(SNNConfig(20, 3, hidden_sizes=(16, 16)))
+        >>> len(measure_firing_rate(m, (torch.rand(30, 2, 20) < 0.1).float()))
+        2
+    """
+    return [record(layer, layer_input(model, batch, i)).rate for i, layer in enumerate(spiking_layers(model))]
+
+
+def variance_ratio(trace: Trace, layer: SpikingNeurons) -> float:
+    """Recurrent over input current variance: Var_j(W_hh z_{t-1})_j / Var_j(W_ih x_t)_j, each the variance
+    across the layer's neurons at one step, averaged over steps t >= 1 and the batch; nan without
+    recurrence or without input-current spread.
+
+    The spread across neurons at a given input is the variance over the weight ensemble that condition
+    II's independence derivation computes. Fluctuations of the population rate, which shift every
+    neuron's recurrent current together through the weight mean, are left out: they belong to the mean
+    (condition I), not to the spread (condition II).
+    """
+    w = layer.recurrent_weight()
+    if w is None:
+        return math.nan
+    with torch.no_grad():
+        cur_in = (trace.current - layer.bias)[1:]
+        cur_rec = trace.recurrent_current(w)[1:]
+        v_in = cur_in.double().var(-1, unbiased=False).mean().item()
+        v_rec = cur_rec.double().var(-1, unbiased=False).mean().item()
+        return v_rec / v_in if v_in > 0 else math.nan
+
+
+def measure_variance_ratio(model: nn.Module, batch) -> list[float]:
+    """Recurrent over input current variance (across neurons, averaged over steps and batch, see
+    :func:`variance_ratio`) per spiking layer: the quantity condition II sets to 1.
+
+    Example:
+        >>> from spikestab.models import SNNClassifier, SNNConfig
+        >>> m = SNNClassifier(SNNConfig(20, 3, hidden_sizes=(16,)))
+        >>> r = measure_variance_ratio(m, (torch.rand(30, 2, 20) < 0.1).float())
+        >>> r[0] > 0
+        True
+    """
+    out = []
+    for i, layer in enumerate(spiking_layers(model)):
+        out.append(variance_ratio(record(layer, layer_input(model, batch, i)), layer))
+    return out
+
+
+def _one_step(layer: SpikingNeurons, trace: Trace, t: int, v_prev: Tensor) -> Tensor:
+    """v_t as a differentiable function of v_{t-1} (z_{t-1} recomputed through the SG, a_{t-1} fixed)."""
+    dyn = layer.dynamics()
+    thr_prev = trace.previous("thr")[t]
+    a_prev = trace.previous("a")[t] if trace.a is not None else None
+    z_prev = dyn.spike_fn(v_prev - thr_prev)
+    return step(trace.current[t], NeuronState(v_prev, z_prev, a_prev), layer.recurrent_weight(), dyn).v
+
+
+def jacobian_at(layer: SpikingNeurons, trace: Trace, t: int, v_prev: Tensor | None = None) -> Tensor:
+    """Exact dv_t/dv_{t-1} by autograd (batched vector-Jacobian products with the identity):
+    [B, H, H] with J[b, j, i] = d v_t[b, j] / d v_{t-1}[b, i]. ``v_prev`` defaults to the recorded
+    v_{t-1}; ``t`` must be >= 1."""
+    if not 1 <= t < trace.v.shape[0]:
+        raise ValueError(f"t must be in [1, {trace.v.shape[0]}), got {t}")
+    vp = (trace.v[t - 1] if v_prev is None else v_prev).detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        v_t = _one_step(layer, trace, t, vp)
+        h = v_t.shape[-1]
+        basis = torch.eye(h, dtype=v_t.dtype).unsqueeze(1).expand(h, *v_t.shape)
+        (jac,) = torch.autograd.grad(v_t, vp, basis, is_grads_batched=True)
+    return jac.permute(1, 0, 2).detach()
+
+
+def measure_jacobian(
+    layer: SpikingNeurons, x: Tensor, steps: int = 8, max_batch: int = 8, probes: int = 16,
+    exact: bool = False, seed: int = 0,
+) -> dict:
+    """Mean-square transition gain E ||J^T u||^2 / ||u||^2 of ``layer`` on input x [T, B, I], with J the
+    exact autograd Jacobian dv_t/dv_{t-1} at ``steps`` time steps spread over the second half of the
+    sequence, on at most ``max_batch`` samples.
+
+    By default u are ``probes`` standard normal vectors per sample and step (seeded) and the gain is the
+    average of ||J^T u||^2 / ||u||^2 (one batched vector-Jacobian product per step). With ``exact=True``
+    the full Jacobian is formed and the exact expectation over isotropic u, ||J||_F^2 / H, is returned.
+    This is the quantity condition IV sets to 1.
+
+    Example:
+        >>> from spikestab.neurons import LIF
+        >>> out = measure_jacobian(LIF(10, 32), (torch.rand(40, 2, 10) < 0.2).float(), steps=2)
+        >>> sorted(out)
+        ['mean_square_gain', 'steps']
+    """
+    layer = _as_layer(layer)
+    trace = record(layer, x[:, :max_batch])
+    n_t = trace.v.shape[0]
+    if n_t < 2:
+        raise ValueError(f"x must have at least 2 time steps to measure a transition, got {n_t}")
+    ts = sorted({max(1, int(round(n_t / 2 + k * (n_t / 2 - 1) / max(steps - 1, 1)))) for k in range(steps)})
+    gen = torch.Generator().manual_seed(seed)
+    gains = []
+    for t in ts:
+        if exact:
+            jac = jacobian_at(layer, trace, t).double()
+            gains.append((jac**2).sum((1, 2)).mean().item() / jac.shape[-1])
+            continue
+        vp = trace.v[t - 1].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            v_t = _one_step(layer, trace, t, vp)
+            u = torch.randn((probes, *v_t.shape), generator=gen, dtype=v_t.dtype)
+            (g,) = torch.autograd.grad(v_t, vp, u, is_grads_batched=True)
+        gains.append(((g.double() ** 2).sum(-1) / (u.double() ** 2).sum(-1)).mean().item())
+    return {"mean_square_gain": sum(gains) / len(gains), "steps": ts}
+
+
+def worst_case_gain(layer: SpikingNeurons) -> float:
+    """max_j (alpha_j + sum_i max(W_hh[j, i], 0) * dampening_i): the largest row sum of J over all
+    voltages (the SG is at most its dampening), from the weights alone. Condition III bounds it by 1."""
+    layer = _as_layer(layer)
+    with torch.no_grad():
+        alpha = layer.alpha.double()
+        w = layer.recurrent_weight()
+        if w is None:
+            return alpha.max().item()
+        damp = layer.spike_fn.dampening.double().expand(layer.hidden_size)
+        return (alpha + w.double().clamp_min(0) @ damp).max().item()
+
+
+def measure_worst_case_gain(layer: SpikingNeurons, x: Tensor) -> dict:
+    """Worst-case gain from the weights (:func:`worst_case_gain`) and the same quantity from the autograd
+    Jacobian evaluated where the SG peaks (v_{t-1} = A_{t-1}, i.e. centred voltage 0, no spike), at the
+    middle step of the input x [T, B, I].
+
+    Example:
+        >>> from spikestab.neurons import LIF
+        >>> out = measure_worst_case_gain(LIF(10, 16), torch.zeros(10, 1, 10))
+        >>> abs(out["from_weights"] - out["autograd_at_peak"]) < 1e-5
+        True
+    """
+    layer = _as_layer(layer)
+    trace = record(layer, x[:, :1])
+    t = max(1, trace.v.shape[0] // 2)
+    jac = jacobian_at(layer, trace, t, v_prev=trace.previous("thr")[t]).double()
+    return {"from_weights": worst_case_gain(layer), "autograd_at_peak": jac.clamp_min(0).sum(-1).max().item()}
+
+
+def measure_gradient_growth(layer: SpikingNeurons, x: Tensor, max_batch: int = 8, seed: int = 0) -> dict:
+    """BPTT gradient-norm growth per time step over the whole sequence.
+
+    Runs ``layer`` on x [T, B, I] (at most ``max_batch`` samples) with autograd, back-propagates the loss
+    L = <u, v_{T-1}> (u standard normal, seeded) and fits log ||dL/dv_t|| against the number of steps back,
+    T-1-t, by least squares over the steps where the gradient has not underflowed. ``growth_per_step`` > 0
+    means exploding, < 0 vanishing. All paths are included (recurrence, leak, ALIF adaptation).
+
+    Example:
+        >>> from spikestab.neurons import LIF
+        >>> g = measure_gradient_growth(LIF(10, 32), (torch.rand(60, 2, 10) < 0.2).float())
+        >>> g["growth_per_step"] < 0.5
+        True
+    """
+    layer = _as_layer(layer)
+    x = x[:, :max_batch].detach()
+    dyn = layer.dynamics()
+    w = layer.recurrent_weight()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.enable_grad():
+        current = layer.input_current(x)
+        state = layer.initial_state(x.shape[1], current)
+        vs = []
+        for t in range(x.shape[0]):
+            state = step(current[t], state, w, dyn)
+            vs.append(state.v)
+        u = torch.randn(vs[-1].shape, generator=gen, dtype=vs[-1].dtype)
+        grads = torch.autograd.grad((vs[-1] * u).sum(), vs)
+    norms = torch.stack([g.double().norm() for g in grads]).flip(0)  # index k = k steps back
+    ok = norms > norms[0] * 1e-30
+    k = torch.arange(len(norms), dtype=torch.float64)[ok]
+    y = norms[ok].log()
+    if len(k) < 2:
+        return {"growth_per_step": -math.inf, "steps_fitted": int(len(k)), "log_norm_ratio": -math.inf}
+    slope = (((k - k.mean()) * (y - y.mean())).sum() / ((k - k.mean()) ** 2).sum()).item()
+    return {"growth_per_step": slope, "steps_fitted": int(len(k)), "log_norm_ratio": (y[-1] - y[0]).item()}
+
+
+def measure_layers(model: nn.Module, batch, jacobian_steps: int = 8, max_batch: int = 8) -> list[dict]:
+    """Every measurement, per spiking layer of ``model`` on ``batch``: firing rate, current-variance
+    ratio, worst-case gain (from the weights), mean-square gain (autograd Jacobian) and the BPTT
+    gradient growth per step.
+
+    Example:
+        >>> from spikestab.models import SNNClassifier, SNNConfig
+        >>> m = SNNClassifier(SNNConfig(20, 3, hidden_sizes=(16,)))
+        >>> sorted(measure_layers(m, (torch.rand(30, 2, 20) < 0.1).float(), jacobian_steps=2)[0])[:3]
+        ['firing_rate', 'growth_per_step', 'mean_square_gain']
+    """
+    out = []
+    for i, layer in enumerate(spiking_layers(model)):
+        x = layer_input(model, batch, i)
+        out.append(measure_layer(layer, x, jacobian_steps, max_batch))
+    return out
+
+
+def measure_layer(layer: SpikingNeurons, x: Tensor, jacobian_steps: int = 8, max_batch: int = 8) -> dict:
+    """:func:`measure_layers` for one layer on its input x [T, B, I]."""
+    trace = record(layer, x)
+    jac = measure_jacobian(layer, x, jacobian_steps, max_batch)
+    return {
+        "firing_rate": trace.rate,
+        "variance_ratio": variance_ratio(trace, layer),
+        "worst_case_gain": worst_case_gain(layer),
+        "mean_square_gain": jac["mean_square_gain"],
+        "growth_per_step": measure_gradient_growth(layer, x, max_batch)["growth_per_step"],
+    }

@@ -1,0 +1,106 @@
+"""The result of :func:`spikestab.stability.stabilize`: per layer, per condition, the target, the chosen
+value, feasibility, the fallback used, and the targeted quantity measured on the built network."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+from .conditions import ConditionResult, _num
+
+__all__ = ["LayerReport", "StabilityReport"]
+
+MEASURED_BY = {"I": "firing_rate", "II": "variance_ratio", "III": "worst_case_gain", "IV": "mean_square_gain"}
+
+
+@dataclass
+class LayerReport:
+    """One spiking layer: what each condition chose and what was measured afterwards."""
+
+    index: int
+    kind: str  # "LIF", "ALIF", ...
+    width: int
+    reset: str
+    conditions: list[ConditionResult] = field(default_factory=list)
+    measurements: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def condition(self, name: str) -> ConditionResult:
+        """The result of condition ``name`` ("I" .. "IV") on this layer."""
+        for c in self.conditions:
+            if c.condition == name:
+                return c
+        raise KeyError(f"condition {name!r} was not applied to layer {self.index}")
+
+    def to_dict(self) -> dict:
+        return {
+            "layer": self.index, "kind": self.kind, "width": self.width, "reset": self.reset,
+            "conditions": {c.condition: c.to_dict() for c in self.conditions},
+            "measurements": {k: _num(v) if isinstance(v, float) else v for k, v in self.measurements.items()},
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class StabilityReport:
+    """Per-layer results of ``stabilize``; ``str(report)`` is a table, ``to_dict()`` is JSON-able."""
+
+    mode: str
+    conditions: tuple[str, ...]
+    layers: list[LayerReport] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode, "conditions": list(self.conditions),
+            "layers": [layer.to_dict() for layer in self.layers],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        """Write ``to_dict()`` atomically (temporary file in the same folder, then ``os.replace``)."""
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".stability-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.to_dict(), fh, indent=2, allow_nan=False)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def __str__(self) -> str:
+        head = f"{'layer':<14} {'cond':<4} {'parameter':<22} {'chosen':>10} {'quantity':<36} {'target':>7} {'measured':>9} {'feasible':<8} fallback"
+        lines = [f"stability report ({self.mode} mode)", head, "-" * len(head)]
+        for layer in self.layers:
+            name = f"{layer.index} {layer.kind}-{layer.width}"
+            for c in layer.conditions:
+                lines.append(
+                    f"{name:<14} {c.condition:<4} {c.parameter:<22} {_fmt(c.chosen_mean):>10} {c.quantity:<36} "
+                    f"{_fmt(c.target):>7} {_fmt(c.measured):>9} {'yes' if c.feasible else 'NO':<8} {c.fallback or ''}"
+                )
+                name = ""
+            m = layer.measurements
+            if m:
+                lines.append(
+                    f"{'':<14} measured: rate {_fmt(m.get('firing_rate'))}, var ratio {_fmt(m.get('variance_ratio'))}, "
+                    f"worst-case gain {_fmt(m.get('worst_case_gain'))}, mean-square gain {_fmt(m.get('mean_square_gain'))}, "
+                    f"BPTT growth/step {_fmt(m.get('growth_per_step'))} ({layer.reset} reset)"
+                )
+            for note in layer.notes:
+                lines.append(f"{'':<14} note: {note}")
+        return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return f"{x:.4g}"

@@ -1,0 +1,158 @@
+"""Deterministic scalar root finders used by the stability conditions and the rate calibration.
+
+Every solver is bracketed: it either returns a point where the function changes sign (refined by the
+Illinois variant of regula falsi, which keeps the bracket and converges superlinearly), or reports
+``feasible=False`` together with the best point it saw (the argmin of |f| over the points it evaluated).
+No randomness is involved, so the same inputs always give the same answer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+__all__ = ["RootResult", "find_root", "scan_root", "solve_increasing"]
+
+
+@dataclass
+class RootResult:
+    """Outcome of a bracketed root search for f(x) = 0."""
+
+    x: float
+    value: float  # f(x)
+    feasible: bool  # a sign change (or a value within ftol) was found
+    evals: int
+    fallback: str | None = None  # what ``x`` is when infeasible
+    history: list[tuple[float, float]] = field(default_factory=list)
+
+
+def _best(history: list[tuple[float, float]]) -> tuple[float, float]:
+    return min(history, key=lambda p: abs(p[1]))
+
+
+def find_root(
+    f: Callable[[float], float],
+    lo: float,
+    hi: float,
+    *,
+    f_lo: float | None = None,
+    f_hi: float | None = None,
+    ftol: float = 0.0,
+    xtol: float = 1e-10,
+    max_iter: int = 100,
+    log: bool = False,
+) -> RootResult:
+    """Root of ``f`` in [lo, hi] where f(lo) and f(hi) have opposite signs (Illinois method).
+
+    Stops when |f(x)| <= ftol, when the bracket is narrower than ``xtol`` (relative to |x|), or after
+    ``max_iter`` evaluations. With ``log=True`` the search runs on log(x) (for scale parameters).
+    """
+    history: list[tuple[float, float]] = []
+
+    def ev(x: float) -> float:
+        y = float(f(x))
+        history.append((x, y))
+        return y
+
+    a, b = (math.log(lo), math.log(hi)) if log else (lo, hi)
+    to_x = math.exp if log else (lambda s: s)
+    fa = ev(lo) if f_lo is None else f_lo
+    fb = ev(hi) if f_hi is None else f_hi
+    if f_lo is not None:
+        history.append((lo, fa))
+    if f_hi is not None:
+        history.append((hi, fb))
+    if fa == 0 or abs(fa) <= ftol:
+        return RootResult(lo, fa, True, len(history), history=history)
+    if fb == 0 or abs(fb) <= ftol:
+        return RootResult(hi, fb, True, len(history), history=history)
+    if (fa > 0) == (fb > 0):
+        x, y = _best(history)
+        return RootResult(x, y, False, len(history), "argmin |f| over the bracket ends", history)
+    side = 0
+    for _ in range(max_iter):
+        c = (a * fb - b * fa) / (fb - fa)
+        if not (min(a, b) < c < max(a, b)):
+            c = 0.5 * (a + b)
+        fc = ev(to_x(c))
+        if fc == 0 or abs(fc) <= ftol or abs(b - a) <= xtol * max(1.0, abs(c)):
+            return RootResult(to_x(c), fc, True, len(history), history=history)
+        if (fc > 0) == (fb > 0):
+            b, fb = c, fc
+            if side == -1:
+                fa *= 0.5
+            side = -1
+        else:
+            a, fa = c, fc
+            if side == 1:
+                fb *= 0.5
+            side = 1
+    x, y = _best(history)
+    return RootResult(x, y, True, len(history), history=history)
+
+
+def scan_root(
+    f: Callable[[float], float], lo: float, hi: float, *, points: int = 25, log: bool = True, **kw
+) -> RootResult:
+    """Scan ``points`` grid values over [lo, hi] for the first sign change, then refine it with
+    :func:`find_root`. No sign change: ``feasible=False`` and x = argmin |f| over the grid."""
+    if points < 2:
+        raise ValueError(f"points must be >= 2, got {points}")
+    if log:
+        grid = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * k / (points - 1)) for k in range(points)]
+    else:
+        grid = [lo + (hi - lo) * k / (points - 1) for k in range(points)]
+    values = [float(f(x)) for x in grid]
+    history = list(zip(grid, values))
+    for k in range(points - 1):
+        y0, y1 = values[k], values[k + 1]
+        if y0 == 0:
+            return RootResult(grid[k], y0, True, points, history=history)
+        if (y0 > 0) != (y1 > 0):
+            res = find_root(f, grid[k], grid[k + 1], f_lo=y0, f_hi=y1, log=log, **kw)
+            res.history = history + res.history
+            res.evals += points
+            return res
+    x, y = _best(history)
+    return RootResult(x, y, False, points, "argmin |f| over the bracket", history)
+
+
+def solve_increasing(
+    f: Callable[[float], float],
+    x0: float,
+    step: float,
+    *,
+    ftol: float,
+    max_expand: int = 40,
+    max_iter: int = 40,
+) -> RootResult:
+    """Root of a non-decreasing ``f`` near ``x0``: expand a bracket from x0 by doubling steps (in the
+    direction that reduces |f|), then refine with :func:`find_root`. Any evaluated point with
+    |f| <= ftol ends the search."""
+    if not step > 0:
+        raise ValueError(f"step must be > 0, got {step}")
+    history: list[tuple[float, float]] = []
+    y0 = float(f(x0))
+    history.append((x0, y0))
+    if abs(y0) <= ftol:
+        return RootResult(x0, y0, True, 1, history=history)
+    direction = -1.0 if y0 > 0 else 1.0
+    prev_x, prev_y = x0, y0
+    h = step
+    for _ in range(max_expand):
+        x = x0 + direction * h
+        y = float(f(x))
+        history.append((x, y))
+        if abs(y) <= ftol:
+            return RootResult(x, y, True, len(history), history=history)
+        if (y > 0) != (prev_y > 0):
+            lo, hi, flo, fhi = (prev_x, x, prev_y, y) if direction > 0 else (x, prev_x, y, prev_y)
+            res = find_root(f, lo, hi, f_lo=flo, f_hi=fhi, ftol=ftol, max_iter=max_iter)
+            res.history = history + res.history
+            res.evals = len(res.history)
+            return res
+        prev_x, prev_y = x, y
+        h *= 2.0
+    x, y = _best(history)
+    return RootResult(x, y, False, len(history), "argmin |f| over the expanded bracket", history)
