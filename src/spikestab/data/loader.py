@@ -30,7 +30,7 @@ class SpikeDataset(Dataset):
                  time_repeat: int = 1, input_dropout: float = 0.0) -> None:
         if base_steps < 1 or n_channels < 1:
             raise ValueError(f"base_steps and n_channels must be >= 1, got {base_steps}, {n_channels}")
-        _check_options(time_repeat, input_dropout)
+        check_options(time_repeat, input_dropout)
         offsets = np.asarray(offsets, dtype=np.int64)
         if offsets[0] != 0 or offsets[-1] != len(steps) or len(steps) != len(channels) \
                 or len(offsets) != len(labels) + 1 or np.any(np.diff(offsets) < 0):
@@ -108,7 +108,8 @@ class SpikeDataset(Dataset):
         return pos, lens
 
 
-def _check_options(time_repeat: int, input_dropout: float) -> None:
+def check_options(time_repeat: int, input_dropout: float) -> None:
+    """ValueError unless time_repeat is an integer >= 1 and input_dropout lies in [0, 1)."""
     if int(time_repeat) != time_repeat or time_repeat < 1:
         raise ValueError(f"time_repeat must be an integer >= 1, got {time_repeat}")
     if not 0.0 <= input_dropout < 1.0:
@@ -177,7 +178,7 @@ def lm_batches(ids: torch.Tensor, batch_size: int, seq_len: int, *,
         raise ValueError(f"ids must be a 1-D LongTensor of token ids, got {tuple(ids.shape)} {ids.dtype}")
     if int(batch_size) != batch_size or batch_size < 1 or int(seq_len) != seq_len or seq_len < 1:
         raise ValueError(f"batch_size and seq_len must be integers >= 1, got {batch_size}, {seq_len}")
-    _check_options(time_repeat, 0.0)
+    check_options(time_repeat, 0.0)
     if len(ids) < batch_size + 1:
         raise ValueError(f"need at least batch_size + 1 = {batch_size + 1} tokens, got {len(ids)}")
     n = (len(ids) - 1) // batch_size

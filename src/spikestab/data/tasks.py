@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from . import mnist, ptb, randman, shd
-from .loader import SpikeDataset, _check_options
+from .loader import SpikeDataset, check_options
 
 
 @dataclass
@@ -168,7 +168,7 @@ def load_task(name: str, data_dir: str | os.PathLike | None = None, *, seed: int
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for task {name!r}; accepted: {sorted(accepted)}")
-    _check_options(time_repeat, input_dropout)
+    check_options(time_repeat, input_dropout)
     parts = TASKS[name](None if data_dir is None else Path(data_dir), seed, int(time_repeat),
                         float(input_dropout), **options)
     base_steps = parts.pop("base_steps")
