@@ -141,3 +141,22 @@ def test_bad_configs():
     with pytest.raises(ValueError, match="unknown keys"):
         TrainConfig.from_dict({"learning_rate": 1.0})
     assert parse_layers("2x256") == (256, 256) and parse_layers("256,128") == (256, 128)
+
+
+def test_sparsity_ramp_moves_rates_toward_target(tmp_path):
+    """Same network, data and seed: with the l1_rate loss ramped in (0.2E -> 0.6E) the firing rates end
+    close to the target 0.02; without it they stay far from it."""
+    target = 0.02
+    final, initial = {}, None
+    for name, spec in (("off", None), ("on", f"l1_rate:{target}:linear:2")):
+        tr = Trainer(cfg_for(tmp_path, name, threshold=0.3, epochs=4, dropout=0.0, sparsity=spec), tiny_task(),
+                     log=lambda s: None)
+        initial = tr.evaluate("val")["rates"]
+        tr.fit()
+        final[name] = tr.evaluate("val")["rates"]  # the last weights (fit keeps them in the model)
+    dist0 = [abs(r - target) for r in initial]
+    assert min(dist0) > 0.2  # the network starts far from the target
+    assert all(abs(r - target) < 0.25 * d for r, d in zip(final["on"], dist0))
+    assert sum(abs(r - target) for r in final["off"]) > 0.7 * sum(dist0)
+    steps = [r for r in read_jsonl(tmp_path / "on/metrics.jsonl") if r["kind"] == "step"]
+    assert all(r["sparsity_weight"] == 0.0 for r in steps if r["step"] <= 4)  # 6 steps per epoch: 0.2E = 4.8 steps
