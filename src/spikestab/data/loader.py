@@ -31,6 +31,7 @@ class SpikeDataset(Dataset):
         if base_steps < 1 or n_channels < 1:
             raise ValueError(f"base_steps and n_channels must be >= 1, got {base_steps}, {n_channels}")
         check_options(time_repeat, input_dropout)
+        steps, channels = np.asarray(steps), np.asarray(channels)
         offsets = np.asarray(offsets, dtype=np.int64)
         if offsets[0] != 0 or offsets[-1] != len(steps) or len(steps) != len(channels) \
                 or len(offsets) != len(labels) + 1 or np.any(np.diff(offsets) < 0):
@@ -63,9 +64,12 @@ class SpikeDataset(Dataset):
         returned by ``shd.bin_events``; ``counts=False`` keeps a binary raster."""
         lengths = [len(e[0]) for e in events]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        cat = (lambda k: np.concatenate([e[k] for e in events]) if events else np.zeros(0, np.int64))
-        return cls(cat(0), cat(1), offsets, labels, base_steps, n_channels,
-                   cat(2) if counts else None, **kwargs)
+        def cat(k: int, dtype: type) -> np.ndarray:  # per-sample casts keep the peak memory small
+            return np.concatenate([np.asarray(e[k], dtype) for e in events]) if events else np.zeros(0, dtype)
+
+        small = np.int16 if max(base_steps, n_channels) <= 2**15 else np.int32
+        return cls(cat(0, small), cat(1, small), offsets, labels, base_steps, n_channels,
+                   cat(2, np.float32) if counts else None, **kwargs)
 
     @property
     def n_steps(self) -> int:
