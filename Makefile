@@ -23,4 +23,19 @@ test: install
 demo: install
 	$(BIN)/spikestab demo
 
-.PHONY: install test demo
+# Peer libraries for benchmarks/bench_layers.py, in their own environment (data.md section 2): norse
+# and spikingjelly go in with --no-deps, or pip would replace the CPU torch with a CUDA build.
+BENCH := .venv-bench
+$(BENCH)/.installed:
+	$(PY) -m venv $(BENCH)
+	echo '*' > $(BENCH)/.gitignore
+	$(BENCH)/bin/pip install -q --upgrade pip
+	$(BENCH)/bin/pip install -q torch==2.13.0
+	$(BENCH)/bin/pip install -q snntorch==1.0.0 numpy
+	$(BENCH)/bin/pip install -q --no-deps norse==1.1.0 nir nirtorch spikingjelly==2.0.0 loguru
+	$(BENCH)/bin/pip install -q --no-deps -e .
+	touch $@
+
+bench-env: $(BENCH)/.installed
+
+.PHONY: install test demo bench-env
