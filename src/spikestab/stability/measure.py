@@ -298,7 +298,7 @@ def measure_gradient_growth(layer: SpikingNeurons, x: Tensor, max_batch: int = 8
 
     Runs ``layer`` on x [T, B, I] (at most ``max_batch`` samples) with autograd, back-propagates the loss
     L = <u, v_{T-1}> (u standard normal, seeded) and fits log ||dL/dv_t|| against the number of steps back,
-    T-1-t, by least squares over the steps where the gradient has not underflowed. ``growth_per_step`` > 0
+    T-1-t, by least squares over the steps where the gradient has neither underflowed nor overflowed. ``growth_per_step`` > 0
     means exploding, < 0 vanishing. All paths are included (recurrence, leak, ALIF adaptation).
 
     Example:
@@ -322,7 +322,7 @@ def measure_gradient_growth(layer: SpikingNeurons, x: Tensor, max_batch: int = 8
         u = torch.randn(vs[-1].shape, generator=gen, dtype=vs[-1].dtype)
         grads = torch.autograd.grad((vs[-1] * u).sum(), vs)
     norms = torch.stack([g.double().norm() for g in grads]).flip(0)  # index k = k steps back
-    ok = norms > norms[0] * 1e-30
+    ok = torch.isfinite(norms) & (norms > norms[0] * 1e-30)  # drop underflowed and overflowed steps
     k = torch.arange(len(norms), dtype=torch.float64)[ok]
     y = norms[ok].log()
     if len(k) < 2:

@@ -106,7 +106,9 @@ def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode:
     if "I" in conds:
         res_i = condition_i(w_eff, alpha, thr, layer.reset, rate=rate, beta_adapt=beta, fan_in=fan_in,
                             input_mean=None if mode == "paper" else in_cur.mean((0, 1)))
-        mu = res_i.chosen
+        # measured mode: one mean for all neurons (the neuron average of the formula, corrected below by
+        # the rate root find), so that the mean adds no spread across neurons for condition II to undo
+        mu = res_i.chosen if mode == "paper" else res_i.chosen.mean().expand_as(res_i.chosen).clone()
     if mode == "paper":
         if "II" in conds:
             moment2 = float((xs.double() ** 2).mean()) if layer_index == 0 else 0.5  # Bernoulli(1/2) spikes above
@@ -231,10 +233,12 @@ def stabilize(
     - IV: sharpness (``solve_for="sharpness"``, any SG shape) or tail q (``"tail"``, q-PseudoSpike) for a
       mean-square transition gain of 1.
 
-    ``mode="paper"`` uses the official code's formulas; ``mode="measured"`` takes expectations over the
-    recorded dynamics and iterates I/II on the simulated network until the measured rate is within
-    ``rate_tol`` and the variance ratio within a factor ``1 + ratio_tol`` (root finds use the first
-    ``solve_batch`` samples; the reported measurements use the whole batch). Bad input raises ValueError
+    ``mode="paper"`` uses the official code's formulas (per-neuron means for I); ``mode="measured"`` takes
+    expectations over the recorded dynamics and iterates I/II on the simulated network until the measured
+    rate is within ``rate_tol`` and the variance ratio within a factor ``1 + ratio_tol`` (root finds use
+    the first ``solve_batch`` samples; the reported measurements use the whole batch). In measured mode
+    condition I gives every neuron the same recurrent mean, so that I moves the mean of the recurrent
+    current and II its spread across neurons, independently. Bad input raises ValueError
     before anything changes; if anything fails midway the model is restored exactly.
 
     Example:
