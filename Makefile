@@ -39,3 +39,9 @@ $(BENCH)/.installed:
 bench-env: $(BENCH)/.installed
 
 .PHONY: install test demo bench-env
+
+# Speech synthesiser for `spikestab make-shd` (Debian package; not needed by `make test`).
+espeak:
+	command -v espeak-ng >/dev/null || (apt-get install -y espeak-ng || sudo apt-get install -y espeak-ng)
+
+.PHONY: espeak

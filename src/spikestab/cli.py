@@ -10,7 +10,9 @@ import sys
 # module that registers each group of subcommands
 COMMAND_MODULES = [
     "spikestab.demo",
+    "spikestab.stability.cli",
     "spikestab.train.cli",
+    "spikestab.data.make_shd",
 ]
 
 
