@@ -60,15 +60,16 @@ class StabilityReport:
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
-    def write_json(self, path: str | os.PathLike) -> None:
-        """Write ``to_dict()`` atomically (temporary file in the same folder, then ``os.replace``)."""
+    def write_json(self, path: str | os.PathLike, extra: dict | None = None) -> None:
+        """Write ``to_dict()`` (plus ``extra`` keys, e.g. the run's configuration) atomically: a temporary
+        file in the same folder, then ``os.replace``."""
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".stability-", suffix=".json")
         try:
             with os.fdopen(fd, "w") as fh:
-                json.dump(self.to_dict(), fh, indent=2, allow_nan=False)
+                json.dump({**self.to_dict(), **(extra or {})}, fh, indent=2, allow_nan=False)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -76,13 +77,13 @@ class StabilityReport:
             raise
 
     def __str__(self) -> str:
-        head = f"{'layer':<14} {'cond':<4} {'parameter':<22} {'chosen':>10} {'quantity':<36} {'target':>7} {'measured':>9} {'feasible':<8} fallback"
+        head = f"{'layer':<14} {'cond':<4} {'parameter':<22} {'chosen':>10} {'quantity':<38} {'target':>7} {'measured':>9} {'feasible':<8} fallback"
         lines = [f"stability report ({self.mode} mode)", head, "-" * len(head)]
         for layer in self.layers:
             name = f"{layer.index} {layer.kind}-{layer.width}"
             for c in layer.conditions:
                 lines.append(
-                    f"{name:<14} {c.condition:<4} {c.parameter:<22} {_fmt(c.chosen_mean):>10} {c.quantity:<36} "
+                    f"{name:<14} {c.condition:<4} {c.parameter:<22} {_fmt(c.chosen_mean):>10} {c.quantity:<38} "
                     f"{_fmt(c.target):>7} {_fmt(c.measured):>9} {'yes' if c.feasible else 'NO':<8} {c.fallback or ''}"
                 )
                 name = ""

@@ -1,0 +1,95 @@
+"""``spikestab stabilize``: build a network for a task, apply stability conditions I-IV, print the report
+table and optionally write it as JSON."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..models import SNNClassifier, SNNConfig, SNNLanguageModel
+from ..presets import paper_config, paper_defaults
+from .stabilize import CONDITIONS, MODES, stabilize
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """'2x256' -> (256, 256); '128,256' -> (128, 256); '64' -> (64,)."""
+    try:
+        if "x" in text:
+            count, width = text.split("x", 1)
+            sizes = (int(width),) * int(count)
+        else:
+            sizes = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or any(s < 1 for s in sizes):
+        raise ValueError(f"--layers must look like 2x256 or 128,256 (positive widths), got {text!r}")
+    return sizes
+
+
+def _random_batch(args: argparse.Namespace) -> tuple[torch.Tensor, int, int, str]:
+    if not 0.0 < args.input_rate < 1.0:
+        raise ValueError(f"--input-rate must be in (0, 1), got {args.input_rate}")
+    gen = torch.Generator().manual_seed(args.seed)
+    x = (torch.rand(args.steps, args.batch, args.inputs, generator=gen) < args.input_rate).float()
+    return x, args.inputs, 10, "classification"
+
+
+def _task_batch(args: argparse.Namespace):
+    from ..data import load_task, lm_batches, make_loader  # lazy: the data package is optional here
+
+    task = load_task(args.task, args.data_dir, seed=args.seed)
+    if task.kind == "language":
+        inputs, _ = next(iter(lm_batches(task.train, args.batch, task.n_steps)))
+        return inputs, task.input_size, task.output_size, "language"
+    x, _ = next(iter(make_loader(task.train, args.batch, shuffle=False, seed=args.seed)))
+    return x, task.input_size, task.output_size, "classification"
+
+
+def build(args: argparse.Namespace):
+    """(model, batch) for the command-line arguments."""
+    sizes = parse_layers(args.layers)
+    batch, n_in, n_out, kind = _random_batch(args) if args.task == "random" else _task_batch(args)
+    if kind == "language":
+        n_in = sizes[-1]  # embedding width = last layer width (tied projection)
+    torch.manual_seed(args.seed)
+    kw = dict(net=args.net, reset=args.reset, surrogate=args.surrogate, dampening=args.dampening, dropout=0.0)
+    cfg = paper_config(n_in, n_out, sizes, **kw) if args.preset == "paper" else SNNConfig(n_in, n_out, sizes, **kw)
+    model = SNNLanguageModel(cfg) if kind == "language" else SNNClassifier(cfg)
+    if args.preset == "paper":
+        paper_defaults(model, seq_len=batch.shape[0], seed=args.seed)
+    return model, batch
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    conds = tuple(c.strip() for c in args.conditions.split(",") if c.strip())
+    model, batch = build(args)
+    report = stabilize(model, batch, conds, mode=args.mode, solve_for=args.solve_for, rate=args.rate)
+    print(report)
+    if args.json:
+        report.write_json(args.json, extra={"config": {k: v for k, v in vars(args).items() if k != "func"}})
+        print(f"wrote {args.json}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stabilize", help="apply stability conditions I-IV and print the report")
+    p.add_argument("--task", default="random", help="random (no data needed), sl-mnist, shd, ptb, randman")
+    p.add_argument("--net", choices=["lif", "alif"], default="lif")
+    p.add_argument("--layers", default="2x128", help="widths, e.g. 2x256 or 128,256")
+    p.add_argument("--mode", choices=list(MODES), default="measured")
+    p.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated subset of I,II,III,IV")
+    p.add_argument("--json", default=None, help="write the report here as JSON")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--preset", choices=["none", "paper"], default="none")
+    p.add_argument("--reset", default="subtract", help="subtract, multiplicative, multiplicative_all, none")
+    p.add_argument("--surrogate", default="fast-sigmoid")
+    p.add_argument("--dampening", type=float, default=1.0)
+    p.add_argument("--solve-for", choices=["sharpness", "tail"], default="sharpness")
+    p.add_argument("--rate", type=float, default=0.5, help="condition I target firing rate")
+    p.add_argument("--input-rate", type=float, default=0.1, help="--task random: input spike probability")
+    p.add_argument("--inputs", type=int, default=100, help="--task random: input channels")
+    p.add_argument("--steps", type=int, default=200, help="--task random: time steps")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd)
