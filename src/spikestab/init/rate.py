@@ -45,9 +45,10 @@ def calibrate_firing_rate(
 
     Layer by layer, the rate (mean over time, batch and neurons, from the zero state, dropout off) is
     monotone in a common bias shift, which a bracketed root find (doubling expansion, then Illinois) sets
-    to within ``tol / 2``. With ``per_neuron=True`` every neuron gets its own bias from a simultaneous
-    bisection on its own rate (neurons interact through the recurrence, so the per-neuron rates are
-    approximate; the layer rate is still checked against ``tol``). Returns one dict per layer with the
+    to within ``tol / 2``. With ``per_neuron=True`` every neuron's bias then takes ``max_iter / 2`` damped
+    Newton steps on its own rate error (gain: half the inverse of the layer's rate sensitivity to the
+    bias), so the per-neuron rates approach f0 too (approximately: neurons interact through the
+    recurrence), and the common shift is root-found again. Returns one dict per layer with the
     target, the measured rate, the mean bias, ``feasible`` (|rate - target| <= tol) and the number of
     simulations used. Unreachable targets (e.g. f0 > 1/2 with the multiplicative_all reset, which cannot
     fire two steps in a row) are reported infeasible with the closest rate.
@@ -70,29 +71,31 @@ def calibrate_firing_rate(
         with torch.no_grad():
             spread = float((layer.input_current(x) - base).std()) + float(layer.threshold.mean())
         scale = spread * max(1.0, float((1.0 - layer.alpha.detach()).min()) ** -0.5)
-        if per_neuron:
-            lo = base - 8.0 * scale / (1.0 - layer.alpha.detach())
-            hi = base + 8.0 * scale / (1.0 - layer.alpha.detach())
-            for _ in range(max_iter):
-                mid = 0.5 * (lo + hi)
-                _set_bias(layer, mid)
-                r = record(layer, x).z.mean((0, 1))
-                hi = torch.where(r > rate, mid, hi)
-                lo = torch.where(r > rate, lo, mid)
-            _set_bias(layer, 0.5 * (lo + hi))
-            evals = max_iter + 1
-        else:
-            def gap(shift: float) -> float:
-                _set_bias(layer, base + shift)
-                return record(layer, x).rate - rate
+        offset = torch.zeros_like(base)
 
+        def gap(shift: float) -> float:
+            _set_bias(layer, base + offset + shift)
+            return record(layer, x).rate - rate
+
+        root = solve_increasing(gap, 0.0, 0.25 * scale, ftol=tol / 2, max_iter=max_iter)
+        evals = root.evals
+        if per_neuron:
+            # damped Newton steps on each neuron's own rate error, with the layer's rate sensitivity
+            # d rate / d bias (central difference) as the gain; then the common shift again
+            h = 0.1 * scale
+            slope = (gap(root.x + h) - gap(root.x - h)) / (2 * h)
+            gain = 0.5 / slope if slope > 0 else 0.1 * scale
+            offset = offset + root.x
+            for _ in range(max_iter // 2):
+                _set_bias(layer, base + offset)
+                offset = offset + gain * (rate - record(layer, x).z.mean((0, 1)))
             root = solve_increasing(gap, 0.0, 0.25 * scale, ftol=tol / 2, max_iter=max_iter)
-            _set_bias(layer, base + root.x)
-            evals = root.evals
+            evals += 2 + max_iter // 2 + root.evals
+        _set_bias(layer, base + offset + root.x)
         tr = record(layer, x)
         per = tr.z.mean((0, 1))
         results.append({
-            "layer": idx, "target": rate, "rate": tr.rate, "bias_mean": float(layer.bias.mean()),
+            "layer": idx, "target": rate, "rate": tr.rate, "bias_mean": float(layer.bias.detach().mean()),
             "feasible": abs(tr.rate - rate) <= tol, "simulations": evals,
             "neuron_rate_std": float(per.std()) if per.numel() > 1 else 0.0,
         })

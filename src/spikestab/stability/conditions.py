@@ -338,6 +338,7 @@ class TransitionTerms:
     r: Tensor | None  # [N, H] row factor (1 - z_{t-1}) for multiplicative_all
     col: Tensor  # [N, H] or [H]: sum_j r_j^2 W[j, i]^2
     wdiag: Tensor  # [H] diagonal of W (0 when masked)
+    w: Tensor  # [H, H] the effective recurrent weights
 
     @classmethod
     def from_trace(cls, trace: Trace, weight_hh: Tensor, alpha: Tensor, reset: str, detach_reset: bool,
@@ -371,7 +372,7 @@ class TransitionTerms:
                 total = flat(trace.current) + z_prev @ w.t()
                 ce = -(alpha * v_prev + total)
         col = (r**2) @ (w**2) if r is not None else (w**2).sum(0)
-        return cls(u, d0, ce, r, col, torch.diagonal(w).clone())
+        return cls(u, d0, ce, r, col, torch.diagonal(w).clone(), w)
 
     def mean_square_gain(self, sg: Tensor) -> float:
         """E ||J||_F^2 / H for SG values ``sg`` [N, H] at the recorded voltages."""
@@ -379,6 +380,14 @@ class TransitionTerms:
         r = 1.0 if self.r is None else self.r
         total = (d**2).sum(1) + 2.0 * (d * r * self.wdiag * sg).sum(1) + (self.col * sg**2).sum(1)
         return total.mean().item() / self.u.shape[1]
+
+    def uniform_mode_gain(self, sg: Tensor) -> float:
+        """Mean row sum of J: its gain along the uniform direction (all neurons together). A recurrent
+        weight mean mu adds an outlier eigenvalue of about (n-1) mu E[SG] there, which the mean-square
+        gain (a sum of squares) does not see; above 1 it makes BPTT gradients grow like its log."""
+        d = self.d0 if self.ce is None else self.d0 + self.ce * sg
+        r = 1.0 if self.r is None else self.r
+        return (d + r * (sg @ self.w.t())).mean().item()
 
 
 def condition_iv(
@@ -409,7 +418,8 @@ def condition_iv(
     measures by autograd. Bracket: 1e-3 .. 1e3 over the spread of the recorded voltages.
     The tail q is searched in [1.01, 100] with the sharpness fixed. No root in the bracket: ``feasible``
     is False and ``chosen`` is the argmin of |residual| over the bracket (the best reachable gain is in
-    ``extra['best_gain']``).
+    ``extra['best_gain']``). Measured mode also reports ``extra['uniform_mode_gain']``, the mean row sum
+    of J (see :meth:`TransitionTerms.uniform_mode_gain`), with a note when it exceeds 1.
 
     Example:
         >>> sg = SurrogateGradient("exponential")
@@ -463,6 +473,7 @@ def condition_iv(
         default = (1e-3 / scale, 1e3 / scale) if solve_for == "sharpness" else TAIL_BRACKET
     lo_b, hi_b = bracket if bracket is not None else default
     res = scan_root(lambda x: gain(x) - 1.0, lo_b, hi_b, points=13, log=True, ftol=1e-4, max_iter=60)
+    note = ""
     extra = {
         "bracket": [lo_b, hi_b],
         "best_gain": res.value + 1.0,
@@ -470,7 +481,15 @@ def condition_iv(
     }
     if solve_for == "sharpness":
         extra["residual_at_sharpness_1"] = gain(1.0) - 1.0
+    if terms is not None:
+        s_final = damp * (spike_fn.shape_fn(res.x * terms.u) if solve_for == "sharpness"
+                          else sg_with(res.x).shape_fn(sharp0 * terms.u))
+        extra["uniform_mode_gain"] = terms.uniform_mode_gain(s_final)
+        if extra["uniform_mode_gain"] > 1.05:
+            note = (f"the recurrent mean gives J an outlier gain {extra['uniform_mode_gain']:.3g} along the uniform "
+                    f"direction that the mean-square gain does not see: expect BPTT growth near "
+                    f"{math.log(extra['uniform_mode_gain']):.3g} per step")
     return ConditionResult(
         "IV", "mean-square transition gain", 1.0, solve_for, float(res.x), res.feasible,
-        fallback=None if res.feasible else res.fallback, residual=res.value, extra=extra,
+        fallback=None if res.feasible else res.fallback, residual=res.value, note=note, extra=extra,
     )

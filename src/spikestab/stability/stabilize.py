@@ -195,11 +195,12 @@ def _apply_iv(layer: SpikingNeurons, xs: Tensor, mode: str, solve_for: str, with
         layer.spike_fn = layer.spike_fn.with_params(tail=float(value))
     if not res.feasible:
         best = res.extra["best_gain"]
+        prefix = f"{res.note}; " if res.note else ""
         if with_iii and best < 1.0:
-            res.note = (f"III and IV conflict: with III's dampening the best reachable mean-square gain is "
+            res.note = prefix + (f"III and IV conflict: with III's dampening the best reachable mean-square gain is "
                         f"{best:.4g} (at {solve_for} {value:.4g})")
         else:
-            res.note = f"no root in the bracket: best reachable mean-square gain {best:.4g} (at {solve_for} {value:.4g})"
+            res.note = prefix + f"no root in the bracket: best reachable mean-square gain {best:.4g} (at {solve_for} {value:.4g})"
     return res
 
 
