@@ -1,0 +1,424 @@
+"""Side-by-side CPU benchmark of recurrent/feed-forward LIF and ALIF layers (issue 6).
+
+One process, the same inputs, equivalent dynamics: spikestab (fused, event-driven, reference loop),
+snnTorch (RLeaky / Leaky in a loop), Norse (LIFRecurrent, LSNNRecurrent, LIF; eager and
+torch.compile), SpikingJelly (LIFNode, in a LinearRecurrentContainer when recurrent; eager and
+torch.compile/inductor) and the dense lower bound (the same matrix products alone). For every entry:
+forward+backward time (median after warm-up), peak memory (RSS increase of one forward+backward in a
+fresh subprocess), and, before timing, whether its spikes equal spikestab's on the same input and the
+cosine similarity of its weight gradients with spikestab's.
+
+Dynamics mapping (all with the SG 1/(1 + |x|)^2 = spikestab fast-sigmoid, dampening 1, sharpness 1/2;
+Norse 1.1.0's SuperSpike backward is 1/(1 + |x|)^2 whatever its alpha):
+- snnTorch ``fast_sigmoid(slope=1)``, beta = alpha, subtract reset (detached): spikestab ``subtract``.
+- Norse ``method="super"``; tau_syn_inv = 1/dt (the synaptic current lasts one step),
+  tau_mem_inv = (1 - alpha)/dt, weights divided by dt*tau_mem_inv: spikestab ``multiplicative`` reset,
+  detached in LIFRecurrent, not detached in the feed-forward LIF. LSNNRecurrent is *not* equivalent
+  (input one step late, recurrent input two steps late, adaptation detached): reported as is.
+- SpikingJelly ``SuperSpike(alpha=1)``, ``LIFNode(tau=1/(1 - alpha), decay_input=False, v_reset=0)``,
+  detach_reset: spikestab ``multiplicative`` reset (detached).
+
+Run with the peers' environment (``make bench-env``):
+    .venv-bench/bin/python benchmarks/bench_layers.py --threads 2 --out benchmarks/results
+Entries whose library is missing are skipped (reported as such).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from spikestab.neurons.layers import ALIF, LIF
+from spikestab.surrogate import SurrogateGradient
+
+TAU, THRESHOLD, TAU_ADAPT, BETA_ADAPT, DT = 20.0, 1.0, 100.0, 1.8, 1e-3
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    steps: int
+    batch: int
+    inputs: int
+    hidden: int
+    recurrent: bool
+    adaptive: bool = False
+    density: float = 0.05  # input spike probability per step and channel
+
+
+WORKLOADS = {
+    "a-lif": Workload("a-lif", 250, 32, 700, 256, True),
+    "a-alif": Workload("a-alif", 250, 32, 700, 256, True, adaptive=True),
+    **{f"b-{n}": Workload(f"b-{n}", 500, 16, n, n, False) for n in (256, 1024, 4096)},
+}
+
+
+def _data(w: Workload) -> dict[str, Tensor]:
+    """Inputs, weights (Glorot uniform, recurrent diagonal 0) and the readout of the loss, seeded."""
+    g = torch.Generator().manual_seed(0)
+
+    def glorot(rows: int, cols: int) -> Tensor:
+        bound = math.sqrt(6.0 / (rows + cols))
+        return (torch.rand(rows, cols, generator=g) * 2 - 1) * bound
+
+    data = {
+        "x": (torch.rand(w.steps, w.batch, w.inputs, generator=g) < w.density).float(),
+        "w_in": glorot(w.hidden, w.inputs),
+        "readout": torch.randn(w.steps, w.batch, w.hidden, generator=g),
+    }
+    if w.recurrent:
+        data["w_rec"] = glorot(w.hidden, w.hidden).fill_diagonal_(0.0)
+    return data
+
+
+class Entry:
+    """One implementation: ``forward()`` -> spikes [T, B, H]; ``params`` maps 'w_in'/'w_rec' to the
+    tensors that receive the weight gradients; ``scale`` converts them to spikestab's units."""
+
+    def __init__(self, forward: Callable[[], Tensor], params: dict[str, Tensor], scale: float = 1.0):
+        self.forward, self.params, self.scale = forward, params, scale
+
+    def step(self, readout: Tensor) -> Tensor:
+        for p in self.params.values():
+            p.grad = None
+        z = self.forward()
+        if self.params:  # the dense lower bound does its backward products inside forward()
+            (z * readout).sum().backward()
+        return z
+
+
+def _spikestab(w: Workload, d: dict[str, Tensor], backend: str, reset: str = "subtract", detach: bool = True) -> Entry:
+    cls = ALIF if w.adaptive else LIF
+    layer = cls(w.inputs, w.hidden, recurrent=w.recurrent, tau=TAU, threshold=THRESHOLD, reset=reset,
+                detach_reset=detach, spike_fn=SurrogateGradient("fast-sigmoid", sharpness=0.5), backend=backend,
+                tau_adapt=TAU_ADAPT, beta_adapt=BETA_ADAPT)
+    with torch.no_grad():
+        layer.weight_ih.copy_(d["w_in"])
+        if w.recurrent:
+            layer.weight_hh.copy_(d["w_rec"])
+    params = {"w_in": layer.weight_ih, **({"w_rec": layer.weight_hh} if w.recurrent else {})}
+    return Entry(lambda: layer(d["x"])[0], params)
+
+
+def _dense_bound(w: Workload, d: dict[str, Tensor]) -> Entry:
+    """The matrix products of one forward+backward alone: input projection, per-step recurrent
+    products (forward and backward) and the weight gradients, on tensors of the real shapes."""
+    x, w_in = d["x"].reshape(-1, w.inputs), d["w_in"]
+    g = torch.randn(w.steps, w.batch, w.hidden)
+    z = (torch.rand(w.steps, w.batch, w.hidden) < 0.05).float()
+
+    def run() -> Tensor:
+        cur = x @ w_in.t()
+        if w.recurrent:
+            w_rec = d["w_rec"]
+            for t in range(w.steps):
+                z[t] @ w_rec.t()
+            for t in range(w.steps):
+                g[t] @ w_rec
+            g.reshape(-1, w.hidden).t() @ z.reshape(-1, w.hidden)
+        g.reshape(-1, w.hidden).t() @ x
+        return cur
+
+    return Entry(run, {})
+
+
+def _snntorch(w: Workload, d: dict[str, Tensor]) -> Entry:
+    import snntorch as snn
+    from snntorch import surrogate
+
+    alpha = math.exp(-1.0 / TAU)
+    w_in = d["w_in"].clone().requires_grad_(True)
+    sg = surrogate.fast_sigmoid(slope=1.0)
+    if w.recurrent:
+        cell = snn.RLeaky(beta=alpha, linear_features=w.hidden, all_to_all=True, spike_grad=sg,
+                          threshold=THRESHOLD, reset_mechanism="subtract")
+        with torch.no_grad():
+            cell.recurrent.weight.copy_(d["w_rec"])
+            cell.recurrent.bias.zero_()
+        cell.recurrent.bias.requires_grad_(False)
+        params = {"w_in": w_in, "w_rec": cell.recurrent.weight}
+    else:
+        cell = snn.Leaky(beta=alpha, spike_grad=sg, threshold=THRESHOLD, reset_mechanism="subtract")
+        params = {"w_in": w_in}
+
+    def run() -> Tensor:
+        cur = d["x"] @ w_in.t()
+        spk = torch.zeros_like(cur[0])
+        mem = torch.zeros_like(cur[0])
+        out = []
+        for t in range(w.steps):
+            spk, mem = cell(cur[t], spk, mem) if w.recurrent else cell(cur[t], mem)
+            out.append(spk)
+        return torch.stack(out)
+
+    return Entry(run, params)
+
+
+def _norse(w: Workload, d: dict[str, Tensor], compiled: bool) -> Entry:
+    import norse.torch as norse
+
+    k = 1.0 - math.exp(-1.0 / TAU)  # dt * tau_mem_inv
+    common = dict(tau_syn_inv=torch.as_tensor(1.0 / DT), tau_mem_inv=torch.as_tensor(k / DT),
+                  v_leak=torch.as_tensor(0.0), v_th=torch.as_tensor(THRESHOLD),
+                  v_reset=torch.as_tensor(0.0), method="super", alpha=1.0)
+    if w.recurrent:
+        if w.adaptive:
+            rho = math.exp(-1.0 / TAU_ADAPT)
+            p = norse.LSNNParameters(tau_adapt_inv=torch.as_tensor((1.0 - rho) / DT),
+                                     beta=torch.as_tensor(BETA_ADAPT * (1.0 - rho) / rho), **common)
+            module = norse.LSNNRecurrent(w.inputs, w.hidden, p=p, autapses=False, dt=DT)
+        else:
+            module = norse.LIFRecurrent(w.inputs, w.hidden, p=norse.LIFParameters(**common), autapses=False, dt=DT)
+        with torch.no_grad():
+            module.input_weights.copy_(d["w_in"] / k)
+            module.recurrent_weights.copy_(d["w_rec"] / k)
+        params = {"w_in": module.input_weights, "w_rec": module.recurrent_weights}
+        fn = torch.compile(module) if compiled else module
+
+        def run() -> Tensor:
+            return fn(d["x"])[0]
+    else:
+        w_in = (d["w_in"] / k).requires_grad_(True)
+        module = norse.LIF(p=norse.LIFParameters(**common), dt=DT)
+        fn = torch.compile(module) if compiled else module
+        params = {"w_in": w_in}
+
+        def run() -> Tensor:
+            return fn(d["x"] @ w_in.t())[0]
+
+    return Entry(run, params, scale=k)
+
+
+def _spikingjelly(w: Workload, d: dict[str, Tensor], compiled: bool) -> Entry:
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
+    tau = 1.0 / (1.0 - math.exp(-1.0 / TAU))
+    node = dict(tau=tau, decay_input=False, v_threshold=THRESHOLD, v_reset=0.0,
+                surrogate_function=surrogate.SuperSpike(alpha=1.0), detach_reset=True)
+    w_in = d["w_in"].clone().requires_grad_(True)
+    if w.recurrent:
+        # The container's Linear maps [x_t, y_{t-1}] to the child's input size, so x is projected
+        # first and its weight is [I, W_rec], as the SpikingJelly docstring describes.
+        module = layer.LinearRecurrentContainer(neuron.LIFNode(step_mode="s", **node), w.hidden, w.hidden,
+                                                bias=False, step_mode="m")
+        with torch.no_grad():
+            module.rc.weight.copy_(torch.cat([torch.eye(w.hidden), d["w_rec"]], dim=1))
+        params = {"w_in": w_in, "w_cat": module.rc.weight}
+    else:
+        module = neuron.LIFNode(step_mode="m", **node)
+        params = {"w_in": w_in}
+    fn = torch.compile(module) if compiled else module
+
+    def run() -> Tensor:
+        functional.reset_net(module)
+        return fn(d["x"] @ w_in.t())
+
+    return Entry(run, params)
+
+
+# name -> (library, builder, spikestab configuration its dynamics equal: (reset, detach_reset))
+ENTRIES: dict[str, tuple[str, Callable[..., Entry], tuple[str, bool]]] = {
+    "spikestab fused": ("spikestab", lambda w, d: _spikestab(w, d, "fused"), ("subtract", True)),
+    "spikestab reference": ("spikestab", lambda w, d: _spikestab(w, d, "reference"), ("subtract", True)),
+    "dense lower bound": ("spikestab", _dense_bound, ("subtract", True)),
+    "snnTorch": ("snntorch", _snntorch, ("subtract", True)),
+    "Norse": ("norse", lambda w, d: _norse(w, d, False), ("multiplicative", True)),
+    "Norse compiled": ("norse", lambda w, d: _norse(w, d, True), ("multiplicative", True)),
+    "SpikingJelly": ("spikingjelly", lambda w, d: _spikingjelly(w, d, False), ("multiplicative", True)),
+    "SpikingJelly compiled": ("spikingjelly", lambda w, d: _spikingjelly(w, d, True), ("multiplicative", True)),
+}
+
+
+def _applies(name: str, w: Workload) -> bool:
+    if w.adaptive:  # snnTorch and SpikingJelly have no adaptive-threshold (ALIF) neuron
+        return not name.startswith(("snnTorch", "SpikingJelly"))
+    return True
+
+
+def _ff_reset(name: str, w: Workload, cfg: tuple[str, bool]) -> tuple[str, bool]:
+    """Norse's feed-forward LIF keeps the reset gradient (its recurrent cell detaches it)."""
+    return ("multiplicative", False) if name.startswith("Norse") and not w.recurrent else cfg
+
+
+def _weight_grads(entry: Entry, w: Workload) -> dict[str, Tensor]:
+    grads = {k: p.grad / entry.scale for k, p in entry.params.items()}
+    if "w_cat" in grads:  # SpikingJelly's one Linear over [projected x_t, z_{t-1}]
+        grads["w_rec"] = grads.pop("w_cat")[:, w.hidden :]
+    if "w_rec" in grads:
+        grads["w_rec"] = grads["w_rec"] * (1 - torch.eye(w.hidden))  # the masked diagonal
+    return grads
+
+
+def _check(name: str, w: Workload, d: dict[str, Tensor]) -> dict:
+    """Spikes vs spikestab (reference loop, same dynamics) and cosine of the weight gradients."""
+    reset, detach = _ff_reset(name, w, ENTRIES[name][2])
+    ref = _spikestab(w, d, "reference", reset, detach)
+    z_ref = ref.step(d["readout"]).detach()
+    entry = ENTRIES[name][1](w, d)
+    z = entry.step(d["readout"]).detach()
+    out = {"reset": reset, "detach_reset": detach, "spike_rate": z_ref.mean().item(),
+           "spikes_equal": bool(torch.equal(z, z_ref)),
+           "spike_mismatch": (z != z_ref).float().mean().item()}
+    if entry.params:
+        mine, theirs = _weight_grads(ref, w), _weight_grads(entry, w)
+        out["grad_cosine"] = {
+            k: nn.functional.cosine_similarity(theirs[k].double().flatten(), mine[k].double().flatten(), dim=0).item() for k in mine
+        }
+    return out
+
+
+def _time(entry: Entry, readout: Tensor, repeats: int, warmup: int) -> dict:
+    t0 = time.perf_counter()
+    entry.step(readout)  # first call: includes any compilation
+    first = time.perf_counter() - t0
+    for _ in range(warmup - 1):
+        entry.step(readout)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        entry.step(readout)
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times, "first_call_s": first}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _probe_memory(workload: str, name: str) -> dict:
+    """In a fresh process: peak RSS increase over one forward+backward (after the setup)."""
+    w = WORKLOADS[workload]
+    d = _data(w)
+    entry = ENTRIES[name][1](w, d)
+    base = _rss_bytes()
+    entry.step(d["readout"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"peak_rss_increase_bytes": max(peak - base, 0)}
+
+
+def _memory(workload: str, name: str, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--probe", workload, name, "--threads", str(threads)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _available(lib: str) -> bool:
+    try:
+        __import__({"snntorch": "snntorch", "norse": "norse.torch", "spikingjelly":
+                    "spikingjelly.activation_based.neuron", "spikestab": "spikestab"}[lib])
+        return True
+    except ImportError:
+        return False
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _markdown(results: dict) -> str:
+    lines = [f"Threads: {results['meta']['threads']}; median of {results['meta']['repeats']} after "
+             f"{results['meta']['warmup']} warm-up call(s). Ratios are to spikestab fused in the same run.", ""]
+    for wname, rows in results["workloads"].items():
+        w = WORKLOADS[wname]
+        lines += [f"### {wname}: {w.inputs} -> {'recurrent ' if w.recurrent else ''}{'ALIF' if w.adaptive else 'LIF'} "
+                  f"{w.hidden}, T={w.steps}, B={w.batch}", "",
+                  "| entry | fwd+bwd ms | / fused | first call s | peak mem MiB | spikes equal (mismatch) | grad cosine |",
+                  "|---|---|---|---|---|---|---|"]
+        fused = rows.get("spikestab fused", {}).get("time", {}).get("median_s")
+        for name, r in rows.items():
+            if "skipped" in r:
+                lines.append(f"| {name} | skipped: {r['skipped']} | | | | | |")
+                continue
+            t = r["time"]["median_s"]
+            mem = r.get("memory", {}).get("peak_rss_increase_bytes")
+            chk = r.get("check", {})
+            eq = "" if not chk else f"{chk['spikes_equal']} ({chk['spike_mismatch']:.1e})"
+            cos = ", ".join(f"{k} {v:.5f}" for k, v in chk.get("grad_cosine", {}).items())
+            lines.append(f"| {name} | {t * 1e3:.1f} | {t / fused:.2f} | {r['time']['first_call_s']:.1f} | "
+                         f"{'' if mem is None else f'{mem / 2**20:.1f}'} | {eq} | {cos} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--entries", default=",".join(ENTRIES))
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile entries")
+    ap.add_argument("--no-memory", action="store_true", help="skip the per-entry memory subprocesses")
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--probe", nargs=2, metavar=("WORKLOAD", "ENTRY"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.threads < 1 or args.repeats < 1 or args.warmup < 1:
+        raise ValueError("--threads, --repeats and --warmup must be >= 1")
+    workloads = args.workloads.split(",")
+    entries = args.entries.split(",")
+    for name in workloads:
+        if name not in WORKLOADS:
+            raise ValueError(f"--workloads must be a comma list of {list(WORKLOADS)}, got {name!r}")
+    for name in entries:
+        if name not in ENTRIES:
+            raise ValueError(f"--entries must be a comma list of {list(ENTRIES)}, got {name!r}")
+    torch.set_num_threads(args.threads)
+    if args.probe:
+        print(json.dumps(_probe_memory(*args.probe)))
+        return
+    os.makedirs(args.out, exist_ok=True)
+    results = {"meta": {"threads": args.threads, "repeats": args.repeats, "warmup": args.warmup,
+                        "torch": torch.__version__, "python": platform.python_version(),
+                        "machine": platform.machine(), "load_average_start": os.getloadavg()},
+               "workloads": {}}
+    for wname in workloads:
+        w = WORKLOADS[wname]
+        d = _data(w)
+        rows: dict[str, dict] = {}
+        results["workloads"][wname] = rows
+        for name in entries:
+            lib = ENTRIES[name][0]
+            if not _applies(name, w):
+                rows[name] = {"skipped": "no equivalent neuron in this library"}
+                continue
+            if "compiled" in name and args.no_compile:
+                rows[name] = {"skipped": "--no-compile"}
+                continue
+            if not _available(lib):
+                rows[name] = {"skipped": f"{lib} not installed (make bench-env)"}
+                continue
+            row: dict = {}
+            if name != "dense lower bound":
+                row["check"] = _check(name, w, d)
+            row["time"] = _time(ENTRIES[name][1](w, d), d["readout"], args.repeats, args.warmup)
+            if not args.no_memory and "compiled" not in name:
+                row["memory"] = _memory(wname, name, args.threads)
+            rows[name] = row
+            print(f"{wname:8s} {name:24s} {row['time']['median_s'] * 1e3:9.1f} ms", flush=True)
+            results["meta"]["load_average_end"] = os.getloadavg()
+            _write_atomic(os.path.join(args.out, "bench_layers.json"), json.dumps(results, indent=1))
+            _write_atomic(os.path.join(args.out, "bench_layers.md"), _markdown(results))
+    print(_markdown(results))
+
+
+if __name__ == "__main__":
+    main()
