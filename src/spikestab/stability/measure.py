@@ -141,10 +141,12 @@ def layer_input(model: nn.Module, batch, index: int) -> Tensor:
         model.train(was_training)
     if not got:
         raise ValueError(f"spiking layer {index} was not called by the model's forward pass on this batch")
-    if got[0].dim() == 2:
-        return torch.stack(got)
-    x = got[0]
-    return x.transpose(0, 1) if target.batch_first else x
+    x = torch.stack(got) if got[0].dim() == 2 else got[0]
+    if x.shape[-1] != target.input_size:
+        raise ValueError(
+            f"the batch gives spiking layer {index} inputs of width {x.shape[-1]}, but its input_size is {target.input_size}"
+        )
+    return x.transpose(0, 1) if (target.batch_first and got[0].dim() == 3) else x
 
 
 def measure_firing_rate(model: nn.Module, batch) -> list[float]:
