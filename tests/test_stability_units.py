@@ -223,7 +223,7 @@ def test_variance_ratio_by_hand():
     rec = torch.stack([tr.z[t - 1] @ w.t() for t in range(1, 30)])
     inp = torch.stack([x[t] @ layer.weight_ih.detach().t() for t in range(1, 30)])
     expected = rec.double().var(-1, unbiased=False).mean() / inp.double().var(-1, unbiased=False).mean()
-    assert abs(variance_ratio(tr, layer) - expected.item()) < 1e-9
+    assert abs(variance_ratio(tr, layer) - expected.item()) < 1e-6 * expected.item()  # float32 products
 
 
 def test_report_is_json_and_table():

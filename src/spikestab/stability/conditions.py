@@ -223,13 +223,19 @@ def condition_ii(
         )
     if pattern is None or input_var is None or mask is None:
         raise ValueError("measured condition_ii needs spikes, pattern, input_var and mask")
-    z = spikes.double().reshape(-1, spikes.shape[-1])
-    m = mask.double()
-    mean_w = mu.reshape(-1)[:, None].expand_as(m) * m
-    a_cur = z @ mean_w.t()
-    b_cur = z @ pattern.double().t()
-    a_c = a_cur - a_cur.mean(-1, keepdim=True)
-    b_c = b_cur - b_cur.mean(-1, keepdim=True)
+    z = spikes.reshape(-1, spikes.shape[-1])
+    m = mask.to(z.dtype)
+    row_mu = mu.reshape(-1).expand(m.shape[0]).to(z.dtype)
+    # mean part: mu_j times the number of active unmasked inputs of j (no H x H product for the usual
+    # masked diagonal)
+    if torch.equal(m, 1 - torch.eye(m.shape[0], dtype=m.dtype)):
+        presyn = z.sum(1, keepdim=True) - z
+    else:
+        presyn = z @ m.t()
+    a_cur = row_mu * presyn
+    b_cur = z @ pattern.to(z.dtype).t()
+    a_c = (a_cur - a_cur.mean(-1, keepdim=True)).double()
+    b_c = (b_cur - b_cur.mean(-1, keepdim=True)).double()
     va, vb, cab = (a_c**2).mean().item(), (b_c**2).mean().item(), (a_c * b_c).mean().item()
     target = float(input_var)
     if vb <= 0:
@@ -369,7 +375,7 @@ class TransitionTerms:
             elif reset == "multiplicative":
                 ce = -alpha * v_prev
             elif reset == "multiplicative_all":
-                total = flat(trace.current) + z_prev @ w.t()
+                total = flat(trace.current) + flat(trace.recurrent)
                 ce = -(alpha * v_prev + total)
         col = (r**2) @ (w**2) if r is not None else (w**2).sum(0)
         return cls(u, d0, ce, r, col, torch.diagonal(w).clone(), w)
@@ -387,7 +393,7 @@ class TransitionTerms:
         gain (a sum of squares) does not see; above 1 it makes BPTT gradients grow like its log."""
         d = self.d0 if self.ce is None else self.d0 + self.ce * sg
         r = 1.0 if self.r is None else self.r
-        return (d + r * (sg @ self.w.t())).mean().item()
+        return (d + r * (sg.float() @ self.w.float().t()).double()).mean().item()
 
 
 def condition_iv(

@@ -48,6 +48,7 @@ class Trace:
 
     x: Tensor  # layer input [T, B, I]
     current: Tensor  # W_ih x + b (input current including the bias)
+    recurrent: Tensor  # W_hh z_{t-1} (zeros without recurrence)
     v: Tensor  # voltages v_t
     z: Tensor  # spikes z_t
     thr: Tensor  # thresholds A_t (the constant threshold for LIF, broadcast)
@@ -66,10 +67,6 @@ class Trace:
         else:
             first = torch.zeros_like(t[:1])
         return torch.cat([first, t[:-1]])
-
-    def recurrent_current(self, weight_hh: Tensor) -> Tensor:
-        """W_hh z_{t-1} at every step."""
-        return self.previous("z") @ weight_hh.t()
 
 
 def _as_layer(layer: nn.Module) -> SpikingNeurons:
@@ -93,9 +90,12 @@ def record(layer: SpikingNeurons, x: Tensor) -> Trace:
     dyn = layer.dynamics()
     w = layer.recurrent_weight()
     state = layer.initial_state(x.shape[1], current)
-    vs, zs, thrs, as_ = [], [], [], []
+    vs, zs, thrs, as_, recs = [], [], [], [], []
     for t in range(x.shape[0]):
-        state = step(current[t], state, w, dyn)
+        # the recurrent current is added here (same equations as step with weight_hh) to record it
+        rec = state.z @ w.t() if w is not None else torch.zeros_like(state.z)
+        state = step(current[t] + rec, state, None, dyn)
+        recs.append(rec)
         vs.append(state.v)
         zs.append(state.z)
         if dyn.adaptive:
@@ -103,7 +103,7 @@ def record(layer: SpikingNeurons, x: Tensor) -> Trace:
             thrs.append(dyn.threshold + dyn.beta_adapt * state.a)
     v, z = torch.stack(vs), torch.stack(zs)
     thr = torch.stack(thrs) if dyn.adaptive else dyn.threshold.detach().expand_as(v)
-    return Trace(x, current, v, z, thr, torch.stack(as_) if dyn.adaptive else None)
+    return Trace(x, current, torch.stack(recs), v, z, thr, torch.stack(as_) if dyn.adaptive else None)
 
 
 class _Captured(Exception):
@@ -176,7 +176,7 @@ def variance_ratio(trace: Trace, layer: SpikingNeurons) -> float:
         return math.nan
     with torch.no_grad():
         cur_in = (trace.current - layer.bias)[1:]
-        cur_rec = trace.recurrent_current(w)[1:]
+        cur_rec = trace.recurrent[1:]
         v_in = cur_in.double().var(-1, unbiased=False).mean().item()
         v_rec = cur_rec.double().var(-1, unbiased=False).mean().item()
         return v_rec / v_in if v_in > 0 else math.nan
@@ -333,7 +333,7 @@ def measure_gradient_growth(layer: SpikingNeurons, x: Tensor, max_batch: int = 8
     return {"growth_per_step": slope, "steps_fitted": int(len(k)), "log_norm_ratio": (y[-1] - y[0]).item()}
 
 
-def measure_layers(model: nn.Module, batch, jacobian_steps: int = 8, max_batch: int = 8) -> list[dict]:
+def measure_layers(model: nn.Module, batch, jacobian_steps: int = 4, max_batch: int = 8) -> list[dict]:
     """Every measurement, per spiking layer of ``model`` on ``batch``: firing rate, current-variance
     ratio, worst-case gain (from the weights), mean-square gain (autograd Jacobian) and the BPTT
     gradient growth per step.
@@ -351,7 +351,7 @@ def measure_layers(model: nn.Module, batch, jacobian_steps: int = 8, max_batch: 
     return out
 
 
-def measure_layer(layer: SpikingNeurons, x: Tensor, jacobian_steps: int = 8, max_batch: int = 8) -> dict:
+def measure_layer(layer: SpikingNeurons, x: Tensor, jacobian_steps: int = 4, max_batch: int = 8) -> dict:
     """:func:`measure_layers` for one layer on its input x [T, B, I]."""
     trace = record(layer, x)
     jac = measure_jacobian(layer, x, jacobian_steps, max_batch)

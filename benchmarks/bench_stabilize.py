@@ -1,0 +1,76 @@
+"""Benchmark of ``stabilize``: a stacked LIF network (default 3 x 1024) on a batch of 32 x 200 random
+input spikes, all four conditions, measured mode. Prints a table of where the time goes and writes JSON.
+
+    .venv/bin/python benchmarks/bench_stabilize.py --threads 2 --out benchmarks/results/bench_stabilize.json
+
+Goal (issue 3): total under 5 s on 2 cores, of which the condition functions themselves under 1 s.
+``apply`` is the conditions plus the simulations their root finds need (I/II re-simulate the layer),
+``measure`` the verification after each layer (rate, variance ratio, Jacobian gains, BPTT growth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+import torch
+
+from spikestab.models import SNNClassifier, SNNConfig
+from spikestab.stability import stabilize
+
+
+def run(width: int, layers: int, batch: int, steps: int, inputs: int, mode: str, measure: bool, seed: int) -> dict:
+    torch.manual_seed(seed)
+    model = SNNClassifier(SNNConfig(inputs, 10, hidden_sizes=(width,) * layers, dropout=0.0))
+    x = (torch.rand(steps, batch, inputs, generator=torch.Generator().manual_seed(seed)) < 0.1).float()
+    t0 = time.perf_counter()
+    report = stabilize(model, x, mode=mode, measure=measure)
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, **report.timings, "report": report.to_dict()}
+
+
+def _write(path: str, data: dict) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--inputs", type=int, default=700)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/results/bench_stabilize.json")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for mode, measure in (("measured", True), ("measured", False), ("paper", False)):
+        r = run(args.width, args.layers, args.batch, args.steps, args.inputs, mode, measure, args.seed)
+        rows.append({"mode": mode, "measure": measure, **{k: v for k, v in r.items() if k != "report"}})
+        rows[-1]["report"] = r["report"]
+    print(f"stabilize: {args.layers} x {args.width} LIF, batch {args.batch} x {args.steps} steps, "
+          f"{args.threads} threads, torch {torch.__version__}")
+    head = f"{'mode':<9} {'measure':<8} {'total s':>8} {'conditions s':>13} {'apply s':>8} {'capture s':>10} {'measure s':>10}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['mode']:<9} {str(r['measure']):<8} {r['total_s']:>8.2f} {r['conditions_s']:>13.3f} "
+              f"{r['apply_s']:>8.2f} {r['capture_s']:>10.2f} {r['measure_s']:>10.2f}")
+    _write(args.out, {"config": vars(args), "machine": platform.platform(), "cpu_count": os.cpu_count(),
+                      "torch": torch.__version__, "rows": rows})
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
