@@ -126,13 +126,15 @@ def make_speakers(seed: int, test_fraction: float = 0.25) -> tuple[list[Speaker]
 
 
 def plan(speakers: list[Speaker], per_class: int, seed: int, split: int) -> list[Utterance]:
-    """Utterances of one split: for each class, `per_class` samples cycling through the speakers."""
+    """Utterances of one split: for each class, `per_class` samples cycling through the speakers
+    (utterance k of class c by speaker (k + c) mod n, so that every class hears every speaker)."""
     if per_class < 1:
         raise ValueError(f"per_class: expected >= 1, got {per_class}")
     rng = np.random.default_rng([seed, split])
     seeds = rng.integers(0, 2 ** 31 - 1, size=per_class * len(KEYS))
-    return [Utterance(label=i % len(KEYS), speaker=speakers[(i // len(KEYS)) % len(speakers)],
-                      seed=int(seeds[i])) for i in range(len(seeds))]
+    n = len(KEYS)
+    return [Utterance(label=i % n, speaker=speakers[(i // n + i % n) % len(speakers)], seed=int(seeds[i]))
+            for i in range(len(seeds))]
 
 
 def espeak(text: str, voice: str, variant: str, pitch: int, speed: int) -> tuple[np.ndarray, int]:
