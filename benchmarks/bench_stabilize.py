@@ -6,6 +6,8 @@ input spikes, all four conditions, measured mode. Prints a table of where the ti
 Goal (issue 3): total under 5 s on 2 cores, of which the condition functions themselves under 1 s.
 ``apply`` is the conditions plus the simulations their root finds need (I/II re-simulate the layer),
 ``measure`` the verification after each layer (rate, variance ratio, Jacobian gains, BPTT growth).
+On a shared machine absolute times are noisy, so every row is also given in units of one forward pass
+of the same network on the same batch (``fwd``), timed in the same run.
 """
 
 from __future__ import annotations
@@ -23,10 +25,25 @@ from spikestab.models import SNNClassifier, SNNConfig
 from spikestab.stability import stabilize
 
 
-def run(width: int, layers: int, batch: int, steps: int, inputs: int, mode: str, measure: bool, seed: int) -> dict:
+def _setup(width: int, layers: int, batch: int, steps: int, inputs: int, seed: int):
     torch.manual_seed(seed)
     model = SNNClassifier(SNNConfig(inputs, 10, hidden_sizes=(width,) * layers, dropout=0.0))
     x = (torch.rand(steps, batch, inputs, generator=torch.Generator().manual_seed(seed)) < 0.1).float()
+    return model, x
+
+
+def forward_time(model: SNNClassifier, x: torch.Tensor, repeats: int = 3) -> float:
+    """Median wall time of one gradient-free forward pass."""
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def run(model: SNNClassifier, x: torch.Tensor, mode: str, measure: bool) -> dict:
     t0 = time.perf_counter()
     report = stabilize(model, x, mode=mode, measure=measure)
     wall = time.perf_counter() - t0
@@ -56,19 +73,24 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for mode, measure in (("measured", True), ("measured", False), ("paper", False)):
-        r = run(args.width, args.layers, args.batch, args.steps, args.inputs, mode, measure, args.seed)
-        rows.append({"mode": mode, "measure": measure, **{k: v for k, v in r.items() if k != "report"}})
+        model, x = _setup(args.width, args.layers, args.batch, args.steps, args.inputs, args.seed)
+        fwd = forward_time(model, x)
+        r = run(model, x, mode, measure)
+        rows.append({"mode": mode, "measure": measure, "forward_s": fwd, **{k: v for k, v in r.items() if k != "report"}})
         rows[-1]["report"] = r["report"]
     print(f"stabilize: {args.layers} x {args.width} LIF, batch {args.batch} x {args.steps} steps, "
-          f"{args.threads} threads, torch {torch.__version__}")
-    head = f"{'mode':<9} {'measure':<8} {'total s':>8} {'conditions s':>13} {'apply s':>8} {'capture s':>10} {'measure s':>10}"
+          f"{args.threads} threads, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
+    head = (f"{'mode':<9} {'measure':<8} {'total s':>8} {'(fwd)':>6} {'conditions s':>13} {'(fwd)':>6} "
+            f"{'apply s':>8} {'capture s':>10} {'measure s':>10} {'1 fwd s':>8}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['mode']:<9} {str(r['measure']):<8} {r['total_s']:>8.2f} {r['conditions_s']:>13.3f} "
-              f"{r['apply_s']:>8.2f} {r['capture_s']:>10.2f} {r['measure_s']:>10.2f}")
+        f = r["forward_s"]
+        print(f"{r['mode']:<9} {str(r['measure']):<8} {r['total_s']:>8.2f} {r['total_s'] / f:>6.1f} "
+              f"{r['conditions_s']:>13.3f} {r['conditions_s'] / f:>6.2f} {r['apply_s']:>8.2f} {r['capture_s']:>10.2f} "
+              f"{r['measure_s']:>10.2f} {f:>8.3f}")
     _write(args.out, {"config": vars(args), "machine": platform.platform(), "cpu_count": os.cpu_count(),
-                      "torch": torch.__version__, "rows": rows})
+                      "load_average": os.getloadavg(), "torch": torch.__version__, "rows": rows})
     print(f"wrote {args.out}")
 
 

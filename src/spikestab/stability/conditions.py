@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 PAPER_SHARPNESS_BRACKET = (0.3, 1.6)  # the official code's search interval
+MAX_ROWS = 512  # recorded samples (steps x batch) used by the measured condition II
 TAIL_BRACKET = (1.01, 100.0)
 
 
@@ -195,7 +196,8 @@ def condition_ii(
     ``measured`` mode (``spikes`` [N, H] = the recorded z_{t-1}, ``pattern`` P [H, H] from
     :func:`split_recurrent`, ``input_var`` = the measured Var_j(W_ih x)_j averaged over samples, ``mask``):
     with W = mu + sigma P, the across-neuron variance of z W^T averaged over the recorded samples (see
-    ``measure.variance_ratio``) is a quadratic in sigma, solved exactly for the recorded spikes.
+    ``measure.variance_ratio``; at most 512 evenly strided samples) is a quadratic in sigma, solved
+    exactly for those spikes.
 
     ``chosen`` is sigma^2. A negative sigma^2 (the mean part alone already exceeds the input variance) is
     infeasible: the fallback is the nearest feasible value (paper: 0; measured: the sigma >= 0 minimising
@@ -224,6 +226,8 @@ def condition_ii(
     if pattern is None or input_var is None or mask is None:
         raise ValueError("measured condition_ii needs spikes, pattern, input_var and mask")
     z = spikes.reshape(-1, spikes.shape[-1])
+    if z.shape[0] > MAX_ROWS:  # a deterministic, evenly strided subsample keeps the H x H product cheap
+        z = z[:: -(-z.shape[0] // MAX_ROWS)]
     m = mask.to(z.dtype)
     row_mu = mu.reshape(-1).expand(m.shape[0]).to(z.dtype)
     # mean part: mu_j times the number of active unmasked inputs of j (no H x H product for the usual

@@ -46,7 +46,12 @@ class LayerReport:
 
 @dataclass
 class StabilityReport:
-    """Per-layer results of ``stabilize``; ``str(report)`` is a table, ``to_dict()`` is JSON-able."""
+    """Per-layer results of ``stabilize``; ``str(report)`` is a table, ``to_dict()`` is JSON-able.
+
+    ``timings`` (seconds): ``total_s``; ``apply_s`` applying the conditions, including the simulations
+    their measured-mode root finds need; ``conditions_s`` inside the condition functions themselves;
+    ``capture_s`` capturing each layer's input; ``measure_s`` the verification measurements.
+    """
 
     mode: str
     conditions: tuple[str, ...]
