@@ -156,16 +156,20 @@ def condition_i(
 
 
 def split_recurrent(weight_hh: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, float]:
-    """Row means mu [H], standardised residual pattern P [H, H] (zero on masked entries, unit variance
-    over the unmasked ones) and the residual std of ``weight_hh``, so W = mu + std * P on the mask."""
+    """Mean mu (the global mean over the unmasked entries, repeated per row) [H], standardised residual
+    pattern P [H, H] (zero on masked entries, unit variance over the unmasked ones) and the residual
+    std of ``weight_hh``, so W = mu + std * P on the mask.
+
+    The mean is global, not per row: the random row means of a freshly initialised matrix are part of
+    the weights' spread (they reach every neuron through ~n/2 active inputs), so condition II scales
+    them with the rest of the residual, while condition I replaces the mean."""
     m = mask.to(weight_hh.dtype)
-    count = m.sum(1).clamp_min(1.0)
-    mu = (weight_hh * m).sum(1) / count
-    resid = (weight_hh - mu[:, None]) * m
     n = m.sum().clamp_min(1.0)
+    mean = (weight_hh * m).sum() / n
+    resid = (weight_hh - mean) * m
     std = float(((resid**2).sum() / n).sqrt())
     pattern = resid / std if std > 0 else resid
-    return mu, pattern, std
+    return mean.expand(weight_hh.shape[0]).clone(), pattern, std
 
 
 def compose_recurrent(mean: Tensor, std: float, pattern: Tensor, mask: Tensor, like: Tensor) -> Tensor:
