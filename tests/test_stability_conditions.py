@@ -99,10 +99,8 @@ def test_after_i_ii_then_iv_mean_square_gain(net, reset, width):
 
 
 @pytest.mark.parametrize("net,reset,width", [c for c in CASES if c.values[2] >= 256])
-def test_after_i_ii_then_iv_growth(net, reset, width, request):
+def test_after_i_ii_then_iv_growth(net, reset, width):
     layer = run(net, reset, width, "I+II,IV")["IV"]
-    if net == "lif" and reset == "multiplicative_all":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=MULT_ALL_VANISHES))
     iv = layer.condition("IV")
     mode_gain = iv.extra["uniform_mode_gain"]
     if mode_gain > 1.05:
