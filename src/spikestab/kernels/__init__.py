@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import Tensor
 
 from ..neurons.functional import Dynamics, NeuronState
-from .fused import run_fused
+from . import sparse
+from .fused import run_event, run_fused
 from .reference import run_reference
 
 Kernel = Callable[[Tensor, "Tensor | None", Dynamics, NeuronState, bool], "tuple[Tensor, Tensor | None, NeuronState]"]
 
-BACKENDS: dict[str, Kernel] = {"reference": run_reference, "fused": run_fused}
+BACKENDS: dict[str, Kernel] = {"reference": run_reference, "fused": run_fused, "event": run_event}
 AUTO_ORDER: list[str] = ["fused", "reference"]
 
 
@@ -27,3 +29,17 @@ def select(backend: str) -> Kernel:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {backend!r}")
     return BACKENDS[backend]
+
+
+def prepare(x: Tensor, weight: Tensor, bias: Tensor, backend: str) -> tuple[Tensor, Kernel]:
+    """The input current x W^T + b of all steps and the kernel to run it with.
+
+    "event" always, and "auto" when the measured density of x is at most ``sparse.EVENT_DENSITY``,
+    use the event-driven products (input projection, its weight gradient, recurrent products) if
+    the C loops can run on these tensors; otherwise the dense products and ``select(backend)``.
+    """
+    kernel = select(backend)
+    if backend in ("auto", "event") and sparse.available(x, weight, bias):
+        if backend == "event" or sparse.density(x) <= sparse.EVENT_DENSITY:
+            return sparse.event_linear(x, weight, bias), run_event
+    return torch.nn.functional.linear(x, weight, bias), kernel

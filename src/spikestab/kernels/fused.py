@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..neurons.functional import Dynamics, NeuronState
 from ..surrogate import SurrogateGradient
+from . import sparse
 from .reference import run_reference
 
 
@@ -34,6 +35,7 @@ class _Config:
     rho: Tensor | None
     beta_adapt: Tensor | None
     return_voltage: bool
+    event: bool  # recurrent products from the spikes' non-zeros (kernels.sparse), CPU float32 only
 
 
 _CHUNK = 64  # time steps per surrogate-gradient evaluation (bounds its temporaries)
@@ -63,12 +65,19 @@ class _FusedSequence(torch.autograd.Function):
         # (alpha v + I) before the all-reset factor, only needed for its reset gradient
         pre_reset = torch.empty_like(current) if cfg.reset == "multiplicative_all" and not cfg.detach_reset else None
         w_t = weight_hh.t() if weight_hh is not None else None
+        if cfg.event and w_t is not None:
+            w_t = w_t.contiguous()
         keep = 1.0 - cfg.rho if adaptive else None
         v, z, a = v0, z0.to(current.dtype), a0
         thr = threshold
         for t in range(steps):
             # mm then add (not addmm) keeps the reference's rounding, so spikes match it bit for bit
-            i_t = current[t] if w_t is None else torch.mm(z, w_t).add_(current[t])
+            if w_t is None:
+                i_t = current[t]
+            elif cfg.event:
+                i_t = sparse.spmm_acc(z.contiguous(), w_t, current[t].clone(memory_format=torch.contiguous_format))
+            else:
+                i_t = torch.mm(z, w_t).add_(current[t])
             if adaptive:
                 a = cfg.rho * a + keep * z
                 thr = torch.add(threshold, cfg.beta_adapt * a, out=thresholds[t])
@@ -164,7 +173,9 @@ class _FusedSequence(torch.autograd.Function):
         if weight_hh is not None and ctx.needs_input_grad[1]:
             h = volts.shape[-1]
             g_w = work[0].t() @ z0
-            if steps > 1:
+            if steps > 1 and cfg.event:
+                g_w += sparse.spmm_t_acc(spikes[:-1].reshape(-1, h), work[1:].reshape(-1, h), torch.zeros_like(g_w)).t()
+            elif steps > 1:
                 g_w = torch.addmm(g_w, work[1:].reshape(-1, h).t(), spikes[:-1].reshape(-1, h))
         g_alpha_out = _sum_to(g_alpha, alpha) if want_alpha else None
         g_thr_out = _sum_to(g_thr, threshold) if want_thr else None
@@ -174,15 +185,29 @@ class _FusedSequence(torch.autograd.Function):
         return work, g_w, g_alpha_out, g_thr_out, g_v0, g_z0, g_a0, None
 
 
-def run_fused(
-    current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState, return_voltage: bool
-) -> tuple[Tensor, Tensor | None, NeuronState]:
-    """Fused-BPTT equivalent of ``run_reference`` (same arguments and results)."""
+def _run(current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState, return_voltage: bool,
+         event: bool) -> tuple[Tensor, Tensor | None, NeuronState]:
     if needs_reference(dyn):
         return run_reference(current, weight_hh, dyn, state, return_voltage)
-    cfg = _Config(dyn.spike_fn, dyn.reset, dyn.detach_reset, dyn.rho, dyn.beta_adapt, return_voltage)
+    event = event and weight_hh is not None and sparse.available(current, weight_hh, state.z)
+    cfg = _Config(dyn.spike_fn, dyn.reset, dyn.detach_reset, dyn.rho, dyn.beta_adapt, return_voltage, event)
     a0 = state.a if dyn.adaptive else None
     z, v, v_last, z_last, a_last = _FusedSequence.apply(
         current, weight_hh, dyn.alpha, dyn.threshold, state.v, state.z, a0, cfg
     )
     return z, v, NeuronState(v_last, z_last, a_last if dyn.adaptive else state.a)
+
+
+def run_fused(
+    current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState, return_voltage: bool
+) -> tuple[Tensor, Tensor | None, NeuronState]:
+    """Fused-BPTT equivalent of ``run_reference`` (same arguments and results), dense products."""
+    return _run(current, weight_hh, dyn, state, return_voltage, event=False)
+
+
+def run_event(
+    current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState, return_voltage: bool
+) -> tuple[Tensor, Tensor | None, NeuronState]:
+    """``run_fused`` with event-driven recurrent products: the recurrent input of each step and the
+    recurrent weight gradient visit only the spikes (dense products where the C loops cannot run)."""
+    return _run(current, weight_hh, dyn, state, return_voltage, event=True)

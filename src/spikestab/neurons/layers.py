@@ -164,8 +164,8 @@ class _LayerMixin:
         if self.batch_first:
             x = x.transpose(0, 1)
         state = self._check_state(state, x.shape[1], x)
-        kernel = kernels.select(self.backend)
-        z, v, state = kernel(self.input_current(x), self.recurrent_weight(), self.dynamics(), state, return_voltage)
+        current, kernel = kernels.prepare(x, self.weight_ih, self.bias, self.backend)
+        z, v, state = kernel(current, self.recurrent_weight(), self.dynamics(), state, return_voltage)
         if self.batch_first:
             z = z.transpose(0, 1)
             v = v.transpose(0, 1) if v is not None else None
