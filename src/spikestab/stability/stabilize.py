@@ -234,7 +234,7 @@ def stabilize(
     iii_variant: str | None = None,
     rate_tol: float = 0.01,
     ratio_tol: float = 0.1,
-    max_rounds: int = 4,
+    max_rounds: int = 8,
     solve_batch: int = 8,
     measure: bool = True,
     jacobian_steps: int = 4,
