@@ -17,6 +17,8 @@ plus the spike times/units of the first seed.
 
 Run:  .venv/bin/pip install lauscher==1.0.1 && apt-get install -y espeak-ng
       .venv/bin/python scripts/make_lauscher_fixture.py [--out tests/fixtures/lauscher_reference.npz]
+Compare spikestab's encoder with a stored fixture (needs neither lauscher nor espeak-ng):
+      .venv/bin/python scripts/make_lauscher_fixture.py --compare [--out FIXTURE]
 """
 
 from __future__ import annotations
@@ -87,10 +89,39 @@ def lauscher_reference(audio: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def compare(path: str, seeds: int = 8) -> None:
+    """Print how spikestab.data.cochlea matches the lauscher outputs stored in `path` (markdown table)."""
+    from spikestab.data import cochlea
+
+    print("| signal | length s | BM RMS max abs diff / max | hair-cell sum max rel diff | count corr "
+          f"(ours {seeds} seeds vs lauscher 2 runs) | lauscher run vs run corr | total spikes ours / lauscher "
+          "| 10 ms population-rate corr |")
+    print("|---|---|---|---|---|---|---|---|")
+    with np.load(path) as f:
+        for name in f["names"]:
+            audio = f[f"{name}/audio"]
+            velocity, rate = cochlea.basilar_membrane(cochlea.prepare(audio), FS)
+            bm = np.sqrt(np.mean(velocity.astype(np.float64) ** 2, axis=1))
+            hc = cochlea.hair_cell(velocity, rate).sum(axis=1)
+            ref = f[f"{name}/counts"].astype(np.float64)
+            ours = np.mean([cochlea.encode(audio, FS, seed=s).counts() for s in range(seeds)], axis=0)
+            spikes = cochlea.encode(audio, FS, seed=0)
+            edges = np.arange(0.0, spikes.duration + 0.01, 0.01)
+            psth = np.corrcoef(np.histogram(spikes.times, edges)[0], np.histogram(f[f"{name}/times"], edges)[0])
+            print(f"| {name} | {len(audio) / FS:.2f} | {np.abs(bm - f[f'{name}/bm_rms']).max() / bm.max():.5f} | "
+                  f"{np.abs(hc / f[f'{name}/hc_sum'] - 1).max():.5f} | "
+                  f"{np.corrcoef(ours, ref.mean(0))[0, 1]:.3f} | {np.corrcoef(ref[0], ref[1])[0, 1]:.3f} | "
+                  f"{ours.sum():.0f} / {ref.mean(0).sum():.0f} | {psth[0, 1]:.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="tests/fixtures/lauscher_reference.npz")
+    parser.add_argument("--compare", action="store_true", help="compare the encoder with the fixture at --out")
     args = parser.parse_args()
+    if args.compare:
+        compare(args.out)
+        return
     sigs = signals()
     arrays: dict[str, np.ndarray] = {"names": np.array(list(sigs)), "fs": np.array(FS), "seeds": np.array(SEEDS)}
     for name, audio in sigs.items():
