@@ -159,3 +159,13 @@ def test_cli_paper_preset_and_bad_conditions(capsys):
     assert main(["stabilize", "--layers", "1x16", "--steps", "40", "--conditions", "I,X"]) == 2
     assert "conditions must be" in capsys.readouterr().err
     assert main(["stabilize", "--layers", "0x16"]) == 2
+
+
+def test_feed_forward_layer_is_reported_not_changed():
+    model = _clf(layers=1, recurrent=False)
+    before = _state(model)
+    report = stabilize(model, _x(), ("I", "II", "III"))
+    layer = report.layers[0]
+    assert not layer.condition("I").feasible and "no recurrent weights" in layer.condition("I").fallback
+    assert _same(before, _state(model))
+    json.dumps(report.to_dict(), allow_nan=False)

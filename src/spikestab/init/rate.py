@@ -8,7 +8,6 @@ with the loss sum_l (mean z_l - f0)^2, kept for comparison.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor, nn

@@ -71,8 +71,8 @@ class ConditionResult:
     def to_dict(self) -> dict:
         c = torch.as_tensor(self.chosen, dtype=torch.float64)
         out = {
-            "condition": self.condition, "quantity": self.quantity, "target": self.target,
-            "parameter": self.parameter, "chosen": self.chosen_mean, "feasible": bool(self.feasible),
+            "condition": self.condition, "quantity": self.quantity, "target": _num(self.target),
+            "parameter": self.parameter, "chosen": _num(self.chosen_mean), "feasible": bool(self.feasible),
             "fallback": self.fallback, "residual": _num(self.residual), "measured": _num(self.measured),
             "note": self.note,
         }

@@ -81,8 +81,6 @@ def _validate(model: nn.Module, conditions: Iterable[str], mode: str, rate: floa
 def _first_input(model: nn.Module, batch) -> Tensor:
     try:
         x = layer_input(model, batch, 0)
-    except ValueError:
-        raise
     except (RuntimeError, IndexError, TypeError) as err:
         raise ValueError(f"batch could not be run through the model: {err}") from err
     if x.is_floating_point() and not torch.isfinite(x).all():
