@@ -88,6 +88,22 @@ def firing_rates(records: Sequence[dict], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def compare_runs(records_by_run: dict[str, Sequence[dict]], path: str | Path) -> Path:
+    """Validation accuracy (or perplexity) per epoch of several runs on one axis."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    metric = "accuracy"
+    for name, records in records_by_run.items():
+        epochs = [r for r in records if r.get("kind") == "epoch"]
+        if not epochs:
+            raise ValueError(f"run {name!r} has no epoch record: nothing to plot")
+        metric = "accuracy" if "val_accuracy" in epochs[0] else "perplexity"
+        ax.plot([r["epoch"] + 1 for r in epochs], [r[f"val_{metric}"] for r in epochs], "o-", label=name)
+    ax.set(xlabel="epoch", ylabel=f"validation {metric}")
+    ax.legend()
+    return _save(fig, path)
+
+
 def spike_raster(inputs: Tensor | None, spikes: Sequence[Tensor], path: str | Path, title: str = "") -> Path:
     """Raster of one sample: the input (if given) and every layer's spikes, each [T, N]."""
     panels = ([("input", inputs)] if inputs is not None else []) + [(f"layer {i + 1}", z) for i, z in enumerate(spikes)]

@@ -42,6 +42,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--out", "out", str, "run folder (checkpoints, metrics, results, figures)"),
     ("--checkpoint-every", "checkpoint_every", int, "checkpoint every N steps (and every epoch)"),
     ("--max-minutes", "max_minutes", float, "stop training after this many minutes, then test"),
+    ("--threads", "threads", int, "torch CPU threads (1 is often fastest on a shared machine)"),
 ]
 
 

@@ -16,7 +16,7 @@ TASKS = ("sl-mnist", "shd", "ptb", "randman")
 CONDITIONS = ("I", "II", "III", "IV")
 
 # fields that do not change what a run computes: they may differ when a run is resumed
-NON_RESULT_FIELDS = ("out", "data_dir", "checkpoint_every", "progress", "max_minutes")
+NON_RESULT_FIELDS = ("out", "data_dir", "checkpoint_every", "progress", "max_minutes", "threads")
 
 
 def parse_layers(spec: str | int | list | tuple) -> tuple[int, ...]:
@@ -92,6 +92,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     max_minutes: float | None = None
     progress: bool = True
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         self.layers = parse_layers(self.layers)
@@ -130,6 +131,8 @@ class TrainConfig:
             raise ValueError(f"init_rate must be in (0, 1), got {self.init_rate!r}")
         if self.tail is not None and not (math.isfinite(self.tail) and self.tail > 1.0):
             raise ValueError(f"tail must be a finite q > 1, got {self.tail!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be None (torch's default) or an integer >= 1, got {self.threads!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
         for name in ("seed", "data_seed"):

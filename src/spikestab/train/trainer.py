@@ -89,6 +89,9 @@ class Trainer:
         self.out = Path(cfg.out)
         self.on_step = on_step
         self.log = log
+        if cfg.threads is not None:
+            # tiny per-step ops: on a shared CPU one thread is often many times faster than two
+            torch.set_num_threads(cfg.threads)
         self.task = task if task is not None else load_config_task(cfg)
         self.language = self.task.kind == "language"
         torch.manual_seed(cfg.seed)
@@ -159,6 +162,7 @@ class Trainer:
             report = stabilize(self.model, batch, conditions=cfg.stabilize, mode=cfg.stability_mode)
             self.log(str(report))
             result["report"] = report.to_dict()
+            result["report_text"] = str(report)
         if cfg.init_rate is not None:
             if not _module_available("spikestab.init"):
                 raise ValueError("init_rate needs spikestab.init, which this installation does not have")
@@ -344,6 +348,7 @@ class Trainer:
             self.log(f"resuming {self.out} at epoch {self.epoch} step {self.step_in_epoch}")
         else:
             metrics.truncate(0)
+            torch.manual_seed(cfg.seed)  # training randomness never depends on what ran before fit()
             self.stability = self.stabilize()
             if self.stability is not None:
                 atomic_write_json(self.stability, self.out / "stability.json")
