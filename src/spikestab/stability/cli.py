@@ -38,7 +38,10 @@ def _random_batch(args: argparse.Namespace) -> tuple[torch.Tensor, int, int, str
 def _task_batch(args: argparse.Namespace):
     from ..data import load_task, lm_batches, make_loader  # lazy: the data package is optional here
 
-    task = load_task(args.task, args.data_dir, seed=args.seed)
+    try:
+        task = load_task(args.task, args.data_dir, seed=args.seed)
+    except FileNotFoundError as err:  # reported like any bad input: a clean message, exit status 2
+        raise ValueError(str(err)) from err
     if task.kind == "language":
         inputs, _ = next(iter(lm_batches(task.train, args.batch, task.n_steps)))
         return inputs, task.input_size, task.output_size, "language"

@@ -169,6 +169,9 @@ def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode:
         res_i.feasible = abs(tr.rate - rate) <= rate_tol
         if not res_i.feasible:
             res_i.fallback = "closest rate reached by shifting the recurrent mean" + ("" if root is None or root.feasible else " (no sign change)")
+            if tr.rate == 0.0:
+                res_i.note = ("the layer stays silent: without spikes the recurrent mean has no effect; raise the "
+                              "input drive (bias via calibrate_firing_rate, or a lower threshold)")
         res_i.extra["mean_shift"] = shift
         out.append(res_i)
     if "II" in conds:
