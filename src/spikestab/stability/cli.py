@@ -39,7 +39,8 @@ def _task_batch(args: argparse.Namespace):
     from ..data import load_task, lm_batches, make_loader  # lazy: the data package is optional here
 
     try:
-        task = load_task(args.task, args.data_dir, seed=args.seed)
+        # the paper repeats every input frame twice (method.md 1.2)
+        task = load_task(args.task, args.data_dir, seed=args.seed, time_repeat=2 if args.preset == "paper" else 1)
     except FileNotFoundError as err:  # reported like any bad input: a clean message, exit status 2
         raise ValueError(str(err)) from err
     if task.kind == "language":
