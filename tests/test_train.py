@@ -160,3 +160,18 @@ def test_sparsity_ramp_moves_rates_toward_target(tmp_path):
     assert sum(abs(r - target) for r in final["off"]) > 0.7 * sum(dist0)
     steps = [r for r in read_jsonl(tmp_path / "on/metrics.jsonl") if r["kind"] == "step"]
     assert all(r["sparsity_weight"] == 0.0 for r in steps if r["step"] <= 4)  # 6 steps per epoch: 0.2E = 4.8 steps
+
+
+def test_stabilize_and_init_rate_are_applied_before_training(tmp_path):
+    cfg = cfg_for(tmp_path, epochs=1, stabilize="III", init_rate=0.3)
+    tr = Trainer(cfg, tiny_task(), log=lambda s: None)
+    res = tr.fit()
+    saved = json.loads((tmp_path / "run/stability.json").read_text())
+    assert saved["report"] is not None and "dampening" in saved["report_text"]
+    assert all(abs(r - 0.3) <= 0.02 for r in saved["initial_rates"])  # measured on the first training batch
+    assert res["stability"]["initial_rates"] == saved["initial_rates"]
+    # condition III made the dampening per-neuron; the checkpoint still loads into a fresh model
+    assert tr.model.stack.layers[0].spike_fn.dampening.shape == (16,)
+    resumed = Trainer(cfg, tiny_task(), log=lambda s: None)
+    resumed.fit(resume=True)
+    assert torch.equal(resumed.model.stack.layers[0].spike_fn.dampening, tr.model.stack.layers[0].spike_fn.dampening)
