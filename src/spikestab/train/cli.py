@@ -91,8 +91,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     trainer = Trainer(cfg)
-    trainer.check_out_dir(args.resume)  # refuse a foreign/overwritten run before any work
-    results = trainer.fit(resume=args.resume)
+    results = trainer.fit(resume=args.resume)  # refuses a foreign or existing run before writing anything
     if args.figures:
         from ..plots import run_figures, spike_raster
 
