@@ -97,15 +97,16 @@ def _merge(parts: Path, split: str, jobs: list[tuple[str, int, int]], out: Path,
     return len(times)
 
 
-def _progress(done: int, total: int, started: float, stream=sys.stderr) -> None:
-    rate = done / max(time.time() - started, 1e-9)
+def _progress(done: int, total: int, fresh: int, started: float, stream) -> None:
+    rate = fresh / max(time.time() - started, 1e-9)  # of this run (resumed work excluded)
     eta = (total - done) / rate if rate > 0 else float("inf")
     end = "\r" if stream.isatty() and done < total else "\n"
     print(f"make-shd: {done}/{total} utterances, {rate:.1f}/s, eta {eta:.0f} s", end=end, file=stream, flush=True)
 
 
 def generate(out: str | os.PathLike, settings: Settings, *, workers: int = 2, chunk: int = 40,
-             source: Source = synth.synthesize, speakers: tuple[list, list] | None = None,
+             source: Source = synth.synthesize,
+             speakers: tuple[list[synth.Speaker], list[synth.Speaker]] | None = None,
              log=sys.stderr) -> dict:
     """Generate (or finish) the dataset in `out`; returns the summary also written to out/make_shd.json.
 
@@ -126,6 +127,9 @@ def generate(out: str | os.PathLike, settings: Settings, *, workers: int = 2, ch
         print(f"make-shd: {out} is complete already", file=log)
         return summary
     train_spk, test_spk = speakers or synth.make_speakers(settings.seed, settings.test_speakers)
+    all_speakers = sorted(train_spk + test_spk, key=lambda s: s.id)
+    if [s.id for s in all_speakers] != list(range(len(all_speakers))):
+        raise ValueError("speakers: ids must be 0..n-1 across train and test")
     plans = {"train": synth.plan(train_spk, settings.per_class, settings.seed, split=0),
              "test": synth.plan(test_spk, settings.test_per_class, settings.seed, split=1)}
     parts = out / ".parts"
@@ -155,16 +159,13 @@ def generate(out: str | os.PathLike, settings: Settings, *, workers: int = 2, ch
         for n, seconds in results:
             fresh += n
             audio_seconds += seconds
-            _progress(done + fresh, total, started, log)
+            _progress(done + fresh, total, fresh, started, log)
     finally:
         if pool is not None:
             pool.terminate()
             pool.join()
     elapsed = time.time() - started
 
-    all_speakers = sorted(train_spk + test_spk, key=lambda s: s.id)
-    if [s.id for s in all_speakers] != list(range(len(all_speakers))):
-        raise ValueError("speakers: ids must be 0..n-1 across train and test")
     meta = dict(gender=[s.gender for s in all_speakers], age=np.zeros(len(all_speakers)),
                 body_height=np.full(len(all_speakers), np.nan))
     folder = out / "SHD"
