@@ -21,7 +21,7 @@ from spikestab.stability import (
 )
 from spikestab.stability.conditions import split_recurrent
 from spikestab.stability.measure import jacobian_at, record, variance_ratio
-from spikestab.stability.solvers import find_root, scan_root, solve_increasing
+from spikestab.stability.solvers import find_root, scan_root, secant_slope, solve_increasing
 from spikestab.surrogate import SurrogateGradient
 
 
@@ -49,6 +49,19 @@ def test_solve_increasing_expands_bracket():
     assert res.feasible and abs(res.x - 40.0) < 1e-5
     bad = solve_increasing(lambda x: 0.5 + 0.1 * math.tanh(x), 0.0, 1.0, ftol=1e-6, max_expand=10)
     assert not bad.feasible
+
+
+def test_solve_increasing_newton_first_step_and_known_value():
+    calls = []
+
+    def f(x):
+        calls.append(x)
+        return 2.0 * (x - 3.0)
+
+    res = solve_increasing(f, 0.0, 1e-3, ftol=1e-9, slope=2.0, y0=-6.0)
+    assert res.feasible and abs(res.x - 3.0) < 1e-9
+    assert calls[0] == pytest.approx(4.5)  # 1.5 * |f(x0)| / slope, f(x0) not re-evaluated
+    assert secant_slope(res.history, res.x) == pytest.approx(2.0)
 
 
 # --- condition I ----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["RootResult", "find_root", "scan_root", "solve_increasing"]
+__all__ = ["RootResult", "find_root", "scan_root", "solve_increasing", "secant_slope"]
 
 
 @dataclass
@@ -126,20 +126,24 @@ def solve_increasing(
     ftol: float,
     max_expand: int = 40,
     max_iter: int = 40,
+    slope: float | None = None,
+    y0: float | None = None,
 ) -> RootResult:
     """Root of a non-decreasing ``f`` near ``x0``: expand a bracket from x0 by doubling steps (in the
     direction that reduces |f|), then refine with :func:`find_root`. Any evaluated point with
-    |f| <= ftol ends the search."""
+    |f| <= ftol ends the search. With a known ``slope`` estimate the first step is a Newton step
+    lengthened by half (1.5 |f(x0)| / slope), so that it usually brackets the root at once; ``y0``
+    passes an already known f(x0)."""
     if not step > 0:
         raise ValueError(f"step must be > 0, got {step}")
     history: list[tuple[float, float]] = []
-    y0 = float(f(x0))
+    y0 = float(f(x0)) if y0 is None else float(y0)
     history.append((x0, y0))
     if abs(y0) <= ftol:
         return RootResult(x0, y0, True, 1, history=history)
     direction = -1.0 if y0 > 0 else 1.0
     prev_x, prev_y = x0, y0
-    h = step
+    h = 1.5 * abs(y0) / slope if slope is not None and slope > 0 else step
     for _ in range(max_expand):
         x = x0 + direction * h
         y = float(f(x))
@@ -156,3 +160,12 @@ def solve_increasing(
         h *= 2.0
     x, y = _best(history)
     return RootResult(x, y, False, len(history), "argmin |f| over the expanded bracket", history)
+
+
+def secant_slope(history: list[tuple[float, float]], root: float) -> float | None:
+    """|dy/dx| between the two evaluated points nearest ``root`` (None if they coincide)."""
+    pts = sorted({x: y for x, y in history}.items(), key=lambda p: abs(p[0] - root))[:2]
+    if len(pts) < 2 or pts[0][0] == pts[1][0]:
+        return None
+    (x0, y0), (x1, y1) = pts
+    return abs((y1 - y0) / (x1 - x0))

@@ -23,9 +23,9 @@ from .conditions import (
     paper_voltage_bounds,
     split_recurrent,
 )
-from .measure import layer_input, measure_layer, record, variance_ratio
+from .measure import Trace, layer_input, measure_layer, record, variance_ratio
 from .report import MEASURED_BY, LayerReport, StabilityReport
-from .solvers import solve_increasing
+from .solvers import secant_slope, solve_increasing
 
 __all__ = ["stabilize", "CONDITIONS", "MODES"]
 
@@ -94,17 +94,18 @@ def _set_recurrent(layer: SpikingNeurons, mean: Tensor, std: float, pattern: Ten
 
 
 def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode: str, rate: float,
-                layer_index: int, rate_tol: float, ratio_tol: float, max_rounds: int) -> list[ConditionResult]:
-    """Conditions I and II on the recurrent weights W = mu_j + sigma P (P the standardised pattern of
-    the current weights). Measured mode alternates I (root find of a common shift of mu on the
-    simulated rate) and II (exact quadratic for sigma on the recorded spikes, re-simulated) until both
-    measured quantities are within tolerance."""
+                layer_index: int, rate_tol: float, ratio_tol: float, max_rounds: int) -> tuple[list[ConditionResult], Trace | None]:
+    """Conditions I and II on the recurrent weights W = mu + sigma P (P the standardised pattern of the
+    current weights). Measured mode alternates I (root find of a common shift of mu on the simulated
+    rate) and II (exact quadratic for sigma on the recorded spikes, re-simulated) until both measured
+    quantities are within tolerance. Also returns the trace of the final weights on ``xs`` (measured
+    mode), which later conditions reuse: III and IV do not change the forward dynamics."""
     out: list[ConditionResult] = []
     if layer.weight_hh is None:
         for c in ("I", "II"):
             if c in conds:
                 out.append(ConditionResult(c, "-", math.nan, "-", math.nan, False, fallback="unchanged: layer has no recurrent weights"))
-        return out
+        return out, None
     mask = layer.recurrent_mask
     mu, pattern, std = split_recurrent(layer.weight_hh.detach(), mask)
     alpha, thr = layer.alpha.detach(), layer.threshold.detach()
@@ -128,24 +129,35 @@ def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode:
                 res_ii = condition_ii(layer.weight_ih.detach(), w_eff, mean=mu, input_moment2=moment2, fan_in=fan_in)
             std = math.sqrt(res_ii.chosen)
         _set_recurrent(layer, mu, std, pattern)
-        return [r for r in (res_i, res_ii) if r is not None]
+        return [r for r in (res_i, res_ii) if r is not None], None
 
     var_in = float((in_cur - layer.bias.detach()).double()[1:].var(-1, unbiased=False).mean())
     base = mu.clone()
     shift = 0.0
     step = float(thr.mean() + (0.0 if beta is None else beta.mean() * rate)) / max(fan_in, 1)
-    root = None
+    root = slope = None
+    traces: dict[float, Trace] = {}
+    tr = None  # the trace of the current weights, once known
     for _ in range(max_rounds):
         if res_i is not None:
+            traces.clear()
+            if tr is not None:
+                traces[shift] = tr
+
             def rate_gap(delta: float) -> float:
                 _set_recurrent(layer, base + delta, std, pattern)
-                return record(layer, xs).rate - rate
+                traces[delta] = record(layer, xs)
+                return traces[delta].rate - rate
 
-            root = solve_increasing(rate_gap, shift, step, ftol=rate_tol)
+            root = solve_increasing(rate_gap, shift, step, ftol=rate_tol, slope=slope,
+                                    y0=None if tr is None else tr.rate - rate)
+            slope = secant_slope(root.history, root.x) or slope
             shift = root.x
             mu = base + shift
             _set_recurrent(layer, mu, std, pattern)
-        tr = record(layer, xs)
+            tr = traces.get(shift)
+        if tr is None:
+            tr = record(layer, xs)
         if "II" in conds:
             for _ in range(8):
                 if abs(math.log(max(variance_ratio(tr, layer), 1e-300))) <= math.log1p(ratio_tol):
@@ -180,7 +192,7 @@ def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode:
         res_ii.chosen = std**2
         res_ii.residual = ratio - 1.0
         out.append(res_ii)
-    return out
+    return out, tr
 
 
 def _apply_iii(layer: SpikingNeurons, variant: str) -> ConditionResult:
@@ -194,12 +206,14 @@ def _apply_iii(layer: SpikingNeurons, variant: str) -> ConditionResult:
     return res
 
 
-def _apply_iv(layer: SpikingNeurons, xs: Tensor, mode: str, solve_for: str, with_iii: bool) -> ConditionResult:
+def _apply_iv(layer: SpikingNeurons, xs: Tensor, mode: str, solve_for: str, with_iii: bool,
+              trace: Trace | None = None) -> ConditionResult:
     w = layer.recurrent_weight()
     w = torch.zeros(layer.hidden_size, layer.hidden_size) if w is None else w.detach()
     alpha, thr = layer.alpha.detach(), layer.threshold.detach()
     kw = dict(solve_for=solve_for, detach_reset=layer.detach_reset)
-    trace = record(layer, xs) if mode == "measured" else None
+    if mode == "measured" and trace is None:
+        trace = record(layer, xs)
     with _condition_time():
         if trace is None:
             kw["bounds"] = paper_voltage_bounds(layer.weight_ih.detach(), w, alpha, thr, layer.reset)
@@ -293,12 +307,14 @@ def stabilize(
             t_sim += time.perf_counter() - t0
             lr = LayerReport(idx, type(layer).__name__, layer.hidden_size, layer.reset)
             t0 = time.perf_counter()
+            trace = None
             if "I" in conds or "II" in conds:
-                lr.conditions += _apply_i_ii(layer, xs, conds, mode, rate, idx, rate_tol, ratio_tol, max_rounds)
+                results, trace = _apply_i_ii(layer, xs, conds, mode, rate, idx, rate_tol, ratio_tol, max_rounds)
+                lr.conditions += results
             if "III" in conds:
                 lr.conditions.append(_apply_iii(layer, variant))
             if "IV" in conds:
-                lr.conditions.append(_apply_iv(layer, xs, mode, solve_for, "III" in conds))
+                lr.conditions.append(_apply_iv(layer, xs, mode, solve_for, "III" in conds, trace))
             t_cond += time.perf_counter() - t0
             if measure:
                 t0 = time.perf_counter()
