@@ -87,7 +87,8 @@ def test_resume_after_kill_is_identical(tmp_path, kill_step):
 
 
 def test_language_model_resume_is_identical(tmp_path):
-    kw = dict(task="ptb", layers="16", batch_size=4, seq_len=10, epochs=2, checkpoint_every=4, eval_batch_size=4)
+    kw = dict(task="ptb", layers="16", batch_size=4, seq_len=10, epochs=2, checkpoint_every=4, eval_batch_size=4,
+              eval_every=3)
     full = Trainer(cfg_for(tmp_path, "full", **kw), tiny_lm_task(), log=lambda s: None)
     res_full = full.fit()
     cfg = cfg_for(tmp_path, "cut", **kw)
@@ -99,6 +100,10 @@ def test_language_model_resume_is_identical(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert res_cut["test"]["perplexity"] == res_full["test"]["perplexity"]
     assert res_full["test"]["perplexity"] > 1.0
+    evals = [r for r in read_jsonl(tmp_path / "cut/metrics.jsonl") if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [3, 6, 9, 12, 15, 18]  # every 3 global steps; 10 windows per epoch
+    assert _strip_times(read_jsonl(tmp_path / "full/metrics.jsonl")) == \
+        _strip_times(read_jsonl(tmp_path / "cut/metrics.jsonl"))
 
 
 def test_refuses_overwrite_and_foreign_resume(tmp_path):

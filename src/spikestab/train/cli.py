@@ -41,6 +41,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--backend", "backend", str, "layer kernel backend (auto picks the fastest)"),
     ("--out", "out", str, "run folder (checkpoints, metrics, results, figures)"),
     ("--checkpoint-every", "checkpoint_every", int, "checkpoint every N steps (and every epoch)"),
+    ("--eval-every", "eval_every", int, "also evaluate on val every N steps (default: once per epoch)"),
     ("--max-minutes", "max_minutes", float, "stop training after this many minutes, then test"),
     ("--threads", "threads", int, "torch CPU threads (1 is often fastest on a shared machine)"),
 ]

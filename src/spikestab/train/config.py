@@ -90,6 +90,7 @@ class TrainConfig:
     backend: str = "auto"
     out: str = "runs/train"
     checkpoint_every: int = 50
+    eval_every: int | None = None
     max_minutes: float | None = None
     progress: bool = True
     threads: int | None = None
@@ -131,6 +132,8 @@ class TrainConfig:
             raise ValueError(f"init_rate must be in (0, 1), got {self.init_rate!r}")
         if self.tail is not None and not (math.isfinite(self.tail) and self.tail > 1.0):
             raise ValueError(f"tail must be a finite q > 1, got {self.tail!r}")
+        if self.eval_every is not None and (not isinstance(self.eval_every, int) or self.eval_every < 1):
+            raise ValueError(f"eval_every must be None (once per epoch) or an integer >= 1, got {self.eval_every!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be None (torch's default) or an integer >= 1, got {self.threads!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:

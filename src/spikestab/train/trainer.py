@@ -370,6 +370,8 @@ class Trainer:
                 self.step_in_epoch, self.global_step = i + 1, self.global_step + 1
                 metrics.write({"kind": "step", "epoch": self.epoch, "step": self.global_step, **rec})
                 bar.update(1, loss=rec["loss"])
+                if cfg.eval_every and self.global_step % cfg.eval_every == 0 and i + 1 < n_batches:
+                    self._eval_record(metrics)
                 elapsed = self.train_seconds + time.monotonic() - t0
                 stopped = deadline is not None and elapsed >= deadline
                 if self.global_step % cfg.checkpoint_every == 0 or stopped:
@@ -385,6 +387,14 @@ class Trainer:
                 self.log(f"time limit of {cfg.max_minutes} min reached at epoch {self.epoch} step {self.step_in_epoch}")
             self._end_epoch(metrics)
         return self._finish(metrics, stopped=stopped)
+
+    def _eval_record(self, metrics: MetricsLog) -> None:
+        """A mid-epoch validation point (the best checkpoint is still chosen at epoch ends)."""
+        val = self.evaluate("val")
+        metric = "perplexity" if self.language else "accuracy"
+        metrics.write({"kind": "eval", "epoch": self.epoch, "step": self.global_step, "val_loss": val["loss"],
+                       f"val_{metric}": val[metric], "val_rates": val["rates"]})
+        self.log(f"step {self.global_step}: val loss {val['loss']:.4f}, val {metric} {val[metric]:.4g}")
 
     def _end_epoch(self, metrics: MetricsLog) -> None:
         a = self._acc
