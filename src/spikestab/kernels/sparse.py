@@ -91,7 +91,10 @@ def _build() -> ctypes.CDLL | None:
     if cc is None:
         return None
     cache = os.environ.get("SPIKESTAB_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "spikestab"))
-    os.makedirs(cache, exist_ok=True)
+    try:
+        os.makedirs(cache, exist_ok=True)
+    except OSError:  # read-only home (some CI runners): build per process in the temp folder
+        cache = tempfile.mkdtemp(prefix="spikestab-")
     # -march=native: the library is keyed by the CPU model too, so a shared cache never hands one
     # machine's build to another kind of CPU
     tag = hashlib.sha256((_SOURCE + cc + platform.machine() + _cpu_model()).encode()).hexdigest()[:16]
