@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..neurons.functional import NeuronState, step
+from .. import kernels
 from ..neurons.layers import SpikingNeurons, spiking_layers
 
 __all__ = [
@@ -48,11 +49,22 @@ class Trace:
 
     x: Tensor  # layer input [T, B, I]
     current: Tensor  # W_ih x + b (input current including the bias)
-    recurrent: Tensor  # W_hh z_{t-1} (zeros without recurrence)
+    weight_hh: Tensor | None  # the effective recurrent weights the run used
     v: Tensor  # voltages v_t
     z: Tensor  # spikes z_t
     thr: Tensor  # thresholds A_t (the constant threshold for LIF, broadcast)
     a: Tensor | None  # ALIF adaptation a_t
+    _recurrent: Tensor | None = None
+
+    @property
+    def recurrent(self) -> Tensor:
+        """W_hh z_{t-1} (zeros without recurrence), computed on first use as one matrix product over all
+        steps (most recorded runs, e.g. those of a root find, only need the rate)."""
+        if self._recurrent is None:
+            z_prev = self.previous("z")
+            with torch.no_grad():
+                self._recurrent = z_prev @ self.weight_hh.t() if self.weight_hh is not None else torch.zeros_like(z_prev)
+        return self._recurrent
 
     @property
     def rate(self) -> float:
@@ -76,8 +88,15 @@ def _as_layer(layer: nn.Module) -> SpikingNeurons:
 
 
 @torch.no_grad()
-def record(layer: SpikingNeurons, x: Tensor) -> Trace:
-    """Run ``layer`` on x [T, B, I] from the zero state with the plain step equations and record it.
+def record(layer: SpikingNeurons, x: Tensor, current: Tensor | None = None, backend: str | None = None) -> Trace:
+    """Run ``layer`` on x [T, B, I] from the zero state, without gradients, and record it.
+
+    The sequence runs through the layer's own kernel path (``kernels.prepare`` with ``layer.backend``:
+    the same input projection and kernel as ``layer(x)``, so the spikes equal the layer's output bit for
+    bit); ``backend`` overrides the kernel (e.g. "fused" for dense spikes, where the event-driven
+    recurrent products are slower). ``current`` passes an already computed input current W_ih x + b
+    (it does not change while only the recurrent weights do). The recurrent current W_hh z_{t-1} is
+    recomputed when first asked for (``Trace.recurrent``), the ALIF adaptation by its recurrence.
 
     Example:
         >>> from spikestab.neurons import LIF
@@ -86,24 +105,27 @@ def record(layer: SpikingNeurons, x: Tensor) -> Trace:
         torch.Size([50, 4, 32])
     """
     layer = _as_layer(layer)
-    current = layer.input_current(x)
+    if current is None:
+        current, kernel = kernels.prepare(x, layer.weight_ih, layer.bias, layer.backend)
+    else:
+        kernel = kernels.select("auto" if layer.backend == "event" else layer.backend)
+    if backend is not None:
+        kernel = kernels.select(backend)
     dyn = layer.dynamics()
     w = layer.recurrent_weight()
     state = layer.initial_state(x.shape[1], current)
-    vs, zs, thrs, as_, recs = [], [], [], [], []
-    for t in range(x.shape[0]):
-        # the recurrent current is added here (same equations as step with weight_hh) to record it
-        rec = state.z @ w.t() if w is not None else torch.zeros_like(state.z)
-        state = step(current[t] + rec, state, None, dyn)
-        recs.append(rec)
-        vs.append(state.v)
-        zs.append(state.z)
-        if dyn.adaptive:
-            as_.append(state.a)
-            thrs.append(dyn.threshold + dyn.beta_adapt * state.a)
-    v, z = torch.stack(vs), torch.stack(zs)
-    thr = torch.stack(thrs) if dyn.adaptive else dyn.threshold.detach().expand_as(v)
-    return Trace(x, current, torch.stack(recs), v, z, thr, torch.stack(as_) if dyn.adaptive else None)
+    z, v, _ = kernel(current, w, dyn, state, True)
+    z_prev = torch.cat([state.z.to(z.dtype)[None], z[:-1]])
+    if dyn.adaptive:
+        a_t, as_ = state.a, []
+        for t in range(x.shape[0]):
+            a_t = dyn.rho * a_t + (1.0 - dyn.rho) * z_prev[t]
+            as_.append(a_t)
+        a = torch.stack(as_)
+        thr = dyn.threshold + dyn.beta_adapt * a
+    else:
+        a, thr = None, dyn.threshold.detach().expand_as(v)
+    return Trace(x, current, None if w is None else w.detach(), v, z, thr, a)
 
 
 class _Captured(Exception):
@@ -177,8 +199,8 @@ def variance_ratio(trace: Trace, layer: SpikingNeurons) -> float:
     with torch.no_grad():
         cur_in = (trace.current - layer.bias)[1:]
         cur_rec = trace.recurrent[1:]
-        v_in = cur_in.double().var(-1, unbiased=False).mean().item()
-        v_rec = cur_rec.double().var(-1, unbiased=False).mean().item()
+        v_in = cur_in.var(-1, unbiased=False).double().mean().item()
+        v_rec = cur_rec.var(-1, unbiased=False).double().mean().item()
         return v_rec / v_in if v_in > 0 else math.nan
 
 
@@ -199,13 +221,16 @@ def measure_variance_ratio(model: nn.Module, batch) -> list[float]:
     return out
 
 
-def _one_step(layer: SpikingNeurons, trace: Trace, t: int, v_prev: Tensor) -> Tensor:
-    """v_t as a differentiable function of v_{t-1} (z_{t-1} recomputed through the SG, a_{t-1} fixed)."""
+def _one_step(layer: SpikingNeurons, trace: Trace, t: int, v_prev: Tensor, reps: int = 1) -> Tensor:
+    """v_t as a differentiable function of v_{t-1} (z_{t-1} recomputed through the SG, a_{t-1} fixed).
+    ``v_prev`` may hold ``reps`` copies of the batch stacked along it (the recorded tensors are tiled)."""
     dyn = layer.dynamics()
-    thr_prev = trace.previous("thr")[t]
-    a_prev = trace.previous("a")[t] if trace.a is not None else None
+    tile = lambda x: x if reps == 1 else x.repeat(reps, 1)  # noqa: E731
+    n = v_prev.shape[0] // reps
+    thr_prev = tile(trace.previous("thr")[t][:n])
+    a_prev = tile(trace.previous("a")[t][:n]) if trace.a is not None else None
     z_prev = dyn.spike_fn(v_prev - thr_prev)
-    return step(trace.current[t], NeuronState(v_prev, z_prev, a_prev), layer.recurrent_weight(), dyn).v
+    return step(tile(trace.current[t][:n]), NeuronState(v_prev, z_prev, a_prev), layer.recurrent_weight(), dyn).v
 
 
 def jacobian_at(layer: SpikingNeurons, trace: Trace, t: int, v_prev: Tensor | None = None) -> Tensor:
@@ -225,7 +250,7 @@ def jacobian_at(layer: SpikingNeurons, trace: Trace, t: int, v_prev: Tensor | No
 
 def measure_jacobian(
     layer: SpikingNeurons, x: Tensor, steps: int = 8, max_batch: int = 8, probes: int = 16,
-    exact: bool = False, seed: int = 0,
+    exact: bool = False, seed: int = 0, trace: Trace | None = None,
 ) -> dict:
     """Mean-square transition gain E ||J^T u||^2 / ||u||^2 of ``layer`` on input x [T, B, I], with J the
     exact autograd Jacobian dv_t/dv_{t-1} at ``steps`` time steps spread over the second half of the
@@ -234,7 +259,8 @@ def measure_jacobian(
     By default u are ``probes`` standard normal vectors per sample and step (seeded) and the gain is the
     average of ||J^T u||^2 / ||u||^2 (one batched vector-Jacobian product per step). With ``exact=True``
     the full Jacobian is formed and the exact expectation over isotropic u, ||J||_F^2 / H, is returned.
-    This is the quantity condition IV sets to 1.
+    This is the quantity condition IV sets to 1. ``trace`` passes an already recorded run of the layer
+    on x (its first ``max_batch`` samples are used).
 
     Example:
         >>> from spikestab.neurons import LIF
@@ -243,7 +269,7 @@ def measure_jacobian(
         ['mean_square_gain', 'steps']
     """
     layer = _as_layer(layer)
-    trace = record(layer, x[:, :max_batch])
+    trace = record(layer, x[:, :max_batch]) if trace is None else trace
     n_t = trace.v.shape[0]
     if n_t < 2:
         raise ValueError(f"x must have at least 2 time steps to measure a transition, got {n_t}")
@@ -252,14 +278,16 @@ def measure_jacobian(
     gains = []
     for t in ts:
         if exact:
-            jac = jacobian_at(layer, trace, t).double()
+            jac = jacobian_at(layer, trace, t).double()[:max_batch]
             gains.append((jac**2).sum((1, 2)).mean().item() / jac.shape[-1])
             continue
-        vp = trace.v[t - 1].detach().clone().requires_grad_(True)
+        # all probes in one vector-Jacobian product: the batch is tiled once per probe
+        vp0 = trace.v[t - 1][:max_batch].detach()
+        vp = vp0.repeat(probes, 1).requires_grad_(True)
         with torch.enable_grad():
-            v_t = _one_step(layer, trace, t, vp)
-            u = torch.randn((probes, *v_t.shape), generator=gen, dtype=v_t.dtype)
-            (g,) = torch.autograd.grad(v_t, vp, u, is_grads_batched=True)
+            v_t = _one_step(layer, trace, t, vp, reps=probes)
+            u = torch.randn((probes, *vp0.shape), generator=gen, dtype=v_t.dtype).reshape(v_t.shape)
+            (g,) = torch.autograd.grad(v_t, vp, u)
         gains.append(((g.double() ** 2).sum(-1) / (u.double() ** 2).sum(-1)).mean().item())
     return {"mean_square_gain": sum(gains) / len(gains), "steps": ts}
 
@@ -317,12 +345,19 @@ def measure_gradient_growth(layer: SpikingNeurons, x: Tensor, max_batch: int = 8
     with torch.enable_grad():
         current = layer.input_current(x)
         state = layer.initial_state(x.shape[1], current)
-        vs = []
-        for t in range(x.shape[0]):
-            state = step(current[t], state, w, dyn)
-            vs.append(state.v)
-        u = torch.randn(vs[-1].shape, generator=gen, dtype=vs[-1].dtype)
-        grads = torch.autograd.grad((vs[-1] * u).sum(), vs)
+        if layer.reset == "multiplicative_all":  # dv_t/dI_t = 1 - z_{t-1}: differentiate the voltages
+            vs = []
+            for t in range(x.shape[0]):
+                state = step(current[t], state, w, dyn)
+                vs.append(state.v)
+            u = torch.randn(vs[-1].shape, generator=gen, dtype=vs[-1].dtype)
+            grads = torch.autograd.grad((vs[-1] * u).sum(), vs)
+        else:  # v_t = ... + I_t, so dL/dv_t = dL/dI_t: one kernel call and its (fused) backward
+            current = current.detach().requires_grad_(True)
+            _, v, _ = kernels.select("auto" if layer.backend == "event" else layer.backend)(current, w, dyn, state, True)
+            u = torch.randn(v.shape[1:], generator=gen, dtype=v.dtype)
+            (g,) = torch.autograd.grad((v[-1] * u).sum(), current)
+            grads = g.unbind(0)
     norms = torch.stack([g.double().norm() for g in grads]).flip(0)  # index k = k steps back
     ok = torch.isfinite(norms) & (norms > norms[0] * 1e-30)  # drop underflowed and overflowed steps
     k = torch.arange(len(norms), dtype=torch.float64)[ok]
@@ -351,10 +386,12 @@ def measure_layers(model: nn.Module, batch, jacobian_steps: int = 4, max_batch: 
     return out
 
 
-def measure_layer(layer: SpikingNeurons, x: Tensor, jacobian_steps: int = 4, max_batch: int = 8) -> dict:
-    """:func:`measure_layers` for one layer on its input x [T, B, I]."""
-    trace = record(layer, x)
-    jac = measure_jacobian(layer, x, jacobian_steps, max_batch)
+def measure_layer(layer: SpikingNeurons, x: Tensor, jacobian_steps: int = 4, max_batch: int = 8,
+                  trace: Trace | None = None) -> dict:
+    """:func:`measure_layers` for one layer on its input x [T, B, I] (``trace``: its recorded run on x,
+    if already known)."""
+    trace = record(layer, x) if trace is None else trace
+    jac = measure_jacobian(layer, x, jacobian_steps, max_batch, trace=trace)
     return {
         "firing_rate": trace.rate,
         "variance_ratio": variance_ratio(trace, layer),

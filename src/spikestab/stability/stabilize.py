@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from ..neurons.functional import NeuronState
 from ..neurons.layers import SpikingNeurons, spiking_layers
 from .conditions import (
     ConditionResult,
@@ -43,6 +44,33 @@ def _condition_time():
         yield
     finally:
         _CLOCK["conditions_s"] += time.perf_counter() - t0
+
+
+@contextmanager
+def _replaying(traces: dict[SpikingNeurons, Trace]):
+    """While active, a sequence layer called on exactly the input of its recorded ``Trace`` (from the
+    zero state, no voltages asked) returns the recorded output instead of running again, so capturing
+    the input of layer k runs only layer k-1. ``record`` uses the layer's own kernel path, so the
+    replayed spikes are the ones the layer would compute."""
+    patched = []
+    for layer, tr in traces.items():
+        if layer.batch_first:
+            continue
+
+        def forward(x, state=None, return_voltage=False, _layer=layer, _tr=tr, _orig=layer.forward):
+            if (state is None and not return_voltage and isinstance(x, Tensor) and x.shape == _tr.x.shape
+                    and torch.equal(x, _tr.x)):
+                final = NeuronState(_tr.v[-1], _tr.z[-1], _tr.a[-1] if _tr.a is not None else None)
+                return _tr.z, final
+            return _orig(x, state, return_voltage)
+
+        layer.forward = forward
+        patched.append(layer)
+    try:
+        yield
+    finally:
+        for layer in patched:
+            del layer.forward
 
 
 def _check_finite_model(layers: list[SpikingNeurons]) -> None:
@@ -146,7 +174,7 @@ def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode:
 
             def rate_gap(delta: float) -> float:
                 _set_recurrent(layer, base + delta, std, pattern)
-                traces[delta] = record(layer, xs)
+                traces[delta] = record(layer, xs, current=in_cur)
                 return traces[delta].rate - rate
 
             root = solve_increasing(rate_gap, shift, step, ftol=rate_tol, slope=slope,
@@ -157,7 +185,7 @@ def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode:
             _set_recurrent(layer, mu, std, pattern)
             tr = traces.get(shift)
         if tr is None:
-            tr = record(layer, xs)
+            tr = record(layer, xs, current=in_cur)
         if "II" in conds:
             for _ in range(8):
                 if abs(math.log(max(variance_ratio(tr, layer), 1e-300))) <= math.log1p(ratio_tol):
@@ -167,7 +195,7 @@ def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode:
                                           pattern=pattern, input_var=var_in, mask=mask)
                 std = math.sqrt(res_ii.chosen)
                 _set_recurrent(layer, mu, std, pattern)
-                tr = record(layer, xs)
+                tr = record(layer, xs, current=in_cur)
                 if not res_ii.feasible:
                     break
         rate_ok = res_i is None or abs(tr.rate - rate) <= rate_tol
@@ -296,13 +324,15 @@ def stabilize(
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
     spike_fns = [layer.spike_fn for layer in layers]
     report = StabilityReport(mode, conds)
+    replay: dict[SpikingNeurons, Trace] = {}
     _CLOCK["conditions_s"] = 0.0
     t_cond = t_sim = t_meas = 0.0
     start = time.perf_counter()
     try:
         for idx, layer in enumerate(layers):
             t0 = time.perf_counter()
-            x = layer_input(model, batch, idx)
+            with _replaying(replay):
+                x = layer_input(model, batch, idx)
             xs = x[:, :solve_batch]
             t_sim += time.perf_counter() - t0
             lr = LayerReport(idx, type(layer).__name__, layer.hidden_size, layer.reset)
@@ -316,9 +346,15 @@ def stabilize(
             if "IV" in conds:
                 lr.conditions.append(_apply_iv(layer, xs, mode, solve_for, "III" in conds, trace))
             t_cond += time.perf_counter() - t0
+            full = None
+            if measure or idx + 1 < len(layers):
+                t0 = time.perf_counter()
+                full = record(layer, x)  # the layer's output on the whole batch: the next layer's input
+                replay[layer] = full
+                t_sim += time.perf_counter() - t0
             if measure:
                 t0 = time.perf_counter()
-                lr.measurements = measure_layer(layer, x, jacobian_steps, solve_batch)
+                lr.measurements = measure_layer(layer, x, jacobian_steps, solve_batch, trace=full)
                 t_meas += time.perf_counter() - t0
                 for c in lr.conditions:
                     c.measured = lr.measurements.get(MEASURED_BY[c.condition])
