@@ -31,7 +31,7 @@ def tiny_lm_task():
 
 def cfg_for(tmp_path, name="run", **kw):
     base = dict(task="randman", layers="2x16", epochs=3, batch_size=16, eval_batch_size=64, lr=5e-3, dropout=0.2,
-                checkpoint_every=3, progress=False, out=str(tmp_path / name), seed=3)
+                checkpoint_every=3, progress=False, out=str(tmp_path / name), seed=3, threads=1)
     base.update(kw)
     return TrainConfig(**base)
 
