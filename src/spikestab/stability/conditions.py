@@ -361,9 +361,10 @@ class TransitionTerms:
         _check_reset(reset)
         n_t = trace.v.shape[0]
         t0 = max(1, n_t // 2 if start is None else start)
-        flat = lambda t: t[t0:].double().reshape(-1, t.shape[-1])  # noqa: E731
-        w = weight_hh.double()
-        alpha = alpha.double()
+        # float32: the sums below run over <= H terms per sample, far inside condition IV's tolerance
+        flat = lambda t: t[t0:].float().reshape(-1, t.shape[-1])  # noqa: E731
+        w = weight_hh.float()
+        alpha = alpha.float()
         z_prev, v_prev = flat(trace.previous("z")), flat(trace.previous("v"))
         u = v_prev - flat(trace.previous("thr"))
         r = None
@@ -378,7 +379,7 @@ class TransitionTerms:
         if not detach_reset:
             if reset == "subtract":
                 thr_now = flat(trace.thr)
-                extra = 0.0 if rho is None else beta_adapt.double() * (1.0 - rho.double()) * z_prev
+                extra = 0.0 if rho is None else beta_adapt.float() * (1.0 - rho.float()) * z_prev
                 ce = -(thr_now + extra)
             elif reset == "multiplicative":
                 ce = -alpha * v_prev
@@ -393,7 +394,7 @@ class TransitionTerms:
         d = self.d0 if self.ce is None else self.d0 + self.ce * sg
         r = 1.0 if self.r is None else self.r
         total = (d**2).sum(1) + 2.0 * (d * r * self.wdiag * sg).sum(1) + (self.col * sg**2).sum(1)
-        return total.mean().item() / self.u.shape[1]
+        return total.double().mean().item() / self.u.shape[1]
 
     def uniform_mode_gain(self, sg: Tensor) -> float:
         """Mean row sum of J: its gain along the uniform direction (all neurons together). A recurrent
@@ -401,7 +402,7 @@ class TransitionTerms:
         gain (a sum of squares) does not see; above 1 it makes BPTT gradients grow like its log."""
         d = self.d0 if self.ce is None else self.d0 + self.ce * sg
         r = 1.0 if self.r is None else self.r
-        return (d + r * (sg.float() @ self.w.float().t()).double()).mean().item()
+        return (d + r * (sg @ self.w.t())).double().mean().item()
 
 
 def condition_iv(
@@ -475,12 +476,13 @@ def condition_iv(
         default = PAPER_SHARPNESS_BRACKET if solve_for == "sharpness" else TAIL_BRACKET
     else:
         u = terms.u
+        damp_u, sharp_u = damp.to(u.dtype), sharp0.to(u.dtype)
 
         def gain(value: float) -> float:
             if solve_for == "sharpness":
-                s = damp * spike_fn.shape_fn(value * u)
+                s = damp_u * spike_fn.shape_fn(value * u)
             else:
-                s = damp * sg_with(value).shape_fn(sharp0 * u)
+                s = damp_u * sg_with(value).shape_fn(sharp_u * u)
             return terms.mean_square_gain(s)
 
         scale = u.abs().median().item() or 1.0
@@ -496,8 +498,8 @@ def condition_iv(
     if solve_for == "sharpness":
         extra["residual_at_sharpness_1"] = gain(1.0) - 1.0
     if terms is not None:
-        s_final = damp * (spike_fn.shape_fn(res.x * terms.u) if solve_for == "sharpness"
-                          else sg_with(res.x).shape_fn(sharp0 * terms.u))
+        s_final = damp_u * (spike_fn.shape_fn(res.x * u) if solve_for == "sharpness"
+                            else sg_with(res.x).shape_fn(sharp_u * u))
         extra["uniform_mode_gain"] = terms.uniform_mode_gain(s_final)
         if extra["uniform_mode_gain"] > 1.05:
             note = (f"the recurrent mean gives J an outlier gain {extra['uniform_mode_gain']:.3g} along the uniform "

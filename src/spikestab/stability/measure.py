@@ -20,6 +20,7 @@ sequence.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -183,22 +184,28 @@ def measure_firing_rate(model: nn.Module, batch) -> list[float]:
     return [record(layer, layer_input(model, batch, i)).rate for i, layer in enumerate(spiking_layers(model))]
 
 
-def variance_ratio(trace: Trace, layer: SpikingNeurons) -> float:
+def variance_ratio(trace: Trace, layer: SpikingNeurons, max_rows: int | None = None) -> float:
     """Recurrent over input current variance: Var_j(W_hh z_{t-1})_j / Var_j(W_ih x_t)_j, each the variance
     across the layer's neurons at one step, averaged over steps t >= 1 and the batch; nan without
-    recurrence or without input-current spread.
+    recurrence or without input-current spread. ``max_rows`` caps the (step, sample) pairs averaged
+    (evenly strided), which bounds the recurrent-current product.
 
     The spread across neurons at a given input is the variance over the weight ensemble that condition
     II's independence derivation computes. Fluctuations of the population rate, which shift every
     neuron's recurrent current together through the weight mean, are left out: they belong to the mean
     (condition I), not to the spread (condition II).
     """
-    w = layer.recurrent_weight()
+    w = trace.weight_hh
     if w is None:
         return math.nan
     with torch.no_grad():
-        cur_in = (trace.current - layer.bias)[1:]
-        cur_rec = trace.recurrent[1:]
+        h = w.shape[0]
+        cur_in = (trace.current - layer.bias)[1:].reshape(-1, h)
+        z_prev = trace.z[:-1].reshape(-1, h)  # z_{t-1} for t >= 1
+        if max_rows is not None and cur_in.shape[0] > max_rows:
+            stride = -(-cur_in.shape[0] // max_rows)
+            cur_in, z_prev = cur_in[::stride], z_prev[::stride]
+        cur_rec = z_prev @ w.t()
         v_in = cur_in.var(-1, unbiased=False).double().mean().item()
         v_rec = cur_rec.var(-1, unbiased=False).double().mean().item()
         return v_rec / v_in if v_in > 0 else math.nan
@@ -339,21 +346,24 @@ def measure_gradient_growth(layer: SpikingNeurons, x: Tensor, max_batch: int = 8
     """
     layer = _as_layer(layer)
     x = x[:, :max_batch].detach()
-    dyn = layer.dynamics()
+    # only the gradient along the sequence is needed: no parameter gradients (weights, decay, threshold)
+    dyn = dataclasses.replace(layer.dynamics(), alpha=layer.alpha.detach(), threshold=layer.threshold.detach())
     w = layer.recurrent_weight()
+    w = None if w is None else w.detach()
     gen = torch.Generator().manual_seed(seed)
     with torch.enable_grad():
-        current = layer.input_current(x)
+        current = layer.input_current(x).detach()
         state = layer.initial_state(x.shape[1], current)
         if layer.reset == "multiplicative_all":  # dv_t/dI_t = 1 - z_{t-1}: differentiate the voltages
             vs = []
+            state = NeuronState(state.v.clone().requires_grad_(True), state.z, state.a)  # a graph to differentiate
             for t in range(x.shape[0]):
                 state = step(current[t], state, w, dyn)
                 vs.append(state.v)
             u = torch.randn(vs[-1].shape, generator=gen, dtype=vs[-1].dtype)
             grads = torch.autograd.grad((vs[-1] * u).sum(), vs)
         else:  # v_t = ... + I_t, so dL/dv_t = dL/dI_t: one kernel call and its (fused) backward
-            current = current.detach().requires_grad_(True)
+            current = current.requires_grad_(True)
             _, v, _ = kernels.select("auto" if layer.backend == "event" else layer.backend)(current, w, dyn, state, True)
             u = torch.randn(v.shape[1:], generator=gen, dtype=v.dtype)
             (g,) = torch.autograd.grad((v[-1] * u).sum(), current)
