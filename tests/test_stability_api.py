@@ -45,6 +45,7 @@ def test_layer_by_layer_rates_on_a_stack():
     model, x = _clf(layers=3), _x()
     report = stabilize(model, x, ("I",))
     assert model.training  # the training flag is restored
+    assert all("forward" not in vars(layer) for layer in model.stack.layers)  # the capture replay is undone
     for layer, rate in zip(report.layers, measure_firing_rate(model, x)):
         assert abs(rate - 0.5) <= 0.05
         assert abs(layer.measurements["firing_rate"] - rate) < 1e-6

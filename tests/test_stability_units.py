@@ -239,6 +239,64 @@ def test_variance_ratio_by_hand():
     assert abs(variance_ratio(tr, layer) - expected.item()) < 1e-6 * expected.item()  # float32 products
 
 
+def test_variance_ratio_row_subsample_stays_close():
+    torch.manual_seed(0)
+    layer = LIF(40, 64, tau=2.0, threshold=0.1)
+    tr = record(layer, (torch.rand(100, 8, 40) < 0.3).float())
+    full = variance_ratio(tr, layer)
+    assert variance_ratio(tr, layer, 10_000) == full
+    assert abs(variance_ratio(tr, layer, 256) / full - 1) < 0.05
+
+
+@pytest.mark.parametrize("cls", [LIF, ALIF])
+@pytest.mark.parametrize("reset", RESETS)
+def test_record_equals_the_layer_and_a_plain_step_loop(cls, reset):
+    from spikestab.neurons.functional import step
+
+    torch.manual_seed(0)
+    layer = cls(12, 24, tau=3.0, threshold=0.2, reset=reset)
+    x = (torch.rand(40, 3, 12) < 0.3).float()
+    tr = record(layer, x)
+    with torch.no_grad():
+        assert torch.equal(tr.z, layer(x)[0])
+        dyn, w = layer.dynamics(), layer.recurrent_weight()
+        state = layer.initial_state(3, x)
+        zs, vs, recs, thrs = [], [], [], []
+        for t in range(40):
+            recs.append(state.z @ w.t())
+            state = step(layer.input_current(x[t]), state, w, dyn)
+            zs.append(state.z)
+            vs.append(state.v)
+            thrs.append((dyn.threshold + (dyn.beta_adapt * state.a if dyn.adaptive else 0.0)).expand_as(state.v))
+    assert torch.equal(tr.z, torch.stack(zs))
+    assert torch.allclose(tr.v, torch.stack(vs), atol=1e-5)
+    assert torch.allclose(tr.recurrent, torch.stack(recs), atol=1e-5)
+    assert torch.allclose(tr.thr, torch.stack(thrs), atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [LIF, ALIF])
+@pytest.mark.parametrize("reset", RESETS)
+def test_gradient_growth_equals_a_plain_autograd_loop(cls, reset):
+    from spikestab.neurons.functional import step
+
+    torch.manual_seed(0)
+    layer = cls(12, 24, tau=3.0, threshold=0.2, reset=reset)
+    x = (torch.rand(60, 2, 12) < 0.3).float()
+    got = measure_gradient_growth(layer, x)["growth_per_step"]
+    dyn, w = layer.dynamics(), layer.recurrent_weight()
+    state = layer.initial_state(2, x)
+    vs = []
+    for t in range(60):
+        state = step(layer.input_current(x[t]), state, w, dyn)
+        vs.append(state.v)
+    u = torch.randn(vs[-1].shape, generator=torch.Generator().manual_seed(0))
+    grads = torch.autograd.grad((vs[-1] * u).sum(), vs)
+    y = torch.stack([g.double().norm() for g in grads]).flip(0).log()
+    k = torch.arange(60, dtype=torch.float64)
+    slope = (((k - k.mean()) * (y - y.mean())).sum() / ((k - k.mean()) ** 2).sum()).item()
+    assert abs(got - slope) < 1e-4
+
+
 def test_report_is_json_and_table():
     from spikestab.stability import stabilize
 
