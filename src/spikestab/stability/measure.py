@@ -184,11 +184,13 @@ def measure_firing_rate(model: nn.Module, batch) -> list[float]:
     return [record(layer, layer_input(model, batch, i)).rate for i, layer in enumerate(spiking_layers(model))]
 
 
-def variance_ratio(trace: Trace, layer: SpikingNeurons, max_rows: int | None = None) -> float:
+def variance_ratio(trace: Trace, layer: SpikingNeurons, max_entries: int | None = None) -> float:
     """Recurrent over input current variance: Var_j(W_hh z_{t-1})_j / Var_j(W_ih x_t)_j, each the variance
     across the layer's neurons at one step, averaged over steps t >= 1 and the batch; nan without
-    recurrence or without input-current spread. ``max_rows`` caps the (step, sample) pairs averaged
-    (evenly strided), which bounds the recurrent-current product.
+    recurrence or without input-current spread. ``max_entries`` caps the (step, sample, neuron) entries
+    used: at most ceil(max_entries / H) evenly strided (step, sample) pairs, which bounds the
+    recurrent-current product; the estimate's relative error scales like 1 / sqrt(entries), so a fixed
+    budget gives the same precision at every width.
 
     The spread across neurons at a given input is the variance over the weight ensemble that condition
     II's independence derivation computes. Fluctuations of the population rate, which shift every
@@ -202,6 +204,7 @@ def variance_ratio(trace: Trace, layer: SpikingNeurons, max_rows: int | None = N
         h = w.shape[0]
         cur_in = (trace.current - layer.bias)[1:].reshape(-1, h)
         z_prev = trace.z[:-1].reshape(-1, h)  # z_{t-1} for t >= 1
+        max_rows = None if max_entries is None else -(-max_entries // h)
         if max_rows is not None and cur_in.shape[0] > max_rows:
             stride = -(-cur_in.shape[0] // max_rows)
             cur_in, z_prev = cur_in[::stride], z_prev[::stride]
@@ -396,20 +399,20 @@ def measure_layers(model: nn.Module, batch, jacobian_steps: int = 4, max_batch: 
     return out
 
 
-RATIO_ROWS = 2048  # (step, sample) pairs of the reported variance ratio: within 1 % of all 6368 on the
-# 3 x 1024, 32 x 200 benchmark network (benchmarks/bench_stabilize.py), a quarter of the product
+RATIO_ENTRIES = 2**21  # behind the reported variance ratio (2048 (step, sample) pairs at width 1024: within
+# 1 % of all 6368 on the 3 x 1024, 32 x 200 benchmark network of benchmarks/bench_stabilize.py)
 
 
 def measure_layer(layer: SpikingNeurons, x: Tensor, jacobian_steps: int = 4, max_batch: int = 8,
                   trace: Trace | None = None) -> dict:
     """:func:`measure_layers` for one layer on its input x [T, B, I] (``trace``: its recorded run on x,
-    if already known). The variance ratio uses at most ``RATIO_ROWS`` evenly strided (step, sample)
-    pairs."""
+    if already known). The variance ratio uses at most ``RATIO_ENTRIES`` (step, sample, neuron)
+    entries."""
     trace = record(layer, x) if trace is None else trace
     jac = measure_jacobian(layer, x, jacobian_steps, max_batch, trace=trace)
     return {
         "firing_rate": trace.rate,
-        "variance_ratio": variance_ratio(trace, layer, RATIO_ROWS),
+        "variance_ratio": variance_ratio(trace, layer, RATIO_ENTRIES),
         "worst_case_gain": worst_case_gain(layer),
         "mean_square_gain": jac["mean_square_gain"],
         "growth_per_step": measure_gradient_growth(layer, x, max_batch)["growth_per_step"],
