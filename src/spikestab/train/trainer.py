@@ -370,9 +370,9 @@ class Trainer:
                 self.step_in_epoch, self.global_step = i + 1, self.global_step + 1
                 metrics.write({"kind": "step", "epoch": self.epoch, "step": self.global_step, **rec})
                 bar.update(1, loss=rec["loss"])
-                if cfg.eval_every and self.global_step % cfg.eval_every == 0 and i + 1 < n_batches:
-                    self._eval_record(metrics)
                 elapsed = self.train_seconds + time.monotonic() - t0
+                if cfg.eval_every and self.global_step % cfg.eval_every == 0 and i + 1 < n_batches:
+                    self._eval_record(metrics, elapsed)
                 stopped = deadline is not None and elapsed >= deadline
                 if self.global_step % cfg.checkpoint_every == 0 or stopped:
                     self.train_seconds, t0 = elapsed, time.monotonic()
@@ -388,12 +388,12 @@ class Trainer:
             self._end_epoch(metrics)
         return self._finish(metrics, stopped=stopped)
 
-    def _eval_record(self, metrics: MetricsLog) -> None:
+    def _eval_record(self, metrics: MetricsLog, train_seconds: float) -> None:
         """A mid-epoch validation point (the best checkpoint is still chosen at epoch ends)."""
         val = self.evaluate("val")
         metric = "perplexity" if self.language else "accuracy"
         metrics.write({"kind": "eval", "epoch": self.epoch, "step": self.global_step, "val_loss": val["loss"],
-                       f"val_{metric}": val[metric], "val_rates": val["rates"]})
+                       f"val_{metric}": val[metric], "val_rates": val["rates"], "train_seconds": train_seconds})
         self.log(f"step {self.global_step}: val loss {val['loss']:.4f}, val {metric} {val[metric]:.4g}")
 
     def _end_epoch(self, metrics: MetricsLog) -> None:
