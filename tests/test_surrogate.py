@@ -151,7 +151,8 @@ PEER_CASES = [
     (surrogate.from_spikingjelly("Sigmoid", alpha=4.0), lambda x: 4 * torch.sigmoid(4 * x) * (1 - torch.sigmoid(4 * x))),
     (surrogate.from_spikingjelly("ATan", alpha=3.0), lambda x: 1.5 / (1 + (math.pi / 2 * 3.0 * x) ** 2)),
     (surrogate.from_spikingjelly("QPseudoSpike", alpha=2.0), lambda x: (1 + 2 * x.abs() / (2.0 - 1)) ** (-2.0)),
-    (surrogate.from_norse("super", alpha=100.0), lambda x: 1 / (100 * x.abs() + 1) ** 2),
+    (surrogate.from_norse("super", alpha=100.0), lambda x: 1 / (x.abs() + 1) ** 2),  # norse 1.1.0 ignores alpha
+    (surrogate.from_norse("super", alpha=100.0, alpha_in_backward=True), lambda x: 1 / (100 * x.abs() + 1) ** 2),
     (surrogate.from_sinabs(grad_width=0.5, grad_scale=1.0, threshold=1.0), lambda x: 1 / 0.5 * torch.exp(-x.abs() / 0.5)),
     (surrogate.from_sinabs(grad_width=0.3, grad_scale=2.0, threshold=2.0), lambda x: 2.0 / 0.6 * torch.exp(-x.abs() / 0.6)),
     (surrogate.from_lava_dl(tau_grad=1.0, scale_grad=1.0), lambda x: 1 / 2 * torch.exp(-x.abs())),

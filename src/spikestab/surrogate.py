@@ -370,13 +370,17 @@ def from_spikingjelly(name: str, alpha: float) -> SurrogateGradient:
     raise ValueError(f"name must be one of ['ATan', 'QPseudoSpike', 'Sigmoid'], got {name!r}")
 
 
-def from_norse(method: str = "super", alpha: float = 100.0) -> SurrogateGradient:
-    """Norse ``method="super"`` (SuperSpike): g = 1/(alpha|x|+1)^2 -> fast-sigmoid, dampening 1,
-    sharpness alpha/2."""
+def from_norse(method: str = "super", alpha: float = 100.0, alpha_in_backward: bool = False) -> SurrogateGradient:
+    """Norse ``method="super"`` (SuperSpike, the Norse default).
+
+    Norse 1.1.0's ``SuperSpike.backward`` ignores ``alpha`` and computes g = 1/(|x|+1)^2 (see
+    ``norse/torch/functional/superspike.py``): fast-sigmoid, dampening 1, sharpness 1/2, whatever alpha.
+    ``alpha_in_backward=True`` gives the SuperSpike paper's g = 1/(alpha|x|+1)^2 instead (sharpness alpha/2).
+    """
     _check_positive("alpha", alpha)
     if method != "super":
         raise ValueError(f"method must be 'super' (the Norse default), got {method!r}")
-    return get("fast-sigmoid", 1.0, float(alpha) / 2.0)
+    return get("fast-sigmoid", 1.0, (float(alpha) if alpha_in_backward else 1.0) / 2.0)
 
 
 def from_sinabs(grad_width: float = 0.5, grad_scale: float = 1.0, threshold: float = 1.0) -> SurrogateGradient:
