@@ -147,13 +147,21 @@ class Trainer:
         return next(iter(self._train_loader(0)))[0]
 
     def stabilize(self) -> dict | None:
-        """Apply the requested stability conditions and firing-rate calibration on the first batch."""
+        """Calibrate the initial firing rate, then apply the stability conditions at that operating point
+        (both on the first batch)."""
         cfg = self.cfg
         if not cfg.stabilize and cfg.init_rate is None:
             return None
         batch = self.first_batch()
         result: dict = {}
         self.model.eval()
+        if cfg.init_rate is not None:
+            if not _module_available("spikestab.init"):
+                raise ValueError("init_rate needs spikestab.init, which this installation does not have")
+            from ..init import calibrate_firing_rate
+
+            calib = calibrate_firing_rate(self.model, batch, rate=cfg.init_rate)
+            result["init_rate"] = calib.to_dict() if hasattr(calib, "to_dict") else calib
         if cfg.stabilize:
             if not _module_available("spikestab.stability"):
                 raise ValueError("stabilize needs spikestab.stability, which this installation does not have")
@@ -163,13 +171,6 @@ class Trainer:
             self.log(str(report))
             result["report"] = report.to_dict()
             result["report_text"] = str(report)
-        if cfg.init_rate is not None:
-            if not _module_available("spikestab.init"):
-                raise ValueError("init_rate needs spikestab.init, which this installation does not have")
-            from ..init import calibrate_firing_rate
-
-            calib = calibrate_firing_rate(self.model, batch, rate=cfg.init_rate)
-            result["init_rate"] = calib.to_dict() if hasattr(calib, "to_dict") else calib
         with torch.no_grad():
             result["initial_rates"] = [z.mean().item() for z in self._forward(batch)[1]]
         self.model.train()
