@@ -38,6 +38,17 @@ def test_round_trip_keeps_every_field(tmp_path):
     np.testing.assert_allclose(r["meta"]["body_height"], [180.0, 165.5, 170.0])
 
 
+def test_written_file_has_umask_permissions_and_no_leftovers(tmp_path):
+    """Regression: the atomic write used mkstemp, leaving the dataset readable by its owner only."""
+    import os
+
+    times, units, labels, speakers = _samples()
+    write_shd(tmp_path / "x.h5", times, units, labels, speakers, KEYS)
+    (tmp_path / "plain").write_text("")
+    assert (tmp_path / "x.h5").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+    assert sorted(os.listdir(tmp_path)) == ["plain", "x.h5"]
+
+
 def test_file_has_the_exact_shd_layout(tmp_path):
     times, units, labels, speakers = _samples(3)
     write_shd(tmp_path / "x.h5", times, units, labels, speakers, KEYS)

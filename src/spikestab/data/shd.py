@@ -17,7 +17,6 @@ effect on a fully connected network, so the natural order is kept.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -108,8 +107,9 @@ def write_shd(path: str | os.PathLike, times: Sequence[np.ndarray], units: Seque
 
     h5py = _h5py()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # h5py creates the temporary file itself, so it gets the usual umask permissions (mkstemp's 0600
+    # would make the dataset unreadable for other users after the rename)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with h5py.File(tmp, "w") as f:
             ts = f.create_dataset("spikes/times", (n,), dtype=h5py.vlen_dtype(np.float16))
