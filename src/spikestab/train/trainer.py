@@ -8,7 +8,6 @@ from it to the same final weights as an uninterrupted run with the same seed.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
 from pathlib import Path
@@ -67,13 +66,6 @@ def load_model_state(model: nn.Module, state: dict) -> None:
             owner, _, attr = name.rpartition(".")
             model.get_submodule(owner).register_buffer(attr, value.clone())
     model.load_state_dict(state)
-
-
-def _module_available(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 class Trainer:
@@ -156,15 +148,11 @@ class Trainer:
         result: dict = {}
         self.model.eval()
         if cfg.init_rate is not None:
-            if not _module_available("spikestab.init"):
-                raise ValueError("init_rate needs spikestab.init, which this installation does not have")
             from ..init import calibrate_firing_rate
 
             calib = calibrate_firing_rate(self.model, batch, rate=cfg.init_rate)
             result["init_rate"] = calib.to_dict() if hasattr(calib, "to_dict") else calib
         if cfg.stabilize:
-            if not _module_available("spikestab.stability"):
-                raise ValueError("stabilize needs spikestab.stability, which this installation does not have")
             from ..stability import stabilize
 
             report = stabilize(self.model, batch, conditions=cfg.stabilize, mode=cfg.stability_mode)
