@@ -308,3 +308,85 @@ def test_report_is_json_and_table():
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     cond = data["layers"][1]["conditions"]["IV"]
     assert set(cond) >= {"target", "chosen", "feasible", "fallback", "measured"}
+
+
+# --- condition III: rows without negative input, neurons without leak (regression) ----------------------
+
+
+@pytest.mark.parametrize("variant", ["c", "mean"])
+def test_condition_iii_rows_without_negative_input_get_the_row_bound(variant):
+    # all off-diagonal weights equal and positive (what paper condition II's variance-0 fallback builds):
+    # the subtractive threshold factor |S-| / (|S-| + threshold) is 0 for every row; the result must fall
+    # back to the row bound alpha_j + g_j S+_j = 1, g_j = (1 - alpha_j) / ((n - 1) mu), never 0
+    n, mu = 6, 0.2
+    w = torch.full((n, n), mu)
+    w.fill_diagonal_(0)
+    alpha = torch.linspace(0.5, 0.95, n)
+    res = condition_iii(w, alpha, torch.ones(n), "subtract", variant=variant)
+    expected = (1 - alpha.double()) / ((n - 1) * mu)
+    if variant == "mean":
+        expected = expected.mean().expand(n)
+    assert torch.allclose(res.chosen.double(), expected, rtol=1e-6)
+    assert (res.chosen > 0).all() and "threshold factor" in res.fallback
+    assert res.extra["no_negative_input"] == n
+
+
+def test_condition_iii_width_two_mixed_rows_positive():
+    # neuron 0: one positive input (S- = 0), neuron 1: one negative input (S+ = 0, any dampening bounds it)
+    w = torch.tensor([[0.0, 0.5], [-0.3, 0.0]])
+    alpha = torch.tensor([0.8, 0.6])
+    res = condition_iii(w, alpha, torch.ones(2), "subtract")
+    assert torch.allclose(res.chosen, torch.tensor([0.4, 0.4]))  # (1 - 0.8) / 0.5 for both
+    assert res.feasible and res.residual <= 1e-6
+
+
+@pytest.mark.parametrize("variant", ["c", "bounded"])
+def test_condition_iii_neuron_without_leak_is_infeasible_not_zero(variant):
+    # alpha = 1 (exp(-1/tau) rounds to 1 in float32 for tau > 2^25): no positive dampening gives gain <= 1
+    torch.manual_seed(0)
+    n = 8
+    w = torch.randn(n, n) * 0.3
+    w.fill_diagonal_(0)
+    alpha = torch.full((n,), 0.9)
+    alpha[3] = 1.0
+    res = condition_iii(w, alpha, torch.ones(n), "subtract", variant=variant)
+    assert (res.chosen > 0).all() and torch.isfinite(res.chosen).all()
+    assert not res.feasible and "without leak" in res.fallback
+    if variant == "bounded":  # every row sum: the leak floor 2^-25 misses the bound by at most that much
+        assert res.residual <= 2**-25 * 1.001
+    else:  # variant c: neuron 3's own row alpha + g_3 S+_3 <= 1 + 2^-25, the other neurons untouched
+        s_pos = w.double().clamp_min(0).sum(1)
+        assert res.chosen[3].double() * s_pos[3] <= 2**-25 * 1.001
+        ref = condition_iii(w, torch.full((n,), 0.9), torch.ones(n), "subtract", variant=variant).chosen
+        assert torch.equal(torch.cat([res.chosen[:3], res.chosen[4:]]), torch.cat([ref[:3], ref[4:]]))
+
+
+def test_condition_iii_rejects_invalid_inputs():
+    w = torch.tensor([[0.0, 0.5], [0.5, 0.0]])
+    with pytest.raises(ValueError, match=r"alpha must be .*\[0, 1\]"):
+        condition_iii(w, torch.tensor([0.5, 1.2]), torch.ones(2), "subtract")
+    with pytest.raises(ValueError, match=r"threshold must be .*\(0, inf\)"):
+        condition_iii(w, torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0]), "subtract")
+    with pytest.raises(ValueError, match="weight_hh must be finite"):
+        condition_iii(torch.tensor([[0.0, math.nan], [0.5, 0.0]]), torch.tensor([0.5, 0.5]), torch.ones(2), "subtract")
+
+
+def test_stabilize_paper_i_ii_iii_with_variance_fallback_sets_positive_dampening():
+    # the reported crash: paper condition II's variance is negative on sparse input (mean part too large),
+    # so its fallback makes every recurrent weight mu > 0; condition III's variant c then gave 0 for every
+    # neuron and the SG rejected it ("dampening must be > 0 ... got min 0")
+    from spikestab.stability import stabilize
+
+    torch.manual_seed(0)
+    model = SNNClassifier(SNNConfig(20, 3, hidden_sizes=(16,), dropout=0.0))
+    x = (torch.rand(30, 2, 20) < 0.01).float()
+    report = stabilize(model, x, conditions=("I", "II", "III"), mode="paper", measure=False)
+    res = {c.condition: c for c in report.layers[0].conditions}
+    assert not res["II"].feasible  # the precondition: the variance fallback ran
+    layer = model.stack.layers[0]
+    damp = layer.spike_fn.dampening
+    assert damp.shape == (16,) and (damp > 0).all()
+    w = layer.recurrent_weight().detach().double()
+    rows = layer.alpha.detach().double() + w.clamp_min(0) @ damp.double()  # the weights are all equal
+    assert rows.max().item() <= 1 + 1e-6
+    assert "threshold factor" in res["III"].fallback

@@ -45,6 +45,7 @@ __all__ = [
 PAPER_SHARPNESS_BRACKET = (0.3, 1.6)  # the official code's search interval
 MAX_ROWS = 512  # recorded samples (steps x batch) used by the measured condition II
 TAIL_BRACKET = (1.01, 100.0)
+_F32 = torch.finfo(torch.float32)
 
 
 @dataclass
@@ -285,7 +286,17 @@ def condition_iii(
     Why ``bounded`` exists: the SG factor of the transition Jacobian belongs to the *pre*-synaptic neuron
     (J[j, i] = W[j, i] SG_i), so a per-neuron g_j computed from neuron j's incoming row does not by itself
     bound the row sums; ``bounded`` guarantees the worst-case gain (``residual`` = worst-case gain - 1).
-    A neuron with no positive input (S+_j = 0) gets the largest finite value of the others (fallback).
+
+    The dampening is always positive and finite; the degenerate rows are named in ``fallback`` (counts in
+    ``extra``):
+    - no positive input (S+_j = 0): any dampening meets the row bound; the largest value of the others;
+    - no negative input under the subtractive reset (S-_j = 0, e.g. all weights equal after condition
+      II's variance-0 fallback, or small widths): the threshold factor is 0 there, so the row bound
+      (1 - alpha_j) / S+_j, which that factor only tightens, is used;
+    - no leak (alpha_j = 1, what exp(-1/tau) rounds to in float32 for tau > 2^25 steps): no positive
+      dampening keeps the gain <= 1 (infeasible); the leak is taken as 2^-25, the largest value that
+      rounds to alpha = 1, so the bound is missed by at most that much.
+    Raises ValueError for non-finite weights, alpha outside [0, 1] or a threshold outside (0, inf).
 
     Example:
         >>> w = torch.tensor([[0.0, 0.5], [0.25, 0.0]]); a = torch.zeros(2); th = torch.ones(2)
@@ -297,29 +308,47 @@ def condition_iii(
     _check_reset(reset)
     if variant not in ("c", "mean", "bounded"):
         raise ValueError(f"variant must be one of ['bounded', 'c', 'mean'], got {variant!r}")
-    w = weight_hh.double()
-    alpha = alpha.double()
-    s_pos = w.clamp_min(0).sum(1)
+    w, alpha, thr = weight_hh.double(), alpha.double(), threshold.double()
+    if not torch.isfinite(w).all():
+        raise ValueError("weight_hh must be finite (no NaN or inf)")
+    if not torch.isfinite(alpha).all() or (alpha < 0).any() or (alpha > 1).any():
+        raise ValueError(f"alpha must be in [0, 1] (the per-step decay exp(-1/tau)), got min {alpha.min().item():g}, "
+                         f"max {alpha.max().item():g}")
+    if not torch.isfinite(thr).all() or (thr <= 0).any():
+        raise ValueError(f"threshold must be finite and > 0 (accepted range (0, inf)), got min {thr.min().item():g}")
+    w_pos = w.clamp_min(0)
+    s_pos = w_pos.sum(1)
     s_neg = w.clamp_max(0).sum(1).abs()
-    th_eff = threshold.double() if (reset == "subtract" and variant != "bounded") else torch.zeros_like(s_pos)
-    ok = s_pos > 0
-    ratio = torch.where(s_neg + th_eff > 0, s_neg / (s_neg + th_eff).clamp_min(1e-300), torch.ones_like(s_neg))
-    damp = torch.where(ok, (1.0 - alpha) / s_pos.clamp_min(1e-300) * ratio, torch.zeros_like(s_pos))
-    fallback = None
-    if not ok.all():
-        fallback = f"{int((~ok).sum())} neurons without positive input got the largest finite dampening"
-        damp = torch.where(ok, damp, damp[ok].max() if ok.any() else torch.ones_like(damp))
+    has_input = s_pos > 0
+    no_leak = (alpha >= 1) & has_input  # gain alpha + g S+ > 1 for every g > 0
+    leak = (1.0 - alpha).clamp_min(2.0**-25)  # only alpha = 1 is below: float32 steps are 2^-24 under 1
+    row = leak / s_pos.clamp_min(1e-300)  # alpha_j + g_j S+_j = 1
+    damp = row
+    no_neg = torch.zeros_like(has_input)
+    if reset == "subtract" and variant != "bounded":
+        damp = row * s_neg / (s_neg + thr)
+        no_neg = has_input & (s_neg == 0)
+        damp = torch.where(no_neg, row, damp)
+    if not has_input.all():
+        damp = torch.where(has_input, damp, damp[has_input].max() if has_input.any() else torch.ones_like(damp))
     if variant == "mean":
         damp = damp.mean().expand_as(damp).clone()
-    gain = (alpha + w.clamp_min(0) @ damp).max()
     if variant == "bounded":
-        scale = ((1.0 - alpha) / (w.clamp_min(0) @ damp).clamp_min(1e-300)).min().clamp_max(1.0)
-        damp = damp * scale
-        gain = (alpha + w.clamp_min(0) @ damp).max()
+        damp = damp * (leak / (w_pos @ damp).clamp_min(1e-300)).min().clamp_max(1.0)
+    damp = damp.clamp(_F32.tiny, _F32.max)  # representable in the SG's float32 (extreme weights only)
+    gain = (alpha + w_pos @ damp).max()
+    counts = {"no_positive_input": int((~has_input).sum()), "no_negative_input": int(no_neg.sum()),
+              "no_leak": int(no_leak.sum())}
+    fallback = "; ".join(f"{counts[key]} {text}" for key, text in (
+        ("no_positive_input", "neurons without positive input got the largest dampening of the others"),
+        ("no_negative_input", "neurons without negative input (threshold factor 0) got the row bound (1 - alpha) / S+"),
+        ("no_leak", "neurons without leak (alpha = 1) cannot meet the bound: leak taken as 2^-25"),
+    ) if counts[key]) or None
     return ConditionResult(
-        "III", "worst-case transition gain", 1.0, "dampening", damp.float(), bool(ok.any()), fallback=fallback,
-        residual=float(gain) - 1.0, note="" if variant == "bounded" else "row bound not guaranteed per neuron",
-        extra={"worst_case_gain": float(gain), "variant": variant},
+        "III", "worst-case transition gain", 1.0, "dampening", damp.float(), bool(has_input.any() and not no_leak.any()),
+        fallback=fallback, residual=float(gain) - 1.0,
+        note="" if variant == "bounded" else "row bound not guaranteed per neuron",
+        extra={"worst_case_gain": float(gain), "variant": variant, **counts},
     )
 
 
