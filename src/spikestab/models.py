@@ -37,6 +37,7 @@ class SNNConfig:
     tau_adapt: float = 100.0
     beta_adapt: float = 1.8
     backend: str = "auto"
+    checkpoint: bool | int = False  # segment checkpointing of every layer (False, True or steps per segment)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -58,7 +59,7 @@ class SNNConfig:
         kw = dict(
             recurrent=self.recurrent, tau=self.tau, threshold=self.threshold, reset=self.reset,
             detach_reset=self.detach_reset, bias=self.bias, learn_tau=self.learn_tau,
-            learn_threshold=self.learn_threshold, backend=self.backend,
+            learn_threshold=self.learn_threshold, backend=self.backend, checkpoint=self.checkpoint,
         )
         if self.net == "alif":
             kw.update(tau_adapt=self.tau_adapt, beta_adapt=self.beta_adapt)

@@ -4,6 +4,11 @@ Weights follow ``torch.nn.RNN``: ``weight_ih`` [hidden, input], ``weight_hh`` [h
 diagonal masked out unless ``recurrent_diagonal=True``). Sequences are time-first [T, B, N] unless
 ``batch_first=True``. ``spikes, state = layer(x, state)``; ``layer(x, return_voltage=True)`` gives
 ``(spikes, voltages, state)``.
+
+Sequence layers take ``checkpoint`` (default False): True or a segment length k (steps) runs the
+sequence in checkpointed segments (``kernels.checkpoint``: segments of k steps, ceil(sqrt(T)) for
+True), keeping for backward only each segment's input state instead of per-step activations, at the
+cost of one more forward pass during backward. Same spikes and gradients.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import kernels
+from ..kernels.checkpoint import check_checkpoint, run_checkpointed
 from ..surrogate import SurrogateGradient
 from .functional import Dynamics, NeuronState, check_reset, decay_from, initial_state, step, tau_from_alpha
 
@@ -122,6 +128,19 @@ class SpikingNeurons(nn.Module):
         """W_ih x + b for any leading shape (one matrix product for all time steps)."""
         return torch.nn.functional.linear(x, self.weight_ih, self.bias)
 
+    def sequence_current(self, x: Tensor) -> tuple[Tensor, kernels.Kernel]:
+        """The input current of all steps of x [T, B, I] and the kernel to run it with: ``kernels.prepare``
+        (event-driven projection where it pays), unless a subclass overrides ``input_current``, whose
+        current then counts, with the kernel ``backend`` selects for a dense current."""
+        if self.custom_current:
+            return self.input_current(x), kernels.select(self.backend)
+        return kernels.prepare(x, self.weight_ih, self.bias, self.backend)
+
+    @property
+    def custom_current(self) -> bool:
+        """Whether a subclass overrides ``input_current`` (which then replaces W_ih x + b everywhere)."""
+        return type(self).input_current is not SpikingNeurons.input_current
+
     def initial_state(self, batch: int, like: Tensor) -> NeuronState:
         return initial_state(batch, self.hidden_size, self.adaptive, like)
 
@@ -157,15 +176,28 @@ class SpikingNeurons(nn.Module):
 
 
 class _LayerMixin:
-    """Whole-sequence forward: [T, B, input] -> spikes [T, B, hidden]."""
+    """Whole-sequence forward: [T, B, input] -> spikes [T, B, hidden]; ``checkpoint`` (False, True or
+    steps per segment) trades one more forward pass for keeping only segment states (module doc)."""
+
+    def __init__(self, *args, checkpoint: bool | int = False, **kwargs) -> None:
+        checkpoint = check_checkpoint(checkpoint)
+        super().__init__(*args, **kwargs)
+        self.checkpoint = checkpoint
 
     def forward(self, x: Tensor, state: NeuronState | None = None, return_voltage: bool = False):
         self._check_input(x, 3)
         if self.batch_first:
             x = x.transpose(0, 1)
         state = self._check_state(state, x.shape[1], x)
-        current, kernel = kernels.prepare(x, self.weight_ih, self.bias, self.backend)
-        z, v, state = kernel(current, self.recurrent_weight(), self.dynamics(), state, return_voltage)
+        if self.checkpoint and self.custom_current:
+            raise ValueError("checkpoint must be False for a layer that overrides input_current (the checkpointed "
+                             f"segments recompute W_ih x + b themselves), got {self.checkpoint!r}")
+        if self.checkpoint:
+            z, v, state = run_checkpointed(x, self.weight_ih, self.bias, self.recurrent_weight(), self.dynamics(),
+                                           state, self.backend, return_voltage, self.checkpoint)
+        else:
+            current, kernel = self.sequence_current(x)
+            z, v, state = kernel(current, self.recurrent_weight(), self.dynamics(), state, return_voltage)
         if self.batch_first:
             z = z.transpose(0, 1)
             v = v.transpose(0, 1) if v is not None else None
@@ -183,11 +215,13 @@ class _CellMixin:
 
 
 class LIF(_LayerMixin, SpikingNeurons):
-    """Leaky integrate-and-fire layer over a whole sequence (feed-forward or recurrent)."""
+    """Leaky integrate-and-fire layer over a whole sequence (feed-forward or recurrent);
+    ``checkpoint=True`` or ``k`` recomputes segments of k steps instead of keeping activations."""
 
 
 class ALIF(_LayerMixin, SpikingNeurons):
-    """Adaptive-threshold LIF layer (Bellec et al.): A_t = threshold + beta_adapt * a_t."""
+    """Adaptive-threshold LIF layer (Bellec et al.): A_t = threshold + beta_adapt * a_t;
+    ``checkpoint`` as for ``LIF``."""
 
     adaptive = True
 
