@@ -216,3 +216,52 @@ def test_bad_inputs_raise_before_work():
         layer(torch.zeros(5, 2, 3), NeuronState(torch.zeros(3, 4), torch.zeros(2, 4)))
     with pytest.raises(ValueError, match="rank 2"):
         spikestab.LIFCell(3, 4)(torch.zeros(5, 2, 3))
+
+
+class _ShiftedCurrent:
+    """A subclass hook: the input current plus a constant (what a custom input stage would change)."""
+
+    SHIFT = 0.3
+
+    def input_current(self, x):
+        return super().input_current(x) + self.SHIFT
+
+
+@pytest.mark.parametrize("base,cell", [(spikestab.LIF, spikestab.LIFCell), (spikestab.ALIF, spikestab.ALIFCell)])
+@pytest.mark.parametrize("backend", ["auto", "reference", "fused", "event"])
+def test_overridden_input_current_is_used_by_the_sequence_layer_and_record(base, cell, backend):
+    # sparse float32 input: "auto" and "event" would otherwise take the event-driven projection, which
+    # computes x W^T + b itself and bypassed the override
+    from spikestab.stability.measure import record
+
+    layer_cls = type("Shifted" + base.__name__, (_ShiftedCurrent, base), {})
+    cell_cls = type("Shifted" + cell.__name__, (_ShiftedCurrent, cell), {})
+    torch.manual_seed(4)
+    kw = dict(recurrent=True, tau=5.0, threshold=0.5, bias=True, backend=backend)
+    layer = layer_cls(12, 9, **kw)
+    x = (torch.rand(40, 3, 12) < 0.05).float()
+    z, v, _ = layer(x, return_voltage=True)
+    step_cell = cell_cls(12, 9, **kw)
+    step_cell.load_state_dict(layer.state_dict())
+    state, zs = None, []
+    for t in range(x.shape[0]):
+        zt, state = step_cell(x[t], state)
+        zs.append(zt)
+    torch.testing.assert_close(z, torch.stack(zs))
+    extra = dict(rho=layer.rho, beta=layer.beta_adapt) if layer.adaptive else {}
+    zr, vr = reference_loop(x, layer.weight_ih, layer.recurrent_weight(), layer.bias + _ShiftedCurrent.SHIFT,
+                            layer.alpha, layer.threshold, layer.reset, layer.detach_reset, lambda u: u, **extra)
+    torch.testing.assert_close(v, vr.detach())
+    plain = base(12, 9, **kw)
+    plain.load_state_dict(layer.state_dict())
+    assert not torch.equal(plain(x)[0], z), "the shift must change the output for this test to mean anything"
+    assert torch.equal(record(layer, x).z, z)
+
+
+def test_checkpoint_with_overridden_input_current_is_refused():
+    # the checkpointed segments recompute W_ih x + b themselves: refused rather than silently bypassed
+    layer = type("ShiftedLIF", (_ShiftedCurrent, spikestab.LIF), {})(4, 3, checkpoint=2)
+    with pytest.raises(ValueError, match="checkpoint must be False"):
+        layer(torch.zeros(6, 1, 4))
+    plain = spikestab.LIF(4, 3, checkpoint=2)
+    assert plain(torch.zeros(6, 1, 4))[0].shape == (6, 1, 3)

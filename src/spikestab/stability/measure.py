@@ -92,10 +92,10 @@ def _as_layer(layer: nn.Module) -> SpikingNeurons:
 def record(layer: SpikingNeurons, x: Tensor, current: Tensor | None = None, backend: str | None = None) -> Trace:
     """Run ``layer`` on x [T, B, I] from the zero state, without gradients, and record it.
 
-    The sequence runs through the layer's own kernel path (``kernels.prepare`` with ``layer.backend``:
-    the same input projection and kernel as ``layer(x)``, so the spikes equal the layer's output bit for
-    bit); ``backend`` overrides the kernel (e.g. "fused" for dense spikes, where the event-driven
-    recurrent products are slower). ``current`` passes an already computed input current W_ih x + b
+    The sequence runs through the layer's own kernel path (``layer.sequence_current``: the same input
+    projection, a subclass's own ``input_current`` included, and kernel as ``layer(x)``, so the spikes
+    equal the layer's output bit for bit); ``backend`` overrides the kernel (e.g. "fused" for dense
+    spikes, where the event-driven recurrent products are slower). ``current`` passes an already computed input current W_ih x + b
     (it does not change while only the recurrent weights do). The recurrent current W_hh z_{t-1} is
     recomputed when first asked for (``Trace.recurrent``), the ALIF adaptation by its recurrence.
 
@@ -107,7 +107,7 @@ def record(layer: SpikingNeurons, x: Tensor, current: Tensor | None = None, back
     """
     layer = _as_layer(layer)
     if current is None:
-        current, kernel = kernels.prepare(x, layer.weight_ih, layer.bias, layer.backend)
+        current, kernel = layer.sequence_current(x)
     else:
         kernel = kernels.select("auto" if layer.backend == "event" else layer.backend)
     if backend is not None:
