@@ -64,6 +64,24 @@ def test_solve_increasing_newton_first_step_and_known_value():
     assert secant_slope(res.history, res.x) == pytest.approx(2.0)
 
 
+
+def test_solve_increasing_extends_by_the_secant():
+    calls = []
+
+    def f(x):
+        calls.append(x)
+        return x - 5.0
+
+    res = solve_increasing(f, 0.0, 1.0, ftol=1e-12)
+    # x0 = 0, first step to 1 (f = -4, slope 1), then min(1.5 * 4 / 1, 4 * 1) = 4 further: the root
+    assert calls == [0.0, 1.0, 5.0] and res.x == 5.0
+
+
+def test_find_root_anderson_bjorck_unsticks_a_convex_end():
+    # plain regula falsi keeps the same end on an exponential and crawls; the scaled end does not
+    res = find_root(lambda x: math.exp(x) - 2.0, 0.0, 10.0, ftol=1e-10)
+    assert res.feasible and abs(res.x - math.log(2.0)) < 1e-9 and res.evals <= 20
+
 # --- condition I ----------------------------------------------------------------------------------------
 
 

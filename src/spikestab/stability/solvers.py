@@ -1,7 +1,7 @@
 """Deterministic scalar root finders used by the stability conditions and the rate calibration.
 
 Every solver is bracketed: it either returns a point where the function changes sign (refined by the
-Illinois variant of regula falsi, which keeps the bracket and converges superlinearly), or reports
+Anderson-Bjorck variant of regula falsi, which keeps the bracket and converges superlinearly), or reports
 ``feasible=False`` together with the best point it saw (the argmin of |f| over the points it evaluated).
 No randomness is involved, so the same inputs always give the same answer.
 """
@@ -43,7 +43,7 @@ def find_root(
     max_iter: int = 100,
     log: bool = False,
 ) -> RootResult:
-    """Root of ``f`` in [lo, hi] where f(lo) and f(hi) have opposite signs (Illinois method).
+    """Root of ``f`` in [lo, hi] where f(lo) and f(hi) have opposite signs (Anderson-Bjorck regula falsi).
 
     Stops when |f(x)| <= ftol, when the bracket is narrower than ``xtol`` (relative to |x|), or after
     ``max_iter`` evaluations. With ``log=True`` the search runs on log(x) (for scale parameters).
@@ -78,15 +78,19 @@ def find_root(
         fc = ev(to_x(c))
         if fc == 0 or abs(fc) <= ftol or abs(b - a) <= xtol * max(1.0, abs(c)):
             return RootResult(to_x(c), fc, True, len(history), history=history)
+        # Anderson-Bjorck: when the same end is kept twice in a row, scale its value by
+        # m = 1 - f(c) / f(replaced end) (0.5 if m <= 0), which unsticks it faster than halving
         if (fc > 0) == (fb > 0):
+            m = 1.0 - fc / fb
             b, fb = c, fc
             if side == -1:
-                fa *= 0.5
+                fa *= m if m > 0 else 0.5
             side = -1
         else:
+            m = 1.0 - fc / fa
             a, fa = c, fc
             if side == 1:
-                fb *= 0.5
+                fb *= m if m > 0 else 0.5
             side = 1
     x, y = _best(history)
     return RootResult(x, y, True, len(history), history=history)
@@ -129,8 +133,9 @@ def solve_increasing(
     slope: float | None = None,
     y0: float | None = None,
 ) -> RootResult:
-    """Root of a non-decreasing ``f`` near ``x0``: expand a bracket from x0 by doubling steps (in the
-    direction that reduces |f|), then refine with :func:`find_root`. Any evaluated point with
+    """Root of a non-decreasing ``f`` near ``x0``: expand a bracket from x0 in the direction that
+    reduces |f| (each step the secant extrapolation of the last two points lengthened by half, at most
+    four times the distance covered), then refine with :func:`find_root`. Any evaluated point with
     |f| <= ftol ends the search. With a known ``slope`` estimate the first step is a Newton step
     lengthened by half (1.5 |f(x0)| / slope), so that it usually brackets the root at once; ``y0``
     passes an already known f(x0)."""
@@ -145,7 +150,7 @@ def solve_increasing(
     prev_x, prev_y = x0, y0
     h = 1.5 * abs(y0) / slope if slope is not None and slope > 0 else step
     for _ in range(max_expand):
-        x = x0 + direction * h
+        x = prev_x + direction * h
         y = float(f(x))
         history.append((x, y))
         if abs(y) <= ftol:
@@ -156,8 +161,11 @@ def solve_increasing(
             res.history = history + res.history
             res.evals = len(res.history)
             return res
+        # next step: the secant through the last two points lengthened by half (so that it usually
+        # brackets the root), at most four times the distance covered so far (flat f: just that)
+        slope_xy = (y - prev_y) / (x - prev_x)
+        h = min(1.5 * abs(y) / slope_xy if slope_xy > 0 else math.inf, 4.0 * abs(x - x0))
         prev_x, prev_y = x, y
-        h *= 2.0
     x, y = _best(history)
     return RootResult(x, y, False, len(history), "argmin |f| over the expanded bracket", history)
 

@@ -127,18 +127,21 @@ def _set_recurrent(layer: SpikingNeurons, mean: Tensor, std: float, pattern: Ten
 
 
 def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode: str, rate: float,
-                layer_index: int, rate_tol: float, ratio_tol: float, max_rounds: int) -> tuple[list[ConditionResult], Trace | None]:
+                layer_index: int, rate_tol: float, ratio_tol: float, max_rounds: int,
+                slope_hint: float | None = None) -> tuple[list[ConditionResult], Trace | None, float | None]:
     """Conditions I and II on the recurrent weights W = mu + sigma P (P the standardised pattern of the
     current weights). Measured mode alternates I (root find of a common shift of mu on the simulated
-    rate) and II (exact quadratic for sigma on the recorded spikes, re-simulated) until both measured
-    quantities are within tolerance. Also returns the trace of the final weights on ``xs`` (measured
-    mode), which later conditions reuse: III and IV do not change the forward dynamics."""
+    rate) and II (exact quadratic for sigma on the last recorded spikes) until both measured quantities
+    are within tolerance. Also returns the trace of the final weights on ``xs``
+    (measured mode), which later conditions reuse (III and IV do not change the forward dynamics), and
+    the rate's slope against the mean shift times the fan-in (``slope_hint`` in and out: the first
+    bracket step of the next round or layer)."""
     out: list[ConditionResult] = []
     if layer.weight_hh is None:
         for c in ("I", "II"):
             if c in conds:
                 out.append(ConditionResult(c, "-", math.nan, "-", math.nan, False, fallback="unchanged: layer has no recurrent weights"))
-        return out, None
+        return out, None, slope_hint
     mask = layer.recurrent_mask
     mu, pattern, std = split_recurrent(layer.weight_hh.detach(), mask)
     alpha, thr = layer.alpha.detach(), layer.threshold.detach()
@@ -162,52 +165,63 @@ def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode:
                 res_ii = condition_ii(layer.weight_ih.detach(), w_eff, mean=mu, input_moment2=moment2, fan_in=fan_in)
             std = math.sqrt(res_ii.chosen)
         _set_recurrent(layer, mu, std, pattern)
-        return [r for r in (res_i, res_ii) if r is not None], None
+        return [r for r in (res_i, res_ii) if r is not None], None, slope_hint
 
     var_in = float((in_cur - layer.bias.detach()).double()[1:].var(-1, unbiased=False).mean())
     base = mu.clone()
     shift = 0.0
-    step = float(thr.mean() + (0.0 if beta is None else beta.mean() * rate)) / max(fan_in, 1)
-    root = slope = None
+    # first bracket step: the mean shift that moves the stationary voltage by about a threshold (a
+    # shift d adds d * fan_in * rate per step, integrated over ~1 / (1 - alpha) steps)
+    thr_eff = float(thr.mean() + (0.0 if beta is None else beta.mean() * rate))
+    step = thr_eff * float((1.0 - alpha).mean().clamp_min(1e-3)) / (max(fan_in, 1) * rate)
+    root = None
     traces: dict[float, Trace] = {}
     tr = None  # the trace of the current weights, once known
+    spike_var = rate * (1.0 - rate)
+    _set_recurrent(layer, mu, std, pattern)
+
+    def rate_gap(delta: float) -> float:
+        _set_recurrent(layer, base + delta, std, pattern)
+        traces[delta] = record(layer, xs, current=in_cur)
+        return traces[delta].rate - rate
+
     for _ in range(max_rounds):
-        if res_i is not None:
-            traces.clear()
-            if tr is not None:
-                traces[shift] = tr
-
-            def rate_gap(delta: float) -> float:
-                _set_recurrent(layer, base + delta, std, pattern)
-                traces[delta] = record(layer, xs, current=in_cur)
-                return traces[delta].rate - rate
-
-            root = solve_increasing(rate_gap, shift, step, ftol=rate_tol, slope=slope,
-                                    y0=None if tr is None else tr.rate - rate)
-            slope = secant_slope(root.history, root.x) or slope
-            shift = root.x
-            mu = base + shift
-            _set_recurrent(layer, mu, std, pattern)
-            tr = traces.get(shift)
         if tr is None:
             tr = record(layer, xs, current=in_cur)
-        if "II" in conds:
-            for _ in range(8):
-                if abs(math.log(max(variance_ratio(tr, layer, RATIO_ENTRIES), 1e-300))) <= math.log1p(ratio_tol):
-                    break
-                with _condition_time():
-                    res_ii = condition_ii(layer.weight_ih.detach(), w_eff, mean=mu, spikes=tr.previous("z")[1:],
-                                          pattern=pattern, input_var=var_in, mask=mask)
-                std = math.sqrt(res_ii.chosen)
-                _set_recurrent(layer, mu, std, pattern)
-                tr = record(layer, xs, current=in_cur)
-                if not res_ii.feasible:
-                    break
         rate_ok = res_i is None or abs(tr.rate - rate) <= rate_tol
         ratio = variance_ratio(tr, layer, RATIO_ENTRIES)
         ratio_ok = "II" not in conds or abs(math.log(max(ratio, 1e-300))) <= math.log1p(ratio_tol)
         if rate_ok and ratio_ok:
             break
+        # II on the spikes just recorded, unless I is still to move the rate so far that the spike
+        # variance r (1 - r) changes by more than the ratio tolerance (then I goes first)
+        if not ratio_ok and (res_i is None or abs(tr.rate * (1.0 - tr.rate) / spike_var - 1.0) <= ratio_tol):
+            with _condition_time():
+                res_ii = condition_ii(layer.weight_ih.detach(), w_eff, mean=mu, spikes=tr.previous("z")[1:],
+                                      pattern=pattern, input_var=var_in, mask=mask)
+            std = math.sqrt(res_ii.chosen)
+            _set_recurrent(layer, mu, std, pattern)
+            tr = None
+            if not res_ii.feasible:
+                break
+        if res_i is not None:
+            traces.clear()
+            if tr is not None:
+                traces[shift] = tr
+            # rate per unit of shift x fan-in: carried over rounds and layers as the first step's slope
+            slope = None if slope_hint is None else slope_hint / max(fan_in, 1)
+            root = solve_increasing(rate_gap, shift, step, ftol=rate_tol, slope=slope,
+                                    y0=None if tr is None else tr.rate - rate)
+            found = secant_slope(root.history, root.x)
+            if found:
+                slope_hint = found * max(fan_in, 1)
+            shift = root.x
+            mu = base + shift
+            _set_recurrent(layer, mu, std, pattern)
+            tr = traces.get(shift)
+    if tr is None:
+        tr = record(layer, xs, current=in_cur)
+        ratio = variance_ratio(tr, layer, RATIO_ENTRIES)
     if res_i is not None:
         res_i.chosen = mu.float()
         res_i.residual = tr.rate - rate
@@ -225,7 +239,7 @@ def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode:
         res_ii.chosen = std**2
         res_ii.residual = ratio - 1.0
         out.append(res_ii)
-    return out, tr
+    return out, tr, slope_hint
 
 
 def _apply_iii(layer: SpikingNeurons, variant: str) -> ConditionResult:
@@ -330,6 +344,7 @@ def stabilize(
     spike_fns = [layer.spike_fn for layer in layers]
     report = StabilityReport(mode, conds)
     replay: dict[SpikingNeurons, Trace] = {}
+    slope_hint = None
     _CLOCK["conditions_s"] = 0.0
     t_cond = t_sim = t_meas = 0.0
     start = time.perf_counter()
@@ -344,7 +359,8 @@ def stabilize(
             t0 = time.perf_counter()
             trace = None
             if "I" in conds or "II" in conds:
-                results, trace = _apply_i_ii(layer, xs, conds, mode, rate, idx, rate_tol, ratio_tol, max_rounds)
+                results, trace, slope_hint = _apply_i_ii(layer, xs, conds, mode, rate, idx, rate_tol, ratio_tol,
+                                                         max_rounds, slope_hint)
                 lr.conditions += results
             if "III" in conds:
                 lr.conditions.append(_apply_iii(layer, variant))
