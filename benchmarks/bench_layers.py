@@ -1,9 +1,10 @@
 """Side-by-side CPU benchmark of recurrent/feed-forward LIF and ALIF layers (issue 6).
 
-One process, the same inputs, equivalent dynamics: spikestab (fused, event-driven, reference loop),
-snnTorch (RLeaky / Leaky in a loop), Norse (LIFRecurrent, LSNNRecurrent, LIF; eager and
-torch.compile), SpikingJelly (LIFNode, in a LinearRecurrentContainer when recurrent; eager and
-torch.compile/inductor) and the dense lower bound (the same matrix products alone). For every entry:
+One process, the same inputs, equivalent dynamics: spikestab (fused, fused with segment
+checkpointing over time, event-driven, reference loop), snnTorch (RLeaky / Leaky in a loop), Norse
+(LIFRecurrent, LSNNRecurrent, LIF; eager and torch.compile), SpikingJelly (LIFNode, in a
+LinearRecurrentContainer when recurrent; eager and torch.compile/inductor) and the dense lower bound
+(the same matrix products alone). For every entry:
 forward+backward time (median after warm-up), peak memory (RSS increase of one forward+backward in a
 fresh subprocess), and, before timing, whether its spikes equal spikestab's on the same input and the
 cosine similarity of its weight gradients with spikestab's.
@@ -100,11 +101,12 @@ class Entry:
         return z
 
 
-def _spikestab(w: Workload, d: dict[str, Tensor], backend: str, reset: str = "subtract", detach: bool = True) -> Entry:
+def _spikestab(w: Workload, d: dict[str, Tensor], backend: str, reset: str = "subtract", detach: bool = True,
+               checkpoint: bool | int = False) -> Entry:
     cls = ALIF if w.adaptive else LIF
     layer = cls(w.inputs, w.hidden, recurrent=w.recurrent, tau=TAU, threshold=THRESHOLD, reset=reset,
                 detach_reset=detach, spike_fn=SurrogateGradient("fast-sigmoid", sharpness=0.5), backend=backend,
-                tau_adapt=TAU_ADAPT, beta_adapt=BETA_ADAPT)
+                tau_adapt=TAU_ADAPT, beta_adapt=BETA_ADAPT, checkpoint=checkpoint)
     with torch.no_grad():
         layer.weight_ih.copy_(d["w_in"])
         if w.recurrent:
@@ -232,6 +234,8 @@ def _spikingjelly(w: Workload, d: dict[str, Tensor], compiled: bool) -> Entry:
 # name -> (library, builder, spikestab configuration its dynamics equal: (reset, detach_reset))
 ENTRIES: dict[str, tuple[str, Callable[..., Entry], tuple[str, bool]]] = {
     "spikestab fused": ("spikestab", lambda w, d: _spikestab(w, d, "fused"), ("subtract", True)),
+    "spikestab fused, checkpointed": ("spikestab", lambda w, d: _spikestab(w, d, "fused", checkpoint=True),
+                                      ("subtract", True)),
     "spikestab auto (event-driven)": ("spikestab", lambda w, d: _spikestab(w, d, "auto"), ("subtract", True)),
     "spikestab reference": ("spikestab", lambda w, d: _spikestab(w, d, "reference"), ("subtract", True)),
     "dense lower bound": ("spikestab", _dense_bound, ("subtract", True)),
