@@ -103,12 +103,18 @@ def test_event_driven_equals_reference(reset, cls, detach):
     _compare(_layer(cls, True, reset, detach, "fast-sigmoid"), torch.float32, 1e-5, backend="event", binary=True)
 
 
-def test_event_products_equal_dense_products():
+@pytest.mark.parametrize("hidden", [7, 150])  # below one column block; two blocks and a tail
+def test_event_products_equal_dense_products(hidden):
     g = torch.Generator().manual_seed(5)
     x = (torch.rand(40, 30, generator=g) < 0.1).float() * torch.randn(40, 30, generator=g)  # any values
-    w, grad = torch.randn(7, 30, generator=g), torch.randn(40, 7, generator=g)
-    torch.testing.assert_close(sparse.spmm_acc(x, w.t().contiguous(), torch.ones(40, 7)), x @ w.t() + 1)
-    torch.testing.assert_close(sparse.spmm_t_acc(x, grad, torch.zeros(30, 7)), x.t() @ grad)
+    x[3] = 0.0  # an empty row
+    w, grad, b = torch.randn(hidden, 30, generator=g), torch.randn(40, hidden, generator=g), torch.randn(hidden, generator=g)
+    nz = sparse.nonzeros(x)
+    assert torch.equal(nz.rowptr[1:], x.count_nonzero(1).cumsum(0)) and torch.equal(nz.cols.long(), x.nonzero()[:, 1])
+    assert torch.equal(nz.vals, x[x != 0])
+    torch.testing.assert_close(sparse.sparse_mm(nz, w.t().contiguous(), b), x @ w.t() + b)
+    torch.testing.assert_close(sparse.sparse_mm(nz, w.t().contiguous()), x @ w.t())
+    torch.testing.assert_close(sparse.sparse_mm_t(nz, grad), x.t() @ grad)
 
 
 def test_auto_uses_event_products_only_for_sparse_inputs():
