@@ -7,6 +7,7 @@ import torch
 
 from spikestab import kernels
 from spikestab.kernels import sparse
+from spikestab.kernels import fused
 from spikestab.kernels.fused import run_event, run_fused
 from spikestab.neurons.functional import RESETS, NeuronState
 from spikestab.neurons.layers import ALIF, LIF
@@ -180,3 +181,78 @@ def test_fused_lif_keeps_only_the_voltages(learn):
     assert fused <= volts + 2 * 4 * 32 * 4 + 32 * 32 * 4  # voltages (+ initial v, z and the masked W_hh)
     # the reference keeps the centred voltage and the spikes of every step (+ the voltage if tau learns)
     assert ref >= (3 if learn else 2) * volts
+
+
+def _wide_case(cls, reset, detach, batch, steps, hidden=40, inputs=30, rec_scale=1.0, in_scale=1.0, seed=7):
+    """A layer wider than one register panel (40 = 16 + 16 + 8 neurons) with binary input, and the
+    random state and loss weights of ``_run``; the scales of the input and recurrent weights set how
+    dense the hidden spikes get."""
+    g = torch.Generator().manual_seed(seed)
+    sg = SurrogateGradient("fast-sigmoid", dampening=0.8, sharpness=1.3)
+    layer = cls(inputs, hidden, recurrent=True, tau=torch.linspace(3.0, 12.0, hidden), threshold=torch.linspace(0.6, 1.2, hidden),
+                reset=reset, detach_reset=detach, spike_fn=sg, bias=True, learn_tau=True, learn_threshold=True,
+                backend="reference", tau_adapt=7.0, beta_adapt=0.7)
+    with torch.no_grad():
+        layer.weight_ih.copy_(torch.randn(hidden, inputs, generator=g) * 0.6 * in_scale)
+        layer.weight_hh.copy_(torch.randn(hidden, hidden, generator=g) * 0.3 * rec_scale)
+        layer.bias.uniform_(-0.2 * in_scale, 0.3 * in_scale, generator=g)
+    x = (torch.rand(steps, batch, inputs, generator=g) < 0.1).float()
+    state = NeuronState(torch.rand(batch, hidden, generator=g) * 0.8, (torch.rand(batch, hidden, generator=g) < 0.3).float(),
+                        torch.rand(batch, hidden, generator=g) * 0.5 if layer.adaptive else None)
+    weights = [torch.randn(steps, batch, hidden, generator=g) for _ in range(2)]
+    weights += [torch.randn(batch, hidden, generator=g) for _ in range(3)]
+    return layer, x, state, weights
+
+
+def _compare_runs(layer, x, state, weights, backend, tol=1e-5):
+    z_ref, v_ref, g_ref = _run(layer, "reference", x, state, weights)
+    z_f, v_f, g_f = _run(layer, backend, x, state, weights)
+    assert torch.equal(z_f, z_ref)
+    assert _rel(v_f, v_ref) < tol
+    assert g_f.keys() == g_ref.keys()
+    for name in g_ref:
+        assert _rel(g_f[name], g_ref[name]) < tol, (name, _rel(g_f[name], g_ref[name]))
+    return z_ref
+
+
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("cls", [LIF, ALIF])
+@pytest.mark.parametrize("batch,steps,threads", [(1, 1, 1), (13, 9, 3), (32, 6, 2), (5, 12, 1)])
+def test_event_loops_equal_reference_at_any_width_batch_and_thread_count(reset, cls, batch, steps, threads):
+    """The C time loops tile batch rows by thread count (1 to 6 rows per register tile) and neurons
+    by 16-column panels: every tiling, T = 1 and B = 1, state in and out, against the reference."""
+    layer, x, state, weights = _wide_case(cls, reset, False, batch, steps)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        z = _compare_runs(layer, x, state, weights, "event")
+    finally:
+        torch.set_num_threads(before)
+    assert 0.0 < z.mean() < 1.0
+
+
+@pytest.mark.parametrize("rec_scale,in_scale,expect", [(0.2, 0.3, "sparse"), (4.0, 1.0, "dense")])
+def test_event_loops_with_sparse_and_dense_hidden_spikes(rec_scale, in_scale, expect):
+    """The recurrent products skip silent columns: a few % of hidden spikes, or about half spiking."""
+    layer, x, state, weights = _wide_case(LIF, "subtract", True, 8, 30, rec_scale=rec_scale, in_scale=in_scale)
+    rate = _compare_runs(layer, x, state, weights, "event").mean().item()
+    assert (rate < 0.1) if expect == "sparse" else (0.3 < rate < 0.7), rate
+
+
+def test_event_loops_without_any_spike():
+    """No input and no initial spikes: empty non-zero lists everywhere; gradients still reach the
+    state, the leak and the threshold; the weight gradients are exactly zero."""
+    layer, x, state, weights = _wide_case(ALIF, "subtract", False, 4, 10)
+    x.zero_()
+    with torch.no_grad():
+        layer.bias.zero_()
+    state = NeuronState(state.v * 0.1, torch.zeros_like(state.z), state.a)
+    z = _compare_runs(layer, x, state, weights, "event")
+    assert not z.any()
+
+
+def test_event_falls_back_to_the_torch_loop_for_float64_and_parameter_shapes():
+    layer, x, state, weights = _wide_case(LIF, "multiplicative", False, 3, 8)
+    _compare_runs(layer.double(), x.double(), NeuronState(*(s.double() for s in state[:2])), [w.double() for w in weights], "event", 1e-12)
+    assert fused._native_args(torch.zeros(4, 3, 40, dtype=torch.float64), None, layer.double().dynamics(),
+                              NeuronState(torch.zeros(3, 40), torch.zeros(3, 40))) is None
