@@ -182,6 +182,7 @@ def test_learnable_tau_and_threshold_receive_gradients():
         (dict(tau=0.0), "tau"),
         (dict(tau=-3.0), "tau"),
         (dict(tau=float("nan")), "tau"),
+        (dict(tau=1e8), "tau must be at most"),  # exp(-1/tau) rounds to 1: used to store tau = -inf
         (dict(alpha=1.0), "alpha"),
         (dict(alpha=-0.5), "alpha"),
         (dict(threshold=float("inf")), "threshold"),

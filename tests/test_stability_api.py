@@ -170,3 +170,16 @@ def test_feed_forward_layer_is_reported_not_changed():
     assert not layer.condition("I").feasible and "no recurrent weights" in layer.condition("I").fallback
     assert _same(before, _state(model))
     json.dumps(report.to_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize("mode", ["paper", "measured"])
+def test_single_neuron_recurrent_layer_has_no_recurrent_input(mode):
+    # the masked diagonal leaves a width-1 recurrent layer without recurrent input: I and II are reported
+    # as not applicable (they used to divide by the fan-in 0), III holds for any dampening (gain alpha)
+    torch.manual_seed(0)
+    model = SNNClassifier(SNNConfig(20, 3, hidden_sizes=(1,), dropout=0.0))
+    report = stabilize(model, (torch.rand(50, 4, 20) < 0.2).float(), mode=mode)
+    layer = report.layers[0]
+    for c in ("I", "II"):
+        assert not layer.condition(c).feasible and "no recurrent weights" in layer.condition(c).fallback
+    assert layer.condition("III").feasible and layer.measurements["worst_case_gain"] < 1.0

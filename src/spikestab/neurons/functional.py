@@ -68,7 +68,11 @@ def decay_from(tau: float | Tensor | None, alpha: float | Tensor | None, name: s
     t = torch.as_tensor(tau, dtype=torch.float32)
     if not torch.isfinite(t).all() or (t <= 0).any():
         raise ValueError(f"{name} must be finite and > 0 (time steps, accepted range (0, inf)), got {tau!r}")
-    return torch.exp(-1.0 / t)
+    decay = torch.exp(-1.0 / t)
+    if (decay >= 1.0).any():  # 1/tau below half a float32 ulp of 1: no leak at all, and log(alpha) = 0
+        raise ValueError(f"{name} must be at most about 3.3e7 time steps (beyond, exp(-1/{name}) rounds to 1 in "
+                         f"float32); got {tau!r}")
+    return decay
 
 
 def tau_from_alpha(alpha: Tensor) -> Tensor:

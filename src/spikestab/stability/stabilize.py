@@ -137,7 +137,7 @@ def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode:
     the rate's slope against the mean shift times the fan-in (``slope_hint`` in and out: the first
     bracket step of the next round or layer)."""
     out: list[ConditionResult] = []
-    if layer.weight_hh is None:
+    if layer.weight_hh is None or not bool(layer.recurrent_mask.any()):  # feed-forward, or one neuron
         for c in ("I", "II"):
             if c in conds:
                 out.append(ConditionResult(c, "-", math.nan, "-", math.nan, False, fallback="unchanged: layer has no recurrent weights"))
@@ -244,7 +244,7 @@ def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode:
 
 def _apply_iii(layer: SpikingNeurons, variant: str) -> ConditionResult:
     w = layer.recurrent_weight()
-    if w is None:
+    if w is None or not bool(layer.recurrent_mask.any()):
         return ConditionResult("III", "worst-case transition gain", 1.0, "dampening", layer.spike_fn.dampening.mean().item(), True,
                                note="no recurrent weights: the gain is alpha < 1 for any dampening; unchanged")
     with _condition_time():
