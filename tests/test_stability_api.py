@@ -183,3 +183,13 @@ def test_single_neuron_recurrent_layer_has_no_recurrent_input(mode):
     for c in ("I", "II"):
         assert not layer.condition(c).feasible and "no recurrent weights" in layer.condition(c).fallback
     assert layer.condition("III").feasible and layer.measurements["worst_case_gain"] < 1.0
+
+
+def test_write_json_failure_keeps_the_previous_report(tmp_path):
+    report = stabilize(_clf(layers=1), _x(), ("I",))
+    out = tmp_path / "report.json"
+    report.write_json(out)
+    before = out.read_text()
+    with pytest.raises(TypeError):  # an extra value json cannot encode fails midway through the dump
+        report.write_json(out, extra={"config": {"a": 1}, "zz": object()})
+    assert out.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["report.json"]
