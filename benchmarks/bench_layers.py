@@ -234,7 +234,7 @@ def _spikingjelly(w: Workload, d: dict[str, Tensor], compiled: bool) -> Entry:
 # name -> (library, builder, spikestab configuration its dynamics equal: (reset, detach_reset))
 ENTRIES: dict[str, tuple[str, Callable[..., Entry], tuple[str, bool]]] = {
     "spikestab fused": ("spikestab", lambda w, d: _spikestab(w, d, "fused"), ("subtract", True)),
-    "spikestab fused, checkpointed": ("spikestab", lambda w, d: _spikestab(w, d, "fused", checkpoint=True),
+    "spikestab fused (checkpointed)": ("spikestab", lambda w, d: _spikestab(w, d, "fused", checkpoint=True),
                                       ("subtract", True)),
     "spikestab auto (event-driven)": ("spikestab", lambda w, d: _spikestab(w, d, "auto"), ("subtract", True)),
     "spikestab reference": ("spikestab", lambda w, d: _spikestab(w, d, "reference"), ("subtract", True)),
@@ -338,6 +338,8 @@ def _probe_memory(workload: str, name: str) -> dict:
     """In a fresh process: peak RSS increase over one forward+backward (after the setup), then the
     activation memory proper: bytes of the distinct storages autograd saves for backward, beyond
     the input, the output spikes and the parameters."""
+    import torch._dynamo  # noqa: F401  setup, not activations: torch.utils.checkpoint imports it on first call
+
     w = WORKLOADS[workload]
     d = _data(w)
     entry = ENTRIES[name][1](w, d)
