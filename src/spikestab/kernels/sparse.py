@@ -44,7 +44,7 @@ _SOURCE = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
-#if defined(__FMA__)
+#if defined(__AVX__)
 #include <immintrin.h>
 #endif
 
@@ -125,18 +125,77 @@ static void rows_mm(int R, const float* a, int64_t lda, const int32_t* idx, int6
     }
 }
 
-/* Columns k < n where some of the R rows of a (row stride lda) is non-zero, in increasing order
-   (flags: scratch of n ints). */
-static int64_t active(int R, const float* a, int64_t lda, int64_t n, int32_t* restrict flags, int32_t* restrict idx) {
-    for (int64_t k = 0; k < n; ++k) flags[k] = a[k] != 0.0f;
-    for (int r = 1; r < R; ++r)
-        for (int64_t k = 0; k < n; ++k) flags[k] |= a[r * lda + k] != 0.0f;
+/* Bit q set where p[q] != 0, q < 8. */
+static inline unsigned nonzero_mask(const float* p) {
+#if defined(__AVX__)
+    return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(p), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+#else
+    unsigned m = 0;
+    for (int q = 0; q < 8; ++q) m |= (unsigned)(p[q] != 0.0f) << q;
+    return m;
+#endif
+}
+
+/* Columns k < n with a[k] != 0, increasing, into idx; returns their count. */
+static int64_t row_nonzeros(const float* a, int64_t n, int32_t* idx) {
+    int64_t nk = 0, k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (unsigned m = nonzero_mask(a + k); m; m &= m - 1) idx[nk++] = (int32_t)(k + __builtin_ctz(m));
+    for (; k < n; ++k)
+        if (a[k] != 0.0f) idx[nk++] = (int32_t)k;
+    return nk;
+}
+
+/* out[:n] = sum_j a[idx[j]] * b[idx[j], :n] (b row-major, row stride n), from zero in list order:
+   the event-driven product of one row, 64 columns of accumulators in registers at a time. */
+static void gather_row(const float* a, const int32_t* idx, int64_t nk, const float* b, int64_t n, float* out) {
+    int64_t c0 = 0;
+    for (; c0 + 64 <= n; c0 += 64) {
+        v8 acc[8];
+        for (int q = 0; q < 8; ++q) acc[q] = vset(0.0f);
+        for (int64_t j = 0; j < nk; ++j) {
+            const v8 av = vset(a[idx[j]]);
+            const float* br = b + idx[j] * n + c0;
+            for (int q = 0; q < 8; ++q) acc[q] = vfma(av, vld(br + 8 * q), acc[q]);
+        }
+        for (int q = 0; q < 8; ++q) vst(out + c0 + 8 * q, acc[q]);
+    }
+    for (; c0 + 8 <= n; c0 += 8) {
+        v8 acc = vset(0.0f);
+        for (int64_t j = 0; j < nk; ++j) acc = vfma(vset(a[idx[j]]), vld(b + idx[j] * n + c0), acc);
+        vst(out + c0, acc);
+    }
+    for (; c0 < n; ++c0) {
+        float s = 0.0f;
+        for (int64_t j = 0; j < nk; ++j) s += a[idx[j]] * b[idx[j] * n + c0];
+        out[c0] = s;
+    }
+}
+
+/* out [R, n] = a [R, K] (row stride lda) @ b [K, n], visiting only non-zeros of a: row by row from
+   each row's non-zeros (gather_row, load-bound), or as one register tile over the columns non-zero
+   in some row (tile_mm on the packed bp, compute-bound, R rows share each load), whichever does less
+   work for this a: the tile costs about R/2 row visits per listed column. Both sum every output from
+   zero in increasing k, so the choice never changes the result. scratch: (R + 2) * K ints. */
+static void sparse_rows_mm(int R, const float* a, int64_t lda, int64_t K, const float* b, const float* bp,
+                           int64_t n, float* out, int64_t ldo, int32_t* scratch) {
+    int32_t* flags = scratch + R * K;
+    int32_t* uni = flags + K;
+    int64_t counts[RMAX], total = 0;
+    for (int r = 0; r < R; ++r) total += counts[r] = row_nonzeros(a + r * lda, K, scratch + r * K);
+    for (int64_t k = 0; k < K; ++k) flags[k] = 0;
+    for (int r = 0; r < R; ++r)
+        for (int64_t j = 0; j < counts[r]; ++j) flags[scratch[r * K + j]] = 1;
     int64_t nk = 0;
-    for (int64_t k = 0; k < n; ++k) {
-        idx[nk] = (int32_t)k;
+    for (int64_t k = 0; k < K; ++k) {
+        uni[nk] = (int32_t)k;
         nk += flags[k];
     }
-    return nk;
+    if (2 * total < R * nk) {
+        for (int r = 0; r < R; ++r) gather_row(a + r * lda, scratch + r * K, counts[r], b, n, out + r * ldo);
+    } else {
+        rows_mm(R, a, lda, uni, nk, bp, K, n, out, ldo);
+    }
 }
 
 /* Rows per tile: as many as fit, but at least one tile per thread when the batch allows. */
@@ -208,14 +267,14 @@ void lif_forward(const float* cur, int64_t T, int64_t B, int64_t H, const float*
         const int rows = (int)(B - b0 < R ? B - b0 : R);
         float* rec = malloc(sizeof(float) * (size_t)(rows * H));
         float* thr = malloc(sizeof(float) * (size_t)H);
-        int32_t* idx = malloc(sizeof(int32_t) * (size_t)(2 * H));
+        int32_t* idx = malloc(sizeof(int32_t) * (size_t)((RMAX + 2) * H));
         float* a = rho ? a_out + b0 * H : NULL;
         if (a) memcpy(a, a0 + b0 * H, sizeof(float) * (size_t)(rows * H));
         for (int64_t t = 0; t < T; ++t) {
             const int64_t off = (t * B + b0) * H, prev = ((t - 1) * B + b0) * H;
             const float* zp = t ? spikes + prev : z0 + b0 * H;
             const float* vp = t ? volts + prev : v0 + b0 * H;
-            if (wt) rows_mm(rows, zp, H, idx, active(rows, zp, H, H, idx + H, idx), wtp, H, H, rec, H);
+            if (wt) sparse_rows_mm(rows, zp, H, H, wt, wtp, H, rec, H, idx);
             for (int r = 0; r < rows; ++r) {
                 const int64_t o = off + r * H;
                 step_forward(H, cur + o, wt ? rec + r * H : NULL, zp + r * H, vp + r * H, alpha, thr0, rho, beta,
@@ -306,7 +365,7 @@ void lif_backward(int64_t T, int64_t B, int64_t H, const float* w, const float* 
         float* gan = rho ? g_a0 + b0 * H : NULL;
         float* gzp = malloc(sizeof(float) * n);
         float* gthr = malloc(sizeof(float) * (size_t)H);
-        int32_t* idx = malloc(sizeof(int32_t) * (size_t)(2 * H));
+        int32_t* idx = malloc(sizeof(int32_t) * (size_t)((RMAX + 2) * H));
         const int64_t last = ((T - 1) * B + b0) * H;
         for (size_t j = 0; j < n; ++j) {
             gvn[j] = g_vT ? g_vT[b0 * H + j] : 0.0f;
@@ -327,7 +386,7 @@ void lif_backward(int64_t T, int64_t B, int64_t H, const float* w, const float* 
                               g_volts ? g_volts + o : NULL, g_spikes && t ? g_spikes + prev + r * H : NULL,
                               alpha, rho, beta, g_alpha ? g_alpha + q : NULL, g_thr ? g_thr + q : NULL, reset, grad_reset);
             }
-            if (w) rows_mm(rows, gi, H, idx, active(rows, gi, H, H, idx + H, idx), wp, H, H, gz, H);
+            if (w) sparse_rows_mm(rows, gi, H, H, w, wp, H, gz, H, idx);
             for (size_t j = 0; j < n; ++j) gz[j] = (w ? gz[j] : 0.0f) + gzp[j];
         }
         free(gzp); free(gthr); free(idx);
@@ -335,28 +394,49 @@ void lif_backward(int64_t T, int64_t B, int64_t H, const float* w, const float* 
     free(wp);
 }
 
-/* Compressed rows of x [R,N]: rowptr [R+1] (cumulative counts) and, in csr_fill, the column and value
-   of every non-zero. csr_count returns the number of non-zeros. */
-int64_t csr_count(const float* x, int64_t rows, int64_t n, int64_t* rowptr, int threads) {
+/* Compressed rows of x [R,N] in one pass: rowptr [R+1] and the column and value of every non-zero,
+   rows in order. cols/vals have room for R*N entries (untouched beyond what is written): each thread
+   writes its rows from its own bound, then the parts are moved together. Entries are tested 8 at a
+   time (one vector compare), then only the non-zeros are visited. Returns the count. */
+int64_t csr_build(const float* x, int64_t rows, int64_t n, int64_t* rowptr, int32_t* cols, float* vals,
+                  int threads) {
+    int64_t start[threads + 1], count[threads + 1];
+    int used = 1;
     rowptr[0] = 0;
-    #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-        int64_t c = 0;
-        for (int64_t k = 0; k < n; ++k) c += x[r * n + k] != 0.0f;
-        rowptr[r + 1] = c;
+    #pragma omp parallel num_threads(threads)
+    {
+        const int id = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int64_t r0 = rows * id / nt, r1 = rows * (id + 1) / nt;
+        int64_t j = r0 * n;
+        for (int64_t r = r0; r < r1; ++r) {
+            const float* xr = x + r * n;
+            int64_t k = 0;
+            for (; k + 8 <= n; k += 8) {
+                unsigned mask = nonzero_mask(xr + k);
+                while (mask) {  /* one step per non-zero */
+                    const int q = __builtin_ctz(mask);
+                    mask &= mask - 1;
+                    cols[j] = (int32_t)(k + q);
+                    vals[j++] = xr[k + q];
+                }
+            }
+            for (; k < n; ++k)
+                if (xr[k] != 0.0f) { cols[j] = (int32_t)k; vals[j++] = xr[k]; }
+            rowptr[r + 1] = j;  /* absolute in this thread's part, rebased below */
+        }
+        start[id] = r0 * n;
+        count[id] = j - r0 * n;
+        if (id == 0) used = nt;
     }
-    for (int64_t r = 0; r < rows; ++r) rowptr[r + 1] += rowptr[r];
-    return rowptr[rows];
-}
-
-void csr_fill(const float* x, int64_t rows, int64_t n, const int64_t* rowptr, int32_t* cols, float* vals,
-              int threads) {
-    #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-        int64_t j = rowptr[r];
-        for (int64_t k = 0; k < n; ++k)
-            if (x[r * n + k] != 0.0f) { cols[j] = (int32_t)k; vals[j++] = x[r * n + k]; }
+    int64_t nnz = 0;
+    for (int t = 0; t < used; ++t) {
+        const int64_t r0 = rows * t / used, r1 = rows * (t + 1) / used, shift = start[t] - nnz;
+        memmove(cols + nnz, cols + start[t], sizeof(int32_t) * (size_t)count[t]);
+        memmove(vals + nnz, vals + start[t], sizeof(float) * (size_t)count[t]);
+        for (int64_t r = r0; r < r1; ++r) rowptr[r + 1] -= shift;
+        nnz += count[t];
     }
+    return nnz;
 }
 
 #define NB 64  /* output columns per block: a [N, NB] panel (packed, contiguous) stays in L2 */
@@ -432,8 +512,7 @@ _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SIGNATURES = {
     "lif_forward": ([_P, _I64, _I64, _I64] + [_P] * 8 + [_INT] + [_P] * 5 + [_INT], None),
     "lif_backward": ([_I64, _I64, _I64] + [_P] * 22 + [_INT, _INT, _INT], None),
-    "csr_count": ([_P, _I64, _I64, _P, _INT], _I64),
-    "csr_fill": ([_P, _I64, _I64, _P, _P, _P, _INT], None),
+    "csr_build": ([_P, _I64, _I64, _P, _P, _P, _INT], _I64),
     "csr_mm": ([_I64, _I64, _P, _P, _P, _P, _I64, _P, _P, _INT], None),
     "csr_mm_t": ([_I64, _I64, _P, _P, _P, _P, _I64, _P, _INT], None),
 }
@@ -526,10 +605,10 @@ def nonzeros(x: Tensor) -> NonZeros:
     """The non-zeros of x [R, N] (contiguous float32)."""
     rows, n = x.shape
     rowptr = torch.empty(rows + 1, dtype=torch.int64)
-    nnz = _library().csr_count(_ptr(x), rows, n, _ptr(rowptr), _threads())
-    cols, vals = torch.empty(nnz, dtype=torch.int32), torch.empty(nnz)
-    _library().csr_fill(_ptr(x), rows, n, _ptr(rowptr), _ptr(cols), _ptr(vals), _threads())
-    return NonZeros(rowptr, cols, vals, (rows, n))
+    # room for every entry: only the pages written (about nnz entries) are ever touched
+    cols, vals = torch.empty(rows * n, dtype=torch.int32), torch.empty(rows * n)
+    nnz = _library().csr_build(_ptr(x), rows, n, _ptr(rowptr), _ptr(cols), _ptr(vals), _threads())
+    return NonZeros(rowptr, cols[:nnz].clone(), vals[:nnz].clone(), (rows, n))
 
 
 def sparse_mm(x: NonZeros, wt: Tensor, bias: Tensor | None = None) -> Tensor:
