@@ -119,13 +119,20 @@ def test_event_products_equal_dense_products(hidden):
 
 
 def test_auto_uses_event_products_only_for_sparse_inputs():
+    """CPU float32: the C time loops always, the event-driven projection only for sparse input."""
     w, b = torch.randn(6, 50), torch.zeros(6)
     sparse_x = (torch.rand(20, 3, 50) < 0.05).float()
     dense_x = (torch.rand(20, 3, 50) < 0.5).float()
-    assert kernels.prepare(sparse_x, w, b, "auto")[1] is run_event
-    assert kernels.prepare(dense_x, w, b, "auto")[1] is run_fused
-    assert kernels.prepare(sparse_x, w, b, "fused")[1] is run_fused
-    assert kernels.prepare(sparse_x.double(), w.double(), b.double(), "auto")[1] is run_fused  # C loops: float32
+
+    def projection(x, backend):
+        current, kernel = kernels.prepare(x, w.to(x.dtype).requires_grad_(True), b.to(x.dtype), backend)
+        return type(current.grad_fn).__name__, kernel
+
+    assert projection(sparse_x, "auto") == ("_EventLinearBackward", run_event)
+    assert projection(dense_x, "auto")[1] is run_event and projection(dense_x, "auto")[0] != "_EventLinearBackward"
+    assert projection(dense_x, "event") == ("_EventLinearBackward", run_event)
+    assert projection(sparse_x, "fused")[1] is run_fused and projection(sparse_x, "fused")[0] != "_EventLinearBackward"
+    assert projection(sparse_x.double(), "auto")[1] is run_fused  # C loops: float32 only
 
 
 def test_learnable_surrogate_falls_back_to_reference_gradients():

@@ -34,12 +34,15 @@ def select(backend: str) -> Kernel:
 def prepare(x: Tensor, weight: Tensor, bias: Tensor, backend: str) -> tuple[Tensor, Kernel]:
     """The input current x W^T + b of all steps and the kernel to run it with.
 
-    "event" always, and "auto" when the measured density of x is at most ``sparse.EVENT_DENSITY``,
-    use the event-driven products (input projection, its weight gradient, recurrent products) if
-    the C loops can run on these tensors; otherwise the dense products and ``select(backend)``.
+    Where the C loops can run on these tensors (CPU float32, compiler present), "event" and "auto"
+    run the time loops in C (``run_event``: faster than the torch loop at every hidden size and
+    spike density measured, see docs/results/kernels.md); the input projection is event-driven for
+    "event", and for "auto" when the measured density of x is at most ``sparse.EVENT_DENSITY``.
+    Otherwise the dense projection and ``select(backend)`` (the torch loop of "fused" for "auto").
     """
     kernel = select(backend)
     if backend in ("auto", "event") and sparse.available(x, weight, bias):
         if backend == "event" or sparse.density(x) <= sparse.EVENT_DENSITY:
             return sparse.event_linear(x, weight, bias), run_event
+        return torch.nn.functional.linear(x, weight, bias), run_event
     return torch.nn.functional.linear(x, weight, bias), kernel

@@ -176,33 +176,43 @@ static void gather_row(const float* a, const int32_t* idx, int64_t nk, const flo
    each row's non-zeros (gather_row, load-bound), or as one register tile over the columns non-zero
    in some row (tile_mm on the packed bp, compute-bound, R rows share each load), whichever does less
    work for this a: the tile costs about R/2 row visits per listed column. Both sum every output from
-   zero in increasing k, so the choice never changes the result. scratch: (R + 2) * K ints. */
+   zero in increasing k, so the choice never changes the result. scratch: 3 * K ints. */
 static void sparse_rows_mm(int R, const float* a, int64_t lda, int64_t K, const float* b, const float* bp,
                            int64_t n, float* out, int64_t ldo, int32_t* scratch) {
-    int32_t* flags = scratch + R * K;
-    int32_t* uni = flags + K;
-    int64_t counts[RMAX], total = 0;
-    for (int r = 0; r < R; ++r) total += counts[r] = row_nonzeros(a + r * lda, K, scratch + r * K);
-    for (int64_t k = 0; k < K; ++k) flags[k] = 0;
-    for (int r = 0; r < R; ++r)
-        for (int64_t j = 0; j < counts[r]; ++j) flags[scratch[r * K + j]] = 1;
+    int32_t* restrict flags = scratch + K;
+    int32_t* restrict uni = flags + K;
+    int64_t total = 0;
+    for (int r = 0; r < R; ++r) {
+        const float* ar = a + r * lda;
+        int64_t k = 0;
+        for (; k + 8 <= K; k += 8) total += __builtin_popcount(nonzero_mask(ar + k));
+        for (; k < K; ++k) total += ar[k] != 0.0f;
+    }
+    for (int64_t k = 0; k < K; ++k) flags[k] = a[k] != 0.0f;
+    for (int r = 1; r < R; ++r)
+        for (int64_t k = 0; k < K; ++k) flags[k] |= a[r * lda + k] != 0.0f;
     int64_t nk = 0;
     for (int64_t k = 0; k < K; ++k) {
         uni[nk] = (int32_t)k;
         nk += flags[k];
     }
     if (2 * total < R * nk) {
-        for (int r = 0; r < R; ++r) gather_row(a + r * lda, scratch + r * K, counts[r], b, n, out + r * ldo);
+        for (int r = 0; r < R; ++r) gather_row(a + r * lda, scratch, row_nonzeros(a + r * lda, K, scratch), b, n, out + r * ldo);
     } else {
         rows_mm(R, a, lda, uni, nk, bp, K, n, out, ldo);
     }
 }
 
-/* Rows per tile: as many as fit, but at least one tile per thread when the batch allows. */
-static int tile_rows(int64_t batch, int threads) {
-    int64_t r = (batch + threads - 1) / threads;
-    return r < 1 ? 1 : r > RMAX ? RMAX : (int)r;
+/* The tiles of batch rows a thread runs: its share [B*id/nt, B*(id+1)/nt) cut into near-equal
+   tiles of at most RMAX rows, so that threads get equal work. Tile i is [tile_start(i), tile_start(i+1)). */
+typedef struct { int64_t r0, m, tiles; } share_t;
+static share_t thread_share(int64_t B) {
+    const int64_t id = omp_get_thread_num(), nt = omp_get_num_threads();
+    share_t s = {B * id / nt, B * (id + 1) / nt - B * id / nt, 0};
+    s.tiles = (s.m + RMAX - 1) / RMAX;
+    return s;
 }
+static int64_t tile_start(share_t s, int64_t i) { return s.r0 + s.m * i / s.tiles; }
 
 enum { SUBTRACT = 0, MULTIPLICATIVE = 1, MULTIPLICATIVE_ALL = 2, NONE = 3 };
 
@@ -258,31 +268,32 @@ void lif_forward(const float* cur, int64_t T, int64_t B, int64_t H, const float*
                  const float* thr0, const float* rho, const float* beta, const float* v0, const float* z0,
                  const float* a0, int reset, float* volts, float* spikes, float* thresholds,
                  float* pre_reset, float* a_out, int threads) {
-    const int R = tile_rows(B, threads);
-    const int64_t tiles = (B + R - 1) / R;
     float* wtp = wt ? pack(wt, H, H, NR) : NULL;
-    #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t tile = 0; tile < tiles; ++tile) {
-        const int64_t b0 = tile * R;
-        const int rows = (int)(B - b0 < R ? B - b0 : R);
-        float* rec = malloc(sizeof(float) * (size_t)(rows * H));
-        float* thr = malloc(sizeof(float) * (size_t)H);
-        int32_t* idx = malloc(sizeof(int32_t) * (size_t)((RMAX + 2) * H));
-        float* a = rho ? a_out + b0 * H : NULL;
-        if (a) memcpy(a, a0 + b0 * H, sizeof(float) * (size_t)(rows * H));
-        for (int64_t t = 0; t < T; ++t) {
-            const int64_t off = (t * B + b0) * H, prev = ((t - 1) * B + b0) * H;
-            const float* zp = t ? spikes + prev : z0 + b0 * H;
-            const float* vp = t ? volts + prev : v0 + b0 * H;
-            if (wt) sparse_rows_mm(rows, zp, H, H, wt, wtp, H, rec, H, idx);
-            for (int r = 0; r < rows; ++r) {
-                const int64_t o = off + r * H;
-                step_forward(H, cur + o, wt ? rec + r * H : NULL, zp + r * H, vp + r * H, alpha, thr0, rho, beta,
-                             a ? a + r * H : NULL, reset, volts + o, spikes + o,
-                             thresholds ? thresholds + o : thr, pre_reset ? pre_reset + o : NULL);
+    #pragma omp parallel num_threads(threads)
+    {
+        const share_t share = thread_share(B);
+        for (int64_t tile = 0; tile < share.tiles; ++tile) {
+            const int64_t b0 = tile_start(share, tile);
+            const int rows = (int)(tile_start(share, tile + 1) - b0);
+            float* rec = malloc(sizeof(float) * (size_t)(rows * H));
+            float* thr = malloc(sizeof(float) * (size_t)H);
+            int32_t* idx = malloc(sizeof(int32_t) * (size_t)(3 * H));
+            float* a = rho ? a_out + b0 * H : NULL;
+            if (a) memcpy(a, a0 + b0 * H, sizeof(float) * (size_t)(rows * H));
+            for (int64_t t = 0; t < T; ++t) {
+                const int64_t off = (t * B + b0) * H, prev = ((t - 1) * B + b0) * H;
+                const float* zp = t ? spikes + prev : z0 + b0 * H;
+                const float* vp = t ? volts + prev : v0 + b0 * H;
+                if (wt) sparse_rows_mm(rows, zp, H, H, wt, wtp, H, rec, H, idx);
+                for (int r = 0; r < rows; ++r) {
+                    const int64_t o = off + r * H;
+                    step_forward(H, cur + o, wt ? rec + r * H : NULL, zp + r * H, vp + r * H, alpha, thr0, rho, beta,
+                                 a ? a + r * H : NULL, reset, volts + o, spikes + o,
+                                 thresholds ? thresholds + o : thr, pre_reset ? pre_reset + o : NULL);
+                }
             }
+            free(rec); free(thr); free(idx);
         }
-        free(rec); free(thr); free(idx);
     }
     free(wtp);
 }
@@ -352,44 +363,45 @@ void lif_backward(int64_t T, int64_t B, int64_t H, const float* w, const float* 
                   const float* g_spikes, const float* g_volts, const float* g_vT, const float* g_zT,
                   const float* g_aT, float* work, float* g_alpha, float* g_thr, float* g_v0, float* g_z0,
                   float* g_a0, int reset, int grad_reset, int threads) {
-    const int R = tile_rows(B, threads);
-    const int64_t tiles = (B + R - 1) / R;
     float* wp = w ? pack(w, H, H, NR) : NULL;
-    #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t tile = 0; tile < tiles; ++tile) {
-        const int64_t b0 = tile * R;
-        const int rows = (int)(B - b0 < R ? B - b0 : R);
-        const size_t n = (size_t)(rows * H);
-        float* gz = g_z0 + b0 * H;   /* gradient of z_t, then of z_{t-1} */
-        float* gvn = g_v0 + b0 * H;  /* gradient of v_t through step t + 1 */
-        float* gan = rho ? g_a0 + b0 * H : NULL;
-        float* gzp = malloc(sizeof(float) * n);
-        float* gthr = malloc(sizeof(float) * (size_t)H);
-        int32_t* idx = malloc(sizeof(int32_t) * (size_t)((RMAX + 2) * H));
-        const int64_t last = ((T - 1) * B + b0) * H;
-        for (size_t j = 0; j < n; ++j) {
-            gvn[j] = g_vT ? g_vT[b0 * H + j] : 0.0f;
-            gz[j] = (g_zT ? g_zT[b0 * H + j] : 0.0f) + (g_spikes ? g_spikes[last + j] : 0.0f);
-            if (gan) gan[j] = g_aT ? g_aT[b0 * H + j] : 0.0f;
-            if (g_alpha) g_alpha[b0 * H + j] = 0.0f;
-            if (g_thr) g_thr[b0 * H + j] = 0.0f;
-        }
-        for (int64_t t = T - 1; t >= 0; --t) {
-            const int64_t off = (t * B + b0) * H, prev = ((t - 1) * B + b0) * H;
-            const float* zp = t ? spikes + prev : z0 + b0 * H;
-            const float* vp = t ? volts + prev : v0 + b0 * H;
-            float* gi = work + off;
-            for (int r = 0; r < rows; ++r) {
-                const int64_t o = off + r * H, q = b0 * H + r * H;
-                step_backward(H, gi + r * H, gz + r * H, gvn + r * H, gan ? gan + r * H : NULL, gzp + r * H, gthr,
-                              zp + r * H, vp + r * H, thresholds ? thresholds + o : thr0, pre_reset ? pre_reset + o : NULL,
-                              g_volts ? g_volts + o : NULL, g_spikes && t ? g_spikes + prev + r * H : NULL,
-                              alpha, rho, beta, g_alpha ? g_alpha + q : NULL, g_thr ? g_thr + q : NULL, reset, grad_reset);
+    #pragma omp parallel num_threads(threads)
+    {
+        const share_t share = thread_share(B);
+        for (int64_t tile = 0; tile < share.tiles; ++tile) {
+            const int64_t b0 = tile_start(share, tile);
+            const int rows = (int)(tile_start(share, tile + 1) - b0);
+            const size_t n = (size_t)(rows * H);
+            float* gz = g_z0 + b0 * H;   /* gradient of z_t, then of z_{t-1} */
+            float* gvn = g_v0 + b0 * H;  /* gradient of v_t through step t + 1 */
+            float* gan = rho ? g_a0 + b0 * H : NULL;
+            float* gzp = malloc(sizeof(float) * n);
+            float* gthr = malloc(sizeof(float) * (size_t)H);
+            int32_t* idx = malloc(sizeof(int32_t) * (size_t)(3 * H));
+            const int64_t last = ((T - 1) * B + b0) * H;
+            for (size_t j = 0; j < n; ++j) {
+                gvn[j] = g_vT ? g_vT[b0 * H + j] : 0.0f;
+                gz[j] = (g_zT ? g_zT[b0 * H + j] : 0.0f) + (g_spikes ? g_spikes[last + j] : 0.0f);
+                if (gan) gan[j] = g_aT ? g_aT[b0 * H + j] : 0.0f;
+                if (g_alpha) g_alpha[b0 * H + j] = 0.0f;
+                if (g_thr) g_thr[b0 * H + j] = 0.0f;
             }
-            if (w) sparse_rows_mm(rows, gi, H, H, w, wp, H, gz, H, idx);
-            for (size_t j = 0; j < n; ++j) gz[j] = (w ? gz[j] : 0.0f) + gzp[j];
+            for (int64_t t = T - 1; t >= 0; --t) {
+                const int64_t off = (t * B + b0) * H, prev = ((t - 1) * B + b0) * H;
+                const float* zp = t ? spikes + prev : z0 + b0 * H;
+                const float* vp = t ? volts + prev : v0 + b0 * H;
+                float* gi = work + off;
+                for (int r = 0; r < rows; ++r) {
+                    const int64_t o = off + r * H, q = b0 * H + r * H;
+                    step_backward(H, gi + r * H, gz + r * H, gvn + r * H, gan ? gan + r * H : NULL, gzp + r * H, gthr,
+                                  zp + r * H, vp + r * H, thresholds ? thresholds + o : thr0, pre_reset ? pre_reset + o : NULL,
+                                  g_volts ? g_volts + o : NULL, g_spikes && t ? g_spikes + prev + r * H : NULL,
+                                  alpha, rho, beta, g_alpha ? g_alpha + q : NULL, g_thr ? g_thr + q : NULL, reset, grad_reset);
+                }
+                if (w) sparse_rows_mm(rows, gi, H, H, w, wp, H, gz, H, idx);
+                for (size_t j = 0; j < n; ++j) gz[j] = (w ? gz[j] : 0.0f) + gzp[j];
+            }
+            free(gzp); free(gthr); free(idx);
         }
-        free(gzp); free(gthr); free(idx);
     }
     free(wp);
 }
