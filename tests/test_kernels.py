@@ -104,6 +104,14 @@ def test_event_driven_equals_reference(reset, cls, detach):
     _compare(_layer(cls, True, reset, detach, "fast-sigmoid"), torch.float32, 1e-5, backend="event", binary=True)
 
 
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("cls,reset", [(ALIF, "subtract"), (LIF, "multiplicative_all")])
+def test_event_loops_with_every_surrogate_shape(shape, cls, reset):
+    """The C backward evaluates the rational shapes (``sparse.SURROGATE_CODES``) itself; the others
+    come from torch. Per-step ALIF thresholds and the pre-reset voltages enter both."""
+    _compare(_layer(cls, True, reset, False, shape), torch.float32, 1e-5, backend="event", binary=True)
+
+
 @pytest.mark.parametrize("hidden", [7, 150])  # below one column block; two blocks and a tail
 def test_event_products_equal_dense_products(hidden):
     g = torch.Generator().manual_seed(5)
@@ -119,7 +127,7 @@ def test_event_products_equal_dense_products(hidden):
 
 
 def test_auto_uses_event_products_only_for_sparse_inputs():
-    """CPU float32: the C time loops always, the event-driven projection only for sparse input."""
+    """CPU float32: event-driven projection and C time loops for sparse input, dense ones otherwise."""
     w, b = torch.randn(6, 50), torch.zeros(6)
     sparse_x = (torch.rand(20, 3, 50) < 0.05).float()
     dense_x = (torch.rand(20, 3, 50) < 0.5).float()
@@ -129,7 +137,7 @@ def test_auto_uses_event_products_only_for_sparse_inputs():
         return type(current.grad_fn).__name__, kernel
 
     assert projection(sparse_x, "auto") == ("_EventLinearBackward", run_event)
-    assert projection(dense_x, "auto")[1] is run_event and projection(dense_x, "auto")[0] != "_EventLinearBackward"
+    assert projection(dense_x, "auto")[1] is run_fused and projection(dense_x, "auto")[0] != "_EventLinearBackward"
     assert projection(dense_x, "event") == ("_EventLinearBackward", run_event)
     assert projection(sparse_x, "fused")[1] is run_fused and projection(sparse_x, "fused")[0] != "_EventLinearBackward"
     assert projection(sparse_x.double(), "auto")[1] is run_fused  # C loops: float32 only

@@ -34,15 +34,15 @@ def select(backend: str) -> Kernel:
 def prepare(x: Tensor, weight: Tensor, bias: Tensor, backend: str) -> tuple[Tensor, Kernel]:
     """The input current x W^T + b of all steps and the kernel to run it with.
 
-    Where the C loops can run on these tensors (CPU float32, compiler present), "event" and "auto"
-    run the time loops in C (``run_event``: faster than the torch loop at every hidden size and
-    spike density measured, see docs/results/kernels.md); the input projection is event-driven for
-    "event", and for "auto" when the measured density of x is at most ``sparse.EVENT_DENSITY``.
-    Otherwise the dense projection and ``select(backend)`` (the torch loop of "fused" for "auto").
+    "event" always, and "auto" when the measured density of x is at most ``sparse.EVENT_DENSITY``,
+    use the event-driven path if the C loops can run on these tensors (CPU float32, compiler
+    present): event-driven input projection and ``run_event`` (both time loops in C). Otherwise the
+    dense projection and ``select(backend)``. (The C loops also beat the torch loop for dense input,
+    docs/results/kernels.md; ``kernels.checkpoint.segment_backend`` mirrors this rule, so both would
+    change together.)
     """
     kernel = select(backend)
     if backend in ("auto", "event") and sparse.available(x, weight, bias):
         if backend == "event" or sparse.density(x) <= sparse.EVENT_DENSITY:
             return sparse.event_linear(x, weight, bias), run_event
-        return torch.nn.functional.linear(x, weight, bias), run_event
     return torch.nn.functional.linear(x, weight, bias), kernel

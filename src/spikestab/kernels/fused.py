@@ -217,13 +217,16 @@ class _NativeSequence(torch.autograd.Function):
     def backward(ctx, g_spikes, g_volts, g_v_final, g_z_final, g_a_final):  # type: ignore[override]
         volts, spikes, thresholds, pre_reset, weight_hh, alpha, threshold, v0, z0 = ctx.saved_tensors
         cfg: _Config = ctx.cfg
-        work = _surrogate_gradient(cfg.spike_fn, volts, thresholds, threshold)
+        sg = cfg.spike_fn
+        in_c = sg.shape in sparse.SURROGATE_CODES and sg.dampening.numel() == 1 and sg.sharpness.numel() == 1
+        surrogate = (sg.shape, float(sg.dampening), float(sg.sharpness)) if in_c else None
+        work = torch.empty_like(volts) if in_c else _surrogate_gradient(sg, volts, thresholds, threshold)
         grads = {k: None if g is None else g.contiguous() for k, g in
                  (("spikes", g_spikes), ("volts", g_volts), ("v", g_v_final), ("z", g_z_final), ("a", g_a_final))}
         want_alpha, want_thr = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
         out = sparse.sequence_backward(work, weight_hh, alpha, threshold, cfg.rho, cfg.beta_adapt, volts, spikes,
                                        thresholds, pre_reset, v0, z0, grads, cfg.reset, not cfg.detach_reset,
-                                       want_alpha, want_thr)
+                                       want_alpha, want_thr, surrogate)
         g_w = _recurrent_weight_grad(work, spikes, z0, event=True) if weight_hh is not None and ctx.needs_input_grad[1] else None
         return (work, g_w, out["alpha"].sum(0) if want_alpha else None, out["thr"].sum(0) if want_thr else None,
                 out["v0"] if ctx.needs_input_grad[4] else None, out["z0"] if ctx.needs_input_grad[5] else None,

@@ -43,6 +43,7 @@ _SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include <omp.h>
 #if defined(__AVX__)
 #include <immintrin.h>
@@ -215,6 +216,29 @@ static share_t thread_share(int64_t B) {
 static int64_t tile_start(share_t s, int64_t i) { return s.r0 + s.m * i / s.tiles; }
 
 enum { SUBTRACT = 0, MULTIPLICATIVE = 1, MULTIPLICATIVE_ALL = 2, NONE = 3 };
+enum { SG_GIVEN = -1, SG_FAST_SIGMOID = 0, SG_TRIANGULAR = 1, SG_RECTANGULAR = 2 };
+
+/* sg[k] = damp * f(sharp * (v[k] - thr[k])) for the rational shapes of spikestab.surrogate (the others
+   are evaluated in torch beforehand: SG_GIVEN). */
+static void surrogate(int64_t H, int shape, float damp, float sharp, const float* restrict v,
+                      const float* restrict thr, float* restrict sg) {
+    switch (shape) {
+        case SG_FAST_SIGMOID:
+            for (int64_t k = 0; k < H; ++k) {
+                const float d = 1.0f + 2.0f * fabsf(sharp * (v[k] - thr[k]));
+                sg[k] = damp * (1.0f / (d * d));
+            }
+            break;
+        case SG_TRIANGULAR:
+            for (int64_t k = 0; k < H; ++k) sg[k] = damp * fmaxf(1.0f - fabsf(sharp * (v[k] - thr[k])), 0.0f);
+            break;
+        case SG_RECTANGULAR:
+            for (int64_t k = 0; k < H; ++k) sg[k] = damp * (2.0f * fabsf(sharp * (v[k] - thr[k])) < 1.0f ? 1.0f : 0.0f);
+            break;
+        default:
+            break;
+    }
+}
 
 /* One step of one batch row (H neurons): rec = W_hh z_{t-1} (NULL: feed-forward), a/thr only for
    ALIF (thr receives the threshold A_t), pre_reset may be NULL. Simple passes over the row that the
@@ -353,7 +377,8 @@ static void step_backward(int64_t H, float* restrict gi, const float* restrict g
 }
 
 /* The whole backward time loop (the reverse of lif_forward, see fused.py for the equations).
-   work [T,B,H] holds the surrogate gradient at entry and the gradient of the input current at exit.
+   work [T,B,H] receives the gradient of the input current; at entry it holds the surrogate gradient
+   when sg_shape is SG_GIVEN, else the surrogate gradient is evaluated here, row by row.
    The adjoint product gi_t W_hh visits only the columns where some row of the tile has gi != 0.
    Optional (NULL) inputs: w, rho/beta (LIF), thresholds, pre_reset, g_spikes, g_volts, g_vT, g_zT,
    g_aT; optional outputs: g_alpha, g_thr, g_a0 ([B,H] each). */
@@ -362,7 +387,8 @@ void lif_backward(int64_t T, int64_t B, int64_t H, const float* w, const float* 
                   const float* thresholds, const float* pre_reset, const float* v0, const float* z0,
                   const float* g_spikes, const float* g_volts, const float* g_vT, const float* g_zT,
                   const float* g_aT, float* work, float* g_alpha, float* g_thr, float* g_v0, float* g_z0,
-                  float* g_a0, int reset, int grad_reset, int threads) {
+                  float* g_a0, int reset, int grad_reset, int sg_shape, float sg_damp, float sg_sharp,
+                  int threads) {
     float* wp = w ? pack(w, H, H, NR) : NULL;
     #pragma omp parallel num_threads(threads)
     {
@@ -392,6 +418,7 @@ void lif_backward(int64_t T, int64_t B, int64_t H, const float* w, const float* 
                 float* gi = work + off;
                 for (int r = 0; r < rows; ++r) {
                     const int64_t o = off + r * H, q = b0 * H + r * H;
+                    surrogate(H, sg_shape, sg_damp, sg_sharp, volts + o, thresholds ? thresholds + o : thr0, gi + r * H);
                     step_backward(H, gi + r * H, gz + r * H, gvn + r * H, gan ? gan + r * H : NULL, gzp + r * H, gthr,
                                   zp + r * H, vp + r * H, thresholds ? thresholds + o : thr0, pre_reset ? pre_reset + o : NULL,
                                   g_volts ? g_volts + o : NULL, g_spikes && t ? g_spikes + prev + r * H : NULL,
@@ -523,7 +550,7 @@ _tried = False
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SIGNATURES = {
     "lif_forward": ([_P, _I64, _I64, _I64] + [_P] * 8 + [_INT] + [_P] * 5 + [_INT], None),
-    "lif_backward": ([_I64, _I64, _I64] + [_P] * 22 + [_INT, _INT, _INT], None),
+    "lif_backward": ([_I64, _I64, _I64] + [_P] * 22 + [_INT, _INT, _INT, ctypes.c_float, ctypes.c_float, _INT], None),
     "csr_build": ([_P, _I64, _I64, _P, _P, _P, _INT], _I64),
     "csr_mm": ([_I64, _I64, _P, _P, _P, _P, _I64, _P, _P, _INT], None),
     "csr_mm_t": ([_I64, _I64, _P, _P, _P, _P, _I64, _P, _INT], None),
@@ -641,6 +668,8 @@ def sparse_mm_t(x: NonZeros, g: Tensor) -> Tensor:
 
 
 RESET_CODES = {"subtract": 0, "multiplicative": 1, "multiplicative_all": 2, "none": 3}
+# surrogate-gradient shapes the C backward evaluates itself (the same formulas as spikestab.surrogate)
+SURROGATE_CODES = {"fast-sigmoid": 0, "triangular": 1, "rectangular": 2}
 
 
 def sequence_forward(current: Tensor, wt: Tensor | None, alpha: Tensor, threshold: Tensor, rho: Tensor | None,
@@ -666,9 +695,11 @@ def sequence_forward(current: Tensor, wt: Tensor | None, alpha: Tensor, threshol
 def sequence_backward(work: Tensor, w: Tensor | None, alpha: Tensor, threshold: Tensor, rho: Tensor | None,
                       beta: Tensor | None, volts: Tensor, spikes: Tensor, thresholds: Tensor | None,
                       pre_reset: Tensor | None, v0: Tensor, z0: Tensor, grads: dict[str, Tensor | None],
-                      reset: str, grad_reset: bool, want_alpha: bool, want_thr: bool) -> dict[str, Tensor | None]:
-    """The backward time loop in one C call. ``work`` [T, B, H] holds the surrogate gradient and is
-    overwritten with the gradient of the input current; w = W_hh [H, H] or None; ``grads`` holds the
+                      reset: str, grad_reset: bool, want_alpha: bool, want_thr: bool,
+                      surrogate: tuple[str, float, float] | None) -> dict[str, Tensor | None]:
+    """The backward time loop in one C call. ``work`` [T, B, H] receives the gradient of the input
+    current; it holds the surrogate gradient at entry unless ``surrogate`` = (shape, dampening,
+    sharpness) names one of ``SURROGATE_CODES``, evaluated in C; w = W_hh [H, H] or None; ``grads`` holds the
     incoming gradients "spikes", "volts" [T, B, H] and "v", "z", "a" [B, H] (None where absent).
     Returns the gradients of v0, z0, a0 (ALIF) and, per batch row, of alpha and the threshold [B, H]
     (when wanted). All tensors contiguous float32."""
@@ -679,7 +710,8 @@ def sequence_backward(work: Tensor, w: Tensor | None, alpha: Tensor, threshold: 
         steps, batch, hidden, _ptr(w), _ptr(alpha), _ptr(threshold), _ptr(rho), _ptr(beta), _ptr(volts), _ptr(spikes),
         _ptr(thresholds), _ptr(pre_reset), _ptr(v0), _ptr(z0), _ptr(grads["spikes"]), _ptr(grads["volts"]),
         _ptr(grads["v"]), _ptr(grads["z"]), _ptr(grads["a"]), _ptr(work), _ptr(out["alpha"]), _ptr(out["thr"]),
-        _ptr(out["v0"]), _ptr(out["z0"]), _ptr(out["a0"]), RESET_CODES[reset], int(grad_reset), _threads())
+        _ptr(out["v0"]), _ptr(out["z0"]), _ptr(out["a0"]), RESET_CODES[reset], int(grad_reset),
+        SURROGATE_CODES[surrogate[0]] if surrogate else -1, *(surrogate[1:] if surrogate else (0.0, 0.0)), _threads())
     return out
 
 
