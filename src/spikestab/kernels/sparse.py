@@ -230,7 +230,10 @@ static void surrogate(int64_t H, int shape, float damp, float sharp, const float
             }
             break;
         case SG_TRIANGULAR:
-            for (int64_t k = 0; k < H; ++k) sg[k] = damp * fmaxf(1.0f - fabsf(sharp * (v[k] - thr[k])), 0.0f);
+            for (int64_t k = 0; k < H; ++k) {
+                const float f = 1.0f - fabsf(sharp * (v[k] - thr[k]));
+                sg[k] = damp * (f > 0.0f ? f : 0.0f);
+            }
             break;
         case SG_RECTANGULAR:
             for (int64_t k = 0; k < H; ++k) sg[k] = damp * (2.0f * fabsf(sharp * (v[k] - thr[k])) < 1.0f ? 1.0f : 0.0f);
@@ -578,6 +581,7 @@ def _build() -> ctypes.CDLL | None:
     # machine's build to another kind of CPU. -ffp-contract=off: no fused multiply-adds beyond the
     # explicit ones, so the forward rounds like the torch loop.
     flags = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
+    libs = ["-lm"]
     tag = hashlib.sha256((_SOURCE + cc + " ".join(flags) + platform.machine() + _cpu_model()).encode()).hexdigest()[:16]
     path = os.path.join(cache, f"spikes_{tag}.so")
     if not os.path.exists(path):
@@ -586,7 +590,7 @@ def _build() -> ctypes.CDLL | None:
             with open(src, "w") as f:
                 f.write(_SOURCE)
             out = os.path.join(tmp, "spikes.so")
-            if subprocess.run([cc, *flags, src, "-o", out], capture_output=True).returncode != 0:
+            if subprocess.run([cc, *flags, src, "-o", out, *libs], capture_output=True).returncode != 0:
                 return None
             os.replace(out, path)  # atomic: concurrent builders never see a partial library
     lib = ctypes.CDLL(path)
