@@ -75,7 +75,7 @@ def _recurrent_weight_grad(g_current: Tensor, spikes: Tensor, z0: Tensor, event:
     if spikes.shape[0] == 1:
         return g_w
     prev, g = spikes[:-1].reshape(-1, h), g_current[1:].reshape(-1, h)
-    if event and sparse.density(prev) <= sparse.EVENT_DENSITY:
+    if event and sparse.density(prev) <= sparse.HIDDEN_EVENT_DENSITY:
         return g_w.add_(sparse.sparse_mm_t(sparse.nonzeros(prev), g).t())
     return torch.addmm(g_w, g.t(), prev)
 

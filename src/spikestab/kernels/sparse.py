@@ -35,9 +35,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-# Below this fraction of non-zero inputs the event-driven products beat the dense ones (measured in
-# benchmarks/bench_layers.py: at 5% they take about a quarter of the dense time, at 30% about as long).
+# Below this fraction of non-zero inputs the event-driven input projection (index, product and weight
+# gradient) beats the dense one: [8000, 700] x [700, 256], 1 thread, CPU ms event / dense: 2%: 32 / 85,
+# 5%: 43 / 84, 10%: 76 / 124, 15%: 88 / 81, 20%: 114 / 82 (docs/results/kernels.md, "Event-driven
+# path, v2").
 EVENT_DENSITY = 0.15
+# The same for the recurrent weight gradient from the hidden spikes ([8000, 256] x [8000, 256]): event
+# / dense 4.7 / 14.5 ms at 2%, 7.2 / 14.6 at 5%, 14.7 / 14.3 at 10%, 23.1 / 14.9 at 30%.
+HIDDEN_EVENT_DENSITY = 0.1
 
 _SOURCE = r"""
 #include <stdint.h>
