@@ -35,14 +35,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-# Below this fraction of non-zero inputs the event-driven input projection (index, product and weight
-# gradient) beats the dense one: [8000, 700] x [700, 256], 1 thread, CPU ms event / dense: 2%: 32 / 85,
-# 5%: 43 / 84, 10%: 76 / 124, 15%: 88 / 81, 20%: 114 / 82 (docs/results/kernels.md, "Event-driven
-# path, v2").
+# Below this fraction of non-zero inputs the event-driven input projection beats the dense one.
+# Measured for [8000, 700] x [700, 256] on 1 thread, CPU ms of (index + product) + (index + weight
+# gradient), event vs dense: 2%: 16 vs 83, 5%: 26 vs 79, 10%: 53 vs 96, 15%: 76 vs 81, 20%: 117 vs 96
+# (docs/results/kernels.md, "Event-driven path, v2").
 EVENT_DENSITY = 0.15
-# The same for the recurrent weight gradient from the hidden spikes ([8000, 256] x [8000, 256]): event
-# / dense 4.7 / 14.5 ms at 2%, 7.2 / 14.6 at 5%, 14.7 / 14.3 at 10%, 23.1 / 14.9 at 30%.
-HIDDEN_EVENT_DENSITY = 0.1
+# The same for the recurrent weight gradient from the hidden spikes ([8000, 256]^T x [8000, 256]),
+# event vs dense CPU ms: 5%: 6.9 vs 14.2, 10%: 7.2 vs 14.0, 20%: 12.4 vs 14.4, 30%: 17.2 vs 17.0,
+# 50%: 28.6 vs 14.0.
+HIDDEN_EVENT_DENSITY = 0.2
 
 _SOURCE = r"""
 #include <stdint.h>
