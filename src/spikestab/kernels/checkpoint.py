@@ -6,16 +6,17 @@ under ``torch.utils.checkpoint`` (non-reentrant): its forward keeps, for backwar
 segment's input state (v, z, a), [B, H] each, and the layer input x, which the caller holds
 anyway; the input current x W^T + b is not kept either. Backward walks the segments from last to
 first, recomputing each one (input projection plus kernel, with grad) and back-propagating the
-gradients of its spikes and of its final state through it. Segments of k ~ sqrt(T) steps keep about
-3 T/k + (during backward) a few k entries of [B, H] instead of T: at T=250, k=16, about 1/10 of
-the fused kernel's voltages, for one extra forward pass.
+gradients of its spikes and of its final state through it. Segments of k ~ sqrt(T) steps keep
+2-3 T/k (LIF-ALIF) + (during backward, for one segment) a few k entries of [B, H] instead of T or
+more: at T=250, k=16, under 1/10 of what the reference loop keeps, for one extra forward pass (the
+first call also imports ``torch._dynamo``, which ``torch.utils.checkpoint`` needs: seconds, once).
 
 The kernel and projection are chosen once for the whole x, as the non-checkpointed layer chooses
 them, and reused for every segment and its recomputation, so the recomputation reproduces the
 forward bit for bit (same kernels, same shapes) and the spikes equal the non-checkpointed layer's.
 One caveat: a dense projection of a segment is a matrix product with fewer rows than that of the
-whole sequence, and a BLAS may round a row differently depending on the number of rows (MKL here:
-products of fewer than 12 rows); the input current can then differ in the last bit, which changes a
+whole sequence, and a BLAS may round a row differently depending on the number of rows and of
+threads (MKL here: mostly products of fewer than 12 rows); the input current can then differ in the last bit, which changes a
 spike only if a voltage lies within that bit of its threshold. Event-driven projections (sparse x)
 compute each row alone and are always identical.
 """
