@@ -67,15 +67,16 @@ def _surrogate_gradient(spike_fn: SurrogateGradient, volts: Tensor, thresholds: 
     return work
 
 
-def _recurrent_weight_grad(g_current: Tensor, spikes: Tensor, z0: Tensor, event: bool) -> Tensor:
-    """dL/dW_hh = sum_t gI_t^T z_{t-1} as one product over all steps; with ``event`` and sparse spikes,
-    from the spikes' non-zeros only (kernels.sparse)."""
+def _recurrent_weight_grad(g_current: Tensor, spikes: Tensor, z0: Tensor, density: float | None) -> Tensor:
+    """dL/dW_hh = sum_t gI_t^T z_{t-1} as one product over all steps; from the spikes' non-zeros only
+    (kernels.sparse) when the CPU float32 caller gives their ``density`` (steps 0..T-2) and it is at
+    most ``sparse.HIDDEN_EVENT_DENSITY``."""
     h = spikes.shape[-1]
     g_w = g_current[0].t() @ z0.to(g_current.dtype)
     if spikes.shape[0] == 1:
         return g_w
     prev, g = spikes[:-1].reshape(-1, h), g_current[1:].reshape(-1, h)
-    if event and sparse.density(prev) <= sparse.HIDDEN_EVENT_DENSITY:
+    if density is not None and density <= sparse.HIDDEN_EVENT_DENSITY:
         return g_w.add_(sparse.sparse_mm_t(sparse.nonzeros(prev), g).t())
     return torch.addmm(g_w, g.t(), prev)
 
@@ -189,7 +190,7 @@ class _FusedSequence(torch.autograd.Function):
             else:
                 parts = [p for p in (base, gzp) if p is not None]
                 gz = zeros if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1]
-        g_w = _recurrent_weight_grad(work, spikes, z0, event=False) if weight_hh is not None and ctx.needs_input_grad[1] else None
+        g_w = _recurrent_weight_grad(work, spikes, z0, None) if weight_hh is not None and ctx.needs_input_grad[1] else None
         g_alpha_out = _sum_to(g_alpha, alpha) if want_alpha else None
         g_thr_out = _sum_to(g_thr, threshold) if want_thr else None
         g_v0 = gv_next if ctx.needs_input_grad[4] else None
@@ -207,7 +208,7 @@ class _NativeSequence(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         wt = weight_hh.t().contiguous() if weight_hh is not None else None
         keep_pre_reset = cfg.reset == "multiplicative_all" and not cfg.detach_reset
-        volts, spikes, thresholds, pre_reset, a_last = sparse.sequence_forward(
+        volts, spikes, thresholds, pre_reset, a_last, ctx.density = sparse.sequence_forward(
             current, wt, alpha, threshold, cfg.rho, cfg.beta_adapt, v0, z0, a0, cfg.reset, keep_pre_reset)
         ctx.cfg = cfg
         ctx.save_for_backward(volts, spikes, thresholds, pre_reset, weight_hh, alpha, threshold, v0, z0)
@@ -227,7 +228,7 @@ class _NativeSequence(torch.autograd.Function):
         out = sparse.sequence_backward(work, weight_hh, alpha, threshold, cfg.rho, cfg.beta_adapt, volts, spikes,
                                        thresholds, pre_reset, v0, z0, grads, cfg.reset, not cfg.detach_reset,
                                        want_alpha, want_thr, surrogate)
-        g_w = _recurrent_weight_grad(work, spikes, z0, event=True) if weight_hh is not None and ctx.needs_input_grad[1] else None
+        g_w = _recurrent_weight_grad(work, spikes, z0, ctx.density) if weight_hh is not None and ctx.needs_input_grad[1] else None
         return (work, g_w, out["alpha"].sum(0) if want_alpha else None, out["thr"].sum(0) if want_thr else None,
                 out["v0"] if ctx.needs_input_grad[4] else None, out["z0"] if ctx.needs_input_grad[5] else None,
                 out["a0"] if ctx.needs_input_grad[6] else None, None)

@@ -260,9 +260,9 @@ static void surrogate(int64_t H, int shape, float damp, float sharp, const float
 }
 
 /* One step of one batch row (H neurons): rec = W_hh z_{t-1} (NULL: feed-forward), a/thr only for
-   ALIF (thr receives the threshold A_t), pre_reset may be NULL. Simple passes over the row that the
+   ALIF (thr receives the threshold A_t), pre_reset may be NULL. Returns the number of spikes. Simple passes over the row that the
    compiler vectorises; each performs the torch loop's operations in its order. */
-static void step_forward(int64_t H, const float* restrict cur, float* restrict rec, const float* restrict z,
+static int64_t step_forward(int64_t H, const float* restrict cur, float* restrict rec, const float* restrict z,
                          const float* restrict vp, const float* restrict alpha, const float* restrict thr0,
                          const float* restrict rho, const float* restrict beta, float* restrict a, int reset,
                          float* restrict v, float* restrict s, float* restrict thr, float* restrict pre) {
@@ -299,21 +299,28 @@ static void step_forward(int64_t H, const float* restrict cur, float* restrict r
         default:
             for (int64_t k = 0; k < H; ++k) v[k] = alpha[k] * vp[k] + i[k];
     }
-    for (int64_t k = 0; k < H; ++k) s[k] = v[k] > th[k] ? 1.0f : 0.0f;
+    int64_t n = 0;
+    for (int64_t k = 0; k < H; ++k) {
+        s[k] = v[k] > th[k] ? 1.0f : 0.0f;
+        n += v[k] > th[k];
+    }
+    return n;
 }
 
 /* The whole forward time loop of a LIF/ALIF layer (equations in neurons/functional.py, same
    floating-point operations in the same order as the torch loop). Batch rows are independent, so
    each thread runs whole sequences of its row tiles: no synchronisation between steps.
    cur [T,B,H]; wt = W_hh^T [H,H] or NULL; rho/beta NULL for LIF; thresholds/pre_reset/a_out may
-   be NULL. Recurrent input: only the columns of W_hh whose neuron spiked in some row of the tile. */
-void lif_forward(const float* cur, int64_t T, int64_t B, int64_t H, const float* wt, const float* alpha,
+   be NULL. Returns the number of spikes before the last step (for the recurrent weight gradient). */
+int64_t lif_forward(const float* cur, int64_t T, int64_t B, int64_t H, const float* wt, const float* alpha,
                  const float* thr0, const float* rho, const float* beta, const float* v0, const float* z0,
                  const float* a0, int reset, float* volts, float* spikes, float* thresholds,
                  float* pre_reset, float* a_out, int threads) {
     float* wtp = wt ? pack(wt, H, H, NR) : NULL;
+    int64_t spikes_before_last = 0;
     #pragma omp parallel num_threads(threads)
     {
+        int64_t count = 0;
         const share_t share = thread_share(B);
         for (int64_t tile = 0; tile < share.tiles; ++tile) {
             const int64_t b0 = tile_start(share, tile);
@@ -337,15 +344,19 @@ void lif_forward(const float* cur, int64_t T, int64_t B, int64_t H, const float*
                 if (wt) sparse_rows_mm(rows, zp, H, H, wt, wtp, H, rec, H, idx);
                 for (int r = 0; r < rows; ++r) {
                     const int64_t o = off + r * H;
-                    step_forward(H, cur + o, wt ? rec + r * H : NULL, zp + r * H, vp + r * H, alpha, thr0, rho, beta,
+                    const int64_t n = step_forward(H, cur + o, wt ? rec + r * H : NULL, zp + r * H, vp + r * H, alpha, thr0, rho, beta,
                                  a ? a + r * H : NULL, reset, volts + o, spikes + o,
                                  thresholds ? thresholds + o : thr, pre_reset ? pre_reset + o : NULL);
+                    if (t + 1 < T) count += n;
                 }
             }
             free(rec); free(thr); free(idx);
         }
+        #pragma omp atomic
+        spikes_before_last += count;
     }
     free(wtp);
+    return spikes_before_last;
 }
 
 /* One reverse step of one batch row (H neurons). At entry gi holds the surrogate gradient, gz the
@@ -586,7 +597,7 @@ _tried = False
 
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SIGNATURES = {
-    "lif_forward": ([_P, _I64, _I64, _I64] + [_P] * 8 + [_INT] + [_P] * 5 + [_INT], None),
+    "lif_forward": ([_P, _I64, _I64, _I64] + [_P] * 8 + [_INT] + [_P] * 5 + [_INT], _I64),
     "lif_backward": ([_I64, _I64, _I64] + [_P] * 22 + [_INT, _INT, _INT, ctypes.c_float, ctypes.c_float, _INT], None),
     "csr_build": ([_P, _I64, _I64, _P, _P, _P, _INT], _I64),
     "csr_mm": ([_I64, _I64, _P, _P, _P, _P, _I64, _P, _P, _INT], None),
@@ -712,22 +723,22 @@ SURROGATE_CODES = {"fast-sigmoid": 0, "triangular": 1, "rectangular": 2}
 
 def sequence_forward(current: Tensor, wt: Tensor | None, alpha: Tensor, threshold: Tensor, rho: Tensor | None,
                      beta: Tensor | None, v0: Tensor, z0: Tensor, a0: Tensor | None, reset: str,
-                     keep_pre_reset: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
+                     keep_pre_reset: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None, float]:
     """The forward time loop in one C call. current [T, B, H]; wt = W_hh^T [H, H] or None; per-neuron
     parameters [H]; state [B, H] (all contiguous float32). Returns voltages and spikes [T, B, H], the
-    adaptive thresholds [T, B, H] (ALIF), the pre-reset voltages (``keep_pre_reset``) and the final
-    adaptation [B, H] (ALIF)."""
+    adaptive thresholds [T, B, H] (ALIF), the pre-reset voltages (``keep_pre_reset``), the final
+    adaptation [B, H] (ALIF) and the spike density of steps 0..T-2 (counted on the way)."""
     steps, batch, hidden = current.shape
     volts, spikes = torch.empty_like(current), torch.empty_like(current)
     adaptive = rho is not None
     thresholds = torch.empty_like(current) if adaptive else None
     pre_reset = torch.empty_like(current) if keep_pre_reset else None
     a_out = torch.empty_like(v0) if adaptive else None
-    _library().lif_forward(
+    count = _library().lif_forward(
         _ptr(current), steps, batch, hidden, _ptr(wt), _ptr(alpha), _ptr(threshold), _ptr(rho), _ptr(beta),
         _ptr(v0), _ptr(z0), _ptr(a0), RESET_CODES[reset], _ptr(volts), _ptr(spikes), _ptr(thresholds),
         _ptr(pre_reset), _ptr(a_out), _threads())
-    return volts, spikes, thresholds, pre_reset, a_out
+    return volts, spikes, thresholds, pre_reset, a_out, count / max((steps - 1) * batch * hidden, 1)
 
 
 def sequence_backward(work: Tensor, w: Tensor | None, alpha: Tensor, threshold: Tensor, rho: Tensor | None,
