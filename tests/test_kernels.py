@@ -126,6 +126,17 @@ def test_event_products_equal_dense_products(hidden):
     torch.testing.assert_close(sparse.sparse_mm_t(nz, grad), x.t() @ grad)
 
 
+def test_index_in_row_chunks_equals_one_pass(monkeypatch):
+    g = torch.Generator().manual_seed(6)
+    x = (torch.rand(50, 30, generator=g) < 0.2).float() * torch.randn(50, 30, generator=g)
+    whole = sparse.nonzeros(x)
+    monkeypatch.setattr(sparse, "_INDEX_CHUNK", 70)  # 2 rows per chunk: 25 C calls
+    chunked = sparse.nonzeros(x)
+    for a, b in zip(whole[:3], chunked[:3]):
+        assert torch.equal(a, b)
+    assert sparse.nonzeros(torch.zeros(0, 30)).rowptr.tolist() == [0]
+
+
 def test_auto_uses_event_products_only_for_sparse_inputs():
     """CPU float32: event-driven projection and C time loops for sparse input, dense ones otherwise."""
     w, b = torch.randn(6, 50), torch.zeros(6)

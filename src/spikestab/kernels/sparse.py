@@ -689,14 +689,28 @@ class NonZeros(NamedTuple):
     shape: tuple[int, int]
 
 
+_INDEX_CHUNK = 1 << 22  # entries of x indexed per C call: bounds the scratch to 32 MiB
+
+
 def nonzeros(x: Tensor) -> NonZeros:
-    """The non-zeros of x [R, N] (contiguous float32)."""
+    """The non-zeros of x [R, N] (contiguous float32), indexed in chunks of rows."""
     rows, n = x.shape
-    rowptr = torch.empty(rows + 1, dtype=torch.int64)
-    # room for every entry: only the pages written (about nnz entries) are ever touched
-    cols, vals = torch.empty(rows * n, dtype=torch.int32), torch.empty(rows * n)
-    nnz = _library().csr_build(_ptr(x), rows, n, _ptr(rowptr), _ptr(cols), _ptr(vals), _threads())
-    return NonZeros(rowptr, cols[:nnz].clone(), vals[:nnz].clone(), (rows, n))
+    step = max(1, _INDEX_CHUNK // max(n, 1))
+    rowptr = torch.zeros(rows + 1, dtype=torch.int64)
+    # room for every entry of a chunk: only the pages written (about nnz entries) are touched
+    cols_buf, vals_buf = torch.empty(min(rows, step) * n, dtype=torch.int32), torch.empty(min(rows, step) * n)
+    cols, vals, base = [], [], 0
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        ptr = rowptr[r0 : r1 + 1]
+        nnz = _library().csr_build(_ptr(x[r0:r1]), r1 - r0, n, _ptr(ptr), _ptr(cols_buf), _ptr(vals_buf), _threads())
+        ptr += base  # the C call counts from zero
+        cols.append(cols_buf[:nnz].clone())
+        vals.append(vals_buf[:nnz].clone())
+        base += nnz
+    if not cols:
+        return NonZeros(rowptr, torch.empty(0, dtype=torch.int32), torch.empty(0), (rows, n))
+    return NonZeros(rowptr, torch.cat(cols), torch.cat(vals), (rows, n))
 
 
 def sparse_mm(x: NonZeros, wt: Tensor, bias: Tensor | None = None) -> Tensor:
