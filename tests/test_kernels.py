@@ -279,6 +279,7 @@ def test_event_loops_without_any_spike():
 
 def test_event_falls_back_to_the_torch_loop_for_float64_and_parameter_shapes():
     layer, x, state, weights = _wide_case(LIF, "multiplicative", False, 3, 8)
-    _compare_runs(layer.double(), x.double(), NeuronState(*(s.double() for s in state[:2])), [w.double() for w in weights], "event", 1e-12)
+    state64 = NeuronState(*(s.double() for s in state[:2]))
+    _compare_runs(layer.double(), x.double(), state64, [w.double() for w in weights], "event", 1e-12)
     assert fused._native_args(torch.zeros(4, 3, 40, dtype=torch.float64), None, layer.double().dynamics(),
                               NeuronState(torch.zeros(3, 40), torch.zeros(3, 40))) is None

@@ -8,16 +8,18 @@ entries. The C source below does that from a compressed-row index of the non-zer
 It also runs the whole forward and backward time loops of a LIF/ALIF layer in one call each
 (``sequence_forward`` / ``sequence_backward``, used by ``kernels.fused.run_event``): batch rows are
 independent, so each thread runs whole sequences of a tile of rows without any per-step
-synchronisation or Python dispatch; the recurrent products (forward z W^T, backward gi W) are
-register-blocked tile products over only the columns that are non-zero in some row of the tile. The
-forward performs the torch loop's floating-point operations in the same order (compiled with
-``-ffp-contract=off``; sums over spikes from zero in column order, then the input current added), so
-its spikes equal the reference's.
+synchronisation or Python dispatch. The recurrent products (forward z W_hh^T, backward gI W_hh) visit
+only non-zero columns: per-row gathers of weight rows when few are active, a 6 x 16 register tile
+(at the FMA peak) otherwise, chosen per tile and step. The forward performs the torch loop's
+floating-point operations in the same order (compiled with ``-ffp-contract=off``; sums over spikes
+from zero in column order, then the input current added), so its spikes equal the reference's. The
+backward evaluates the rational surrogate-gradient shapes itself (``SURROGATE_CODES``).
 
-Compiled with the system C compiler on first use (no torch headers; about a second), cached by source
-hash and CPU model under ``$SPIKESTAB_CACHE`` (default ``~/.cache/spikestab``) and called through
-ctypes on the tensors' memory, OpenMP over ``torch.get_num_threads()`` threads. Without a compiler, or
-for non-CPU / non-float32 tensors, callers use the torch code instead (``available()`` tells which).
+Compiled with the system C compiler on first use (no torch headers; about two seconds), cached by
+source hash, flags and CPU model under ``$SPIKESTAB_CACHE`` (default ``~/.cache/spikestab``) and called
+through ctypes on the tensors' memory, OpenMP over ``torch.get_num_threads()`` threads (the OpenMP
+runtime torch loaded). Without a compiler, or for non-CPU / non-float32 tensors, callers use the torch
+code instead (``available()`` tells which).
 """
 
 from __future__ import annotations
@@ -183,7 +185,8 @@ static void gather_row(const float* a, const int32_t* idx, int64_t nk, const flo
    each row's non-zeros (gather_row, load-bound), or as one register tile over the columns non-zero
    in some row (tile_mm on the packed bp, compute-bound, R rows share each load), whichever does less
    work for this a: the tile costs about R/2 row visits per listed column. Both sum every output from
-   zero in increasing k, so the choice never changes the result. scratch: 3 * K ints. */
+   zero in increasing k, so for spikes (entries 0 or 1) the choice never changes the result.
+   scratch: 3 * K ints. */
 static void sparse_rows_mm(int R, const float* a, int64_t lda, int64_t K, const float* b, const float* bp,
                            int64_t n, float* out, int64_t ldo, int32_t* scratch) {
     int32_t* restrict flags = scratch + K;
