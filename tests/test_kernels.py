@@ -126,6 +126,13 @@ def test_event_products_equal_dense_products(hidden):
     torch.testing.assert_close(sparse.sparse_mm_t(nz, grad), x.t() @ grad)
 
 
+def test_density_estimate_on_a_row_sample():
+    g = torch.Generator().manual_seed(8)
+    x = (torch.rand(4000, 300, generator=g) < 0.07).float()
+    assert abs(sparse.density(x) - 0.07) < 0.01
+    assert sparse.density(torch.ones(5)) == 1.0 and sparse.density(torch.tensor(0.0)) == 0.0
+
+
 def test_index_in_row_chunks_equals_one_pass(monkeypatch):
     g = torch.Generator().manual_seed(6)
     x = (torch.rand(50, 30, generator=g) < 0.2).float() * torch.randn(50, 30, generator=g)

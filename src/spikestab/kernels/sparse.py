@@ -213,16 +213,6 @@ static void sparse_rows_mm(int R, const float* a, int64_t lda, int64_t K, const 
     }
 }
 
-/* Start loading n floats at p into cache (for writing when write != 0): each step's rows are a few
-   KiB at a 32 KiB stride from the previous step's, a pattern the hardware prefetchers pick up late. */
-static inline void prefetch(const float* p, int64_t n, int write) {
-    if (!p) return;
-    for (int64_t i = 0; i < n; i += 16) {
-        if (write) __builtin_prefetch(p + i, 1, 3);
-        else __builtin_prefetch(p + i, 0, 3);
-    }
-}
-
 /* The tiles of batch rows a thread runs: its share [B*id/nt, B*(id+1)/nt) cut into near-equal
    tiles of at most RMAX rows, so that threads get equal work. Tile i is [tile_start(i), tile_start(i+1)). */
 typedef struct { int64_t r0, m, tiles; } share_t;
@@ -337,13 +327,6 @@ int64_t lif_forward(const float* cur, int64_t T, int64_t B, int64_t H, const flo
                 const int64_t off = (t * B + b0) * H, prev = ((t - 1) * B + b0) * H;
                 const float* zp = t ? spikes + prev : z0 + b0 * H;
                 const float* vp = t ? volts + prev : v0 + b0 * H;
-                if (t + 1 < T) {  /* the next step's rows load while this one computes */
-                    const int64_t nxt = ((t + 1) * B + b0) * H, m = rows * H;
-                    prefetch(cur + nxt, m, 0);
-                    prefetch(volts + nxt, m, 1);
-                    prefetch(spikes + nxt, m, 1);
-                    prefetch(thresholds ? thresholds + nxt : NULL, m, 1);
-                }
                 if (wt) sparse_rows_mm(rows, zp, H, H, wt, wtp, H, rec, H, idx);
                 for (int r = 0; r < rows; ++r) {
                     const int64_t o = off + r * H;
@@ -463,17 +446,6 @@ void lif_backward(int64_t T, int64_t B, int64_t H, const float* w, const float* 
                                   zp + r * H, vp + r * H, thresholds ? thresholds + o : thr0, pre_reset ? pre_reset + o : NULL,
                                   g_volts ? g_volts + o : NULL, g_spikes && t ? g_spikes + prev + r * H : NULL,
                                   alpha, rho, beta, g_alpha ? g_alpha + q : NULL, g_thr ? g_thr + q : NULL, reset, grad_reset);
-                }
-                if (t > 0) {  /* the previous step's rows load during the adjoint product */
-                    const int64_t m = (int64_t)n, p2 = ((t - 2) * B + b0) * H;
-                    prefetch(volts + prev, m, 0);
-                    prefetch(thresholds ? thresholds + prev : NULL, m, 0);
-                    prefetch(work + prev, m, 1);
-                    prefetch(g_volts ? g_volts + prev : NULL, m, 0);
-                    prefetch(pre_reset ? pre_reset + prev : NULL, m, 0);
-                    prefetch(t > 1 ? spikes + p2 : NULL, m, 0);
-                    prefetch(t > 1 ? volts + p2 : NULL, m, 0);
-                    prefetch(t > 1 && g_spikes ? g_spikes + p2 : NULL, m, 0);
                 }
                 if (w) sparse_rows_mm(rows, gi, H, H, w, wp, H, gz, H, idx);
                 for (size_t j = 0; j < n; ++j) gz[j] = (w ? gz[j] : 0.0f) + gzp[j];
@@ -670,7 +642,7 @@ def density(x: Tensor) -> float:
     """Fraction of non-zero entries, estimated on evenly spaced rows (last dimension kept whole: a
     contiguous read) holding about 65k entries."""
     rows = x.reshape(-1, x.shape[-1]) if x.dim() > 0 else x.reshape(1, 1)
-    sample = rows[:: max(1, rows.numel() // 65536 // max(rows.shape[1], 1))]
+    sample = rows[:: max(1, rows.shape[0] // max(1, 65536 // max(rows.shape[1], 1)))]
     return sample.count_nonzero().item() / max(sample.numel(), 1)
 
 
