@@ -104,6 +104,14 @@ def test_event_driven_equals_reference(reset, cls, detach):
     _compare(_layer(cls, True, reset, detach, "fast-sigmoid"), torch.float32, 1e-5, backend="event", binary=True)
 
 
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("cls", [LIF, ALIF])
+@pytest.mark.parametrize("detach", [True, False])
+def test_event_driven_feed_forward_equals_reference(reset, cls, detach):
+    """Feed-forward layers: the C loops without a recurrent product."""
+    _compare(_layer(cls, False, reset, detach, "fast-sigmoid"), torch.float32, 1e-5, backend="event", binary=True)
+
+
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 @pytest.mark.parametrize("cls,reset", [(ALIF, "subtract"), (LIF, "multiplicative_all")])
 def test_event_loops_with_every_surrogate_shape(shape, cls, reset):
