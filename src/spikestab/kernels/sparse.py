@@ -15,7 +15,7 @@ floating-point operations in the same order (compiled with ``-ffp-contract=off``
 from zero in column order, then the input current added), so its spikes equal the reference's. The
 backward evaluates the rational surrogate-gradient shapes itself (``SURROGATE_CODES``).
 
-Compiled with the system C compiler on first use (no torch headers; about two seconds), cached by
+Compiled with the system C compiler on first use (no torch headers; about 3 s of CPU), cached by
 source hash, flags and CPU model under ``$SPIKESTAB_CACHE`` (default ``~/.cache/spikestab``) and called
 through ctypes on the tensors' memory, OpenMP over ``torch.get_num_threads()`` threads (the OpenMP
 runtime torch loaded). Without a compiler, or for non-CPU / non-float32 tensors, callers use the torch
