@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from spikestab import kernels
+from spikestab.kernels import checkpoint as checkpoint_module
 from spikestab.kernels import sparse
-from spikestab.kernels.checkpoint import segment_backend, segment_steps
+from spikestab.kernels.checkpoint import segment_steps
 from spikestab.models import SNNClassifier, SNNConfig
 from spikestab.neurons.functional import NeuronState
 from spikestab.neurons.layers import ALIF, LIF
@@ -125,18 +126,25 @@ def test_bad_checkpoint_raises(bad):
 
 
 @pytest.mark.parametrize("backend", ["auto", "event", "fused", "reference"])
-def test_segment_backend_follows_prepare_on_the_whole_input(backend):
-    """Every segment gets the kernel ``prepare`` picks for the whole x, also when a segment's own
-    density would pick another one (here: the first half is dense, the second silent)."""
-    w, b = torch.randn(6, 50), torch.zeros(6)
-    g = torch.Generator().manual_seed(2)
-    for density in (0.05, 0.5):
-        x = (torch.rand(20, 3, 50, generator=g) < density).float()
-        name = segment_backend(x, w, b, backend)
-        assert kernels.prepare(x[:4], w, b, name)[1] is kernels.prepare(x, w, b, backend)[1]
-    mixed = torch.cat([torch.ones(10, 3, 50), torch.zeros(30, 3, 50)])  # 25% overall: dense
-    if backend == "auto":
-        assert kernels.prepare(mixed[20:], w, b, segment_backend(mixed, w, b, backend))[1] is kernels.prepare(mixed, w, b, backend)[1]
+def test_segments_project_as_the_whole_input(backend, monkeypatch):
+    """Every segment (and its recomputation) computes the projection the way the non-checkpointed
+    layer does for the whole x, also when a segment's own density would choose the other way (here:
+    dense first steps, then silence: 25% overall, so "auto" projects densely)."""
+    mixed = torch.cat([torch.ones(10, 3, 50), torch.zeros(30, 3, 50)])
+    layer = LIF(50, 6, backend=backend, checkpoint=10)
+    whole = kernels.sparse_projection(mixed, layer.weight_ih, layer.bias, backend)
+    if backend == "auto" and sparse.available(mixed):
+        assert kernels.sparse_projection(mixed[20:], layer.weight_ih, layer.bias, backend) != whole
+    seen = []
+
+    def spy(x, weight, bias, be, sparse_x=None):
+        seen.append(sparse_x)
+        return kernels.prepare(x, weight, bias, be, sparse_x)
+
+    monkeypatch.setattr(checkpoint_module, "prepare", spy)
+    z, _ = layer(mixed.requires_grad_(True))
+    z.sum().backward()
+    assert len(seen) == 8 and set(seen) == {whole}  # 4 segments, each run once more in backward
 
 
 def test_no_grad_and_batch_first_give_the_same_spikes():

@@ -19,7 +19,10 @@ from .reference import run_reference
 Kernel = Callable[[Tensor, "Tensor | None", Dynamics, NeuronState, bool], "tuple[Tensor, Tensor | None, NeuronState]"]
 
 BACKENDS: dict[str, Kernel] = {"reference": run_reference, "fused": run_fused, "event": run_event}
-AUTO_ORDER: list[str] = ["fused", "reference"]
+# "event" first: both time loops in C wherever they can run (CPU float32, C compiler), the torch loop
+# of "fused" elsewhere (run_event falls back by itself); faster than the torch loop for sparse and dense
+# spikes alike (docs/results/kernels.md, "Event-driven path, v2")
+AUTO_ORDER: list[str] = ["event", "fused", "reference"]
 
 
 def select(backend: str) -> Kernel:
@@ -31,18 +34,26 @@ def select(backend: str) -> Kernel:
     return BACKENDS[backend]
 
 
-def prepare(x: Tensor, weight: Tensor, bias: Tensor, backend: str) -> tuple[Tensor, Kernel]:
-    """The input current x W^T + b of all steps and the kernel to run it with.
+def sparse_projection(x: Tensor, weight: Tensor, bias: Tensor, backend: str) -> bool:
+    """Whether ``prepare`` computes x W^T + b from the non-zeros of x: always for "event", for "auto"
+    when the measured density of x is at most ``sparse.EVENT_DENSITY``; only where the C loops can
+    run on these tensors."""
+    if backend not in ("auto", "event") or not sparse.available(x, weight, bias):
+        return False
+    return backend == "event" or sparse.density(x) <= sparse.EVENT_DENSITY
 
-    "event" always, and "auto" when the measured density of x is at most ``sparse.EVENT_DENSITY``,
-    use the event-driven path if the C loops can run on these tensors (CPU float32, compiler
-    present): event-driven input projection and ``run_event`` (both time loops in C). Otherwise the
-    dense projection and ``select(backend)``. (The C loops also beat the torch loop for dense input,
-    docs/results/kernels.md; ``kernels.checkpoint.segment_backend`` mirrors this rule, so both would
-    change together.)
+
+def prepare(x: Tensor, weight: Tensor, bias: Tensor, backend: str,
+            sparse_x: bool | None = None) -> tuple[Tensor, Kernel]:
+    """The input current x W^T + b of all steps and the kernel to run it with (``select(backend)``).
+
+    The projection is event-driven when ``sparse_x`` is true, dense when false, and chosen by
+    :func:`sparse_projection` when None (callers that run one sequence in pieces decide once for
+    the whole sequence and pass the answer, so that every piece computes the same way).
     """
     kernel = select(backend)
-    if backend in ("auto", "event") and sparse.available(x, weight, bias):
-        if backend == "event" or sparse.density(x) <= sparse.EVENT_DENSITY:
-            return sparse.event_linear(x, weight, bias), run_event
+    if sparse_x is None:
+        sparse_x = sparse_projection(x, weight, bias, backend)
+    if sparse_x:
+        return sparse.event_linear(x, weight, bias), kernel
     return torch.nn.functional.linear(x, weight, bias), kernel

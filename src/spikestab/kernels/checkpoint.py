@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from ..neurons.functional import Dynamics, NeuronState
-from . import BACKENDS, prepare, select, sparse
+from . import prepare, sparse_projection
 
 
 def check_checkpoint(value: bool | int) -> bool | int:
@@ -50,25 +50,10 @@ def segment_steps(value: bool | int, steps: int) -> int:
     return max(1, math.ceil(math.sqrt(steps))) if value is True else int(value)
 
 
-def segment_backend(x: Tensor, weight: Tensor, bias: Tensor, backend: str) -> str:
-    """The backend with which ``kernels.prepare`` picks, on every segment of ``x``, the projection
-    and kernel it picks for the whole ``x``.
-
-    ``prepare`` uses the event-driven products when the density of its input is low; one segment's
-    density can differ from the whole sequence's, so the test is made here once, on all of x, as
-    the non-checkpointed layer makes it, and every segment (and its recomputation) gets the result.
-    """
-    if backend in ("auto", "event") and sparse.available(x, weight, bias):
-        if backend == "event" or sparse.density(x) <= sparse.EVENT_DENSITY:
-            return "event"
-    kernel = select(backend)
-    return next(name for name, k in BACKENDS.items() if k is kernel)
-
-
 def _segment(weight_ih: Tensor, bias: Tensor, weight_hh: Tensor | None, dyn: Dynamics, backend: str,
-             return_voltage: bool, x: Tensor, v: Tensor, z: Tensor, a: Tensor | None):
+             sparse_x: bool, return_voltage: bool, x: Tensor, v: Tensor, z: Tensor, a: Tensor | None):
     """One segment: input projection and kernel from the state (v, z, a)."""
-    current, kernel = prepare(x, weight_ih, bias, backend)
+    current, kernel = prepare(x, weight_ih, bias, backend, sparse_x)
     spikes, volts, state = kernel(current, weight_hh, dyn, NeuronState(v, z, a), return_voltage)
     return spikes, volts, state.v, state.z, state.a
 
@@ -88,8 +73,10 @@ def run_checkpointed(
     ``kernel(prepare(x, ...))`` (spikes, voltages or None, final state); backward recomputes each
     segment instead of keeping its activations."""
     k = segment_steps(check_checkpoint(checkpoint), x.shape[0])
-    fn = partial(_segment, weight_ih, bias, weight_hh, dyn, segment_backend(x, weight_ih, bias, backend),
-                 return_voltage)
+    # the projection is chosen on the whole x, as the non-checkpointed layer chooses it (one segment's
+    # density may differ), and every segment and its recomputation compute it that way
+    sparse_x = sparse_projection(x, weight_ih, bias, backend)
+    fn = partial(_segment, weight_ih, bias, weight_hh, dyn, backend, sparse_x, return_voltage)
     if torch.is_grad_enabled():  # without grad nothing is kept, so there is nothing to recompute
         fn = partial(_checkpoint, fn, use_reentrant=False, preserve_rng_state=False)
     spikes, volts = [], []
