@@ -43,6 +43,7 @@ def test_config_file_and_flag_override(tmp_path):
     (["--task", "shd", "--data-dir", "/nonexistent/shd"], "put shd_train.h5 and shd_test.h5"),
     (["--task", "randman", "--task-option", "colour=3"], "unknown option"),
     (["--config", "/nonexistent.json"], "does not exist"),
+    (["--task", "randman", "--time-checkpoint", "-2"], "time_checkpoint must be an integer >= 0"),
 ])
 def test_train_cli_errors(tmp_path, capsys, args, message):
     assert main(["train", *args, "--out", str(tmp_path / "run")]) == 2
@@ -59,3 +60,14 @@ def test_resume_with_other_config_is_refused_before_writing(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(out), "--no-figures", "--epochs", "1"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert before == {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+
+def test_time_checkpoint_trains_like_the_plain_layers(tmp_path):
+    """--time-checkpoint K gives every spiking layer checkpointed segments of K steps; training follows
+    the plain run (same forward, gradients equal up to summation order)."""
+    plain, ckpt = tmp_path / "plain", tmp_path / "ckpt"
+    assert main(["train", *TINY, "--epochs", "1", "--no-figures", "--out", str(plain)]) == 0
+    assert main(["train", *TINY, "--epochs", "1", "--no-figures", "--time-checkpoint", "7", "--out", str(ckpt)]) == 0
+    a, b = (json.loads((run / "results.json").read_text()) for run in (plain, ckpt))
+    assert b["config"]["time_checkpoint"] == 7
+    assert abs(a["test"]["loss"] - b["test"]["loss"]) < 1e-3

@@ -39,6 +39,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--time-repeat", "time_repeat", int, "repeat every input frame k times"),
     ("--input-dropout", "input_dropout", float, "drop input spikes (training only)"),
     ("--backend", "backend", str, "layer kernel backend (auto picks the fastest)"),
+    ("--time-checkpoint", "time_checkpoint", int,
+     "recompute the spiking layers in segments of K steps during backward (0: off; less memory, ~1.7x time)"),
     ("--out", "out", str, "run folder (checkpoints, metrics, results, figures)"),
     ("--checkpoint-every", "checkpoint_every", int, "checkpoint every N steps (and every epoch)"),
     ("--eval-every", "eval_every", int, "also evaluate on val every N steps (default: once per epoch)"),

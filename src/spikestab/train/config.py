@@ -88,6 +88,7 @@ class TrainConfig:
     seed: int = 0
     data_seed: int = 0
     backend: str = "auto"
+    time_checkpoint: int = 0  # > 0: spiking layers recompute segments of this many steps in backward
     out: str = "runs/train"
     checkpoint_every: int = 50
     eval_every: int | None = None
@@ -134,6 +135,8 @@ class TrainConfig:
             raise ValueError(f"tail must be a finite q > 1, got {self.tail!r}")
         if self.eval_every is not None and (not isinstance(self.eval_every, int) or self.eval_every < 1):
             raise ValueError(f"eval_every must be None (once per epoch) or an integer >= 1, got {self.eval_every!r}")
+        if not isinstance(self.time_checkpoint, int) or isinstance(self.time_checkpoint, bool) or self.time_checkpoint < 0:
+            raise ValueError(f"time_checkpoint must be an integer >= 0 (0: off), got {self.time_checkpoint!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be None (torch's default) or an integer >= 1, got {self.threads!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:

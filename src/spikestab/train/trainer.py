@@ -50,7 +50,7 @@ def build_model(cfg: TrainConfig, task) -> nn.Module:
     common = dict(
         hidden_sizes=cfg.layers, net=cfg.net, dropout=cfg.dropout, recurrent=cfg.recurrent, tau=cfg.tau,
         threshold=cfg.threshold, reset=cfg.reset, surrogate=cfg.sg, dampening=cfg.dampening,
-        sharpness=cfg.sharpness, tail=cfg.tail, backend=cfg.backend,
+        sharpness=cfg.sharpness, tail=cfg.tail, backend=cfg.backend, checkpoint=cfg.time_checkpoint or False,
     )
     if task.kind == "language":
         return SNNLanguageModel(SNNConfig(input_size=cfg.layers[-1], output_size=task.output_size, **common))
