@@ -59,12 +59,31 @@ def _task_option(text: str) -> tuple[str, object]:
         return key, value
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a spiking network on a task",
-                       description="Train a stacked LIF/ALIF network; writes checkpoints, metrics.jsonl, "
-                                   "results.json and figures under --out.")
+# config fields with no value flag: the store_true / store_false switches below
+SWITCHES = {"paper_weight_decay": bool, "recurrent": bool, "progress": bool}
+
+
+def option_types() -> dict[str, type]:
+    """TrainConfig field -> the type its ``spikestab train`` flag parses (``task_options`` excluded)."""
+    return {**{dest: typ for _, dest, typ, _ in _FLAGS}, **SWITCHES}
+
+
+def flag_dest(name: str) -> str | None:
+    """The config field of a flag or field name (``--init-rate``, ``init-rate``, ``init_rate``), or None."""
+    text = name.lstrip("-")
+    for flag, dest, _, _ in _FLAGS:
+        if text in (flag[2:], dest):
+            return dest
+    text = text.replace("-", "_")
+    return text if text in SWITCHES else None
+
+
+def add_config_options(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """Every ``spikestab train`` config flag (all defaulting to "not given"), ``--task-option`` and
+    ``--config``; ``exclude`` names config fields whose flag the caller defines itself (e.g. ``out``)."""
     for flag, dest, typ, help_ in _FLAGS:
-        p.add_argument(flag, dest=dest, type=typ, default=argparse.SUPPRESS, help=help_)
+        if dest not in exclude:
+            p.add_argument(flag, dest=dest, type=typ, default=argparse.SUPPRESS, help=help_)
     p.add_argument("--task-option", dest="task_option", type=_task_option, action="append", default=[],
                    metavar="KEY=VALUE", help="extra load_task option (repeatable), e.g. source=digits")
     p.add_argument("--paper-weight-decay", dest="paper_weight_decay", action="store_true", default=argparse.SUPPRESS,
@@ -73,20 +92,33 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="feed-forward spiking layers")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS)
     p.add_argument("--config", dest="config_file", default=None, help="JSON file of config fields")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a spiking network on a task",
+                       description="Train a stacked LIF/ALIF network; writes checkpoints, metrics.jsonl, "
+                                   "results.json and figures under --out.")
+    add_config_options(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
     p.set_defaults(func=_cmd)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The JSON config (if any) overridden by the flags given on the command line."""
+def config_dict_from_args(args: argparse.Namespace, exclude: tuple[str, ...] = ()) -> dict:
+    """The JSON config (if any) overridden by the flags given on the command line, as a plain dict of
+    TrainConfig fields (not yet validated); ``exclude`` drops fields the caller owns."""
     base = TrainConfig.from_json(args.config_file).to_dict() if args.config_file else {}
-    names = {f.name for f in fields(TrainConfig)}
+    names = {f.name for f in fields(TrainConfig)} - set(exclude)
     given = {k: v for k, v in vars(args).items() if k in names}
     base.update(given)
     if args.task_option:
         base["task_options"] = {**base.get("task_options", {}), **dict(args.task_option)}
-    return TrainConfig.from_dict(base)
+    return {k: v for k, v in base.items() if k not in exclude}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The JSON config (if any) overridden by the flags given on the command line."""
+    return TrainConfig.from_dict(config_dict_from_args(args))
 
 
 def _cmd(args: argparse.Namespace) -> int:
