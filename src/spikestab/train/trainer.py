@@ -26,6 +26,7 @@ from .metrics import MetricsLog
 from .progress import Progress
 
 StepHook = Callable[["Trainer", int], None]
+EpochHook = Callable[["Trainer", dict], None]
 
 
 def _detach_states(states: list[NeuronState] | None) -> list[NeuronState] | None:
@@ -72,14 +73,17 @@ class Trainer:
     """Train one configuration on one task, writing everything under ``cfg.out``.
 
     ``task`` defaults to ``load_config_task(cfg)``; ``on_step(trainer, global_step)`` is called after
-    every optimisation step (and after any checkpoint of that step), e.g. to interrupt a run in tests.
+    every optimisation step (and after any checkpoint of that step), e.g. to interrupt a run in tests;
+    ``on_epoch(trainer, record)`` after every epoch's checkpoint with that epoch's metrics record (a
+    sweep reports the objective to its pruner there; an exception it raises stops the run, checkpoint kept).
     """
 
     def __init__(self, cfg: TrainConfig, task=None, on_step: StepHook | None = None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, on_epoch: EpochHook | None = None) -> None:
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.on_step = on_step
+        self.on_epoch = on_epoch
         self.log = log
         if cfg.threads is not None:
             # tiny per-step ops: on a shared CPU one thread is often many times faster than two
@@ -412,6 +416,8 @@ class Trainer:
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         self._acc = self._new_accumulator()
         atomic_torch_save(self._state(metrics), self.out / "checkpoint.pt")
+        if self.on_epoch is not None:
+            self.on_epoch(self, rec)
 
     def _finish(self, metrics: MetricsLog, stopped: bool = False, already: bool = False) -> dict:
         """Test the best-val weights; write results.json; keep the last weights in the model."""
