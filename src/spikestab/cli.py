@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "spikestab.stability.cli",
     "spikestab.train.cli",
     "spikestab.data.make_shd",
+    "spikestab.sweep.cli",
 ]
 
 

@@ -1,0 +1,255 @@
+"""``spikestab sweep-report``: every setting of a sweep (mean ± std over seeds), the best one, and the
+objective against each swept option, as JSON, Markdown and PNG under ``DIR/report/``.
+
+``seed``, when swept, is the replicate axis: a setting is the other swept values, its trials the seeds.
+Each grid point counts once: its first COMPLETE trial (a trial failed because its worker died, then
+rerun, counts as the rerun). The value of a trial is the validation metric of its run's best-val
+epoch (``results.json`` ``val.accuracy``, or ``val.perplexity`` for language tasks).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from ..train.checkpoint import atomic_write_json, atomic_write_text
+from ..train.metrics import _clean
+from . import space as sp
+from .storage import DB_NAME, default_url, masked, open_storage
+from .study import SPEC_ATTR, SWEEP_JSON
+
+REPLICATE = "seed"
+
+
+def _params(t: optuna.trial.FrozenTrial) -> dict:
+    return t.system_attrs.get("fixed_params") or t.params
+
+
+def _stat_text(mean: float | None, std: float | None, n: int) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "") + f" (n={n})"
+
+
+def collect(study: optuna.Study) -> dict:
+    """The sweep's settings, best setting and trial counts, from the study alone (no files read)."""
+    spec = study.user_attrs.get(SPEC_ATTR)
+    if spec is None:
+        raise ValueError(f"study {study.study_name!r} was not made by spikestab sweep")
+    grid, names = spec.get("grid"), list(spec.get("grid") or spec.get("space") or {})
+    replicate = REPLICATE if grid and REPLICATE in names else None
+    axes = [n for n in names if n != replicate]
+    points: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    unsampled = {"waiting": 0, "running": 0}
+    for t in study.get_trials(deepcopy=False):
+        params = _params(t)
+        if not params:  # a search slot not yet started
+            unsampled["waiting" if t.state == TrialState.WAITING else "running"] += t.state in (
+                TrialState.WAITING, TrialState.RUNNING)
+            continue
+        points.setdefault(sp.params_key(params), []).append(t)
+    counts = {"points": spec["trials"], "complete": 0, "pruned": 0, "failed": 0, **unsampled, "retried": 0,
+              "duplicates": 0}
+    settings: dict[str, dict] = {}
+    for members in points.values():
+        members.sort(key=lambda t: t.number)
+        params = _params(members[0])
+        done = [t for t in members if t.state == TrialState.COMPLETE]
+        states = {t.state for t in members}
+        outcome = ("complete" if done else "running" if TrialState.RUNNING in states else
+                   "waiting" if TrialState.WAITING in states else "pruned" if TrialState.PRUNED in states else "failed")
+        counts[outcome] += 1
+        counts["duplicates"] += max(len(done) - 1, 0)
+        counts["retried"] += sum(1 for t in members if t.state == TrialState.FAIL) if outcome != "failed" else 0
+        key = sp.params_key({n: params.get(n) for n in axes})
+        s = settings.setdefault(key, {"params": {n: params.get(n) for n in axes}, "trials": [], "pruned": 0,
+                                      "failed": 0, "pending": 0})
+        if done:
+            t = done[0]
+            s["trials"].append({"trial": t.number, "seed": params.get(replicate) if replicate else None,
+                                "value": t.value, "run_dir": t.user_attrs.get("run_dir"),
+                                **{k: v for k, v in t.user_attrs.items() if k.startswith("test_")},
+                                "resumed_from_step": t.user_attrs.get("resumed_from_step", 0)})
+        else:
+            s["pruned" if outcome == "pruned" else "failed" if outcome == "failed" else "pending"] += 1
+    ordered = list(settings.values())
+    if grid:
+        order = {sp.params_key(p): i for i, p in enumerate(sp.grid_points({n: grid[n] for n in axes}))}
+        ordered.sort(key=lambda s: order.get(sp.params_key(s["params"]), len(order)))
+    else:
+        ordered.sort(key=lambda s: min([t["trial"] for t in s["trials"]] or [10 ** 9]))
+    for s in ordered:
+        values = [t["value"] for t in s["trials"]]
+        s["n"] = len(values)
+        s["mean"] = statistics.fmean(values) if values else None
+        s["std"] = statistics.stdev(values) if len(values) > 1 else None
+        s["label"] = sp.describe(s["params"])
+        s["text"] = _stat_text(s["mean"], s["std"], s["n"])
+    scored = [s for s in ordered if s["n"]]
+    sign = -1.0 if spec["direction"] == "maximize" else 1.0
+    best = min(scored, key=lambda s: sign * s["mean"]) if scored else None
+    return {"study": study.study_name, "objective": spec["objective"], "direction": spec["direction"],
+            "swept": names, "replicate": replicate, "axes": axes, "sampler": spec["sampler"],
+            "settings": ordered, "best": best, "counts": counts, "spec": spec}
+
+
+def parse_refs(items: Sequence[str] | None) -> list[dict]:
+    """``NAME=VALUE[:label]`` -> {"name", "value", "label"} (VALUE a number when it reads as one)."""
+    refs = []
+    for item in items or []:
+        name, sep, rest = item.partition("=")
+        if not sep or not rest:
+            raise ValueError(f"--ref takes NAME=VALUE[:label], got {item!r}")
+        value_text, _, label = rest.partition(":")
+        try:
+            value: Any = float(value_text)
+        except ValueError:
+            value = value_text
+        try:
+            refs.append({"name": sp.canonical(name), "value": value, "label": label or f"{name}={value_text}"})
+        except ValueError as err:
+            raise ValueError(f"--ref {item!r}: {err}") from None
+    return refs
+
+
+def _numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _figure(data: dict, axis: str, refs: list[dict], path: Path) -> Path:
+    from ..plots import _plt, _save
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    metric = data["objective"]
+    grid = data["spec"].get("grid")
+    others = [n for n in data["axes"] if n != axis]
+    if grid:
+        levels = grid[axis]
+        numeric = _numeric(levels)
+        pos = {sp.params_key({"v": v}): (v if numeric else i) for i, v in enumerate(levels)}
+        series: dict[str, list[dict]] = {}
+        for s in data["settings"]:
+            series.setdefault(sp.describe({n: s["params"][n] for n in others}) if others else "", []).append(s)
+        for label, members in series.items():
+            members = [m for m in members if m["n"]]
+            members.sort(key=lambda m: levels.index(m["params"][axis]))
+            x = [pos[sp.params_key({"v": m["params"][axis]})] for m in members]
+            y = [m["mean"] for m in members]
+            err = [m["std"] or 0.0 for m in members]
+            ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, label=label or None)
+        if not numeric:
+            ax.set_xticks(range(len(levels)), [sp.fmt_value(v) for v in levels])
+        elif min(levels) > 0 and max(levels) / min(levels) >= 20:
+            ax.set_xscale("log")
+    else:
+        dim = data["spec"]["space"][axis]
+        xs = [s["params"][axis] for s in data["settings"] if s["n"]]
+        ys = [s["mean"] for s in data["settings"] if s["n"]]
+        numeric = "choices" not in dim or _numeric(dim["choices"])
+        if numeric:
+            ax.scatter(xs, ys, s=18)
+            if dim.get("log"):
+                ax.set_xscale("log")
+        else:
+            levels = dim["choices"]
+            ax.scatter([levels.index(v) for v in xs], ys, s=18)
+            ax.set_xticks(range(len(levels)), [str(v) for v in levels])
+    for i, ref in enumerate(r for r in refs if r["name"] == axis):
+        x = ref["value"]
+        if not numeric:
+            labels = [sp.fmt_value(v) for v in (grid[axis] if grid else data["spec"]["space"][axis]["choices"])]
+            if str(x) not in labels:
+                continue
+            x = labels.index(str(x))
+        ax.axvline(x, ls="--", lw=1.2, color=f"C{(i + 3) % 10}", label=ref["label"])
+    word = metric.removeprefix("val_")
+    ax.set(xlabel=axis, ylabel=f"validation {word} (best-val epoch)",
+           title=f"{data['study']}: {word} vs {axis}" + (f" (mean ± std over {data['replicate']})"
+                                                       if data["replicate"] else ""))
+    if word == "perplexity":
+        ax.set_yscale("log")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _markdown(data: dict, figures: list[Path]) -> str:
+    c, metric = data["counts"], data["objective"]
+    word = metric.removeprefix("val_")
+    how = "maximised" if data["direction"] == "maximize" else "minimised"
+    rep = f"mean ± sample std over `{data['replicate']}` (n = trials counted)" if data["replicate"] else "one trial each"
+    lines = [f"# Sweep report: {data['study']}", "",
+             f"Objective: validation {word} of each run's best-val epoch (`results.json` `val.{word}`), {how}; "
+             f"{rep}.", "",
+             f"Trials: {c['points']} points: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
+             f"{c['running']} running, {c['waiting']} waiting; {c['retried']} failed attempts rerun"
+             + (f"; {c['duplicates']} DUPLICATE completions ignored" if c["duplicates"] else "") + ".", ""]
+    axes = data["axes"]
+    head = axes + ["n", metric] + (["per seed"] if data["replicate"] else ["trial"]) + ["pruned / failed / pending"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in data["settings"]:
+        cells = [sp.fmt_value(s["params"][a]) for a in axes] + [str(s["n"]), s["text"].split(" (n=")[0]]
+        if data["replicate"]:
+            cells.append(", ".join(f"{t['seed']}: {t['value']:.4f}" for t in s["trials"]) or "-")
+        else:
+            cells.append(", ".join(str(t["trial"]) for t in s["trials"]) or "-")
+        cells.append(f"{s['pruned']} / {s['failed']} / {s['pending']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    best = data["best"]
+    lines += ["", f"**Best:** {best['label']}: {metric} {best['text']}" if best else "**Best:** no complete trial yet", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in figures]
+    return "\n".join(lines) + "\n"
+
+
+def _locate(out: Path, storage: str | None, study_name: str | None) -> tuple[str, str]:
+    meta = json.loads((out / SWEEP_JSON).read_text()) if (out / SWEEP_JSON).is_file() else {}
+    name = study_name or meta.get("study") or out.resolve().name
+    if storage:
+        return storage, name
+    if (out / DB_NAME).is_file():
+        return default_url(out), name
+    saved = meta.get("storage")
+    if saved and "***" not in saved:
+        return saved, name
+    raise ValueError(f"no {DB_NAME} in {str(out)!r} and no usable storage in its {SWEEP_JSON}: pass --storage URL")
+
+
+def report(out: str | Path, storage: str | None = None, study_name: str | None = None,
+           refs: Sequence[str] | None = None, write: bool = True) -> dict:
+    """Summarise the sweep of ``out`` (its ``sweep.db``, or ``storage``): :func:`collect` plus figure paths;
+    with ``write`` also ``out/report/report.json``, ``report.md`` and one PNG per swept option.
+    ``refs``: ``["dampening=0.3:predicted", ...]`` vertical reference lines on that option's figure."""
+    out = Path(out)
+    url, name = _locate(out, storage, study_name)
+    st = open_storage(url)
+    try:
+        study = optuna.load_study(study_name=name, storage=st)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(st)]
+        raise ValueError(f"no study {name!r} in {masked(url)}; it holds {names}; pass --study") from None
+    data = collect(study)
+    parsed = parse_refs(refs)
+    for ref in parsed:
+        if ref["name"] not in data["axes"]:
+            raise ValueError(f"--ref {ref['name']}: not a swept option of this sweep (swept: {data['axes']})")
+    data["refs"] = parsed
+    data["storage"] = masked(url)
+    figures: list[Path] = []
+    if write:
+        folder = out / "report"
+        for axis in data["axes"]:
+            safe = re.sub(r"[^A-Za-z0-9._-]", "-", axis)
+            figures.append(_figure(data, axis, parsed, folder / f"{data['objective']}_vs_{safe}.png"))
+        data["figures"] = [str(p) for p in figures]
+        atomic_write_text(_markdown(data, figures), folder / "report.md")
+        atomic_write_json(_clean(data), folder / "report.json")
+        data["markdown"] = str(folder / "report.md")
+        data["json"] = str(folder / "report.json")
+    return data

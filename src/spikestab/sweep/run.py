@@ -1,0 +1,84 @@
+"""``run_sweep``: check a sweep, create or join its study, run the workers, sum up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from optuna.trial import TrialState
+
+from .report import collect
+from .storage import check_heartbeat, default_url, masked, open_storage
+from .study import check_sweep_json, make_plan, prepare_study, write_sweep_json
+from .worker import WorkerContext, run_worker, worker_command
+
+
+def run_sweep(out: str | Path, fixed: Mapping[str, Any], grid: Mapping[str, list] | None = None,
+              space: Mapping[str, Any] | None = None, *, sampler: str | None = None, trials: int | None = None,
+              workers: int = 1, storage: str | None = None, prune: str | None = None,
+              study_name: str | None = None, heartbeat: int = 30, grace: int | None = None,
+              sampler_seed: int | None = None, retry_failed: bool = False,
+              log: Callable[[str], None] = print) -> dict:
+    """Run (or continue) a sweep of ``spikestab train`` runs; every trial is a run directory under
+    ``out/trials/<setting>``.
+
+    ``fixed``: TrainConfig fields held fixed (as ``spikestab train`` flags would set them).
+    ``grid``: {option: [values]}, every combination run once; or ``space``: {option: (low, high[, "log"])
+    or [choices]} searched with ``sampler`` ("tpe" or "random") for ``trials`` trials.
+    ``workers``: local worker processes (1: this process); ``storage``: an Optuna RDB URL (default the
+    SQLite file ``out/sweep.db``; a PostgreSQL URL lets several machines share the sweep);
+    ``study_name`` defaults to the name of ``out``; ``prune``: ``"median[:STARTUP[:WARMUP]]"``.
+    A dead worker's trial is noticed after ``grace`` seconds without a ``heartbeat`` and run again.
+    Returns the summary of :func:`spikestab.sweep.collect` (settings, best, counts). Bad input is a
+    ValueError before any trial runs; a rerun with another fixed config or grid is refused.
+    """
+    started = time.time()
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
+    check_heartbeat(heartbeat, grace)
+    plan = make_plan(fixed, grid, space, sampler, trials, prune)
+    out = Path(out)
+    check_sweep_json(out, plan)
+    url = storage or default_url(out)
+    name = study_name or out.resolve().name
+    if storage is None:
+        out.mkdir(parents=True, exist_ok=True)  # the SQLite file lives there
+    st = open_storage(url, heartbeat, grace)
+    out.mkdir(parents=True, exist_ok=True)
+    study = prepare_study(st, url, name, plan, retry_failed=retry_failed, log=log)
+    write_sweep_json(out, plan, name, url)
+
+    pending = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
+    done = max(plan.trials - pending, 0)
+    threads = plan.fixed.get("threads") or 1
+    shape = " x ".join(f"{n} ({len(v)})" for n, v in plan.grid.items()) if plan.grid else \
+        f"{plan.sampler} search over {', '.join(plan.space)}"
+    log(f"sweep {name!r}: {plan.trials} trials, {shape}; {done} done, {pending} to run; "
+        f"{workers} worker(s) x {threads} thread(s); storage {masked(url)}")
+    ctx = WorkerContext(storage=url, study=name, out=str(out.resolve()), plan=asdict(plan), heartbeat=heartbeat,
+                        grace=grace, threads=threads, sampler_seed=sampler_seed, started=started,
+                        done_at_start=done, poll=min(1.0, heartbeat / 2))
+    if workers == 1:
+        run_worker(ctx, log)
+    else:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        procs = [subprocess.Popen(worker_command(replace(ctx, index=i)), env=env) for i in range(workers)]
+        try:
+            codes = [p.wait() for p in procs]
+        except KeyboardInterrupt:  # the terminal sent SIGINT to the workers too: let them re-queue
+            for p in procs:
+                p.wait()
+            raise
+        if any(codes):
+            log(f"sweep: worker exit codes {codes}")
+    summary = collect(study)
+    c = summary["counts"]
+    best = summary["best"]
+    log(f"sweep {name!r}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
+        f"{c['running'] + c['waiting']} not finished"
+        + (f"; best {best['label']}: {plan.objective} {best['text']}" if best else ""))
+    return summary

@@ -1,0 +1,169 @@
+"""Optuna RDB storage for sweeps: opening a URL (a clear error when it cannot be reached), heartbeats,
+stale-trial retry, and handing out waiting trials so that no trial is run twice.
+
+Only plain Optuna tables are used, so ``optuna-dashboard URL`` opens a sweep as it is.
+
+SQLite note: Optuna's own pop of a waiting trial reads the state, then writes RUNNING; PostgreSQL
+locks the row in between (``SELECT ... FOR UPDATE``), SQLite does not, and concurrent processes then
+pop the same trial (measured: 4 processes popped 69 times from 60 waiting trials). So for SQLite,
+:func:`pop_trial` holds an exclusive file lock beside the database while it pops: local workers
+(the only ones a SQLite file can serve) never start the same trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import threading
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+DB_NAME = "sweep.db"
+MAX_RETRY = 3  # a trial whose worker died is retried this many times (then it stays FAIL)
+
+
+def default_url(out: str | Path) -> str:
+    """The sweep's own SQLite file: ``OUT/sweep.db``."""
+    return f"sqlite:///{(Path(out).resolve() / DB_NAME)}"
+
+
+def masked(url: str) -> str:
+    """The URL without its password (for logs and sweep.json)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return None if not database or database == ":memory:" else Path(database)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Optuna flags heartbeats and fail_stale_trials as experimental; the docs say so once instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def check_heartbeat(heartbeat: int, grace: int | None) -> int:
+    """The grace period (default 4 heartbeats); ValueError for values Optuna cannot use."""
+    if not isinstance(heartbeat, int) or isinstance(heartbeat, bool) or heartbeat < 1:
+        raise ValueError(f"--heartbeat must be an integer >= 1 (seconds), got {heartbeat!r}")
+    grace = 4 * heartbeat if grace is None else grace
+    if not isinstance(grace, int) or isinstance(grace, bool) or grace <= heartbeat:
+        raise ValueError(f"--grace must be an integer > --heartbeat ({heartbeat}), got {grace!r}")
+    return grace
+
+
+def open_storage(url: str, heartbeat: int = 30, grace: int | None = None) -> RDBStorage:
+    """An RDBStorage with heartbeats every ``heartbeat`` s; a RUNNING trial silent for ``grace`` s
+    (default 4 heartbeats) is failed and re-queued (up to MAX_RETRY times) by the next worker that
+    looks. A URL that cannot be opened is a ValueError naming ``--storage``."""
+    grace = check_heartbeat(heartbeat, grace)
+    engine: dict = {}
+    path = _sqlite_path(url)
+    if url.startswith("sqlite"):
+        engine = {"connect_args": {"timeout": 120}}  # wait for other workers' writes, not "database is locked"
+        if path is not None and not path.parent.is_dir():
+            raise ValueError(f"--storage {url!r}: folder {str(path.parent)!r} does not exist")
+    elif url.startswith("postgresql") or url.startswith("mysql"):
+        engine = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with _quiet():
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace,
+                              heartbeat_stale_trial_callback=_retry_callback())
+    except Exception as err:  # sqlalchemy / driver errors of many kinds: one clear message
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"--storage {masked(url)!r} cannot be opened ({type(err).__name__}: {detail})") from None
+
+
+def _retry_callback():
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    with _quiet():
+        return cls(max_retry=MAX_RETRY)
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a failed trial again with its parameters (as the stale-trial callback does)."""
+    with _quiet():
+        _retry_callback()(study, trial)
+
+
+@contextlib.contextmanager
+def queue_lock(url: str) -> Iterator[None]:
+    """Exclusive lock around popping a trial: a file lock beside a SQLite file, nothing for servers
+    whose row locks already make the pop atomic."""
+    path = _sqlite_path(url)
+    if path is None:
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail RUNNING trials whose heartbeat stopped (their callback re-queues them)."""
+    with _quiet():
+        optuna.storages.fail_stale_trials(study)
+
+
+def pop_trial(study: optuna.Study, storage: RDBStorage, url: str) -> tuple[optuna.Trial, int] | None:
+    """Move one WAITING trial to RUNNING and return it and its id (its first heartbeat recorded), or
+    None when none is waiting. Never creates a trial and never hands one trial to two workers."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    with queue_lock(url):
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+            try:
+                if not storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            storage.record_heartbeat(trial_id)
+            return optuna.Trial(study, trial_id), trial_id
+    return None
+
+
+class Heartbeat:
+    """Records a trial's heartbeat every interval in a daemon thread while the ``with`` block runs."""
+
+    def __init__(self, storage: RDBStorage, trial_id: int) -> None:
+        self.storage, self.trial_id = storage, trial_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        interval = self.storage.get_heartbeat_interval() or 30
+        while not self._stop.wait(interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a database hiccup: try again next beat; staleness is judged on grace
+                pass
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
