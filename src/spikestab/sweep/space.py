@@ -161,15 +161,16 @@ def normalize_space(space: Mapping[str, Any], flag: str = "--space") -> dict[str
 
 
 def _dimension(name: str, spec: Any) -> dict:
-    if isinstance(spec, Mapping):
-        if "choices" in spec:
-            return {"choices": normalize_grid({name: spec["choices"]}, "choices")[name]}
-        spec = (spec["low"], spec["high"], "log" if spec.get("log") else "")
-    if isinstance(spec, (list, tuple)) and len(spec) in (2, 3) and (len(spec) == 2 or spec[2] in ("log", "", True, False)) \
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec[:2]):
+    numbers = isinstance(spec, (list, tuple)) and len(spec) in (2, 3) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec[:2]) and (
+        len(spec) == 2 or spec[2] in ("log", "", True, False))
+    if isinstance(spec, Mapping) and "choices" not in spec:
+        low, high, log = spec["low"], spec["high"], bool(spec.get("log"))
+    elif numbers:
         low, high, log = spec[0], spec[1], len(spec) == 3 and spec[2] in ("log", True)
-    elif isinstance(spec, (list, tuple)):
-        return {"choices": normalize_grid({name: spec}, "choices")[name]}
+    elif isinstance(spec, Mapping) or isinstance(spec, (list, tuple)):
+        choices = spec["choices"] if isinstance(spec, Mapping) else spec
+        return {"choices": normalize_grid({name: choices}, "choices")[name]}
     else:
         raise ValueError(f"takes LOW:HIGH[:log] or a list of values, got {spec!r}")
     typ = option_types().get(name)

@@ -91,17 +91,20 @@ def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSamp
     return optuna.samplers.TPESampler(seed=seed) if name == "tpe" else optuna.samplers.RandomSampler(seed=seed)
 
 
-def _objective(cfgs: list[TrainConfig]) -> tuple[str, str]:
+def _objective(cfgs: list[TrainConfig], points: list[dict], flag: str) -> tuple[str, str]:
     """Load every distinct data set of the points once (a missing file or a bad task option is bad input
     now, not a failed trial later); the objective follows the task kind."""
     from ..train.trainer import load_config_task
 
     kinds: dict[str, str] = {}
-    for cfg in cfgs:
+    for cfg, point in zip(cfgs, points):
         key = json.dumps([cfg.task, cfg.data_dir, cfg.task_options, cfg.data_seed, cfg.time_repeat,
                           cfg.input_dropout], sort_keys=True, default=str)
         if key not in kinds:
-            kinds[key] = load_config_task(cfg).kind
+            try:
+                kinds[key] = load_config_task(cfg).kind
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{flag} point {sp.describe(point)}: {err}") from None
     objectives = {("val_perplexity", "minimize") if k == "language" else ("val_accuracy", "maximize")
                   for k in kinds.values()}
     if len(objectives) > 1:
@@ -138,7 +141,7 @@ def make_plan(fixed: Mapping[str, Any], grid: Mapping | None = None, space: Mapp
             raise ValueError(f"--trials must be an integer >= 1 for a --space search, got {trials!r}")
         points, flag = sp.space_probes(space), "--space"
     cfgs = sp.check_points(fixed, points, flag)
-    objective, direction = _objective(cfgs)
+    objective, direction = _objective(cfgs, points, flag)
     names = list(grid or space)
     full = sp.strip_swept(cfgs[0].to_dict(), names)
     return Plan(fixed=full, grid=grid, space=space, sampler=sampler, trials=trials, objective=objective,
