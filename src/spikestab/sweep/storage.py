@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -84,13 +85,22 @@ def open_storage(url: str, heartbeat: int = 30, grace: int | None = None) -> RDB
     elif url.startswith("postgresql") or url.startswith("mysql"):
         engine = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with _quiet():
-            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace,
-                              heartbeat_stale_trial_callback=_retry_callback())
-    except Exception as err:  # sqlalchemy / driver errors of many kinds: one clear message
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ValueError(f"--storage {masked(url)!r} cannot be opened ({type(err).__name__}: {detail})") from None
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(6):
+        try:
+            with _quiet():
+                return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace,
+                                  heartbeat_stale_trial_callback=_retry_callback())
+        except (IntegrityError, ProgrammingError) as err:
+            # two workers creating Optuna's tables in a new database at once: one wins, the other retries
+            failure = err
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as err:  # sqlalchemy / driver errors of many kinds: one clear message
+            failure = err
+            break
+    detail = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
+    raise ValueError(f"--storage {masked(url)!r} cannot be opened ({type(failure).__name__}: {detail})") from None
 
 
 def _retry_callback():
