@@ -15,7 +15,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-install: $(VENV)/.installed
+# PostgreSQL server binaries (initdb, pg_ctl) for tests/test_sweep_postgres.py, which starts a throwaway
+# server; Debian puts them in /usr/lib/postgresql/<version>/bin.
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) || \
+	  (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) || \
+	  echo "warning: postgresql not installed: tests/test_sweep_postgres.py skips (and fails when CI=true)"
+
+install: $(VENV)/.installed postgres
 
 test: install
 	$(BIN)/python -m pytest
@@ -38,7 +46,7 @@ $(BENCH)/.installed:
 
 bench-env: $(BENCH)/.installed
 
-.PHONY: install test demo bench-env
+.PHONY: install postgres test demo bench-env
 
 # Speech synthesiser for `spikestab make-shd` (Debian package; not needed by `make test`).
 espeak:
