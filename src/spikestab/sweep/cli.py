@@ -54,11 +54,16 @@ def _sweep(args: argparse.Namespace) -> int:
     fixed = config_dict_from_args(args, exclude=("out",))
     grid = parse_grid(args.grid) if args.grid else None
     space = parse_space(args.space) if args.space else None
-    run_sweep(args.out, fixed, grid, space, sampler=args.sampler, trials=args.trials, workers=args.workers,
-              storage=args.storage, prune=args.prune, study_name=args.study, heartbeat=args.heartbeat,
-              grace=args.grace, sampler_seed=args.sampler_seed, retry_failed=args.retry_failed,
-              log=lambda line: print(line, flush=True))
-    print(f"report: spikestab sweep-report {args.out}" + (f" --storage URL" if args.storage else ""))
+    try:
+        run_sweep(args.out, fixed, grid, space, sampler=args.sampler, trials=args.trials, workers=args.workers,
+                  storage=args.storage, prune=args.prune, study_name=args.study, heartbeat=args.heartbeat,
+                  grace=args.grace, sampler_seed=args.sampler_seed, retry_failed=args.retry_failed,
+                  log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print("sweep interrupted: the running trials are queued again; rerun the same command to continue",
+              flush=True)
+        return 130
+    print(f"report: spikestab sweep-report {args.out}" + (" --storage URL" if args.storage else ""))
     return 0
 
 

@@ -74,7 +74,7 @@ def collect(study: optuna.Study) -> dict:
             t = done[0]
             s["trials"].append({"trial": t.number, "seed": params.get(replicate) if replicate else None,
                                 "value": t.value, "run_dir": t.user_attrs.get("run_dir"),
-                                **{k: v for k, v in t.user_attrs.items() if k.startswith("test_")},
+                                **{k: v for k, v in t.user_attrs.get("result", {}).items() if k.startswith("test_")},
                                 "resumed_from_step": t.user_attrs.get("resumed_from_step", 0)})
         else:
             s["pruned" if outcome == "pruned" else "failed" if outcome == "failed" else "pending"] += 1
@@ -137,13 +137,15 @@ def _figure(data: dict, axis: str, refs: list[dict], path: Path) -> Path:
         series: dict[str, list[dict]] = {}
         for s in data["settings"]:
             series.setdefault(sp.describe({n: s["params"][n] for n in others}) if others else "", []).append(s)
-        for label, members in series.items():
+        for i, (label, members) in enumerate(series.items()):
             members = [m for m in members if m["n"]]
             members.sort(key=lambda m: levels.index(m["params"][axis]))
-            x = [pos[sp.params_key({"v": m["params"][axis]})] for m in members]
+            # categories: no connecting line, series side by side
+            shift = 0.0 if numeric else 0.08 * (i - (len(series) - 1) / 2)
+            x = [pos[sp.params_key({"v": m["params"][axis]})] + shift for m in members]
             y = [m["mean"] for m in members]
             err = [m["std"] or 0.0 for m in members]
-            ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, label=label or None)
+            ax.errorbar(x, y, yerr=err, fmt="o-" if numeric else "o", capsize=3, label=label or None)
         if not numeric:
             ax.set_xticks(range(len(levels)), [sp.fmt_value(v) for v in levels])
         elif min(levels) > 0 and max(levels) / min(levels) >= 20:

@@ -138,18 +138,20 @@ def fail_stale(study: optuna.Study) -> None:
 
 
 def pop_trial(study: optuna.Study, storage: RDBStorage, url: str) -> tuple[optuna.Trial, int] | None:
-    """Move one WAITING trial to RUNNING and return it and its id (its first heartbeat recorded), or
-    None when none is waiting. Never creates a trial and never hands one trial to two workers."""
+    """Move one WAITING trial to RUNNING and return it and its id (its heartbeat recorded), or None
+    when none is waiting. Never creates a trial and never hands one trial to two workers."""
     study_id = storage.get_study_id_from_name(study.study_name)
     with queue_lock(url):
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+            # heartbeat first: a worker dying right after taking the trial leaves it RUNNING *with* a
+            # heartbeat, which goes stale (Optuna never fails a RUNNING trial that has none)
+            storage.record_heartbeat(trial_id)
             try:
                 if not storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
-            storage.record_heartbeat(trial_id)
             return optuna.Trial(study, trial_id), trial_id
     return None
 

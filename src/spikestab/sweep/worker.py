@@ -146,9 +146,9 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, trial_id: int, storage, 
         slug = sp.setting_slug(params)
         run_dir = Path(ctx.out) / "trials" / slug
         run_dir.mkdir(parents=True, exist_ok=True)
-        for key, value in {"setting": slug, "run_dir": str(run_dir.resolve()), "host": socket.gethostname(),
-                           "pid": os.getpid(), "worker": ctx.index}.items():
-            trial.set_user_attr(key, value)
+        trial.set_user_attr("setting", slug)
+        trial.set_user_attr("run_dir", str(run_dir.resolve()))
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "index": ctx.index})
         cfg = TrainConfig.from_dict({**sp.apply(plan.fixed, params), "out": str(run_dir), "progress": False,
                                      "threads": ctx.threads})
         what = sp.describe(params)
@@ -167,9 +167,9 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, trial_id: int, storage, 
                 value = float(results["val"][metric])
                 if not math.isfinite(value):
                     note = f"the objective is {value}"
-                for key, val in {f"test_{metric}": results["test"][metric], "best_epoch": results["best_epoch"],
-                                 "epochs_done": results["epochs_done"], "global_steps": results["global_steps"]}.items():
-                    trial.set_user_attr(key, val)
+                trial.set_user_attr("result", {f"test_{metric}": results["test"][metric],
+                                               "best_epoch": results["best_epoch"], "epochs_done": results["epochs_done"],
+                                               "global_steps": results["global_steps"]})
             except optuna.TrialPruned as err:
                 state, note = TrialState.PRUNED, str(err)
             except KeyboardInterrupt:
@@ -182,9 +182,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, trial_id: int, storage, 
                 (run_dir / "error.txt").write_text(traceback.format_exc())
                 trial.set_user_attr("error", note[:1000])
             fit = time.perf_counter() - t_fit
-            trial.set_user_attr("fit_seconds", fit)
-            trial.set_user_attr("hook_seconds", reporter.seconds)
-            trial.set_user_attr("trial_seconds", time.perf_counter() - t_start)
+            trial.set_user_attr("seconds", {"fit": fit, "hook": reporter.seconds,
+                                            "trial": time.perf_counter() - t_start})
     frozen = study.tell(trial, value if state == TrialState.COMPLETE else None,
                         state=None if state == TrialState.COMPLETE else state, skip_if_finished=True)
     counts = _progress(study, plan, ctx)
