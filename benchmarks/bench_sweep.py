@@ -33,7 +33,7 @@ from spikestab.sweep import run_sweep
 from spikestab.sweep.storage import default_url, open_storage
 
 TINY = {"task": "randman", "task_options": {"n_classes": 3, "n_units": 20, "n_steps": 30, "samples_per_class": 60},
-        "layers": [32], "epochs": 1, "batch_size": 16, "lr": 1e-2, "dropout": 0.0, "threads": 1}
+        "layers": [32], "epochs": 1, "batch_size": 16, "lr": 1e-2, "dropout": 0.0, "threads": 1, "stabilize": ""}
 
 
 def measure(folder: Path, trials: int, storage: str | None) -> dict:

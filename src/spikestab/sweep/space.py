@@ -34,7 +34,7 @@ TASK_OPTION = "task_options."
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
 # fields that accept None ("none" on the command line)
 _OPTIONAL = {name for name, f in _FIELDS.items() if f.default is None} | {"stabilize"}
-_JOINED = ("layers", "stabilize")  # list-valued fields: a grid value is their text spec, e.g. "16,16"
+JOINED = ("layers", "stabilize")  # list-valued fields: a grid value is their text spec, e.g. "16,16"
 Value = Any  # None | bool | int | float | str
 
 
@@ -85,7 +85,7 @@ def parse_value(name: str, value: Value) -> Value:
             return typ(text)
         except ValueError:
             raise ValueError(f"{name} takes {typ.__name__} values, got {value!r}") from None
-    if name in _JOINED and isinstance(value, (list, tuple)):
+    if name in JOINED and isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

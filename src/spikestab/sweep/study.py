@@ -143,7 +143,9 @@ def make_plan(fixed: Mapping[str, Any], grid: Mapping | None = None, space: Mapp
     cfgs = sp.check_points(fixed, points, flag)
     objective, direction = _objective(cfgs, points, flag)
     names = list(grid or space)
-    full = sp.strip_swept(cfgs[0].to_dict(), names)
+    # list fields (layers, stabilize) as their text spec, the form grid values take too
+    full = {k: sp.parse_value(k, v) if k in sp.JOINED else v
+            for k, v in sp.strip_swept(cfgs[0].to_dict(), names).items()}
     return Plan(fixed=full, grid=grid, space=space, sampler=sampler, trials=trials, objective=objective,
                 direction=direction, prune=None if prune in (None, "", "none") else str(prune))
 
