@@ -18,7 +18,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     for run in summary["runs"].values():
         assert 0.0 <= run["test_accuracy"] <= 1.0
     assert summary["runs"]["stabilized"]["config"]["stabilize"] == ["III"]
-    assert summary["runs"]["naive"]["config"]["stabilize"] == []
+    assert summary["runs"]["naive"]["config"]["stabilize"] == []  # stabilisation off
     assert summary["stability_report"] is not None
     for name in ("val_accuracy", "sg_shapes", "stabilized_raster", "naive_firing_rates", "naive_learning_curves"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000

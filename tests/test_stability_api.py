@@ -10,7 +10,7 @@ from torch import nn
 from spikestab.cli import main
 from spikestab.models import SNNClassifier, SNNConfig, SNNLanguageModel
 from spikestab.neurons import LIFCell
-from spikestab.stability import measure_firing_rate, stabilize
+from spikestab.stability import PAPER_CONDITIONS, measure_firing_rate, stabilize
 from spikestab.surrogate import SurrogateGradient
 
 
@@ -136,7 +136,7 @@ def test_failure_midway_restores_the_model_exactly(monkeypatch):
 
     monkeypatch.setattr(mod, "_apply_iv", fail_on_second_layer)
     with pytest.raises(RuntimeError, match="boom"):
-        stabilize(model, x)
+        stabilize(model, x, PAPER_CONDITIONS)
     assert _same(before, _state(model))
     assert all(layer.spike_fn is fn for layer, fn in zip(model.stack.layers, fns))
     assert isinstance(fns[0], SurrogateGradient) and fns[0].dampening.dim() == 0
@@ -178,7 +178,7 @@ def test_single_neuron_recurrent_layer_has_no_recurrent_input(mode):
     # as not applicable (they used to divide by the fan-in 0), III holds for any dampening (gain alpha)
     torch.manual_seed(0)
     model = SNNClassifier(SNNConfig(20, 3, hidden_sizes=(1,), dropout=0.0))
-    report = stabilize(model, (torch.rand(50, 4, 20) < 0.2).float(), mode=mode)
+    report = stabilize(model, (torch.rand(50, 4, 20) < 0.2).float(), PAPER_CONDITIONS, mode=mode)
     layer = report.layers[0]
     for c in ("I", "II"):
         assert not layer.condition(c).feasible and "no recurrent weights" in layer.condition(c).fallback

@@ -49,7 +49,7 @@ def test_paper_condition_iv_is_infeasible_under_the_preset(conditions):
 
 def test_paper_mode_runs_all_conditions_and_reports_measurements():
     model = _paper_model(80, 64)
-    report = stabilize(model, _spikes(80), mode="paper", jacobian_steps=2)
+    report = stabilize(model, _spikes(80), ("I", "II", "III", "IV"), mode="paper", jacobian_steps=2)
     data = report.to_dict()
     assert data["mode"] == "paper"
     for layer in data["layers"]:

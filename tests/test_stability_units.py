@@ -320,7 +320,7 @@ def test_report_is_json_and_table():
 
     torch.manual_seed(0)
     model = SNNClassifier(SNNConfig(20, 3, hidden_sizes=(16, 16), dropout=0.0))
-    report = stabilize(model, (torch.rand(40, 2, 20) < 0.2).float(), jacobian_steps=2)
+    report = stabilize(model, (torch.rand(40, 2, 20) < 0.2).float(), ("I", "II", "III", "IV"), jacobian_steps=2)
     text = str(report)
     assert "III" in text and "measured:" in text and "1 LIF-16" in text
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))

@@ -154,7 +154,7 @@ def test_sparsity_ramp_moves_rates_toward_target(tmp_path):
     target = 0.02
     final, initial = {}, None
     for name, spec in (("off", None), ("on", f"l1_rate:{target}:linear:2")):
-        tr = Trainer(cfg_for(tmp_path, name, threshold=0.3, epochs=4, dropout=0.0, sparsity=spec), tiny_task(),
+        tr = Trainer(cfg_for(tmp_path, name, threshold=0.3, epochs=4, dropout=0.0, sparsity=spec, stabilize="none"), tiny_task(),
                      log=lambda s: None)
         initial = tr.evaluate("val")["rates"]
         tr.fit()
@@ -180,3 +180,17 @@ def test_stabilize_and_init_rate_are_applied_before_training(tmp_path):
     resumed = Trainer(cfg, tiny_task(), log=lambda s: None)
     resumed.fit(resume=True)
     assert torch.equal(resumed.model.stack.layers[0].spike_fn.dampening, tr.model.stack.layers[0].spike_fn.dampening)
+
+
+def test_default_stabilizes_with_the_recipe_and_warns_about_a_silent_network(tmp_path):
+    logs: list[str] = []
+    res = Trainer(cfg_for(tmp_path, "auto", epochs=1), tiny_task(), log=logs.append).fit()
+    assert res["config"]["stabilize"] == ["auto"]
+    assert res["stability"]["report"]["conditions"] == ["D", "G"]
+    assert all(0.01 <= r <= 0.99 for r in res["stability"]["initial_rates"]) and "warnings" not in res["stability"]
+    logs.clear()
+    res = Trainer(cfg_for(tmp_path, "silent", epochs=1, stabilize="none", threshold=100.0), tiny_task(),
+                  log=logs.append).fit()
+    assert res["stability"]["initial_rates"][0] < 0.01
+    assert any("nearly silent" in w for w in res["stability"]["warnings"])
+    assert any(line.startswith("warning: layer 0 is nearly silent") for line in logs)

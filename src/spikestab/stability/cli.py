@@ -1,5 +1,5 @@
-"""``spikestab stabilize``: build a network for a task, apply stability conditions I-IV, print the report
-table and optionally write it as JSON."""
+"""``spikestab stabilize``: build a network for a task, apply stability conditions (the recommended recipe
+by default, or any of I-IV, D, G), print the report table and optionally write it as JSON."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def build(args: argparse.Namespace):
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    conds = tuple(c.strip() for c in args.conditions.split(",") if c.strip())
+    conds = tuple(c.strip() for c in args.conditions.split(",") if c.strip())  # "auto": the recipe
     model, batch = build(args)
     report = stabilize(model, batch, conds, mode=args.mode, solve_for=args.solve_for, rate=args.rate)
     print(report)
@@ -77,12 +77,13 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stabilize", help="apply stability conditions I-IV and print the report")
+    p = sub.add_parser("stabilize", help="apply stability conditions and print the measured report")
     p.add_argument("--task", default="random", help="random (no data needed), sl-mnist, shd, ptb, randman")
     p.add_argument("--net", choices=["lif", "alif"], default="lif")
     p.add_argument("--layers", default="2x128", help="widths, e.g. 2x256 or 128,256")
     p.add_argument("--mode", choices=list(MODES), default="measured")
-    p.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated subset of I,II,III,IV")
+    p.add_argument("--conditions", default="auto",
+                   help=f"auto (the recommended recipe) or a comma-separated subset of {','.join(CONDITIONS)}")
     p.add_argument("--json", default=None, help="write the report here as JSON")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--preset", choices=["none", "paper"], default="none")
@@ -90,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--surrogate", default="fast-sigmoid")
     p.add_argument("--dampening", type=float, default=1.0)
     p.add_argument("--solve-for", choices=["sharpness", "tail"], default="sharpness")
-    p.add_argument("--rate", type=float, default=0.5, help="condition I target firing rate")
+    p.add_argument("--rate", type=float, default=0.5, help="target initial firing rate of conditions I and D")
     p.add_argument("--input-rate", type=float, default=0.1, help="--task random: input spike probability")
     p.add_argument("--inputs", type=int, default=100, help="--task random: input channels")
     p.add_argument("--steps", type=int, default=200, help="--task random: time steps")

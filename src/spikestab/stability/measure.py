@@ -375,8 +375,10 @@ def measure_gradient_growth(layer: SpikingNeurons, x: Tensor, max_batch: int = 8
     ok = torch.isfinite(norms) & (norms > norms[0] * 1e-30)  # drop underflowed and overflowed steps
     k = torch.arange(len(norms), dtype=torch.float64)[ok]
     y = norms[ok].log()
-    if len(k) < 2:
-        return {"growth_per_step": -math.inf, "steps_fitted": int(len(k)), "log_norm_ratio": -math.inf}
+    if len(k) < 2:  # the gradient over- or underflowed within a step: growth +inf or -inf
+        grew = bool((~torch.isfinite(norms[1:])).any()) or bool((norms[1:] > norms[0]).any())
+        edge = math.inf if grew else -math.inf
+        return {"growth_per_step": edge, "steps_fitted": int(len(k)), "log_norm_ratio": edge}
     slope = (((k - k.mean()) * (y - y.mean())).sum() / ((k - k.mean()) ** 2).sum()).item()
     return {"growth_per_step": slope, "steps_fitted": int(len(k)), "log_norm_ratio": (y[-1] - y[0]).item()}
 

@@ -11,9 +11,24 @@ from dataclasses import dataclass, field
 
 from .conditions import ConditionResult, _num
 
-__all__ = ["LayerReport", "StabilityReport"]
+__all__ = ["LayerReport", "StabilityReport", "rate_warning", "SILENT_RATE", "SATURATED_RATE"]
 
-MEASURED_BY = {"I": "firing_rate", "II": "variance_ratio", "III": "worst_case_gain", "IV": "mean_square_gain"}
+SILENT_RATE = 0.01  # an initial firing rate below this: the layer is nearly silent (no gradient reaches it)
+SATURATED_RATE = 0.99  # above this: the layer is saturated (its spikes carry almost no information)
+
+
+def rate_warning(layer: int, rate: float) -> str | None:
+    """A warning for a layer whose initial firing rate is outside [SILENT_RATE, SATURATED_RATE], else None."""
+    if rate < SILENT_RATE:
+        return (f"layer {layer} is nearly silent: initial firing rate {rate:.4g} < {SILENT_RATE:g}; "
+                "stabilize with the recommended recipe (conditions D,G; --stabilize auto) or lower the threshold")
+    if rate > SATURATED_RATE:
+        return (f"layer {layer} is saturated: initial firing rate {rate:.4g} > {SATURATED_RATE:g}; "
+                "raise the threshold or stabilize with the recommended recipe (--stabilize auto)")
+    return None
+
+MEASURED_BY = {"I": "firing_rate", "II": "variance_ratio", "III": "worst_case_gain", "IV": "mean_square_gain",
+               "D": "firing_rate", "G": "growth_per_step"}
 
 
 @dataclass

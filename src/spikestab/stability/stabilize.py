@@ -1,5 +1,7 @@
-"""``stabilize``: apply conditions I-IV layer by layer to a built model, in place, and verify each one
-by measurement (DESIGN.md principles 1-2)."""
+"""``stabilize``: apply stability conditions layer by layer to a built model, in place, and verify each
+one by measurement (DESIGN.md principles 1-2). The paper's conditions I-IV are available exactly as
+published (paper and measured modes); without ``conditions`` the recommended recipe ``RECIPE`` runs
+(conditions D and G of ``spikestab.stability.drive``, chosen from measured training outcomes)."""
 
 from __future__ import annotations
 
@@ -24,13 +26,16 @@ from .conditions import (
     paper_voltage_bounds,
     split_recurrent,
 )
+from .drive import GROWTH_RATIO, condition_d, condition_g
 from .measure import Trace, layer_input, measure_layer, record, variance_ratio
-from .report import MEASURED_BY, LayerReport, StabilityReport
+from .report import MEASURED_BY, LayerReport, StabilityReport, rate_warning
 from .solvers import secant_slope, solve_increasing
 
-__all__ = ["stabilize", "CONDITIONS", "MODES"]
+__all__ = ["stabilize", "CONDITIONS", "PAPER_CONDITIONS", "RECIPE", "MODES", "resolve_conditions"]
 
-CONDITIONS = ("I", "II", "III", "IV")
+PAPER_CONDITIONS = ("I", "II", "III", "IV")
+CONDITIONS = ("D", "I", "II", "III", "IV", "G")  # every condition, in the order stabilize applies them
+RECIPE = ("D", "G")  # the recommended recipe: `conditions=None`, "auto" on the command line
 MODES = ("paper", "measured")
 
 _CLOCK = {"conditions_s": 0.0}
@@ -85,15 +90,30 @@ def _check_finite_model(layers: list[SpikingNeurons]) -> None:
                 raise ValueError(f"spiking layer {i} has non-finite values (NaN or inf) in {name}; stabilize needs finite weights")
 
 
-def _validate(model: nn.Module, conditions: Iterable[str], mode: str, rate: float, solve_for: str) -> tuple[list[SpikingNeurons], tuple[str, ...]]:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+def resolve_conditions(conditions: Iterable[str] | str | None) -> tuple[str, ...]:
+    """The conditions named by ``conditions`` in application order: None or "auto" is ``RECIPE``; a
+    string is split at commas or spaces. Raises ValueError for unknown names, an empty selection, and
+    III together with G (both choose the dampening)."""
+    if conditions is None:
+        conditions = RECIPE
     if isinstance(conditions, str):
         conditions = [c for c in conditions.replace(",", " ").split() if c]
     conds = tuple(conditions)
+    if conds == ("auto",):
+        conds = RECIPE
     bad = [c for c in conds if c not in CONDITIONS]
     if bad or not conds:
-        raise ValueError(f"conditions must be a non-empty subset of {list(CONDITIONS)}, got {list(conds)}")
+        raise ValueError(f"conditions must be 'auto' or a non-empty subset of {list(CONDITIONS)}, got {list(conds)}")
+    if "III" in conds and "G" in conds:
+        raise ValueError("conditions III and G both choose the SG dampening: apply one of them, not both")
+    return tuple(c for c in CONDITIONS if c in conds)
+
+
+def _validate(model: nn.Module, conditions: Iterable[str] | str | None, mode: str, rate: float,
+              solve_for: str) -> tuple[list[SpikingNeurons], tuple[str, ...]]:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    conds = resolve_conditions(conditions)
     if not (isinstance(rate, (int, float)) and 0.0 < rate < 1.0):
         raise ValueError(f"rate must be in the open interval (0, 1), got {rate!r}")
     if solve_for not in ("sharpness", "tail"):
@@ -108,7 +128,7 @@ def _validate(model: nn.Module, conditions: Iterable[str], mode: str, rate: floa
         if shapes != {"q-pseudospike"}:
             raise ValueError(f"solve_for='tail' needs q-pseudospike SGs in every layer, got {sorted(shapes)}")
     _check_finite_model(layers)
-    return layers, tuple(c for c in CONDITIONS if c in conds)
+    return layers, conds
 
 
 def _first_input(model: nn.Module, batch) -> Tensor:
@@ -288,10 +308,11 @@ def _apply_iv(layer: SpikingNeurons, xs: Tensor, mode: str, solve_for: str, with
 def stabilize(
     model: nn.Module,
     batch,
-    conditions: Iterable[str] = CONDITIONS,
+    conditions: Iterable[str] | str | None = None,
     mode: str = "measured",
     *,
     rate: float = 0.5,
+    growth_ratio: float = GROWTH_RATIO,
     solve_for: str = "sharpness",
     iii_variant: str | None = None,
     rate_tol: float = 0.01,
@@ -301,8 +322,9 @@ def stabilize(
     measure: bool = True,
     jacobian_steps: int = 4,
 ) -> StabilityReport:
-    """Apply stability conditions I-IV to every spiking layer of ``model``, in place, layer by layer,
-    and measure what each achieved. Returns a :class:`StabilityReport`.
+    """Apply stability conditions to every spiking layer of ``model``, in place, layer by layer, and
+    measure what each achieved. Returns a :class:`StabilityReport`. ``conditions=None`` (or "auto")
+    applies the recommended recipe ``RECIPE`` = D, G.
 
     ``batch`` is what the model's forward takes (x [T, B, N] for ``SNNClassifier``, tokens [T, B] for
     ``SNNLanguageModel``). Each layer's input statistics come from the layer below as already stabilised
@@ -313,7 +335,11 @@ def stabilize(
     - III: per-neuron dampening so the worst-case transition gain is at most 1 (variant ``iii_variant``:
       "c" by default in paper mode, "bounded" (guaranteed) in measured mode, or "mean");
     - IV: sharpness (``solve_for="sharpness"``, any SG shape) or tail q (``"tail"``, q-PseudoSpike) for a
-      mean-square transition gain of 1.
+      mean-square transition gain of 1;
+    - D (first, spikestab's): one threshold per layer for an initial firing rate ``rate`` (root find on
+      the simulated layer), so that the rate comes from the drive the layer receives;
+    - G (last, spikestab's): one dampening per layer for a measured BPTT gradient growth per step of
+      ``growth_ratio * mean(log alpha)`` (the leak's own decay times 1/2 by default). Not with III.
 
     ``mode="paper"`` uses the official code's formulas (per-neuron means for I); ``mode="measured"`` takes
     expectations over the recorded dynamics and iterates I/II on the simulated network until the measured
@@ -332,6 +358,8 @@ def stabilize(
         >>> report = stabilize(model, x, conditions=("I", "II"))
         >>> abs(report.layers[0].measurements["firing_rate"] - 0.5) < 0.05
         True
+        >>> stabilize(model, x).conditions   # the recommended recipe
+        ('D', 'G')
     """
     layers, conds = _validate(model, conditions, mode, rate, solve_for)
     variant = iii_variant or ("c" if mode == "paper" else "bounded")
@@ -358,6 +386,9 @@ def stabilize(
             lr = LayerReport(idx, type(layer).__name__, layer.hidden_size, layer.reset)
             t0 = time.perf_counter()
             trace = None
+            if "D" in conds:
+                with _condition_time():
+                    lr.conditions.append(condition_d(layer, xs, rate=rate, rate_tol=rate_tol))
             if "I" in conds or "II" in conds:
                 results, trace, slope_hint = _apply_i_ii(layer, xs, conds, mode, rate, idx, rate_tol, ratio_tol,
                                                          max_rounds, slope_hint)
@@ -366,6 +397,9 @@ def stabilize(
                 lr.conditions.append(_apply_iii(layer, variant))
             if "IV" in conds:
                 lr.conditions.append(_apply_iv(layer, xs, mode, solve_for, "III" in conds, trace))
+            if "G" in conds:
+                with _condition_time():
+                    lr.conditions.append(condition_g(layer, xs, ratio=growth_ratio))
             t_cond += time.perf_counter() - t0
             full = None
             if measure or idx + 1 < len(layers):
@@ -379,6 +413,9 @@ def stabilize(
                 t_meas += time.perf_counter() - t0
                 for c in lr.conditions:
                     c.measured = lr.measurements.get(MEASURED_BY[c.condition])
+                warning = rate_warning(idx, lr.measurements["firing_rate"])
+                if warning:
+                    lr.notes.append(warning)
             for c in lr.conditions:
                 if c.note:
                     lr.notes.append(f"{c.condition}: {c.note}")

@@ -19,7 +19,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--dampening", "dampening", float, "SG peak height gamma"),
     ("--sharpness", "sharpness", float, "SG inverse width beta"),
     ("--tail", "tail", float, "q of the q-pseudospike SG (q > 1)"),
-    ("--stabilize", "stabilize", str, "conditions to apply before training, e.g. I,II,III,IV"),
+    ("--stabilize", "stabilize", str, "conditions applied before training: auto (default: the recommended recipe D,G), none, or a list such as I,II,III,IV"),
     ("--stability-mode", "stability_mode", str, "measured | paper"),
     ("--init-rate", "init_rate", float, "calibrate the initial firing rate to this value"),
     ("--sparsity", "sparsity", str, "variant:target[:schedule[:weight]], e.g. l1_rate:0.01:linear"),

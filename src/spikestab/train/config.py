@@ -10,10 +10,10 @@ from pathlib import Path
 
 from ..models import NETS
 from ..neurons.functional import RESETS
+from ..stability.stabilize import resolve_conditions
 from ..surrogate import SHAPES, _ALIASES
 
 TASKS = ("sl-mnist", "shd", "ptb", "randman")
-CONDITIONS = ("I", "II", "III", "IV")
 
 # fields that do not change what a run computes: they may differ when a run is resumed
 NON_RESULT_FIELDS = ("out", "data_dir", "checkpoint_every", "progress", "max_minutes", "threads")
@@ -42,15 +42,19 @@ def parse_layers(spec: str | int | list | tuple) -> tuple[int, ...]:
 
 
 def parse_conditions(spec: str | list | tuple | None) -> tuple[str, ...]:
-    """``I,II,III,IV`` -> ("I", "II", "III", "IV"); empty / None -> ()."""
-    if spec is None or spec == "" or spec == ():
+    """``I,II,III,IV`` -> ("I", "II", "III", "IV"); ``auto`` -> ("auto",) (the recommended recipe, kept by
+    name so a run records that it asked for it); ``none``, empty or None -> ()."""
+    if spec is None or spec == "" or spec == () or spec == "none" or spec == ["none"] or spec == ("none",):
         return ()
     items = spec.split(",") if isinstance(spec, str) else list(spec)
-    items = [str(c).strip() for c in items]
-    bad = [c for c in items if c not in CONDITIONS]
-    if bad:
-        raise ValueError(f"stabilize must be a comma-separated subset of {list(CONDITIONS)}, got {bad}")
-    return tuple(items)
+    items = tuple(str(c).strip() for c in items)
+    if items == ("auto",):
+        return items
+    try:
+        resolve_conditions(items)
+    except ValueError as err:
+        raise ValueError(f"stabilize must be 'auto', 'none' or a comma-separated list of conditions: {err}") from None
+    return items
 
 
 @dataclass
@@ -73,7 +77,7 @@ class TrainConfig:
     dampening: float = 1.0
     sharpness: float = 1.0
     tail: float | None = None
-    stabilize: tuple[str, ...] = ()
+    stabilize: tuple[str, ...] = ("auto",)  # the recommended recipe; () or "none": off
     stability_mode: str = "measured"
     init_rate: float | None = None
     sparsity: str | None = None

@@ -142,12 +142,13 @@ class Trainer:
         """The model input of the first training batch (x [T, B, N] or tokens [T, B])."""
         return next(iter(self._train_loader(0)))[0]
 
-    def stabilize(self) -> dict | None:
+    def stabilize(self) -> dict:
         """Calibrate the initial firing rate, then apply the stability conditions at that operating point
-        (both on the first batch)."""
+        (both on the first batch); measure every layer's initial rate and warn (console and result) when
+        a layer is nearly silent or saturated."""
+        from ..stability.report import rate_warning
+
         cfg = self.cfg
-        if not cfg.stabilize and cfg.init_rate is None:
-            return None
         batch = self.first_batch()
         result: dict = {}
         self.model.eval()
@@ -165,6 +166,11 @@ class Trainer:
             result["report_text"] = str(report)
         with torch.no_grad():
             result["initial_rates"] = [z.mean().item() for z in self._forward(batch)[1]]
+        warnings = [w for i, r in enumerate(result["initial_rates"]) if (w := rate_warning(i, r))]
+        if warnings:
+            result["warnings"] = warnings
+            for w in warnings:
+                self.log(f"warning: {w}")
         self.model.train()
         self.optimizer = self._make_optimizer()  # stabilisation may replace parameters
         return result
@@ -343,8 +349,7 @@ class Trainer:
             metrics.truncate(0)
             torch.manual_seed(cfg.seed)  # training randomness never depends on what ran before fit()
             self.stability = self.stabilize()
-            if self.stability is not None:
-                atomic_write_json(self.stability, self.out / "stability.json")
+            atomic_write_json(self.stability, self.out / "stability.json")
         atomic_write_json(cfg.to_dict(), self.out / "config.json")
         n_batches = self.batches_per_epoch()
         deadline = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
