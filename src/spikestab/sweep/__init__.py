@@ -3,10 +3,12 @@ every trial a normal ``spikestab train`` run directory under ``OUT/trials/``, th
 an Optuna RDB storage (SQLite file ``OUT/sweep.db`` by default; PostgreSQL for many machines),
 resumable after a crash, with a report of every setting (mean ± std over seeds) and figures.
 
->>> from spikestab.sweep import run_sweep, report   # doctest: +SKIP
->>> run_sweep("runs/damp", fixed={"task": "randman", "epochs": 3},
-...           grid={"dampening": [0.3, 1.0, 3.0], "seed": [0, 1, 2]}, workers=2)   # doctest: +SKIP
->>> report("runs/damp", refs=["dampening=0.3:predicted"])["best"]   # doctest: +SKIP
+Example (see docs/sweeps.md)::
+
+    from spikestab.sweep import run_sweep, report
+    run_sweep("runs/damp", fixed={"task": "randman", "epochs": 3},
+              grid={"dampening": [0.3, 1.0, 3.0], "seed": [0, 1, 2]}, workers=2)
+    report("runs/damp", refs=["dampening=0.3:predicted"])["best"]
 """
 
 from .report import collect, report
