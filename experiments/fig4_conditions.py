@@ -2,7 +2,8 @@
 
 Every setting trains the same network (spikestab defaults: tau 20, threshold 1, fast-sigmoid SG with
 dampening 1, Glorot weights) after applying its conditions: none; I, II, III, IV, I+II, I+II+III, I-IV
-(measured mode); I+II+III and I-IV (paper mode); D alone; and ``auto`` (the recommended recipe D,G). For
+(measured mode); I+II+III and I-IV (paper mode); D alone; and ``auto`` (the recommended recipe D,G); on
+sl-MNIST also D+III, D+IV, G alone, and rate 1/2 by bias calibration alone, with III and with G. For
 each setting: test accuracy (mean +- std over seeds), initial and final firing rates, gradient norm per
 layer over the first 100 steps, the measured BPTT growth per step, and the values chosen.
 
@@ -24,11 +25,16 @@ CONFIGS = {"mnist-lif": ("sl-mnist", "lif"), "shd-lif": ("shd", "lif"), "randman
            "mnist-alif": ("sl-mnist", "alif")}
 MEASURED = ["none", "I", "II", "III", "IV", "I,II", "I,II,III", "I,II,III,IV", "D", "auto"]
 PAPER = ["I,II,III", "I,II,III,IV"]
+# diagnosis on the configuration the recipe was decided on (mnist-lif): D with each dampening rule, and
+# rate 1/2 reached through a constant bias current (calibration, the earlier demo recipe) instead of D
+DIAGNOSIS = {"measured": ["D,III", "D,IV", "G"], "bias": ["none", "III", "G"]}
 SEEDS = {"smoke": [0], "cpu": [0, 1, 2]}
 
 
 def label(row: dict, mode: str) -> str:
     cond = row["params"]["stabilize"] or "none"  # the sweep stores "none" as null
+    if mode == "bias":
+        return "bias rate 1/2" + ("" if cond == "none" else f" + {cond}")
     return cond.replace(",", "+") + (" (paper)" if mode == "paper" else "")
 
 
@@ -38,9 +44,14 @@ def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict
     base = common.RUNS / "fig4" / scale / name
     measured = MEASURED if scale == "cpu" else ["none", "III", "auto"]
     paper = PAPER if scale == "cpu" else ["I,II,III,IV"]
+    sweeps = [("measured", measured), ("paper", paper)]
+    if scale == "cpu" and name == "mnist-lif":
+        sweeps += [("diagnosis", DIAGNOSIS["measured"]), ("bias", DIAGNOSIS["bias"])]
     rows = []
-    for mode, settings in (("measured", measured), ("paper", paper)):
-        fix = {**fixed, "stability_mode": mode}
+    for mode, settings in sweeps:
+        fix = {**fixed, "stability_mode": "paper" if mode == "paper" else "measured"}
+        if mode == "bias":
+            fix["init_rate"] = 0.5
         for row in common.sweep(base / mode, fix, {"stabilize": settings, "seed": SEEDS[scale]}, workers):
             rows.append({**row, "setting": label(row, mode)})
     return {"config": name, "scale": scale, "fixed": fixed, "seeds": SEEDS[scale], "settings": rows}
