@@ -145,3 +145,38 @@ def test_random_search_names_run_dirs_by_setting(tmp_path):
     data = report(out)
     assert data["replicate"] is None and sum(s["n"] for s in data["settings"]) == 3
     assert {os.path.basename(f) for f in data["figures"]} == {"val_accuracy_vs_lr.png", "val_accuracy_vs_sg.png"}
+
+
+def test_a_trial_failed_as_stale_while_alive_is_taken_over_by_its_retry(tmp_path):
+    """A worker whose heartbeat went stale (another worker failed and re-queued its trial) but which was
+    still training finishes without crashing; the retry then finds the finished run and completes it."""
+    from dataclasses import asdict
+
+    from spikestab.sweep.storage import pop_trial, requeue
+    from spikestab.sweep.study import make_plan, prepare_study
+    from spikestab.sweep.worker import WorkerContext, run_trial, run_worker
+
+    out = tmp_path / "late"
+    out.mkdir()
+    plan = make_plan(FIXED, {"threshold": [0.5]})
+    url = default_url(out)
+    storage = open_storage(url, heartbeat=2)
+    study = prepare_study(storage, url, "late", plan, log=lambda line: None)
+    trial, trial_id = pop_trial(study, storage, url)
+    ctx = WorkerContext(storage=url, study="late", out=str(out), plan=asdict(plan), heartbeat=2, poll=0.1,
+                        started=time.time())
+    lines = []
+
+    def log(line):  # when training starts, another worker fails the trial as stale and queues it again
+        lines.append(line)
+        if line.startswith("[sweep] start"):
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)  # what fail_stale_trials does
+            requeue(study, storage.get_trial(trial_id))
+
+    run_trial(study, trial, trial_id, storage, plan, ctx, log=log)
+    assert lines[-1].startswith("[sweep] late   threshold=0.5"), lines
+    assert run_worker(ctx, log=lines.append) == 1
+    first, retry = _db_trials(out, "late")
+    assert first.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    results = json.loads((out / "trials" / retry.user_attrs["setting"] / "results.json").read_text())
+    assert retry.user_attrs["resumed_from_step"] == results["global_steps"] and retry.value == results["val"]["accuracy"]

@@ -73,7 +73,6 @@ class EpochReporter:
 
     def __init__(self, trial: optuna.Trial, objective: str) -> None:
         self.trial, self.objective, self.first, self.seconds = trial, objective, True, 0.0
-        self.last_epoch: int | None = None
 
     def _report(self, value, epoch: int) -> None:
         if value is not None and math.isfinite(value):
@@ -81,14 +80,16 @@ class EpochReporter:
 
     def __call__(self, trainer, record: dict) -> None:
         t0 = time.perf_counter()
-        if self.first:
-            self.first = False
-            for rec in read_jsonl(trainer.out / "metrics.jsonl"):
-                if rec.get("kind") == "epoch" and rec["epoch"] < record["epoch"]:
-                    self._report(rec.get(self.objective), rec["epoch"])
-        self._report(record.get(self.objective), record["epoch"])
-        self.last_epoch = record["epoch"]
-        prune = self.trial.should_prune()
+        try:
+            if self.first:
+                self.first = False
+                for rec in read_jsonl(trainer.out / "metrics.jsonl"):
+                    if rec.get("kind") == "epoch" and rec["epoch"] < record["epoch"]:
+                        self._report(rec.get(self.objective), rec["epoch"])
+            self._report(record.get(self.objective), record["epoch"])
+            prune = self.trial.should_prune()
+        except optuna.exceptions.UpdateFinishedTrialError:
+            prune = False  # failed as stale meanwhile: finish the run; its retry (waiting on the run dir) takes it
         self.seconds += time.perf_counter() - t0
         if prune:
             raise optuna.TrialPruned(f"pruned after epoch {record['epoch'] + 1}")
@@ -118,6 +119,13 @@ def _checkpoint_step(run_dir: Path) -> int:
         return 0
 
 
+def _set_attr(trial: optuna.Trial, key: str, value) -> None:
+    try:
+        trial.set_user_attr(key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass  # the trial was failed as stale meanwhile; its retry records its own
+
+
 def _file_log(path: Path) -> Log:
     def log(line: str) -> None:
         with open(path, "a") as fh:
@@ -142,13 +150,18 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, trial_id: int, storage, 
 
     t_start = time.perf_counter()
     with Heartbeat(storage, trial_id):
-        params = suggest(trial, plan)
-        slug = sp.setting_slug(params)
-        run_dir = Path(ctx.out) / "trials" / slug
+        try:
+            params = suggest(trial, plan)
+            slug = sp.setting_slug(params)
+            run_dir = Path(ctx.out) / "trials" / slug
+            trial.set_user_attr("setting", slug)
+            trial.set_user_attr("run_dir", str(run_dir.resolve()))
+            trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "index": ctx.index})
+        except optuna.exceptions.UpdateFinishedTrialError:  # failed as stale before it started: leave it to its retry
+            log(f"[sweep] skip   trial {trial.number}: its heartbeat went stale before it started | "
+                f"{_progress(study, plan, ctx)}")
+            return storage.get_trial(trial_id).state
         run_dir.mkdir(parents=True, exist_ok=True)
-        trial.set_user_attr("setting", slug)
-        trial.set_user_attr("run_dir", str(run_dir.resolve()))
-        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "index": ctx.index})
         cfg = TrainConfig.from_dict({**sp.apply(plan.fixed, params), "out": str(run_dir), "progress": False,
                                      "threads": ctx.threads})
         what = sp.describe(params)
@@ -167,27 +180,30 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, trial_id: int, storage, 
                 value = float(results["val"][metric])
                 if not math.isfinite(value):
                     note = f"the objective is {value}"
-                trial.set_user_attr("result", {f"test_{metric}": results["test"][metric],
-                                               "best_epoch": results["best_epoch"], "epochs_done": results["epochs_done"],
-                                               "global_steps": results["global_steps"]})
+                _set_attr(trial, "result", {f"test_{metric}": results["test"][metric], "best_epoch": results["best_epoch"],
+                                            "epochs_done": results["epochs_done"], "global_steps": results["global_steps"]})
             except optuna.TrialPruned as err:
                 state, note = TrialState.PRUNED, str(err)
             except KeyboardInterrupt:
-                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                requeue(study, storage.get_trial(trial_id))
+                if storage.get_trial(trial_id).state == TrialState.RUNNING:  # else a stale retry exists already
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                    requeue(study, storage.get_trial(trial_id))
                 log(f"[sweep] interrupted {what}: queued again; rerun the sweep to continue from its checkpoint")
                 raise
             except Exception as err:  # a failed run must not end the sweep: record it, go on
                 state, note = TrialState.FAIL, f"{type(err).__name__}: {err}"
                 (run_dir / "error.txt").write_text(traceback.format_exc())
-                trial.set_user_attr("error", note[:1000])
+                _set_attr(trial, "error", note[:1000])
             fit = time.perf_counter() - t_fit
-            trial.set_user_attr("seconds", {"fit": fit, "hook": reporter.seconds,
-                                            "trial": time.perf_counter() - t_start})
+            _set_attr(trial, "seconds", {"fit": fit, "hook": reporter.seconds, "trial": time.perf_counter() - t_start})
+    stale = storage.get_trial(trial_id).state != TrialState.RUNNING
     frozen = study.tell(trial, value if state == TrialState.COMPLETE else None,
                         state=None if state == TrialState.COMPLETE else state, skip_if_finished=True)
     counts = _progress(study, plan, ctx)
-    if frozen.state == TrialState.COMPLETE:
+    if stale:
+        log(f"[sweep] late   {what}: finished after its heartbeat had gone stale; its retry reads the finished "
+            f"run | {counts}")
+    elif frozen.state == TrialState.COMPLETE:
         log(f"[sweep] done   {what}: {plan.objective} {frozen.value:.4f} in {fit:.1f} s | {counts}")
     elif frozen.state == TrialState.PRUNED:
         log(f"[sweep] pruned {what}: {note} | {counts}")
