@@ -13,6 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from spikestab.cli import main
 from spikestab.sweep import report, run_sweep
 from spikestab.sweep.space import params_key
 from spikestab.sweep.storage import default_url, open_storage
@@ -27,7 +28,7 @@ def _db_trials(out, name):
     return optuna.load_study(study_name=name, storage=open_storage(default_url(out))).get_trials()
 
 
-def test_grid_on_two_workers_runs_every_point_once(tmp_path):
+def test_grid_on_two_workers_runs_every_point_once(tmp_path, capsys):
     out = tmp_path / "damp"
     summary = run_sweep(out, FIXED, GRID, workers=2, heartbeat=2)
     trials = _db_trials(out, "damp")
@@ -77,6 +78,9 @@ def test_grid_on_two_workers_runs_every_point_once(tmp_path):
     assert (out / "report" / "val_accuracy_vs_threshold.png").stat().st_size > 5000
     with pytest.raises(ValueError, match="--ref dampening: not a swept option"):
         report(out, refs=["dampening=0.3"])
+    assert main(["sweep-report", str(out), "--ref", "threshold=0.7:predicted"]) == 0
+    printed = capsys.readouterr().out
+    assert "| 0.5 | 2 |" in printed and "| 1 | 2 |" in printed and "val_accuracy_vs_threshold.png" in printed
 
 
 POPPER = r"""
