@@ -75,7 +75,7 @@ def _diagnostics(run_dir: Path) -> dict[str, Any]:
 def sweep(out: Path, fixed: dict, grid: dict, workers: int, refs: list[str] | None = None) -> list[dict]:
     """Run (or continue) one grid sweep and return one row per setting: the swept values, the trials,
     validation and test accuracy (mean, std over seeds) and the mean of each diagnostic."""
-    run_sweep(out, fixed, grid, workers=workers)
+    run_sweep(out, fixed, grid, workers=workers, retry_failed=True)
     data = report(out, refs=refs)
     rows = []
     for s in data["settings"]:

@@ -194,3 +194,18 @@ def test_default_stabilizes_with_the_recipe_and_warns_about_a_silent_network(tmp
     assert res["stability"]["initial_rates"][0] < 0.01
     assert any("nearly silent" in w for w in res["stability"]["warnings"])
     assert any(line.startswith("warning: layer 0 is nearly silent") for line in logs)
+
+
+def test_stabilize_none_survives_the_config_round_trip_and_resume(tmp_path):
+    # regression: config.json stores stabilize as a list, and [] was refused when a run was resumed
+    cfg = cfg_for(tmp_path, "none", epochs=2, stabilize="none")
+    assert TrainConfig.from_dict(cfg.to_dict()).stabilize == () and TrainConfig(stabilize=[]).stabilize == ()
+
+    def stop_after_first_epoch(trainer, step):
+        if step == 6:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        Trainer(cfg, tiny_task(), log=lambda s: None, on_step=stop_after_first_epoch).fit()
+    res = Trainer(cfg, tiny_task(), log=lambda s: None).fit(resume=True)
+    assert res["epochs_done"] == 2 and res["config"]["stabilize"] == []

@@ -44,7 +44,7 @@ def parse_layers(spec: str | int | list | tuple) -> tuple[int, ...]:
 def parse_conditions(spec: str | list | tuple | None) -> tuple[str, ...]:
     """``I,II,III,IV`` -> ("I", "II", "III", "IV"); ``auto`` -> ("auto",) (the recommended recipe, kept by
     name so a run records that it asked for it); ``none``, empty or None -> ()."""
-    if spec is None or spec == "" or spec == () or spec == "none" or spec == ["none"] or spec == ("none",):
+    if not spec or spec == "none" or list(spec) == ["none"]:  # None, "", (), [] (a saved config's list)
         return ()
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     items = tuple(str(c).strip() for c in items)
