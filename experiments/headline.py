@@ -56,7 +56,7 @@ def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict
            "snntorch": common.sweep(base / "snntorch", {**fixed, **snntorch_defaults()}, {"seed": seeds["recipe"]}, workers)[0],
            "auto": common.sweep(base / "auto", {**fixed, "stabilize": "auto"}, {"seed": seeds["recipe"]}, workers)[0],
            "grid": common.sweep(base / "grid", {**fixed, "stabilize": "none"}, {**grid, "seed": seeds["grid"]}, workers)}
-    best = max(out["grid"], key=lambda r: r["val_mean"])
+    best = max((r for r in out["grid"] if r["n"]), key=lambda r: r["val_mean"])  # settings with a finished trial
     out["best_grid"] = best
     out["grid_seconds"] = sum(r["seconds"] for r in out["grid"])
     out["auto_seconds_per_run"] = out["auto"]["seconds"] / out["auto"]["n"]
@@ -70,7 +70,7 @@ def _key(params: dict) -> str:
 def summarise(results: dict[str, dict]) -> dict:
     """(d), the must-show checks, and one table row per configuration."""
     shared = set.intersection(*({_key(r["params"]) for r in res["grid"]} for res in results.values()))
-    mean_val = {k: sum(next(r["val_mean"] for r in res["grid"] if _key(r["params"]) == k)
+    mean_val = {k: sum(next(r["val_mean"] or 0.0 for r in res["grid"] if _key(r["params"]) == k)
                        for res in results.values()) / len(results) for k in shared}
     fixed_key = max(mean_val, key=mean_val.get) if mean_val else None
     rows = []
