@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,26 @@ def atomic_write_text(text: str, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN / inf float (at any depth of dicts, lists and tuples) replaced by None:
+    JSON has no NaN, and strict readers refuse the ``NaN`` literal Python would write."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` of ``json_safe(obj)`` that can never write a NaN / Infinity literal."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
 def atomic_write_json(obj: Any, path: str | Path) -> None:
-    atomic_write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+    """Strict JSON (non-finite numbers written as null), written atomically."""
+    atomic_write_text(strict_json(obj, indent=2, sort_keys=True) + "\n", path)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -26,6 +26,9 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--lr", "lr", float, "learning rate"),
     ("--weight-decay", "weight_decay", float, "weight decay (not on embeddings)"),
     ("--clip-norm", "clip_norm", float, "gradient-norm clipping"),
+    ("--on-nonfinite", "on_nonfinite", str,
+     "a non-finite loss or gradient: stop (default: stop the run, keep the last good checkpoint) | skip "
+     "(skip that optimiser step and count it)"),
     ("--epochs", "epochs", int, "planned number of epochs"),
     ("--batch-size", "batch_size", int, "training batch size"),
     ("--eval-batch-size", "eval_batch_size", int, "evaluation batch size"),
@@ -121,6 +124,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(config_dict_from_args(args))
 
 
+def tested_weights(results: dict) -> str:
+    """Which weights a run's test numbers belong to, numbered as on the console (epochs from 1) with
+    results.json's 0-based ``best_epoch`` alongside."""
+    best, epochs = results["best_epoch"], results["config"]["epochs"]
+    if best < 0:
+        return "the last weights (no epoch had a finite validation loss, so there is no best-val epoch)"
+    return f"the best-val epoch {best + 1}/{epochs} (best_epoch {best} in results.json)"
+
+
 def _cmd(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
@@ -138,6 +150,5 @@ def _cmd(args: argparse.Namespace) -> int:
     test = results["test"]
     metric = (f"perplexity {test['perplexity']:.2f}" if "perplexity" in test
               else f"accuracy {test['accuracy']:.4f}")
-    print(f"test {metric} (loss {test['loss']:.4f}) of the best-val epoch {results['best_epoch'] + 1}; "
-          f"results in {cfg.out}/results.json")
+    print(f"test {metric} (loss {test['loss']:.4f}) of {tested_weights(results)}; results in {cfg.out}/results.json")
     return 0

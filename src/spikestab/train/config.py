@@ -14,6 +14,8 @@ from ..stability.stabilize import resolve_conditions
 from ..surrogate import SHAPES, _ALIASES
 
 TASKS = ("sl-mnist", "shd", "ptb", "randman")
+ON_NONFINITE = ("stop", "skip")
+LR_MAX = 3.4e37  # AdamW's first update is lr / (1 - beta1) = 10 lr, and float32 ends at 3.4e38
 
 # fields that do not change what a run computes: they may differ when a run is resumed
 NON_RESULT_FIELDS = ("out", "data_dir", "checkpoint_every", "progress", "max_minutes", "threads")
@@ -85,6 +87,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     paper_weight_decay: bool = False
     clip_norm: float = 1.0
+    on_nonfinite: str = "stop"  # a non-finite loss or gradient: "stop" the run, or "skip" that optimiser step
     epochs: int = 10
     batch_size: int = 64
     eval_batch_size: int = 256
@@ -115,6 +118,8 @@ class TrainConfig:
             raise ValueError(f"sg must be one of {sorted(SHAPES)}, got {self.sg!r}")
         if self.reset not in RESETS:
             raise ValueError(f"reset must be one of {list(RESETS)}, got {self.reset!r}")
+        if self.on_nonfinite not in ON_NONFINITE:
+            raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
         if self.stability_mode not in ("measured", "paper"):
             raise ValueError(f"stability_mode must be 'measured' or 'paper', got {self.stability_mode!r}")
         positive = {"lr": self.lr, "tau": self.tau, "threshold": self.threshold, "dampening": self.dampening,
@@ -122,6 +127,9 @@ class TrainConfig:
         for name, val in positive.items():
             if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {val!r}")
+        if self.lr > LR_MAX:
+            raise ValueError(f"lr must be a finite number in (0, {LR_MAX:g}], got {self.lr!r} (AdamW's first step "
+                             f"is lr / (1 - 0.9), which must fit in float32)")
         ints = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
                 "seq_len": self.seq_len, "time_repeat": self.time_repeat, "checkpoint_every": self.checkpoint_every}
         for name, val in ints.items():

@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, json_safe, strict_json
 
-
-def _clean(value):
-    """JSON has no NaN/inf: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+_clean = json_safe  # the name spikestab.sweep.report imports
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -36,12 +26,12 @@ class MetricsLog:
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as fh:
-            fh.write(json.dumps(_clean(record)) + "\n")
+            fh.write(strict_json(record) + "\n")  # NaN / inf as null
             fh.flush()
         self.lines += 1
 
     def truncate(self, n_lines: int) -> None:
         """Keep the first ``n_lines`` records (those written before the checkpoint being resumed)."""
         records = read_jsonl(self.path)[:n_lines]
-        atomic_write_text("".join(json.dumps(r) + "\n" for r in records), self.path)
+        atomic_write_text("".join(strict_json(r) + "\n" for r in records), self.path)
         self.lines = len(records)

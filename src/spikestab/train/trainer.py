@@ -4,10 +4,24 @@ Nothing a run did is lost: ``checkpoint.pt`` (model, optimiser, RNG, epoch, posi
 language-model state, epoch accumulators, metrics line count) is written atomically every
 ``checkpoint_every`` steps and at the end of every epoch, and ``Trainer.fit(resume=True)`` continues
 from it to the same final weights as an uninterrupted run with the same seed.
+
+Non-finite training: a step whose loss or gradient is NaN/inf is never applied. With
+``on_nonfinite="stop"`` (the default) the run stops there: ``NonFiniteError`` names the step and the
+first layer whose values went non-finite, ``checkpoint.pt`` / ``best.pt`` stay the last good ones and
+``results.json`` records why (``stopped_by_nonfinite``). With ``"skip"`` the step is skipped and counted
+(``skipped`` in its metrics record, ``skipped_steps`` per epoch and in the results); after
+``MAX_SKIPPED_IN_A_ROW`` skipped steps in a row the run stops all the same. An update that makes a
+parameter non-finite cannot be taken back, so it stops the run in both modes (before any checkpoint of
+those weights). A task loss that climbs past ``LOSS_GROWTH_FACTOR`` times the first step's warns once
+(console, and ``loss_growth`` in the results).
+
+Epochs are numbered from 0 in metrics.jsonl and results.json (``best_epoch``, -1 when no epoch had a
+finite validation loss) and from 1 on the console ("epoch 1/10").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -21,18 +35,60 @@ from ..models import SNNClassifier, SNNConfig, SNNLanguageModel
 from ..neurons import NeuronState
 from ..regularizers import SparsityLoss, parse_sparsity
 from .checkpoint import atomic_torch_save, atomic_write_json, load_checkpoint
-from .config import TrainConfig
+from .config import NON_RESULT_FIELDS, TrainConfig
 from .metrics import MetricsLog
 from .progress import Progress
 
+# every result field's default: a saved config that lacks a field (one added since) ran with its default
+_DEFAULT_FIELDS = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                   if f.name not in NON_RESULT_FIELDS and f.default is not dataclasses.MISSING}
+
 StepHook = Callable[["Trainer", int], None]
 EpochHook = Callable[["Trainer", dict], None]
+
+LOSS_GROWTH_FACTOR = 10.0  # warn once when a step's task loss exceeds this many times the first step's
+MAX_SKIPPED_IN_A_ROW = 25  # on_nonfinite="skip": this many non-finite steps in a row stop the run
+
+
+class NonFiniteError(ValueError):
+    """Training met a non-finite loss, gradient or parameter and stopped; ``record`` says where
+    (step, epoch, batch, layer, tensor, cause). The ``spikestab`` command reports it as an error (exit 2)."""
+
+    def __init__(self, message: str, record: dict | None = None) -> None:
+        super().__init__(message)
+        self.record = record or {}
+
+
+def _first_nonfinite(named: list[tuple[str, Tensor]]) -> str | None:
+    """The name of the first tensor (in the given order) with a NaN or inf value, or None."""
+    if not named:
+        return None
+    ok = torch.stack([torch.isfinite(p.detach()).all() for _, p in named])
+    if bool(ok.all()):
+        return None
+    return named[int((~ok).nonzero()[0])][0]
+
+
+def _layer_of(name: str) -> str:
+    """The module path of a parameter name: ``stack.layers.1.weight_hh`` -> ``stack.layers.1``."""
+    return name.rpartition(".")[0] or name
 
 
 def _detach_states(states: list[NeuronState] | None) -> list[NeuronState] | None:
     if states is None:
         return None
     return [NeuronState(*(t.detach() if t is not None else None for t in st)) for st in states]
+
+
+def check_out_path(out: str | Path) -> None:
+    """ValueError unless ``out`` is (or can be created as) a folder: neither it nor a parent a file."""
+    out = Path(out)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == out else f"cannot be created: {str(p)!r} is a file"
+                raise ValueError(f"out {str(out)!r} {where}, not a folder; choose a folder for the run (--out)")
+            return
 
 
 def load_config_task(cfg: TrainConfig):
@@ -85,6 +141,7 @@ class Trainer:
         self.on_step = on_step
         self.on_epoch = on_epoch
         self.log = log
+        check_out_path(self.out)  # before any data loads
         if cfg.threads is not None:
             # tiny per-step ops: on a shared CPU one thread is often many times faster than two
             torch.set_num_threads(cfg.threads)
@@ -104,6 +161,10 @@ class Trainer:
         self.best_epoch = -1
         self.train_seconds = 0.0
         self.stability: dict | None = None
+        self.skipped_steps = 0  # optimiser steps skipped for a non-finite loss or gradient
+        self.skipped_in_a_row = 0
+        self.loss_start: float | None = None  # the first step's task loss (the growth warning's reference)
+        self.loss_growth: dict | None = None  # where the task loss first passed LOSS_GROWTH_FACTOR x its start
         self._acc = self._new_accumulator()
 
     # ---------------------------------------------------------------- setup
@@ -194,10 +255,16 @@ class Trainer:
 
     def _new_accumulator(self) -> dict:
         return {"loss": 0.0, "task_loss": 0.0, "sparsity_loss": 0.0, "correct": 0, "examples": 0, "steps": 0,
-                "rates": [0.0] * len(self.cfg.layers), "grad_norm": 0.0}
+                "rates": [0.0] * len(self.cfg.layers), "grad_norm": 0.0, "skipped": 0}
 
     def train_step(self, batch: tuple[Tensor, Tensor], epoch_float: float) -> dict:
+        """One optimisation step. A step with a non-finite loss or gradient is not applied (its gradients
+        are cleared); an update found to have made a parameter non-finite has been applied already. Either
+        way the record's ``nonfinite`` describes it (``None`` for a good step) and the epoch accumulators
+        leave the step out."""
         inputs, targets = batch
+        rng = torch.get_rng_state()  # to replay this forward pass if it has to be diagnosed
+        states_in = self.states
         logits, spikes, new_states = self._forward(inputs, self.states)
         self.states = _detach_states(new_states)
         task_loss = self._task_loss(logits, targets)
@@ -209,20 +276,39 @@ class Trainer:
             sp_val = float(sp.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        params = [p for p in self.model.parameters() if p.grad is not None]
+        loss_val = float(loss.detach())
+        named = [(n, p) for n, p in self.model.named_parameters() if p.grad is not None]
+        params = [p for _, p in named]
+        norms = torch.stack([p.grad.norm() for p in params])  # per tensor, before clipping
+        index = {id(p): i for i, p in enumerate(params)}
         layer_norms = [
-            torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in layer.parameters() if p.grad is not None])).item()
+            torch.linalg.vector_norm(norms[[index[id(p)] for p in layer.parameters() if id(p) in index]]).item()
             for layer in self.model.stack.layers
         ]
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_norm))
-        if self.cfg.paper_weight_decay and self.cfg.weight_decay > 0:
-            with torch.no_grad():
-                for p in self._decay_groups()[0]:
-                    p.mul_(1.0 - self.cfg.weight_decay)
-        self.optimizer.step()
+        grads_finite = bool(torch.isfinite(norms).all() and torch.isfinite(torch.linalg.vector_norm(norms)))
+        nonfinite = None
+        if not (math.isfinite(loss_val) and grads_finite):
+            grad_norm = float(torch.linalg.vector_norm(norms))
+            nonfinite = self._diagnose(loss_val, named, norms, inputs, states_in, rng)
+            self.optimizer.zero_grad(set_to_none=True)  # the step is not applied
+        else:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_norm))
+            if self.cfg.paper_weight_decay and self.cfg.weight_decay > 0:
+                with torch.no_grad():
+                    for p in self._decay_groups()[0]:
+                        p.mul_(1.0 - self.cfg.weight_decay)
+            self.optimizer.step()
+            bad = _first_nonfinite(named)
+            if bad is not None:
+                nonfinite = {"cause": "update", "tensor": bad, "layer": _layer_of(bad),
+                             "what": f"the update made parameter {bad} non-finite"}
         rates = [z.detach().mean().item() for z in spikes]
-        rec = {"loss": float(loss.detach()), "task_loss": float(task_loss.detach()), "sparsity_loss": sp_val,
-               "sparsity_weight": s, "grad_norm": grad_norm, "layer_grad_norms": layer_norms, "rates": rates}
+        rec = {"loss": loss_val, "task_loss": float(task_loss.detach()), "sparsity_loss": sp_val,
+               "sparsity_weight": s, "grad_norm": grad_norm, "layer_grad_norms": layer_norms, "rates": rates,
+               "nonfinite": nonfinite}
+        if nonfinite is not None:
+            self._acc["skipped"] = self._acc.get("skipped", 0) + 1
+            return rec
         a = self._acc
         a["loss"] += rec["loss"]
         a["task_loss"] += rec["task_loss"]
@@ -234,6 +320,52 @@ class Trainer:
             a["correct"] += int((self.model.predict(logits.detach()) == targets).sum())
             a["examples"] += int(targets.numel())
         return rec
+
+    def _diagnose(self, loss_val: float, named: list[tuple[str, nn.Parameter]], norms: Tensor,
+                  inputs: Tensor, states_in, rng: Tensor) -> dict:
+        """Where a step with a non-finite loss or gradient went wrong: a non-finite parameter (first in
+        forward order); else, for a non-finite loss, the first layer whose forward values (membrane
+        voltage, then the logits) are non-finite, replaying the step's forward pass with its dropout
+        masks; else the non-finite gradient nearest the output (the first one backward reached)."""
+        bad = _first_nonfinite(named)
+        if bad is not None:
+            return {"cause": "parameter", "tensor": bad, "layer": _layer_of(bad),
+                    "what": f"parameter {bad} is non-finite"}
+        if not math.isfinite(loss_val):
+            after = torch.get_rng_state()
+            torch.set_rng_state(rng)
+            try:
+                with torch.no_grad():
+                    out = (self.model.run(inputs, states_in, record_voltage=True) if self.language
+                           else self.model.run(inputs, record_voltage=True))
+            finally:
+                torch.set_rng_state(after)
+            logits, volts = out[0], out[2]
+            where = "the loss"
+            for i, v in enumerate(volts):
+                if not torch.isfinite(v).all():
+                    layer = f"stack.layers.{i}"
+                    where = f"the membrane voltage of {layer} ({type(self.model.stack.layers[i]).__name__})"
+                    break
+            else:
+                layer = None
+                if not torch.isfinite(logits).all():
+                    layer = "embedding" if self.language else "readout"  # the LM's output projection is tied
+                    where = f"the logits ({layer} output)"
+            big_name, big = max(((n, p.detach().abs().max().item()) for n, p in named), key=lambda t: t[1])
+            return {"cause": "loss", "tensor": None, "layer": layer,
+                    "what": f"the training loss is {loss_val} with every parameter finite; the first non-finite "
+                            f"values are {where} (largest |parameter| {big:.3g}, in {big_name})"}
+        finite = torch.isfinite(norms).tolist()
+        bad_grads = [n for (n, _), ok in zip(named, finite) if not ok]
+        if not bad_grads:  # every tensor's norm is finite, their total overflows
+            return {"cause": "gradient", "tensor": None, "layer": None,
+                    "what": "the total gradient norm overflows float32 although every gradient is finite"}
+        first = bad_grads[-1]  # backward runs from the output, so the last in forward order came first
+        more = f" ({len(bad_grads) - 1} more gradient tensors non-finite)" if len(bad_grads) > 1 else ""
+        return {"cause": "gradient", "tensor": first, "layer": _layer_of(first),
+                "what": f"the gradient of {first} is non-finite with a finite loss (the first non-finite gradient "
+                        f"in backward order){more}"}
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -296,7 +428,8 @@ class Trainer:
             "step_in_epoch": self.step_in_epoch, "global_step": self.global_step, "states": self.states,
             "best_val": self.best_val, "best_epoch": self.best_epoch, "acc": self._acc,
             "train_seconds": self.train_seconds, "metrics_lines": metrics.lines, "stability": self.stability,
-            "finished": finished,
+            "finished": finished, "skipped_steps": self.skipped_steps, "skipped_in_a_row": self.skipped_in_a_row,
+            "loss_start": self.loss_start, "loss_growth": self.loss_growth,
         }
 
     def _restore(self, ck: dict, metrics: MetricsLog) -> None:
@@ -306,7 +439,9 @@ class Trainer:
         for key in ("epoch", "step_in_epoch", "global_step", "states", "best_val", "best_epoch",
                     "train_seconds", "stability"):
             setattr(self, key, ck[key])
-        self._acc = ck["acc"]
+        for key in ("skipped_steps", "skipped_in_a_row", "loss_start", "loss_growth"):  # absent before issue 15
+            setattr(self, key, ck.get(key, getattr(self, key)))
+        self._acc = {**self._new_accumulator(), **ck["acc"]}
         metrics.truncate(ck["metrics_lines"])
 
     def check_out_dir(self, resume: bool) -> dict | None:
@@ -328,6 +463,8 @@ class Trainer:
 
     def _compare(self, saved: dict, where: Path) -> None:
         mine = self.cfg.result_fields()
+        # a field the saved config lacks was added since; the run behaved as its default then
+        saved = {**{k: v for k, v in _DEFAULT_FIELDS.items() if k not in saved}, **saved}
         diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
         if diff:
             detail = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {mine.get(k)!r}" for k in diff)
@@ -366,7 +503,13 @@ class Trainer:
                     continue  # batches done before the checkpoint being resumed
                 rec = self.train_step(batch, self.epoch + i / n_batches)
                 self.step_in_epoch, self.global_step = i + 1, self.global_step + 1
-                metrics.write({"kind": "step", "epoch": self.epoch, "step": self.global_step, **rec})
+                if rec["nonfinite"] is not None:
+                    self._nonfinite_step(metrics, rec, n_batches)  # stops the run, or counts a skipped step
+                else:
+                    self.skipped_in_a_row = 0
+                    self._watch_loss(rec["task_loss"])
+                    metrics.write({"kind": "step", "epoch": self.epoch, "step": self.global_step,
+                                   **{k: v for k, v in rec.items() if k != "nonfinite"}})
                 bar.update(1, loss=rec["loss"])
                 elapsed = self.train_seconds + time.monotonic() - t0
                 if cfg.eval_every and self.global_step % cfg.eval_every == 0 and i + 1 < n_batches:
@@ -386,6 +529,76 @@ class Trainer:
             self._end_epoch(metrics)
         return self._finish(metrics, stopped=stopped)
 
+    def _watch_loss(self, task_loss: float) -> None:
+        """Remember the first step's task loss; warn once when a later one passes LOSS_GROWTH_FACTOR x it."""
+        if self.loss_start is None:
+            self.loss_start = task_loss
+            return
+        if self.loss_growth is None and self.loss_start > 0 and task_loss > LOSS_GROWTH_FACTOR * self.loss_start:
+            factor = task_loss / self.loss_start
+            self.loss_growth = {"step": self.global_step, "epoch": self.epoch, "loss": task_loss,
+                                "start": self.loss_start, "factor": factor, "threshold": LOSS_GROWTH_FACTOR}
+            self.log(f"warning: training loss {task_loss:.4g} at step {self.global_step} is {factor:.3g} times its "
+                     f"start ({self.loss_start:.4g} at step 1): the run may be diverging (a lower --lr or "
+                     f"--clip-norm may help)")
+
+    def _nonfinite_step(self, metrics: MetricsLog, rec: dict, n_batches: int) -> None:
+        """A step with a non-finite loss, gradient or update: record it; skip it (``on_nonfinite="skip"``,
+        a finite model) or stop the run (NonFiniteError, after writing results.json; no checkpoint)."""
+        info = rec["nonfinite"]
+        where = (f"step {self.global_step} (epoch {self.epoch + 1}/{self.cfg.epochs}, "
+                 f"batch {self.step_in_epoch}/{n_batches})")
+        self.skipped_in_a_row += 1
+        values = {k: v for k, v in rec.items() if k != "nonfinite"}
+        if self.cfg.on_nonfinite == "skip" and info["cause"] != "update" and self.skipped_in_a_row < MAX_SKIPPED_IN_A_ROW:
+            self.skipped_steps += 1
+            metrics.write({"kind": "step", "epoch": self.epoch, "step": self.global_step, **values,
+                           "skipped": True, "nonfinite": info})
+            return
+        if info["cause"] == "update":
+            why = (f"{info['what']}; an applied update cannot be taken back, so the run stops even with "
+                   f"--on-nonfinite skip")
+            hint = "a lower --lr or --clip-norm may help"
+        elif self.cfg.on_nonfinite == "skip":
+            why = f"{self.skipped_in_a_row} steps in a row were non-finite and skipped, the last because {info['what']}"
+            hint = "the run is not recovering: a lower --lr or --clip-norm may help"
+        else:
+            why = info["what"]
+            hint = "a lower --lr or --clip-norm may help, or --on-nonfinite skip to skip such steps"
+        ck = self.out / "checkpoint.pt"
+        if ck.exists():
+            kept = f"the last good checkpoint (step {load_checkpoint(ck)['global_step']}) is kept in {ck}"
+        else:
+            kept = "no checkpoint had been written yet"
+        message = f"training stopped at {where}: {why}; {kept}; results in {self.out / 'results.json'} ({hint})"
+        record = {"step": self.global_step, "epoch": self.epoch, "batch": self.step_in_epoch, **info,
+                  "message": message}
+        metrics.write({"kind": "nonfinite", **record, **values})
+        self._write_stopped_results(record)
+        raise NonFiniteError(message, record)
+
+    def _write_stopped_results(self, record: dict) -> None:
+        """results.json of a run stopped by a non-finite step: val/test of best.pt when an epoch produced
+        one (its weights are finite), else null; the model keeps its last weights."""
+        best_path = self.out / "best.pt"
+        val = test = None
+        if best_path.exists():
+            last = {k: v.clone() for k, v in self.model.state_dict().items()}
+            load_model_state(self.model, load_checkpoint(best_path))
+            test, val = self.evaluate("test"), self.evaluate("val")
+            self.model.load_state_dict(last)
+        results = self._results(val, test, stopped=False)
+        results["stopped_by_nonfinite"] = record
+        atomic_write_json(results, self.out / "results.json")
+
+    def _results(self, val: dict | None, test: dict | None, stopped: bool) -> dict:
+        return {
+            "task": self.cfg.task, "config": self.cfg.to_dict(), "epochs_done": self.epoch,
+            "global_steps": self.global_step, "best_epoch": self.best_epoch, "val": val, "test": test,
+            "train_seconds": self.train_seconds, "stopped_by_time_limit": stopped, "stability": self.stability,
+            "skipped_steps": self.skipped_steps, "loss_growth": self.loss_growth, "stopped_by_nonfinite": None,
+        }
+
     def _eval_record(self, metrics: MetricsLog, train_seconds: float) -> None:
         """A mid-epoch validation point (the best checkpoint is still chosen at epoch ends)."""
         val = self.evaluate("val")
@@ -396,28 +609,35 @@ class Trainer:
 
     def _end_epoch(self, metrics: MetricsLog) -> None:
         a = self._acc
-        steps = max(a["steps"], 1)
+        steps = a["steps"]  # the applied steps (skipped ones are left out); none: no train averages
+
+        def mean(total: float) -> float | None:
+            return total / steps if steps else None
+
         val = self.evaluate("val")
         rec = {
-            "kind": "epoch", "epoch": self.epoch, "step": self.global_step, "train_loss": a["loss"] / steps,
-            "train_task_loss": a["task_loss"] / steps, "train_sparsity_loss": a["sparsity_loss"] / steps,
-            "train_rates": [r / steps for r in a["rates"]], "grad_norm": a["grad_norm"] / steps,
+            "kind": "epoch", "epoch": self.epoch, "step": self.global_step, "train_loss": mean(a["loss"]),
+            "train_task_loss": mean(a["task_loss"]), "train_sparsity_loss": mean(a["sparsity_loss"]),
+            "train_rates": [mean(r) for r in a["rates"]], "grad_norm": mean(a["grad_norm"]),
             "sparsity_weight": float(self.sparsity.schedule(self.epoch + 1)) if self.sparsity else 0.0,
             "val_loss": val["loss"], "val_rates": val["rates"], "train_seconds": self.train_seconds,
+            "skipped_steps": a.get("skipped", 0),
         }
         if self.language:
-            rec["train_perplexity"] = math.exp(min(rec["train_task_loss"], 700.0))
+            rec["train_perplexity"] = math.exp(min(rec["train_task_loss"], 700.0)) if steps else None
             rec["val_perplexity"] = val["perplexity"]
         else:
-            rec["train_accuracy"] = a["correct"] / max(a["examples"], 1)
+            rec["train_accuracy"] = a["correct"] / a["examples"] if a["examples"] else None
             rec["val_accuracy"] = val["accuracy"]
         metrics.write(rec)
         if val["loss"] < self.best_val:
             self.best_val, self.best_epoch = val["loss"], self.epoch
             atomic_torch_save(self.model.state_dict(), self.out / "best.pt")
         summary = f"val perplexity {val['perplexity']:.2f}" if self.language else f"val acc {val['accuracy']:.4f}"
-        self.log(f"epoch {self.epoch + 1}/{self.cfg.epochs}: train loss {rec['train_loss']:.4f}, val loss "
-                 f"{val['loss']:.4f}, {summary}, rates {[round(r, 3) for r in val['rates']]}")
+        train = "(no step applied)" if rec["train_loss"] is None else f"{rec['train_loss']:.4f}"
+        skipped = f", {rec['skipped_steps']} steps skipped (non-finite)" if rec["skipped_steps"] else ""
+        self.log(f"epoch {self.epoch + 1}/{self.cfg.epochs}: train loss {train}, val loss "
+                 f"{val['loss']:.4f}, {summary}, rates {[round(r, 3) for r in val['rates']]}{skipped}")
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         self._acc = self._new_accumulator()
         atomic_torch_save(self._state(metrics), self.out / "checkpoint.pt")
@@ -433,11 +653,7 @@ class Trainer:
         test = self.evaluate("test")
         val = self.evaluate("val")
         self.model.load_state_dict(last)
-        results = {
-            "task": self.cfg.task, "config": self.cfg.to_dict(), "epochs_done": self.epoch,
-            "global_steps": self.global_step, "best_epoch": self.best_epoch, "val": val, "test": test,
-            "train_seconds": self.train_seconds, "stopped_by_time_limit": stopped, "stability": self.stability,
-        }
+        results = self._results(val, test, stopped)
         if not already:
             metrics.write({"kind": "test", "step": self.global_step, **{f"test_{k}": v for k, v in test.items()}})
             atomic_torch_save(self._state(metrics, finished=True), self.out / "checkpoint.pt")
