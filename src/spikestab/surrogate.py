@@ -169,12 +169,12 @@ DEFAULT_TAIL = 1.56  # the official code's default q
 
 def _check_positive(name: str, value: float | Tensor, strict: bool = True) -> None:
     t = torch.as_tensor(value, dtype=torch.float64)
+    bound, accepted = ("> 0", "(0, inf)") if strict else (">= 0", "[0, inf)")
     if not torch.isfinite(t).all():
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise ValueError(f"{name} must be finite and {bound} (accepted range {accepted}), got {value!r}")
     bad = (t <= 0) if strict else (t < 0)
     if bad.any():
-        bound = "> 0" if strict else ">= 0"
-        raise ValueError(f"{name} must be {bound} (accepted range (0, inf)), got min {t.min().item():g}")
+        raise ValueError(f"{name} must be finite and {bound} (accepted range {accepted}), got min {t.min().item():g}")
 
 
 class _SpikeFunction(torch.autograd.Function):

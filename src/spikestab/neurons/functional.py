@@ -57,11 +57,20 @@ def check_reset(reset: str) -> str:
     return reset
 
 
-def decay_from(tau: float | Tensor | None, alpha: float | Tensor | None, name: str = "tau") -> Tensor:
-    """Per-step decay factor exp(-1/tau) from either ``tau`` (steps, > 0) or ``alpha`` (in (0, 1))."""
+def decay_from(tau: float | Tensor | None, alpha: float | Tensor | None, name: str = "tau",
+               default_tau: float | None = None) -> Tensor:
+    """Per-step decay factor exp(-1/tau) from either ``tau`` (steps, > 0) or ``alpha`` (in (0, 1)), not
+    both; neither: ``default_tau`` (when given)."""
+    aname = "alpha" if name == "tau" else name.replace("tau", "alpha")
+    if tau is not None and alpha is not None:
+        raise ValueError(f"give {name} or {aname}, not both (got {name}={_show(tau)} and {aname}={_show(alpha)}); "
+                         f"{aname} = exp(-1/{name})")
+    if tau is None and alpha is None:
+        if default_tau is None:
+            raise ValueError(f"give {name} (time steps, > 0) or {aname} (in (0, 1))")
+        tau = default_tau
     if alpha is not None:
         a = torch.as_tensor(alpha, dtype=torch.float32)
-        aname = "alpha" if name == "tau" else name.replace("tau", "alpha")
         if not torch.isfinite(a).all() or (a <= 0).any() or (a >= 1).any():
             raise ValueError(f"{aname} must be finite and in the open interval (0, 1), got {alpha!r}")
         return a.clone()
@@ -73,6 +82,12 @@ def decay_from(tau: float | Tensor | None, alpha: float | Tensor | None, name: s
         raise ValueError(f"{name} must be at most about 3.3e7 time steps (beyond, exp(-1/{name}) rounds to 1 in "
                          f"float32); got {tau!r}")
     return decay
+
+
+def _show(value: float | Tensor) -> str:
+    if isinstance(value, Tensor):
+        return f"{value.item()!r}" if value.numel() == 1 else f"a tensor of shape {tuple(value.shape)}"
+    return repr(value)
 
 
 def tau_from_alpha(alpha: Tensor) -> Tensor:

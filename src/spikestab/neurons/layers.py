@@ -9,6 +9,18 @@ Sequence layers take ``checkpoint`` (default False): True or a segment length k 
 sequence in checkpointed segments (``kernels.checkpoint``: segments of k steps, ceil(sqrt(T)) for
 True), keeping for backward only each segment's input state instead of per-step activations, at the
 cost of one more forward pass during backward. Same spikes and gradients.
+
+Parameters are checked at construction, each with the range it accepts: ``tau`` (steps, > 0; default
+20) or ``alpha`` = exp(-1/tau) in (0, 1), not both; ``threshold`` > 0; ``tau_adapt`` > 0 and
+``beta_adapt`` >= 0 (ALIF); all finite, scalars or per-neuron tensors of shape (hidden_size,), and the
+spike function's dampening / sharpness scalars or of shape (hidden_size,).
+
+Input dtype: the layer computes in the dtype of its weights (float32 unless converted with
+``layer.to(...)``). Bool and integer inputs (spikes or spike counts, as other libraries often hand them
+over) are converted once per call to that dtype (exactly: 0/1, and counts below 2**24 in float32). A
+floating input of another precision (float16, bfloat16, float64 for a float32 layer) is refused with a
+ValueError saying what to call (``x.float()`` or ``layer.to(x.dtype)``) rather than silently rounded or
+promoted; inside ``torch.autocast`` it is passed on as autocast decides.
 """
 
 from __future__ import annotations
@@ -28,6 +40,22 @@ def _check_size(name: str, value: int) -> int:
     return value
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
+def _check_sg_shape(spike_fn: SurrogateGradient, hidden: int) -> None:
+    """The SG's dampening / sharpness broadcast over the neurons: scalar, (1,) or (hidden,)."""
+    for name in ("dampening", "sharpness"):
+        shape = tuple(getattr(spike_fn, name).shape)
+        if shape not in ((), (1,), (hidden,)):
+            raise ValueError(f"spike_fn.{name} must be a scalar or have shape ({hidden},) for a layer of {hidden} "
+                             f"neurons, got shape {shape}")
+
+
 def _per_neuron(value: float | Tensor, hidden: int, name: str) -> Tensor:
     t = torch.as_tensor(value, dtype=torch.float32)
     if t.dim() == 0:
@@ -38,7 +66,13 @@ def _per_neuron(value: float | Tensor, hidden: int, name: str) -> Tensor:
 
 
 class SpikingNeurons(nn.Module):
-    """Parameters and dynamics shared by the LIF/ALIF layer and cell modules."""
+    """Parameters and dynamics shared by the LIF/ALIF layer and cell modules.
+
+    Every parameter is checked here, at construction (ValueError naming it and its accepted range).
+    Input dtype: bool and integer inputs (spikes, counts) are converted to the layer's dtype (that of
+    ``weight_ih``); a floating input of another precision is refused with what to call instead (module
+    doc).
+    """
 
     adaptive: bool = False
 
@@ -47,7 +81,7 @@ class SpikingNeurons(nn.Module):
         input_size: int,
         hidden_size: int,
         recurrent: bool = True,
-        tau: float | Tensor = 20.0,
+        tau: float | Tensor | None = None,
         threshold: float | Tensor = 1.0,
         reset: str = "subtract",
         detach_reset: bool = True,
@@ -74,13 +108,14 @@ class SpikingNeurons(nn.Module):
         thr = _per_neuron(threshold, hidden_size, "threshold")
         if not torch.isfinite(thr).all() or (thr <= 0).any():
             raise ValueError(f"threshold must be finite and > 0 (accepted range (0, inf)), got {threshold!r}")
-        decay = _per_neuron(decay_from(tau, alpha), hidden_size, "tau")
+        decay = _per_neuron(decay_from(tau, alpha, default_tau=20.0), hidden_size, "tau")
         # tau is the stored parameter (learnable in time steps), alpha = exp(-1/tau) is derived.
         self.tau = nn.Parameter(tau_from_alpha(decay), requires_grad=learn_tau)
         self.threshold = nn.Parameter(thr, requires_grad=learn_threshold)
         self.spike_fn = spike_fn if spike_fn is not None else SurrogateGradient("fast-sigmoid")
         if not isinstance(self.spike_fn, SurrogateGradient):
             raise ValueError(f"spike_fn must be a spikestab.surrogate.SurrogateGradient, got {type(spike_fn).__name__}")
+        _check_sg_shape(self.spike_fn, hidden_size)
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size)) if recurrent else None
         mask = torch.ones(hidden_size, hidden_size)
@@ -93,7 +128,10 @@ class SpikingNeurons(nn.Module):
             self.register_buffer("bias", torch.zeros(hidden_size))
         if self.adaptive:
             self.register_buffer("rho", _per_neuron(decay_from(tau_adapt, None, name="tau_adapt"), hidden_size, "tau_adapt"))
-            self.register_buffer("beta_adapt", _per_neuron(beta_adapt, hidden_size, "beta_adapt"))
+            beta = _per_neuron(beta_adapt, hidden_size, "beta_adapt")
+            if not torch.isfinite(beta).all() or (beta < 0).any():
+                raise ValueError(f"beta_adapt must be finite and >= 0 (accepted range [0, inf)), got {beta_adapt!r}")
+            self.register_buffer("beta_adapt", beta)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -157,7 +195,8 @@ class SpikingNeurons(nn.Module):
                 raise ValueError(f"state.{name} must have shape ({batch}, {self.hidden_size}), got {got}")
         return state
 
-    def _check_input(self, x: Tensor, rank: int) -> None:
+    def _prepare_input(self, x: Tensor, rank: int) -> Tensor:
+        """Check x's type, rank and width; return it in the layer's dtype (module doc: input dtype)."""
         if not isinstance(x, Tensor):
             raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != rank:
@@ -167,6 +206,16 @@ class SpikingNeurons(nn.Module):
             raise ValueError(f"x must have rank {rank} ({layout}), got shape {tuple(x.shape)}")
         if x.shape[-1] != self.input_size:
             raise ValueError(f"x must have last dimension input_size={self.input_size}, got {x.shape[-1]}")
+        dtype = self.weight_ih.dtype
+        if x.dtype == dtype:
+            return x
+        if x.dtype == torch.bool or not (x.is_floating_point() or x.is_complex()):
+            return x.to(dtype)  # spikes / counts: exact in any float dtype (integers up to 2**24 in float32)
+        if x.is_floating_point() and _autocast_on(x.device.type):
+            return x
+        call = f"x.float() (or x.to({dtype}))" if dtype == torch.float32 else f"x.to({dtype})"
+        raise ValueError(f"x has dtype {x.dtype} but the layer computes in {dtype}: pass {call}, or convert the "
+                         f"layer with layer.to({x.dtype})")
 
     def extra_repr(self) -> str:
         return (
@@ -185,7 +234,7 @@ class _LayerMixin:
         self.checkpoint = checkpoint
 
     def forward(self, x: Tensor, state: NeuronState | None = None, return_voltage: bool = False):
-        self._check_input(x, 3)
+        x = self._prepare_input(x, 3)
         if self.batch_first:
             x = x.transpose(0, 1)
         state = self._check_state(state, x.shape[1], x)
@@ -208,7 +257,7 @@ class _CellMixin:
     """One-step forward: [B, input] -> spikes [B, hidden]."""
 
     def forward(self, x: Tensor, state: NeuronState | None = None, return_voltage: bool = False):
-        self._check_input(x, 2)
+        x = self._prepare_input(x, 2)
         state = self._check_state(state, x.shape[0], x)
         state = step(self.input_current(x), state, self.recurrent_weight(), self.dynamics())
         return (state.z, state.v, state) if return_voltage else (state.z, state)
