@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -33,14 +33,45 @@ def _h5py() -> Any:
     return h5py
 
 
-def read_shd(path: str | os.PathLike) -> dict[str, Any]:
+def _first_bad(values: Sequence[np.ndarray], bad: Callable[[np.ndarray], np.ndarray]) -> tuple[int, int, Any] | None:
+    """(sample, spike, value) of the first value, over all samples in order, for which ``bad`` holds."""
+    lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+    if not lengths.sum():
+        return None
+    flat = np.concatenate([np.asarray(v) for v in values])
+    hits = np.flatnonzero(bad(flat))
+    if not len(hits):
+        return None
+    k = int(hits[0])
+    ends = np.cumsum(lengths)
+    sample = int(np.searchsorted(ends, k, side="right"))
+    return sample, k - int(ends[sample - 1] if sample else 0), flat[k]
+
+
+def _show(value: Any) -> str:
+    return "NaN" if np.isnan(value) else f"{value:g}"
+
+
+def check_spike_times(times: Sequence[np.ndarray], where: str) -> None:
+    """ValueError naming ``where`` (e.g. "file.h5: spikes/times") and the first sample with a NaN,
+    infinite or negative spike time."""
+    hit = _first_bad(times, lambda t: ~(np.isfinite(t) & (t >= 0)))
+    if hit is not None:
+        sample, spike, value = hit
+        raise ValueError(f"{where} of sample {sample} holds the spike time {_show(float(value))} (spike {spike}); "
+                         f"spike times must be finite seconds >= 0")
+
+
+def read_shd(path: str | os.PathLike, n_channels: int = N_CHANNELS) -> dict[str, Any]:
     """Read an SHD h5 file into numpy arrays.
 
     Returns ``dict(times, units, labels, speakers, keys, meta)``: ``times`` a list of float32 arrays
     (seconds; exact copies of the stored float16), ``units`` a list of int32 arrays, ``labels`` and
     ``speakers`` int64 arrays, ``keys`` the class names (``keys[label]``), ``meta`` the per-speaker
     ``extra/meta_info`` arrays (empty if absent).
-    Raises FileNotFoundError for a missing file and ValueError for a file that is not a complete SHD file.
+    Raises FileNotFoundError for a missing file and ValueError for a file that is not a complete SHD file,
+    or whose spikes are bad: a NaN, infinite or negative spike time, or a unit outside
+    ``[0, n_channels - 1]`` (the message names the file, the field and the first bad sample).
     """
     path = Path(path)
     if not path.is_file():
@@ -70,6 +101,12 @@ def read_shd(path: str | os.PathLike) -> dict[str, Any]:
             raise ValueError(f"{path}: sample {i} has {len(t)} spike times but {len(u)} units")
     if n and (labels.min() < 0 or labels.max() >= len(keys)):
         raise ValueError(f"{path}: labels must lie in [0, {len(keys) - 1}] (one per extra/keys entry)")
+    check_spike_times(times, f"{path}: spikes/times")
+    hit = _first_bad(units, lambda u: (u < 0) | (u >= n_channels))
+    if hit is not None:
+        sample, spike, value = hit
+        raise ValueError(f"{path}: spikes/units of sample {sample} holds the unit {int(value)} (spike {spike}); "
+                         f"units must lie in [0, {n_channels - 1}]")
     return dict(times=times, units=units, labels=labels, speakers=speakers, keys=keys, meta=meta)
 
 
@@ -93,6 +130,7 @@ def write_shd(path: str | os.PathLike, times: Sequence[np.ndarray], units: Seque
         raise ValueError(f"labels must lie in [0, {len(keys) - 1}] (one class name per label in keys)")
     if n and (speakers.min() < 0 or speakers.max() > np.iinfo(np.uint16).max):
         raise ValueError("speakers must be ids in [0, 65535]")
+    check_spike_times([np.asarray(t, dtype=np.float64) for t in times], "times")
     for i, (t, u) in enumerate(zip(times, units)):
         if len(t) != len(u):
             raise ValueError(f"sample {i}: {len(t)} spike times but {len(u)} units")
