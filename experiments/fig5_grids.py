@@ -39,14 +39,16 @@ PANELS = {  # option -> (values at cpu scale, fixed options, SG shapes)
 SEEDS = {"smoke": [0], "cpu": [0, 1, 2]}
 
 
-def _mean_chosen(report, condition: str) -> float:
-    values = [layer.condition(condition).chosen_mean for layer in report.layers]
-    return sum(values) / len(values)
+def _mean_chosen(report, condition: str) -> dict:
+    """The chosen value averaged over layers, and whether every layer's condition was feasible."""
+    results = [layer.condition(condition) for layer in report.layers]
+    return {"value": sum(r.chosen_mean for r in results) / len(results), "feasible": all(r.feasible for r in results)}
 
 
-def predictions(fixed: dict) -> dict[str, dict[str, float]]:
-    """The value each condition predicts for each panel, on the seed-0 network and its first batch."""
-    out: dict[str, dict[str, float]] = {"dampening": {}, "sharpness": {}, "tail": {}}
+def predictions(fixed: dict) -> dict[str, dict[str, dict]]:
+    """The value each condition predicts for each panel, on the seed-0 network and its first batch
+    (an infeasible condition's value is its fallback, e.g. the end of the searched bracket)."""
+    out: dict[str, dict[str, dict]] = {"dampening": {}, "sharpness": {}, "tail": {}}
     with tempfile.TemporaryDirectory() as tmp:
         def model_and_batch(**kw):
             cfg = TrainConfig(**{**fixed, **kw, "stabilize": "none", "out": tmp, "seed": 0})
@@ -94,7 +96,8 @@ def markdown(res: dict) -> str:
                 r = next(r for r in rows if r["params"]["sg"] == sg and r["params"][option] == v)
                 cells.append(f"{100 * r['test_mean']:.1f} +- {100 * r['test_std']:.1f}")
             out.append(f"| {sg} | " + " | ".join(cells) + " |")
-        preds = ", ".join(f"{k} {v:.3g}" for k, v in res["predictions"][option].items())
+        preds = ", ".join(f"{k} {v['value']:.3g}" + ("" if v["feasible"] else " (infeasible: fallback)")
+                          for k, v in res["predictions"][option].items())
         out += ["", f"Predicted: {preds}.", ""]
     return "\n".join(out)
 
@@ -111,8 +114,10 @@ def figure(res: dict, path: Path) -> Path:
             mine = sorted((r for r in rows if r["params"]["sg"] == sg), key=lambda r: r["params"][option])
             ax.errorbar([r["params"][option] for r in mine], [100 * r["test_mean"] for r in mine],
                         yerr=[100 * r["test_std"] for r in mine], marker="o", capsize=2, label=sg)
-        for k, (name, value) in enumerate(res["predictions"][option].items()):
-            ax.axvline(value, ls="--", color=f"C{k + 3}", lw=1, label=f"{name}: {value:.3g}")
+        for k, (name, pred) in enumerate(res["predictions"][option].items()):
+            note = "" if pred["feasible"] else " (infeasible)"
+            ax.axvline(pred["value"], ls="--" if pred["feasible"] else ":", color=f"C{k + 3}", lw=1,
+                       label=f"{name}: {pred['value']:.3g}{note}")
         ax.set_xscale("log")
         ax.set_xlabel(option)
         ax.set_ylabel("test accuracy (%)")

@@ -29,3 +29,4 @@ def test_smoke_scale_writes_results(tmp_path, script, folder, figure):
         assert set(auto["trials"][0]["chosen"][0]) == {"D", "G"} and auto["growth_per_step"] is not None
     else:
         assert set(data["predictions"]["dampening"]) == {"III (paper)", "III (measured)", "G"}
+        assert all(set(p) == {"value", "feasible"} for p in data["predictions"]["sharpness"].values())
