@@ -46,11 +46,13 @@ def _set_threshold(layer: SpikingNeurons, value: float) -> None:
 def condition_d(layer: SpikingNeurons, x: Tensor, rate: float = 0.5, rate_tol: float = 0.01) -> ConditionResult:
     """Set the layer's threshold (one value for all neurons) so that its firing rate on x [T, B, I] from
     the zero state is ``rate``. The rate falls as the threshold rises, so a bracketed root find on
-    log(threshold) over ``THRESHOLD_RANGE`` times the current mean threshold finds the largest threshold
-    whose rate lies within ``rate_tol`` below the target. When the rate cannot reach the target inside
-    that range (neurons whose net drive stays negative never fire, so the rate saturates below 1/2 as
-    the threshold falls), D keeps the largest threshold within ``rate_tol`` of the highest reachable
-    rate and marks the result infeasible.
+    log(threshold) over ``THRESHOLD_RANGE`` times the current mean threshold finds a threshold whose rate
+    is ``rate_tol / 2`` below the target (to within ``rate_tol / 2``). When the rate cannot reach the
+    target inside that range (neurons whose net drive stays negative never fire, so the rate saturates
+    below 1/2 as the threshold falls), the goal becomes ``rate_tol / 2`` below the highest reachable rate
+    (the rate at the bottom of the range) and the result is marked infeasible. Near saturation the rate
+    is flat and, by a few thousandths, not monotone in the threshold, so the root found there may lie
+    well below the largest threshold with the same rate (see docs/results/stability_choice.md).
 
     Example:
         >>> from spikestab.neurons import LIF
@@ -72,9 +74,8 @@ def condition_d(layer: SpikingNeurons, x: Tensor, rate: float = 0.5, rate_tol: f
         _set_threshold(layer, theta)
         return record(layer, x, current=current).rate - rate
 
-    # the largest threshold whose rate lies within rate_tol below the target (or below the highest
-    # reachable rate, the rate at the bottom of the range, when the target is above it): the rate is
-    # flat near its maximum, and the threshold should not run to the bottom of a flat stretch
+    # aim rate_tol / 2 below the target, or below the highest reachable rate (the rate at the bottom of
+    # the range) when the target is above it, so that a flat stretch near the maximum still has a root
     highest = gap(lo) + rate
     goal = min(rate, highest) - rate_tol / 2
     theta = find_root(lambda t: gap(t) + rate - goal, lo, hi, ftol=rate_tol / 2, log=True, max_iter=60).x
