@@ -85,3 +85,17 @@ def test_bad_input_is_refused_before_any_trial(tmp_path, capsys, sweep_args, mes
 def test_report_errors(tmp_path, capsys):
     assert main(["sweep-report", str(tmp_path / "nothing")]) == 2
     assert "pass --storage URL" in capsys.readouterr().err
+
+
+def test_continuing_a_sweep_started_before_a_training_option_existed():
+    # regression: a sweep.json written before `on_nonfinite` existed was refused ("saved None vs now 'stop'")
+    from spikestab.sweep.study import compare_spec
+
+    mine = {"grid": {"seed": [0, 1]}, "fixed": {"task": "randman", "lr": 0.01, "on_nonfinite": "stop"}}
+    saved = {"grid": {"seed": [0, 1]}, "fixed": {"task": "randman", "lr": 0.01}}
+    compare_spec(saved, mine, "sweep.json")  # the saved sweep ran with the default: no difference
+    with pytest.raises(ValueError, match="on_nonfinite: saved 'stop' vs now 'skip'"):
+        compare_spec({**saved, "fixed": {**saved["fixed"], "on_nonfinite": "stop"}},
+                     {**mine, "fixed": {**mine["fixed"], "on_nonfinite": "skip"}}, "sweep.json")
+    with pytest.raises(ValueError, match="lr"):
+        compare_spec({**saved, "fixed": {**saved["fixed"], "lr": 0.02}}, mine, "sweep.json")

@@ -20,7 +20,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from ..train.checkpoint import atomic_write_json
-from ..train.config import NON_RESULT_FIELDS, TrainConfig
+from ..train.config import NON_RESULT_FIELDS, TrainConfig, with_defaults
 from . import space as sp
 from .storage import masked, queue_lock
 
@@ -152,12 +152,15 @@ def make_plan(fixed: Mapping[str, Any], grid: Mapping | None = None, space: Mapp
 
 def compare_spec(saved: dict, mine: dict, where: str) -> None:
     """ValueError naming every field where the stored sweep differs from this one."""
-    def flat(spec: dict) -> dict:
+    def flat(spec: dict, fill: dict | None = None) -> dict:
         out = {f"{k}": v for k, v in spec.items() if k != "fixed"}
-        out.update(spec.get("fixed", {}))
+        fixed = spec.get("fixed", {})
+        if fill is not None:  # a training option added since the sweep started: its trials ran with the default
+            fixed = {**{k: v for k, v in with_defaults(fixed).items() if k in fill}, **fixed}
+        out.update(fixed)
         return out
 
-    a, b = flat(saved), flat(mine)
+    a, b = flat(saved, mine.get("fixed", {})), flat(mine)
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if diff:
         detail = "; ".join(f"{k}: saved {a.get(k)!r} vs now {b.get(k)!r}" for k in diff)

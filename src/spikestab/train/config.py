@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..models import NETS
@@ -192,3 +192,14 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise ValueError(f"config file {str(p)!r} must hold a JSON object")
         return cls.from_dict(d)
+
+
+# result fields with a plain default: a saved config that lacks one was written before the field existed,
+# and behaved as that default (resume and sweep continuation compare with it filled in)
+DEFAULT_RESULT_FIELDS = {f.name: (list(f.default) if isinstance(f.default, tuple) else f.default)
+                         for f in fields(TrainConfig) if f.name not in NON_RESULT_FIELDS and f.default is not MISSING}
+
+
+def with_defaults(saved: dict) -> dict:
+    """``saved`` (a stored config dict) with every result field it lacks set to that field's default."""
+    return {**{k: v for k, v in DEFAULT_RESULT_FIELDS.items() if k not in saved}, **saved}

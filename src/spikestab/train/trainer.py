@@ -35,13 +35,11 @@ from ..models import SNNClassifier, SNNConfig, SNNLanguageModel
 from ..neurons import NeuronState
 from ..regularizers import SparsityLoss, parse_sparsity
 from .checkpoint import atomic_torch_save, atomic_write_json, load_checkpoint
-from .config import NON_RESULT_FIELDS, TrainConfig
+from .config import TrainConfig, with_defaults
 from .metrics import MetricsLog
 from .progress import Progress
 
 # every result field's default: a saved config that lacks a field (one added since) ran with its default
-_DEFAULT_FIELDS = {f.name: f.default for f in dataclasses.fields(TrainConfig)
-                   if f.name not in NON_RESULT_FIELDS and f.default is not dataclasses.MISSING}
 
 StepHook = Callable[["Trainer", int], None]
 EpochHook = Callable[["Trainer", dict], None]
@@ -463,8 +461,7 @@ class Trainer:
 
     def _compare(self, saved: dict, where: Path) -> None:
         mine = self.cfg.result_fields()
-        # a field the saved config lacks was added since; the run behaved as its default then
-        saved = {**{k: v for k, v in _DEFAULT_FIELDS.items() if k not in saved}, **saved}
+        saved = with_defaults(saved)  # a field added since the run was written: it behaved as the default
         diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
         if diff:
             detail = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {mine.get(k)!r}" for k in diff)
