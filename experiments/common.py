@@ -63,9 +63,12 @@ def _diagnostics(run_dir: Path) -> dict[str, Any]:
     steps = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "step"][:100]
     norms = [r["layer_grad_norms"] for r in steps]
     layers = (stab.get("report") or {}).get("layers", [])
+    # a non-finite gradient norm is stored as null (strict JSON): it makes that layer's mean null too
+    mean_norm = [None if any(n[i] is None for n in norms) else statistics.fmean(n[i] for n in norms)
+                 for i in range(len(norms[0]))] if norms else None
     return {
-        "initial_rates": stab.get("initial_rates"), "final_rates": res["test"].get("rates"),
-        "grad_norm_first100": [statistics.fmean(n[i] for n in norms) for i in range(len(norms[0]))] if norms else None,
+        "initial_rates": stab.get("initial_rates"), "final_rates": (res.get("test") or {}).get("rates"),
+        "grad_norm_first100": mean_norm,
         "growth_per_step": [layer["measurements"].get("growth_per_step") for layer in layers] or None,
         "chosen": [{c: v["chosen"] for c, v in layer["conditions"].items()} for layer in layers] or None,
         "seconds": res["train_seconds"] + ((stab.get("report") or {}).get("timings", {}).get("total_s") or 0.0),
