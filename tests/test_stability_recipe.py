@@ -2,7 +2,7 @@
 
 Setting: spikestab's own defaults (tau = 20 steps, threshold 1, Glorot weights, fast-sigmoid SG with
 dampening 1), the network the recipe is meant for, on random input spikes. Each condition must hit its
-measured target on LIF and ALIF, widths 64 and 256, every reset: D at rate 0.1, which every case can
+measured target on LIF and ALIF, widths 64 and 256, every reset: D at rate 0.05, which every case can
 reach, and at the recipe's 1/2, which most recurrent cases here cannot (the report says so and D keeps
 the highest reachable rate).
 """
@@ -18,10 +18,10 @@ import torch
 from spikestab.models import SNNClassifier, SNNConfig
 from spikestab.neurons import LIF, RESETS
 from spikestab.stability import RECIPE, condition_d, condition_g, measure_gradient_growth, stabilize
-from spikestab.stability.drive import growth_target
+from spikestab.stability.drive import SATURATION_MARGIN, THRESHOLD_RANGE, growth_target
 
 CASES = [(net, reset, width) for width in (64, 256) for net in ("lif", "alif") for reset in RESETS]
-RATE = 0.1
+RATE = 0.05
 
 
 @pytest.fixture(autouse=True)
@@ -62,16 +62,19 @@ def test_d_reaches_its_rate_through_the_threshold(net, reset, width):
 
 
 @pytest.mark.parametrize("net,reset,width", [c for c in CASES if c[2] == 64])
-def test_d_at_rate_half_reaches_it_or_keeps_the_highest_reachable_rate(net, reset, width):
+def test_d_at_rate_half_reaches_it_or_stops_short_of_saturation(net, reset, width):
     model, layer = recipe(net, reset, width, 0.5)
     d, rate = layer.condition("D"), _forward_rate(model, width)
-    if d.feasible:
-        assert abs(rate - 0.5) <= 0.01
-        return
-    assert d.fallback and "closest to 0.5" in d.note and rate < 0.5
-    with torch.no_grad():  # a ten times lower threshold fires at most a little more: the rate had saturated
-        model.stack.layers[0].threshold.mul_(0.1)
-    assert _forward_rate(model, width) <= rate + 0.03
+    with torch.no_grad():  # the highest rate a threshold reaches: at the bottom of D's range
+        threshold = model.stack.layers[0].threshold.clone()
+        model.stack.layers[0].threshold.fill_(THRESHOLD_RANGE[0])
+        highest = _forward_rate(model, width)
+        model.stack.layers[0].threshold.copy_(threshold)
+    if highest - SATURATION_MARGIN >= 0.5:
+        assert d.feasible and 0.49 <= rate <= 0.5
+    else:  # D stops SATURATION_MARGIN short of the highest rate and says so
+        assert not d.feasible and d.fallback and "not reachable" in d.note
+        assert abs(rate - (highest - SATURATION_MARGIN)) <= 0.01
 
 
 @pytest.mark.parametrize("net,reset,width", CASES)

@@ -30,9 +30,15 @@ from .conditions import ConditionResult
 from .measure import measure_gradient_growth, record
 from .solvers import find_root, scan_root
 
-__all__ = ["condition_d", "condition_g", "THRESHOLD_RANGE", "DAMPENING_RANGE", "GROWTH_RATIO"]
+__all__ = ["condition_d", "condition_g", "THRESHOLD_RANGE", "SATURATION_MARGIN", "DAMPENING_RANGE", "GROWTH_RATIO"]
 
 THRESHOLD_RANGE = (1e-3, 1e3)  # factors of the layer's current threshold searched by D
+SCAN_POINTS = 25  # log-spaced thresholds D scans from the top of THRESHOLD_RANGE down
+# D never aims closer than this to the highest rate any threshold reaches: on the flat stretch next to it
+# the threshold can fall by orders of magnitude for a rate change of a few points, and a tiny threshold
+# makes every optimiser step huge relative to it (2 x 256 sl-MNIST: threshold 0.01, rate 0.46, did not
+# learn; 0.1, rate 0.43, trained to 87 %)
+SATURATION_MARGIN = 0.05
 DAMPENING_RANGE = (1e-3, 30.0)  # absolute dampening values searched by G
 GROWTH_RATIO = 0.6  # G's default target: this fraction of the leak's own decay per step, mean(log alpha)
 # (0.6 chosen on sl-MNIST, 2x64 LIF, seeds 0-3: 85.1 % mean test accuracy vs 82.8 % at 0.5)
@@ -46,13 +52,15 @@ def _set_threshold(layer: SpikingNeurons, value: float) -> None:
 def condition_d(layer: SpikingNeurons, x: Tensor, rate: float = 0.5, rate_tol: float = 0.01) -> ConditionResult:
     """Set the layer's threshold (one value for all neurons) so that its firing rate on x [T, B, I] from
     the zero state is ``rate``. The rate falls as the threshold rises, so a bracketed root find on
-    log(threshold) over ``THRESHOLD_RANGE`` times the current mean threshold finds a threshold whose rate
-    is ``rate_tol / 2`` below the target (to within ``rate_tol / 2``). When the rate cannot reach the
-    target inside that range (neurons whose net drive stays negative never fire, so the rate saturates
-    below 1/2 as the threshold falls), the goal becomes ``rate_tol / 2`` below the highest reachable rate
-    (the rate at the bottom of the range) and the result is marked infeasible. Near saturation the rate
-    is flat and, by a few thousandths, not monotone in the threshold, so the root found there may lie
-    well below the largest threshold with the same rate (see docs/results/stability_choice.md).
+    log(threshold) over ``THRESHOLD_RANGE`` times the current mean threshold finds the largest threshold
+    whose rate reaches ``rate_tol / 2`` below the target: a log-spaced scan down from the top of the range
+    (the rate is flat and, by a few thousandths, not monotone near its maximum, so a plain root find could
+    stop anywhere on that flat stretch), then a root find between the first scan point that reaches it
+    and the one above. When the rate cannot reach the target inside the range (neurons whose net drive
+    stays negative never fire, so the rate saturates below 1/2 as the threshold falls) or lies within
+    ``SATURATION_MARGIN`` of the highest reachable rate (the rate at the bottom of the range), the goal
+    becomes ``SATURATION_MARGIN`` below that highest rate: the flat stretch next to it is where the
+    threshold would collapse (and with it the scale every optimiser step is measured against).
 
     Example:
         >>> from spikestab.neurons import LIF
@@ -70,15 +78,25 @@ def condition_d(layer: SpikingNeurons, x: Tensor, rate: float = 0.5, rate_tol: f
     start = float(layer.threshold.detach().mean())
     lo, hi = start * THRESHOLD_RANGE[0], start * THRESHOLD_RANGE[1]
 
-    def gap(theta: float) -> float:
+    def rate_at(theta: float) -> float:
         _set_threshold(layer, theta)
-        return record(layer, x, current=current).rate - rate
+        return record(layer, x, current=current).rate
 
-    # aim rate_tol / 2 below the target, or below the highest reachable rate (the rate at the bottom of
-    # the range) when the target is above it, so that a flat stretch near the maximum still has a root
-    highest = gap(lo) + rate
-    goal = min(rate, highest) - rate_tol / 2
-    theta = find_root(lambda t: gap(t) + rate - goal, lo, hi, ftol=rate_tol / 2, log=True, max_iter=60).x
+    # the rate falls as the threshold rises, but near its maximum it is flat and, by a few thousandths,
+    # not monotone: scan down from the top of the range for the largest threshold that reaches the goal
+    # (rate_tol / 2 below the target, or SATURATION_MARGIN below the highest reachable rate, the rate at
+    # the bottom of the range, when the target is closer to it), then refine between that scan point and
+    # the one above it
+    highest = rate_at(lo)
+    goal = min(rate - rate_tol / 2, highest - SATURATION_MARGIN)
+    grid = [math.exp(math.log(hi) - (math.log(hi) - math.log(lo)) * k / (SCAN_POINTS - 1)) for k in range(SCAN_POINTS)]
+    above = None  # the scan point just above the first one that reaches the goal (the rate at lo does)
+    for theta in grid:
+        if rate_at(theta) >= goal:
+            break
+        above = theta
+    if above is not None:
+        theta = find_root(lambda t: rate_at(t) - goal, theta, above, ftol=rate_tol / 4, log=True, max_iter=40).x
     _set_threshold(layer, theta)
     reached = record(layer, x, current=current).rate
     res = ConditionResult("D", "initial firing rate (through the threshold)", rate, "threshold",
@@ -86,11 +104,12 @@ def condition_d(layer: SpikingNeurons, x: Tensor, rate: float = 0.5, rate_tol: f
                           residual=reached - rate, measured=reached)
     res.extra["threshold_factor"] = theta / start
     if not res.feasible:
-        res.fallback = (f"the largest threshold within {rate_tol:g} of the highest reachable rate" if reached < rate
+        res.fallback = (f"the largest threshold with a rate {SATURATION_MARGIN:g} below the highest reachable "
+                        f"({highest:.3g})" if reached < rate
                         else f"threshold with the closest rate in [{lo:.3g}, {hi:.3g}]")
-        res.note = (f"rate {reached:.3g} is the closest to {rate} the threshold reaches "
-                    "(neurons whose net drive stays negative never fire)" if reached < rate else
-                    f"rate {reached:.3g} stays above {rate} for every threshold up to {hi:.3g}")
+        res.note = (f"rate {reached:.3g}: {rate} is not reachable {SATURATION_MARGIN:g} below the highest rate any "
+                    f"threshold gives ({highest:.3g}; neurons whose net drive stays negative never fire)"
+                    if reached < rate else f"rate {reached:.3g} stays above {rate} for every threshold up to {hi:.3g}")
     return res
 
 
