@@ -10,12 +10,13 @@ repository, or below ``$SPIKESTAB_EXPERIMENT_OUT`` when set).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from spikestab.sweep import report, run_sweep
 from spikestab.train.metrics import read_jsonl
@@ -102,3 +103,42 @@ def write_json(path: Path, data: Any) -> Path:
     tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
     tmp.replace(path)
     return path
+
+
+def figure(*args, **kw):
+    """A matplotlib figure and axes (``plt.subplots(*args, **kw)``) drawn off screen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kw)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write as PNG and close ``fig``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def parse_args(doc: str, configs: Sequence[str] | None, smoke: str | None, argv: list[str] | None) -> argparse.Namespace:
+    """The experiments' common flags (--scale, --workers; with ``configs`` also --configs and --shd-dir).
+    ``args.names`` is the configurations to run: the given ones, all at cpu scale, ``smoke`` at smoke."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--scale", choices=SCALES, default="smoke")
+    p.add_argument("--workers", type=int, default=2)
+    if configs is not None:
+        p.add_argument("--configs", default=None, help=f"comma list of {', '.join(configs)} (default: all; smoke: one)")
+        p.add_argument("--shd-dir", default=None, help="synthetic SHD folder (default runs/shd_synth)")
+    args = p.parse_args(argv)
+    if configs is not None:
+        args.names = args.configs.split(",") if args.configs else (list(configs) if args.scale == "cpu" else [smoke])
+        unknown = [n for n in args.names if n not in configs]
+        if unknown:
+            p.error(f"--configs: unknown {unknown}; known: {', '.join(configs)}")
+    return args

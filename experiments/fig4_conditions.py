@@ -17,7 +17,6 @@ Writes docs/results/fig4/<scale>/<config>.json, summary.md and fig4.png. Sweeps 
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -79,12 +78,7 @@ def markdown(results: dict[str, dict], scale: str) -> str:
 
 
 def figure(results: dict[str, dict], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.8), squeeze=False)
+    fig, axes = common.figure(1, len(results), figsize=(3.6 * len(results), 3.8), squeeze=False)
     for ax, (name, res) in zip(axes[0], results.items()):
         rows = sorted(res["settings"], key=lambda r: r["test_mean"])
         colors = ["tab:red" if r["setting"] == "auto" else "grey" if r["setting"] == "none" else "tab:blue" for r in rows]
@@ -93,25 +87,14 @@ def figure(results: dict[str, dict], path: Path) -> Path:
         ax.set_yticks(range(len(rows)), [r["setting"] for r in rows], fontsize=7)
         ax.set_xlabel("test accuracy (%)")
         ax.set_title(name, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--scale", choices=common.SCALES, default="smoke")
-    p.add_argument("--configs", default=None, help=f"comma list of {', '.join(CONFIGS)} (default: all; smoke: one)")
-    p.add_argument("--shd-dir", default=None)
-    p.add_argument("--workers", type=int, default=2)
-    args = p.parse_args(argv)
-    names = args.configs.split(",") if args.configs else (list(CONFIGS) if args.scale == "cpu" else ["mnist-lif"])
+    args = common.parse_args(__doc__, list(CONFIGS), "mnist-lif", argv)
+    names = args.names
     folder = common.RESULTS / "fig4" / args.scale
     for name in names:
-        if name not in CONFIGS:
-            p.error(f"--configs: unknown {name!r}; known: {', '.join(CONFIGS)}")
         common.write_json(folder / f"{name}.json", run_config(name, args.scale, args.shd_dir, args.workers))
     results = {f.stem: json.loads(f.read_text()) for f in sorted(folder.glob("*.json")) if f.stem in CONFIGS}
     (folder / "summary.md").write_text(markdown(results, args.scale))

@@ -20,7 +20,6 @@ Writes docs/results/fig5/<scale>/fig5.json, summary.md and fig5.png.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import tempfile
 from pathlib import Path
@@ -103,12 +102,7 @@ def markdown(res: dict) -> str:
 
 
 def figure(res: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    fig, axes = common.figure(1, 3, figsize=(11, 3.4))
     for ax, (option, rows) in zip(axes, res["panels"].items()):
         for sg in sorted({r["params"]["sg"] for r in rows}):
             mine = sorted((r for r in rows if r["params"]["sg"] == sg), key=lambda r: r["params"][option])
@@ -122,18 +116,11 @@ def figure(res: dict, path: Path) -> Path:
         ax.set_xlabel(option)
         ax.set_ylabel("test accuracy (%)")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--scale", choices=common.SCALES, default="smoke")
-    p.add_argument("--workers", type=int, default=2)
-    args = p.parse_args(argv)
+    args = common.parse_args(__doc__, None, None, argv)
     res = run(args.scale, args.workers)
     folder = common.RESULTS / "fig5" / args.scale
     common.write_json(folder / "fig5.json", res)

@@ -18,7 +18,6 @@ Reruns continue the sweeps (finished trials are not run again).
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -127,25 +126,14 @@ def figure(summary: dict, path: Path) -> Path:
     ax.set_xticks(range(len(rows)), [r["config"] for r in rows], fontsize=8)
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--scale", choices=common.SCALES, default="smoke")
-    p.add_argument("--configs", default=None, help=f"comma list of {', '.join(CONFIGS)} (default: all; smoke: one)")
-    p.add_argument("--shd-dir", default=None)
-    p.add_argument("--workers", type=int, default=2)
-    args = p.parse_args(argv)
-    names = args.configs.split(",") if args.configs else (list(CONFIGS) if args.scale == "cpu" else ["mnist-lif-64"])
+    args = common.parse_args(__doc__, list(CONFIGS), "mnist-lif-64", argv)
+    names = args.names
     results = {}
     for name in names:
-        if name not in CONFIGS:
-            p.error(f"--configs: unknown {name!r}; known: {', '.join(CONFIGS)}")
         results[name] = run_config(name, args.scale, args.shd_dir, args.workers)
         common.write_json(common.RESULTS / "headline" / args.scale / f"{name}.json", results[name])
     folder = common.RESULTS / "headline" / args.scale
