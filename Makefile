@@ -2,7 +2,7 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := test,data,plots,sweeps,audio
+EXTRAS := test,data,plots,sweeps,audio,nir
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
