@@ -67,10 +67,13 @@ def markdown(results: dict[str, dict], scale: str) -> str:
     for name, res in results.items():
         out += [f"### {name}", "", "| setting | test acc | initial rates | final rates | grad norm (first 100 steps) | "
                 "growth/step | chosen (layer 0) |", "|---|---|---|---|---|---|---|"]
-        for r in sorted(res["settings"], key=lambda r: -r["test_mean"]):
-            chosen = r["trials"][0]["chosen"]
+        for r in sorted(res["settings"], key=lambda r: -(r["test_mean"] if r["n"] else -1.0)):
+            chosen = r["trials"][0]["chosen"] if r["trials"] else None
             ch = "-" if not chosen else ", ".join(f"{c} {v:.3g}" for c, v in chosen[0].items() if v is not None)
-            out.append(f"| {r['setting']} | {100 * r['test_mean']:.1f} +- {100 * r['test_std']:.1f} | "
+            acc = f"{100 * r['test_mean']:.1f} +- {100 * r['test_std']:.1f}" if r["n"] else "-"
+            if r.get("failed"):  # trials that stopped on a non-finite loss or gradient (the trainer's default)
+                acc += f" ({r['failed']} of {r['n'] + r['failed']} diverged)"
+            out.append(f"| {r['setting']} | {acc} | "
                        f"{fmt(r['initial_rates'])} | {fmt(r['final_rates'])} | {fmt(r['grad_norm_first100'])} | "
                        f"{fmt(r['growth_per_step'])} | {ch} |")
         out.append("")
@@ -80,7 +83,7 @@ def markdown(results: dict[str, dict], scale: str) -> str:
 def figure(results: dict[str, dict], path: Path) -> Path:
     fig, axes = common.figure(1, len(results), figsize=(3.6 * len(results), 3.8), squeeze=False)
     for ax, (name, res) in zip(axes[0], results.items()):
-        rows = sorted(res["settings"], key=lambda r: r["test_mean"])
+        rows = sorted((r for r in res["settings"] if r["n"]), key=lambda r: r["test_mean"])  # diverged: no bar
         colors = ["tab:red" if r["setting"] == "auto" else "grey" if r["setting"] == "none" else "tab:blue" for r in rows]
         ax.barh(range(len(rows)), [100 * r["test_mean"] for r in rows], xerr=[100 * r["test_std"] for r in rows],
                 color=colors, capsize=2)
