@@ -27,7 +27,7 @@ from pathlib import Path
 import common
 from spikestab.stability import stabilize
 from spikestab.train.config import TrainConfig
-from spikestab.train.trainer import Trainer
+from spikestab.train.trainer import Trainer, load_config_task
 
 SG = ["fast-sigmoid", "exponential"]
 PANELS = {  # option -> (values at cpu scale, fixed options, SG shapes)
@@ -48,10 +48,11 @@ def predictions(fixed: dict) -> dict[str, dict[str, dict]]:
     """The value each condition predicts for each panel, on the seed-0 network and its first batch
     (an infeasible condition's value is its fallback, e.g. the end of the searched bracket)."""
     out: dict[str, dict[str, dict]] = {"dampening": {}, "sharpness": {}, "tail": {}}
+    task = load_config_task(TrainConfig(**{**fixed, "stabilize": "none"}))  # the same data for every model
     with tempfile.TemporaryDirectory() as tmp:
         def model_and_batch(**kw):
             cfg = TrainConfig(**{**fixed, **kw, "stabilize": "none", "out": tmp, "seed": 0})
-            tr = Trainer(cfg, log=lambda s: None)
+            tr = Trainer(cfg, task, log=lambda s: None)
             tr.model.eval()
             batch = tr.first_batch()
             stabilize(tr.model, batch, ("D",))

@@ -78,9 +78,13 @@ def condition_d(layer: SpikingNeurons, x: Tensor, rate: float = 0.5, rate_tol: f
     start = float(layer.threshold.detach().mean())
     lo, hi = start * THRESHOLD_RANGE[0], start * THRESHOLD_RANGE[1]
 
+    rates: dict[float, float] = {}  # threshold -> simulated rate, so no threshold is simulated twice
+
     def rate_at(theta: float) -> float:
-        _set_threshold(layer, theta)
-        return record(layer, x, current=current).rate
+        if theta not in rates:
+            _set_threshold(layer, theta)
+            rates[theta] = record(layer, x, current=current).rate
+        return rates[theta]
 
     # the rate falls as the threshold rises, but near its maximum it is flat and, by a few thousandths,
     # not monotone: scan down from the top of the range for the largest threshold that reaches the goal
@@ -89,7 +93,8 @@ def condition_d(layer: SpikingNeurons, x: Tensor, rate: float = 0.5, rate_tol: f
     # the one above it
     highest = rate_at(lo)
     goal = min(rate - rate_tol / 2, highest - SATURATION_MARGIN)
-    grid = [math.exp(math.log(hi) - (math.log(hi) - math.log(lo)) * k / (SCAN_POINTS - 1)) for k in range(SCAN_POINTS)]
+    grid = [math.exp(math.log(hi) - (math.log(hi) - math.log(lo)) * k / (SCAN_POINTS - 1)) for k in range(SCAN_POINTS - 1)]
+    grid.append(lo)  # exactly the bottom, whose rate (highest) reaches the goal by construction
     above = None  # the scan point just above the first one that reaches the goal (the rate at lo does)
     for theta in grid:
         if rate_at(theta) >= goal:
@@ -97,8 +102,8 @@ def condition_d(layer: SpikingNeurons, x: Tensor, rate: float = 0.5, rate_tol: f
         above = theta
     if above is not None:
         theta = find_root(lambda t: rate_at(t) - goal, theta, above, ftol=rate_tol / 4, log=True, max_iter=40).x
+    reached = rate_at(theta)
     _set_threshold(layer, theta)
-    reached = record(layer, x, current=current).rate
     res = ConditionResult("D", "initial firing rate (through the threshold)", rate, "threshold",
                           torch.full_like(layer.threshold.detach(), theta), abs(reached - rate) <= rate_tol,
                           residual=reached - rate, measured=reached)
