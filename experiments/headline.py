@@ -31,8 +31,8 @@ CONFIGS = {
     "shd-lif-64": ("shd", "lif", "2x64", (1.0, 3.0)),
     "randman-lif-64": ("randman", "lif", "2x64", (1.0, 3.0)),
     "mnist-alif-64": ("sl-mnist", "alif", "2x64", (1.0, 3.0)),
-    "mnist-lif-256": ("sl-mnist", "lif", "2x256", (1.0,)),
-    "randman-lif-256": ("randman", "lif", "2x256", (1.0,)),
+    "mnist-lif-256": ("sl-mnist", "lif", "2x256", (1.0, 3.0)),
+    "randman-lif-256": ("randman", "lif", "2x256", (1.0, 3.0)),
 }
 GRID = {"threshold": [0.1, 0.3, 1.0], "dampening": [0.1, 0.3, 1.0]}
 SEEDS = {"smoke": {"recipe": [0], "grid": [0]}, "cpu": {"recipe": [0, 1, 2], "grid": [0, 1]}}
