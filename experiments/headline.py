@@ -34,6 +34,9 @@ CONFIGS = {
     "mnist-lif-256": ("sl-mnist", "lif", "2x256", (1.0, 3.0)),
     "randman-lif-256": ("randman", "lif", "2x256", (1.0, 3.0)),
 }
+# sharpness values added to a configuration's grid after its first sweep ran: swept in a sweep of their
+# own (grid-sharpness-<value>), because an Optuna study's categorical choices cannot grow
+ADDED_SHARPNESS = {"mnist-lif-256": (3.0,), "randman-lif-256": (3.0,)}
 GRID = {"threshold": [0.1, 0.3, 1.0], "dampening": [0.1, 0.3, 1.0]}
 SEEDS = {"smoke": {"recipe": [0], "grid": [0]}, "cpu": {"recipe": [0, 1, 2], "grid": [0, 1]}}
 
@@ -56,6 +59,9 @@ def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict
            "snntorch": common.sweep(base / "snntorch", {**fixed, **snntorch_defaults()}, {"seed": seeds["recipe"]}, workers)[0],
            "auto": common.sweep(base / "auto", {**fixed, "stabilize": "auto"}, {"seed": seeds["recipe"]}, workers)[0],
            "grid": common.sweep(base / "grid", {**fixed, "stabilize": "none"}, {**grid, "seed": seeds["grid"]}, workers)}
+    for value in ADDED_SHARPNESS.get(name, ()) if scale == "cpu" else ():
+        out["grid"] += common.sweep(base / f"grid-sharpness-{value:g}", {**fixed, "stabilize": "none"},
+                                    {**grid, "sharpness": [value], "seed": seeds["grid"]}, workers)
     best = max((r for r in out["grid"] if r["n"]), key=lambda r: r["val_mean"])  # settings with a finished trial
     out["best_grid"] = best
     out["grid_seconds"] = sum(r["seconds"] for r in out["grid"])
