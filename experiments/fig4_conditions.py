@@ -5,7 +5,8 @@ dampening 1, Glorot weights) after applying its conditions. On sl-MNIST LIF (whe
 decided): none; I, II, III, IV, I+II, I+II+III, I-IV (measured mode); I+II+III and I-IV (paper mode); D
 alone; G alone; ``auto`` (the recommended recipe D,G); D+III, D+IV; rate 1/2 by bias calibration alone,
 with III and with G. On the other configurations (the check, and the CPU budget): none, III, I+II+III,
-I-IV (measured and paper), D, G, auto. For
+I-IV (measured and paper), D, G, auto; ALIF on SHD and Randman: none, III, I-IV (measured and
+paper), G, auto. For
 each setting: test accuracy (mean +- std over seeds), initial and final firing rates, gradient norm per
 layer over the first 100 steps, the measured BPTT growth per step, and the values chosen.
 
@@ -23,9 +24,10 @@ from pathlib import Path
 import common
 
 CONFIGS = {"mnist-lif": ("sl-mnist", "lif"), "shd-lif": ("shd", "lif"), "randman-lif": ("randman", "lif"),
-           "mnist-alif": ("sl-mnist", "alif")}
+           "mnist-alif": ("sl-mnist", "alif"), "shd-alif": ("shd", "alif"), "randman-alif": ("randman", "alif")}
 MEASURED = ["none", "I", "II", "III", "IV", "I,II", "I,II,III", "I,II,III,IV", "D", "G", "auto"]
 CHECK = ["none", "III", "I,II,III", "I,II,III,IV", "D", "G", "auto"]  # the other configurations (CPU budget)
+ALIF_CHECK = ["none", "III", "I,II,III,IV", "G", "auto"]  # ALIF on SHD and Randman (added last, smaller)
 PAPER = ["I,II,III", "I,II,III,IV"]
 # diagnosis on the configuration the recipe was decided on (mnist-lif): D with each dampening rule, and
 # rate 1/2 reached through a constant bias current (calibration, the earlier demo recipe) instead of D
@@ -44,7 +46,8 @@ def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict
     task, net = CONFIGS[name]
     fixed = {**common.task(task, scale, shd_dir), "net": net}
     base = common.RUNS / "fig4" / scale / name
-    measured = (MEASURED if name == "mnist-lif" else CHECK) if scale == "cpu" else ["none", "III", "auto"]
+    check = ALIF_CHECK if name in ("shd-alif", "randman-alif") else CHECK
+    measured = (MEASURED if name == "mnist-lif" else check) if scale == "cpu" else ["none", "III", "auto"]
     paper = (PAPER if name == "mnist-lif" else ["I,II,III,IV"]) if scale == "cpu" else ["I,II,III,IV"]
     sweeps = [("measured", measured), ("paper", paper)]
     if scale == "cpu" and name == "mnist-lif":
