@@ -33,7 +33,6 @@ CONFIGS = {
     "mnist-alif-64": ("sl-mnist", "alif", "2x64", (1.0, 3.0)),
     "mnist-lif-256": ("sl-mnist", "lif", "2x256", (1.0,)),
     "randman-lif-256": ("randman", "lif", "2x256", (1.0,)),
-    "shd-lif-256": ("shd", "lif", "2x256", (1.0, 3.0)),
 }
 # sharpness values added to a configuration's grid after its first sweep ran: swept in a sweep of their
 # own (grid-sharpness-<value>), because an Optuna study's categorical choices cannot grow
