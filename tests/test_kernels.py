@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from spikestab import kernels
-from spikestab.kernels import sparse
-from spikestab.kernels import fused
-from spikestab.kernels.fused import run_event, run_fused
-from spikestab.neurons.functional import RESETS, NeuronState
+from spikestab.kernels import run_auto, run_event, run_fused, sparse
+from spikestab.kernels.event import event_blocker
+from spikestab.dynamics import RESETS, NeuronState
 from spikestab.neurons.layers import ALIF, LIF
 from spikestab.surrogate import SHAPES, SurrogateGradient
 
@@ -162,12 +161,12 @@ def test_auto_uses_event_products_only_for_sparse_inputs():
         current, kernel = kernels.prepare(x, w.to(x.dtype).requires_grad_(True), b.to(x.dtype), backend)
         return type(current.grad_fn).__name__, kernel
 
-    assert projection(sparse_x, "auto") == ("_EventLinearBackward", run_event)
-    assert projection(dense_x, "auto")[1] is run_event and projection(dense_x, "auto")[0] != "_EventLinearBackward"
+    assert projection(sparse_x, "auto") == ("_EventLinearBackward", run_auto)
+    assert projection(dense_x, "auto")[1] is run_auto and projection(dense_x, "auto")[0] != "_EventLinearBackward"
     assert projection(dense_x, "event") == ("_EventLinearBackward", run_event)
     assert projection(sparse_x, "fused")[1] is run_fused and projection(sparse_x, "fused")[0] != "_EventLinearBackward"
-    # float64: dense projection; run_event itself falls back to the torch loop (C loops: float32 only)
-    assert projection(sparse_x.double(), "auto") == ("ViewBackward0", run_event)
+    # float64: dense projection; run_auto then takes the torch loop (C loops: float32 only)
+    assert projection(sparse_x.double(), "auto") == ("ViewBackward0", run_auto)
 
 
 def test_learnable_surrogate_falls_back_to_reference_gradients():
@@ -177,9 +176,9 @@ def test_learnable_surrogate_falls_back_to_reference_gradients():
 
 
 def test_auto_runs_the_c_loops_and_falls_back_to_the_torch_loop():
-    """"auto" is the event kernel; where the C loops cannot run (here float64) it is exactly the
-    torch loop of "fused"."""
-    assert kernels.select("auto") is run_event
+    """"auto" runs the event kernel where it can; where the C loops cannot run (here float64) it is
+    exactly the torch loop of "fused"."""
+    assert kernels.select("auto") is run_auto
     layer = _layer(LIF, True, "subtract", False, "fast-sigmoid", dtype=torch.float64)
     x, state, _ = _inputs(layer, steps=20, dtype=torch.float64)
     current = layer.input_current(x)
@@ -300,9 +299,13 @@ def test_event_loops_without_any_spike():
     assert not z.any()
 
 
-def test_event_falls_back_to_the_torch_loop_for_float64_and_parameter_shapes():
+def test_explicit_event_refuses_float64_and_auto_takes_the_torch_loop():
+    """An explicit backend "event" that cannot run raises (no silent fallback); "auto" runs the torch
+    loop there, equal to the reference."""
     layer, x, state, weights = _wide_case(LIF, "multiplicative", False, 3, 8)
     state64 = NeuronState(*(s.double() for s in state[:2]))
-    _compare_runs(layer.double(), x.double(), state64, [w.double() for w in weights], "event", 1e-12)
-    assert fused._native_args(torch.zeros(4, 3, 40, dtype=torch.float64), None, layer.double().dynamics(),
-                              NeuronState(torch.zeros(3, 40), torch.zeros(3, 40))) is None
+    _compare_runs(layer.double(), x.double(), state64, [w.double() for w in weights], "auto", 1e-12)
+    with pytest.raises(RuntimeError, match="backend 'event' cannot run here: .*CPU float32"):
+        _compare_runs(layer.double(), x.double(), state64, [w.double() for w in weights], "event", 1e-12)
+    assert "float32" in event_blocker(torch.zeros(4, 3, 40, dtype=torch.float64), None, layer.double().dynamics(),
+                                      NeuronState(torch.zeros(3, 40), torch.zeros(3, 40)))

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from ..neurons.functional import Dynamics, NeuronState
-from . import prepare, sparse_projection
+from ..dynamics import Dynamics, NeuronState
+from .dispatch import prepare, sparse_projection
 
 
 def check_checkpoint(value: bool | int) -> bool | int:

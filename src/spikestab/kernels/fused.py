@@ -11,10 +11,8 @@ one reduction after it. Plain torch ops, so it runs unchanged on CUDA tensors.
 Falls back to the reference loop (automatically) when the surrogate's dampening/sharpness or the
 ALIF buffers rho/beta_adapt require gradients: those gradients are left to autograd.
 
-``run_event`` (backend "event", and "auto" for sparse CPU input) runs the same equations with both time
-loops in C (``kernels.sparse.sequence_forward`` / ``sequence_backward``: no per-step dispatch,
-recurrent products over the active columns only) and event-driven weight gradients; it falls back to
-the torch loop of ``run_fused`` where the C loops cannot run (no compiler, CUDA, non-float32).
+``kernels.event`` runs the same equations with both time loops in C and shares this module's
+``LoopConfig``, ``surrogate_gradient`` and ``recurrent_weight_grad``.
 """
 
 from __future__ import annotations
@@ -24,14 +22,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..neurons.functional import Dynamics, NeuronState
+from ..dynamics import Dynamics, NeuronState
 from ..surrogate import SurrogateGradient
 from . import sparse
 from .reference import run_reference
 
 
 @dataclass(frozen=True)
-class _Config:
+class LoopConfig:
     """Non-differentiable settings of one fused call."""
 
     spike_fn: SurrogateGradient
@@ -59,7 +57,7 @@ def _sum_to(grad: Tensor, like: Tensor) -> Tensor:
     return grad.sum().reshape(like.shape) if like.dim() == 0 else grad.sum_to_size(like.shape)
 
 
-def _surrogate_gradient(spike_fn: SurrogateGradient, volts: Tensor, thresholds: Tensor | None, threshold: Tensor) -> Tensor:
+def surrogate_gradient(spike_fn: SurrogateGradient, volts: Tensor, thresholds: Tensor | None, threshold: Tensor) -> Tensor:
     """The surrogate gradient at every step [T, B, H], evaluated in chunks of steps (bounded temporaries)."""
     work = torch.empty_like(volts)
     chunk = max(1, _CHUNK_ELEMENTS // max(volts[0].numel(), 1))
@@ -69,7 +67,7 @@ def _surrogate_gradient(spike_fn: SurrogateGradient, volts: Tensor, thresholds: 
     return work
 
 
-def _recurrent_weight_grad(g_current: Tensor, spikes: Tensor, z0: Tensor, density: float | None) -> Tensor:
+def recurrent_weight_grad(g_current: Tensor, spikes: Tensor, z0: Tensor, density: float | None) -> Tensor:
     """dL/dW_hh = sum_t gI_t^T z_{t-1} as one product over all steps; from the spikes' non-zeros only
     (kernels.sparse) when the CPU float32 caller gives their ``density`` (steps 0..T-2) and it is at
     most ``sparse.HIDDEN_EVENT_DENSITY``."""
@@ -83,9 +81,9 @@ def _recurrent_weight_grad(g_current: Tensor, spikes: Tensor, z0: Tensor, densit
     return torch.addmm(g_w, g.t(), prev)
 
 
-class _FusedSequence(torch.autograd.Function):
+class FusedSequence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, current, weight_hh, alpha, threshold, v0, z0, a0, cfg: _Config):  # type: ignore[override]
+    def forward(ctx, current, weight_hh, alpha, threshold, v0, z0, a0, cfg: LoopConfig):  # type: ignore[override]
         ctx.set_materialize_grads(False)
         steps = current.shape[0]
         volts = torch.empty_like(current)
@@ -130,13 +128,13 @@ class _FusedSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_spikes, g_volts, g_v_final, g_z_final, g_a_final):  # type: ignore[override]
         volts, spikes, thresholds, pre_reset, weight_hh, alpha, threshold, v0, z0 = ctx.saved_tensors
-        cfg: _Config = ctx.cfg
+        cfg: LoopConfig = ctx.cfg
         adaptive = cfg.rho is not None
         steps = volts.shape[0]
         z0 = z0.to(volts.dtype)
         # work[t] first holds the surrogate gradient at step t, then (once used) the gradient of the
         # total input current I_t: one [T, B, H] buffer beside the saved voltages.
-        work = _surrogate_gradient(cfg.spike_fn, volts, thresholds, threshold)
+        work = surrogate_gradient(cfg.spike_fn, volts, thresholds, threshold)
         zeros = volts.new_zeros(volts.shape[1:])
         gv_next = g_v_final if g_v_final is not None else zeros
         gz = g_z_final if g_z_final is not None else zeros
@@ -194,7 +192,7 @@ class _FusedSequence(torch.autograd.Function):
                 gz = zeros if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1]
         g_w = None
         if weight_hh is not None and ctx.needs_input_grad[1]:
-            g_w = _recurrent_weight_grad(work, spikes, z0, None)
+            g_w = recurrent_weight_grad(work, spikes, z0, None)
         g_alpha_out = _sum_to(g_alpha, alpha) if want_alpha else None
         g_thr_out = _sum_to(g_thr, threshold) if want_thr else None
         g_v0 = gv_next if ctx.needs_input_grad[4] else None
@@ -203,96 +201,16 @@ class _FusedSequence(torch.autograd.Function):
         return work, g_w, g_alpha_out, g_thr_out, g_v0, g_z0, g_a0, None
 
 
-class _NativeSequence(torch.autograd.Function):
-    """``_FusedSequence`` with both time loops in C (kernels.sparse); CPU float32 only. Per-neuron
-    parameters arrive expanded to [H], state and weights contiguous (``_run`` checks the shapes)."""
-
-    @staticmethod
-    def forward(ctx, current, weight_hh, alpha, threshold, v0, z0, a0, cfg: _Config):  # type: ignore[override]
-        ctx.set_materialize_grads(False)
-        wt = weight_hh.t().contiguous() if weight_hh is not None else None
-        keep_pre_reset = cfg.reset == "multiplicative_all" and not cfg.detach_reset
-        volts, spikes, thresholds, pre_reset, a_last, ctx.density = sparse.sequence_forward(
-            current, wt, alpha, threshold, cfg.rho, cfg.beta_adapt, v0, z0, a0, cfg.reset, keep_pre_reset)
-        ctx.cfg = cfg
-        ctx.save_for_backward(volts, spikes, thresholds, pre_reset, weight_hh, alpha, threshold, v0, z0)
-        return spikes, volts if cfg.return_voltage else None, volts[-1].clone(), spikes[-1].clone(), a_last
-
-    @staticmethod
-    def backward(ctx, g_spikes, g_volts, g_v_final, g_z_final, g_a_final):  # type: ignore[override]
-        volts, spikes, thresholds, pre_reset, weight_hh, alpha, threshold, v0, z0 = ctx.saved_tensors
-        cfg: _Config = ctx.cfg
-        sg = cfg.spike_fn
-        in_c = sg.shape in sparse.SURROGATE_CODES and sg.dampening.numel() == 1 and sg.sharpness.numel() == 1
-        surrogate = (sg.shape, float(sg.dampening), float(sg.sharpness)) if in_c else None
-        work = torch.empty_like(volts) if in_c else _surrogate_gradient(sg, volts, thresholds, threshold)
-        grads = {k: None if g is None else g.contiguous() for k, g in
-                 (("spikes", g_spikes), ("volts", g_volts), ("v", g_v_final), ("z", g_z_final), ("a", g_a_final))}
-        want_alpha, want_thr = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
-        out = sparse.sequence_backward(work, weight_hh, alpha, threshold, cfg.rho, cfg.beta_adapt, volts, spikes,
-                                       thresholds, pre_reset, v0, z0, grads, cfg.reset, not cfg.detach_reset,
-                                       want_alpha, want_thr, surrogate)
-        g_w = None
-        if weight_hh is not None and ctx.needs_input_grad[1]:
-            g_w = _recurrent_weight_grad(work, spikes, z0, ctx.density)
-        return (work, g_w, out["alpha"].sum(0) if want_alpha else None, out["thr"].sum(0) if want_thr else None,
-                out["v0"] if ctx.needs_input_grad[4] else None, out["z0"] if ctx.needs_input_grad[5] else None,
-                out["a0"] if ctx.needs_input_grad[6] else None, None)
-
-
-def _native_args(current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState) -> tuple | None:
-    """The arguments of ``_NativeSequence`` (per-neuron parameters expanded to [H], contiguous), or None
-    when the C loops cannot run on these tensors: no compiler, not CPU float32, other shapes."""
-    if current.dim() != 3 or current.shape[0] == 0:
-        return None
-    steps, batch, hidden = current.shape
-    per_neuron = [dyn.alpha, dyn.threshold] + ([dyn.rho, dyn.beta_adapt] if dyn.adaptive else [])
-    states = [state.v, state.z] + ([state.a] if dyn.adaptive else [])
-    if not sparse.available(current, weight_hh, *per_neuron, *states):
-        return None
-    if any(p.dim() > 1 or p.numel() not in (1, hidden) for p in per_neuron):
-        return None
-    if any(s.shape != (batch, hidden) for s in states):
-        return None
-    if weight_hh is not None and weight_hh.shape != (hidden, hidden):
-        return None
-
-    def c(t: Tensor) -> Tensor:
-        return t.expand(hidden).contiguous() if t.dim() < 1 or t.shape[0] != hidden else t.contiguous()
-
-    a0 = state.a.contiguous() if dyn.adaptive else None
-    w = weight_hh.contiguous() if weight_hh is not None else None
-    return current.contiguous(), w, c(dyn.alpha), c(dyn.threshold), state.v.contiguous(), state.z.contiguous(), a0
-
-
-def _run(current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState, return_voltage: bool,
-         native: bool) -> tuple[Tensor, Tensor | None, NeuronState]:
-    if needs_reference(dyn):
-        return run_reference(current, weight_hh, dyn, state, return_voltage)
-    args = _native_args(current, weight_hh, dyn, state) if native else None
-    if args is not None:
-        per = [None if p is None else p.expand(current.shape[-1]).contiguous() for p in (dyn.rho, dyn.beta_adapt)]
-        cfg = _Config(dyn.spike_fn, dyn.reset, dyn.detach_reset, per[0], per[1], return_voltage)
-        z, v, v_last, z_last, a_last = _NativeSequence.apply(*args, cfg)
-    else:
-        cfg = _Config(dyn.spike_fn, dyn.reset, dyn.detach_reset, dyn.rho, dyn.beta_adapt, return_voltage)
-        a0 = state.a if dyn.adaptive else None
-        z, v, v_last, z_last, a_last = _FusedSequence.apply(
-            current, weight_hh, dyn.alpha, dyn.threshold, state.v, state.z, a0, cfg
-        )
-    return z, v, NeuronState(v_last, z_last, a_last if dyn.adaptive else state.a)
-
-
 def run_fused(
     current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState, return_voltage: bool
 ) -> tuple[Tensor, Tensor | None, NeuronState]:
-    """Fused-BPTT equivalent of ``run_reference`` (same arguments and results), dense products."""
-    return _run(current, weight_hh, dyn, state, return_voltage, native=False)
-
-
-def run_event(
-    current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState, return_voltage: bool
-) -> tuple[Tensor, Tensor | None, NeuronState]:
-    """``run_fused`` with both time loops in C: the recurrent products visit only the active columns and
-    the recurrent weight gradient only the spikes (the torch loop of ``run_fused`` where C cannot run)."""
-    return _run(current, weight_hh, dyn, state, return_voltage, native=True)
+    """The torch time loop with the hand-written BPTT backward: same arguments and results as
+    ``run_reference`` (which it defers to when ``needs_reference(dyn)``), dense products."""
+    if needs_reference(dyn):
+        return run_reference(current, weight_hh, dyn, state, return_voltage)
+    cfg = LoopConfig(dyn.spike_fn, dyn.reset, dyn.detach_reset, dyn.rho, dyn.beta_adapt, return_voltage)
+    a0 = state.a if dyn.adaptive else None
+    z, v, v_last, z_last, a_last = FusedSequence.apply(
+        current, weight_hh, dyn.alpha, dyn.threshold, state.v, state.z, a0, cfg
+    )
+    return z, v, NeuronState(v_last, z_last, a_last if dyn.adaptive else state.a)

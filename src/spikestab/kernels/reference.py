@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..neurons.functional import Dynamics, NeuronState, step
+from ..dynamics import Dynamics, NeuronState, step
 
 
 def run_reference(

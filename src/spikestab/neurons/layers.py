@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from .. import kernels
 from ..kernels.checkpoint import check_checkpoint, run_checkpointed
 from ..surrogate import SurrogateGradient
-from .functional import Dynamics, NeuronState, check_reset, decay_from, initial_state, step, tau_from_alpha
+from ..dynamics import Dynamics, NeuronState, check_reset, decay_from, initial_state, step, tau_from_alpha
 
 
 def _check_size(name: str, value: int) -> int:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..models import SNNClassifier, SNNLanguageModel, SpikingStack
 from ..neurons import ALIF, LIF, ALIFCell, LIFCell, SpikingNeurons
-from ..neurons.functional import RESETS
+from ..dynamics import RESETS
 from . import mapping
 
 LAYER_TYPES = {"LIF": LIF, "ALIF": ALIF, "LIFCell": LIFCell, "ALIFCell": ALIFCell}

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..models import SNNClassifier, SNNConfig, SpikingStack
 from ..neurons import ALIF, LIF, SpikingNeurons
-from ..neurons.functional import check_reset
+from ..dynamics import check_reset
 from ..surrogate import SurrogateGradient
 from . import mapping
 from .export import LAYER_TYPES, STRUCTURE

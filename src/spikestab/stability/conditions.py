@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..neurons.functional import RESETS
+from ..dynamics import RESETS
 from ..surrogate import SurrogateGradient
 from .measure import Trace
 from .solvers import scan_root

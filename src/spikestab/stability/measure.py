@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..neurons.functional import NeuronState, step
+from ..dynamics import NeuronState, step
 from .. import kernels
 from ..neurons.layers import SpikingNeurons, spiking_layers
 
@@ -109,7 +109,7 @@ def record(layer: SpikingNeurons, x: Tensor, current: Tensor | None = None, back
     if current is None:
         current, kernel = layer.sequence_current(x)
     else:
-        kernel = kernels.select("auto" if layer.backend == "event" else layer.backend)
+        kernel = kernels.select(layer.backend)
     if backend is not None:
         kernel = kernels.select(backend)
     dyn = layer.dynamics()
@@ -367,7 +367,7 @@ def measure_gradient_growth(layer: SpikingNeurons, x: Tensor, max_batch: int = 8
             grads = torch.autograd.grad((vs[-1] * u).sum(), vs)
         else:  # v_t = ... + I_t, so dL/dv_t = dL/dI_t: one kernel call and its (fused) backward
             current = current.requires_grad_(True)
-            _, v, _ = kernels.select("auto" if layer.backend == "event" else layer.backend)(current, w, dyn, state, True)
+            _, v, _ = kernels.select(layer.backend)(current, w, dyn, state, True)
             u = torch.randn(v.shape[1:], generator=gen, dtype=v.dtype)
             (g,) = torch.autograd.grad((v[-1] * u).sum(), current)
             grads = g.unbind(0)

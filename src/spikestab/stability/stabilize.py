@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from ..neurons.functional import NeuronState
+from ..dynamics import NeuronState
 from ..neurons.layers import SpikingNeurons, spiking_layers
 from .conditions import (
     ConditionResult,

@@ -9,7 +9,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..models import NETS
-from ..neurons.functional import RESETS
+from ..dynamics import RESETS
 from ..stability.stabilize import resolve_conditions
 from ..surrogate import SHAPES, _ALIASES
 

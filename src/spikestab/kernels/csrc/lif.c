@@ -1,0 +1,272 @@
+/* The whole forward and backward time loops of a LIF/ALIF layer, one call each (equations in
+   spikestab/dynamics.py). Batch rows are independent, so each thread runs whole sequences of a tile of
+   rows without any per-step synchronisation. The recurrent products (forward z W_hh^T, backward gI W_hh)
+   visit only non-zero columns (spk_sparse_rows_mm). The forward performs the torch loop's floating-point
+   operations in the same order (compiled with -ffp-contract=off; sums over spikes from zero in column
+   order, then the input current added), so its spikes equal the reference loop's. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+
+#include "products.h"
+#include "simd.h"
+#include "spikestab.h"
+
+
+/* The tiles of batch rows a thread runs: its share [B*id/nt, B*(id+1)/nt) cut into near-equal
+   tiles of at most RMAX rows, so that threads get equal work. Tile i is [tile_start(i), tile_start(i+1)). */
+typedef struct { int64_t r0, m, tiles; } share_t;
+static share_t thread_share(int64_t B) {
+    const int64_t id = omp_get_thread_num(), nt = omp_get_num_threads();
+    share_t s = {B * id / nt, B * (id + 1) / nt - B * id / nt, 0};
+    s.tiles = (s.m + RMAX - 1) / RMAX;
+    return s;
+}
+static int64_t tile_start(share_t s, int64_t i) { return s.r0 + s.m * i / s.tiles; }
+
+
+/* sg[k] = damp * f(sharp * (v[k] - thr[k])) for the rational shapes of spikestab.surrogate (the others
+   are evaluated in torch beforehand: SPK_SG_GIVEN). */
+static void surrogate(int64_t H, int shape, float damp, float sharp, const float* restrict v,
+                      const float* restrict thr, float* restrict sg) {
+    switch (shape) {
+        case SPK_SG_FAST_SIGMOID:
+            for (int64_t k = 0; k < H; ++k) {
+                const float d = 1.0f + 2.0f * fabsf(sharp * (v[k] - thr[k]));
+                sg[k] = damp * (1.0f / (d * d));
+            }
+            break;
+        case SPK_SG_TRIANGULAR:
+            for (int64_t k = 0; k < H; ++k) {
+                const float f = 1.0f - fabsf(sharp * (v[k] - thr[k]));
+                sg[k] = damp * (f > 0.0f ? f : 0.0f);
+            }
+            break;
+        case SPK_SG_RECTANGULAR:
+            for (int64_t k = 0; k < H; ++k) sg[k] = damp * (2.0f * fabsf(sharp * (v[k] - thr[k])) < 1.0f ? 1.0f : 0.0f);
+            break;
+        default:
+            break;
+    }
+}
+
+/* One step of one batch row (H neurons): rec = W_hh z_{t-1} (NULL: feed-forward), a/thr only for
+   ALIF (thr receives the threshold A_t), pre_reset may be NULL. Returns the number of spikes. Simple passes over the row that the
+   compiler vectorises; each performs the torch loop's operations in its order. */
+static int64_t step_forward(int64_t H, const float* restrict cur, float* restrict rec, const float* restrict z,
+                         const float* restrict vp, const float* restrict alpha, const float* restrict thr0,
+                         const float* restrict rho, const float* restrict beta, float* restrict a, int reset,
+                         float* restrict v, float* restrict s, float* restrict thr, float* restrict pre) {
+    const float* restrict i = cur;
+    if (rec) {
+        for (int64_t k = 0; k < H; ++k) rec[k] = rec[k] + cur[k];
+        i = rec;
+    }
+    const float* restrict th = thr0;
+    if (a) {
+        for (int64_t k = 0; k < H; ++k) {
+            a[k] = rho[k] * a[k] + (1.0f - rho[k]) * z[k];
+            thr[k] = thr0[k] + beta[k] * a[k];
+        }
+        th = thr;
+    }
+    switch (reset) {
+        case SPK_SUBTRACT:
+            for (int64_t k = 0; k < H; ++k) v[k] = (alpha[k] * vp[k] + i[k]) - z[k] * th[k];
+            break;
+        case SPK_MULTIPLICATIVE:
+            for (int64_t k = 0; k < H; ++k) v[k] = alpha[k] * vp[k] * (1.0f - z[k]) + i[k];
+            break;
+        case SPK_MULTIPLICATIVE_ALL:
+            if (pre) {
+                for (int64_t k = 0; k < H; ++k) {
+                    pre[k] = alpha[k] * vp[k] + i[k];
+                    v[k] = pre[k] * (1.0f - z[k]);
+                }
+            } else {
+                for (int64_t k = 0; k < H; ++k) v[k] = (alpha[k] * vp[k] + i[k]) * (1.0f - z[k]);
+            }
+            break;
+        default:
+            for (int64_t k = 0; k < H; ++k) v[k] = alpha[k] * vp[k] + i[k];
+    }
+    int64_t n = 0;
+    for (int64_t k = 0; k < H; ++k) {
+        s[k] = v[k] > th[k] ? 1.0f : 0.0f;
+        n += v[k] > th[k];
+    }
+    return n;
+}
+
+/* The forward time loop (spk_forward_args in spikestab.h). Each thread runs whole sequences of its row
+   tiles: no synchronisation between steps. */
+int spk_lif_forward(spk_forward_args* p) {
+    const int64_t T = p->T, B = p->B, H = p->H;
+    const float *cur = p->current, *wt = p->wt, *alpha = p->alpha, *thr0 = p->threshold, *rho = p->rho,
+                *beta = p->beta, *v0 = p->v0, *z0 = p->z0, *a0 = p->a0;
+    float *volts = p->volts, *spikes = p->spikes, *thresholds = p->thresholds, *pre_reset = p->pre_reset,
+          *a_out = p->a_out;
+    const int reset = p->reset;
+    float* wtp = NULL;
+    if (wt && !(wtp = spk_pack(wt, H, H, NR))) return SPK_NO_MEMORY;
+    int64_t spikes_before_last = 0;
+    int failed = 0;
+    #pragma omp parallel num_threads(p->threads)
+    {
+        int64_t count = 0;
+        const share_t share = thread_share(B);
+        /* scratch for one tile: recurrent currents, thresholds (LIF: unused), non-zero lists */
+        float* rec = malloc(sizeof(float) * (size_t)(RMAX * H));
+        float* thr = malloc(sizeof(float) * (size_t)H);
+        int32_t* idx = malloc(sizeof(int32_t) * (size_t)(3 * H));
+        if (!rec || !thr || !idx) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        for (int64_t tile = 0; tile < share.tiles && rec && thr && idx; ++tile) {
+            const int64_t b0 = tile_start(share, tile);
+            const int rows = (int)(tile_start(share, tile + 1) - b0);
+            float* a = rho ? a_out + b0 * H : NULL;
+            if (a) memcpy(a, a0 + b0 * H, sizeof(float) * (size_t)(rows * H));
+            for (int64_t t = 0; t < T; ++t) {
+                const int64_t off = (t * B + b0) * H, prev = ((t - 1) * B + b0) * H;
+                const float* zp = t ? spikes + prev : z0 + b0 * H;
+                const float* vp = t ? volts + prev : v0 + b0 * H;
+                if (wt) spk_sparse_rows_mm(rows, zp, H, H, wt, wtp, H, rec, H, idx);
+                for (int r = 0; r < rows; ++r) {
+                    const int64_t o = off + r * H;
+                    const int64_t n = step_forward(H, cur + o, wt ? rec + r * H : NULL, zp + r * H, vp + r * H, alpha,
+                                                   thr0, rho, beta, a ? a + r * H : NULL, reset, volts + o, spikes + o,
+                                                   thresholds ? thresholds + o : thr, pre_reset ? pre_reset + o : NULL);
+                    if (t + 1 < T) count += n;
+                }
+            }
+        }
+        free(rec); free(thr); free(idx);
+        #pragma omp atomic
+        spikes_before_last += count;
+    }
+    free(wtp);
+    p->spikes_before_last = spikes_before_last;
+    return failed ? SPK_NO_MEMORY : SPK_OK;
+}
+
+/* One reverse step of one batch row (H neurons). At entry gi holds the surrogate gradient, gz the
+   gradient of z_t, gvn that of v_t through step t + 1 (and gan that of a_t, ALIF); at exit gi holds the
+   gradient of the input current I_t, gvn that of v_{t-1}, gan that of a_{t-1} and gzp the gradient of
+   z_{t-1} other than through W_hh. ga_thr: scratch for the gradient of the threshold A_t. Optional
+   (NULL): gan, pre, g_volts, g_spikes_prev, g_alpha, g_thr. */
+static void step_backward(int64_t H, float* restrict gi, const float* restrict gz, float* restrict gvn,
+                          float* restrict gan, float* restrict gzp, float* restrict ga_thr, const float* restrict zp,
+                          const float* restrict vp, const float* restrict thr, const float* restrict pre,
+                          const float* restrict g_volts, const float* restrict g_spikes_prev,
+                          const float* restrict alpha, const float* restrict rho, const float* restrict beta,
+                          float* restrict g_alpha, float* restrict g_thr, int reset, int grad_reset) {
+    for (int64_t k = 0; k < H; ++k) {  /* gi <- gradient of v_t */
+        ga_thr[k] = -(gz[k] * gi[k]);
+        gi[k] = gvn[k] + gz[k] * gi[k];
+        gzp[k] = 0.0f;
+    }
+    if (g_volts) for (int64_t k = 0; k < H; ++k) gi[k] += g_volts[k];
+    switch (reset) {
+        case SPK_MULTIPLICATIVE_ALL:
+            if (grad_reset) for (int64_t k = 0; k < H; ++k) gzp[k] = -gi[k] * pre[k];
+            for (int64_t k = 0; k < H; ++k) {
+                gi[k] = gi[k] * (1.0f - zp[k]);
+                gvn[k] = gi[k] * alpha[k];
+            }
+            break;
+        case SPK_MULTIPLICATIVE:
+            for (int64_t k = 0; k < H; ++k) gvn[k] = gi[k] * alpha[k] * (1.0f - zp[k]);
+            if (grad_reset) for (int64_t k = 0; k < H; ++k) gzp[k] = -gi[k] * alpha[k] * vp[k];
+            break;
+        case SPK_SUBTRACT:
+            for (int64_t k = 0; k < H; ++k) gvn[k] = gi[k] * alpha[k];
+            if (grad_reset)
+                for (int64_t k = 0; k < H; ++k) {
+                    ga_thr[k] -= gi[k] * zp[k];
+                    gzp[k] = -gi[k] * thr[k];
+                }
+            break;
+        default:
+            for (int64_t k = 0; k < H; ++k) gvn[k] = gi[k] * alpha[k];
+    }
+    if (g_alpha) {
+        if (reset == SPK_MULTIPLICATIVE) for (int64_t k = 0; k < H; ++k) g_alpha[k] += gi[k] * vp[k] * (1.0f - zp[k]);
+        else for (int64_t k = 0; k < H; ++k) g_alpha[k] += gi[k] * vp[k];
+    }
+    if (g_thr) for (int64_t k = 0; k < H; ++k) g_thr[k] += ga_thr[k];
+    if (gan)
+        for (int64_t k = 0; k < H; ++k) {
+            const float ga = gan[k] + beta[k] * ga_thr[k];
+            gan[k] = rho[k] * ga;
+            gzp[k] += (1.0f - rho[k]) * ga;
+        }
+    if (g_spikes_prev) for (int64_t k = 0; k < H; ++k) gzp[k] += g_spikes_prev[k];
+}
+
+/* The backward time loop (spk_backward_args in spikestab.h; the reverse of spk_lif_forward, equations
+   in spikestab/kernels/fused.py). The adjoint product gi_t W_hh visits only the columns where some row of
+   the tile has gi != 0. */
+int spk_lif_backward(const spk_backward_args* p) {
+    const int64_t T = p->T, B = p->B, H = p->H;
+    const float *w = p->w, *alpha = p->alpha, *thr0 = p->threshold, *rho = p->rho, *beta = p->beta,
+                *volts = p->volts, *spikes = p->spikes, *thresholds = p->thresholds, *pre_reset = p->pre_reset,
+                *v0 = p->v0, *z0 = p->z0, *g_spikes = p->g_spikes, *g_volts = p->g_volts, *g_vT = p->g_vT,
+                *g_zT = p->g_zT, *g_aT = p->g_aT;
+    float *work = p->work, *g_alpha = p->g_alpha, *g_thr = p->g_thr, *g_v0 = p->g_v0, *g_z0 = p->g_z0,
+          *g_a0 = p->g_a0;
+    const int reset = p->reset, grad_reset = p->grad_reset, sg_shape = p->sg_shape;
+    const float sg_damp = p->sg_dampening, sg_sharp = p->sg_sharpness;
+    float* wp = NULL;
+    if (w && !(wp = spk_pack(w, H, H, NR))) return SPK_NO_MEMORY;
+    int failed = 0;
+    #pragma omp parallel num_threads(p->threads)
+    {
+        const share_t share = thread_share(B);
+        float* gzp = malloc(sizeof(float) * (size_t)(RMAX * H));
+        float* gthr = malloc(sizeof(float) * (size_t)H);
+        int32_t* idx = malloc(sizeof(int32_t) * (size_t)(3 * H));
+        if (!gzp || !gthr || !idx) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        for (int64_t tile = 0; tile < share.tiles && gzp && gthr && idx; ++tile) {
+            const int64_t b0 = tile_start(share, tile);
+            const int rows = (int)(tile_start(share, tile + 1) - b0);
+            const size_t n = (size_t)(rows * H);
+            float* gz = g_z0 + b0 * H;   /* gradient of z_t, then of z_{t-1} */
+            float* gvn = g_v0 + b0 * H;  /* gradient of v_t through step t + 1 */
+            float* gan = rho ? g_a0 + b0 * H : NULL;
+            const int64_t last = ((T - 1) * B + b0) * H;
+            for (size_t j = 0; j < n; ++j) {
+                gvn[j] = g_vT ? g_vT[b0 * H + j] : 0.0f;
+                gz[j] = (g_zT ? g_zT[b0 * H + j] : 0.0f) + (g_spikes ? g_spikes[last + j] : 0.0f);
+                if (gan) gan[j] = g_aT ? g_aT[b0 * H + j] : 0.0f;
+                if (g_alpha) g_alpha[b0 * H + j] = 0.0f;
+                if (g_thr) g_thr[b0 * H + j] = 0.0f;
+            }
+            for (int64_t t = T - 1; t >= 0; --t) {
+                const int64_t off = (t * B + b0) * H, prev = ((t - 1) * B + b0) * H;
+                const float* zp = t ? spikes + prev : z0 + b0 * H;
+                const float* vp = t ? volts + prev : v0 + b0 * H;
+                float* gi = work + off;
+                for (int r = 0; r < rows; ++r) {
+                    const int64_t o = off + r * H, q = b0 * H + r * H;
+                    surrogate(H, sg_shape, sg_damp, sg_sharp, volts + o, thresholds ? thresholds + o : thr0, gi + r * H);
+                    step_backward(H, gi + r * H, gz + r * H, gvn + r * H, gan ? gan + r * H : NULL, gzp + r * H, gthr,
+                                  zp + r * H, vp + r * H, thresholds ? thresholds + o : thr0,
+                                  pre_reset ? pre_reset + o : NULL, g_volts ? g_volts + o : NULL,
+                                  g_spikes && t ? g_spikes + prev + r * H : NULL, alpha, rho, beta,
+                                  g_alpha ? g_alpha + q : NULL, g_thr ? g_thr + q : NULL, reset, grad_reset);
+                }
+                if (w) spk_sparse_rows_mm(rows, gi, H, H, w, wp, H, gz, H, idx);
+                for (size_t j = 0; j < n; ++j) gz[j] = (w ? gz[j] : 0.0f) + gzp[j];
+            }
+        }
+        free(gzp); free(gthr); free(idx);
+    }
+    free(wp);
+    return failed ? SPK_NO_MEMORY : SPK_OK;
+}
