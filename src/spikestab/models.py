@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -11,6 +12,28 @@ from .neurons import ALIF, LIF, NeuronState
 from .surrogate import SurrogateGradient
 
 NETS = {"lif": LIF, "alif": ALIF}
+
+
+def parse_layers(spec: str | int | list | tuple) -> tuple[int, ...]:
+    """``2x256`` -> (256, 256); ``256,128`` -> (256, 128); ``128`` -> (128,)."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        spec = str(spec)
+    if isinstance(spec, (list, tuple)):
+        spec = ",".join(str(s) for s in spec)
+    if not isinstance(spec, str):
+        raise ValueError(f"layers must be a spec like '2x256' or '256,128', got {spec!r}")
+    text = spec.replace(" ", "")
+    m = re.fullmatch(r"(\d+)[xX](\d+)", text)
+    if m:
+        count, width = int(m.group(1)), int(m.group(2))
+        sizes = (width,) * count
+    elif re.fullmatch(r"\d+(,\d+)*", text):
+        sizes = tuple(int(s) for s in text.split(","))
+    else:
+        raise ValueError(f"layers must look like 'NxW' (e.g. 2x256) or 'W1,W2,...' (e.g. 256,128), got {spec!r}")
+    if not sizes or any(s < 1 for s in sizes):
+        raise ValueError(f"layers must have at least one layer and positive widths, got {spec!r}")
+    return sizes
 
 
 @dataclass

@@ -17,7 +17,8 @@ FIG1_SHAPES = [("rectangular", "rectangular"), ("triangular", "triangular"), ("e
                ("fast-sigmoid", r"$\partial$ fast sigmoid")]
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (imported on first use: plots are optional)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,14 +27,14 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
     """Write the figure atomically (tmp + rename) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.savefig(tmp, dpi=120, bbox_inches="tight")
     tmp.replace(path)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -48,7 +49,7 @@ def learning_curves(records: Sequence[dict], path: str | Path) -> Path:
     epochs = [r for r in records if r.get("kind") == "epoch"]
     if not epochs:
         raise ValueError("records hold no epoch record: nothing to plot")
-    plt = _plt()
+    plt = pyplot()
     x = [r["epoch"] + 1 for r in epochs]
     metric = "accuracy" if "val_accuracy" in epochs[0] else "perplexity"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -63,7 +64,7 @@ def learning_curves(records: Sequence[dict], path: str | Path) -> Path:
         ax2.set_yscale("log")
     ax2.set(xlabel="epoch", ylabel=metric, title=metric)
     ax2.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def firing_rates(records: Sequence[dict], path: str | Path) -> Path:
@@ -71,7 +72,7 @@ def firing_rates(records: Sequence[dict], path: str | Path) -> Path:
     steps = [r for r in records if r.get("kind") == "step"]
     if not steps:
         raise ValueError("records hold no step record: nothing to plot")
-    plt = _plt()
+    plt = pyplot()
     x = _epoch_axis(steps)
     rates = np.array([r["rates"] for r in steps])
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -85,12 +86,12 @@ def firing_rates(records: Sequence[dict], path: str | Path) -> Path:
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def compare_runs(records_by_run: dict[str, Sequence[dict]], path: str | Path) -> Path:
     """Validation accuracy (or perplexity) per epoch of several runs on one axis."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     metric = "accuracy"
     for name, records in records_by_run.items():
@@ -101,7 +102,7 @@ def compare_runs(records_by_run: dict[str, Sequence[dict]], path: str | Path) ->
         ax.plot([r["epoch"] + 1 for r in epochs], [r[f"val_{metric}"] for r in epochs], "o-", label=name)
     ax.set(xlabel="epoch", ylabel=f"validation {metric}")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def spike_raster(inputs: Tensor | None, spikes: Sequence[Tensor], path: str | Path, title: str = "") -> Path:
@@ -109,7 +110,7 @@ def spike_raster(inputs: Tensor | None, spikes: Sequence[Tensor], path: str | Pa
     panels = ([("input", inputs)] if inputs is not None else []) + [(f"layer {i + 1}", z) for i, z in enumerate(spikes)]
     if not panels or any(t.dim() != 2 for _, t in panels):
         raise ValueError("inputs and spikes must be [T, N] tensors of one sample")
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(panels), 1, figsize=(7, 1.8 * len(panels)), sharex=True, squeeze=False)
     for ax, (name, z) in zip(axes[:, 0], panels):
         t, n = torch.nonzero(z.detach().cpu() > 0, as_tuple=True)
@@ -118,13 +119,13 @@ def spike_raster(inputs: Tensor | None, spikes: Sequence[Tensor], path: str | Pa
     axes[-1, 0].set_xlabel("time step")
     if title:
         axes[0, 0].set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def sg_shapes(path: str | Path) -> Path:
     """method.md Figure 1. Left: the six shapes with dampening = sharpness = 1 on v in [0, 1.5];
     right: q-PseudoSpike for q = 10^linspace(-2, 1.2, 7) + 1."""
-    plt = _plt()
+    plt = pyplot()
     v = torch.linspace(0.0, 1.5, 301)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     colors = plt.get_cmap("tab20b")(np.linspace(0, 1, len(FIG1_SHAPES)))
@@ -138,7 +139,7 @@ def sg_shapes(path: str | Path) -> Path:
         ax2.plot(v, SurrogateGradient("q-pseudospike", tail=float(q)).derivative(v), color=c, label=f"q = {q:.4g}")
     ax2.set(xlabel="v", title="q-PseudoSpike (smaller q = fatter tail)")
     ax2.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def run_figures(run_dir: str | Path) -> list[Path]:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .models import SNNConfig
-from .neurons.layers import spiking_layers
+from .neurons.layers import require_spiking_layers
 
 __all__ = ["PAPER_TAU", "PAPER_THRESHOLD", "paper_config", "paper_defaults", "trunc_normal"]
 
@@ -57,9 +57,7 @@ def paper_defaults(model: nn.Module, seq_len: int | None = None, seed: int | Non
         >>> round(m.stack.layers[0].threshold.mean().item(), 2)
         0.01
     """
-    layers = spiking_layers(model)
-    if not layers:
-        raise ValueError("model must contain at least one spikestab spiking layer")
+    layers = require_spiking_layers(model)
     if any(layer.adaptive for layer in layers) and (seq_len is None or seq_len < 1):
         raise ValueError(f"seq_len must be a positive number of time steps for ALIF layers, got {seq_len!r}")
     gen = torch.Generator().manual_seed(seed) if seed is not None else None

@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import torch
 from torch import Tensor
 
 __all__ = [

@@ -18,7 +18,10 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "ALIASES",
+    "DEFAULT_TAIL",
     "SHAPES",
+    "canonical_shape",
     "SurrogateGradient",
     "get",
     "from_snntorch",
@@ -151,7 +154,8 @@ SHAPES: dict[str, tuple[ShapeFn, ShapeFn, ShapeFn, Callable[[float], float]]] = 
     "arctan": (_atan_f, _atan_int, _atan_int_sq, lambda q: 0.5),
 }
 
-_ALIASES = {
+# other names of the shapes (other libraries' and the official code's spellings)
+ALIASES = {
     "rect": "rectangular",
     "triangle": "triangular",
     "exp": "exponential",
@@ -165,6 +169,11 @@ _ALIASES = {
 }
 
 DEFAULT_TAIL = 1.56  # the official code's default q
+
+
+def canonical_shape(name: str) -> str:
+    """The shape's name in ``SHAPES`` for ``name`` or one of its ``ALIASES`` (unknown names unchanged)."""
+    return ALIASES.get(name, name)
 
 
 def _check_positive(name: str, value: float | Tensor, strict: bool = True) -> None:
@@ -234,7 +243,7 @@ class SurrogateGradient(nn.Module):
         learnable: bool = False,
     ) -> None:
         super().__init__()
-        name = _ALIASES.get(shape, shape)
+        name = canonical_shape(shape)
         if name not in SHAPES:
             raise ValueError(f"shape must be one of {sorted(SHAPES)}, got {shape!r}")
         _check_positive("dampening", dampening)

@@ -1,4 +1,4 @@
-"""Initial firing-rate calibration (method.md section 4.1, DESIGN.md decision table).
+"""Initial firing-rate calibration (docs/theory.md, "Rate calibration").
 
 :func:`calibrate_firing_rate` sets each spiking layer's bias (internal current) by a deterministic root
 find on a data batch so that the measured initial rate is f0, layer by layer (each layer sees the layer
@@ -8,23 +8,18 @@ with the loss sum_l (mean z_l - f0)^2, kept for comparison.
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 
-from ..neurons.layers import SpikingNeurons, spiking_layers
-from ..stability.measure import layer_input, record
-from ..stability.solvers import solve_increasing
+from ..neurons.layers import SpikingNeurons, require_spiking_layers
+from ..stability import check_rate, layer_input, record, solve_increasing
 
 __all__ = ["calibrate_firing_rate", "train_bias_for_rate"]
 
 
 def _check(model: nn.Module, rate: float) -> list[SpikingNeurons]:
-    if not (isinstance(rate, (int, float)) and 0.0 < rate < 1.0):
-        raise ValueError(f"rate must be in the open interval (0, 1), got {rate!r}")
-    layers = spiking_layers(model)
-    if not layers:
-        raise ValueError("model must contain at least one spikestab spiking layer (LIF, ALIF, LIFCell, ALIFCell)")
+    check_rate(rate)
+    layers = require_spiking_layers(model)
     for i, layer in enumerate(layers):
         for name, t in layer.named_parameters():
             if not torch.isfinite(t).all():

@@ -1,6 +1,7 @@
 """LIF/ALIF neurons: functional steps, one-step cells and whole-sequence layers."""
 
 from ..dynamics import RESETS, Dynamics, NeuronState, step
-from .layers import ALIF, LIF, ALIFCell, LIFCell, SpikingNeurons, spiking_layers
+from .layers import ALIF, LIF, ALIFCell, LIFCell, SpikingNeurons, require_spiking_layers, spiking_layers
 
-__all__ = ["RESETS", "Dynamics", "NeuronState", "step", "LIF", "ALIF", "LIFCell", "ALIFCell", "SpikingNeurons", "spiking_layers"]
+__all__ = ["RESETS", "Dynamics", "NeuronState", "step", "LIF", "ALIF", "LIFCell", "ALIFCell", "SpikingNeurons", "spiking_layers",
+           "require_spiking_layers"]

@@ -288,3 +288,12 @@ class ALIFCell(_CellMixin, SpikingNeurons):
 def spiking_layers(model: nn.Module) -> list[SpikingNeurons]:
     """All spikestab spiking layers of ``model`` in registration (= forward) order."""
     return [m for m in model.modules() if isinstance(m, SpikingNeurons)]
+
+
+def require_spiking_layers(model: nn.Module) -> list[SpikingNeurons]:
+    """``spiking_layers(model)``; ValueError when there is none (what stabilisation, calibration and the
+    presets need to work on)."""
+    layers = spiking_layers(model)
+    if not layers:
+        raise ValueError("model must contain at least one spikestab spiking layer (LIF, ALIF, LIFCell, ALIFCell)")
+    return layers

@@ -7,24 +7,14 @@ import argparse
 
 import torch
 
-from ..models import SNNClassifier, SNNConfig, SNNLanguageModel
+from ..data.tasks import TASKS as DATA_TASKS
+from ..dynamics import RESETS
+from ..models import NETS, SNNClassifier, SNNConfig, SNNLanguageModel, parse_layers
 from ..presets import paper_config, paper_defaults
+from .conditions import SOLVE_FOR
 from .stabilize import CONDITIONS, MODES, stabilize
 
-
-def parse_layers(text: str) -> tuple[int, ...]:
-    """'2x256' -> (256, 256); '128,256' -> (128, 256); '64' -> (64,)."""
-    try:
-        if "x" in text:
-            count, width = text.split("x", 1)
-            sizes = (int(width),) * int(count)
-        else:
-            sizes = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or any(s < 1 for s in sizes):
-        raise ValueError(f"--layers must look like 2x256 or 128,256 (positive widths), got {text!r}")
-    return sizes
+TASKS = ("random", *DATA_TASKS)  # "random": a random spike batch, no data needed
 
 
 def _random_batch(args: argparse.Namespace) -> tuple[torch.Tensor, int, int, str]:
@@ -36,10 +26,10 @@ def _random_batch(args: argparse.Namespace) -> tuple[torch.Tensor, int, int, str
 
 
 def _task_batch(args: argparse.Namespace):
-    from ..data import load_task, lm_batches, make_loader  # lazy: the data package is optional here
+    from ..data import load_task, lm_batches, make_loader
 
     try:
-        # the paper repeats every input frame twice (method.md 1.2)
+        # the paper repeats every input frame twice (docs/theory.md, "Tasks")
         task = load_task(args.task, args.data_dir, seed=args.seed, time_repeat=2 if args.preset == "paper" else 1)
     except FileNotFoundError as err:  # reported like any bad input: a clean message, exit status 2
         raise ValueError(str(err)) from err
@@ -78,8 +68,8 @@ def _cmd(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stabilize", help="apply stability conditions and print the measured report")
-    p.add_argument("--task", default="random", help="random (no data needed), sl-mnist, shd, ptb, randman")
-    p.add_argument("--net", choices=["lif", "alif"], default="lif")
+    p.add_argument("--task", default="random", help=f"{', '.join(TASKS)} (random: no data needed)")
+    p.add_argument("--net", choices=sorted(NETS), default="lif")
     p.add_argument("--layers", default="2x128", help="widths, e.g. 2x256 or 128,256")
     p.add_argument("--mode", choices=list(MODES), default="measured")
     p.add_argument("--conditions", default="auto",
@@ -87,10 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, help="write the report here as JSON")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--preset", choices=["none", "paper"], default="none")
-    p.add_argument("--reset", default="subtract", help="subtract, multiplicative, multiplicative_all, none")
+    p.add_argument("--reset", default="subtract", help=", ".join(RESETS))
     p.add_argument("--surrogate", default="fast-sigmoid")
     p.add_argument("--dampening", type=float, default=1.0)
-    p.add_argument("--solve-for", choices=["sharpness", "tail"], default="sharpness")
+    p.add_argument("--solve-for", choices=list(SOLVE_FOR), default="sharpness")
     p.add_argument("--rate", type=float, default=0.5, help="target initial firing rate of conditions I and D")
     p.add_argument("--input-rate", type=float, default=0.1, help="--task random: input spike probability")
     p.add_argument("--inputs", type=int, default=100, help="--task random: input channels")

@@ -21,18 +21,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from ..dynamics import RESETS
+from ..dynamics import check_reset
 from ..surrogate import SurrogateGradient
-from .measure import Trace
 from .solvers import scan_root
 
 __all__ = [
+    "III_VARIANTS",
+    "SOLVE_FOR",
     "ConditionResult",
+    "Recording",
     "TransitionTerms",
+    "check_rate",
+    "finite_or_none",
     "condition_i",
     "condition_ii",
     "condition_iii",
@@ -45,6 +50,8 @@ __all__ = [
 PAPER_SHARPNESS_BRACKET = (0.3, 1.6)  # the official code's search interval
 MAX_ROWS = 512  # recorded samples (steps x batch) used by the measured condition II
 TAIL_BRACKET = (1.01, 100.0)
+SOLVE_FOR = ("sharpness", "tail")  # what condition IV solves for
+III_VARIANTS = ("c", "mean", "bounded")  # condition III's dampening variants
 _F32 = torch.finfo(torch.float32)
 
 
@@ -72,30 +79,27 @@ class ConditionResult:
     def to_dict(self) -> dict:
         c = torch.as_tensor(self.chosen, dtype=torch.float64)
         out = {
-            "condition": self.condition, "quantity": self.quantity, "target": _num(self.target),
-            "parameter": self.parameter, "chosen": _num(self.chosen_mean), "feasible": bool(self.feasible),
-            "fallback": self.fallback, "residual": _num(self.residual), "measured": _num(self.measured),
+            "condition": self.condition, "quantity": self.quantity, "target": finite_or_none(self.target),
+            "parameter": self.parameter, "chosen": finite_or_none(self.chosen_mean), "feasible": bool(self.feasible),
+            "fallback": self.fallback, "residual": finite_or_none(self.residual), "measured": finite_or_none(self.measured),
             "note": self.note,
         }
         if c.numel() > 1:
             out.update(chosen_std=float(c.std()), chosen_min=float(c.min()), chosen_max=float(c.max()))
-        out.update({k: _num(v) if isinstance(v, float) else v for k, v in self.extra.items()})
+        out.update({k: finite_or_none(v) if isinstance(v, float) else v for k, v in self.extra.items()})
         return out
 
 
-def _num(x: float | None) -> float | None:
+def finite_or_none(x: float | None) -> float | None:
     """JSON-safe float (None for nan and infinities)."""
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _check_reset(reset: str) -> None:
-    if reset not in RESETS:
-        raise ValueError(f"reset must be one of {list(RESETS)}, got {reset!r}")
-
-
-def _check_rate(rate: float) -> None:
-    if not 0.0 < rate < 1.0:
+def check_rate(rate: float) -> float:
+    """A firing rate target: a number in the open interval (0, 1); ValueError otherwise."""
+    if not (isinstance(rate, (int, float)) and 0.0 < rate < 1.0):
         raise ValueError(f"rate must be in the open interval (0, 1), got {rate!r}")
+    return rate
 
 
 def _fan_in(weight_hh: Tensor, fan_in: int | None) -> int:
@@ -134,8 +138,8 @@ def condition_i(
         >>> condition_i(w, a, th, "subtract").chosen   # (3 - 0) * 1 / 4
         tensor([0.7500, 0.7500, 0.7500, 0.7500, 0.7500])
     """
-    _check_reset(reset)
-    _check_rate(rate)
+    check_reset(reset)
+    check_rate(rate)
     k = _fan_in(weight_hh, fan_in)
     if k < 1:
         raise ValueError(f"fan_in must be >= 1 for condition I, got {k}")
@@ -305,9 +309,9 @@ def condition_iii(
         >>> condition_iii(w, a, th, "multiplicative", variant="bounded").residual <= 1e-12
         True
     """
-    _check_reset(reset)
-    if variant not in ("c", "mean", "bounded"):
-        raise ValueError(f"variant must be one of ['bounded', 'c', 'mean'], got {variant!r}")
+    check_reset(reset)
+    if variant not in III_VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(III_VARIANTS)}, got {variant!r}")
     w, alpha, thr = weight_hh.double(), alpha.double(), threshold.double()
     if not torch.isfinite(w).all():
         raise ValueError("weight_hh must be finite (no NaN or inf)")
@@ -360,13 +364,28 @@ def paper_voltage_bounds(
 ) -> tuple[Tensor, Tensor]:
     """Centred voltage bounds (v - threshold) under constant all-positive / all-negative drive, as in the
     official code: y_max = (S+ + S+_in) / (1 - alpha), y_min = (S- + S-_in - th_eff) / (1 - alpha)."""
-    _check_reset(reset)
+    check_reset(reset)
     w, wi = weight_hh.double(), weight_ih.double()
     alpha, thr = alpha.double(), threshold.double()
     th_eff = thr if reset == "subtract" else torch.zeros_like(thr)
     y_max = (w.clamp_min(0).sum(1) + wi.clamp_min(0).sum(1)) / (1.0 - alpha)
     y_min = (w.clamp_max(0).sum(1) + wi.clamp_max(0).sum(1) - th_eff) / (1.0 - alpha)
     return y_min - thr, y_max - thr
+
+
+class Recording(Protocol):
+    """What :meth:`TransitionTerms.from_trace` reads from a recorded run (``spikestab.stability.measure.Trace``
+    is one): [T, B, H] tensors of the voltages ``v``, thresholds ``thr``, input current ``current`` and
+    recurrent current ``recurrent``, and ``previous(field)``, the field shifted one step later."""
+
+    v: Tensor
+    thr: Tensor
+    current: Tensor
+
+    @property
+    def recurrent(self) -> Tensor: ...
+
+    def previous(self, field: str) -> Tensor: ...
 
 
 @dataclass
@@ -384,10 +403,10 @@ class TransitionTerms:
     w: Tensor  # [H, H] the effective recurrent weights
 
     @classmethod
-    def from_trace(cls, trace: Trace, weight_hh: Tensor, alpha: Tensor, reset: str, detach_reset: bool,
+    def from_trace(cls, trace: Recording, weight_hh: Tensor, alpha: Tensor, reset: str, detach_reset: bool,
                    rho: Tensor | None = None, beta_adapt: Tensor | None = None, start: int | None = None) -> "TransitionTerms":
         """Build the terms from a recorded run, over the steps ``start`` .. T-1 (default: second half)."""
-        _check_reset(reset)
+        check_reset(reset)
         n_t = trace.v.shape[0]
         t0 = max(1, n_t // 2 if start is None else start)
         # float32: the sums below run over <= H terms per sample, far inside condition IV's tolerance
@@ -473,8 +492,8 @@ def condition_iv(
         >>> res.feasible, abs(round(res.residual, 6))
         (True, 0.0)
     """
-    _check_reset(reset)
-    if solve_for not in ("sharpness", "tail"):
+    check_reset(reset)
+    if solve_for not in SOLVE_FOR:
         raise ValueError(f"solve_for must be 'sharpness' or 'tail', got {solve_for!r}")
     if solve_for == "tail" and spike_fn.shape != "q-pseudospike":
         raise ValueError(f"solve_for='tail' needs the q-pseudospike shape, got {spike_fn.shape!r}")

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..dynamics import NeuronState, step
 from .. import kernels
-from ..neurons.layers import SpikingNeurons, spiking_layers
+from ..neurons.layers import SpikingNeurons, require_spiking_layers, spiking_layers
 
 __all__ = [
     "Trace",
@@ -137,9 +137,7 @@ def layer_input(model: nn.Module, batch, index: int) -> Tensor:
     """The input [T, B, I] that spiking layer ``index`` of ``model`` receives when the model runs on
     ``batch`` in eval mode (dropout off). Captured with a forward pre-hook; a sequence layer stops the
     forward pass there, per-step cells are collected over the whole pass and stacked along time."""
-    layers = spiking_layers(model)
-    if not layers:
-        raise ValueError("model must contain at least one spikestab spiking layer (LIF, ALIF, LIFCell, ALIFCell)")
+    layers = require_spiking_layers(model)
     if not -len(layers) <= index < len(layers):
         raise ValueError(f"index must be in [0, {len(layers)}), got {index}")
     target = layers[index]

@@ -9,7 +9,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
-from .conditions import ConditionResult, _num
+from .conditions import ConditionResult, finite_or_none
 
 __all__ = ["LayerReport", "StabilityReport", "rate_warning", "SILENT_RATE", "SATURATED_RATE"]
 
@@ -54,7 +54,7 @@ class LayerReport:
         return {
             "layer": self.index, "kind": self.kind, "width": self.width, "reset": self.reset,
             "conditions": {c.condition: c.to_dict() for c in self.conditions},
-            "measurements": {k: _num(v) if isinstance(v, float) else v for k, v in self.measurements.items()},
+            "measurements": {k: finite_or_none(v) if isinstance(v, float) else v for k, v in self.measurements.items()},
             "notes": list(self.notes),
         }
 

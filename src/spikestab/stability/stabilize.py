@@ -14,9 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from ..dynamics import NeuronState
-from ..neurons.layers import SpikingNeurons, spiking_layers
+from ..neurons.layers import SpikingNeurons, require_spiking_layers
 from .conditions import (
+    III_VARIANTS,
+    SOLVE_FOR,
     ConditionResult,
+    check_rate,
     TransitionTerms,
     compose_recurrent,
     condition_i,
@@ -40,10 +43,9 @@ MODES = ("paper", "measured")
 
 _CLOCK = {"conditions_s": 0.0}
 # (step, sample, neuron) entries behind the variance-ratio checks of the I/II rounds (1024 (step, sample)
-# pairs at width 1024, every pair of a 4 x 200 batch up to width 256): on the 3 x 1024 benchmark network
-# they move the ratio by <= 1 % (the 8-sample estimate itself differs from the 32-sample one by up to
-# 2.6 %), against a tolerance of 10 %
-RATIO_ENTRIES = 2**20
+# pairs at width 1024, every pair of a 4 x 200 batch up to width 256): they move the ratio by <= 1 %
+# against a tolerance of 10 % (docs/results/stability.md). The reported ratio uses measure.RATIO_ENTRIES.
+ROUND_RATIO_ENTRIES = 2**20
 
 
 @contextmanager
@@ -114,15 +116,12 @@ def _validate(model: nn.Module, conditions: Iterable[str] | str | None, mode: st
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     conds = resolve_conditions(conditions)
-    if not (isinstance(rate, (int, float)) and 0.0 < rate < 1.0):
-        raise ValueError(f"rate must be in the open interval (0, 1), got {rate!r}")
-    if solve_for not in ("sharpness", "tail"):
+    check_rate(rate)
+    if solve_for not in SOLVE_FOR:
         raise ValueError(f"solve_for must be 'sharpness' or 'tail', got {solve_for!r}")
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    layers = spiking_layers(model)
-    if not layers:
-        raise ValueError("model must contain at least one spikestab spiking layer (LIF, ALIF, LIFCell, ALIFCell)")
+    layers = require_spiking_layers(model)
     if solve_for == "tail" and "IV" in conds:
         shapes = {layer.spike_fn.shape for layer in layers}
         if shapes != {"q-pseudospike"}:
@@ -209,7 +208,7 @@ def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode:
         if tr is None:
             tr = record(layer, xs, current=in_cur)
         rate_ok = res_i is None or abs(tr.rate - rate) <= rate_tol
-        ratio = variance_ratio(tr, layer, RATIO_ENTRIES)
+        ratio = variance_ratio(tr, layer, ROUND_RATIO_ENTRIES)
         ratio_ok = "II" not in conds or abs(math.log(max(ratio, 1e-300))) <= math.log1p(ratio_tol)
         if rate_ok and ratio_ok:
             break
@@ -241,7 +240,7 @@ def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode:
             tr = traces.get(shift)
     if tr is None:
         tr = record(layer, xs, current=in_cur)
-        ratio = variance_ratio(tr, layer, RATIO_ENTRIES)
+        ratio = variance_ratio(tr, layer, ROUND_RATIO_ENTRIES)
     if res_i is not None:
         res_i.chosen = mu.float()
         res_i.residual = tr.rate - rate
@@ -363,8 +362,8 @@ def stabilize(
     """
     layers, conds = _validate(model, conditions, mode, rate, solve_for)
     variant = iii_variant or ("c" if mode == "paper" else "bounded")
-    if variant not in ("c", "mean", "bounded"):
-        raise ValueError(f"iii_variant must be one of ['bounded', 'c', 'mean'], got {iii_variant!r}")
+    if variant not in III_VARIANTS:
+        raise ValueError(f"iii_variant must be one of {sorted(III_VARIANTS)}, got {iii_variant!r}")
     if solve_batch < 1:
         raise ValueError(f"solve_batch must be >= 1, got {solve_batch}")
     _first_input(model, batch)

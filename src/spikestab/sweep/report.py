@@ -18,8 +18,7 @@ from typing import Any, Sequence
 import optuna
 from optuna.trial import TrialState
 
-from ..train.checkpoint import atomic_write_json, atomic_write_text
-from ..train.metrics import _clean
+from ..train.checkpoint import atomic_write_json, atomic_write_text, json_safe
 from . import space as sp
 from .storage import DB_NAME, default_url, masked, open_storage
 from .study import SPEC_ATTR, SWEEP_JSON
@@ -123,9 +122,9 @@ def _numeric(values: Sequence[Any]) -> bool:
 
 
 def _figure(data: dict, axis: str, refs: list[dict], path: Path) -> Path:
-    from ..plots import _plt, _save
+    from ..plots import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     metric = data["objective"]
     grid = data["spec"].get("grid")
@@ -179,7 +178,7 @@ def _figure(data: dict, axis: str, refs: list[dict], path: Path) -> Path:
         ax.set_yscale("log")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _markdown(data: dict, figures: list[Path]) -> str:
@@ -252,7 +251,7 @@ def report(out: str | Path, storage: str | None = None, study_name: str | None =
             figures.append(_figure(data, axis, parsed, folder / f"{data['objective']}_vs_{safe}.png"))
         data["figures"] = [str(p) for p in figures]
         atomic_write_text(_markdown(data, figures), folder / "report.md")
-        atomic_write_json(_clean(data), folder / "report.json")
+        atomic_write_json(json_safe(data), folder / "report.json")
         data["markdown"] = str(folder / "report.md")
         data["json"] = str(folder / "report.json")
     return data

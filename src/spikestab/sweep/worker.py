@@ -28,7 +28,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from ..train.metrics import read_jsonl
-from ..train.progress import _fmt_time
+from ..train.progress import format_duration
 from . import space as sp
 from .storage import Heartbeat, fail_stale, open_storage, pop_trial, requeue
 from .study import Plan, make_pruner, make_sampler
@@ -138,7 +138,7 @@ def _progress(study: optuna.Study, plan: Plan, ctx: WorkerContext) -> str:
     pending = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
     done = max(plan.trials - pending, 0)
     rate = (done - ctx.done_at_start) / max(time.time() - ctx.started, 1e-9)
-    eta = _fmt_time(pending / rate) if rate > 0 and pending else ("00:00" if not pending else "?")
+    eta = format_duration(pending / rate) if rate > 0 and pending else ("00:00" if not pending else "?")
     return f"{done}/{plan.trials} done, eta {eta}"
 
 

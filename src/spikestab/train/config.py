@@ -4,43 +4,23 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..models import NETS
-from ..dynamics import RESETS
-from ..stability.stabilize import resolve_conditions
-from ..surrogate import SHAPES, _ALIASES
+from ..data.tasks import TASKS as TASK_LOADERS
+from ..dynamics import check_reset
+from ..models import NETS, parse_layers
+from ..stability.stabilize import MODES, resolve_conditions
+from ..surrogate import SHAPES, canonical_shape
 
-TASKS = ("sl-mnist", "shd", "ptb", "randman")
+__all__ = ["TASKS", "TrainConfig", "parse_conditions", "parse_layers", "with_defaults"]
+
+TASKS = tuple(TASK_LOADERS)  # the names data.load_task accepts
 ON_NONFINITE = ("stop", "skip")
 LR_MAX = 3.4e37  # AdamW's first update is lr / (1 - beta1) = 10 lr, and float32 ends at 3.4e38
 
 # fields that do not change what a run computes: they may differ when a run is resumed
 NON_RESULT_FIELDS = ("out", "data_dir", "checkpoint_every", "progress", "max_minutes", "threads")
-
-
-def parse_layers(spec: str | int | list | tuple) -> tuple[int, ...]:
-    """``2x256`` -> (256, 256); ``256,128`` -> (256, 128); ``128`` -> (128,)."""
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        spec = str(spec)
-    if isinstance(spec, (list, tuple)):
-        spec = ",".join(str(s) for s in spec)
-    if not isinstance(spec, str):
-        raise ValueError(f"layers must be a spec like '2x256' or '256,128', got {spec!r}")
-    text = spec.replace(" ", "")
-    m = re.fullmatch(r"(\d+)[xX](\d+)", text)
-    if m:
-        count, width = int(m.group(1)), int(m.group(2))
-        sizes = (width,) * count
-    elif re.fullmatch(r"\d+(,\d+)*", text):
-        sizes = tuple(int(s) for s in text.split(","))
-    else:
-        raise ValueError(f"layers must look like 'NxW' (e.g. 2x256) or 'W1,W2,...' (e.g. 256,128), got {spec!r}")
-    if not sizes or any(s < 1 for s in sizes):
-        raise ValueError(f"layers must have at least one layer and positive widths, got {spec!r}")
-    return sizes
 
 
 def parse_conditions(spec: str | list | tuple | None) -> tuple[str, ...]:
@@ -114,14 +94,13 @@ class TrainConfig:
             raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
         if self.net not in NETS:
             raise ValueError(f"net must be one of {sorted(NETS)}, got {self.net!r}")
-        if _ALIASES.get(self.sg, self.sg) not in SHAPES:
+        if canonical_shape(self.sg) not in SHAPES:
             raise ValueError(f"sg must be one of {sorted(SHAPES)}, got {self.sg!r}")
-        if self.reset not in RESETS:
-            raise ValueError(f"reset must be one of {list(RESETS)}, got {self.reset!r}")
+        check_reset(self.reset)
         if self.on_nonfinite not in ON_NONFINITE:
             raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
-        if self.stability_mode not in ("measured", "paper"):
-            raise ValueError(f"stability_mode must be 'measured' or 'paper', got {self.stability_mode!r}")
+        if self.stability_mode not in MODES:
+            raise ValueError(f"stability_mode must be one of {list(MODES)}, got {self.stability_mode!r}")
         positive = {"lr": self.lr, "tau": self.tau, "threshold": self.threshold, "dampening": self.dampening,
                     "sharpness": self.sharpness, "clip_norm": self.clip_norm}
         for name, val in positive.items():

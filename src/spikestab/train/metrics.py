@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .checkpoint import atomic_write_text, json_safe, strict_json
-
-_clean = json_safe  # the name spikestab.sweep.report imports
+from .checkpoint import atomic_write_text, strict_json
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

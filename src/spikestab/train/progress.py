@@ -1,4 +1,5 @@
-"""A one-line progress bar with rate and ETA on stderr (no dependency)."""
+"""Training progress on stderr: a tqdm bar when the stream is a terminal, otherwise one plain line per
+epoch (log files and pipes get no carriage-return frames)."""
 
 from __future__ import annotations
 
@@ -6,47 +7,55 @@ import sys
 import time
 from typing import TextIO
 
+from tqdm import tqdm
 
-def _fmt_time(seconds: float) -> str:
+__all__ = ["Progress", "format_duration"]
+
+
+def format_duration(seconds: float) -> str:
+    """``mm:ss``, or ``h:mm:ss`` from one hour."""
     seconds = int(max(seconds, 0))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def _fmt_info(info: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+
+
 class Progress:
-    """``update(n, **info)`` redraws at most every ``interval`` seconds; ``close()`` ends the line."""
+    """``update(n, **info)`` after each batch, ``close()`` at the end of the epoch. ``start`` batches are
+    already done (a resumed epoch); ``enabled=False`` prints nothing."""
 
     def __init__(self, total: int, desc: str = "", stream: TextIO | None = None, enabled: bool = True,
-                 interval: float = 0.5, start: int = 0) -> None:
-        self.total, self.desc, self.enabled, self.interval = total, desc, enabled, interval
+                 start: int = 0) -> None:
+        self.total, self.desc, self.enabled = total, desc, enabled
         self.stream = stream if stream is not None else sys.stderr
-        self.n = start
-        self._start_n = start
+        self.n = self._start = start
+        self.info: dict = {}
         self._t0 = time.monotonic()
-        self._last = 0.0
-
-    def line(self, info: dict | None = None) -> str:
-        elapsed = time.monotonic() - self._t0
-        done = self.n - self._start_n
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.n) / rate if rate > 0 else float("nan")
-        width = 20
-        filled = int(width * self.n / self.total) if self.total else width
-        extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (info or {}).items())
-        eta_s = _fmt_time(eta) if rate > 0 else "?"
-        return (f"{self.desc} [{'#' * filled}{'.' * (width - filled)}] {self.n}/{self.total} "
-                f"{rate:.2f}it/s elapsed {_fmt_time(elapsed)} eta {eta_s} {extra}").rstrip()
+        live = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._bar = tqdm(total=total, initial=start, desc=desc, file=self.stream, dynamic_ncols=True,
+                         mininterval=0.5) if live else None
 
     def update(self, n: int = 1, **info) -> None:
         self.n += n
-        now = time.monotonic()
-        if self.enabled and (now - self._last >= self.interval or self.n >= self.total):
-            self._last = now
-            self.stream.write("\r" + self.line(info) + "\033[K")
-            self.stream.flush()
+        self.info = info
+        if self._bar is not None:
+            self._bar.set_postfix_str(_fmt_info(info), refresh=False)
+            self._bar.update(n)
+
+    def line(self) -> str:
+        """The epoch's summary: batches done, elapsed time, rate and the last ``info``."""
+        elapsed = time.monotonic() - self._t0
+        rate = (self.n - self._start) / elapsed if elapsed > 0 else 0.0
+        return (f"{self.desc} {self.n}/{self.total} batches in {format_duration(elapsed)} ({rate:.2f} it/s) "
+                f"{_fmt_info(self.info)}").rstrip()
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
+        if self._bar is not None:
+            self._bar.close()
+        elif self.enabled:
+            self.stream.write(self.line() + "\n")
             self.stream.flush()
