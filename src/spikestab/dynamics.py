@@ -61,10 +61,21 @@ def check_reset(reset: str) -> str:
     return reset
 
 
+def time_constant_from(tau: float | Tensor | None, alpha: float | Tensor | None, name: str = "tau",
+                       default_tau: float | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The time constant tau (steps) in ``dtype`` from either ``tau`` or ``alpha`` = exp(-1/tau), not both
+    (validated as :func:`decay_from` does). A given tau is kept as given (no round trip through alpha,
+    so a float64 layer runs with exactly exp(-1/tau)); a given alpha becomes -1/log(alpha) in float64."""
+    decay_from(tau, alpha, name, default_tau)  # validates, with the messages of decay_from
+    if alpha is None:
+        return torch.as_tensor(default_tau if tau is None else tau, dtype=torch.float64).to(dtype).clone()
+    return tau_from_alpha(torch.as_tensor(alpha, dtype=torch.float64)).to(dtype)
+
+
 def decay_from(tau: float | Tensor | None, alpha: float | Tensor | None, name: str = "tau",
                default_tau: float | None = None) -> Tensor:
-    """Per-step decay factor exp(-1/tau) from either ``tau`` (steps, > 0) or ``alpha`` (in (0, 1)), not
-    both; neither: ``default_tau`` (when given)."""
+    """Per-step decay factor exp(-1/tau) (float32) from either ``tau`` (steps, > 0) or ``alpha`` (in
+    (0, 1)), not both; neither: ``default_tau`` (when given)."""
     aname = "alpha" if name == "tau" else name.replace("tau", "alpha")
     if tau is not None and alpha is not None:
         raise ValueError(f"give {name} or {aname}, not both (got {name}={_show(tau)} and {aname}={_show(alpha)}); "
@@ -95,6 +106,7 @@ def _show(value: float | Tensor) -> str:
 
 
 def tau_from_alpha(alpha: Tensor) -> Tensor:
+    """tau = -1 / log(alpha), in alpha's dtype."""
     return -1.0 / torch.log(alpha)
 
 

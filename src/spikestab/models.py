@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .neurons import ALIF, LIF, NeuronState
-from .surrogate import SurrogateGradient
+from .surrogate import SurrogateGradient, canonical_shape
 
 NETS = {"lif": LIF, "alif": ALIF}
 
@@ -89,7 +89,7 @@ class SNNConfig:
         return kw
 
     def make_spike_fn(self) -> SurrogateGradient:
-        tail = self.tail if self.surrogate in ("q-pseudospike",) else None
+        tail = self.tail if canonical_shape(self.surrogate) == "q-pseudospike" else None  # any name of the shape
         return SurrogateGradient(self.surrogate, self.dampening, self.sharpness, tail)
 
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from .. import kernels
 from ..kernels.checkpoint import check_checkpoint, run_checkpointed
 from ..surrogate import SurrogateGradient
-from ..dynamics import Dynamics, NeuronState, check_reset, decay_from, initial_state, step, tau_from_alpha
+from ..dynamics import Dynamics, NeuronState, check_reset, decay_from, initial_state, step, time_constant_from
 
 
 def _check_size(name: str, value: int) -> int:
@@ -56,8 +56,8 @@ def _check_sg_shape(spike_fn: SurrogateGradient, hidden: int) -> None:
                              f"neurons, got shape {shape}")
 
 
-def _per_neuron(value: float | Tensor, hidden: int, name: str) -> Tensor:
-    t = torch.as_tensor(value, dtype=torch.float32)
+def _per_neuron(value: float | Tensor, hidden: int, name: str, dtype: torch.dtype = torch.float32) -> Tensor:
+    t = torch.as_tensor(value, dtype=dtype)
     if t.dim() == 0:
         t = t.expand(hidden)
     if t.shape != (hidden,):
@@ -95,8 +95,12 @@ class SpikingNeurons(nn.Module):
         backend: str = "auto",
         tau_adapt: float | Tensor = 100.0,
         beta_adapt: float | Tensor = 1.8,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype}")
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
         self.reset = check_reset(reset)
@@ -105,30 +109,33 @@ class SpikingNeurons(nn.Module):
         self.batch_first = bool(batch_first)
         kernels.select(backend)  # validates the name now, not at the first forward
         self.backend = backend
-        thr = _per_neuron(threshold, hidden_size, "threshold")
+        thr = _per_neuron(threshold, hidden_size, "threshold", dtype)
         if not torch.isfinite(thr).all() or (thr <= 0).any():
             raise ValueError(f"threshold must be finite and > 0 (accepted range (0, inf)), got {threshold!r}")
-        decay = _per_neuron(decay_from(tau, alpha, default_tau=20.0), hidden_size, "tau")
-        # tau is the stored parameter (learnable in time steps), alpha = exp(-1/tau) is derived.
-        self.tau = nn.Parameter(tau_from_alpha(decay), requires_grad=learn_tau)
+        # tau is the stored parameter (learnable, in time steps), alpha = exp(-1/tau) is derived; a given tau
+        # is stored as given, so that the layer converted to float64 runs with exactly exp(-1/tau)
+        tau_steps = _per_neuron(time_constant_from(tau, alpha, default_tau=20.0, dtype=dtype), hidden_size, "tau", dtype)
+        self.tau = nn.Parameter(tau_steps, requires_grad=learn_tau)
         self.threshold = nn.Parameter(thr, requires_grad=learn_threshold)
         self.spike_fn = spike_fn if spike_fn is not None else SurrogateGradient("fast-sigmoid")
         if not isinstance(self.spike_fn, SurrogateGradient):
             raise ValueError(f"spike_fn must be a spikestab.surrogate.SurrogateGradient, got {type(spike_fn).__name__}")
         _check_sg_shape(self.spike_fn, hidden_size)
-        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size)) if recurrent else None
-        mask = torch.ones(hidden_size, hidden_size)
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, dtype=dtype))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size, dtype=dtype)) if recurrent else None
+        mask = torch.ones(hidden_size, hidden_size, dtype=dtype)
         if not recurrent_diagonal:
             mask.fill_diagonal_(0.0)
         self.register_buffer("recurrent_mask", mask if recurrent else None)
         if bias:
-            self.bias = nn.Parameter(torch.zeros(hidden_size))
+            self.bias = nn.Parameter(torch.zeros(hidden_size, dtype=dtype))
         else:
-            self.register_buffer("bias", torch.zeros(hidden_size))
+            self.register_buffer("bias", torch.zeros(hidden_size, dtype=dtype))
         if self.adaptive:
-            self.register_buffer("rho", _per_neuron(decay_from(tau_adapt, None, name="tau_adapt"), hidden_size, "tau_adapt"))
-            beta = _per_neuron(beta_adapt, hidden_size, "beta_adapt")
+            decay_from(tau_adapt, None, name="tau_adapt")  # validates
+            rho = torch.exp(-1.0 / time_constant_from(tau_adapt, None, name="tau_adapt", dtype=torch.float64))
+            self.register_buffer("rho", _per_neuron(rho.to(dtype), hidden_size, "tau_adapt", dtype))
+            beta = _per_neuron(beta_adapt, hidden_size, "beta_adapt", dtype)
             if not torch.isfinite(beta).all() or (beta < 0).any():
                 raise ValueError(f"beta_adapt must be finite and >= 0 (accepted range [0, inf)), got {beta_adapt!r}")
             self.register_buffer("beta_adapt", beta)
