@@ -22,14 +22,11 @@ from . import cabi
 __all__ = ["EVENT_DENSITY", "HIDDEN_EVENT_DENSITY", "NonZeros", "available", "density", "event_linear",
            "nonzeros", "sparse_mm", "sparse_mm_t"]
 
-# Below this fraction of non-zero inputs the event-driven input projection beats the dense one.
-# Measured for [8000, 700] x [700, 256] on 1 thread, CPU ms of (index + product) + (index + weight
-# gradient), event vs dense: 2%: 16 vs 83, 5%: 26 vs 79, 10%: 53 vs 96, 15%: 76 vs 81, 20%: 117 vs 96
-# (docs/results/kernels.md, "Event-driven path, v2").
+# Below this fraction of non-zero inputs the event-driven input projection (index + product + weight
+# gradient) costs less CPU than the dense one; the measured crossover is 15-20 % (docs/results/kernels.md,
+# "Event-driven path, v2").
 EVENT_DENSITY = 0.15
-# The same for the recurrent weight gradient from the hidden spikes ([8000, 256]^T x [8000, 256]),
-# event vs dense CPU ms: 5%: 6.9 vs 14.2, 10%: 7.2 vs 14.0, 20%: 12.4 vs 14.4, 30%: 17.2 vs 17.0,
-# 50%: 28.6 vs 14.0.
+# The same for the recurrent weight gradient from the hidden spikes: crossover 20-30 % (same section).
 HIDDEN_EVENT_DENSITY = 0.2
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 from torch import Tensor
@@ -221,19 +221,29 @@ def condition_ii(
     if spikes is None:
         if input_moment2 is None:
             raise ValueError("condition_ii needs input_moment2 (paper mode) or spikes, pattern and input_var (measured mode)")
-        k = _fan_in(weight_hh, fan_in)
-        n_in = weight_ih.shape[1]
-        var_ih = weight_ih.double().var(unbiased=False).item()
-        sigma2 = 2.0 * n_in * var_ih * float(input_moment2) / k - (mu**2).mean().item() / 2.0
-        if sigma2 >= 0:
-            return ConditionResult("II", "recurrent/input current variance ratio", 1.0, "recurrent weight variance", sigma2, True)
-        return ConditionResult(
-            "II", "recurrent/input current variance ratio", 1.0, "recurrent weight variance", 0.0, False,
-            fallback="variance 0 (the formula gave a negative variance)", residual=None,
-            extra={"formula_value": sigma2},
-        )
+        return _paper_ii(weight_ih, _fan_in(weight_hh, fan_in), mu, float(input_moment2))
     if pattern is None or input_var is None or mask is None:
         raise ValueError("measured condition_ii needs spikes, pattern, input_var and mask")
+    va, vb, cab = _current_moments(spikes, pattern, mask, mu)
+    return _measured_ii(va, vb, cab, float(input_var))
+
+
+_II = ("II", "recurrent/input current variance ratio", 1.0, "recurrent weight variance")
+
+
+def _paper_ii(weight_ih: Tensor, k: int, mu: Tensor, input_moment2: float) -> ConditionResult:
+    """The independence derivation's sigma^2 (0, infeasible, when it is negative)."""
+    var_ih = weight_ih.double().var(unbiased=False).item()
+    sigma2 = 2.0 * weight_ih.shape[1] * var_ih * input_moment2 / k - (mu**2).mean().item() / 2.0
+    if sigma2 >= 0:
+        return ConditionResult(*_II, sigma2, True)
+    return ConditionResult(*_II, 0.0, False, fallback="variance 0 (the formula gave a negative variance)",
+                           residual=None, extra={"formula_value": sigma2})
+
+
+def _current_moments(spikes: Tensor, pattern: Tensor, mask: Tensor, mu: Tensor) -> tuple[float, float, float]:
+    """With W = mu + sigma P, the across-neuron variance of z W^T is va + 2 sigma cab + sigma^2 vb over
+    the recorded spikes z (at most MAX_ROWS evenly strided samples): (va, vb, cab)."""
     z = spikes.reshape(-1, spikes.shape[-1])
     if z.shape[0] > MAX_ROWS:  # a deterministic, evenly strided subsample keeps the H x H product cheap
         z = z[:: -(-z.shape[0] // MAX_ROWS)]
@@ -249,23 +259,21 @@ def condition_ii(
     b_cur = z @ pattern.to(z.dtype).t()
     a_c = (a_cur - a_cur.mean(-1, keepdim=True)).double()
     b_c = (b_cur - b_cur.mean(-1, keepdim=True)).double()
-    va, vb, cab = (a_c**2).mean().item(), (b_c**2).mean().item(), (a_c * b_c).mean().item()
-    target = float(input_var)
+    return (a_c**2).mean().item(), (b_c**2).mean().item(), (a_c * b_c).mean().item()
+
+
+def _measured_ii(va: float, vb: float, cab: float, target: float) -> ConditionResult:
+    """The sigma >= 0 solving va + 2 sigma cab + sigma^2 vb = target exactly, or the nearest one."""
     if vb <= 0:
-        return ConditionResult(
-            "II", "recurrent/input current variance ratio", 1.0, "recurrent weight variance", 0.0, False,
-            fallback="variance 0 (the recorded spikes carry no recurrent variance)",
-        )
+        return ConditionResult(*_II, 0.0, False, fallback="variance 0 (the recorded spikes carry no recurrent variance)")
     disc = cab * cab - vb * (va - target)
     if disc >= 0 and (-cab + math.sqrt(disc)) >= 0:
         sigma = (-cab + math.sqrt(disc)) / vb
-        return ConditionResult("II", "recurrent/input current variance ratio", 1.0, "recurrent weight variance", sigma**2, True)
+        return ConditionResult(*_II, sigma**2, True)
     sigma = max(0.0, -cab / vb)
     pred = va + 2 * sigma * cab + sigma**2 * vb
-    return ConditionResult(
-        "II", "recurrent/input current variance ratio", 1.0, "recurrent weight variance", sigma**2, False,
-        fallback="sigma >= 0 minimising the variance mismatch", residual=pred / target - 1.0,
-    )
+    return ConditionResult(*_II, sigma**2, False, fallback="sigma >= 0 minimising the variance mismatch",
+                           residual=pred / target - 1.0)
 
 
 # --- condition III ------------------------------------------------------------------------------------
@@ -313,6 +321,25 @@ def condition_iii(
     if variant not in III_VARIANTS:
         raise ValueError(f"variant must be one of {sorted(III_VARIANTS)}, got {variant!r}")
     w, alpha, thr = weight_hh.double(), alpha.double(), threshold.double()
+    _check_iii_inputs(w, alpha, thr)
+    w_pos = w.clamp_min(0)
+    has_input = w_pos.sum(1) > 0
+    no_leak = (alpha >= 1) & has_input  # gain alpha + g S+ > 1 for every g > 0
+    leak = (1.0 - alpha).clamp_min(2.0**-25)  # only alpha = 1 is below: float32 steps are 2^-24 under 1
+    damp, no_neg = _row_dampening(w, leak, thr, reset, variant)
+    damp = damp.clamp(_F32.tiny, _F32.max)  # representable in the SG's float32 (extreme weights only)
+    gain = (alpha + w_pos @ damp).max()
+    counts = {"no_positive_input": int((~has_input).sum()), "no_negative_input": int(no_neg.sum()),
+              "no_leak": int(no_leak.sum())}
+    return ConditionResult(
+        "III", "worst-case transition gain", 1.0, "dampening", damp.float(), bool(has_input.any() and not no_leak.any()),
+        fallback=_iii_fallback(counts), residual=float(gain) - 1.0,
+        note="" if variant == "bounded" else "row bound not guaranteed per neuron",
+        extra={"worst_case_gain": float(gain), "variant": variant, **counts},
+    )
+
+
+def _check_iii_inputs(w: Tensor, alpha: Tensor, thr: Tensor) -> None:
     if not torch.isfinite(w).all():
         raise ValueError("weight_hh must be finite (no NaN or inf)")
     if not torch.isfinite(alpha).all() or (alpha < 0).any() or (alpha > 1).any():
@@ -320,12 +347,15 @@ def condition_iii(
                          f"max {alpha.max().item():g}")
     if not torch.isfinite(thr).all() or (thr <= 0).any():
         raise ValueError(f"threshold must be finite and > 0 (accepted range (0, inf)), got min {thr.min().item():g}")
+
+
+def _row_dampening(w: Tensor, leak: Tensor, thr: Tensor, reset: str, variant: str) -> tuple[Tensor, Tensor]:
+    """Condition III's dampening per neuron for ``variant`` (before clamping to float32), and the mask of
+    the neurons without negative input that got the row bound instead of the threshold factor."""
     w_pos = w.clamp_min(0)
     s_pos = w_pos.sum(1)
     s_neg = w.clamp_max(0).sum(1).abs()
     has_input = s_pos > 0
-    no_leak = (alpha >= 1) & has_input  # gain alpha + g S+ > 1 for every g > 0
-    leak = (1.0 - alpha).clamp_min(2.0**-25)  # only alpha = 1 is below: float32 steps are 2^-24 under 1
     row = leak / s_pos.clamp_min(1e-300)  # alpha_j + g_j S+_j = 1
     damp = row
     no_neg = torch.zeros_like(has_input)
@@ -339,21 +369,18 @@ def condition_iii(
         damp = damp.mean().expand_as(damp).clone()
     if variant == "bounded":
         damp = damp * (leak / (w_pos @ damp).clamp_min(1e-300)).min().clamp_max(1.0)
-    damp = damp.clamp(_F32.tiny, _F32.max)  # representable in the SG's float32 (extreme weights only)
-    gain = (alpha + w_pos @ damp).max()
-    counts = {"no_positive_input": int((~has_input).sum()), "no_negative_input": int(no_neg.sum()),
-              "no_leak": int(no_leak.sum())}
-    fallback = "; ".join(f"{counts[key]} {text}" for key, text in (
-        ("no_positive_input", "neurons without positive input got the largest dampening of the others"),
-        ("no_negative_input", "neurons without negative input (threshold factor 0) got the row bound (1 - alpha) / S+"),
-        ("no_leak", "neurons without leak (alpha = 1) cannot meet the bound: leak taken as 2^-25"),
-    ) if counts[key]) or None
-    return ConditionResult(
-        "III", "worst-case transition gain", 1.0, "dampening", damp.float(), bool(has_input.any() and not no_leak.any()),
-        fallback=fallback, residual=float(gain) - 1.0,
-        note="" if variant == "bounded" else "row bound not guaranteed per neuron",
-        extra={"worst_case_gain": float(gain), "variant": variant, **counts},
-    )
+    return damp, no_neg
+
+
+_III_FALLBACKS = (
+    ("no_positive_input", "neurons without positive input got the largest dampening of the others"),
+    ("no_negative_input", "neurons without negative input (threshold factor 0) got the row bound (1 - alpha) / S+"),
+    ("no_leak", "neurons without leak (alpha = 1) cannot meet the bound: leak taken as 2^-25"),
+)
+
+
+def _iii_fallback(counts: dict[str, int]) -> str | None:
+    return "; ".join(f"{counts[key]} {text}" for key, text in _III_FALLBACKS if counts[key]) or None
 
 
 # --- condition IV -------------------------------------------------------------------------------------
@@ -499,61 +526,80 @@ def condition_iv(
         raise ValueError(f"solve_for='tail' needs the q-pseudospike shape, got {spike_fn.shape!r}")
     if (bounds is None) == (terms is None):
         raise ValueError("condition_iv needs exactly one of bounds (paper mode) or terms (measured mode)")
-    damp = spike_fn.dampening.detach().double()
-    sharp0 = spike_fn.sharpness.detach().double()
-    q0 = spike_fn.tail
-
-    def sg_with(value: float) -> SurrogateGradient:
-        if solve_for == "sharpness":
-            return spike_fn.with_params(sharpness=torch.tensor(value))
-        return spike_fn.with_params(tail=value)
-
     if bounds is not None:
-        lo, hi = (b.double() for b in bounds)
-        alpha2 = alpha.double() ** 2
-        col = (weight_hh.double() ** 2).sum(0)
-        leak = alpha2.mean().item() * (0.5 if reset in ("multiplicative", "multiplicative_all") else 1.0)
-        row = 0.5 if reset == "multiplicative_all" else 1.0
-        reset_sq = threshold.double() ** 2 if (reset == "subtract" and not detach_reset) else 0.0
-
-        def gain(value: float) -> float:
-            sg = sg_with(value)
-            ms = sg.mean_square(lo, hi, dampening=damp, sharpness=sg.sharpness.double())
-            return leak + (row * col * ms + reset_sq * ms).mean().item()
-
-        default = PAPER_SHARPNESS_BRACKET if solve_for == "sharpness" else TAIL_BRACKET
+        gain, default = _paper_gain(spike_fn, solve_for, weight_hh, alpha, threshold, reset, detach_reset, bounds)
+        sg_values = None
     else:
-        u = terms.u
-        damp_u, sharp_u = damp.to(u.dtype), sharp0.to(u.dtype)
+        sg_values = _measured_sg(spike_fn, solve_for, terms.u)
+        scale = terms.u.abs().median().item() or 1.0
 
         def gain(value: float) -> float:
-            if solve_for == "sharpness":
-                s = damp_u * spike_fn.shape_fn(value * u)
-            else:
-                s = damp_u * sg_with(value).shape_fn(sharp_u * u)
-            return terms.mean_square_gain(s)
+            return terms.mean_square_gain(sg_values(value))
 
-        scale = u.abs().median().item() or 1.0
         default = (1e-3 / scale, 1e3 / scale) if solve_for == "sharpness" else TAIL_BRACKET
     lo_b, hi_b = bracket if bracket is not None else default
     res = scan_root(lambda x: gain(x) - 1.0, lo_b, hi_b, points=13, log=True, ftol=1e-4, max_iter=60)
-    note = ""
     extra = {
         "bracket": [lo_b, hi_b],
         "best_gain": res.value + 1.0,
-        "gain_at_initial": gain(float(sharp0.mean()) if solve_for == "sharpness" else q0),
+        "gain_at_initial": gain(float(spike_fn.sharpness.detach().double().mean()) if solve_for == "sharpness"
+                                else spike_fn.tail),
     }
     if solve_for == "sharpness":
         extra["residual_at_sharpness_1"] = gain(1.0) - 1.0
-    if terms is not None:
-        s_final = damp_u * (spike_fn.shape_fn(res.x * u) if solve_for == "sharpness"
-                            else sg_with(res.x).shape_fn(sharp_u * u))
-        extra["uniform_mode_gain"] = terms.uniform_mode_gain(s_final)
-        if extra["uniform_mode_gain"] > 1.05:
-            note = (f"the recurrent mean gives J an outlier gain {extra['uniform_mode_gain']:.3g} along the uniform "
-                    f"direction that the mean-square gain does not see: expect BPTT growth near "
-                    f"{math.log(extra['uniform_mode_gain']):.3g} per step")
+    note = ""
+    if sg_values is not None:
+        extra["uniform_mode_gain"] = terms.uniform_mode_gain(sg_values(res.x))
+        note = _uniform_mode_note(extra["uniform_mode_gain"])
     return ConditionResult(
         "IV", "mean-square transition gain", 1.0, solve_for, float(res.x), res.feasible,
         fallback=None if res.feasible else res.fallback, residual=res.value, note=note, extra=extra,
     )
+
+
+def _with_value(spike_fn: SurrogateGradient, solve_for: str, value: float) -> SurrogateGradient:
+    """The SG with its sharpness or tail (``solve_for``) set to ``value``."""
+    if solve_for == "sharpness":
+        return spike_fn.with_params(sharpness=torch.tensor(value))
+    return spike_fn.with_params(tail=value)
+
+
+def _paper_gain(spike_fn: SurrogateGradient, solve_for: str, weight_hh: Tensor, alpha: Tensor, threshold: Tensor,
+                reset: str, detach_reset: bool, bounds: tuple[Tensor, Tensor]
+                ) -> tuple[Callable[[float], float], tuple[float, float]]:
+    """Paper mode: the mean-square gain as a function of the solved-for value (voltage uniform between
+    the bounds, E[SG^2] in closed form), and the default bracket."""
+    lo, hi = (b.double() for b in bounds)
+    damp = spike_fn.dampening.detach().double()
+    col = (weight_hh.double() ** 2).sum(0)
+    leak = (alpha.double() ** 2).mean().item() * (0.5 if reset in ("multiplicative", "multiplicative_all") else 1.0)
+    row = 0.5 if reset == "multiplicative_all" else 1.0
+    reset_sq = threshold.double() ** 2 if (reset == "subtract" and not detach_reset) else 0.0
+
+    def gain(value: float) -> float:
+        sg = _with_value(spike_fn, solve_for, value)
+        ms = sg.mean_square(lo, hi, dampening=damp, sharpness=sg.sharpness.double())
+        return leak + (row * col * ms + reset_sq * ms).mean().item()
+
+    return gain, PAPER_SHARPNESS_BRACKET if solve_for == "sharpness" else TAIL_BRACKET
+
+
+def _measured_sg(spike_fn: SurrogateGradient, solve_for: str, u: Tensor) -> Callable[[float], Tensor]:
+    """Measured mode: the SG values at the recorded centred voltages ``u`` as a function of the
+    solved-for value (the dampening, and for the tail the sharpness, kept)."""
+    damp_u = spike_fn.dampening.detach().double().to(u.dtype)
+    sharp_u = spike_fn.sharpness.detach().double().to(u.dtype)
+
+    def values(value: float) -> Tensor:
+        if solve_for == "sharpness":
+            return damp_u * spike_fn.shape_fn(value * u)
+        return damp_u * _with_value(spike_fn, solve_for, value).shape_fn(sharp_u * u)
+
+    return values
+
+
+def _uniform_mode_note(gain: float) -> str:
+    if gain <= 1.05:
+        return ""
+    return (f"the recurrent mean gives J an outlier gain {gain:.3g} along the uniform direction that the "
+            f"mean-square gain does not see: expect BPTT growth near {math.log(gain):.3g} per step")

@@ -5,8 +5,6 @@ published (paper and measured modes); without ``conditions`` the recommended rec
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 
@@ -19,44 +17,24 @@ from .conditions import (
     III_VARIANTS,
     SOLVE_FOR,
     ConditionResult,
-    check_rate,
     TransitionTerms,
-    compose_recurrent,
-    condition_i,
-    condition_ii,
+    check_rate,
     condition_iii,
     condition_iv,
     paper_voltage_bounds,
-    split_recurrent,
 )
 from .drive import GROWTH_RATIO, condition_d, condition_g
-from .measure import Trace, layer_input, measure_layer, record, variance_ratio
+from .measure import Trace, layer_input, measure_layer, record
+from .options import StabilizeOptions, Timings
+from .recurrent import apply_i_ii
 from .report import MEASURED_BY, LayerReport, StabilityReport, rate_warning
-from .solvers import secant_slope, solve_increasing
 
-__all__ = ["stabilize", "CONDITIONS", "PAPER_CONDITIONS", "RECIPE", "MODES", "resolve_conditions"]
+__all__ = ["stabilize", "CONDITIONS", "PAPER_CONDITIONS", "RECIPE", "MODES", "StabilizeOptions", "resolve_conditions"]
 
 PAPER_CONDITIONS = ("I", "II", "III", "IV")
 CONDITIONS = ("D", "I", "II", "III", "IV", "G")  # every condition, in the order stabilize applies them
 RECIPE = ("D", "G")  # the recommended recipe: `conditions=None`, "auto" on the command line
 MODES = ("paper", "measured")
-
-_CLOCK = {"conditions_s": 0.0}
-# (step, sample, neuron) entries behind the variance-ratio checks of the I/II rounds (1024 (step, sample)
-# pairs at width 1024, every pair of a 4 x 200 batch up to width 256): they move the ratio by <= 1 %
-# against a tolerance of 10 % (docs/results/stability.md). The reported ratio uses measure.RATIO_ENTRIES.
-ROUND_RATIO_ENTRIES = 2**20
-
-
-@contextmanager
-def _condition_time():
-    """Accumulate the time spent inside the condition functions themselves (not the simulations)."""
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        _CLOCK["conditions_s"] += time.perf_counter() - t0
-
 
 @contextmanager
 def _replaying(traces: dict[SpikingNeurons, Trace]):
@@ -111,12 +89,15 @@ def resolve_conditions(conditions: Iterable[str] | str | None) -> tuple[str, ...
     return tuple(c for c in CONDITIONS if c in conds)
 
 
-def _validate(model: nn.Module, conditions: Iterable[str] | str | None, mode: str, rate: float,
-              solve_for: str) -> tuple[list[SpikingNeurons], tuple[str, ...]]:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+def _validate(model: nn.Module, conditions: Iterable[str] | str | None,
+              opts: StabilizeOptions) -> tuple[list[SpikingNeurons], tuple[str, ...]]:
+    """The model's spiking layers and the conditions to apply; ValueError for any bad argument, before
+    anything changes."""
+    if opts.mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {opts.mode!r}")
     conds = resolve_conditions(conditions)
-    check_rate(rate)
+    check_rate(opts.rate)
+    solve_for = opts.solve_for
     if solve_for not in SOLVE_FOR:
         raise ValueError(f"solve_for must be 'sharpness' or 'tail', got {solve_for!r}")
     if not isinstance(model, nn.Module):
@@ -127,6 +108,10 @@ def _validate(model: nn.Module, conditions: Iterable[str] | str | None, mode: st
         if shapes != {"q-pseudospike"}:
             raise ValueError(f"solve_for='tail' needs q-pseudospike SGs in every layer, got {sorted(shapes)}")
     _check_finite_model(layers)
+    if opts.variant not in III_VARIANTS:
+        raise ValueError(f"iii_variant must be one of {sorted(III_VARIANTS)}, got {opts.iii_variant!r}")
+    if opts.solve_batch < 1:
+        raise ValueError(f"solve_batch must be >= 1, got {opts.solve_batch}")
     return layers, conds
 
 
@@ -140,168 +125,110 @@ def _first_input(model: nn.Module, batch) -> Tensor:
     return x
 
 
-@torch.no_grad()
-def _set_recurrent(layer: SpikingNeurons, mean: Tensor, std: float, pattern: Tensor) -> None:
-    layer.weight_hh.copy_(compose_recurrent(mean, std, pattern, layer.recurrent_mask, layer.weight_hh))
-
-
-def _apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], mode: str, rate: float,
-                layer_index: int, rate_tol: float, ratio_tol: float, max_rounds: int,
-                slope_hint: float | None = None) -> tuple[list[ConditionResult], Trace | None, float | None]:
-    """Conditions I and II on the recurrent weights W = mu + sigma P (P the standardised pattern of the
-    current weights). Measured mode alternates I (root find of a common shift of mu on the simulated
-    rate) and II (exact quadratic for sigma on the last recorded spikes) until both measured quantities
-    are within tolerance. Also returns the trace of the final weights on ``xs``
-    (measured mode), which later conditions reuse (III and IV do not change the forward dynamics), and
-    the rate's slope against the mean shift times the fan-in (``slope_hint`` in and out: the first
-    bracket step of the next round or layer)."""
-    out: list[ConditionResult] = []
-    if layer.weight_hh is None or not bool(layer.recurrent_mask.any()):  # feed-forward, or one neuron
-        for c in ("I", "II"):
-            if c in conds:
-                out.append(ConditionResult(c, "-", math.nan, "-", math.nan, False, fallback="unchanged: layer has no recurrent weights"))
-        return out, None, slope_hint
-    mask = layer.recurrent_mask
-    mu, pattern, std = split_recurrent(layer.weight_hh.detach(), mask)
-    alpha, thr = layer.alpha.detach(), layer.threshold.detach()
-    beta = layer.beta_adapt if layer.adaptive else None
-    w_eff = layer.recurrent_weight().detach()
-    fan_in = int(mask.sum(1).max().item())
-    with torch.no_grad():
-        in_cur = layer.input_current(xs)
-    res_i = res_ii = None
-    if "I" in conds:
-        with _condition_time():
-            res_i = condition_i(w_eff, alpha, thr, layer.reset, rate=rate, beta_adapt=beta, fan_in=fan_in,
-                                input_mean=None if mode == "paper" else in_cur.mean((0, 1)))
-        # measured mode: one mean for all neurons (the neuron average of the formula, corrected below by
-        # the rate root find), so that the mean adds no spread across neurons for condition II to undo
-        mu = res_i.chosen if mode == "paper" else res_i.chosen.mean().expand_as(res_i.chosen).clone()
-    if mode == "paper":
-        if "II" in conds:
-            moment2 = float((xs.double() ** 2).mean()) if layer_index == 0 else 0.5  # Bernoulli(1/2) spikes above
-            with _condition_time():
-                res_ii = condition_ii(layer.weight_ih.detach(), w_eff, mean=mu, input_moment2=moment2, fan_in=fan_in)
-            std = math.sqrt(res_ii.chosen)
-        _set_recurrent(layer, mu, std, pattern)
-        return [r for r in (res_i, res_ii) if r is not None], None, slope_hint
-
-    var_in = float((in_cur - layer.bias.detach()).double()[1:].var(-1, unbiased=False).mean())
-    base = mu.clone()
-    shift = 0.0
-    # first bracket step: the mean shift that moves the stationary voltage by about a threshold (a
-    # shift d adds d * fan_in * rate per step, integrated over ~1 / (1 - alpha) steps)
-    thr_eff = float(thr.mean() + (0.0 if beta is None else beta.mean() * rate))
-    step = thr_eff * float((1.0 - alpha).mean().clamp_min(1e-3)) / (max(fan_in, 1) * rate)
-    root = None
-    traces: dict[float, Trace] = {}
-    tr = None  # the trace of the current weights, once known
-    spike_var = rate * (1.0 - rate)
-    _set_recurrent(layer, mu, std, pattern)
-
-    def rate_gap(delta: float) -> float:
-        _set_recurrent(layer, base + delta, std, pattern)
-        traces[delta] = record(layer, xs, current=in_cur)
-        return traces[delta].rate - rate
-
-    for _ in range(max_rounds):
-        if tr is None:
-            tr = record(layer, xs, current=in_cur)
-        rate_ok = res_i is None or abs(tr.rate - rate) <= rate_tol
-        ratio = variance_ratio(tr, layer, ROUND_RATIO_ENTRIES)
-        ratio_ok = "II" not in conds or abs(math.log(max(ratio, 1e-300))) <= math.log1p(ratio_tol)
-        if rate_ok and ratio_ok:
-            break
-        # II on the spikes just recorded, unless I is still to move the rate so far that the spike
-        # variance r (1 - r) changes by more than the ratio tolerance (then I goes first)
-        if not ratio_ok and (res_i is None or abs(tr.rate * (1.0 - tr.rate) / spike_var - 1.0) <= ratio_tol):
-            with _condition_time():
-                res_ii = condition_ii(layer.weight_ih.detach(), w_eff, mean=mu, spikes=tr.previous("z")[1:],
-                                      pattern=pattern, input_var=var_in, mask=mask)
-            std = math.sqrt(res_ii.chosen)
-            _set_recurrent(layer, mu, std, pattern)
-            tr = None
-            if not res_ii.feasible:
-                break
-        if res_i is not None:
-            traces.clear()
-            if tr is not None:
-                traces[shift] = tr
-            # rate per unit of shift x fan-in: carried over rounds and layers as the first step's slope
-            slope = None if slope_hint is None else slope_hint / max(fan_in, 1)
-            root = solve_increasing(rate_gap, shift, step, ftol=rate_tol, slope=slope,
-                                    y0=None if tr is None else tr.rate - rate)
-            found = secant_slope(root.history, root.x)
-            if found:
-                slope_hint = found * max(fan_in, 1)
-            shift = root.x
-            mu = base + shift
-            _set_recurrent(layer, mu, std, pattern)
-            tr = traces.get(shift)
-    if tr is None:
-        tr = record(layer, xs, current=in_cur)
-        ratio = variance_ratio(tr, layer, ROUND_RATIO_ENTRIES)
-    if res_i is not None:
-        res_i.chosen = mu.float()
-        res_i.residual = tr.rate - rate
-        res_i.feasible = abs(tr.rate - rate) <= rate_tol
-        if not res_i.feasible:
-            res_i.fallback = "closest rate reached by shifting the recurrent mean" + ("" if root is None or root.feasible else " (no sign change)")
-            if tr.rate == 0.0:
-                res_i.note = ("the layer stays silent: without spikes the recurrent mean has no effect; raise the "
-                              "input drive (bias via calibrate_firing_rate, or a lower threshold)")
-        res_i.extra["mean_shift"] = shift
-        out.append(res_i)
-    if "II" in conds:
-        if res_ii is None:  # already balanced
-            res_ii = ConditionResult("II", "recurrent/input current variance ratio", 1.0, "recurrent weight variance", std**2, True)
-        res_ii.chosen = std**2
-        res_ii.residual = ratio - 1.0
-        out.append(res_ii)
-    return out, tr, slope_hint
-
-
-def _apply_iii(layer: SpikingNeurons, variant: str) -> ConditionResult:
+def _apply_iii(layer: SpikingNeurons, variant: str, timings: Timings) -> ConditionResult:
+    """Condition III: the per-neuron dampening from the weights alone."""
     w = layer.recurrent_weight()
     if w is None or not bool(layer.recurrent_mask.any()):
         return ConditionResult("III", "worst-case transition gain", 1.0, "dampening", layer.spike_fn.dampening.mean().item(), True,
                                note="no recurrent weights: the gain is alpha < 1 for any dampening; unchanged")
-    with _condition_time():
+    with timings.part("conditions_s"):
         res = condition_iii(w.detach(), layer.alpha.detach(), layer.threshold.detach(), layer.reset, variant=variant)
     layer.spike_fn = layer.spike_fn.with_params(dampening=res.chosen.clone())
     return res
 
 
-def _apply_iv(layer: SpikingNeurons, xs: Tensor, mode: str, solve_for: str, with_iii: bool,
+def _iv_inputs(layer: SpikingNeurons, w: Tensor, trace: Trace | None) -> dict:
+    """Condition IV's voltage model: the paper's uniform bounds, or the terms of a recorded run."""
+    alpha, thr = layer.alpha.detach(), layer.threshold.detach()
+    if trace is None:
+        return {"bounds": paper_voltage_bounds(layer.weight_ih.detach(), w, alpha, thr, layer.reset)}
+    return {"terms": TransitionTerms.from_trace(
+        trace, w, alpha, layer.reset, layer.detach_reset,
+        rho=layer.rho if layer.adaptive else None, beta_adapt=layer.beta_adapt if layer.adaptive else None)}
+
+
+def _iv_note(res: ConditionResult, solve_for: str, with_iii: bool) -> str:
+    """What an infeasible condition IV reached, and whether condition III's dampening is why."""
+    best, value = res.extra["best_gain"], res.chosen
+    prefix = f"{res.note}; " if res.note else ""
+    if with_iii and best < 1.0:
+        return prefix + (f"III and IV conflict: with III's dampening the best reachable mean-square gain is "
+                         f"{best:.4g} (at {solve_for} {value:.4g})")
+    return prefix + f"no root in the bracket: best reachable mean-square gain {best:.4g} (at {solve_for} {value:.4g})"
+
+
+def _apply_iv(layer: SpikingNeurons, xs: Tensor, opts: StabilizeOptions, with_iii: bool, timings: Timings,
               trace: Trace | None = None) -> ConditionResult:
+    """Condition IV: the sharpness (or tail) for a unit mean-square transition gain."""
     w = layer.recurrent_weight()
     w = torch.zeros(layer.hidden_size, layer.hidden_size) if w is None else w.detach()
-    alpha, thr = layer.alpha.detach(), layer.threshold.detach()
-    kw = dict(solve_for=solve_for, detach_reset=layer.detach_reset)
-    if mode == "measured" and trace is None:
+    if opts.mode == "measured" and trace is None:
         trace = record(layer, xs)
-    with _condition_time():
-        if trace is None:
-            kw["bounds"] = paper_voltage_bounds(layer.weight_ih.detach(), w, alpha, thr, layer.reset)
-        else:
-            kw["terms"] = TransitionTerms.from_trace(
-                trace, w, alpha, layer.reset, layer.detach_reset,
-                rho=layer.rho if layer.adaptive else None, beta_adapt=layer.beta_adapt if layer.adaptive else None)
-        res = condition_iv(layer.spike_fn, w, alpha, thr, layer.reset, **kw)
-    value = res.chosen
-    if solve_for == "sharpness":
-        layer.spike_fn = layer.spike_fn.with_params(sharpness=torch.tensor(float(value)))
+    with timings.part("conditions_s"):
+        res = condition_iv(layer.spike_fn, w, layer.alpha.detach(), layer.threshold.detach(), layer.reset,
+                           solve_for=opts.solve_for, detach_reset=layer.detach_reset, **_iv_inputs(layer, w, trace))
+    if opts.solve_for == "sharpness":
+        layer.spike_fn = layer.spike_fn.with_params(sharpness=torch.tensor(float(res.chosen)))
     else:
-        layer.spike_fn = layer.spike_fn.with_params(tail=float(value))
+        layer.spike_fn = layer.spike_fn.with_params(tail=float(res.chosen))
     if not res.feasible:
-        best = res.extra["best_gain"]
-        prefix = f"{res.note}; " if res.note else ""
-        if with_iii and best < 1.0:
-            res.note = prefix + (f"III and IV conflict: with III's dampening the best reachable mean-square gain is "
-                        f"{best:.4g} (at {solve_for} {value:.4g})")
-        else:
-            res.note = prefix + f"no root in the bracket: best reachable mean-square gain {best:.4g} (at {solve_for} {value:.4g})"
+        res.note = _iv_note(res, opts.solve_for, with_iii)
     return res
+
+
+def _apply_conditions(layer: SpikingNeurons, xs: Tensor, idx: int, conds: tuple[str, ...], opts: StabilizeOptions,
+                      timings: Timings, slope_hint: float | None) -> tuple[list[ConditionResult], float | None]:
+    """Every condition of ``conds`` on one layer, in order, from its input ``xs`` (the solve batch)."""
+    rate, rate_tol, growth_ratio = opts.rate, opts.rate_tol, opts.growth_ratio
+    results: list[ConditionResult] = []
+    trace = None
+    if "D" in conds:
+        with timings.part("conditions_s"):
+            results.append(condition_d(layer, xs, rate=rate, rate_tol=rate_tol))
+    if "I" in conds or "II" in conds:
+        found, trace, slope_hint = apply_i_ii(layer, xs, conds, opts, idx, timings, slope_hint)
+        results += found
+    if "III" in conds:
+        results.append(_apply_iii(layer, opts.variant, timings))
+    if "IV" in conds:
+        results.append(_apply_iv(layer, xs, opts, "III" in conds, timings, trace))
+    if "G" in conds:
+        with timings.part("conditions_s"):
+            results.append(condition_g(layer, xs, ratio=growth_ratio))
+    return results, slope_hint
+
+
+def _verify(layer: SpikingNeurons, x: Tensor, lr: LayerReport, opts: StabilizeOptions, full: Trace) -> None:
+    """Measure every targeted quantity on the whole batch and attach each to its condition."""
+    lr.measurements = measure_layer(layer, x, opts.jacobian_steps, opts.solve_batch, trace=full)
+    for c in lr.conditions:
+        c.measured = lr.measurements.get(MEASURED_BY[c.condition])
+    warning = rate_warning(lr.index, lr.measurements["firing_rate"])
+    if warning:
+        lr.notes.append(warning)
+
+
+def _stabilize_layers(model: nn.Module, batch, layers: list[SpikingNeurons], conds: tuple[str, ...],
+                      opts: StabilizeOptions, report: StabilityReport, timings: Timings) -> None:
+    """Layer by layer: capture the input (the layers below replayed from their records), apply the
+    conditions on the solve batch, record the output on the whole batch, verify."""
+    replay: dict[SpikingNeurons, Trace] = {}
+    slope_hint = None
+    for idx, layer in enumerate(layers):
+        with timings.part("capture_s"), _replaying(replay):
+            x = layer_input(model, batch, idx)
+        lr = LayerReport(idx, type(layer).__name__, layer.hidden_size, layer.reset)
+        with timings.part("apply_s"):
+            lr.conditions, slope_hint = _apply_conditions(layer, x[:, :opts.solve_batch], idx, conds, opts, timings,
+                                                          slope_hint)
+        if opts.measure or idx + 1 < len(layers):
+            with timings.part("capture_s"):
+                replay[layer] = record(layer, x)  # the layer's output on the whole batch: the next layer's input
+        if opts.measure:
+            with timings.part("measure_s"):
+                _verify(layer, x, lr, opts, replay[layer])
+        lr.notes += [f"{c.condition}: {c.note}" for c in lr.conditions if c.note]
+        report.layers.append(lr)
 
 
 def stabilize(
@@ -360,72 +287,20 @@ def stabilize(
         >>> stabilize(model, x).conditions   # the recommended recipe
         ('D', 'G')
     """
-    layers, conds = _validate(model, conditions, mode, rate, solve_for)
-    variant = iii_variant or ("c" if mode == "paper" else "bounded")
-    if variant not in III_VARIANTS:
-        raise ValueError(f"iii_variant must be one of {sorted(III_VARIANTS)}, got {iii_variant!r}")
-    if solve_batch < 1:
-        raise ValueError(f"solve_batch must be >= 1, got {solve_batch}")
+    opts = StabilizeOptions(mode, rate, growth_ratio, solve_for, iii_variant, rate_tol, ratio_tol, max_rounds,
+                            solve_batch, measure, jacobian_steps)
+    layers, conds = _validate(model, conditions, opts)
     _first_input(model, batch)
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
     spike_fns = [layer.spike_fn for layer in layers]
     report = StabilityReport(mode, conds)
-    replay: dict[SpikingNeurons, Trace] = {}
-    slope_hint = None
-    _CLOCK["conditions_s"] = 0.0
-    t_cond = t_sim = t_meas = 0.0
-    start = time.perf_counter()
+    timings = Timings()
     try:
-        for idx, layer in enumerate(layers):
-            t0 = time.perf_counter()
-            with _replaying(replay):
-                x = layer_input(model, batch, idx)
-            xs = x[:, :solve_batch]
-            t_sim += time.perf_counter() - t0
-            lr = LayerReport(idx, type(layer).__name__, layer.hidden_size, layer.reset)
-            t0 = time.perf_counter()
-            trace = None
-            if "D" in conds:
-                with _condition_time():
-                    lr.conditions.append(condition_d(layer, xs, rate=rate, rate_tol=rate_tol))
-            if "I" in conds or "II" in conds:
-                results, trace, slope_hint = _apply_i_ii(layer, xs, conds, mode, rate, idx, rate_tol, ratio_tol,
-                                                         max_rounds, slope_hint)
-                lr.conditions += results
-            if "III" in conds:
-                lr.conditions.append(_apply_iii(layer, variant))
-            if "IV" in conds:
-                lr.conditions.append(_apply_iv(layer, xs, mode, solve_for, "III" in conds, trace))
-            if "G" in conds:
-                with _condition_time():
-                    lr.conditions.append(condition_g(layer, xs, ratio=growth_ratio))
-            t_cond += time.perf_counter() - t0
-            full = None
-            if measure or idx + 1 < len(layers):
-                t0 = time.perf_counter()
-                full = record(layer, x)  # the layer's output on the whole batch: the next layer's input
-                replay[layer] = full
-                t_sim += time.perf_counter() - t0
-            if measure:
-                t0 = time.perf_counter()
-                lr.measurements = measure_layer(layer, x, jacobian_steps, solve_batch, trace=full)
-                t_meas += time.perf_counter() - t0
-                for c in lr.conditions:
-                    c.measured = lr.measurements.get(MEASURED_BY[c.condition])
-                warning = rate_warning(idx, lr.measurements["firing_rate"])
-                if warning:
-                    lr.notes.append(warning)
-            for c in lr.conditions:
-                if c.note:
-                    lr.notes.append(f"{c.condition}: {c.note}")
-            report.layers.append(lr)
+        _stabilize_layers(model, batch, layers, conds, opts, report, timings)
     except BaseException:
         for layer, fn in zip(layers, spike_fns):
             layer.spike_fn = fn
         model.load_state_dict(snapshot)
         raise
-    report.timings = {
-        "total_s": time.perf_counter() - start, "apply_s": t_cond, "conditions_s": _CLOCK["conditions_s"],
-        "capture_s": t_sim, "measure_s": t_meas,
-    }
+    report.timings = timings.as_dict()
     return report
