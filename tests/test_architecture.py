@@ -1,0 +1,73 @@
+"""Imports go the way docs/architecture.md says: every module's spikestab imports against the table there,
+no private names across modules, and the leaf modules stay leaves."""
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "spikestab"
+
+
+def _allowed() -> dict[str, set[str]]:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    table = text.split("<!-- allowed-imports -->")[1].split("<!-- /allowed-imports -->")[0]
+    rows = {}
+    for line in table.splitlines():
+        m = re.fullmatch(r"\| `(\w+)` \|(.*)\|", line.strip())
+        if m:
+            rows[m.group(1)] = {n.strip() for n in m.group(2).split(",") if n.strip()}
+    return rows
+
+
+def _imports(path: Path) -> list[tuple[list[str], list[str]]]:
+    """(absolute module path inside spikestab, imported names) of every relative import in ``path``."""
+    package = list(path.relative_to(SRC).parts[:-1])
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)]
+            if node.module:
+                out.append((base + node.module.split("."), [a.name for a in node.names]))
+            else:  # from . import x: x is a module of the package (or the package's __version__)
+                out += [(base + [a.name], []) if a.name != "__version__" else (base, [a.name]) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("spikestab"):
+            out.append((node.module.split(".")[1:], [a.name for a in node.names]))
+    return out
+
+
+def _unit(parts: list[str]) -> str:
+    return parts[0].removesuffix(".py")
+
+
+def test_every_import_follows_the_architecture_table():
+    allowed = _allowed()
+    bad = []
+    for path in SRC.rglob("*.py"):
+        unit = _unit(list(path.relative_to(SRC).parts))
+        if unit in ("__init__", "__main__"):
+            continue
+        assert unit in allowed, f"{unit} is missing from the table in docs/architecture.md"
+        for target, names in _imports(path):
+            if not target:  # from .. import __version__ (the package's metadata)
+                assert names == ["__version__"], (path, names)
+                continue
+            other = target[0]
+            if other != unit and other not in allowed[unit]:
+                bad.append(f"{path.relative_to(SRC)} imports {'.'.join(target)}")
+    assert bad == []
+
+
+def test_no_module_imports_another_modules_private_names():
+    bad = [f"{path.relative_to(SRC)}: {'.'.join(target)}.{name}"
+           for path in SRC.rglob("*.py") for target, names in _imports(path)
+           for name in names if name.startswith("_") and not name.startswith("__")]
+    assert bad == []
+
+
+def test_conditions_work_on_plain_tensors():
+    """stability.conditions needs no measurement machinery: only the dynamics, the SGs and the solvers."""
+    targets = {".".join(t) for t, _ in _imports(SRC / "stability" / "conditions.py")}
+    assert targets <= {"dynamics", "surrogate", "stability.solvers"}, targets
+    kernels = {t[0] for p in (SRC / "kernels").rglob("*.py") for t, _ in _imports(p) if t}
+    assert "neurons" not in kernels
