@@ -1,4 +1,6 @@
 # The two README commands: `make demo` and `make test`. Each creates .venv on first use.
+# `make test` runs the linter (ruff), the type checker (mypy, on the public API), the documentation build
+# (mkdocs --strict: a broken reference fails) and then the test suite; `make docs` builds the site into site/.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -25,7 +27,16 @@ postgres:
 
 install: $(VENV)/.installed postgres
 
-test: install
+lint: install
+	$(BIN)/ruff check src tests experiments benchmarks scripts
+
+typecheck: install
+	$(BIN)/mypy
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+test: lint typecheck docs
 	$(BIN)/python -m pytest
 
 demo: install
@@ -46,7 +57,7 @@ $(BENCH)/.installed:
 
 bench-env: $(BENCH)/.installed
 
-.PHONY: install postgres test demo bench-env
+.PHONY: install postgres lint typecheck docs test demo bench-env
 
 # Speech synthesiser for `spikestab make-shd` (Debian package; not needed by `make test`).
 espeak:

@@ -37,9 +37,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -283,7 +283,8 @@ def _check(name: str, entry: Entry, w: Workload, d: dict[str, Tensor]) -> dict:
     if entry.params:
         mine, theirs = _weight_grads(ref, w), _weight_grads(entry, w)
         out["grad_cosine"] = {
-            k: nn.functional.cosine_similarity(theirs[k].double().flatten(), mine[k].double().flatten(), dim=0).item() for k in mine
+            k: nn.functional.cosine_similarity(theirs[k].double().flatten(), mine[k].double().flatten(), dim=0).item()
+            for k in mine
         }
     return out
 
@@ -428,10 +429,14 @@ def _markdown(results: dict) -> str:
              f"{results['meta']['warmup']} warm-up call(s). Ratios are to spikestab fused in the same run.", ""]
     for wname, rows in results["workloads"].items():
         w = WORKLOADS[wname]
-        lines += [f"### {wname}: {w.inputs} -> {'recurrent ' if w.recurrent else ''}{'ALIF' if w.adaptive else 'LIF'} "
-                  f"{w.hidden}, T={w.steps}, B={w.batch}", "",
-                  "| entry | fwd+bwd ms (median) | / fused | min ms | CPU ms (median) | CPU / fused | first call s | peak RSS MiB | saved activations MiB | spikes equal (mismatch) | grad cosine |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {wname}: {w.inputs} -> {'recurrent ' if w.recurrent else ''}{'ALIF' if w.adaptive else 'LIF'} "
+            f"{w.hidden}, T={w.steps}, B={w.batch}",
+            "",
+            "| entry | fwd+bwd ms (median) | / fused | min ms | CPU ms (median) | CPU / fused | first call s | "
+            "peak RSS MiB | saved activations MiB | spikes equal (mismatch) | grad cosine |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         fused = rows.get("spikestab fused", {}).get("time", {}).get("median_s")
         fused_cpu = rows.get("spikestab fused", {}).get("time", {}).get("cpu_median_s")
         for name, r in rows.items():
@@ -445,11 +450,16 @@ def _markdown(results: dict) -> str:
             eq = "" if not chk else f"{chk['spikes_equal']} ({chk['spike_mismatch']:.1e})"
             cos = ", ".join(f"{k} {v:.5f}" for k, v in chk.get("grad_cosine", {}).items())
             cpu = r["time"].get("cpu_median_s")
-            cpu_cells = "| | |" if cpu is None else f"| {cpu * 1e3:.1f} | {'' if not fused_cpu else f'{cpu / fused_cpu:.2f}'} |"
-            lines.append(f"| {name} | {t * 1e3:.1f} | {'' if fused is None else f'{t / fused:.2f}'} | {r['time']['min_s'] * 1e3:.1f} {cpu_cells} "
-                         f"{r.get('compile_s', r.get('check', {}).get('first_call_s', r['time']['first_call_s'])):.1f} | "
-                         f"{'' if mem is None else f'{mem / 2**20:.1f}'} | {'' if act is None else f'{act / 2**20:.1f}'} | "
-                         f"{eq} | {cos} |")
+            cpu_cells = (
+                "| | |" if cpu is None else f"| {cpu * 1e3:.1f} | {'' if not fused_cpu else f'{cpu / fused_cpu:.2f}'} |"
+            )
+            lines.append(
+                f"| {name} | {t * 1e3:.1f} | {'' if fused is None else f'{t / fused:.2f}'} | "
+                f"{r['time']['min_s'] * 1e3:.1f} {cpu_cells} "
+                f"{r.get('compile_s', r.get('check', {}).get('first_call_s', r['time']['first_call_s'])):.1f} | "
+                f"{'' if mem is None else f'{mem / 2**20:.1f}'} | {'' if act is None else f'{act / 2**20:.1f}'} | "
+                f"{eq} | {cos} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -504,7 +514,7 @@ def train_epoch(backends: list[str], batch: int = 256, lr: float = 1e-3) -> dict
                                 "losses": losses}
         print(f"epoch {backend:10s} {out['runs'][backend]['wall_s']:8.1f} s  last loss {losses[-1]:.6f}", flush=True)
     ref = out["runs"].get("reference")
-    for backend, r in out["runs"].items():
+    for r in out["runs"].values():
         if ref is not None:
             r["speedup_vs_reference"] = ref["wall_s"] / r["wall_s"]
             r["max_abs_loss_diff_vs_reference"] = max(abs(a - b) for a, b in zip(r["losses"], ref["losses"]))
@@ -538,10 +548,16 @@ def lockstep(backends: list[str], batch: int = 256, lr: float = 1e-3) -> dict:
             r["max_abs_loss_diff"] = max(r["max_abs_loss_diff"], abs(loss.item() - loss_ref.item()))
             for p, q in zip(model.parameters(), ref.parameters()):
                 if q.grad is not None and q.grad.norm() > 0:
-                    r["max_rel_grad_diff"] = max(r["max_rel_grad_diff"], ((p.grad - q.grad).norm() / q.grad.norm()).item())
+                    r["max_rel_grad_diff"] = max(
+                        r["max_rel_grad_diff"], ((p.grad - q.grad).norm() / q.grad.norm()).item()
+                    )
         opt.step()
     for b, r in res.items():
-        print(f"lockstep {b:10s} max |loss diff| {r['max_abs_loss_diff']:.2e}  max relative gradient diff {r['max_rel_grad_diff']:.2e}", flush=True)
+        print(
+            f"lockstep {b:10s} max |loss diff| {r['max_abs_loss_diff']:.2e}  "
+            f"max relative gradient diff {r['max_rel_grad_diff']:.2e}",
+            flush=True,
+        )
     return res
 
 

@@ -53,15 +53,23 @@ def measured_matrix(widths: list[int]) -> list[dict]:
                 stabilize(model, x3, ("I", "II"))
                 d_layer = stabilize(model, x3, ("IV",)).layers[0]
                 iv = d_layer.condition("IV")
-                rows.append({
-                    "net": net, "reset": reset, "width": width, "rate_after_I": a["firing_rate"],
-                    "ratio_after_II": a["variance_ratio"], "worst_gain_after_III": b["worst_case_gain"],
-                    "growth_after_III": b["growth_per_step"], "ms_gain_after_IV": c_layer.measurements["mean_square_gain"],
-                    "growth_after_IV": c_layer.measurements["growth_per_step"],
-                    "ms_gain_after_I_II_IV": d_layer.measurements["mean_square_gain"],
-                    "growth_after_I_II_IV": d_layer.measurements["growth_per_step"], "IV_feasible_after_I_II": iv.feasible,
-                    "uniform_mode_gain_after_I_II_IV": iv.extra["uniform_mode_gain"],
-                })
+                rows.append(
+                    {
+                        "net": net,
+                        "reset": reset,
+                        "width": width,
+                        "rate_after_I": a["firing_rate"],
+                        "ratio_after_II": a["variance_ratio"],
+                        "worst_gain_after_III": b["worst_case_gain"],
+                        "growth_after_III": b["growth_per_step"],
+                        "ms_gain_after_IV": c_layer.measurements["mean_square_gain"],
+                        "growth_after_IV": c_layer.measurements["growth_per_step"],
+                        "ms_gain_after_I_II_IV": d_layer.measurements["mean_square_gain"],
+                        "growth_after_I_II_IV": d_layer.measurements["growth_per_step"],
+                        "IV_feasible_after_I_II": iv.feasible,
+                        "uniform_mode_gain_after_I_II_IV": iv.extra["uniform_mode_gain"],
+                    }
+                )
                 print(rows[-1], flush=True)
     return rows
 
@@ -72,14 +80,25 @@ def default_settings(width: int) -> list[dict]:
     for net in ("lif", "alif"):
         for reset in RESETS:
             torch.manual_seed(3)
-            model = SNNClassifier(SNNConfig(100, 5, hidden_sizes=(width,), dropout=0.0, net=net, reset=reset, dampening=2.0))
+            model = SNNClassifier(
+                SNNConfig(100, 5, hidden_sizes=(width,), dropout=0.0, net=net, reset=reset, dampening=2.0)
+            )
             x = _spikes(200, 4, 100, 0.15)
             stabilize(model, x, ("I", "II"))
             layer = stabilize(model, x, ("IV",)).layers[0]
             m = layer.measurements
-            rows.append({"net": net, "reset": reset, "width": width, "rate": m["firing_rate"], "ratio": m["variance_ratio"],
-                         "ms_gain": m["mean_square_gain"], "growth": m["growth_per_step"],
-                         "alpha": float(model.stack.layers[0].alpha.mean())})
+            rows.append(
+                {
+                    "net": net,
+                    "reset": reset,
+                    "width": width,
+                    "rate": m["firing_rate"],
+                    "ratio": m["variance_ratio"],
+                    "ms_gain": m["mean_square_gain"],
+                    "growth": m["growth_per_step"],
+                    "alpha": float(model.stack.layers[0].alpha.mean()),
+                }
+            )
     return rows
 
 
@@ -137,28 +156,48 @@ def main() -> None:
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=2)
     os.replace(tmp, args.out)
-    print("| net | reset | width | rate after I | ratio after II | worst gain after III | growth after III | "
-          "ms gain after IV | growth after IV | ms gain after I,II,IV | growth after I,II,IV | IV feasible | uniform-mode gain |")
+    print(
+        "| net | reset | width | rate after I | ratio after II | worst gain after III | growth after III | "
+        "ms gain after IV | growth after IV | ms gain after I,II,IV | growth after I,II,IV | IV feasible | "
+        "uniform-mode gain |"
+    )
     print("|" + "---|" * 13)
     for r in data["measured"]:
-        print(f"| {r['net']} | {r['reset']} | {r['width']} | {_fmt(r['rate_after_I'])} | {_fmt(r['ratio_after_II'])} | "
-              f"{r['worst_gain_after_III']:.6f} | {_fmt(r['growth_after_III'])} | {_fmt(r['ms_gain_after_IV'])} | "
-              f"{_fmt(r['growth_after_IV'])} | {_fmt(r['ms_gain_after_I_II_IV'])} | {_fmt(r['growth_after_I_II_IV'])} | "
-              f"{'yes' if r['IV_feasible_after_I_II'] else 'NO'} | {_fmt(r['uniform_mode_gain_after_I_II_IV'])} |")
+        print(
+            f"| {r['net']} | {r['reset']} | {r['width']} | {_fmt(r['rate_after_I'])} | {_fmt(r['ratio_after_II'])} | "
+            f"{r['worst_gain_after_III']:.6f} | {_fmt(r['growth_after_III'])} | {_fmt(r['ms_gain_after_IV'])} | "
+            f"{_fmt(r['growth_after_IV'])} | {_fmt(r['ms_gain_after_I_II_IV'])} | {_fmt(r['growth_after_I_II_IV'])} | "
+            f"{'yes' if r['IV_feasible_after_I_II'] else 'NO'} | {_fmt(r['uniform_mode_gain_after_I_II_IV'])} |"
+        )
     print("\n| net | reset | width | alpha | rate | ratio | ms gain | growth |\n|---|---|---|---|---|---|---|---|")
     for r in data["defaults"]:
-        print(f"| {r['net']} | {r['reset']} | {r['width']} | {r['alpha']:.3f} | {_fmt(r['rate'])} | {_fmt(r['ratio'])} | "
-              f"{_fmt(r['ms_gain'])} | {_fmt(r['growth'])} |")
-    print("\n| net | reset | width | rate | var ratio | dampening | worst gain | IV feasible | sharpness | IV residual at 1 | ms gain | growth |")
+        print(
+            f"| {r['net']} | {r['reset']} | {r['width']} | {r['alpha']:.3f} | {_fmt(r['rate'])} | {_fmt(r['ratio'])} | "
+            f"{_fmt(r['ms_gain'])} | {_fmt(r['growth'])} |"
+        )
+    print(
+        "\n| net | reset | width | rate | var ratio | dampening | worst gain | IV feasible | sharpness | "
+        "IV residual at 1 | ms gain | growth |"
+    )
     print("|" + "---|" * 12)
     for r in data["paper"]:
-        print(f"| {r['net']} | {r['reset']} | {r['width']} | {_fmt(r['rate'])} | {_fmt(r['ratio'])} | {r['dampening']:.4f} | "
-              f"{_fmt(r['worst_gain'])} | {'yes' if r['IV_feasible'] else 'NO'} | {r['sharpness']:.3f} | "
-              f"{r['IV_residual_at_1']:.4f} | {_fmt(r['ms_gain'])} | {_fmt(r['growth'])} |")
-    print("\n| f0 | rates before | root-find rates | simulations | Adam rates | Adam steps | Adam within 0.02 |\n|---|---|---|---|---|---|---|")
+        print(
+            f"| {r['net']} | {r['reset']} | {r['width']} | {_fmt(r['rate'])} | {_fmt(r['ratio'])} | "
+            f"{r['dampening']:.4f} | "
+            f"{_fmt(r['worst_gain'])} | {'yes' if r['IV_feasible'] else 'NO'} | {r['sharpness']:.3f} | "
+            f"{r['IV_residual_at_1']:.4f} | {_fmt(r['ms_gain'])} | {_fmt(r['growth'])} |"
+        )
+    print(
+        "\n| f0 | rates before | root-find rates | simulations | Adam rates | Adam steps | Adam within 0.02 |"
+        "\n|---|---|---|---|---|---|---|"
+    )
     for r in data["calibration"]:
-        print(f"| {r['f0']} | {', '.join(f'{v:.3f}' for v in r['rates_before'])} | {', '.join(f'{v:.3f}' for v in r['root_rates'])} | "
-              f"{r['root_simulations']} | {', '.join(f'{v:.3f}' for v in r['adam_rates'])} | {r['adam_steps']} | {r['adam_within_tol']} |")
+        print(
+            f"| {r['f0']} | {', '.join(f'{v:.3f}' for v in r['rates_before'])} | "
+            f"{', '.join(f'{v:.3f}' for v in r['root_rates'])} | "
+            f"{r['root_simulations']} | {', '.join(f'{v:.3f}' for v in r['adam_rates'])} | {r['adam_steps']} | "
+            f"{r['adam_within_tol']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ import json
 import os
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from spikestab.sweep import report, run_sweep
 from spikestab.train.metrics import read_jsonl
@@ -86,9 +87,18 @@ def sweep(out: Path, fixed: dict, grid: dict, workers: int, refs: list[str] | No
         diags = [_diagnostics(Path(t["run_dir"])) for t in s["trials"]]
         val = _mean_std([t["value"] for t in s["trials"]])
         test = _mean_std([t["test_accuracy"] for t in s["trials"]])
-        row = {"params": s["params"], "n": s["n"], "failed": s["failed"], "val_mean": val[0], "val_std": val[1], "test_mean": test[0],
-               "test_std": test[1], "test": [t["test_accuracy"] for t in s["trials"]],
-               "seconds": sum(d["seconds"] for d in diags), "trials": diags}
+        row = {
+            "params": s["params"],
+            "n": s["n"],
+            "failed": s["failed"],
+            "val_mean": val[0],
+            "val_std": val[1],
+            "test_mean": test[0],
+            "test_std": test[1],
+            "test": [t["test_accuracy"] for t in s["trials"]],
+            "seconds": sum(d["seconds"] for d in diags),
+            "trials": diags,
+        }
         for key in ("initial_rates", "final_rates", "grad_norm_first100", "growth_per_step"):
             lists = [d[key] for d in diags if d[key] and all(v is not None for v in d[key])]
             row[key] = [statistics.fmean(v) for v in zip(*lists)] if lists else None
@@ -126,7 +136,9 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def parse_args(doc: str, configs: Sequence[str] | None, smoke: str | None, argv: list[str] | None) -> argparse.Namespace:
+def parse_args(
+    doc: str, configs: Sequence[str] | None, smoke: str | None, argv: list[str] | None
+) -> argparse.Namespace:
     """The experiments' common flags (--scale, --workers; with ``configs`` also --configs and --shd-dir).
     ``args.names`` is the configurations to run: the given ones, all at cpu scale, ``smoke`` at smoke."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])

@@ -91,7 +91,9 @@ def apply(recipe: dict, model, batch) -> None:
         x = layer_input(model, batch, i)
         if "sharp_std" in recipe:
             t = record(layer, x)
-            layer.spike_fn = layer.spike_fn.with_params(sharpness=torch.tensor(recipe["sharp_std"] / (t.v - t.thr).std().item()))
+            layer.spike_fn = layer.spike_fn.with_params(
+                sharpness=torch.tensor(recipe["sharp_std"] / (t.v - t.thr).std().item())
+            )
         if "growth" in recipe:
             fn = layer.spike_fn
 
@@ -127,10 +129,21 @@ def main() -> None:
     res = tr.fit()
     recs = read_jsonl(cfg.out + "/metrics.jsonl")
     norms = [r["layer_grad_norms"] for r in recs if r["kind"] == "step"][:100]
-    print(json.dumps(dict(spec=spec, recipe=recipe, test=res["test"]["accuracy"], val=res["val"]["accuracy"],
-                          init=res["stability"]["initial"], grad100=[sum(n[i] for n in norms) / len(norms) for i in range(len(norms[0]))],
-                          final_rates=res["test"]["rates"], val_curve=[r["val_accuracy"] for r in recs if r["kind"] == "epoch"],
-                          secs=round(time.time() - t0, 1))))
+    print(
+        json.dumps(
+            dict(
+                spec=spec,
+                recipe=recipe,
+                test=res["test"]["accuracy"],
+                val=res["val"]["accuracy"],
+                init=res["stability"]["initial"],
+                grad100=[sum(n[i] for n in norms) / len(norms) for i in range(len(norms[0]))],
+                final_rates=res["test"]["rates"],
+                val_curve=[r["val_accuracy"] for r in recs if r["kind"] == "epoch"],
+                secs=round(time.time() - t0, 1),
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -87,7 +87,9 @@ def figure(results: dict[str, dict], path: Path) -> Path:
     fig, axes = common.figure(1, len(results), figsize=(3.6 * len(results), 3.8), squeeze=False)
     for ax, (name, res) in zip(axes[0], results.items()):
         rows = sorted((r for r in res["settings"] if r["n"]), key=lambda r: r["test_mean"])  # diverged: no bar
-        colors = ["tab:red" if r["setting"] == "auto" else "grey" if r["setting"] == "none" else "tab:blue" for r in rows]
+        colors = [
+            "tab:red" if r["setting"] == "auto" else "grey" if r["setting"] == "none" else "tab:blue" for r in rows
+        ]
         ax.barh(range(len(rows)), [100 * r["test_mean"] for r in rows], xerr=[100 * r["test_std"] for r in rows],
                 color=colors, capsize=2)
         ax.set_yticks(range(len(rows)), [r["setting"] for r in rows], fontsize=7)

@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import common
+
 from spikestab.stability import stabilize
 from spikestab.train.config import TrainConfig
 from spikestab.train.trainer import Trainer, load_config_task
@@ -59,7 +60,9 @@ def predictions(fixed: dict) -> dict[str, dict[str, dict]]:
             return tr.model, batch
 
         model, batch = model_and_batch(sg="fast-sigmoid", dampening=1.0, sharpness=1.0)
-        out["dampening"]["III (paper)"] = _mean_chosen(stabilize(copy.deepcopy(model), batch, ("III",), mode="paper"), "III")
+        out["dampening"]["III (paper)"] = _mean_chosen(
+            stabilize(copy.deepcopy(model), batch, ("III",), mode="paper"), "III"
+        )
         out["dampening"]["III (measured)"] = _mean_chosen(stabilize(copy.deepcopy(model), batch, ("III",)), "III")
         out["dampening"]["G"] = _mean_chosen(stabilize(copy.deepcopy(model), batch, ("G",)), "G")
         for sg in SG:
@@ -87,7 +90,11 @@ def markdown(res: dict) -> str:
     out = [f"Scale `{res['scale']}`: sl-MNIST 5k, 2 x 64 LIF after condition D; test accuracy % mean +- std "
            f"over seeds {SEEDS[res['scale']]}.", ""]
     for option, rows in res["panels"].items():
-        out += [f"### {option}", "", "| SG | " + " | ".join(str(v) for v in sorted({r['params'][option] for r in rows})) + " |"]
+        out += [
+            f"### {option}",
+            "",
+            "| SG | " + " | ".join(str(v) for v in sorted({r['params'][option] for r in rows})) + " |",
+        ]
         values = sorted({r["params"][option] for r in rows})
         out.append("|---|" + "---|" * len(values))
         for sg in sorted({r["params"]["sg"] for r in rows}):

@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from spikestab.surrogate import from_snntorch
-
 import common
+
+from spikestab.surrogate import from_snntorch
 
 # name -> (task, net, layers, grid sharpness values)
 CONFIGS = {
@@ -55,10 +55,17 @@ def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict
     seeds = SEEDS[scale]
     base = common.RUNS / "headline" / scale / name
     grid = {**GRID, "sharpness": list(sharp)} if scale == "cpu" else {"threshold": [0.1, 1.0], "dampening": [0.3]}
-    out = {"config": name, "scale": scale, "fixed": fixed, "seeds": seeds,
-           "snntorch": common.sweep(base / "snntorch", {**fixed, **snntorch_defaults()}, {"seed": seeds["recipe"]}, workers)[0],
-           "auto": common.sweep(base / "auto", {**fixed, "stabilize": "auto"}, {"seed": seeds["recipe"]}, workers)[0],
-           "grid": common.sweep(base / "grid", {**fixed, "stabilize": "none"}, {**grid, "seed": seeds["grid"]}, workers)}
+    out = {
+        "config": name,
+        "scale": scale,
+        "fixed": fixed,
+        "seeds": seeds,
+        "snntorch": common.sweep(
+            base / "snntorch", {**fixed, **snntorch_defaults()}, {"seed": seeds["recipe"]}, workers
+        )[0],
+        "auto": common.sweep(base / "auto", {**fixed, "stabilize": "auto"}, {"seed": seeds["recipe"]}, workers)[0],
+        "grid": common.sweep(base / "grid", {**fixed, "stabilize": "none"}, {**grid, "seed": seeds["grid"]}, workers),
+    }
     for value in ADDED_SHARPNESS.get(name, ()) if scale == "cpu" else ():
         out["grid"] += common.sweep(base / f"grid-sharpness-{value:g}", {**fixed, "stabilize": "none"},
                                     {**grid, "sharpness": [value], "seed": seeds["grid"]}, workers)

@@ -24,7 +24,7 @@ def lauscher():
 def meddis_reference(velocity: np.ndarray, rate: float) -> np.ndarray:
     """Meddis (1986) hair cell as a plain loop over time, vectorised over channels, parameters from
     Meddis (1988) as used by the SHD chain (y 5.05, g 2000, l 2500, r 6580, x 66.3, A 5, B 300, h 50000)."""
-    y, g, l, r, x, a, b, h, m = 5.05, 2000.0, 2500.0, 6580.0, 66.3, 5.0, 300.0, 50000.0, 1.0
+    y, g, l, r, x, a, b, h, m = 5.05, 2000.0, 2500.0, 6580.0, 66.3, 5.0, 300.0, 50000.0, 1.0  # noqa: E741 (Meddis)
     dt = 1.0 / rate
     k0 = g * a / (a + b)
     c = np.full(len(velocity), m * y * k0 / (l * k0 + y * (l + r)))

@@ -1,6 +1,5 @@
 """SHD h5 files: round trip, binning against a hand count, label order from the file, bad files."""
 
-from pathlib import Path
 
 import h5py
 import numpy as np

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from spikestab import kernels
+from spikestab.dynamics import RESETS, NeuronState
 from spikestab.kernels import run_auto, run_event, run_fused, sparse
 from spikestab.kernels.event import event_blocker
-from spikestab.dynamics import RESETS, NeuronState
 from spikestab.neurons.layers import ALIF, LIF
 from spikestab.surrogate import SHAPES, SurrogateGradient
 
@@ -124,7 +124,11 @@ def test_event_products_equal_dense_products(hidden):
     g = torch.Generator().manual_seed(5)
     x = (torch.rand(40, 30, generator=g) < 0.1).float() * torch.randn(40, 30, generator=g)  # any values
     x[3] = 0.0  # an empty row
-    w, grad, b = torch.randn(hidden, 30, generator=g), torch.randn(40, hidden, generator=g), torch.randn(hidden, generator=g)
+    w, grad, b = (
+        torch.randn(hidden, 30, generator=g),
+        torch.randn(40, hidden, generator=g),
+        torch.randn(hidden, generator=g),
+    )
     nz = sparse.nonzeros(x)
     assert torch.equal(nz.rowptr[1:], x.count_nonzero(1).cumsum(0)) and torch.equal(nz.cols.long(), x.nonzero()[:, 1])
     assert torch.equal(nz.vals, x[x != 0])
@@ -237,16 +241,32 @@ def _wide_case(cls, reset, detach, batch, steps, hidden=40, inputs=30, rec_scale
     dense the hidden spikes get."""
     g = torch.Generator().manual_seed(seed)
     sg = SurrogateGradient("fast-sigmoid", dampening=0.8, sharpness=1.3)
-    layer = cls(inputs, hidden, recurrent=True, tau=torch.linspace(3.0, 12.0, hidden), threshold=torch.linspace(0.6, 1.2, hidden),
-                reset=reset, detach_reset=detach, spike_fn=sg, bias=True, learn_tau=True, learn_threshold=True,
-                backend="reference", tau_adapt=7.0, beta_adapt=0.7)
+    layer = cls(
+        inputs,
+        hidden,
+        recurrent=True,
+        tau=torch.linspace(3.0, 12.0, hidden),
+        threshold=torch.linspace(0.6, 1.2, hidden),
+        reset=reset,
+        detach_reset=detach,
+        spike_fn=sg,
+        bias=True,
+        learn_tau=True,
+        learn_threshold=True,
+        backend="reference",
+        tau_adapt=7.0,
+        beta_adapt=0.7,
+    )
     with torch.no_grad():
         layer.weight_ih.copy_(torch.randn(hidden, inputs, generator=g) * 0.6 * in_scale)
         layer.weight_hh.copy_(torch.randn(hidden, hidden, generator=g) * 0.3 * rec_scale)
         layer.bias.uniform_(-0.2 * in_scale, 0.3 * in_scale, generator=g)
     x = (torch.rand(steps, batch, inputs, generator=g) < 0.1).float()
-    state = NeuronState(torch.rand(batch, hidden, generator=g) * 0.8, (torch.rand(batch, hidden, generator=g) < 0.3).float(),
-                        torch.rand(batch, hidden, generator=g) * 0.5 if layer.adaptive else None)
+    state = NeuronState(
+        torch.rand(batch, hidden, generator=g) * 0.8,
+        (torch.rand(batch, hidden, generator=g) < 0.3).float(),
+        torch.rand(batch, hidden, generator=g) * 0.5 if layer.adaptive else None,
+    )
     weights = [torch.randn(steps, batch, hidden, generator=g) for _ in range(2)]
     weights += [torch.randn(batch, hidden, generator=g) for _ in range(3)]
     return layer, x, state, weights

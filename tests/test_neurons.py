@@ -11,7 +11,7 @@ from spikestab.neurons import RESETS, NeuronState
 
 
 def reference_loop(x, w_ih, w_hh, b, alpha, thr, reset, detach, sg_f, rho=None, beta=None):
-    """Plain re-statement of the update (issue 2 / method.md 1.1) with a straight-through spike whose
+    """Plain re-statement of the update (docs/theory.md, "The neuron") with a straight-through spike whose
     gradient is the SG: z = H(u) + P(u) - P(u).detach(), with P' = SG. No spikestab code is used."""
     T, B, _ = x.shape
     H = w_ih.shape[0]
@@ -75,7 +75,11 @@ def _reference_for(layer, x):
 @pytest.mark.parametrize("recurrent", [True, False])
 def test_layer_matches_reference_loop_values_and_gradients(cls, reset, detach, recurrent):
     torch.manual_seed(1)
-    layer = _make(cls, reset, detach, recurrent, tau_adapt=7.0, beta_adapt=0.4) if cls is spikestab.ALIF else _make(cls, reset, detach, recurrent)
+    layer = (
+        _make(cls, reset, detach, recurrent, tau_adapt=7.0, beta_adapt=0.4)
+        if cls is spikestab.ALIF
+        else _make(cls, reset, detach, recurrent)
+    )
     x = (torch.rand(50, 3, 12) < 0.3).double()
     z, v, _ = layer(x, return_voltage=True)
     zr, vr = _reference_for(layer, x)

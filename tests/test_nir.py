@@ -16,7 +16,12 @@ nir = pytest.importorskip("nir")
 from spikestab.nir import export_nir, import_nir  # noqa: E402
 
 EXACT = [("lif", "subtract"), ("lif", "multiplicative"), ("lif", "none"), ("alif", "none")]
-INEXACT = [("lif", "multiplicative_all"), ("alif", "subtract"), ("alif", "multiplicative"), ("alif", "multiplicative_all")]
+INEXACT = [
+    ("lif", "multiplicative_all"),
+    ("alif", "subtract"),
+    ("alif", "multiplicative"),
+    ("alif", "multiplicative_all"),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +43,9 @@ def _heterogeneous(model: torch.nn.Module, shape: str = "fast-sigmoid", tail: fl
             if layer.adaptive:
                 layer.rho.copy_(torch.exp(-1.0 / (20.0 + 200.0 * torch.rand(h, generator=g))))
                 layer.beta_adapt.copy_(2.0 * torch.rand(h, generator=g))
-        layer.spike_fn = SurrogateGradient(shape, 0.2 + torch.rand(h, generator=g), 0.5 + torch.rand(h, generator=g), tail)
+        layer.spike_fn = SurrogateGradient(
+            shape, 0.2 + torch.rand(h, generator=g), 0.5 + torch.rand(h, generator=g), tail
+        )
     return model
 
 
@@ -260,15 +267,30 @@ def test_foreign_lif_graph_without_metadata(nested):
     lif = nir.LIF(tau=tau, r=r, v_leak=v_leak, v_threshold=thr)
     rec = nir.Linear(weight=m)
     if nested:
-        sub = nir.NIRGraph(nodes={"in": nir.Input(np.array([h])), "lif": lif, "w_rec": rec, "out": nir.Output(np.array([h]))},
-                           edges=[("in", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "out")])
+        sub = nir.NIRGraph(
+            nodes={"in": nir.Input(np.array([h])), "lif": lif, "w_rec": rec, "out": nir.Output(np.array([h]))},
+            edges=[("in", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "out")],
+        )
         nodes = {"input": nir.Input(np.array([6])), "fc": nir.Affine(weight=w, bias=b), "rleaky": sub,
                  "fc_out": nir.Affine(weight=w_out, bias=b_out), "output": nir.Output(np.array([2]))}
         edges = [("input", "fc"), ("fc", "rleaky"), ("rleaky", "fc_out"), ("fc_out", "output")]
     else:
-        nodes = {"input": nir.Input(np.array([6])), "fc": nir.Affine(weight=w, bias=b), "lif": lif, "w_rec": rec,
-                 "fc_out": nir.Affine(weight=w_out, bias=b_out), "output": nir.Output(np.array([2]))}
-        edges = [("input", "fc"), ("fc", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "fc_out"), ("fc_out", "output")]
+        nodes = {
+            "input": nir.Input(np.array([6])),
+            "fc": nir.Affine(weight=w, bias=b),
+            "lif": lif,
+            "w_rec": rec,
+            "fc_out": nir.Affine(weight=w_out, bias=b_out),
+            "output": nir.Output(np.array([2])),
+        }
+        edges = [
+            ("input", "fc"),
+            ("fc", "lif"),
+            ("lif", "w_rec"),
+            ("w_rec", "lif"),
+            ("lif", "fc_out"),
+            ("fc_out", "output"),
+        ]
     model = import_nir(nir.NIRGraph(nodes=nodes, edges=edges, type_check=not nested))
     assert isinstance(model, SNNClassifier)
     layer = model.stack.layers[0]
@@ -286,11 +308,15 @@ def test_foreign_adaptive_graph_rescales_the_trace():
     rng, w, b, m, tau = _rng_graph_parts()
     h = 8
     nodes = {
-        "input": nir.Input(np.array([6])), "fc": nir.Affine(weight=w, bias=b),
+        "input": nir.Input(np.array([6])),
+        "fc": nir.Affine(weight=w, bias=b),
         "mem": nir.LI(tau=tau, r=tau.copy(), v_leak=np.zeros(h, np.float32)),
         "spk": nir.Threshold(threshold=np.full(h, 0.5, np.float32)),
-        "trace": nir.LI(tau=np.full(h, 50.0, np.float32), r=np.full(h, 2.0, np.float32), v_leak=np.zeros(h, np.float32)),
-        "gain": nir.Scale(scale=np.full(h, -0.3, np.float32)), "output": nir.Output(np.array([h])),
+        "trace": nir.LI(
+            tau=np.full(h, 50.0, np.float32), r=np.full(h, 2.0, np.float32), v_leak=np.zeros(h, np.float32)
+        ),
+        "gain": nir.Scale(scale=np.full(h, -0.3, np.float32)),
+        "output": nir.Output(np.array([h])),
     }
     edges = [("input", "fc"), ("fc", "mem"), ("mem", "spk"), ("spk", "trace"), ("trace", "gain"), ("gain", "spk"),
              ("spk", "output")]
@@ -333,7 +359,9 @@ def test_single_layers_stack_and_cell_round_trip(tmp_path):
     cell = LIFCell(5, 6, reset="subtract", threshold=0.3)
     back = import_nir(export_nir(cell))
     assert type(back) is LIFCell and torch.equal(back(x[0])[0], cell(x[0])[0])
-    stack = SpikingStack(SNNConfig(input_size=5, output_size=2, hidden_sizes=(6, 4), threshold=0.3, dropout=0.0), 5).eval()
+    stack = SpikingStack(
+        SNNConfig(input_size=5, output_size=2, hidden_sizes=(6, 4), threshold=0.3, dropout=0.0), 5
+    ).eval()
     path = tmp_path / "stack.nir"
     nir.write(path, export_nir(stack))
     back = import_nir(str(path))

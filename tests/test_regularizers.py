@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from spikestab.regularizers import (
-    CosineRamp, LinearRamp, SparsityLoss, StepSchedule, l1_rate, l2_population, make_schedule, parse_sparsity,
+    CosineRamp,
+    LinearRamp,
+    SparsityLoss,
+    StepSchedule,
+    l1_rate,
+    l2_population,
+    make_schedule,
+    parse_sparsity,
 )
 
 

@@ -36,7 +36,9 @@ def _state(model):
 def _same(a, b):
     """Bitwise-equal state dicts (NaN equal to NaN)."""
     return a.keys() == b.keys() and all(
-        a[k].shape == b[k].shape and torch.equal(a[k].isnan(), b[k].isnan()) and torch.equal(a[k].nan_to_num(), b[k].nan_to_num())
+        a[k].shape == b[k].shape
+        and torch.equal(a[k].isnan(), b[k].isnan())
+        and torch.equal(a[k].nan_to_num(), b[k].nan_to_num())
         for k in a
     )
 

@@ -41,7 +41,7 @@ def _inputs(width: int, rate: float) -> torch.Tensor:
     return (torch.rand(200, 4, width, generator=gen) < rate).float()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run(net: str, reset: str, width: int, scenario: str) -> dict:
     """Stabilise a fresh model with one scenario and return its layer report (cached across tests)."""
     torch.manual_seed(0)
@@ -108,5 +108,7 @@ def test_after_i_ii_then_iv_growth(net, reset, width):
         # the report predicts the growth from it
         assert "outlier" in iv.note
         assert abs(layer.measurements["growth_per_step"] - math.log(mode_gain)) <= 0.15
-        pytest.xfail(f"growth {layer.measurements['growth_per_step']:.3f}/step from the mean's outlier gain {mode_gain:.3f}")
+        pytest.xfail(
+            f"growth {layer.measurements['growth_per_step']:.3f}/step from the mean's outlier gain {mode_gain:.3f}"
+        )
     assert abs(layer.measurements["growth_per_step"]) <= 0.02

@@ -1,4 +1,4 @@
-"""Paper mode reproduces the published values of method.md under the paper_defaults preset."""
+"""Paper mode reproduces the published values (docs/theory.md) under the paper_defaults preset."""
 
 import math
 
@@ -43,7 +43,7 @@ def test_paper_condition_iv_is_infeasible_under_the_preset(conditions):
     for layer in report.layers:
         iv = layer.condition("IV")
         assert not iv.feasible and iv.fallback
-        assert -1.0 < iv.extra["residual_at_sharpness_1"] < -0.95  # method.md: about -0.99
+        assert -1.0 < iv.extra["residual_at_sharpness_1"] < -0.95  # published: about -0.99
         assert iv.chosen == pytest.approx(0.3)  # the argmin over the code's bracket [0.3, 1.6]
 
 

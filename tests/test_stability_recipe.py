@@ -39,7 +39,7 @@ def _inputs(width: int, rate: float = 0.05, steps: int = 150, batch: int = 4) ->
     return (torch.rand(steps, batch, width, generator=gen) < rate).float()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def recipe(net: str, reset: str, width: int, rate: float = RATE):
     model = _model(net, reset, width)
     return model, stabilize(model, _inputs(width), rate=rate).layers[0]
@@ -182,4 +182,6 @@ def test_report_warns_about_a_silent_layer():
     model = SNNClassifier(SNNConfig(20, 3, hidden_sizes=(16,), dropout=0.0, threshold=50.0))
     layer = stabilize(model, _inputs(20), ("III",)).layers[0]
     assert layer.measurements["firing_rate"] < 0.01
-    assert any("nearly silent" in note for note in layer.notes) and "nearly silent" in str(stabilize(model, _inputs(20), ("III",)))
+    assert any("nearly silent" in note for note in layer.notes) and "nearly silent" in str(
+        stabilize(model, _inputs(20), ("III",))
+    )

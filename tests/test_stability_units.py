@@ -90,7 +90,7 @@ def test_find_root_anderson_bjorck_unsticks_a_convex_end():
     ("multiplicative", lambda a, th, n: (2 - a) * th / (n - 1)),
     ("multiplicative_all", lambda a, th, n: 2 * (2 - a) * th / (n - 1)),  # derived, not the code's 2(1-a)
 ])
-def test_condition_i_matches_method_md_at_half(reset, expected):
+def test_condition_i_matches_the_closed_form_at_half(reset, expected):
     n = 50
     alpha, th = torch.rand(n), torch.rand(n) + 0.1
     res = condition_i(torch.zeros(n, n), alpha, th, reset)

@@ -12,7 +12,7 @@ from spikestab.surrogate import SurrogateGradient
 
 SIG = special.expit
 
-# Independent references: f(u) for each shape, written from method.md section 2 (q = tail).
+# Independent references: f(u) for each shape, written from docs/theory.md, "Surrogate gradients" (q = tail).
 REFERENCE_F = {
     "rectangular": lambda u, q: (np.abs(2 * u) < 1).astype(float),
     "triangular": lambda u, q: np.maximum(1 - np.abs(u), 0),
@@ -85,8 +85,15 @@ def test_closed_form_integrals(name, q):
     assert sg.mean_square_integral() == pytest.approx(ms, abs=1e-6)
 
 
-def test_mean_square_table_of_method_md():
-    table = {"rectangular": 1.0, "gaussian": 0.707, "triangular": 0.667, "sigmoid": 0.667, "exponential": 0.5, "fast-sigmoid": 0.333}
+def test_mean_square_table_of_the_theory_page():
+    table = {
+        "rectangular": 1.0,
+        "gaussian": 0.707,
+        "triangular": 0.667,
+        "sigmoid": 0.667,
+        "exponential": 0.5,
+        "fast-sigmoid": 0.333,
+    }
     for name, ms in table.items():
         assert surrogate.get(name).mean_square_integral() == pytest.approx(ms, abs=1e-3)
 
@@ -132,7 +139,10 @@ def test_learnable_parameters_follow_the_primitive():
     (sg(v) * w).sum().backward()
 
     def primitive(d, s):
-        return sum(wi * integrate.quad(lambda x: d * math.exp(-math.pi * (s * x) ** 2), 0, vi)[0] for vi, wi in zip(v.tolist(), w.tolist()))
+        return sum(
+            wi * integrate.quad(lambda x: d * math.exp(-math.pi * (s * x) ** 2), 0, vi)[0]
+            for vi, wi in zip(v.tolist(), w.tolist())
+        )
 
     h = 1e-5
     dd = (primitive(d0 + h, s0) - primitive(d0 - h, s0)) / (2 * h)
@@ -148,15 +158,27 @@ PEER_CASES = [
     (surrogate.from_snntorch("sigmoid", slope=5), lambda x: 5 * torch.sigmoid(5 * x) * (1 - torch.sigmoid(5 * x))),
     (surrogate.from_snntorch("atan", alpha=2.0), lambda x: 1.0 / (1 + (math.pi / 2 * 2.0 * x) ** 2)),
     (surrogate.from_snntorch("triangular"), lambda x: (1 - x.abs()).clamp_min(0)),
-    (surrogate.from_spikingjelly("Sigmoid", alpha=4.0), lambda x: 4 * torch.sigmoid(4 * x) * (1 - torch.sigmoid(4 * x))),
+    (
+        surrogate.from_spikingjelly("Sigmoid", alpha=4.0),
+        lambda x: 4 * torch.sigmoid(4 * x) * (1 - torch.sigmoid(4 * x)),
+    ),
     (surrogate.from_spikingjelly("ATan", alpha=3.0), lambda x: 1.5 / (1 + (math.pi / 2 * 3.0 * x) ** 2)),
     (surrogate.from_spikingjelly("QPseudoSpike", alpha=2.0), lambda x: (1 + 2 * x.abs() / (2.0 - 1)) ** (-2.0)),
     (surrogate.from_norse("super", alpha=100.0), lambda x: 1 / (x.abs() + 1) ** 2),  # norse 1.1.0 ignores alpha
     (surrogate.from_norse("super", alpha=100.0, alpha_in_backward=True), lambda x: 1 / (100 * x.abs() + 1) ** 2),
-    (surrogate.from_sinabs(grad_width=0.5, grad_scale=1.0, threshold=1.0), lambda x: 1 / 0.5 * torch.exp(-x.abs() / 0.5)),
-    (surrogate.from_sinabs(grad_width=0.3, grad_scale=2.0, threshold=2.0), lambda x: 2.0 / 0.6 * torch.exp(-x.abs() / 0.6)),
+    (
+        surrogate.from_sinabs(grad_width=0.5, grad_scale=1.0, threshold=1.0),
+        lambda x: 1 / 0.5 * torch.exp(-x.abs() / 0.5),
+    ),
+    (
+        surrogate.from_sinabs(grad_width=0.3, grad_scale=2.0, threshold=2.0),
+        lambda x: 2.0 / 0.6 * torch.exp(-x.abs() / 0.6),
+    ),
     (surrogate.from_lava_dl(tau_grad=1.0, scale_grad=1.0), lambda x: 1 / 2 * torch.exp(-x.abs())),
-    (surrogate.from_lava_dl(tau_grad=0.5, scale_grad=3.0, threshold=1.5), lambda x: 3.0 / (2 * 0.75) * torch.exp(-x.abs() / 0.75)),
+    (
+        surrogate.from_lava_dl(tau_grad=0.5, scale_grad=3.0, threshold=1.5),
+        lambda x: 3.0 / (2 * 0.75) * torch.exp(-x.abs() / 0.75),
+    ),
 ]
 
 

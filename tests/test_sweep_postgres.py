@@ -25,7 +25,6 @@ from optuna.trial import TrialState
 from spikestab.sweep import report
 from spikestab.sweep.space import params_key
 from spikestab.sweep.storage import open_storage
-
 from sweep_tiny import cli_args
 
 

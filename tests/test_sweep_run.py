@@ -18,7 +18,6 @@ from spikestab.sweep import report, run_sweep
 from spikestab.sweep.space import params_key
 from spikestab.sweep.storage import default_url, open_storage
 from spikestab.train.metrics import read_jsonl
-
 from sweep_tiny import FIXED
 
 GRID = {"threshold": [0.5, 1.0], "seed": [0, 1]}
@@ -183,4 +182,6 @@ def test_a_trial_failed_as_stale_while_alive_is_taken_over_by_its_retry(tmp_path
     first, retry = _db_trials(out, "late")
     assert first.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
     results = json.loads((out / "trials" / retry.user_attrs["setting"] / "results.json").read_text())
-    assert retry.user_attrs["resumed_from_step"] == results["global_steps"] and retry.value == results["val"]["accuracy"]
+    assert (
+        retry.user_attrs["resumed_from_step"] == results["global_steps"] and retry.value == results["val"]["accuracy"]
+    )

@@ -8,7 +8,6 @@ import pytest
 from spikestab.cli import main
 from spikestab.sweep import make_plan, parse_grid, parse_space, setting_slug
 from spikestab.sweep.space import apply, canonical, grid_points, space_probes
-
 from sweep_tiny import FIXED, cli_args
 
 
@@ -49,31 +48,39 @@ def test_plan_validates_every_point_and_names_the_objective():
         make_plan(FIXED, space={"lr": (0, 0.1)}, trials=2)
 
 
-@pytest.mark.parametrize("sweep_args, message", [
-    (["--grid", "colour=1,2"], "--grid 'colour=1,2': unknown option 'colour'"),
-    (["--space", "colour=1:2", "--trials", "2"], "--space 'colour=1:2': unknown option 'colour'"),
-    (["--grid", "out=a,b"], "'out' cannot be swept"),
-    (["--grid", "dampening="], "--grid 'dampening=': no values"),
-    (["--grid", "dampening=1,1"], "--grid dampening: a value is repeated"),
-    ([], "give --grid NAME=V1,V2"),
-    (["--grid", "dampening=-1,1"], "--grid point dampening=-1: dampening must be a finite number > 0"),
-    (["--grid", "sg=fast-sigmoid,relu"], "--grid point sg=relu: sg must be one of"),
-    (["--grid", "seed=0,x"], "--grid seed: seed takes int values, got 'x'"),
-    (["--grid", "task-option.colour=1,2"], "--grid point colour=1: unknown option(s) ['colour']"),
-    (["--grid", "seed=0,1", "--space", "lr=0.001:0.01", "--trials", "2"], "not both"),
-    (["--space", "lr=0.01:0.001", "--trials", "2"], "--space lr: the range needs finite LOW < HIGH"),
-    (["--space", "sg=1:2", "--trials", "2"], "sg is not numeric"),
-    (["--space", "lr=0.001:0.01"], "--trials must be an integer >= 1"),
-    (["--space", "lr=0.001:0.01", "--trials", "2", "--sampler", "grid"], "--sampler must be one of"),
-    (["--grid", "seed=0,1", "--sampler", "tpe"], "--sampler tpe searches a --space"),
-    (["--grid", "seed=0,1", "--workers", "0"], "--workers must be an integer >= 1, got 0"),
-    (["--grid", "seed=0,1", "--prune", "mean"], "--prune takes median"),
-    (["--grid", "seed=0,1", "--heartbeat", "0"], "--heartbeat must be an integer >= 1"),
-    (["--grid", "seed=0,1", "--storage", "postgresql+psycopg2://nobody@127.0.0.1:1/none"],
-     "--storage 'postgresql+psycopg2://nobody@127.0.0.1:1/none' cannot be opened"),
-    (["--grid", "seed=0,1", "--storage", "sqlite:////nonexistent/folder/x.db"], "folder '/nonexistent/folder' does not exist"),
-    (["--grid", "seed=0,1", "--storage", "nosuchdb://x"], "--storage 'nosuchdb://x' cannot be opened"),
-])
+@pytest.mark.parametrize(
+    "sweep_args, message",
+    [
+        (["--grid", "colour=1,2"], "--grid 'colour=1,2': unknown option 'colour'"),
+        (["--space", "colour=1:2", "--trials", "2"], "--space 'colour=1:2': unknown option 'colour'"),
+        (["--grid", "out=a,b"], "'out' cannot be swept"),
+        (["--grid", "dampening="], "--grid 'dampening=': no values"),
+        (["--grid", "dampening=1,1"], "--grid dampening: a value is repeated"),
+        ([], "give --grid NAME=V1,V2"),
+        (["--grid", "dampening=-1,1"], "--grid point dampening=-1: dampening must be a finite number > 0"),
+        (["--grid", "sg=fast-sigmoid,relu"], "--grid point sg=relu: sg must be one of"),
+        (["--grid", "seed=0,x"], "--grid seed: seed takes int values, got 'x'"),
+        (["--grid", "task-option.colour=1,2"], "--grid point colour=1: unknown option(s) ['colour']"),
+        (["--grid", "seed=0,1", "--space", "lr=0.001:0.01", "--trials", "2"], "not both"),
+        (["--space", "lr=0.01:0.001", "--trials", "2"], "--space lr: the range needs finite LOW < HIGH"),
+        (["--space", "sg=1:2", "--trials", "2"], "sg is not numeric"),
+        (["--space", "lr=0.001:0.01"], "--trials must be an integer >= 1"),
+        (["--space", "lr=0.001:0.01", "--trials", "2", "--sampler", "grid"], "--sampler must be one of"),
+        (["--grid", "seed=0,1", "--sampler", "tpe"], "--sampler tpe searches a --space"),
+        (["--grid", "seed=0,1", "--workers", "0"], "--workers must be an integer >= 1, got 0"),
+        (["--grid", "seed=0,1", "--prune", "mean"], "--prune takes median"),
+        (["--grid", "seed=0,1", "--heartbeat", "0"], "--heartbeat must be an integer >= 1"),
+        (
+            ["--grid", "seed=0,1", "--storage", "postgresql+psycopg2://nobody@127.0.0.1:1/none"],
+            "--storage 'postgresql+psycopg2://nobody@127.0.0.1:1/none' cannot be opened",
+        ),
+        (
+            ["--grid", "seed=0,1", "--storage", "sqlite:////nonexistent/folder/x.db"],
+            "folder '/nonexistent/folder' does not exist",
+        ),
+        (["--grid", "seed=0,1", "--storage", "nosuchdb://x"], "--storage 'nosuchdb://x' cannot be opened"),
+    ],
+)
 def test_bad_input_is_refused_before_any_trial(tmp_path, capsys, sweep_args, message):
     out = tmp_path / "sweep"
     assert main(["sweep", "--out", str(out), *sweep_args, *cli_args()]) == 2

@@ -9,7 +9,7 @@ import torch
 
 from spikestab.data.loader import SpikeDataset
 from spikestab.data.randman import spiking_randman
-from spikestab.train import Trainer, TrainConfig, parse_layers
+from spikestab.train import TrainConfig, Trainer, parse_layers
 from spikestab.train.metrics import read_jsonl
 
 
@@ -154,8 +154,11 @@ def test_sparsity_ramp_moves_rates_toward_target(tmp_path):
     target = 0.02
     final, initial = {}, None
     for name, spec in (("off", None), ("on", f"l1_rate:{target}:linear:2")):
-        tr = Trainer(cfg_for(tmp_path, name, threshold=0.3, epochs=4, dropout=0.0, sparsity=spec, stabilize="none"), tiny_task(),
-                     log=lambda s: None)
+        tr = Trainer(
+            cfg_for(tmp_path, name, threshold=0.3, epochs=4, dropout=0.0, sparsity=spec, stabilize="none"),
+            tiny_task(),
+            log=lambda s: None,
+        )
         initial = tr.evaluate("val")["rates"]
         tr.fit()
         final[name] = tr.evaluate("val")["rates"]  # the last weights (fit keeps them in the model)

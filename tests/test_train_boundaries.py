@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from spikestab.cli import main
-from spikestab.train import NonFiniteError, Trainer, TrainConfig
+from spikestab.train import NonFiniteError, TrainConfig, Trainer
 from spikestab.train.checkpoint import atomic_write_json, load_checkpoint
 from spikestab.train.metrics import MetricsLog, read_jsonl
 from test_train import cfg_for, tiny_task

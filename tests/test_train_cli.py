@@ -30,7 +30,9 @@ def test_config_file_and_flag_override(tmp_path):
            "layers": [16], "epochs": 1, "batch_size": 16, "lr": 0.01, "progress": False}
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     out = tmp_path / "run"
-    assert main(["train", "--config", str(tmp_path / "c.json"), "--lr", "0.002", "--out", str(out), "--no-figures"]) == 0
+    assert (
+        main(["train", "--config", str(tmp_path / "c.json"), "--lr", "0.002", "--out", str(out), "--no-figures"]) == 0
+    )
     saved = json.loads((out / "config.json").read_text())
     assert saved["lr"] == 0.002 and saved["layers"] == [16] and saved["epochs"] == 1
 

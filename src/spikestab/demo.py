@@ -14,8 +14,8 @@ settings reuses the finished runs instead of training again (and continues inter
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .train.checkpoint import atomic_write_json
 from .train.config import TrainConfig, parse_conditions
@@ -31,11 +31,25 @@ def demo_configs(out: str | Path, epochs: int, width: int, seed: int, conditions
     """The two runs: stabilised (conditions applied) and naive (defaults), otherwise identical."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {sorted(SOURCES)}, got {source!r}")
-    common = dict(task="sl-mnist", task_options={"source": source}, layers=(width, width), epochs=epochs,
-                  batch_size=batch_size, lr=2e-3, dropout=0.1, seed=seed, progress=progress, checkpoint_every=25,
-                  threads=1)
-    return {"stabilized": TrainConfig(**common, stabilize=conditions, init_rate=init_rate, out=str(Path(out) / "stabilized")),
-            "naive": TrainConfig(**common, stabilize=(), out=str(Path(out) / "naive"))}
+    common = dict(
+        task="sl-mnist",
+        task_options={"source": source},
+        layers=(width, width),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=2e-3,
+        dropout=0.1,
+        seed=seed,
+        progress=progress,
+        checkpoint_every=25,
+        threads=1,
+    )
+    return {
+        "stabilized": TrainConfig(
+            **common, stabilize=conditions, init_rate=init_rate, out=str(Path(out) / "stabilized")
+        ),
+        "naive": TrainConfig(**common, stabilize=(), out=str(Path(out) / "naive")),
+    }
 
 
 def run_demo(out: str | Path = "runs/demo", epochs: int = 3, width: int = 64, seed: int = 0,

@@ -1,4 +1,4 @@
-"""Stacked recurrent SNN classifier and SNN language model (method.md section 1.2)."""
+"""Stacked recurrent SNN classifier and SNN language model (docs/theory.md, "Training")."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ weight, a spike raster, and the surrogate-gradient shapes of the paper's Figure 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -123,7 +123,8 @@ def spike_raster(inputs: Tensor | None, spikes: Sequence[Tensor], path: str | Pa
 
 
 def sg_shapes(path: str | Path) -> Path:
-    """method.md Figure 1. Left: the six shapes with dampening = sharpness = 1 on v in [0, 1.5];
+    """The SG shapes (docs/theory.md, "Surrogate gradients"). Left: the six shapes with dampening =
+    sharpness = 1 on v in [0, 1.5];
     right: q-PseudoSpike for q = 10^linspace(-2, 1.2, 7) + 1."""
     plt = pyplot()
     v = torch.linspace(0.0, 1.5, 301)

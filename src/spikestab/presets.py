@@ -1,5 +1,5 @@
-"""Presets. ``paper_defaults`` reproduces the official code's initialisation (method.md section 1.1,
-DESIGN.md decision table) for reproduction runs; spikestab's own defaults are slower leaks (tau = 20).
+"""Presets. ``paper_defaults`` reproduces the official code's initialisation (docs/theory.md,
+"The neuron") for reproduction runs; spikestab's own defaults are slower leaks (tau = 20).
 
 - membrane time constant tau ~ TruncNormal(0.1, 3 * 0.1 / 7) steps, per neuron and trainable
   (alpha = exp(-1/tau) is about e^-10: almost no membrane memory at initialisation, as in the code);
@@ -12,6 +12,8 @@ The data-side settings of the paper (time repetition 2, dropout 0.1) belong to t
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,11 +34,13 @@ def trunc_normal(n: int, mean: float, std: float, generator: torch.Generator | N
     return nn.init.trunc_normal_(t, mean, std, mean - 2 * std, mean + 2 * std, generator=generator)
 
 
-def paper_config(input_size: int, output_size: int, hidden_sizes: tuple[int, ...], net: str = "lif", **overrides) -> SNNConfig:
+def paper_config(
+    input_size: int, output_size: int, hidden_sizes: tuple[int, ...], net: str = "lif", **overrides
+) -> SNNConfig:
     """An ``SNNConfig`` with the official code's neuron settings (before the per-neuron sampling of
     :func:`paper_defaults`): tau 0.1, threshold 0.01 (both learned), subtractive detached reset,
     fast-sigmoid SG with dampening = sharpness = 1, dropout 0.1, no internal current (bias buffer 0)."""
-    kw = dict(
+    kw: dict[str, Any] = dict(
         input_size=input_size, output_size=output_size, hidden_sizes=tuple(hidden_sizes), net=net, tau=PAPER_TAU,
         threshold=PAPER_THRESHOLD, learn_tau=True, learn_threshold=True, reset="subtract", detach_reset=True,
         surrogate="fast-sigmoid", dampening=1.0, sharpness=1.0, dropout=0.1, bias=False,
@@ -51,7 +55,7 @@ def paper_defaults(model: nn.Module, seq_len: int | None = None, seed: int | Non
     docstring) and return it. ``seq_len`` (time steps after time repetition) is required when the model
     has ALIF layers. ``seed`` makes the sampling reproducible without touching the global RNG.
 
-    Example:
+    Examples:
         >>> from spikestab.models import SNNClassifier
         >>> m = paper_defaults(SNNClassifier(paper_config(80, 10, (128, 128))), seed=0)
         >>> round(m.stack.layers[0].threshold.mean().item(), 2)

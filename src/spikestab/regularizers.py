@@ -1,4 +1,4 @@
-"""Firing-rate (sparsity) losses and the schedules that switch them in gradually (method.md 4.2).
+"""Firing-rate (sparsity) losses and the schedules that switch them in gradually (docs/theory.md, "Training").
 
 Two loss variants, both on time-first spikes [T, B, N] of one layer:
 
@@ -14,8 +14,8 @@ variant, per-layer targets and weights and a schedule, and is usable from any tr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from torch import Tensor
 
@@ -120,7 +120,8 @@ class _Ramp(Schedule):
 
 
 class LinearRamp(_Ramp):
-    """method.md 4.2's s(e): 0 for e < E/5, (e - E/5)/(3E/5 - E/5) in between, 1 for e > 3E/5."""
+    """The linear schedule s(e) of docs/theory.md, "Training": 0 for e < E/5, (e - E/5)/(3E/5 - E/5) in
+    between, 1 for e > 3E/5."""
 
     name = "linear"
 

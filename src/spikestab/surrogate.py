@@ -1,8 +1,8 @@
 """Surrogate-gradient (SG) family with orthogonal dampening, sharpness and tail parameters.
 
 Forward is the Heaviside step H(v) = 1[v > 0] on the centred voltage v = v_t - threshold. Backward
-is ``dampening * f(sharpness * v)`` where every shape f has f(0) = 1 and unit area (method.md section
-2), so an SG has peak ``dampening`` and area ``dampening / sharpness`` whatever its shape.
+is ``dampening * f(sharpness * v)`` where every shape f has f(0) = 1 and unit area (docs/theory.md,
+"Surrogate gradients"), so an SG has peak ``dampening`` and area ``dampening / sharpness`` whatever its shape.
 
 Each shape also gives closed forms of the antiderivatives of f and f**2; the stability conditions use
 them to take expectations of the SG under uniform voltages (``paper`` mode), and the learnable
@@ -12,7 +12,7 @@ dampening/sharpness use the antiderivative of f as the "primitive" the gradient 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -190,7 +190,7 @@ class _SpikeFunction(torch.autograd.Function):
     """H(v) forward; SG backward, plus gradients of the SG primitive w.r.t. dampening/sharpness."""
 
     @staticmethod
-    def forward(ctx, v: Tensor, dampening: Tensor, sharpness: Tensor, sg: "SurrogateGradient") -> Tensor:  # type: ignore[override]
+    def forward(ctx, v: Tensor, dampening: Tensor, sharpness: Tensor, sg: SurrogateGradient) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(v, dampening, sharpness)
         ctx.sg = sg
         return (v > 0).to(v.dtype)
@@ -315,7 +315,7 @@ class SurrogateGradient(nn.Module):
         width = (hi_t - lo_t).clamp_min(1e-12)
         return d**power / (s * width) * (anti(s * hi_t, self.tail) - anti(s * lo_t, self.tail))
 
-    def with_params(self, dampening=None, sharpness=None, tail=None) -> "SurrogateGradient":
+    def with_params(self, dampening=None, sharpness=None, tail=None) -> SurrogateGradient:
         """A copy with some parameters replaced (used by the stability conditions)."""
         return SurrogateGradient(
             self.shape,
@@ -326,7 +326,9 @@ class SurrogateGradient(nn.Module):
         )
 
 
-def get(name: str, dampening: float | Tensor = 1.0, sharpness: float | Tensor = 1.0, tail: float | None = None) -> SurrogateGradient:
+def get(
+    name: str, dampening: float | Tensor = 1.0, sharpness: float | Tensor = 1.0, tail: float | None = None
+) -> SurrogateGradient:
     """Build an SG by name: rectangular, triangular, exponential, gaussian, sigmoid, fast-sigmoid,
     q-pseudospike, arctan."""
     return SurrogateGradient(name, dampening=dampening, sharpness=sharpness, tail=tail)

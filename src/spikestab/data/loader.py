@@ -3,13 +3,13 @@
 A ``SpikeDataset`` keeps each sample as a sparse list of (time step, channel, count) events in flat
 CSR-style arrays (int16 steps and channels, one offset per sample), so that a 60k-sample sl-MNIST or an
 8k-sample SHD split takes megabytes, and builds the dense ``[T, B, N]`` float32 tensor only for the batch
-being used. Time repetition (method.md 1.2, ``np.repeat`` along time: frame t becomes frames
+being used. Time repetition (docs/theory.md, "Tasks"; ``np.repeat`` along time: frame t becomes frames
 k*t .. k*t+k-1) happens at densification.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class SpikeDataset(Dataset):
 
     @classmethod
     def from_latencies(cls, latencies: np.ndarray, labels: np.ndarray, base_steps: int,
-                       **kwargs) -> "SpikeDataset":
+                       **kwargs) -> SpikeDataset:
         """One spike at most per channel: ``latencies[i, c]`` is the step at which channel c of sample i
         fires, or -1 for no spike (sl-MNIST latency code, Randman)."""
         latencies = np.asarray(latencies)
@@ -59,7 +59,7 @@ class SpikeDataset(Dataset):
 
     @classmethod
     def from_events(cls, events: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], labels: np.ndarray,
-                    base_steps: int, n_channels: int, counts: bool = False, **kwargs) -> "SpikeDataset":
+                    base_steps: int, n_channels: int, counts: bool = False, **kwargs) -> SpikeDataset:
         """Samples given as (steps, channels, counts) triples with unique (step, channel) pairs, as
         returned by ``shd.bin_events``; ``counts=False`` keeps a binary raster."""
         lengths = [len(e[0]) for e in events]
@@ -82,7 +82,7 @@ class SpikeDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.densify([index])[:, 0], int(self.labels[index])
 
-    def subset(self, indices: Sequence[int], *, input_dropout: float | None = None) -> "SpikeDataset":
+    def subset(self, indices: Sequence[int], *, input_dropout: float | None = None) -> SpikeDataset:
         """A new dataset holding the given samples in the given order (for splits)."""
         idx = np.asarray(indices, dtype=np.int64)
         pos, lens = self._positions(idx)
@@ -175,7 +175,7 @@ def lm_batches(ids: torch.Tensor, batch_size: int, seq_len: int, *,
     ``seq_len`` steps walk along the rows, so row b of window k+1 continues row b of window k and the
     recurrent state can be carried over. Targets are the inputs shifted by one token. The last window
     may be shorter. With ``time_repeat`` k, every input and its target is repeated k times in a row
-    (T = k * seq_len), as in method.md 1.2.
+    (T = k * seq_len), as in docs/theory.md, "Tasks".
     """
     ids = torch.as_tensor(ids)
     if ids.ndim != 1 or ids.dtype != torch.int64:

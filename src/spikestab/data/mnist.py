@@ -21,7 +21,7 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 
 def latency_encode(images: np.ndarray) -> np.ndarray:
-    """sl-MNIST latency code (method.md 5.1): per pixel x in [0, 1], x' = 50x and, when x' > 0.2,
+    """sl-MNIST latency code (docs/theory.md, "Tasks"): per pixel x in [0, 1], x' = 50x and, when x' > 0.2,
     T = round(500 ln(x' / (x' - 0.2))). The pixel spikes once at step T if 0 < T < 100; otherwise (and
     for x' <= 0.2) it never spikes. Returns int16 steps with -1 for "no spike", same shape as input."""
     x = np.asarray(images, dtype=np.float64)

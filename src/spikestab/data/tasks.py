@@ -14,7 +14,7 @@
   samples_per_class, step_frac``; seeded shuffle 80/10/10.
 
 ``seed`` fixes generated data and shuffled splits only; keep it fixed to compare training seeds on the
-same data. ``time_repeat`` k repeats every step k times (method.md 1.2); ``input_dropout`` deletes input
+same data. ``time_repeat`` k repeats every step k times (docs/theory.md, "Tasks"); ``input_dropout`` deletes input
 spikes of the training split in ``make_loader``.
 """
 
@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

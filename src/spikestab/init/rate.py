@@ -8,6 +8,8 @@ with the loss sum_l (mean z_l - f0)^2, kept for comparison.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -47,7 +49,7 @@ def calibrate_firing_rate(
     simulations used. Unreachable targets (e.g. f0 > 1/2 with the multiplicative_all reset, which cannot
     fire two steps in a row) are reported infeasible with the closest rate.
 
-    Example:
+    Examples:
         >>> from spikestab.models import SNNClassifier, SNNConfig
         >>> _ = torch.manual_seed(0)
         >>> m = SNNClassifier(SNNConfig(30, 4, hidden_sizes=(32,), dropout=0.0))
@@ -104,7 +106,7 @@ def train_bias_for_rate(
     at most ``steps`` steps (stops once every layer is within ``tol``). Returns the per-step layer rates,
     the number of steps used and whether every layer ended within ``tol``.
 
-    Example:
+    Examples:
         >>> from spikestab.models import SNNClassifier, SNNConfig
         >>> _ = torch.manual_seed(0)
         >>> m = SNNClassifier(SNNConfig(30, 4, hidden_sizes=(32,), dropout=0.0))
@@ -136,7 +138,7 @@ def train_bias_for_rate(
             history.append([r.item() for r in rates])
             if all(abs(r - rate) <= tol for r in history[-1]):
                 break
-            loss = sum((r - rate) ** 2 for r in rates)
+            loss = cast(Tensor, sum((r - rate) ** 2 for r in rates))
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import warnings
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,7 +20,15 @@ from . import build
 
 __all__ = ["Csr", "ForwardArgs", "BackwardArgs", "library", "call", "ptr", "threads"]
 
-_P, _I64, _I32, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float
+_P = ctypes.c_void_p
+_I64 = ctypes.c_int64
+_I32 = ctypes.c_int32
+_F32 = ctypes.c_float
+
+
+def _fields(*groups: list) -> list[tuple[str, Any]]:
+    """A Structure's ``_fields_``: the groups of (name, ctypes type) concatenated, in order."""
+    return [field for group in groups for field in group]
 
 
 class Csr(ctypes.Structure):
@@ -31,21 +40,23 @@ class Csr(ctypes.Structure):
 class ForwardArgs(ctypes.Structure):
     """``spk_forward_args``: the forward time loop's arrays and settings (see the header)."""
 
-    _fields_ = [("T", _I64), ("B", _I64), ("H", _I64)] + [
-        (name, _P) for name in ("current", "wt", "alpha", "threshold", "rho", "beta", "v0", "z0", "a0",
-                                "volts", "spikes", "thresholds", "pre_reset", "a_out")
-    ] + [("spikes_before_last", _I64), ("reset", _I32), ("threads", _I32)]
+    _fields_ = _fields(
+        [("T", _I64), ("B", _I64), ("H", _I64)],
+        [(name, _P) for name in ("current", "wt", "alpha", "threshold", "rho", "beta", "v0", "z0", "a0", "volts",
+                                 "spikes", "thresholds", "pre_reset", "a_out")],
+        [("spikes_before_last", _I64), ("reset", _I32), ("threads", _I32)])
 
 
 class BackwardArgs(ctypes.Structure):
     """``spk_backward_args``: the backward time loop's arrays and settings (see the header)."""
 
-    _fields_ = [("T", _I64), ("B", _I64), ("H", _I64)] + [
-        (name, _P) for name in ("w", "alpha", "threshold", "rho", "beta", "volts", "spikes", "thresholds",
-                                "pre_reset", "v0", "z0", "g_spikes", "g_volts", "g_vT", "g_zT", "g_aT", "work",
-                                "g_alpha", "g_thr", "g_v0", "g_z0", "g_a0")
-    ] + [("sg_dampening", _F32), ("sg_sharpness", _F32), ("sg_shape", _I32), ("reset", _I32),
-         ("grad_reset", _I32), ("threads", _I32)]
+    _fields_ = _fields(
+        [("T", _I64), ("B", _I64), ("H", _I64)],
+        [(name, _P) for name in ("w", "alpha", "threshold", "rho", "beta", "volts", "spikes", "thresholds",
+                                 "pre_reset", "v0", "z0", "g_spikes", "g_volts", "g_vT", "g_zT", "g_aT", "work",
+                                 "g_alpha", "g_thr", "g_v0", "g_z0", "g_a0")],
+        [("sg_dampening", _F32), ("sg_sharpness", _F32), ("sg_shape", _I32), ("reset", _I32), ("grad_reset", _I32),
+         ("threads", _I32)])
 
 
 # the order of enum spk_abi in the header

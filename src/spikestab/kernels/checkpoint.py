@@ -16,7 +16,8 @@ them, and reused for every segment and its recomputation, so the recomputation r
 forward bit for bit (same kernels, same shapes) and the spikes equal the non-checkpointed layer's.
 One caveat: a dense projection of a segment is a matrix product with fewer rows than that of the
 whole sequence, and a BLAS may round a row differently depending on the number of rows and of
-threads (MKL here: mostly products of fewer than 12 rows); the input current can then differ in the last bit, which changes a
+threads (MKL here: mostly products of fewer than 12 rows); the input current can then differ in the last bit,
+which changes a
 spike only if a voltage lies within that bit of its threshold. Event-driven projections (sparse x)
 compute each row alone and are always identical.
 """

@@ -19,7 +19,7 @@ The input projection x W^T + b is event-driven (``sparse.event_linear``, from th
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

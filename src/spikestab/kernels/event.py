@@ -71,9 +71,16 @@ def sequence_backward(work: Tensor, w: Tensor | None, alpha: Tensor, threshold: 
     Returns the gradients of v0, z0, a0 (ALIF) and, per batch row, of alpha and the threshold [B, H]
     (when wanted). All tensors contiguous float32."""
     steps, batch, hidden = work.shape
-    out = {"v0": torch.empty_like(v0), "z0": torch.empty_like(v0), "a0": torch.empty_like(v0) if rho is not None else None,
-           "alpha": torch.empty_like(v0) if want_alpha else None, "thr": torch.empty_like(v0) if want_thr else None}
-    shape, damp, sharp = (SURROGATE_CODES[surrogate[0]], surrogate[1], surrogate[2]) if surrogate else (_SG_GIVEN, 0.0, 0.0)
+    out = {
+        "v0": torch.empty_like(v0),
+        "z0": torch.empty_like(v0),
+        "a0": torch.empty_like(v0) if rho is not None else None,
+        "alpha": torch.empty_like(v0) if want_alpha else None,
+        "thr": torch.empty_like(v0) if want_thr else None,
+    }
+    shape, damp, sharp = (
+        (SURROGATE_CODES[surrogate[0]], surrogate[1], surrogate[2]) if surrogate else (_SG_GIVEN, 0.0, 0.0)
+    )
     p = cabi.ptr
     args = cabi.BackwardArgs(
         T=steps, B=batch, H=hidden, w=p(w), alpha=p(alpha), threshold=p(threshold), rho=p(rho), beta=p(beta),

@@ -56,7 +56,9 @@ def _sum_to(grad: Tensor, like: Tensor) -> Tensor:
     return grad.sum().reshape(like.shape) if like.dim() == 0 else grad.sum_to_size(like.shape)
 
 
-def surrogate_gradient(spike_fn: SurrogateGradient, volts: Tensor, thresholds: Tensor | None, threshold: Tensor) -> Tensor:
+def surrogate_gradient(
+    spike_fn: SurrogateGradient, volts: Tensor, thresholds: Tensor | None, threshold: Tensor
+) -> Tensor:
     """The surrogate gradient at every step [T, B, H], evaluated in chunks of steps (bounded temporaries)."""
     work = torch.empty_like(volts)
     chunk = max(1, _CHUNK_ELEMENTS // max(volts[0].numel(), 1))

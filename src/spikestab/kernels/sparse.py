@@ -72,10 +72,10 @@ def nonzeros(x: Tensor) -> NonZeros:
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
         ptr = rowptr[r0 : r1 + 1]
-        nnz = ctypes.c_int64(0)
+        count = ctypes.c_int64(0)
         csr = cabi.Csr(r1 - r0, n, cabi.ptr(ptr), cabi.ptr(cols_buf), cabi.ptr(vals_buf))
-        cabi.call("spk_csr_build", cabi.ptr(x[r0:r1]), ctypes.byref(csr), ctypes.byref(nnz), cabi.threads())
-        nnz = nnz.value
+        cabi.call("spk_csr_build", cabi.ptr(x[r0:r1]), ctypes.byref(csr), ctypes.byref(count), cabi.threads())
+        nnz = count.value
         ptr += base  # the C call counts from zero
         cols.append(cols_buf[:nnz].clone())
         vals.append(vals_buf[:nnz].clone())

@@ -3,5 +3,16 @@
 from ..dynamics import RESETS, Dynamics, NeuronState, step
 from .layers import ALIF, LIF, ALIFCell, LIFCell, SpikingNeurons, require_spiking_layers, spiking_layers
 
-__all__ = ["RESETS", "Dynamics", "NeuronState", "step", "LIF", "ALIF", "LIFCell", "ALIFCell", "SpikingNeurons", "spiking_layers",
-           "require_spiking_layers"]
+__all__ = [
+    "RESETS",
+    "Dynamics",
+    "NeuronState",
+    "step",
+    "LIF",
+    "ALIF",
+    "LIFCell",
+    "ALIFCell",
+    "SpikingNeurons",
+    "spiking_layers",
+    "require_spiking_layers",
+]

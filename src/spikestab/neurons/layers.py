@@ -29,9 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from .. import kernels
+from ..dynamics import Dynamics, NeuronState, check_reset, decay_from, initial_state, step, time_constant_from
 from ..kernels.checkpoint import check_checkpoint, run_checkpointed
 from ..surrogate import SurrogateGradient
-from ..dynamics import Dynamics, NeuronState, check_reset, decay_from, initial_state, step, time_constant_from
 
 
 def _check_size(name: str, value: int) -> int:
@@ -75,6 +75,15 @@ class SpikingNeurons(nn.Module):
     """
 
     adaptive: bool = False
+    # registered parameters and buffers (declared for type checkers; set in __init__)
+    weight_ih: nn.Parameter
+    weight_hh: nn.Parameter | None
+    tau: nn.Parameter
+    threshold: nn.Parameter
+    bias: Tensor
+    recurrent_mask: Tensor | None
+    rho: Tensor
+    beta_adapt: Tensor
 
     def __init__(
         self,
@@ -114,7 +123,9 @@ class SpikingNeurons(nn.Module):
             raise ValueError(f"threshold must be finite and > 0 (accepted range (0, inf)), got {threshold!r}")
         # tau is the stored parameter (learnable, in time steps), alpha = exp(-1/tau) is derived; a given tau
         # is stored as given, so that the layer converted to float64 runs with exactly exp(-1/tau)
-        tau_steps = _per_neuron(time_constant_from(tau, alpha, default_tau=20.0, dtype=dtype), hidden_size, "tau", dtype)
+        tau_steps = _per_neuron(
+            time_constant_from(tau, alpha, default_tau=20.0, dtype=dtype), hidden_size, "tau", dtype
+        )
         self.tau = nn.Parameter(tau_steps, requires_grad=learn_tau)
         self.threshold = nn.Parameter(thr, requires_grad=learn_threshold)
         self.spike_fn = spike_fn if spike_fn is not None else SurrogateGradient("fast-sigmoid")
@@ -231,7 +242,7 @@ class SpikingNeurons(nn.Module):
         )
 
 
-class _LayerMixin:
+class _LayerMixin(SpikingNeurons):
     """Whole-sequence forward: [T, B, input] -> spikes [T, B, hidden]; ``checkpoint`` (False, True or
     steps per segment) trades one more forward pass for keeping only segment states (module doc)."""
 
@@ -260,7 +271,7 @@ class _LayerMixin:
         return (z, v, state) if return_voltage else (z, state)
 
 
-class _CellMixin:
+class _CellMixin(SpikingNeurons):
     """One-step forward: [B, input] -> spikes [B, hidden]."""
 
     def forward(self, x: Tensor, state: NeuronState | None = None, return_voltage: bool = False):

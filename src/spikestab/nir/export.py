@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..dynamics import RESETS
 from ..models import SNNClassifier, SNNLanguageModel, SpikingStack
 from ..neurons import ALIF, LIF, ALIFCell, LIFCell, SpikingNeurons
-from ..dynamics import RESETS
 from . import mapping
 
 LAYER_TYPES = {"LIF": LIF, "ALIF": ALIF, "LIFCell": LIFCell, "ALIFCell": ALIFCell}

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..dynamics import check_reset
 from ..models import SNNClassifier, SNNConfig, SpikingStack
 from ..neurons import ALIF, LIF, SpikingNeurons
-from ..dynamics import check_reset
 from ..surrogate import SurrogateGradient
 from . import mapping
 from .export import LAYER_TYPES, STRUCTURE

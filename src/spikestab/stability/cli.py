@@ -26,14 +26,14 @@ def _random_batch(args: argparse.Namespace) -> tuple[torch.Tensor, int, int, str
 
 
 def _task_batch(args: argparse.Namespace):
-    from ..data import load_task, lm_batches, make_loader
+    from ..data import lm_batches, load_task, make_loader
 
     try:
         # the paper repeats every input frame twice (docs/theory.md, "Tasks")
         task = load_task(args.task, args.data_dir, seed=args.seed, time_repeat=2 if args.preset == "paper" else 1)
     except FileNotFoundError as err:  # reported like any bad input: a clean message, exit status 2
         raise ValueError(str(err)) from err
-    if task.kind == "language":
+    if isinstance(task.train, torch.Tensor):  # a language task: a token stream
         inputs, _ = next(iter(lm_batches(task.train, args.batch, task.n_steps)))
         return inputs, task.input_size, task.output_size, "language"
     x, _ = next(iter(make_loader(task.train, args.batch, shuffle=False, seed=args.seed)))

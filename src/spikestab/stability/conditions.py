@@ -1,12 +1,12 @@
-"""Stability conditions I-IV on plain tensors (method.md section 3, DESIGN.md decision table).
+"""Stability conditions I-IV on plain tensors (docs/theory.md, "The conditions").
 
 Orientation: weights are in ``torch.nn.RNN`` layout, ``weight_hh[j, i]`` from neuron i to neuron j, so the
-sums over the inputs of a post-synaptic neuron j run over the row ``weight_hh[j, :]`` (method.md writes the
+sums over the inputs of a post-synaptic neuron j run over the row ``weight_hh[j, :]`` (some texts write the
 transposed layout). ``weight_hh`` is the effective matrix (diagonal already masked); ``fan_in`` is the
 number of recurrent inputs per neuron (n - 1 with the masked diagonal).
 
 Each condition returns a :class:`ConditionResult` with the chosen value(s), a feasibility flag and the
-fallback used when there is no solution. Two modes (DESIGN.md principle 2):
+fallback used when there is no solution. Two modes:
 
 - ``paper``: the official code's formulas, with its known bugs not reproduced (uniform voltage between
   worst-case bounds for condition IV, variant c for condition III, the derived multiplicative_all mean
@@ -20,8 +20,9 @@ fallback used when there is no solution. Two modes (DESIGN.md principle 2):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -79,9 +80,15 @@ class ConditionResult:
     def to_dict(self) -> dict:
         c = torch.as_tensor(self.chosen, dtype=torch.float64)
         out = {
-            "condition": self.condition, "quantity": self.quantity, "target": finite_or_none(self.target),
-            "parameter": self.parameter, "chosen": finite_or_none(self.chosen_mean), "feasible": bool(self.feasible),
-            "fallback": self.fallback, "residual": finite_or_none(self.residual), "measured": finite_or_none(self.measured),
+            "condition": self.condition,
+            "quantity": self.quantity,
+            "target": finite_or_none(self.target),
+            "parameter": self.parameter,
+            "chosen": finite_or_none(self.chosen_mean),
+            "feasible": bool(self.feasible),
+            "fallback": self.fallback,
+            "residual": finite_or_none(self.residual),
+            "measured": finite_or_none(self.measured),
             "note": self.note,
         }
         if c.numel() > 1:
@@ -133,7 +140,7 @@ def condition_i(
         none:                mu = (A (1 - alpha) - m) / (k p)
     Always feasible. ``chosen`` is the per-neuron mean mu [H] (row means of ``weight_hh``).
 
-    Example:
+    Examples:
         >>> w = torch.zeros(5, 5); a = torch.zeros(5); th = torch.ones(5)
         >>> condition_i(w, a, th, "subtract").chosen   # (3 - 0) * 1 / 4
         tensor([0.7500, 0.7500, 0.7500, 0.7500, 0.7500])
@@ -212,7 +219,7 @@ def condition_ii(
     infeasible: the fallback is the nearest feasible value (paper: 0; measured: the sigma >= 0 minimising
     the mismatch), never NaN.
 
-    Example:
+    Examples:
         >>> w_ih = torch.full((4, 3), 0.5); w_hh = torch.zeros(4, 4)
         >>> condition_ii(w_ih, w_hh, mean=0.0, input_moment2=1.0).chosen   # Var(w_ih) = 0
         0.0
@@ -220,7 +227,9 @@ def condition_ii(
     mu = torch.as_tensor(mean, dtype=torch.float64)
     if spikes is None:
         if input_moment2 is None:
-            raise ValueError("condition_ii needs input_moment2 (paper mode) or spikes, pattern and input_var (measured mode)")
+            raise ValueError(
+                "condition_ii needs input_moment2 (paper mode) or spikes, pattern and input_var (measured mode)"
+            )
         return _paper_ii(weight_ih, _fan_in(weight_hh, fan_in), mu, float(input_moment2))
     if pattern is None or input_var is None or mask is None:
         raise ValueError("measured condition_ii needs spikes, pattern, input_var and mask")
@@ -265,7 +274,9 @@ def _current_moments(spikes: Tensor, pattern: Tensor, mask: Tensor, mu: Tensor) 
 def _measured_ii(va: float, vb: float, cab: float, target: float) -> ConditionResult:
     """The sigma >= 0 solving va + 2 sigma cab + sigma^2 vb = target exactly, or the nearest one."""
     if vb <= 0:
-        return ConditionResult(*_II, 0.0, False, fallback="variance 0 (the recorded spikes carry no recurrent variance)")
+        return ConditionResult(
+            *_II, 0.0, False, fallback="variance 0 (the recorded spikes carry no recurrent variance)"
+        )
     disc = cab * cab - vb * (va - target)
     if disc >= 0 and (-cab + math.sqrt(disc)) >= 0:
         sigma = (-cab + math.sqrt(disc)) / vb
@@ -287,7 +298,7 @@ def condition_iii(
     *,
     variant: str = "c",
 ) -> ConditionResult:
-    """Per-neuron dampening bounding the worst-case transition derivative (method.md section 3.4).
+    """Per-neuron dampening bounding the worst-case transition derivative (docs/theory.md, "Condition III").
 
     With S+_j = sum_i max(W[j, i], 0), S-_j = -sum_i max(-W[j, i], 0) and th_eff = threshold for the
     subtractive reset (0 otherwise):
@@ -310,7 +321,7 @@ def condition_iii(
       rounds to alpha = 1, so the bound is missed by at most that much.
     Raises ValueError for non-finite weights, alpha outside [0, 1] or a threshold outside (0, inf).
 
-    Example:
+    Examples:
         >>> w = torch.tensor([[0.0, 0.5], [0.25, 0.0]]); a = torch.zeros(2); th = torch.ones(2)
         >>> condition_iii(w, a, th, "multiplicative").chosen
         tensor([2., 4.])
@@ -332,8 +343,14 @@ def condition_iii(
     counts = {"no_positive_input": int((~has_input).sum()), "no_negative_input": int(no_neg.sum()),
               "no_leak": int(no_leak.sum())}
     return ConditionResult(
-        "III", "worst-case transition gain", 1.0, "dampening", damp.float(), bool(has_input.any() and not no_leak.any()),
-        fallback=_iii_fallback(counts), residual=float(gain) - 1.0,
+        "III",
+        "worst-case transition gain",
+        1.0,
+        "dampening",
+        damp.float(),
+        bool(has_input.any() and not no_leak.any()),
+        fallback=_iii_fallback(counts),
+        residual=float(gain) - 1.0,
         note="" if variant == "bounded" else "row bound not guaranteed per neuron",
         extra={"worst_case_gain": float(gain), "variant": variant, **counts},
     )
@@ -430,8 +447,17 @@ class TransitionTerms:
     w: Tensor  # [H, H] the effective recurrent weights
 
     @classmethod
-    def from_trace(cls, trace: Recording, weight_hh: Tensor, alpha: Tensor, reset: str, detach_reset: bool,
-                   rho: Tensor | None = None, beta_adapt: Tensor | None = None, start: int | None = None) -> "TransitionTerms":
+    def from_trace(
+        cls,
+        trace: Recording,
+        weight_hh: Tensor,
+        alpha: Tensor,
+        reset: str,
+        detach_reset: bool,
+        rho: Tensor | None = None,
+        beta_adapt: Tensor | None = None,
+        start: int | None = None,
+    ) -> TransitionTerms:
         """Build the terms from a recorded run, over the steps ``start`` .. T-1 (default: second half)."""
         check_reset(reset)
         n_t = trace.v.shape[0]
@@ -494,7 +520,7 @@ def condition_iv(
     bracket: tuple[float, float] | None = None,
 ) -> ConditionResult:
     """Sharpness (any SG shape) or tail fatness q (q-PseudoSpike) that makes the mean-square transition
-    derivative E ||J||_F^2 / H equal to 1 (method.md section 3.5). The dampening is the SG's current one
+    derivative E ||J||_F^2 / H equal to 1 (docs/theory.md, "Condition IV"). The dampening is the SG's current one
     (per neuron after condition III).
 
     ``paper`` mode (``bounds`` = centred voltage bounds from :func:`paper_voltage_bounds`): the voltage is
@@ -511,7 +537,7 @@ def condition_iv(
     ``extra['best_gain']``). Measured mode also reports ``extra['uniform_mode_gain']``, the mean row sum
     of J (see :meth:`TransitionTerms.uniform_mode_gain`), with a note when it exceeds 1.
 
-    Example:
+    Examples:
         >>> sg = SurrogateGradient("exponential")
         >>> w = torch.full((3, 3), 0.8).fill_diagonal_(0); a = torch.zeros(3); th = torch.ones(3)
         >>> lo, hi = torch.full((3,), -1.0), torch.full((3,), 1.0)
@@ -539,7 +565,7 @@ def condition_iv(
         default = (1e-3 / scale, 1e3 / scale) if solve_for == "sharpness" else TAIL_BRACKET
     lo_b, hi_b = bracket if bracket is not None else default
     res = scan_root(lambda x: gain(x) - 1.0, lo_b, hi_b, points=13, log=True, ftol=1e-4, max_iter=60)
-    extra = {
+    extra: dict[str, Any] = {
         "bracket": [lo_b, hi_b],
         "best_gain": res.value + 1.0,
         "gain_at_initial": gain(float(spike_fn.sharpness.detach().double().mean()) if solve_for == "sharpness"

@@ -1,5 +1,5 @@
 """Measurements of the quantities the stability conditions target, on any model built from spikestab
-layers (method.md section 3.1, DESIGN.md principle 1).
+layers (docs/theory.md, "The transition derivative").
 
 What "transition derivative" means here. The state of a layer is (v, z, a) with z_t = H(v_t - A_t). The
 transition derivative is the Jacobian of the one-step map v_{t-1} -> v_t, with z_{t-1} recomputed from
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..dynamics import NeuronState, step
 from .. import kernels
+from ..dynamics import NeuronState, step
 from ..neurons.layers import SpikingNeurons, require_spiking_layers, spiking_layers
 
 __all__ = [
@@ -64,7 +64,9 @@ class Trace:
         if self._recurrent is None:
             z_prev = self.previous("z")
             with torch.no_grad():
-                self._recurrent = z_prev @ self.weight_hh.t() if self.weight_hh is not None else torch.zeros_like(z_prev)
+                self._recurrent = (
+                    z_prev @ self.weight_hh.t() if self.weight_hh is not None else torch.zeros_like(z_prev)
+                )
         return self._recurrent
 
     @property
@@ -84,7 +86,9 @@ class Trace:
 
 def _as_layer(layer: nn.Module) -> SpikingNeurons:
     if not isinstance(layer, SpikingNeurons):
-        raise ValueError(f"layer must be a spikestab spiking layer (LIF, ALIF, LIFCell, ALIFCell), got {type(layer).__name__}")
+        raise ValueError(
+            f"layer must be a spikestab spiking layer (LIF, ALIF, LIFCell, ALIFCell), got {type(layer).__name__}"
+        )
     return layer
 
 
@@ -95,11 +99,12 @@ def record(layer: SpikingNeurons, x: Tensor, current: Tensor | None = None, back
     The sequence runs through the layer's own kernel path (``layer.sequence_current``: the same input
     projection, a subclass's own ``input_current`` included, and kernel as ``layer(x)``, so the spikes
     equal the layer's output bit for bit); ``backend`` overrides the kernel (e.g. "fused" for dense
-    spikes, where the event-driven recurrent products are slower). ``current`` passes an already computed input current W_ih x + b
+    spikes, where the event-driven recurrent products are slower). ``current`` passes an already computed input
+    current W_ih x + b
     (it does not change while only the recurrent weights do). The recurrent current W_hh z_{t-1} is
     recomputed when first asked for (``Trace.recurrent``), the ALIF adaptation by its recurrence.
 
-    Example:
+    Examples:
         >>> from spikestab.neurons import LIF
         >>> tr = record(LIF(10, 32), (torch.rand(50, 4, 10) < 0.2).float())
         >>> tr.v.shape
@@ -165,7 +170,8 @@ def layer_input(model: nn.Module, batch, index: int) -> Tensor:
     x = torch.stack(got) if got[0].dim() == 2 else got[0]
     if x.shape[-1] != target.input_size:
         raise ValueError(
-            f"the batch gives spiking layer {index} inputs of width {x.shape[-1]}, but its input_size is {target.input_size}"
+            f"the batch gives spiking layer {index} inputs of width {x.shape[-1]}, "
+            f"but its input_size is {target.input_size}"
         )
     return x.transpose(0, 1) if (target.batch_first and got[0].dim() == 3) else x
 
@@ -173,7 +179,7 @@ def layer_input(model: nn.Module, batch, index: int) -> Tensor:
 def measure_firing_rate(model: nn.Module, batch) -> list[float]:
     """Initial firing rate of every spiking layer (mean over time, batch and neurons), in order.
 
-    Example:
+    Examples:
         >>> from spikestab.models import SNNClassifier, SNNConfig
         >>> m = SNNClassifier(SNNConfig(20, 3, hidden_sizes=(16, 16)))
         >>> len(measure_firing_rate(m, (torch.rand(30, 2, 20) < 0.1).float()))
@@ -216,7 +222,7 @@ def measure_variance_ratio(model: nn.Module, batch) -> list[float]:
     """Recurrent over input current variance (across neurons, averaged over steps and batch, see
     :func:`variance_ratio`) per spiking layer: the quantity condition II sets to 1.
 
-    Example:
+    Examples:
         >>> from spikestab.models import SNNClassifier, SNNConfig
         >>> m = SNNClassifier(SNNConfig(20, 3, hidden_sizes=(16,)))
         >>> r = measure_variance_ratio(m, (torch.rand(30, 2, 20) < 0.1).float())
@@ -270,7 +276,7 @@ def measure_jacobian(
     This is the quantity condition IV sets to 1. ``trace`` passes an already recorded run of the layer
     on x (its first ``max_batch`` samples are used).
 
-    Example:
+    Examples:
         >>> from spikestab.neurons import LIF
         >>> out = measure_jacobian(LIF(10, 32), (torch.rand(40, 2, 10) < 0.2).float(), steps=2)
         >>> sorted(out)
@@ -318,7 +324,7 @@ def measure_worst_case_gain(layer: SpikingNeurons, x: Tensor) -> dict:
     Jacobian evaluated where the SG peaks (v_{t-1} = A_{t-1}, i.e. centred voltage 0, no spike), at the
     middle step of the input x [T, B, I].
 
-    Example:
+    Examples:
         >>> from spikestab.neurons import LIF
         >>> out = measure_worst_case_gain(LIF(10, 16), torch.zeros(10, 1, 10))
         >>> abs(out["from_weights"] - out["autograd_at_peak"]) < 1e-5
@@ -336,10 +342,11 @@ def measure_gradient_growth(layer: SpikingNeurons, x: Tensor, max_batch: int = 8
 
     Runs ``layer`` on x [T, B, I] (at most ``max_batch`` samples) with autograd, back-propagates the loss
     L = <u, v_{T-1}> (u standard normal, seeded) and fits log ||dL/dv_t|| against the number of steps back,
-    T-1-t, by least squares over the steps where the gradient has neither underflowed nor overflowed. ``growth_per_step`` > 0
+    T-1-t, by least squares over the steps where the gradient has neither underflowed nor overflowed.
+    ``growth_per_step`` > 0
     means exploding, < 0 vanishing. All paths are included (recurrence, leak, ALIF adaptation).
 
-    Example:
+    Examples:
         >>> from spikestab.neurons import LIF
         >>> g = measure_gradient_growth(LIF(10, 32), (torch.rand(60, 2, 10) < 0.2).float())
         >>> g["growth_per_step"] < 0.5
@@ -386,7 +393,7 @@ def measure_layers(model: nn.Module, batch, jacobian_steps: int = 4, max_batch: 
     ratio, worst-case gain (from the weights), mean-square gain (autograd Jacobian) and the BPTT
     gradient growth per step.
 
-    Example:
+    Examples:
         >>> from spikestab.models import SNNClassifier, SNNConfig
         >>> m = SNNClassifier(SNNConfig(20, 3, hidden_sizes=(16,)))
         >>> sorted(measure_layers(m, (torch.rand(30, 2, 20) < 0.1).float(), jacobian_steps=2)[0])[:3]

@@ -65,8 +65,11 @@ class _Fit:
 
 
 def _not_applicable(conds: tuple[str, ...]) -> list[ConditionResult]:
-    return [ConditionResult(c, "-", math.nan, "-", math.nan, False, fallback="unchanged: layer has no recurrent weights")
-            for c in ("I", "II") if c in conds]
+    return [
+        ConditionResult(c, "-", math.nan, "-", math.nan, False, fallback="unchanged: layer has no recurrent weights")
+        for c in ("I", "II")
+        if c in conds
+    ]
 
 
 def _condition_i(fit: _Fit, opts: StabilizeOptions, timings: Timings) -> ConditionResult:
@@ -78,7 +81,8 @@ def _condition_i(fit: _Fit, opts: StabilizeOptions, timings: Timings) -> Conditi
         res = condition_i(fit.w_eff, layer.alpha.detach(), layer.threshold.detach(), layer.reset, rate=opts.rate,
                           beta_adapt=beta, fan_in=fit.fan_in,
                           input_mean=None if opts.mode == "paper" else fit.in_cur.mean((0, 1)))
-    fit.mu = res.chosen if opts.mode == "paper" else res.chosen.mean().expand_as(res.chosen).clone()
+    chosen = torch.as_tensor(res.chosen)
+    fit.mu = chosen if opts.mode == "paper" else chosen.mean().expand_as(chosen).clone()
     return res
 
 

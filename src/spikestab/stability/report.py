@@ -97,7 +97,8 @@ class StabilityReport:
             raise
 
     def __str__(self) -> str:
-        head = f"{'layer':<14} {'cond':<4} {'parameter':<22} {'chosen':>10} {'quantity':<38} {'target':>7} {'measured':>9} {'feasible':<8} fallback"
+        head = (f"{'layer':<14} {'cond':<4} {'parameter':<22} {'chosen':>10} {'quantity':<38} {'target':>7} "
+                f"{'measured':>9} {'feasible':<8} fallback")
         lines = [f"stability report ({self.mode} mode)", head, "-" * len(head)]
         for layer in self.layers:
             name = f"{layer.index} {layer.kind}-{layer.width}"
@@ -111,7 +112,8 @@ class StabilityReport:
             if m:
                 lines.append(
                     f"{'':<14} measured: rate {_fmt(m.get('firing_rate'))}, var ratio {_fmt(m.get('variance_ratio'))}, "
-                    f"worst-case gain {_fmt(m.get('worst_case_gain'))}, mean-square gain {_fmt(m.get('mean_square_gain'))}, "
+                    f"worst-case gain {_fmt(m.get('worst_case_gain'))}, "
+                    f"mean-square gain {_fmt(m.get('mean_square_gain'))}, "
                     f"BPTT growth/step {_fmt(m.get('growth_per_step'))} ({layer.reset} reset)"
                 )
             for note in layer.notes:

@@ -9,8 +9,8 @@ No randomness is involved, so the same inputs always give the same answer.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 __all__ = ["RootResult", "find_root", "scan_root", "solve_increasing", "secant_slope"]
 

@@ -1,5 +1,5 @@
 """``stabilize``: apply stability conditions layer by layer to a built model, in place, and verify each
-one by measurement (DESIGN.md principles 1-2). The paper's conditions I-IV are available exactly as
+one by measurement (docs/theory.md, "The conditions"). The paper's conditions I-IV are available exactly as
 published (paper and measured modes); without ``conditions`` the recommended recipe ``RECIPE`` runs
 (conditions D and G of ``spikestab.stability.drive``, chosen from measured training outcomes)."""
 
@@ -67,7 +67,9 @@ def _check_finite_model(layers: list[SpikingNeurons]) -> None:
     for i, layer in enumerate(layers):
         for name, t in list(layer.named_parameters()) + list(layer.named_buffers()):
             if t is not None and t.is_floating_point() and not torch.isfinite(t).all():
-                raise ValueError(f"spiking layer {i} has non-finite values (NaN or inf) in {name}; stabilize needs finite weights")
+                raise ValueError(
+                    f"spiking layer {i} has non-finite values (NaN or inf) in {name}; stabilize needs finite weights"
+                )
 
 
 def resolve_conditions(conditions: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -129,11 +131,18 @@ def _apply_iii(layer: SpikingNeurons, variant: str, timings: Timings) -> Conditi
     """Condition III: the per-neuron dampening from the weights alone."""
     w = layer.recurrent_weight()
     if w is None or not bool(layer.recurrent_mask.any()):
-        return ConditionResult("III", "worst-case transition gain", 1.0, "dampening", layer.spike_fn.dampening.mean().item(), True,
-                               note="no recurrent weights: the gain is alpha < 1 for any dampening; unchanged")
+        return ConditionResult(
+            "III",
+            "worst-case transition gain",
+            1.0,
+            "dampening",
+            layer.spike_fn.dampening.mean().item(),
+            True,
+            note="no recurrent weights: the gain is alpha < 1 for any dampening; unchanged",
+        )
     with timings.part("conditions_s"):
         res = condition_iii(w.detach(), layer.alpha.detach(), layer.threshold.detach(), layer.reset, variant=variant)
-    layer.spike_fn = layer.spike_fn.with_params(dampening=res.chosen.clone())
+    layer.spike_fn = layer.spike_fn.with_params(dampening=torch.as_tensor(res.chosen).clone())
     return res
 
 
@@ -254,7 +263,7 @@ def stabilize(
 
     ``batch`` is what the model's forward takes (x [T, B, N] for ``SNNClassifier``, tokens [T, B] for
     ``SNNLanguageModel``). Each layer's input statistics come from the layer below as already stabilised
-    (captured with forward hooks, dropout off). Conditions (method.md section 3):
+    (captured with forward hooks, dropout off). Conditions (docs/theory.md):
 
     - I: recurrent-weight mean for an initial firing rate ``rate`` (1/2 in the paper);
     - II: recurrent-weight variance equalising the recurrent and input current variances;
@@ -275,7 +284,7 @@ def stabilize(
     current and II its spread across neurons, independently. Bad input raises ValueError
     before anything changes; if anything fails midway the model is restored exactly.
 
-    Example:
+    Examples:
         >>> from spikestab.models import SNNClassifier, SNNConfig
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
         <...>

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -185,7 +186,9 @@ def _markdown(data: dict, figures: list[Path]) -> str:
     c, metric = data["counts"], data["objective"]
     word = metric.removeprefix("val_")
     how = "maximised" if data["direction"] == "maximize" else "minimised"
-    rep = f"mean ± sample std over `{data['replicate']}` (n = trials counted)" if data["replicate"] else "one trial each"
+    rep = (
+        f"mean ± sample std over `{data['replicate']}` (n = trials counted)" if data["replicate"] else "one trial each"
+    )
     lines = [f"# Sweep report: {data['study']}", "",
              f"Objective: validation {word} of each run's best-val epoch (`results.json` `val.{word}`), {how}; "
              f"{rep}.", "",
@@ -204,7 +207,11 @@ def _markdown(data: dict, figures: list[Path]) -> str:
         cells.append(f"{s['pruned']} / {s['failed']} / {s['pending']}")
         lines.append("| " + " | ".join(cells) + " |")
     best = data["best"]
-    lines += ["", f"**Best:** {best['label']}: {metric} {best['text']}" if best else "**Best:** no complete trial yet", ""]
+    lines += [
+        "",
+        f"**Best:** {best['label']}: {metric} {best['text']}" if best else "**Best:** no complete trial yet",
+        "",
+    ]
     lines += [f"![{p.stem}]({p.name})" for p in figures]
     return "\n".join(lines) + "\n"
 

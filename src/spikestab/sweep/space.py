@@ -24,8 +24,9 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..train.cli import flag_dest, option_types
 from ..train.config import NON_RESULT_FIELDS, TrainConfig

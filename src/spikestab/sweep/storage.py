@@ -17,8 +17,8 @@ import fcntl
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 from optuna.storages import RDBStorage
@@ -172,7 +172,7 @@ class Heartbeat:
             except Exception:  # a database hiccup: try again next beat; staleness is judged on grace
                 pass
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 

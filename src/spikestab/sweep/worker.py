@@ -19,9 +19,9 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import optuna
 from optuna.distributions import CategoricalDistribution, IntDistribution
@@ -180,8 +180,16 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, trial_id: int, storage, 
                 value = float(results["val"][metric])
                 if not math.isfinite(value):
                     note = f"the objective is {value}"
-                _set_attr(trial, "result", {f"test_{metric}": results["test"][metric], "best_epoch": results["best_epoch"],
-                                            "epochs_done": results["epochs_done"], "global_steps": results["global_steps"]})
+                _set_attr(
+                    trial,
+                    "result",
+                    {
+                        f"test_{metric}": results["test"][metric],
+                        "best_epoch": results["best_epoch"],
+                        "epochs_done": results["epochs_done"],
+                        "global_steps": results["global_steps"],
+                    },
+                )
             except optuna.TrialPruned as err:
                 state, note = TrialState.PRUNED, str(err)
             except KeyboardInterrupt:

@@ -126,7 +126,11 @@ class TrainConfig:
             raise ValueError(f"tail must be a finite q > 1, got {self.tail!r}")
         if self.eval_every is not None and (not isinstance(self.eval_every, int) or self.eval_every < 1):
             raise ValueError(f"eval_every must be None (once per epoch) or an integer >= 1, got {self.eval_every!r}")
-        if not isinstance(self.time_checkpoint, int) or isinstance(self.time_checkpoint, bool) or self.time_checkpoint < 0:
+        if (
+            not isinstance(self.time_checkpoint, int)
+            or isinstance(self.time_checkpoint, bool)
+            or self.time_checkpoint < 0
+        ):
             raise ValueError(f"time_checkpoint must be an integer >= 0 (0: off), got {self.time_checkpoint!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be None (torch's default) or an integer >= 1, got {self.threads!r}")
@@ -152,7 +156,7 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in NON_RESULT_FIELDS}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -160,7 +164,7 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "TrainConfig":
+    def from_json(cls, path: str | Path) -> TrainConfig:
         p = Path(path)
         if not p.is_file():
             raise ValueError(f"config file {str(p)!r} does not exist")

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -166,7 +166,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup
     def _decay_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """Weight decay on everything but embeddings (method.md 5.3)."""
+        """Weight decay on everything but embeddings (docs/theory.md, "Training")."""
         emb = {id(m.weight) for m in self.model.modules() if isinstance(m, nn.Embedding)}
         params = [p for p in self.model.parameters() if p.requires_grad]
         return [p for p in params if id(p) not in emb], [p for p in params if id(p) in emb]
@@ -546,7 +546,11 @@ class Trainer:
                  f"batch {self.step_in_epoch}/{n_batches})")
         self.skipped_in_a_row += 1
         values = {k: v for k, v in rec.items() if k != "nonfinite"}
-        if self.cfg.on_nonfinite == "skip" and info["cause"] != "update" and self.skipped_in_a_row < MAX_SKIPPED_IN_A_ROW:
+        if (
+            self.cfg.on_nonfinite == "skip"
+            and info["cause"] != "update"
+            and self.skipped_in_a_row < MAX_SKIPPED_IN_A_ROW
+        ):
             self.skipped_steps += 1
             metrics.write({"kind": "step", "epoch": self.epoch, "step": self.global_step, **values,
                            "skipped": True, "nonfinite": info})
