@@ -406,8 +406,9 @@ def measure_layers(model: nn.Module, batch, jacobian_steps: int = 4, max_batch: 
     return out
 
 
-RATIO_ENTRIES = 2**21  # behind the reported variance ratio (2048 (step, sample) pairs at width 1024: within
-# 1 % of all 6368 on the 3 x 1024, 32 x 200 benchmark network of benchmarks/bench_stabilize.py)
+# (step, sample, neuron) entries behind the reported variance ratio: the estimate's relative error falls
+# like 1 / sqrt(entries), and this budget stays within 1 % of using every entry (docs/results/stability.md)
+RATIO_ENTRIES = 2**21
 
 
 def measure_layer(layer: SpikingNeurons, x: Tensor, jacobian_steps: int = 4, max_batch: int = 8,
