@@ -127,3 +127,21 @@ def test_a_failed_allocation_in_c_raises_memory_error():
     """, {})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("raised spk_csr_mm_t"), proc.stdout
+
+
+def test_c_enums_follow_the_python_vocabularies():
+    """enum spk_reset follows dynamics.RESETS and enum spk_surrogate follows event.SURROGATE_CODES."""
+    import re
+
+    from spikestab.dynamics import RESETS
+    from spikestab.kernels.event import RESET_CODES, SURROGATE_CODES
+
+    header = build.sources()["spikestab.h"]
+
+    def enum(name: str) -> dict[str, int]:
+        body = re.search(r"enum " + name + r" \{([^}]*)\}", header).group(1)
+        return {k.lower().replace("_", "-"): int(v) for k, v in re.findall(r"SPK_(?:SG_)?(\w+) = (-?\d+)", body)}
+
+    assert enum("spk_reset") == {r.replace("_", "-"): i for i, r in enumerate(RESETS)}
+    assert RESET_CODES == {r: i for i, r in enumerate(RESETS)}
+    assert {k: v for k, v in enum("spk_surrogate").items() if v >= 0} == SURROGATE_CODES
