@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import shlex
+import sys
 from dataclasses import fields
+from pathlib import Path
 
 from .config import TASKS, TrainConfig
 
@@ -102,7 +106,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train a stacked LIF/ALIF network; writes checkpoints, metrics.jsonl, "
                                    "results.json and figures under --out.")
     add_config_options(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its stored configuration (flags typed override it; only "
+                        "--epochs and the non-result options may differ, so a finished run can be extended with "
+                        "--epochs N); an empty or missing --out starts a fresh run")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
     p.set_defaults(func=_cmd)
 
@@ -120,8 +127,28 @@ def config_dict_from_args(args: argparse.Namespace, exclude: tuple[str, ...] = (
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The JSON config (if any) overridden by the flags given on the command line."""
-    return TrainConfig.from_dict(config_dict_from_args(args))
+    """The JSON config (if any) overridden by the flags given on the command line; with ``--resume``, the
+    run folder's stored config.json underneath both."""
+    given = config_dict_from_args(args)
+    stored = Path(given.get("out", TrainConfig.out)) / "config.json"
+    if getattr(args, "resume", False) and stored.is_file():
+        base = TrainConfig.from_json(stored).to_dict()
+        given["task_options"] = {**base["task_options"], **given.get("task_options", {})}
+        given = {**base, **given}
+    return TrainConfig.from_dict(given)
+
+
+def resume_command(out: str) -> str:
+    """The command that continues the run in ``out`` (its config.json holds every other option)."""
+    return f"spikestab train --resume --out {shlex.quote(str(out))}"
+
+
+def _where(trainer) -> str:
+    ck = None if trainer is None else trainer.last_checkpoint
+    if ck is None:
+        return "no checkpoint had been written yet"
+    return (f"the last checkpoint is {Path(trainer.cfg.out) / 'checkpoint.pt'} (step {ck['global_step']}, "
+            f"{ck['epoch']} epochs done)")
 
 
 def tested_weights(results: dict) -> str:
@@ -137,8 +164,20 @@ def _cmd(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
     cfg = config_from_args(args)
-    trainer = Trainer(cfg)
-    results = trainer.fit(resume=args.resume)  # refuses a foreign or existing run before writing anything
+    trainer = None
+    try:
+        trainer = Trainer(cfg)
+        results = trainer.fit(resume=args.resume)  # refuses a foreign or existing run before writing anything
+    except KeyboardInterrupt:
+        print(f"\nspikestab train: interrupted; {_where(trainer)}; resume with: {resume_command(cfg.out)}",
+              file=sys.stderr)
+        return 130
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(f"spikestab train: error: disk full ({err}); {_where(trainer)}; free some space, then resume "
+              f"with: {resume_command(cfg.out)}", file=sys.stderr)
+        return 1
     if args.figures:
         from ..plots import run_figures, spike_raster
 
