@@ -240,7 +240,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-class", type=int, default=200, help="training utterances per class (default 200)")
     p.add_argument("--test-per-class", type=int, default=None, help="test utterances per class "
                    "(default per-class // 4)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of speakers, augmentation and the cochlear model")
     p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     p.add_argument("--test-speakers", type=float, default=0.25, help="fraction of speakers held out for the "
                    "test split (default 0.25)")

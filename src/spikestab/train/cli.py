@@ -7,7 +7,7 @@ import errno
 import json
 import shlex
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from .config import TASKS, TrainConfig
@@ -88,29 +88,38 @@ def flag_dest(name: str) -> str | None:
 def add_config_options(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """Every ``spikestab train`` config flag (all defaulting to "not given"), ``--task-option`` and
     ``--config``; ``exclude`` names config fields whose flag the caller defines itself (e.g. ``out``)."""
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
     for flag, dest, typ, help_ in _FLAGS:
         if dest not in exclude:
+            value = defaults[dest]
+            if "default" not in help_ and value is not None:  # the flags default to "not given": say what it means
+                help_ += f" (default: {','.join(map(str, value)) if isinstance(value, tuple) else value})"
             p.add_argument(flag, dest=dest, type=typ, default=argparse.SUPPRESS, help=help_)
     p.add_argument("--task-option", dest="task_option", type=_task_option, action="append", default=[],
-                   metavar="KEY=VALUE", help="extra load_task option (repeatable), e.g. source=digits")
+                   metavar="KEY=VALUE", help="task option (repeatable), e.g. source=digits; `spikestab tasks` lists every task's options")
     p.add_argument("--paper-weight-decay", dest="paper_weight_decay", action="store_true", default=argparse.SUPPRESS,
                    help="decoupled weight decay not multiplied by the learning rate (official code)")
     p.add_argument("--no-recurrent", dest="recurrent", action="store_false", default=argparse.SUPPRESS,
                    help="feed-forward spiking layers")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
+                   help="no progress bar (default: a bar per epoch)")
     p.add_argument("--config", dest="config_file", default=None, help="JSON file of config fields")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a spiking network on a task",
-                       description="Train a stacked LIF/ALIF network; writes checkpoints, metrics.jsonl, "
-                                   "results.json and figures under --out.")
+                       description="Train a stacked LIF/ALIF network, stabilised before training by the "
+                                   "recommended recipe (--stabilize); writes checkpoints, metrics.jsonl, "
+                                   "results.json and figures under --out (docs/run_folder.md explains each file). "
+                                   "`spikestab tasks` lists the tasks and their options. Epochs are counted from 1 "
+                                   "on the console and from 0 in metrics.jsonl and results.json.")
     add_config_options(p)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out with its stored configuration (flags typed override it; only "
                         "--epochs and the non-result options may differ, so a finished run can be extended with "
                         "--epochs N); an empty or missing --out starts a fresh run")
-    p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
+    p.add_argument("--no-figures", dest="figures", action="store_false",
+                   help="skip the figures (default: draw them under --out/figures)")
     p.set_defaults(func=_cmd)
 
 

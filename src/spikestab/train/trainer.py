@@ -499,7 +499,8 @@ class Trainer:
                 metrics.truncate(metrics.lines - 1)  # the finished run's test record: testing comes at the end
                 self.log(f"extending the finished run {self.out} from {self.epoch} to {cfg.epochs} epochs")
             else:
-                self.log(f"resuming {self.out} at epoch {self.epoch} step {self.step_in_epoch}")
+                self.log(f"resuming {self.out} at epoch {self.epoch + 1}/{cfg.epochs}, batch {self.step_in_epoch} "
+                         f"done ({self.global_step} steps in all)")
         else:
             metrics.truncate(0)
             torch.manual_seed(cfg.seed)  # training randomness never depends on what ran before fit()
@@ -543,7 +544,8 @@ class Trainer:
             bar.close()
             self.train_seconds += time.monotonic() - t0
             if stopped and self.step_in_epoch < n_batches:
-                self.log(f"time limit of {cfg.max_minutes} min reached at epoch {self.epoch} step {self.step_in_epoch}")
+                self.log(f"time limit of {cfg.max_minutes} min reached in epoch {self.epoch + 1}/{cfg.epochs} "
+                         f"after batch {self.step_in_epoch}")
             self._end_epoch(metrics)
         return self._finish(metrics, stopped=stopped)
 
