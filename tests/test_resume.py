@@ -16,7 +16,7 @@ TINY = ["--task", "randman", "--task-option", "n_classes=3", "--task-option", "n
         "--lr", "5e-3", "--no-progress", "--threads", "1", "--checkpoint-every", "2", "--no-figures"]
 
 
-def _same_run(a, b):
+def same_run(a, b):
     """Two run folders hold the same results and metrics (timings aside) and the same final weights."""
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (a, b))
     for key in ("val", "test", "best_epoch", "global_steps", "epochs_done"):
@@ -53,7 +53,7 @@ def test_ctrl_c_names_the_checkpoint_and_the_command_that_resumes(tmp_path, caps
     # the printed command alone resumes: every option comes from the run's config.json
     assert main(["train", "--resume", "--out", str(out)]) == 0
     assert "resuming" in capsys.readouterr().out
-    _same_run(out, reference)
+    same_run(out, reference)
 
 
 def test_a_finished_run_is_extended_with_more_epochs(tmp_path, capsys, reference):
@@ -61,7 +61,7 @@ def test_a_finished_run_is_extended_with_more_epochs(tmp_path, capsys, reference
     assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
     assert main(["train", "--resume", "--out", str(out), "--epochs", "2"]) == 0
     assert "extending the finished run" in capsys.readouterr().out
-    _same_run(out, reference)  # one epoch, then one more: the same as two in one go
+    same_run(out, reference)  # one epoch, then one more: the same as two in one go
     assert json.loads((out / "config.json").read_text())["epochs"] == 2
     assert main(["train", "--resume", "--out", str(out), "--epochs", "1"]) == 2  # fewer epochs than done
     assert "it has trained 2 epochs already (pass --epochs 2 or more)" in capsys.readouterr().err

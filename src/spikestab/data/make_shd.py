@@ -134,6 +134,8 @@ def generate(out: str | os.PathLike, settings: Settings, *, workers: int = 2, ch
              "test": synth.plan(test_spk, settings.test_per_class, settings.seed, split=1)}
     parts = out / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
+    for stale in [*parts.glob("*.tmp.npz"), *(out / "SHD").glob(".shd_*.h5.*.tmp")]:
+        stale.unlink()  # half-written by a killed run (never renamed into place, so never read)
     config_path = parts / "settings.json"
     if config_path.is_file() and json.loads(config_path.read_text()) != config:
         raise ValueError(f"{parts} holds an unfinished run with other settings; use the same settings to "
