@@ -110,7 +110,7 @@ def test_sigkill_during_training_resumes_to_the_uninterrupted_result(tmp_path, c
         cfg = cfg_for(tmp_path, f"seed{seed}")
         these = 0
         for attempt in range(2):
-            mode = rng.choice(["step", "write", "rotate"])
+            mode = ("step", "write", "rotate")[(2 * seed + attempt) % 3]  # every kind of kill, at random points
             n = rng.randint(1, 17) if mode == "step" else rng.randint(1, 6)
 
             def child(mode=mode, n=n, resume=attempt > 0):
@@ -217,8 +217,8 @@ def test_sigkill_during_make_shd_resumes_to_the_uninterrupted_dataset(tmp_path, 
         rng = random.Random(100 + seed)
         out = tmp_path / f"seed{seed}"
         these = 0
-        for _ in range(2):
-            mode = rng.choice(["utterance", "part", "h5"])
+        for attempt in range(2):
+            mode = ("utterance", "part", "h5")[(2 * seed + attempt) % 3]
             n = {"utterance": rng.randint(1, 40), "part": rng.randint(1, 8), "h5": rng.randint(1, 2)}[mode]
 
             def child(mode=mode, n=n):
@@ -243,7 +243,7 @@ def test_sigkill_during_make_shd_resumes_to_the_uninterrupted_dataset(tmp_path, 
         survived += these if same else 0
     with capsys.disabled():
         print(f"\ntest_faults: {survived}/{kills} SIGKILLs during make-shd survived with identical datasets")
-    assert survived == kills >= 4
+    assert survived == kills >= 5
 
 
 def test_a_truncated_h5_from_a_killed_make_shd_is_rewritten(tmp_path, shd_reference):
