@@ -83,3 +83,13 @@ def test_resume_on_an_empty_or_missing_folder_starts_fresh(tmp_path, capsys, mak
     assert main(["train", *TINY, "--epochs", "1", "--out", str(out), "--resume"]) == 0
     assert f"no checkpoint in {out} yet, starting a fresh run" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["epochs_done"] == 1
+
+
+def test_ctrl_c_before_the_run_starts_says_to_run_the_command_again(tmp_path, capsys, monkeypatch):
+    def interrupted(self):
+        raise KeyboardInterrupt  # during stabilisation: no config.json, no checkpoint yet
+
+    monkeypatch.setattr(Trainer, "stabilize", interrupted)
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err
+    assert "no checkpoint had been written yet; nothing to resume yet: run the same command again" in err

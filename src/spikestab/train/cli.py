@@ -178,8 +178,11 @@ def _cmd(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg)
         results = trainer.fit(resume=args.resume)  # refuses a foreign or existing run before writing anything
     except KeyboardInterrupt:
-        print(f"\nspikestab train: interrupted; {_where(trainer)}; resume with: {resume_command(cfg.out)}",
-              file=sys.stderr)
+        if (Path(cfg.out) / "config.json").is_file():
+            then = f"resume with: {resume_command(cfg.out)}"
+        else:  # stopped before the run wrote its config: nothing holds the options yet
+            then = "nothing to resume yet: run the same command again"
+        print(f"\nspikestab train: interrupted; {_where(trainer)}; {then}", file=sys.stderr)
         return 130
     except OSError as err:
         if err.errno != errno.ENOSPC:
