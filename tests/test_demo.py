@@ -8,16 +8,18 @@ from spikestab.cli import main
 
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--source", "digits", "--epochs", "1", "--width", "8", "--batch-size", "128",
-            "--conditions", "III", "--no-progress"]
+    args = ["demo", "--out", str(out), "--source", "digits", "--epochs", "2", "--width", "16", "--batch-size", "32",
+            "--no-progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "stabilized" in printed and "naive" in printed and "dampening" in printed
     summary = json.loads((out / "demo.json").read_text())
     assert set(summary["runs"]) == {"stabilized", "naive"}
-    for run in summary["runs"].values():
-        assert 0.0 <= run["test_accuracy"] <= 1.0
-    assert summary["runs"]["stabilized"]["config"]["stabilize"] == ["III"]
+    # the demo's claim at a size CI affords (scikit-learn's 8x8 digits, 2 x 16 LIF, 2 epochs; chance 0.1):
+    # measured 0.228 stabilised vs 0.044 naive test accuracy; the bars are chance + 0.08 and naive + 0.1
+    stabilized, naive = (summary["runs"][k]["test_accuracy"] for k in ("stabilized", "naive"))
+    assert stabilized >= 0.18 and stabilized >= naive + 0.1
+    assert summary["runs"]["stabilized"]["config"]["stabilize"] == ["auto"]
     assert summary["runs"]["naive"]["config"]["stabilize"] == []  # stabilisation off
     assert summary["stability_report"] is not None
     for name in ("val_accuracy", "sg_shapes", "stabilized_raster", "naive_firing_rates", "naive_learning_curves"):

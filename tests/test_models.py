@@ -33,6 +33,36 @@ def test_dropout_sits_before_every_layer():
     assert not torch.equal(a, c), "input dropout must change the first layer's input in training mode"
 
 
+def test_dropout_acts_on_the_input_of_every_layer_of_a_stack():
+    """Each of 3 layers receives the layer below's spikes (the input for layer 0) with every entry either
+    dropped or scaled by 1/(1-p) in training, and unchanged in eval mode."""
+    p = 0.5
+    torch.manual_seed(0)
+    model = SNNClassifier(SNNConfig(input_size=10, output_size=3, hidden_sizes=(12, 12, 12), dropout=p,
+                                    threshold=0.05))
+    seen, made = [], []
+    for layer in model.stack.layers:
+        layer.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+        layer.register_forward_hook(lambda m, args, out: made.append(out[0].detach().clone()))
+    x = (torch.rand(20, 4, 10) < 0.5).float()
+    for training in (True, False):
+        model.train(training)
+        seen.clear()
+        made.clear()
+        model(x)
+        for i, got in enumerate(seen):
+            below = x if i == 0 else made[i - 1]
+            active = below > 0
+            assert active.float().mean() > 0.1, f"layer {i - 1} must fire for the check to mean anything"
+            if not training:
+                assert torch.equal(got, below)
+                continue
+            kept = got == below / (1 - p)
+            assert ((got == 0) | kept).all()  # dropped or scaled, nothing else
+            dropped = (got[active] == 0).float().mean().item()
+            assert abs(dropped - p) < 0.1, (i, dropped)  # about p of the active entries dropped, in every layer
+
+
 def test_language_model_ties_projection_and_carries_state():
     cfg = SNNConfig(input_size=8, output_size=30, hidden_sizes=(16, 8), dropout=0.0, threshold=0.1)
     lm = SNNLanguageModel(cfg)

@@ -19,6 +19,13 @@ from spikestab.presets import paper_config, paper_defaults
 from spikestab.stability import stabilize
 
 RATES = {"subtract": 0.05, "multiplicative": 0.1, "multiplicative_all": 0.2, "none": 0.3}
+# what stabilize promises in measured mode (its defaults rate_tol=0.01, ratio_tol=0.1): the rate within 0.01 of
+# the target, the variance ratio within a factor 1.1
+RATE_TOL, RATIO_FACTOR = 0.01, 1.1
+# the cases whose recurrent mean (set by I) gives the Jacobian an outlier eigenvalue above 1.05 at width 256:
+# their growth follows log(outlier gain), as the report predicts, instead of 0
+OUTLIER_CASES = {("lif", "multiplicative_all"), ("alif", "subtract"), ("alif", "multiplicative"),
+                 ("alif", "multiplicative_all"), ("alif", "none")}
 FAST_1024 = {("lif", "subtract")}
 CASES = [
     pytest.param(net, reset, width, marks=[pytest.mark.slow] if width == 1024 and (net, reset) not in FAST_1024 else [])
@@ -56,8 +63,8 @@ def run(net: str, reset: str, width: int, scenario: str) -> dict:
 @pytest.mark.parametrize("net,reset,width", CASES)
 def test_after_i_rate_and_after_ii_variance_ratio(net, reset, width):
     for layer in (run(net, reset, width, "I+II")["I+II"], run(net, reset, width, "I+II,IV")["I+II"]):
-        assert abs(layer.measurements["firing_rate"] - 0.5) <= 0.05
-        assert 0.8 <= layer.measurements["variance_ratio"] <= 1.25
+        assert abs(layer.measurements["firing_rate"] - 0.5) <= RATE_TOL
+        assert 1 / RATIO_FACTOR <= layer.measurements["variance_ratio"] <= RATIO_FACTOR
         assert layer.condition("I").feasible and layer.condition("II").feasible
 
 
@@ -89,13 +96,8 @@ def test_after_iv_alone_mean_square_gain_and_growth(net, reset, width, request):
 @pytest.mark.parametrize("net,reset,width", CASES)
 def test_after_i_ii_then_iv_mean_square_gain(net, reset, width):
     layer = run(net, reset, width, "I+II,IV")["IV"]
-    iv = layer.condition("IV")
-    if iv.feasible:
-        assert abs(layer.measurements["mean_square_gain"] - 1) <= 0.1
-    else:  # the report must say so and give the best reachable gain, which is what was measured
-        assert iv.fallback and "best reachable" in iv.note
-        assert abs(iv.extra["best_gain"] - layer.measurements["mean_square_gain"]) <= 0.1
-        pytest.xfail(f"IV infeasible after II at dampening 2 (best gain {iv.extra['best_gain']:.3f})")
+    assert layer.condition("IV").feasible  # at dampening 2 every case reaches a gain of 1 after I and II
+    assert abs(layer.measurements["mean_square_gain"] - 1) <= 0.1
 
 
 @pytest.mark.parametrize("net,reset,width", [c for c in CASES if c.values[2] >= 256])
@@ -103,12 +105,12 @@ def test_after_i_ii_then_iv_growth(net, reset, width):
     layer = run(net, reset, width, "I+II,IV")["IV"]
     iv = layer.condition("IV")
     mode_gain = iv.extra["uniform_mode_gain"]
+    if width == 256:
+        assert (mode_gain > 1.05) == ((net, reset) in OUTLIER_CASES), mode_gain
     if mode_gain > 1.05:
         # the recurrent mean set by I gives J an outlier eigenvalue the mean-square gain does not see;
-        # the report predicts the growth from it
+        # the report predicts the growth from it, and that prediction is what is asserted
         assert "outlier" in iv.note
         assert abs(layer.measurements["growth_per_step"] - math.log(mode_gain)) <= 0.15
-        pytest.xfail(
-            f"growth {layer.measurements['growth_per_step']:.3f}/step from the mean's outlier gain {mode_gain:.3f}"
-        )
-    assert abs(layer.measurements["growth_per_step"]) <= 0.02
+    else:
+        assert abs(layer.measurements["growth_per_step"]) <= 0.02

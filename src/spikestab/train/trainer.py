@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from ..models import SNNClassifier, SNNConfig, SNNLanguageModel
 from ..neurons import NeuronState
 from ..regularizers import SparsityLoss, parse_sparsity
-from .checkpoint import atomic_torch_save, atomic_write_json, load_checkpoint
+from .checkpoint import (atomic_torch_save, atomic_write_json, load_checkpoint, load_latest_checkpoint, previous_path,
+                         remove_stale_temporaries)
 from .config import TrainConfig, with_defaults
 from .metrics import MetricsLog
 from .progress import Progress
@@ -162,6 +163,7 @@ class Trainer:
         self.skipped_in_a_row = 0
         self.loss_start: float | None = None  # the first step's task loss (the growth warning's reference)
         self.loss_growth: dict | None = None  # where the task loss first passed LOSS_GROWTH_FACTOR x its start
+        self.last_checkpoint: dict | None = None  # where the newest checkpoint is and which step it holds
         self._acc = self._new_accumulator()
 
     # ---------------------------------------------------------------- setup
@@ -429,6 +431,12 @@ class Trainer:
             "loss_start": self.loss_start, "loss_growth": self.loss_growth,
         }
 
+    def save_checkpoint(self, metrics: MetricsLog, finished: bool = False) -> None:
+        """Write checkpoint.pt atomically, keeping the one it replaces as checkpoint.prev.pt (resume falls
+        back to it when the newest cannot be read); ``last_checkpoint`` says which step it holds."""
+        atomic_torch_save(self._state(metrics, finished), self.out / "checkpoint.pt", keep_previous=True)
+        self.last_checkpoint = {"global_step": self.global_step, "epoch": self.epoch}
+
     def _restore(self, ck: dict, metrics: MetricsLog) -> None:
         load_model_state(self.model, ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
@@ -442,26 +450,33 @@ class Trainer:
         metrics.truncate(ck["metrics_lines"])
 
     def check_out_dir(self, resume: bool) -> dict | None:
-        """Refuse to overwrite a run; on resume, refuse a run written by a different configuration.
-        Returns the checkpoint to resume from (None for a fresh start). Writes nothing."""
+        """Refuse to overwrite a run; on resume, refuse a run written by a different configuration (epochs
+        may differ: a run continues, or a finished one is extended, to ``cfg.epochs``). Returns the newest
+        readable checkpoint (``checkpoint.pt``, else ``checkpoint.prev.pt`` with a message), None for a
+        fresh start (said on resume). Writes nothing."""
         ck_path, cfg_path = self.out / "checkpoint.pt", self.out / "config.json"
         if not resume:
-            if ck_path.exists() or cfg_path.exists():
+            if any(p.exists() for p in (ck_path, previous_path(ck_path), cfg_path)):
                 raise ValueError(f"out {str(self.out)!r} already holds a run; pass --resume to continue it "
                                  f"or choose another --out")
             return None
-        if not ck_path.exists():
+        found = load_latest_checkpoint(ck_path, self.log)
+        if found is None:
             if cfg_path.exists():
                 self._compare(TrainConfig.from_json(cfg_path).result_fields(), cfg_path)
+            self.log(f"resume: no checkpoint in {self.out} yet, starting a fresh run")
             return None
-        ck = load_checkpoint(ck_path)
-        self._compare(ck["config"], ck_path)
+        ck, where = found
+        self._compare(ck["config"], where)
+        if ck["epoch"] > self.cfg.epochs:
+            raise ValueError(f"cannot resume {str(where)!r} with epochs={self.cfg.epochs}: it has trained "
+                             f"{ck['epoch']} epochs already (pass --epochs {ck['epoch']} or more)")
         return ck
 
     def _compare(self, saved: dict, where: Path) -> None:
         mine = self.cfg.result_fields()
         saved = with_defaults(saved)  # a field added since the run was written: it behaved as the default
-        diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+        diff = sorted(k for k in set(saved) | set(mine) if k != "epochs" and saved.get(k) != mine.get(k))
         if diff:
             detail = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {mine.get(k)!r}" for k in diff)
             raise ValueError(f"cannot resume {str(where)!r}: it was written by a different config ({detail})")
@@ -475,9 +490,16 @@ class Trainer:
         metrics = MetricsLog(self.out / "metrics.jsonl")
         if ck is not None:
             self._restore(ck, metrics)
-            if ck["finished"]:
+            self.last_checkpoint = {"global_step": self.global_step, "epoch": self.epoch}
+            remove_stale_temporaries(self.out)  # of writes a killed run left unfinished
+            if ck["finished"] and self.epoch >= cfg.epochs:
                 return self._finish(metrics, already=True)
-            self.log(f"resuming {self.out} at epoch {self.epoch} step {self.step_in_epoch}")
+            if ck["finished"]:
+                metrics.truncate(metrics.lines - 1)  # the finished run's test record: testing comes at the end
+                self.log(f"extending the finished run {self.out} from {self.epoch} to {cfg.epochs} epochs")
+            else:
+                self.log(f"resuming {self.out} at epoch {self.epoch + 1}/{cfg.epochs}, batch {self.step_in_epoch} "
+                         f"done ({self.global_step} steps in all)")
         else:
             metrics.truncate(0)
             torch.manual_seed(cfg.seed)  # training randomness never depends on what ran before fit()
@@ -513,7 +535,7 @@ class Trainer:
                 stopped = deadline is not None and elapsed >= deadline
                 if self.global_step % cfg.checkpoint_every == 0 or stopped:
                     self.train_seconds, t0 = elapsed, time.monotonic()
-                    atomic_torch_save(self._state(metrics), self.out / "checkpoint.pt")
+                    self.save_checkpoint(metrics)
                 if self.on_step is not None:
                     self.on_step(self, self.global_step)
                 if stopped:
@@ -521,7 +543,8 @@ class Trainer:
             bar.close()
             self.train_seconds += time.monotonic() - t0
             if stopped and self.step_in_epoch < n_batches:
-                self.log(f"time limit of {cfg.max_minutes} min reached at epoch {self.epoch} step {self.step_in_epoch}")
+                self.log(f"time limit of {cfg.max_minutes} min reached in epoch {self.epoch + 1}/{cfg.epochs} "
+                         f"after batch {self.step_in_epoch}")
             self._end_epoch(metrics)
         return self._finish(metrics, stopped=stopped)
 
@@ -640,7 +663,7 @@ class Trainer:
                  f"{val['loss']:.4f}, {summary}, rates {[round(r, 3) for r in val['rates']]}{skipped}")
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         self._acc = self._new_accumulator()
-        atomic_torch_save(self._state(metrics), self.out / "checkpoint.pt")
+        self.save_checkpoint(metrics)
         if self.on_epoch is not None:
             self.on_epoch(self, rec)
 
@@ -656,6 +679,6 @@ class Trainer:
         results = self._results(val, test, stopped)
         if not already:
             metrics.write({"kind": "test", "step": self.global_step, **{f"test_{k}": v for k, v in test.items()}})
-            atomic_torch_save(self._state(metrics, finished=True), self.out / "checkpoint.pt")
+            self.save_checkpoint(metrics, finished=True)
         atomic_write_json(results, self.out / "results.json")
         return results
