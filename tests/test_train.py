@@ -96,7 +96,9 @@ def test_fit_writes_outputs(tmp_path):
     x, y = tiny_task().test.densify(list(range(18))), tiny_task().test.labels
     with torch.no_grad():
         logits = model(x)
-    assert res["test"]["accuracy"] == pytest.approx(float((logits.mean(0).argmax(-1) == torch.as_tensor(y)).float().mean()))
+    assert res["test"]["accuracy"] == pytest.approx(
+        float((logits.mean(0).argmax(-1) == torch.as_tensor(y)).float().mean())
+    )
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 3), torch.as_tensor(y).repeat(logits.shape[0]))
     assert res["test"]["loss"] == pytest.approx(loss.item(), rel=1e-5)
     assert recs[-1]["test_accuracy"] == res["test"]["accuracy"]

@@ -89,9 +89,8 @@ def test_time_checkpoint_trains_like_the_plain_layers(tmp_path):
 def test_train_cli_beats_chance_on_a_separable_task(tmp_path, capsys, monkeypatch):
     """The command end to end (flags, config, training, results) on test_train.separable_task, put in
     place of the task loader: chance 1/3, the bar chance + CHANCE_MARGIN."""
-    from test_train import CHANCE_MARGIN, separable_task
-
     import spikestab.data
+    from test_train import CHANCE_MARGIN, separable_task
 
     monkeypatch.setattr(spikestab.data, "load_task", lambda *args, **kwargs: separable_task())
     out = tmp_path / "run"

@@ -1,6 +1,6 @@
 """Spike encoders: turn values in [0, 1] (pixels, features) into spike trains a spiking layer reads.
 
-- ``latency_encode``: the sl-MNIST latency code (method.md 5.1), one spike per value at most, brighter
+- ``latency_encode``: the sl-MNIST latency code (docs/theory.md, "Tasks"), one spike per value at most, brighter
   earlier; it returns the spike step of every value (-1: none), and ``latency_raster`` the [T, n, N] tensor.
 - ``rate_encode``: rate (Bernoulli) coding, a spike at every step with probability ``max_rate * x``.
 
@@ -19,7 +19,7 @@ N_LATENCY_STEPS = 100
 
 
 def latency_encode(images: np.ndarray) -> np.ndarray:
-    """sl-MNIST latency code (method.md 5.1): per pixel x in [0, 1], x' = 50x and, when x' > 0.2,
+    """sl-MNIST latency code (docs/theory.md, "Tasks"): per pixel x in [0, 1], x' = 50x and, when x' > 0.2,
     T = round(500 ln(x' / (x' - 0.2))). The pixel spikes once at step T if 0 < T < 100; otherwise (and
     for x' <= 0.2) it never spikes. Returns int16 steps with -1 for "no spike", same shape as input."""
     x = np.asarray(images, dtype=np.float64)

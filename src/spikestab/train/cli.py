@@ -109,8 +109,15 @@ def add_config_options(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()
             if "default" not in help_ and value is not None:  # the flags default to "not given": say what it means
                 help_ += f" (default: {','.join(map(str, value)) if isinstance(value, tuple) else value})"
             p.add_argument(flag, dest=dest, type=typ, default=argparse.SUPPRESS, help=help_)
-    p.add_argument("--task-option", dest="task_option", type=_task_option, action="append", default=[],
-                   metavar="KEY=VALUE", help="task option (repeatable), e.g. source=digits; `spikestab tasks` lists every task's options")
+    p.add_argument(
+        "--task-option",
+        dest="task_option",
+        type=_task_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="task option (repeatable), e.g. source=digits; `spikestab tasks` lists every task's options",
+    )
     p.add_argument("--paper-weight-decay", dest="paper_weight_decay", action="store_true", default=argparse.SUPPRESS,
                    help="decoupled weight decay not multiplied by the learning rate (official code)")
     p.add_argument("--no-recurrent", dest="recurrent", action="store_false", default=argparse.SUPPRESS,

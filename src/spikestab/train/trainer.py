@@ -33,8 +33,14 @@ from torch import Tensor, nn
 from ..models import SNNClassifier, SNNConfig, SNNLanguageModel
 from ..neurons import NeuronState
 from ..regularizers import SparsityLoss, parse_sparsity
-from .checkpoint import (atomic_torch_save, atomic_write_json, load_checkpoint, load_latest_checkpoint, previous_path,
-                         remove_stale_temporaries)
+from .checkpoint import (
+    atomic_torch_save,
+    atomic_write_json,
+    load_checkpoint,
+    load_latest_checkpoint,
+    previous_path,
+    remove_stale_temporaries,
+)
 from .config import TrainConfig, with_defaults
 from .metrics import MetricsLog
 from .progress import Progress
