@@ -8,9 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from .neurons import ALIF, LIF, NeuronState
+from .neurons.cuba import CubaLIF
 from .surrogate import SurrogateGradient
 
-NETS = {"lif": LIF, "alif": ALIF}
+NETS = {"lif": LIF, "alif": ALIF, "cuba": CubaLIF}
 
 
 @dataclass
