@@ -33,7 +33,7 @@ from .. import kernels
 from .functional import Dynamics, NeuronState, decay_from, step, tau_from_alpha
 from .layers import SpikingNeurons
 
-__all__ = ["CubaState", "CubaLIF", "cuba_step", "run_cuba_reference", "synaptic_filter"]
+__all__ = ["CubaLIF", "CubaState", "cuba_step", "run_cuba_reference", "synaptic_filter"]
 
 
 class CubaState(NamedTuple):
