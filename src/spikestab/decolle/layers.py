@@ -56,7 +56,7 @@ class DecolleLayer(nn.Module):
                  lc_ampl: float = 0.5, spike_fn: SurrogateGradient | None = None) -> None:
         super().__init__()
         if not isinstance(base, (nn.Linear, nn.Conv2d)):
-            raise ValueError(f"base must be an nn.Linear or nn.Conv2d, got {type(base).__name__}")
+            raise TypeError(f"base must be an nn.Linear or nn.Conv2d, got {type(base).__name__}")
         if not isinstance(pool, int) or pool < 1 or (pool > 1 and isinstance(base, nn.Linear)):
             raise ValueError(f"pool must be an integer >= 1 (1 for dense layers), got {pool!r}")
         if not (isinstance(n_classes, int) and n_classes >= 1):
