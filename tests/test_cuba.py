@@ -89,3 +89,9 @@ def test_cuba_tends_to_lif_and_refuses_bad_input():
         CubaLIF(3, 4, checkpoint=True)
     with pytest.raises(ValueError, match="stabilize='none'"):
         CubaLIF(3, 4).dynamics()
+
+
+def test_tau_syn_defaults_to_half_the_membrane_constant():
+    layer = CubaLIF(3, 4, tau=torch.tensor([4.0, 6.0, 8.0, 10.0]))
+    assert torch.allclose(layer.tau_syn, torch.tensor([2.0, 3.0, 4.0, 5.0]))
+    assert torch.allclose(CubaLIF(3, 4, tau=8.0, tau_syn=1.5).tau_syn, torch.full((4,), 1.5))

@@ -7,6 +7,7 @@ layout tonic uses, so tonic's transforms apply to them unchanged.
 N-MNIST-like simulation (:func:`saccade_events`): a 28x28 digit is placed on a 34x34 sensor and moved along
 three straight saccades that trace a triangle (the motion with which N-MNIST was recorded, about 100 ms
 each). At every simulated frame a pixel whose log intensity log(0.1 + I) has moved by at least ``contrast``
+(0.4 by default: about 4,900 events per digit, near the recorded set's few thousand)
 from the level of its last event emits one event per crossed step (ON for brighter, OFF for darker), as a
 DVS pixel does; times are spread uniformly inside the frame interval. Intensities between pixel centres are
 bilinear. This is a simulation of the recording principle on the real digits, not the recorded N-MNIST set:
@@ -88,7 +89,7 @@ def _place(images: np.ndarray, ox: float, oy: float, size: int) -> np.ndarray:
     return canvas[:, :size, :size]
 
 
-def saccade_events(images: np.ndarray, *, size: int = 34, frames_per_saccade: int = 25, contrast: float = 0.25,
+def saccade_events(images: np.ndarray, *, size: int = 34, frames_per_saccade: int = 25, contrast: float = 0.4,
                    seed: int = 0) -> list[np.ndarray]:
     """Simulated DVS events of digits ``images`` [N, 28, 28] (values in [0, 1]) moved by three saccades on a
     ``size`` x ``size`` sensor (module doc); one structured array per digit, times in us over 300 ms."""

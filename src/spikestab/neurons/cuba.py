@@ -79,7 +79,8 @@ class CubaLIF(SpikingNeurons):
     """Current-based LIF layer over a whole sequence, feed-forward or recurrent.
 
     Arguments and checks as for ``spikestab.neurons.LIF`` (ALIF options excluded), plus ``tau_syn`` (steps,
-    > 0; default 5) or ``alpha_syn`` = exp(-1/tau_syn) in (0, 1), not both. ``spikes, state = layer(x,
+    > 0) or ``alpha_syn`` = exp(-1/tau_syn) in (0, 1), not both; neither: half the membrane time constant
+    (Norse's default ratio, and the paper's stork setting of 20 ms / 10 ms). ``spikes, state = layer(x,
     state)`` with ``state`` a :class:`CubaState` (None: zeros); ``return_voltage=True`` adds the voltages.
     ``checkpoint`` must stay False (accepted so that the models factory can pass its options through).
     """
@@ -94,7 +95,9 @@ class CubaLIF(SpikingNeurons):
             if name in kwargs:
                 raise ValueError(f"{name} is an ALIF option; CubaLIF has no adaptation")
         super().__init__(input_size, hidden_size, *args, **kwargs)
-        syn = decay_from(tau_syn, alpha_syn, name="tau_syn", default_tau=5.0)
+        if tau_syn is None and alpha_syn is None:
+            tau_syn = self.tau.detach() / 2.0
+        syn = decay_from(tau_syn, alpha_syn, name="tau_syn")
         if syn.dim() == 0:
             syn = syn.expand(hidden_size)
         if syn.shape != (hidden_size,):
