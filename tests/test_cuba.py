@@ -95,3 +95,26 @@ def test_tau_syn_defaults_to_half_the_membrane_constant():
     layer = CubaLIF(3, 4, tau=torch.tensor([4.0, 6.0, 8.0, 10.0]))
     assert torch.allclose(layer.tau_syn, torch.tensor([2.0, 3.0, 4.0, 5.0]))
     assert torch.allclose(CubaLIF(3, 4, tau=8.0, tau_syn=1.5).tau_syn, torch.full((4,), 1.5))
+
+
+def test_synaptic_filter_product_equals_step_loop():
+    from spikestab.neurons.cuba import synaptic_filter
+
+    torch.manual_seed(4)
+    cur, i0 = torch.randn(40, 3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    for beta in (torch.full((5,), 0.7, dtype=torch.float64), torch.linspace(0.2, 0.9, 5, dtype=torch.float64)):
+        i, ref = i0, []
+        for t in range(40):
+            i = beta * i + cur[t]
+            ref.append(i)
+        assert torch.allclose(synaptic_filter(cur, beta, i0), torch.stack(ref), atol=1e-12)
+
+
+def test_feed_forward_state_carries_over():
+    torch.manual_seed(5)
+    layer = CubaLIF(5, 4, recurrent=False, tau=6.0, tau_syn=2.0, threshold=0.5)
+    x = (torch.rand(20, 2, 5) < 0.4).float()
+    z_full, _ = layer(x)
+    z1, s1 = layer(x[:9])
+    z2, _ = layer(x[9:], s1)
+    assert torch.equal(z_full, torch.cat([z1, z2]))
