@@ -37,12 +37,12 @@ from spikestab.decolle import RateControl, conv_decolle, evaluate, train_epoch
 
 SETTINGS = {"default": None, "f_from 0.158": (100.0, 0.158, 1), "f_from 0.5": (100.0, 0.5, 1)}
 SCALES = {
-    "smoke": {"n_train": 96, "n_test": 48, "bins": 16, "duration_us": 300_000, "burn_in": 3, "channels": (4,), "kernel": 5,
-                  "pooling": (2,), "epochs": 2, "batch": 16, "lr": 1e-3, "seeds": [0]},
-    "cpu": {"n_train": 1500, "n_test": 500, "bins": 24, "duration_us": 300_000, "burn_in": 4, "channels": (8, 16), "kernel": 5,
-                "pooling": (2, 2), "epochs": 6, "batch": 32, "lr": 1e-3, "seeds": [0, 1, 2]},
-    "paper": {"bins": 300, "duration_us": 300_000, "burn_in": 50, "channels": (64, 128, 128), "kernel": 7, "pooling": (2, 1, 2),
-                  "epochs": 200, "batch": 72, "lr": 3.6e-4, "seeds": [0, 1, 2, 3]},
+    "smoke": {"n_train": 96, "n_test": 48, "bins": 16, "duration_us": 300_000, "burn_in": 3, "channels": (4,),
+              "kernel": 5, "pooling": (2,), "epochs": 2, "batch": 16, "lr": 1e-3, "seeds": [0]},
+    "cpu": {"n_train": 1500, "n_test": 500, "bins": 24, "duration_us": 300_000, "burn_in": 4, "channels": (8, 16),
+            "kernel": 5, "pooling": (2, 2), "epochs": 6, "batch": 32, "lr": 1e-3, "seeds": [0, 1, 2]},
+    "paper": {"bins": 300, "duration_us": 300_000, "burn_in": 50, "channels": (64, 128, 128), "kernel": 7,
+              "pooling": (2, 1, 2), "epochs": 200, "batch": 72, "lr": 3.6e-4, "seeds": [0, 1, 2, 3]},
 }
 VAL_FRACTION = 0.1  # DECOLLE's harness: 10 % of the training set for validation
 
@@ -52,7 +52,8 @@ def load_data(scale: str, data_dir: str | None) -> tuple[dict[str, torch.Tensor]
     cfg = SCALES[scale]
     if scale == "paper":
         if data_dir is None:
-            raise SystemExit("--scale paper needs --data-dir: the N-MNIST folder (Train/, Test/) or the DVS Gesture one")
+            raise SystemExit("--scale paper needs --data-dir: the N-MNIST folder (Train/, Test/) or the DVS "
+                             "Gesture one")
         root = Path(data_dir)
         if (root / "trials_to_train.txt").is_file():
             train, test = (_dvs_gesture(root, f"trials_to_{s}.txt") for s in ("train", "test"))
@@ -65,7 +66,8 @@ def load_data(scale: str, data_dir: str | None) -> tuple[dict[str, torch.Tensor]
         test = ev.EventSet(data.events[cut:], data.labels[cut:], data.sensor_size, data.info)
     n_val = max(1, round(VAL_FRACTION * len(train)))
     order = np.random.default_rng(0).permutation(len(train))
-    frames = {name: ev.frames_tensor(part, cfg["bins"], cfg["duration_us"]) for name, part in (("train", train), ("test", test))}
+    frames = {name: ev.frames_tensor(part, cfg["bins"], cfg["duration_us"])
+              for name, part in (("train", train), ("test", test))}
     labels = {"train": torch.as_tensor(train.labels), "test": torch.as_tensor(test.labels)}
     val_idx, tr_idx = torch.as_tensor(order[:n_val]), torch.as_tensor(order[n_val:])
     splits = {"train": (frames["train"][tr_idx], labels["train"][tr_idx]),
@@ -92,7 +94,10 @@ def _dvs_gesture(root: Path, listing: str) -> ev.EventSet:
 def batches(split: tuple[torch.Tensor, torch.Tensor], batch: int, seed: int | None):
     """Time-first float batches (x [T, B, C, H, W], labels); shuffled by ``seed`` (None: in order)."""
     x, y = split
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)) if seed is not None else torch.arange(len(y))
+    if seed is None:
+        order = torch.arange(len(y))
+    else:
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     for i in range(0, len(y), batch):
         idx = order[i: i + batch]
         yield x[idx].float().transpose(0, 1), y[idx]
@@ -131,7 +136,8 @@ def run_trial(folder: Path, setting: str, seed: int, cfg: dict, splits: dict) ->
         print(f"[table1] {setting} seed {seed} epoch {epoch}: val {val['accuracy'][-1]:.3f} test "
               f"{test['accuracy'][-1]:.3f} rates {[round(r, 3) for r in rec['rate']]}", flush=True)
     best = max(range(len(history)), key=lambda i: (history[i]["val"]["accuracy"][-1], -i))
-    result = {"setting": setting, "seed": seed, "best_epoch": best, "val_accuracy": history[best]["val"]["accuracy"][-1],
+    result = {"setting": setting, "seed": seed, "best_epoch": best,
+              "val_accuracy": history[best]["val"]["accuracy"][-1],
               "test_accuracy": history[best]["test"]["accuracy"][-1], "history": history,
               "seconds": sum(h["seconds"] for h in history)}
     common.write_json(done, result)

@@ -1,6 +1,7 @@
 """Table 2 of the paper at CPU scale: fluctuation-driven initialisation with the mean membrane at threshold.
 
-Recurrent current-based LIF networks (``net cuba``: tau_mem 20 ms, tau_syn 10 ms, threshold 1, stork's
+Recurrent current-based LIF networks (``net cuba``: tau_mem 20 ms, tau_syn 10 ms (in steps of the scale's
+bins), threshold 1, stork's
 reset, the paper's SG 1/(10|x| + 1)^2 = fast sigmoid with sharpness 5), shallow and deep, initialised by
 ``spikestab.init.fluctuation`` in three ways, as the paper's three rows:
 
@@ -13,7 +14,7 @@ nu is the mean input rate of the first training batch (spikes per step), used fo
 does. Expected signature (claim 9): mu_U = theta matches or beats the default on some depth.
 
 Scales: ``smoke`` (generated Randman, 1 and 3 layers of 8, one epoch: CI), ``cpu`` (the synthetic SHD set of
-``spikestab make-shd``, 5 ms bins over 0.7 s as the paper's SHD duration, 3 x 64 and 6 x 64, 5 epochs,
+``spikestab make-shd``, 100 bins of 7 ms over 0.7 s, the paper's SHD duration, 3 x 64 and 6 x 64, 4 epochs,
 seeds 0-2), ``paper`` (real SHD in --shd-dir, 2 ms bins, 3 x 128 and 7 x 128, 300 epochs, seeds 0-3; the
 paper's SHD networks are 1-D convolutions, not dense layers).
 
@@ -41,16 +42,16 @@ from spikestab.train import TrainConfig, Trainer
 
 SETTINGS = {"default": {"mu_u": 0.0, "sigma_u": 1.0}, "mu_U = theta": {"mu_u": "threshold", "xi": 1.0},
             "mu_U = theta, nu = eps = 1": {"mu_u": "threshold", "xi": 1.0, "nu": 1.0, "epsilon": 1.0}}
-NEURON = {"net": "cuba", "recurrent": True, "tau": 4.0, "threshold": 1.0, "reset": "multiplicative_all", "sg": "fast-sigmoid",
-              "dampening": 1.0, "sharpness": 5.0, "stabilize": "none", "dropout": 0.0, "lr": 2e-3, "batch_size": 32, "threads": 1,
-              "progress": False, "checkpoint_every": 1000}
+NEURON = {"net": "cuba", "recurrent": True, "tau": 4.0, "threshold": 1.0, "reset": "multiplicative_all",
+          "sg": "fast-sigmoid", "dampening": 1.0, "sharpness": 5.0, "stabilize": "none", "dropout": 0.0, "lr": 2e-3,
+          "batch_size": 32, "threads": 1, "progress": False, "checkpoint_every": 1000}
 SCALES = {
     "smoke": {"task": "randman", "task_options": {"n_units": 20, "samples_per_class": 20, "n_steps": 50},
-                  "depths": {"shallow": "1x8", "deep": "3x8"}, "epochs": 1, "seeds": [0]},
-    "cpu": {"task": "shd", "task_options": {"dt": 0.005, "n_steps": 140}, "depths": {"shallow": "3x64", "deep": "6x64"},
-                "epochs": 5, "seeds": [0, 1, 2]},
-    "paper": {"task": "shd", "task_options": {"dt": 0.002, "n_steps": 350}, "depths": {"shallow": "3x128", "deep": "7x128"},
-                  "epochs": 300, "seeds": [0, 1, 2, 3], "tau": 10.0},
+              "depths": {"shallow": "1x8", "deep": "3x8"}, "epochs": 1, "seeds": [0]},
+    "cpu": {"task": "shd", "task_options": {"dt": 0.007, "n_steps": 100}, "depths": {"shallow": "3x64", "deep": "6x64"},
+            "epochs": 4, "seeds": [0, 1, 2], "tau": 20 / 7},
+    "paper": {"task": "shd", "task_options": {"dt": 0.002, "n_steps": 350},
+              "depths": {"shallow": "3x128", "deep": "7x128"}, "epochs": 300, "seeds": [0, 1, 2, 3], "tau": 10.0},
 }
 
 
@@ -84,7 +85,8 @@ def run_trial(cfg: TrainConfig, setting: str) -> dict:
     init = {**report.to_dict(), "nu_data": nu_data, "text": str(report)}
     results = trainer.fit(resume=True)
     common.write_json(out / "fluctuation.json", init)
-    print(f"[table2] {out.parent.parent.name} {setting} seed {cfg.seed}: test {results['test']['accuracy']:.3f}", flush=True)
+    print(f"[table2] {out.parent.parent.name} {setting} seed {cfg.seed}: test {results['test']['accuracy']:.3f}",
+          flush=True)
     return {"results": results, "init": init}
 
 
@@ -98,7 +100,8 @@ def summarise(trials: list[dict]) -> dict:
     return {"n": len(trials), "test": test, "test_mean": statistics.fmean(test),
             "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
             "val_mean": statistics.fmean(t["results"]["val"]["accuracy"] for t in trials),
-            "target_mu_u": [p["target_mu_u"] for p in layers[0]], "target_sigma_u": [p["target_sigma_u"] for p in layers[0]],
+            "target_mu_u": [p["target_mu_u"] for p in layers[0]],
+            "target_sigma_u": [p["target_sigma_u"] for p in layers[0]],
             "measured_mu_u": mean_of("mu_u"), "measured_sigma_u": mean_of("sigma_u"), "initial_rate": mean_of("rate"),
             "final_rates": [statistics.fmean(r) for r in zip(*(t["results"]["test"]["rates"] for t in trials))],
             "nu": trials[0]["init"]["nu"], "seconds": sum(t["results"]["train_seconds"] for t in trials)}
@@ -154,9 +157,11 @@ def main(argv: list[str] | None = None) -> None:
             trials[depth][name] = [{"seed": r["results"]["config"]["seed"], "init": r["init"],
                                     "test": r["results"]["test"], "val": r["results"]["val"]} for r in runs]
     folder = common.RESULTS / "table2" / args.scale
-    cmd = f"python experiments/table2_fluctuation.py --scale {args.scale}" + (" --shd-dir DIR" if s["task"] == "shd" else "")
+    cmd = f"python experiments/table2_fluctuation.py --scale {args.scale}"
+    if s["task"] == "shd":
+        cmd += " --shd-dir DIR"
     common.write_json(folder / "table2.json", {"scale": args.scale, "command": cmd, "neuron": NEURON, "scale_config": s,
-                                               "settings": {k: {kk: vv for kk, vv in v.items()} for k, v in SETTINGS.items()},
+                                               "settings": SETTINGS,
                                                "table": table, "trials": trials})
     (folder / "summary.md").write_text(markdown(table, args.scale, s["seeds"]))
     figure(table, folder / "table2.png")

@@ -106,7 +106,8 @@ def aedat_packet(etype, size, overflow, payload, count):
 
 
 def polarity_payload(x, y, p, ts, valid):
-    data = (x.astype(np.uint32) << 17) | (y.astype(np.uint32) << 2) | (p.astype(np.uint32) << 1) | valid.astype(np.uint32)
+    u32 = np.uint32
+    data = (x.astype(u32) << 17) | (y.astype(u32) << 2) | (p.astype(u32) << 1) | valid.astype(u32)
     rec = np.zeros(len(x), np.dtype([("data", "<u4"), ("ts", "<i4")]))
     rec["data"], rec["ts"] = data, ts
     return rec.tobytes()

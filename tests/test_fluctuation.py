@@ -100,7 +100,8 @@ def test_epsilon_override_and_recurrent_share():
     layer = LIF(100, 51, recurrent=True, tau=10.0)
     rep = fluctuation_init(layer, nu=1.0, mu_u="threshold", xi=1.0, epsilon=1.0)
     p = rep.layers[0]
-    assert p.eps_bar == p.eps_hat == 1.0 and p.n_rec == 50 and math.isclose(p.sigma_w_rec, math.sqrt(0.1 / 50), rel_tol=1e-6)
+    assert p.eps_bar == p.eps_hat == 1.0 and p.n_rec == 50
+    assert math.isclose(p.sigma_w_rec, math.sqrt(0.1 / 50), rel_tol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -62,7 +62,8 @@ class DecolleLayer(nn.Module):
         if not (isinstance(n_classes, int) and n_classes >= 1):
             raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
         self.base = base
-        self.alpha, self.beta, self.alpha_rp = (_decay("alpha", alpha), _decay("beta", beta), _decay("alpha_rp", alpha_rp))
+        self.alpha, self.beta = _decay("alpha", alpha), _decay("beta", beta)
+        self.alpha_rp = _decay("alpha_rp", alpha_rp)
         self.w_rp = float(w_rp)
         self.spike_fn = spike_fn if spike_fn is not None else decolle_surrogate()
         self.pool = nn.MaxPool2d(pool) if pool > 1 else nn.Identity()

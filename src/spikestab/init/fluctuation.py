@@ -100,7 +100,8 @@ def weight_moments(n_ff: int, n_rec: int, *, mu_u: Tensor | float, sigma_u: Tens
         raise ValueError(f"fan-ins must be n_ff >= 1 and n_rec >= 0, got {n_ff}, {n_rec}")
     ebar, ehat = torch.as_tensor(eps_bar, dtype=torch.float64), torch.as_tensor(eps_hat, dtype=torch.float64)
     if not (torch.isfinite(ebar).all() and torch.isfinite(ehat).all() and (ebar > 0).all() and (ehat > 0).all()):
-        raise ValueError(f"eps_bar and eps_hat (PSP kernel integrals) must be finite and > 0, got {eps_bar!r}, {eps_hat!r}")
+        raise ValueError(f"eps_bar and eps_hat (PSP kernel integrals) must be finite and > 0, got {eps_bar!r}, "
+                         f"{eps_hat!r}")
     mu = torch.as_tensor(mu_u, dtype=torch.float64)
     if not torch.isfinite(mu).all():
         raise ValueError(f"mu_u must be finite, got {mu_u!r}")
@@ -117,10 +118,11 @@ def weight_moments(n_ff: int, n_rec: int, *, mu_u: Tensor | float, sigma_u: Tens
             var = share[kind] * torch.as_tensor(sigma_u, dtype=torch.float64) ** 2 / (n * nu * ehat) - mu_w**2
         if share[kind] > 0 and not (var > 0).all():
             need = torch.sqrt(mu_w**2 * n * nu * ehat / share[kind]).max().item()
-            raise ValueError(f"infeasible variance: the {kind} weight variance sigma_w^2 = share sigma_U^2 / (N nu eps_hat) "
+            raise ValueError(f"infeasible variance: the {kind} weight variance sigma_w^2 = share sigma_U^2 / "
+                             f"(N nu eps_hat) "
                              f"- mu_w^2 is {var.min().item():.3g} < 0 for mu_U = {mu.max().item():.3g}, nu = {nu:g}; "
                              f"sigma_U must exceed {need:.3g} (or lower |mu_U|)")
-        out[kind] = (mu_w.expand_as(var).clone() if mu_w.dim() else mu_w.expand_as(var), var.clamp_min(0.0).sqrt())
+        out[kind] = (mu_w.expand_as(var).clone(), var.clamp_min(0.0).sqrt())
     return out
 
 
