@@ -72,7 +72,8 @@ def load_data(scale: str, data_dir: str | None) -> tuple[dict[str, torch.Tensor]
     val_idx, tr_idx = torch.as_tensor(order[:n_val]), torch.as_tensor(order[n_val:])
     splits = {"train": (frames["train"][tr_idx], labels["train"][tr_idx]),
               "val": (frames["train"][val_idx], labels["train"][val_idx]), "test": (frames["test"], labels["test"])}
-    info = {**train.info, "sensor_size": list(train.sensor_size), "sizes": {k: len(v[1]) for k, v in splits.items()},
+    info = {**train.info, "sensor_size": list(train.sensor_size), "n_classes": 11 if train.sensor_size[0] == 32 else 10,
+            "sizes": {k: len(v[1]) for k, v in splits.items()},
             "events_per_sample": float(np.mean([len(e) for e in train.events]))}
     return splits, info
 
@@ -103,7 +104,7 @@ def batches(split: tuple[torch.Tensor, torch.Tensor], batch: int, seed: int | No
         yield x[idx].float().transpose(0, 1), y[idx]
 
 
-def run_trial(folder: Path, setting: str, seed: int, cfg: dict, splits: dict) -> dict:
+def run_trial(folder: Path, setting: str, seed: int, cfg: dict, splits: dict, n_classes: int) -> dict:
     """Train one (setting, seed) to ``cfg['epochs']`` with a checkpoint per epoch; the finished result."""
     done = folder / "result.json"
     if done.is_file():
@@ -111,7 +112,7 @@ def run_trial(folder: Path, setting: str, seed: int, cfg: dict, splits: dict) ->
     folder.mkdir(parents=True, exist_ok=True)
     x0 = splits["train"][0]
     torch.manual_seed(seed)
-    net = conv_decolle(tuple(x0.shape[2:]), cfg["channels"], 10 if x0.shape[-1] == 34 else 11,
+    net = conv_decolle(tuple(x0.shape[2:]), cfg["channels"], n_classes,
                        kernel=cfg["kernel"], pooling=cfg["pooling"])
     opt = torch.optim.Adamax(net.parameters(), lr=cfg["lr"], betas=(0.0, 0.95))  # DECOLLE's optimiser
     control = RateControl(*SETTINGS[setting]) if SETTINGS[setting] else None
@@ -151,33 +152,41 @@ def summarise(results: dict[str, list[dict]]) -> list[dict]:
         epochs = len(trials[0]["history"])
         rates = [[statistics.fmean(statistics.fmean(t["history"][e]["train"]["rate"]) for t in trials)
                   for e in range(epochs)]]
+        per_epoch = [statistics.fmean(t["history"][e]["test"]["accuracy"][-1] for t in trials) for e in range(epochs)]
         rows.append({"setting": setting, "n": len(trials), "test": test, "test_mean": statistics.fmean(test),
                      "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
                      "val_mean": statistics.fmean(t["val_accuracy"] for t in trials),
-                     "rate_per_epoch": rates[0], "seconds": sum(t["seconds"] for t in trials)})
+                     "rate_per_epoch": rates[0], "test_per_epoch": per_epoch,
+                     "seconds": sum(t["seconds"] for t in trials)})
     return rows
 
 
 def markdown(rows: list[dict], scale: str, seeds: list[int], info: dict) -> str:
     out = [(f"Scale `{scale}`; DECOLLE (conv) on {info.get('source')}; test accuracy % of the best-validation epoch, "
            f"mean +- std over seeds {seeds}."), "",
-           "| setting | test acc | val acc | mean rate per epoch (all layers) | CPU s |", "|---|---|---|---|---|"]
+           "| setting | test acc | val acc | test acc per epoch | mean rate per epoch (all layers) | CPU s |",
+           "|---|---|---|---|---|---|"]
     for r in rows:
         rates = ", ".join(f"{v:.3f}" for v in r["rate_per_epoch"])
+        accs = ", ".join(f"{100 * v:.0f}" for v in r["test_per_epoch"])
         out.append(f"| {r['setting']} | {100 * r['test_mean']:.1f} +- {100 * r['test_std']:.1f} | "
-                   f"{100 * r['val_mean']:.1f} | {rates} | {r['seconds']:.0f} |")
+                   f"{100 * r['val_mean']:.1f} | {accs} | {rates} | {r['seconds']:.0f} |")
     return "\n".join(out) + "\n"
 
 
 def figure(rows: list[dict], path: Path) -> Path:
-    fig, (a, b) = common.figure(1, 2, figsize=(9, 3.4))
+    fig, (a, c, b) = common.figure(1, 3, figsize=(13, 3.4))
     a.bar(range(len(rows)), [100 * r["test_mean"] for r in rows], yerr=[100 * r["test_std"] for r in rows],
           color=["grey", "tab:blue", "tab:red"][: len(rows)], capsize=3)
     a.set_xticks(range(len(rows)), [r["setting"] for r in rows])
     a.set_ylabel("test accuracy (%)")
     for r in rows:
         b.plot(r["rate_per_epoch"], marker="o", label=r["setting"])
-    b.axvline(1.5, color="k", lw=0.5, ls="--")
+        c.plot([100 * v for v in r["test_per_epoch"]], marker="o", label=r["setting"])
+    c.set_xlabel("epoch")
+    c.set_ylabel("test accuracy (%), mean over seeds")
+    for ax in (b, c):
+        ax.axvline(1.5, color="k", lw=0.5, ls="--")
     b.set_xlabel("epoch (switch after epoch 1)")
     b.set_ylabel("mean firing rate")
     b.legend(fontsize=7)
@@ -198,7 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = SCALES[args.scale]
     splits, info = load_data(args.scale, args.data_dir)
     base = common.RUNS / "table1" / args.scale
-    results = {n: [run_trial(base / n.replace(" ", "_") / f"seed{s}", n, s, cfg, splits) for s in cfg["seeds"]]
+    results = {n: [run_trial(base / n.replace(" ", "_") / f"seed{s}", n, s, cfg, splits, info["n_classes"])
+                   for s in cfg["seeds"]]
                for n in names}
     rows = summarise(results)
     folder = common.RESULTS / "table1" / args.scale
