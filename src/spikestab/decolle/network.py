@@ -19,6 +19,7 @@ class DecolleNet(nn.Module):
         if not layers:
             raise ValueError("layers must hold at least one DecolleLayer")
         self.layers = nn.ModuleList(layers)
+        self.n_classes = layers[0].readout.out_features
 
     def init_state(self, x: Tensor) -> list[DecolleState]:
         """Zero states for a batch whose first step is ``x`` [B, ...] (runs the shapes through once)."""

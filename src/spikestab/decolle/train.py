@@ -68,7 +68,7 @@ def train_epoch(net: DecolleNet, optimizer: torch.optim.Optimizer, batches: Iter
     back-propagated and, ``online``, applied at once (otherwise accumulated and applied once per batch).
     Returns the mean local loss per layer, the mean rate term per layer and the mean rates."""
     n = len(net.layers)
-    n_classes = net.layers[0].readout.out_features
+    n_classes = net.n_classes
     sums = {"loss": [0.0] * n, "rate_term": [0.0] * n, "rate": [0.0] * n}
     count = 0
     net.train()
@@ -110,7 +110,7 @@ def evaluate(net: DecolleNet, batches: Iterable[tuple[Tensor, Tensor]], burn_in:
     """Accuracy per layer (readouts summed over the steps after ``burn_in``), mean local loss and mean rate
     per layer."""
     n = len(net.layers)
-    n_classes = net.layers[0].readout.out_features
+    n_classes = net.n_classes
     correct, loss, rate = [0] * n, [0.0] * n, [0.0] * n
     examples = steps = 0
     net.eval()

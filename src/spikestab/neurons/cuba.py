@@ -83,11 +83,11 @@ def synaptic_filter(current: Tensor, alpha_syn: Tensor, i0: Tensor) -> Tensor:
         filt = torch.where(lag >= 0, beta ** lag.clamp_min(0.0), torch.zeros((), dtype=current.dtype))
         out = (filt @ current.reshape(T, -1)).reshape(current.shape)
         return out + (beta ** (k + 1).to(current.dtype))[:, None, None] * i0
-    out, i = [], i0
+    steps, i = [], i0
     for t in range(T):
         i = alpha_syn * i + current[t]
-        out.append(i)
-    return torch.stack(out)
+        steps.append(i)
+    return torch.stack(steps)
 
 
 class CubaLIF(SpikingNeurons):
