@@ -99,6 +99,7 @@ def summarise(results: dict[str, dict]) -> dict:
             "best_grid_params": best["params"], "fixed": [fixed["test_mean"], fixed["test_std"]] if fixed else None,
             "minutes": {"snntorch": res["snntorch"]["seconds"] / res["snntorch"]["n"] / 60,
                         "auto": res["auto_seconds_per_run"] / 60, "grid": res["grid_seconds"] / 60},
+            "grid_runs": sum(r["n"] + (r.get("failed") or 0) for r in res["grid"]),
             "auto_over_best": ratio, "auto_compute_fraction": compute,
             "accuracy_met": ratio >= 0.97 or within, "compute_met": compute <= 1 / 20,
             "met": (ratio >= 0.97 or within) and compute <= 1 / 20,
@@ -113,13 +114,13 @@ def markdown(summary: dict, scale: str) -> str:
 
     lines = [f"Scale `{scale}`; test accuracy % (mean +- std over seeds); (d) = `{summary['fixed_setting']}`.", "",
              "| config | (a) snnTorch defaults | (b) auto | (c) best grid | (c) setting | (d) best fixed | "
-             "CPU-min (a) / (b) / grid | auto / best (>= 0.97 or within 1 std) | auto compute / grid (<= 1/20) |",
+             "CPU-min (a) / (b) / grid (runs) | auto / best (>= 0.97 or within 1 std) | auto compute / grid (<= 1/20) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
         m = r["minutes"]
         p = ", ".join(f"{k} {v}" for k, v in r["best_grid_params"].items())
         lines.append(f"| {r['config']} | {cell(r['snntorch'])} | {cell(r['auto'])} | {cell(r['best_grid'])} | {p} | "
-                     f"{cell(r['fixed'])} | {m['snntorch']:.2f} / {m['auto']:.2f} / {m['grid']:.1f} | "
+                     f"{cell(r['fixed'])} | {m['snntorch']:.2f} / {m['auto']:.2f} / {m['grid']:.1f} ({r['grid_runs']}) | "
                      f"{r['auto_over_best']:.3f} {'met' if r['accuracy_met'] else 'NOT met'} | "
                      f"1/{1 / r['auto_compute_fraction']:.1f} {'met' if r['compute_met'] else 'NOT met'} |")
     return "\n".join(lines) + "\n"

@@ -9,9 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from .neurons import ALIF, LIF, NeuronState
+from .neurons.cuba import CubaLIF
 from .surrogate import SurrogateGradient, canonical_shape
 
-NETS = {"lif": LIF, "alif": ALIF}
+NETS = {"lif": LIF, "alif": ALIF, "cuba": CubaLIF}
 
 
 def parse_layers(spec: str | int | list | tuple) -> tuple[int, ...]:
