@@ -112,17 +112,22 @@ def markdown(summary: dict, scale: str) -> str:
     def cell(ms):
         return "-" if ms is None or ms[0] is None else f"{100 * ms[0]:.1f} +- {100 * (ms[1] or 0):.1f}"
 
-    lines = [f"Scale `{scale}`; test accuracy % (mean +- std over seeds); (d) = `{summary['fixed_setting']}`.", "",
-             "| config | (a) snnTorch defaults | (b) auto | (c) best grid | (c) setting | (d) best fixed | "
-             "CPU-min (a) / (b) / grid (runs) | auto / best (>= 0.97 or within 1 std) | auto compute / grid (<= 1/20) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Scale `{scale}`; test accuracy % (mean +- std over seeds); (d) = `{summary['fixed_setting']}`.",
+        "",
+        "| config | (a) snnTorch defaults | (b) auto | (c) best grid | (c) setting | (d) best fixed | "
+        "CPU-min (a) / (b) / grid (runs) | auto / best (>= 0.97 or within 1 std) | auto compute / grid (<= 1/20) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in summary["rows"]:
         m = r["minutes"]
         p = ", ".join(f"{k} {v}" for k, v in r["best_grid_params"].items())
-        lines.append(f"| {r['config']} | {cell(r['snntorch'])} | {cell(r['auto'])} | {cell(r['best_grid'])} | {p} | "
-                     f"{cell(r['fixed'])} | {m['snntorch']:.2f} / {m['auto']:.2f} / {m['grid']:.1f} ({r['grid_runs']}) | "
-                     f"{r['auto_over_best']:.3f} {'met' if r['accuracy_met'] else 'NOT met'} | "
-                     f"1/{1 / r['auto_compute_fraction']:.1f} {'met' if r['compute_met'] else 'NOT met'} |")
+        lines.append(
+            f"| {r['config']} | {cell(r['snntorch'])} | {cell(r['auto'])} | {cell(r['best_grid'])} | {p} | "
+            f"{cell(r['fixed'])} | {m['snntorch']:.2f} / {m['auto']:.2f} / {m['grid']:.1f} ({r['grid_runs']}) | "
+            f"{r['auto_over_best']:.3f} {'met' if r['accuracy_met'] else 'NOT met'} | "
+            f"1/{1 / r['auto_compute_fraction']:.1f} {'met' if r['compute_met'] else 'NOT met'} |"
+        )
     return "\n".join(lines) + "\n"
 
 

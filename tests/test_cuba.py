@@ -48,7 +48,7 @@ def hand_loop(x, w_ih, b, w_hh, alpha, alpha_syn, thr, reset, damp=1.0, sharp=1.
                                                      (True, "auto", "none")])
 def test_cuba_matches_hand_loop(recurrent, backend, reset):
     torch.manual_seed(0)
-    T, B, I, H = 30, 3, 7, 6
+    T, B, I, H = 30, 3, 7, 6  # noqa: E741 (I: the input width)
     layer = CubaLIF(I, H, recurrent=recurrent, tau=8.0, tau_syn=3.0, threshold=0.7, reset=reset, bias=True,
                     backend=backend, spike_fn=SurrogateGradient("fast-sigmoid", 0.8, 1.3))
     with torch.no_grad():

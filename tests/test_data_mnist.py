@@ -48,7 +48,8 @@ def test_latency_code_of_known_pixels_matches_hand_values():
 
 
 def _latency_by_hand(x: float) -> int:
-    """The latency code of docs/theory.md ("Tasks") in plain Python (the reference for the task's encoding, not spikestab's function)."""
+    """The latency code of docs/theory.md ("Tasks") in plain Python (the reference for the task's encoding,
+    not spikestab's function)."""
     xp = 50.0 * x
     if xp <= 0.2:
         return -1

@@ -1,7 +1,7 @@
 """DECOLLE layers (Kaiser, Mostafa & Neftci 2020): LIF neurons with P, Q, R traces and a fixed random local
 readout, run one time step at a time with the state detached at every step.
 
-One step of a layer with input spikes S_in (method.md 7.1, the settings of DECOLLE's DVS-Gesture run):
+One step of a layer with input spikes S_in (docs/extensions.md, "DECOLLE"; the settings of DECOLLE's DVS-Gesture run):
     Q <- beta Q + (1 - beta) S_in            synaptic trace          (beta = 0.92)
     P <- alpha P + (1 - alpha) Q             membrane trace          (alpha = 0.97)
     R <- alpha_rp R - (1 - alpha_rp) w_rp S  refractory trace, S the previous step's spikes (0.65, 1)

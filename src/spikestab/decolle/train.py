@@ -1,5 +1,5 @@
 """DECOLLE's online training: a local loss per layer at every step after the burn-in, one optimiser update
-per step, and the firing-rate control term of the paper's Table 1 (method.md 7.1).
+per step, and the firing-rate control term of the paper's Table 1 (docs/extensions.md, "DECOLLE").
 
 Local loss of layer l at step t: SmoothL1(y_l, one-hot target) (DECOLLE's default), plus, with a
 :class:`RateControl`, lambda * |mean(s_l) - f| where f = f_from for epochs <= switch_epoch and f = f_to

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from ..neurons.cuba import CubaLIF
 from ..neurons.layers import SpikingNeurons, spiking_layers
-from ..stability.measure import layer_input
+from ..stability import layer_input
 
 __all__ = [
     "FluctuationReport",
@@ -251,8 +252,8 @@ def fluctuation_init(model: nn.Module, nu: float, mu_u: float | str = 0.0, *, xi
                 noise = (noise - (noise * mask).sum(1, keepdim=True) / n) * mask
                 noise = noise / ((noise**2).sum(1, keepdim=True) / n).sqrt()
             weight.copy_((m[:, None] + sd[:, None] * noise).to(weight.dtype))
-        promised = sum(n * nu * ehat * (moments[k][1] ** 2 + moments[k][0] ** 2)
-                       for k, n in (("ff", n_ff), ("rec", n_rec)) if k in moments).sqrt()
+        promised = cast(Tensor, sum(n * nu * ehat * (moments[k][1] ** 2 + moments[k][0] ** 2)
+                                    for k, n in (("ff", n_ff), ("rec", n_rec)) if k in moments)).sqrt()
         rec = moments.get("rec")
         plans.append(LayerPlan(
             index, "cuba" if isinstance(layer, CubaLIF) else "lif", n_ff, n_rec, float(ebar.mean()), float(ehat.mean()),
