@@ -50,7 +50,7 @@ $(BENCH)/.installed:
 	$(BENCH)/bin/pip install -q --upgrade pip
 	$(BENCH)/bin/pip install -q torch==2.13.0
 	$(BENCH)/bin/pip install -q snntorch==1.0.0 numpy h5py
-	$(BENCH)/bin/pip install -q --no-deps norse==1.1.0 nir nirtorch spikingjelly==2.0.0 loguru
+	$(BENCH)/bin/pip install -q --no-deps norse==1.1.0 nir nirtorch spikingjelly==2.0.0 loguru mlxtend==0.25.0
 	$(BENCH)/bin/pip install -q --no-deps -e .
 	touch $@
 

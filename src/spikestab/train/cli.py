@@ -141,6 +141,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--epochs N); an empty or missing --out starts a fresh run")
     p.add_argument("--no-figures", dest="figures", action="store_false",
                    help="skip the figures (default: draw them under --out/figures)")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="data-parallel training in N processes on this machine (torch.distributed, gloo; "
+                        "--batch-size stays the global batch; docs/distributed.md); under torchrun leave it out")
     p.set_defaults(func=_cmd)
 
 
@@ -190,10 +193,31 @@ def tested_weights(results: dict) -> str:
     return f"the best-val epoch {best + 1}/{epochs} (best_epoch {best} in results.json)"
 
 
+def report(trainer, results: dict, figures: bool) -> None:
+    """Draw the run's figures (unless ``figures`` is False) and print its test result."""
+    cfg = trainer.cfg
+    if figures:
+        from ..plots import run_figures, spike_raster
+
+        inputs, spikes = trainer.sample_activity("test", 0)
+        paths = run_figures(cfg.out) + [spike_raster(inputs, spikes, f"{cfg.out}/figures/raster.png",
+                                                     title=f"{cfg.task}: first test sample")]
+        for path in paths:
+            print(f"figure: {path}")
+    test = results["test"]
+    metric = (f"perplexity {test['perplexity']:.2f}" if "perplexity" in test
+              else f"accuracy {test['accuracy']:.4f}")
+    print(f"test {metric} (loss {test['loss']:.4f}) of {tested_weights(results)}; results in {cfg.out}/results.json")
+
+
 def _cmd(args: argparse.Namespace) -> int:
+    from .distributed import main as distributed_main
+    from .distributed import under_torchrun
     from .trainer import Trainer
 
     cfg = config_from_args(args)
+    if args.nproc is not None or under_torchrun():  # data-parallel: train/distributed.py
+        return distributed_main(cfg, args.nproc, args.resume, args.figures)
     trainer = None
     try:
         trainer = Trainer(cfg)
@@ -211,16 +235,5 @@ def _cmd(args: argparse.Namespace) -> int:
         print(f"spikestab train: error: disk full ({err}); {_where(trainer)}; free some space, then resume "
               f"with: {resume_command(cfg.out)}", file=sys.stderr)
         return 1
-    if args.figures:
-        from ..plots import run_figures, spike_raster
-
-        inputs, spikes = trainer.sample_activity("test", 0)
-        paths = run_figures(cfg.out) + [spike_raster(inputs, spikes, f"{cfg.out}/figures/raster.png",
-                                                     title=f"{cfg.task}: first test sample")]
-        for path in paths:
-            print(f"figure: {path}")
-    test = results["test"]
-    metric = (f"perplexity {test['perplexity']:.2f}" if "perplexity" in test
-              else f"accuracy {test['accuracy']:.4f}")
-    print(f"test {metric} (loss {test['loss']:.4f}) of {tested_weights(results)}; results in {cfg.out}/results.json")
+    report(trainer, results, args.figures)
     return 0

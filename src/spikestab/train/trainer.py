@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,9 @@ from .checkpoint import (
 from .config import TrainConfig, with_defaults
 from .metrics import MetricsLog
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from .distributed import Parallel
 
 # every result field's default: a saved config that lacks a field (one added since) ran with its default
 
@@ -171,6 +175,13 @@ class Trainer:
         self.loss_growth: dict | None = None  # where the task loss first passed LOSS_GROWTH_FACTOR x its start
         self.last_checkpoint: dict | None = None  # where the newest checkpoint is and which step it holds
         self._acc = self._new_accumulator()
+        # [distributed hook] set by train.distributed for data-parallel runs; None: one process
+        self.parallel: Parallel | None = None
+
+    @property
+    def writes(self) -> bool:
+        """[distributed hook] Whether this process writes the run's files (one process, or rank 0)."""
+        return self.parallel is None or self.parallel.rank == 0
 
     # ---------------------------------------------------------------- setup
     def _decay_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -243,10 +254,11 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
     def _forward(self, inputs: Tensor, states=None):
+        run = self.model.run if self.parallel is None else self.parallel.run  # [distributed hook] DDP
         if self.language:
-            logits, spikes, _, new_states = self.model.run(inputs, states)
+            logits, spikes, _, new_states = run(inputs, states)
             return logits, spikes, new_states
-        logits, spikes, _ = self.model.run(inputs)
+        logits, spikes, _ = run(inputs)
         return logits, spikes, None
 
     @staticmethod
@@ -268,6 +280,9 @@ class Trainer:
         way the record's ``nonfinite`` describes it (``None`` for a good step) and the epoch accumulators
         leave the step out."""
         inputs, targets = batch
+        weight = 1.0  # [distributed hook] this rank's slice of the global batch, and its share of the loss
+        if self.parallel is not None:
+            inputs, targets, weight = self.parallel.shard(inputs, targets)
         rng = torch.get_rng_state()  # to replay this forward pass if it has to be diagnosed
         states_in = self.states
         logits, spikes, new_states = self._forward(inputs, self.states)
@@ -280,8 +295,11 @@ class Trainer:
             loss = loss + sp
             sp_val = float(sp.detach())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        loss_val = float(loss.detach())
+        (loss * weight).backward()
+        loss_val, task_val = float(loss.detach()), float(task_loss.detach())
+        rates = [z.detach().mean().item() for z in spikes]
+        if self.parallel is not None:  # [distributed hook] the global batch's means: every rank decides alike
+            loss_val, task_val, sp_val, *rates = self.parallel.mean([loss_val, task_val, sp_val, *rates], weight)
         named = [(n, p) for n, p in self.model.named_parameters() if p.grad is not None]
         params = [p for _, p in named]
         norms = torch.stack([p.grad.norm() for p in params])  # per tensor, before clipping
@@ -307,8 +325,7 @@ class Trainer:
             if bad is not None:
                 nonfinite = {"cause": "update", "tensor": bad, "layer": _layer_of(bad),
                              "what": f"the update made parameter {bad} non-finite"}
-        rates = [z.detach().mean().item() for z in spikes]
-        rec = {"loss": loss_val, "task_loss": float(task_loss.detach()), "sparsity_loss": sp_val,
+        rec = {"loss": loss_val, "task_loss": task_val, "sparsity_loss": sp_val,
                "sparsity_weight": s, "grad_norm": grad_norm, "layer_grad_norms": layer_norms, "rates": rates,
                "nonfinite": nonfinite}
         if nonfinite is not None:
@@ -322,8 +339,11 @@ class Trainer:
         a["steps"] += 1
         a["rates"] = [r0 + r for r0, r in zip(a["rates"], rates)]
         if not self.language:
-            a["correct"] += int((self.model.predict(logits.detach()) == targets).sum())
-            a["examples"] += int(targets.numel())
+            counts = [int((self.model.predict(logits.detach()) == targets).sum()), int(targets.numel())]
+            if self.parallel is not None:  # [distributed hook] summed over ranks
+                counts = self.parallel.count(counts, weight)
+            a["correct"] += counts[0]
+            a["examples"] += counts[1]
         return rec
 
     def _diagnose(self, loss_val: float, named: list[tuple[str, nn.Parameter]], norms: Tensor,
@@ -377,6 +397,9 @@ class Trainer:
     def evaluate(self, split: str) -> dict:
         """Mean per-step cross-entropy, accuracy (time-averaged logits) or perplexity, layer rates."""
         from .. import data
+
+        if self.parallel is not None and not self.writes:  # [distributed hook] rank 0 evaluates and reports
+            return self.parallel.not_evaluated(len(self.cfg.layers))
 
         ids = getattr(self.task, split)
         was_training = self.model.training
@@ -440,7 +463,8 @@ class Trainer:
     def save_checkpoint(self, metrics: MetricsLog, finished: bool = False) -> None:
         """Write checkpoint.pt atomically, keeping the one it replaces as checkpoint.prev.pt (resume falls
         back to it when the newest cannot be read); ``last_checkpoint`` says which step it holds."""
-        atomic_torch_save(self._state(metrics, finished), self.out / "checkpoint.pt", keep_previous=True)
+        if self.writes:  # [distributed hook] only rank 0 writes
+            atomic_torch_save(self._state(metrics, finished), self.out / "checkpoint.pt", keep_previous=True)
         self.last_checkpoint = {"global_step": self.global_step, "epoch": self.epoch}
 
     def _restore(self, ck: dict, metrics: MetricsLog) -> None:
@@ -491,13 +515,17 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict:
         """Train (or continue) to the configured number of epochs, then test the best-val checkpoint."""
         cfg = self.cfg
-        ck = self.check_out_dir(resume)
-        self.out.mkdir(parents=True, exist_ok=True)
-        metrics = MetricsLog(self.out / "metrics.jsonl")
+        ck = self.check_out_dir(resume) if self.writes else None
+        if self.parallel is not None:  # [distributed hook] every rank continues rank 0's checkpoint
+            ck = self.parallel.broadcast(ck)
+        if self.writes:
+            self.out.mkdir(parents=True, exist_ok=True)
+        metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.writes)
         if ck is not None:
             self._restore(ck, metrics)
             self.last_checkpoint = {"global_step": self.global_step, "epoch": self.epoch}
-            remove_stale_temporaries(self.out)  # of writes a killed run left unfinished
+            if self.writes:  # [distributed hook]
+                remove_stale_temporaries(self.out)  # of writes a killed run left unfinished
             if ck["finished"] and self.epoch >= cfg.epochs:
                 return self._finish(metrics, already=True)
             if ck["finished"]:
@@ -509,9 +537,13 @@ class Trainer:
         else:
             metrics.truncate(0)
             torch.manual_seed(cfg.seed)  # training randomness never depends on what ran before fit()
-            self.stability = self.stabilize()
-            atomic_write_json(self.stability, self.out / "stability.json")
-        atomic_write_json(cfg.to_dict(), self.out / "config.json")
+            if self.writes:  # [distributed hook] rank 0 stabilises; parallel.start gives the others its weights
+                self.stability = self.stabilize()
+                atomic_write_json(self.stability, self.out / "stability.json")
+        if self.writes:
+            atomic_write_json(cfg.to_dict(), self.out / "config.json")
+        if self.parallel is not None:  # [distributed hook]
+            self.parallel.start(self)
         n_batches = self.batches_per_epoch()
         deadline = None if cfg.max_minutes is None else cfg.max_minutes * 60.0
         stopped = False
@@ -539,6 +571,8 @@ class Trainer:
                 if cfg.eval_every and self.global_step % cfg.eval_every == 0 and i + 1 < n_batches:
                     self._eval_record(metrics, elapsed)
                 stopped = deadline is not None and elapsed >= deadline
+                if deadline is not None and self.parallel is not None:  # [distributed hook] all stop together
+                    stopped = self.parallel.any(stopped)
                 if self.global_step % cfg.checkpoint_every == 0 or stopped:
                     self.train_seconds, t0 = elapsed, time.monotonic()
                     self.save_checkpoint(metrics)
@@ -618,7 +652,8 @@ class Trainer:
             self.model.load_state_dict(last)
         results = self._results(val, test, stopped=False)
         results["stopped_by_nonfinite"] = record
-        atomic_write_json(results, self.out / "results.json")
+        if self.writes:
+            atomic_write_json(results, self.out / "results.json")
 
     def _results(self, val: dict | None, test: dict | None, stopped: bool) -> dict:
         return {
@@ -661,7 +696,8 @@ class Trainer:
         metrics.write(rec)
         if val["loss"] < self.best_val:
             self.best_val, self.best_epoch = val["loss"], self.epoch
-            atomic_torch_save(self.model.state_dict(), self.out / "best.pt")
+            if self.writes:
+                atomic_torch_save(self.model.state_dict(), self.out / "best.pt")
         summary = f"val perplexity {val['perplexity']:.2f}" if self.language else f"val acc {val['accuracy']:.4f}"
         train = "(no step applied)" if rec["train_loss"] is None else f"{rec['train_loss']:.4f}"
         skipped = f", {rec['skipped_steps']} steps skipped (non-finite)" if rec["skipped_steps"] else ""
@@ -683,6 +719,8 @@ class Trainer:
         val = self.evaluate("val")
         self.model.load_state_dict(last)
         results = self._results(val, test, stopped)
+        if not self.writes:  # [distributed hook]
+            return results
         if not already:
             metrics.write({"kind": "test", "step": self.global_step, **{f"test_{k}": v for k, v in test.items()}})
             self.save_checkpoint(metrics, finished=True)
