@@ -1,8 +1,8 @@
 """End-to-end training benchmark: one epoch of the same network on the same data in each library (issue 13).
 
 The network: input -> recurrent LIF (or ALIF) -> recurrent LIF (or ALIF) -> linear readout at every step,
-loss = cross-entropy of the time-averaged logits, AdamW (lr 1e-3 in spikestab's weight units), the plain loop of every library's
-tutorials (forward, ``loss.backward()``, ``optimizer.step()`` per batch). Each spiking layer is built by
+loss = cross-entropy of the time-averaged logits, AdamW (lr 1e-3 in spikestab's weight units), the plain loop of every
+library's tutorials (forward, ``loss.backward()``, ``optimizer.step()`` per batch). Each spiking layer is built by
 ``bench_layers.py``'s builders, so the neurons, their parameters, the initial weights and the dynamics
 matching (resets, surrogate gradient, Norse's units) are exactly those of the layer benchmark; see its
 docstring. Before timing, layer 1's spikes and weight gradients on the first batch are compared with
@@ -229,7 +229,8 @@ def _markdown(results: dict) -> str:
     for cname, res in results["configs"].items():
         rows = res["entries"]
         cfg = CONFIGS[cname]
-        what = f"{cfg.inputs} -> 2x{cfg.hidden} recurrent {'ALIF' if cfg.adaptive else 'LIF'}, T={cfg.steps}, B={cfg.batch}"
+        neuron = "ALIF" if cfg.adaptive else "LIF"
+        what = f"{cfg.inputs} -> 2x{cfg.hidden} recurrent {neuron}, T={cfg.steps}, B={cfg.batch}"
         data = "5,000 MNIST digits" if cfg.mnist else f"synthetic, {cfg.density:.0%} input rate"
         columns = ("entry", "epoch s (wall)", "/ fastest peer", "epoch CPU s", "CPU / fastest peer", "warm-up step s",
                    "peak RSS MiB", "layer-1 rate", "layer-1 spikes equal spikestab's (mismatch)", "grad cosine")
@@ -245,10 +246,13 @@ def _markdown(results: dict) -> str:
             chk = r["check"]
             mem = r.get("memory", {}).get("peak_rss_increase_bytes")
             cos = ", ".join(f"{k} {v:.4f}" for k, v in chk.get("grad_cosine", {}).items())
-            lines.append(f"| {name} | {r['wall_s']:.1f} | {r['wall_vs_fastest_peer']:.3f} | {r['cpu_s']:.1f} | "
-                         f"{r['cpu_vs_fastest_peer']:.3f} | {chk['warmup_step_s']:.1f} | "
-                         f"{'' if mem is None else f'{mem / 2**20:.0f}'} | {statistics.median(e['layer1_rate'] for e in r['epochs']):.3f} | "
-                         f"{chk['spikes_equal']} ({chk['spike_mismatch']:.1e}) | {cos} |")
+            lines.append(
+                f"| {name} | {r['wall_s']:.1f} | {r['wall_vs_fastest_peer']:.3f} | {r['cpu_s']:.1f} | "
+                f"{r['cpu_vs_fastest_peer']:.3f} | {chk['warmup_step_s']:.1f} | "
+                f"{'' if mem is None else f'{mem / 2**20:.0f}'} | "
+                f"{statistics.median(e['layer1_rate'] for e in r['epochs']):.3f} | "
+                f"{chk['spikes_equal']} ({chk['spike_mismatch']:.1e}) | {cos} |"
+            )
         s = res["summary"]
         if "speedup_vs_fastest_eager" in s or "speedup_vs_norse_compiled" in s:
             parts = []
@@ -271,8 +275,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2, help="timed epochs per entry (round-robin)")
-    ap.add_argument("--batches", type=int, default=16,
-                    help="batches per epoch of the SHD-shaped configurations (SHD has 255; sl-MNIST always runs its 19)")
+    ap.add_argument(
+        "--batches",
+        type=int,
+        default=16,
+        help="batches per epoch of the SHD-shaped configurations (SHD has 255; sl-MNIST always runs its 19)",
+    )
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--entries", default=",".join(ENTRIES))
     ap.add_argument("--probe-steps", type=int, default=2, help="training steps of each memory subprocess")
