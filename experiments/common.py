@@ -68,6 +68,7 @@ def _diagnostics(run_dir: Path) -> dict[str, Any]:
     mean_norm = [None if any(n[i] is None for n in norms) else statistics.fmean(n[i] for n in norms)
                  for i in range(len(norms[0]))] if norms else None
     return {
+        "seed": res["config"]["seed"], "val_loss": (res.get("val") or {}).get("loss"),
         "initial_rates": stab.get("initial_rates"), "final_rates": (res.get("test") or {}).get("rates"),
         "grad_norm_first100": mean_norm,
         "growth_per_step": [layer["measurements"].get("growth_per_step") for layer in layers] or None,

@@ -1,6 +1,8 @@
-"""LIF/ALIF neurons: functional steps, one-step cells and whole-sequence layers."""
+"""LIF/ALIF neurons (functional steps, one-step cells, whole-sequence layers) and the spiking LSTM."""
 
 from .functional import RESETS, Dynamics, NeuronState, step
 from .layers import ALIF, LIF, ALIFCell, LIFCell, SpikingNeurons, spiking_layers
+from .slstm import SLSTM, SLSTMState
 
-__all__ = ["RESETS", "Dynamics", "NeuronState", "step", "LIF", "ALIF", "LIFCell", "ALIFCell", "SpikingNeurons", "spiking_layers"]
+__all__ = ["RESETS", "Dynamics", "NeuronState", "step", "LIF", "ALIF", "LIFCell", "ALIFCell", "SpikingNeurons", "spiking_layers",
+           "SLSTM", "SLSTMState"]
