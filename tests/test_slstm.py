@@ -6,7 +6,7 @@ import torch
 
 import spikestab
 from spikestab.models import SNNClassifier, SNNConfig, SNNLanguageModel
-from spikestab.neurons.slstm import WIDTH_FACTOR, SLSTMState, matched_width, run_slstm, tanh_spike
+from spikestab.neurons.slstm import WIDTH_FACTOR, SLSTMState, matched_width, run_slstm, run_slstm_fused, tanh_spike
 from spikestab.surrogate import SurrogateGradient
 from spikestab.train.config import TrainConfig
 
@@ -198,3 +198,30 @@ def test_trains_through_the_trainer(tmp_path):
     assert all(0.0 <= r <= 1.0 for r in res["test"]["rates"])
     res2 = Trainer(cfg, log=lambda s: None).fit(resume=True)  # the finished run reads back its checkpoint
     assert res2["test"] == res["test"]
+
+
+@pytest.mark.parametrize("dampening", [0.7, torch.linspace(0.2, 1.0, 5)])
+def test_the_fused_backward_equals_autograd_through_the_loop(dampening):
+    """The layer's hand-written BPTT (``run_slstm_fused``) against autograd through ``run_slstm``: every
+    output (h, c per step, the last state) and every input (projections, recurrent weights, h0, c0)."""
+    torch.manual_seed(4)
+    T, B, H = 25, 3, 5
+    sg = SurrogateGradient("sigmoid", dampening, 1.3)
+    wx = torch.randn(T, B, 4 * H, dtype=torch.float64, requires_grad=True)
+    w_hh = torch.randn(4 * H, H, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randint(-1, 2, (B, H)).double().requires_grad_()
+    c0 = torch.randint(-2, 3, (B, H)).double().requires_grad_()
+    weights = [torch.randn(T, B, H, dtype=torch.float64) for _ in range(2)] + [torch.randn(B, H, dtype=torch.float64)
+                                                                                for _ in range(2)]
+    grads = []
+    for run in (run_slstm, run_slstm_fused):
+        h, c, st = run(wx, w_hh, SLSTMState(h0, c0), sg)
+        outs = (h, c, st.h, st.c)
+        loss = sum((o * w).sum() for o, w in zip(outs, weights))
+        grads.append((outs, torch.autograd.grad(loss, (wx, w_hh, h0, c0))))
+    (o1, g1), (o2, g2) = grads
+    for a, b in zip(o1, o2):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(g1, g2):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

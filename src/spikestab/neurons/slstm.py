@@ -16,7 +16,9 @@ and the activity a stack records for it (rates, sparsity loss) is |h_t|.
 ``h, state = layer(x, state)``; ``layer(x, return_voltage=True)`` gives ``(h, c, state)``, the cell state
 c playing the part of the LIF layers' membrane voltage. The state is explicit: ``SLSTMState(h, c)``,
 zeros when not given. Input dtype: as the LIF layers (bool and integer spikes converted to the weights'
-dtype, another float precision refused with what to call).
+dtype, another float precision refused with what to call). The backward through time is written by
+hand (``run_slstm_fused``, about twice as fast as autograd through the loop, same gradients); a learnable
+SG (trainable dampening / sharpness) takes the autograd loop ``run_slstm``.
 
 Width: 1/3 of a LIF layer's (``WIDTH_FACTOR``, the 2022 code's choice; ``matched_width``). With four
 gates each sLSTM unit has about 4 (input + hidden) weights against the LIF unit's (input + hidden),
@@ -34,7 +36,7 @@ from torch import Tensor, nn
 
 from ..surrogate import SurrogateGradient
 
-__all__ = ["SLSTM", "WIDTH_FACTOR", "SLSTMState", "matched_width", "run_slstm", "tanh_spike"]
+__all__ = ["SLSTM", "WIDTH_FACTOR", "SLSTMState", "matched_width", "run_slstm", "run_slstm_fused", "tanh_spike"]
 
 WIDTH_FACTOR = 1.0 / 3.0  # sLSTM width / LIF width for a similar parameter count (module doc)
 GATES = 4  # f, i, o, candidate: the rows of weight_ih / weight_hh / bias, in this order
@@ -76,6 +78,69 @@ def run_slstm(wx: Tensor, weight_hh: Tensor, state: SLSTMState, spike_fn: Callab
         hs.append(h)
         cs.append(c)
     return torch.stack(hs), torch.stack(cs), SLSTMState(h, c)
+
+
+class _FusedSLSTM(torch.autograd.Function):
+    """``run_slstm`` with a hand-written backward through time (the SG of ``sg`` for every step H): the
+    same values and gradients as autograd through the loop, without a graph of ~15 nodes per step."""
+
+    @staticmethod
+    def forward(ctx, wx: Tensor, weight_hh: Tensor, h0: Tensor, c0: Tensor, sg: SurrogateGradient):  # type: ignore[override]
+        steps, batch = wx.shape[0], wx.shape[1]
+        hidden = c0.shape[1]
+        pres = wx.new_empty(steps, batch, GATES, hidden)
+        hs, cs = wx.new_empty(steps, batch, hidden), wx.new_empty(steps, batch, hidden)
+        h, c = h0, c0
+        w_t = weight_hh.t()
+        for t in range(steps):
+            pre = (wx[t] + h @ w_t).view(batch, GATES, hidden)
+            pres[t] = pre
+            gates = (pre[:, :3] > 0).to(pre.dtype)
+            c = gates[:, 0] * c + gates[:, 1] * (2.0 * (pre[:, 3] > 0).to(pre.dtype) - 1.0)
+            h = gates[:, 2] * (2.0 * (c > 0).to(c.dtype) - 1.0)
+            hs[t], cs[t] = h, c
+        ctx.save_for_backward(weight_hh, h0, c0, pres, hs, cs)
+        ctx.sg = sg
+        return hs, cs, h.clone(), c.clone()
+
+    @staticmethod
+    def backward(ctx, grad_hs: Tensor, grad_cs: Tensor, grad_h: Tensor, grad_c: Tensor):  # type: ignore[override]
+        weight_hh, h0, c0, pres, hs, cs = ctx.saved_tensors
+        sg: SurrogateGradient = ctx.sg
+        steps, batch, _, hidden = pres.shape
+        grad_hs = torch.zeros_like(hs) if grad_hs is None else grad_hs
+        grad_cs = torch.zeros_like(cs) if grad_cs is None else grad_cs
+        gh = torch.zeros_like(h0) if grad_h is None else grad_h.clone()  # dL/dh_t from later steps
+        gc = torch.zeros_like(c0) if grad_c is None else grad_c.clone()  # dL/dc_t from later steps
+        d_pre = torch.empty_like(pres)
+        for t in range(steps - 1, -1, -1):
+            pre, c = pres[t], cs[t]
+            c_prev = cs[t - 1] if t > 0 else c0
+            gates = (pre[:, :3] > 0).to(pre.dtype)
+            cand = 2.0 * (pre[:, 3] > 0).to(pre.dtype) - 1.0
+            gh = gh + grad_hs[t]
+            d_o = gh * (2.0 * (c > 0).to(c.dtype) - 1.0)
+            dc = gc + grad_cs[t] + gh * gates[:, 2] * 2.0 * sg.derivative(c)
+            slopes = sg.derivative(pre)  # [B, 4, H]
+            d = d_pre[t]
+            d[:, 0] = dc * c_prev * slopes[:, 0]
+            d[:, 1] = dc * cand * slopes[:, 1]
+            d[:, 2] = d_o * slopes[:, 2]
+            d[:, 3] = dc * gates[:, 1] * 2.0 * slopes[:, 3]
+            gc = dc * gates[:, 0]
+            gh = d.reshape(batch, GATES * hidden) @ weight_hh
+        flat = d_pre.reshape(steps, batch, GATES * hidden)
+        h_prev = torch.cat([h0[None], hs[:-1]])
+        grad_w = torch.einsum("tbg,tbh->gh", flat, h_prev)
+        return flat, grad_w, gh, gc, None
+
+
+def run_slstm_fused(wx: Tensor, weight_hh: Tensor, state: SLSTMState, sg: SurrogateGradient
+                    ) -> tuple[Tensor, Tensor, SLSTMState]:
+    """``run_slstm`` with ``sg``'s step and SG, its backward written by hand (``_FusedSLSTM``); the SG's
+    dampening and sharpness get no gradient (use ``run_slstm`` for a learnable SG)."""
+    hs, cs, h, c = _FusedSLSTM.apply(wx, weight_hh, state.h, state.c, sg)
+    return hs, cs, SLSTMState(h, c)
 
 
 def _check_size(name: str, value: int) -> int:
@@ -157,7 +222,9 @@ class SLSTM(nn.Module):
             x = x.transpose(0, 1)
         state = self._check_state(state, x.shape[1], x)
         wx = torch.nn.functional.linear(x, self.weight_ih, self.bias)
-        h, c, state = run_slstm(wx, self.weight_hh, state, self.spike_fn)
+        learnable = any(isinstance(t, nn.Parameter) for t in (self.spike_fn.dampening, self.spike_fn.sharpness))
+        run = run_slstm if learnable else run_slstm_fused
+        h, c, state = run(wx, self.weight_hh, state, self.spike_fn)
         if self.batch_first:
             h, c = h.transpose(0, 1), c.transpose(0, 1)
         return (h, c, state) if return_voltage else (h, state)
