@@ -69,6 +69,7 @@ def _diagnostics(run_dir: Path) -> dict[str, Any]:
     mean_norm = [None if any(n[i] is None for n in norms) else statistics.fmean(n[i] for n in norms)
                  for i in range(len(norms[0]))] if norms else None
     return {
+        "seed": res["config"]["seed"], "val_loss": (res.get("val") or {}).get("loss"),
         "initial_rates": stab.get("initial_rates"), "final_rates": (res.get("test") or {}).get("rates"),
         "grad_norm_first100": mean_norm,
         "growth_per_step": [layer["measurements"].get("growth_per_step") for layer in layers] or None,
@@ -86,19 +87,11 @@ def sweep(out: Path, fixed: dict, grid: dict, workers: int, refs: list[str] | No
     for s in data["settings"]:
         diags = [_diagnostics(Path(t["run_dir"])) for t in s["trials"]]
         val = _mean_std([t["value"] for t in s["trials"]])
-        test = _mean_std([t["test_accuracy"] for t in s["trials"]])
-        row = {
-            "params": s["params"],
-            "n": s["n"],
-            "failed": s["failed"],
-            "val_mean": val[0],
-            "val_std": val[1],
-            "test_mean": test[0],
-            "test_std": test[1],
-            "test": [t["test_accuracy"] for t in s["trials"]],
-            "seconds": sum(d["seconds"] for d in diags),
-            "trials": diags,
-        }
+        tests = [t.get("test_accuracy", t.get("test_perplexity")) for t in s["trials"]]  # perplexity: language
+        test = _mean_std(tests)
+        row = {"params": s["params"], "n": s["n"], "failed": s["failed"], "val_mean": val[0], "val_std": val[1], "test_mean": test[0],
+               "test_std": test[1], "test": tests,
+               "seconds": sum(d["seconds"] for d in diags), "trials": diags}
         for key in ("initial_rates", "final_rates", "grad_norm_first100", "growth_per_step"):
             lists = [d[key] for d in diags if d[key] and all(v is not None for v in d[key])]
             row[key] = [statistics.fmean(v) for v in zip(*lists)] if lists else None

@@ -3,11 +3,11 @@ stability conditions (Herranz-Celotti and Rouat, "Stabilizing Spiking Neuron Tra
 
 from . import surrogate
 from .models import SNNClassifier, SNNConfig, SNNLanguageModel
-from .neurons import ALIF, LIF, ALIFCell, LIFCell, NeuronState
+from .neurons import ALIF, LIF, SLSTM, ALIFCell, LIFCell, NeuronState, SLSTMState
 from .surrogate import SurrogateGradient
 
 __all__ = [
-    "surrogate", "SurrogateGradient", "LIF", "ALIF", "LIFCell", "ALIFCell", "NeuronState",
+    "surrogate", "SurrogateGradient", "LIF", "ALIF", "LIFCell", "ALIFCell", "NeuronState", "SLSTM", "SLSTMState",
     "SNNConfig", "SNNClassifier", "SNNLanguageModel",
 ]
 __version__ = "0.1.0"

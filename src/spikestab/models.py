@@ -8,11 +8,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .neurons import ALIF, LIF, NeuronState
+from .neurons import ALIF, LIF, SLSTM, NeuronState
 from .neurons.cuba import CubaLIF
 from .surrogate import SurrogateGradient, canonical_shape
 
-NETS = {"lif": LIF, "alif": ALIF, "cuba": CubaLIF}
+NETS = {"lif": LIF, "alif": ALIF, "cuba": CubaLIF, "slstm": SLSTM}
 
 
 def parse_layers(spec: str | int | list | tuple) -> tuple[int, ...]:
@@ -80,6 +80,8 @@ class SNNConfig:
         return asdict(self)
 
     def layer_kwargs(self) -> dict:
+        if self.net == "slstm":  # no membrane, threshold or reset: the LIF options do not apply (method.md 1.2)
+            return dict(bias=self.bias)
         kw = dict(
             recurrent=self.recurrent, tau=self.tau, threshold=self.threshold, reset=self.reset,
             detach_reset=self.detach_reset, bias=self.bias, learn_tau=self.learn_tau,
@@ -119,7 +121,7 @@ class SpikingStack(nn.Module):
             st = None if states is None else states[i]
             out = layer(self.dropout(h), st, return_voltage=record_voltage)
             z, v, st = out if record_voltage else (out[0], None, out[1])
-            spikes.append(z)
+            spikes.append(z.abs() if isinstance(layer, SLSTM) else z)  # the sLSTM's signed spikes: |h| = o
             volts.append(v)
             new_states.append(st)
             h = z

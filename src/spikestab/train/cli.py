@@ -17,7 +17,7 @@ from .config import TASKS, TrainConfig
 _FLAGS: list[tuple[str, str, type, str]] = [
     ("--task", "task", str, f"one of {', '.join(TASKS)}"),
     ("--data-dir", "data_dir", str, "folder with the task's files"),
-    ("--net", "net", str, "lif | alif"),
+    ("--net", "net", str, "lif | alif | slstm (spiking LSTM; with --stabilize none)"),
     ("--layers", "layers", str, "widths: NxW (2x256) or W1,W2 (256,128)"),
     ("--sg", "sg", str, "surrogate-gradient shape (fast-sigmoid, exponential, ...)"),
     ("--dampening", "dampening", float, "SG peak height gamma"),

@@ -94,6 +94,10 @@ class TrainConfig:
             raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
         if self.net not in NETS:
             raise ValueError(f"net must be one of {sorted(NETS)}, got {self.net!r}")
+        if self.net == "slstm" and (self.stabilize or self.init_rate is not None):
+            raise ValueError("net 'slstm' takes stabilize 'none' and no init_rate: the stability conditions and the "
+                             f"rate calibration are for LIF/ALIF layers (got stabilize={list(self.stabilize)!r}, "
+                             f"init_rate={self.init_rate!r})")
         if canonical_shape(self.sg) not in SHAPES:
             raise ValueError(f"sg must be one of {sorted(SHAPES)}, got {self.sg!r}")
         check_reset(self.reset)

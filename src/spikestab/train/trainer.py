@@ -21,6 +21,8 @@ finite validation loss) and from 1 on the console ("epoch 1/10").
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable
@@ -85,7 +87,7 @@ def _layer_of(name: str) -> str:
 def _detach_states(states: list[NeuronState] | None) -> list[NeuronState] | None:
     if states is None:
         return None
-    return [NeuronState(*(t.detach() if t is not None else None for t in st)) for st in states]
+    return [type(st)(*(t.detach() if t is not None else None for t in st)) for st in states]
 
 
 def check_out_path(out: str | Path) -> None:
@@ -99,15 +101,28 @@ def check_out_path(out: str | Path) -> None:
             return
 
 
+_LAST_TASK: dict[str, object] = {}  # the last task loaded, by its data settings (a sweep reuses it per trial)
+
+
 def load_config_task(cfg: TrainConfig):
-    """The task named in the config, read from ``cfg.data_dir`` through ``spikestab.data.load_task``."""
+    """The task named in the config, read from ``cfg.data_dir`` through ``spikestab.data.load_task``.
+    The last task loaded in this process is kept and handed out again for the same data settings (task,
+    data_dir, data_seed, time_repeat, input_dropout, task_options): the splits are never modified, and a
+    sweep's trials then skip reading and binning the same files every time."""
     from .. import data
 
+    key = json.dumps([cfg.task, cfg.data_dir, cfg.data_seed, cfg.time_repeat, cfg.input_dropout, cfg.task_options],
+                     sort_keys=True, default=str)
+    if key in _LAST_TASK:
+        return _LAST_TASK[key]
     try:
-        return data.load_task(cfg.task, cfg.data_dir, seed=cfg.data_seed, time_repeat=cfg.time_repeat,
+        task = data.load_task(cfg.task, cfg.data_dir, seed=cfg.data_seed, time_repeat=cfg.time_repeat,
                               input_dropout=cfg.input_dropout, **cfg.task_options)
     except FileNotFoundError as err:  # a missing data file is bad input: a clear message, no traceback
         raise ValueError(str(err)) from None
+    _LAST_TASK.clear()
+    _LAST_TASK[key] = task
+    return task
 
 
 def build_model(cfg: TrainConfig, task) -> nn.Module:
