@@ -89,9 +89,18 @@ def sweep(out: Path, fixed: dict, grid: dict, workers: int, refs: list[str] | No
         val = _mean_std([t["value"] for t in s["trials"]])
         tests = [t.get("test_accuracy", t.get("test_perplexity")) for t in s["trials"]]  # perplexity: language
         test = _mean_std(tests)
-        row = {"params": s["params"], "n": s["n"], "failed": s["failed"], "val_mean": val[0], "val_std": val[1], "test_mean": test[0],
-               "test_std": test[1], "test": tests,
-               "seconds": sum(d["seconds"] for d in diags), "trials": diags}
+        row = {
+            "params": s["params"],
+            "n": s["n"],
+            "failed": s["failed"],
+            "val_mean": val[0],
+            "val_std": val[1],
+            "test_mean": test[0],
+            "test_std": test[1],
+            "test": tests,
+            "seconds": sum(d["seconds"] for d in diags),
+            "trials": diags,
+        }
         for key in ("initial_rates", "final_rates", "grad_norm_first100", "growth_per_step"):
             lists = [d[key] for d in diags if d[key] and all(v is not None for v in d[key])]
             row[key] = [statistics.fmean(v) for v in zip(*lists)] if lists else None

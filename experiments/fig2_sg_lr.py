@@ -106,7 +106,9 @@ def cell_stats(runs: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for lr in sorted({r["lr"] for r in runs}):
         for sg in SGS:
-            v = [r["val_perplexity"] for r in runs if r["lr"] == lr and r["sg"] == sg and r["val_perplexity"] is not None]
+            v = [
+                r["val_perplexity"] for r in runs if r["lr"] == lr and r["sg"] == sg and r["val_perplexity"] is not None
+            ]
             if v:
                 out.setdefault(str(lr), {})[sg] = (statistics.fmean(v), statistics.pstdev(v))
     return out
@@ -172,7 +174,9 @@ def markdown(results: dict[str, dict], summary: dict, scale: str) -> str:
                 "|---|" + "---|" * len(cells)]
         for sg in SGS:
             vals = [cells[lr].get(sg) for lr in cells]
-            out.append(f"| {sg} | " + " | ".join("-" if v is None else f"{v[0]:.4g} +- {v[1]:.2g}" for v in vals) + " |")
+            out.append(
+                f"| {sg} | " + " | ".join("-" if v is None else f"{v[0]:.4g} +- {v[1]:.2g}" for v in vals) + " |"
+            )
     return "\n".join(out) + "\n"
 
 

@@ -121,10 +121,14 @@ def rate_summary(runs: list[dict]) -> dict[str, dict]:
                 return [statistics.fmean(v) for v in zip(*(get(r) for r in sel))]
 
             out.setdefault(mode, {})[str(f0)] = {
-                "initial": avg(lambda r: r["initial_rates"]), "first_half": avg(lambda r: r["train_rates"]["first_half"]),
+                "initial": avg(lambda r: r["initial_rates"]),
+                "first_half": avg(lambda r: r["train_rates"]["first_half"]),
                 "second_half": avg(lambda r: r["train_rates"]["second_half"]),
-                "last_tenth": avg(lambda r: r["train_rates"]["last_tenth"]), "final": avg(lambda r: r["final_rates"]),
-                "test_accuracy": statistics.fmean(r["test_accuracy"] for r in sel), "n": len(sel)}
+                "last_tenth": avg(lambda r: r["train_rates"]["last_tenth"]),
+                "final": avg(lambda r: r["final_rates"]),
+                "test_accuracy": statistics.fmean(r["test_accuracy"] for r in sel),
+                "n": len(sel),
+            }
     return out
 
 
@@ -146,9 +150,13 @@ def markdown(data: dict) -> str:
     out += ["| SG, sparsity | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for name, cs in data["correlations"].items():
         out.append(f"| {name} | " + " | ".join(r_text(cs[k]) for k in keys) + " |")
-    out += ["", "### Rates per layer (mean over SGs and seeds) and test accuracy", "",
-            "| sparsity | f0 | initial | train, 1st half | train, 2nd half | train, last 10 % | final (test) | test acc |",
-            "|---|---|---|---|---|---|---|---|"]
+    out += [
+        "",
+        "### Rates per layer (mean over SGs and seeds) and test accuracy",
+        "",
+        "| sparsity | f0 | initial | train, 1st half | train, 2nd half | train, last 10 % | final (test) | test acc |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for mode, per_f0 in data["rates"].items():
         for f0, r in per_f0.items():
             out.append(f"| {mode} | {f0} | {fmt(r['initial'])} | {fmt(r['first_half'])} | {fmt(r['second_half'])} | "

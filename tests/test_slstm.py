@@ -130,13 +130,24 @@ def test_state_carries_over_between_calls():
     assert hb.shape == (2, 30, 5)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"input_size": 0, "hidden_size": 4}, r"input_size must be a positive integer \(accepted range \[1, inf\)\), got 0"),
-    ({"input_size": 3, "hidden_size": 2.5}, r"hidden_size must be a positive integer"),
-    ({"input_size": 3, "hidden_size": 4, "spike_fn": torch.sigmoid}, r"spike_fn must be a spikestab.surrogate.SurrogateGradient"),
-    ({"input_size": 3, "hidden_size": 4, "spike_fn": SurrogateGradient(dampening=torch.ones(5))},
-     r"spike_fn.dampening must be a scalar or have shape \(4,\) for a layer of 4 neurons, got shape \(5,\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"input_size": 0, "hidden_size": 4},
+            r"input_size must be a positive integer \(accepted range \[1, inf\)\), got 0",
+        ),
+        ({"input_size": 3, "hidden_size": 2.5}, r"hidden_size must be a positive integer"),
+        (
+            {"input_size": 3, "hidden_size": 4, "spike_fn": torch.sigmoid},
+            r"spike_fn must be a spikestab.surrogate.SurrogateGradient",
+        ),
+        (
+            {"input_size": 3, "hidden_size": 4, "spike_fn": SurrogateGradient(dampening=torch.ones(5))},
+            r"spike_fn.dampening must be a scalar or have shape \(4,\) for a layer of 4 neurons, got shape \(5,\)",
+        ),
+    ],
+)
 def test_bad_construction_is_refused_with_the_accepted_range(kwargs, match):
     with pytest.raises(ValueError, match=match):
         spikestab.SLSTM(**kwargs)

@@ -80,7 +80,7 @@ class SNNConfig:
         return asdict(self)
 
     def layer_kwargs(self) -> dict:
-        if self.net == "slstm":  # no membrane, threshold or reset: the LIF options do not apply (method.md 1.2)
+        if self.net == "slstm":  # no membrane, threshold or reset: the LIF options do not apply
             return dict(bias=self.bias)
         kw = dict(
             recurrent=self.recurrent, tau=self.tau, threshold=self.threshold, reset=self.reset,

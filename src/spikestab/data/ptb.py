@@ -69,12 +69,21 @@ def encode(text: str, vocab: list[str]) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.int64)
 
 
-def reduce(ids: dict[str, torch.Tensor], vocab: list[str], vocab_size: int | None = None,
-           train_tokens: int | None = None, eval_tokens: int | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+def reduce(
+    ids: dict[str, torch.Tensor],
+    vocab: list[str],
+    vocab_size: int | None = None,
+    train_tokens: int | None = None,
+    eval_tokens: int | None = None,
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """A smaller PTB for CPU budgets: keep the ``vocab_size - 1`` most frequent training words (ties by word
     id) plus ``<unk>``, to which every other word maps, and the first ``train_tokens`` training and
     ``eval_tokens`` validation / test tokens. None keeps that part whole. Returns (ids, vocabulary)."""
-    for name, value, low in (("vocab_size", vocab_size, 2), ("train_tokens", train_tokens, 2), ("eval_tokens", eval_tokens, 2)):
+    for name, value, low in (
+        ("vocab_size", vocab_size, 2),
+        ("train_tokens", train_tokens, 2),
+        ("eval_tokens", eval_tokens, 2),
+    ):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise ValueError(f"{name} must be None or an integer >= {low}, got {value!r}")
     if vocab_size is not None and vocab_size < len(vocab):

@@ -1,4 +1,4 @@
-"""Spiking LSTM (method.md 1.2, the paper's ``spikingLSTM``): an LSTM whose nonlinearities are spikes.
+"""Spiking LSTM (the paper's ``spikingLSTM``; docs/RESULTS.md, Figure 2): an LSTM whose nonlinearities are spikes.
 
 One step, for input x_t and the last output h_{t-1}, with every gate a Dense(x) with bias plus a
 Dense(h) without bias (Glorot-uniform, bias 0):

@@ -21,7 +21,6 @@ finite validation loss) and from 1 on the console ("epoch 1/10").
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
