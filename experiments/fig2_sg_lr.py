@@ -10,8 +10,8 @@ an initial rate of 1/2, as in Figure 5; at spikestab's default threshold of 1 th
 silent); the sLSTM, whose gates are steps at 0, takes no condition. The sLSTM is 1/3 as wide as the LIF
 network (``spikestab.neurons.slstm.WIDTH_FACTOR``), which matches the parameter counts (recorded).
 
-Per run: the validation perplexity exp(mean cross-entropy per step) of the best-val epoch (method.md 5.2;
-for the classifiers too). Per (task, net), the sensitivity of method.md 5.4: min-max normalise the
+Per run: the validation perplexity exp(mean cross-entropy per step) of the best-val epoch (the paper's section on metrics;
+for the classifiers too). Per (task, net), the paper's sensitivity measure (docs/RESULTS.md, Figure 2): min-max normalise the
 perplexities of all runs, take the standard deviation (population) over SGs and seeds at each learning
 rate, average over learning rates (error bar: the standard deviation over learning rates). Claim 4's
 check: at each (task, net, learning rate), whether the fast sigmoid's mean perplexity over seeds is the
@@ -84,7 +84,7 @@ def runs_of(rows: list[dict]) -> list[dict]:
 
 
 def sensitivity(runs: list[dict]) -> dict:
-    """method.md 5.4: min-max normalised perplexity, population std over SGs and seeds at each lr,
+    """The sensitivity measure (docs/RESULTS.md, Figure 2): min-max normalised perplexity, population std over SGs and seeds at each lr,
     averaged over lrs (and its std over lrs)."""
     vals = [r["val_perplexity"] for r in runs if r["val_perplexity"] is not None]
     if len(vals) < 2:

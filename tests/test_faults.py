@@ -271,3 +271,15 @@ def test_a_truncated_h5_from_a_killed_make_shd_is_rewritten(tmp_path, shd_refere
     _make_shd(out)
     assert _same_dataset(out, shd_reference) and load_task("shd", out).output_size == 20
     _no_temporaries(out)
+
+
+def test_a_run_killed_before_its_first_checkpoint_leaves_no_temporary_on_resume(tmp_path):
+    """A kill in the middle of the first checkpoint write leaves only a temporary; resuming starts
+    fresh and removes it (it once survived, because only a resume from a checkpoint cleaned up)."""
+    cfg = cfg_for(tmp_path, "first")
+    code = _in_child(lambda: (_kill_in("write", 1), Trainer(cfg, tiny_task(0.1), log=lambda s: None).fit()))
+    assert code == -signal.SIGKILL
+    out = Path(cfg.out)
+    assert not (out / "checkpoint.pt").exists() and list(out.glob(".*.tmp*"))
+    Trainer(cfg, tiny_task(0.1), log=lambda s: None).fit(resume=True)
+    _no_temporaries(out)

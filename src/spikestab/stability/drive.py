@@ -93,7 +93,8 @@ def condition_d(layer: SpikingNeurons, x: Tensor, rate: float = 0.5, rate_tol: f
     # the one above it
     highest = rate_at(lo)
     goal = min(rate - rate_tol / 2, highest - SATURATION_MARGIN)
-    grid = [math.exp(math.log(hi) - (math.log(hi) - math.log(lo)) * k / (SCAN_POINTS - 1)) for k in range(SCAN_POINTS - 1)]
+    step = (math.log(hi) - math.log(lo)) / (SCAN_POINTS - 1)
+    grid = [math.exp(math.log(hi) - step * k) for k in range(SCAN_POINTS - 1)]
     grid.append(lo)  # exactly the bottom, whose rate (highest) reaches the goal by construction
     above = None  # the scan point just above the first one that reaches the goal (the rate at lo does)
     for theta in grid:

@@ -534,12 +534,12 @@ class Trainer:
             ck = self.parallel.broadcast(ck)
         if self.writes:
             self.out.mkdir(parents=True, exist_ok=True)
+            if resume:  # of writes a killed run left unfinished, also one killed before its first checkpoint
+                remove_stale_temporaries(self.out)
         metrics = MetricsLog(self.out / "metrics.jsonl", enabled=self.writes)
         if ck is not None:
             self._restore(ck, metrics)
             self.last_checkpoint = {"global_step": self.global_step, "epoch": self.epoch}
-            if self.writes:  # [distributed hook]
-                remove_stale_temporaries(self.out)  # of writes a killed run left unfinished
             if ck["finished"] and self.epoch >= cfg.epochs:
                 return self._finish(metrics, already=True)
             if ck["finished"]:
