@@ -10,8 +10,9 @@ an initial rate of 1/2, as in Figure 5; at spikestab's default threshold of 1 th
 silent); the sLSTM, whose gates are steps at 0, takes no condition. The sLSTM is 1/3 as wide as the LIF
 network (``spikestab.neurons.slstm.WIDTH_FACTOR``), which matches the parameter counts (recorded).
 
-Per run: the validation perplexity exp(mean cross-entropy per step) of the best-val epoch (the paper's section on metrics;
-for the classifiers too). Per (task, net), the paper's sensitivity measure (docs/RESULTS.md, Figure 2): min-max normalise the
+Per run: the validation perplexity exp(mean cross-entropy per step) of the best-val epoch (as the paper
+does, for the classifiers too). Per (task, net), the paper's sensitivity measure (docs/RESULTS.md,
+Figure 2): min-max normalise the
 perplexities of all runs, take the standard deviation (population) over SGs and seeds at each learning
 rate, average over learning rates (error bar: the standard deviation over learning rates). Claim 4's
 check: at each (task, net, learning rate), whether the fast sigmoid's mean perplexity over seeds is the
