@@ -85,8 +85,8 @@ def runs_of(rows: list[dict]) -> list[dict]:
 
 
 def sensitivity(runs: list[dict]) -> dict:
-    """The sensitivity measure (docs/RESULTS.md, Figure 2): min-max normalised perplexity, population std over SGs and seeds at each lr,
-    averaged over lrs (and its std over lrs)."""
+    """The sensitivity measure (docs/RESULTS.md, Figure 2): min-max normalised perplexity, population std
+    over SGs and seeds at each lr, averaged over lrs (and its std over lrs)."""
     vals = [r["val_perplexity"] for r in runs if r["val_perplexity"] is not None]
     if len(vals) < 2:
         return {"mean": None, "std": None, "per_lr": {}}
