@@ -47,6 +47,29 @@ def _autocast_on(device_type: str) -> bool:
         return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
 
 
+def prepare_input(x: Tensor, input_size: int, dtype: torch.dtype, rank: int = 3, batch_first: bool = False) -> Tensor:
+    """A layer's input check, shared by every spiking layer: x's type, rank and width; x returned in the
+    layer's ``dtype`` (bool and integer spikes converted exactly, other float dtypes refused outside autocast)."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != rank:
+        layout = "[T, B, input_size]" if rank == 3 else "[B, input_size]"
+        if rank == 3 and batch_first:
+            layout = "[B, T, input_size]"
+        raise ValueError(f"x must have rank {rank} ({layout}), got shape {tuple(x.shape)}")
+    if x.shape[-1] != input_size:
+        raise ValueError(f"x must have last dimension input_size={input_size}, got {x.shape[-1]}")
+    if x.dtype == dtype:
+        return x
+    if x.dtype == torch.bool or not (x.is_floating_point() or x.is_complex()):
+        return x.to(dtype)  # spikes / counts: exact in any float dtype (integers up to 2**24 in float32)
+    if x.is_floating_point() and _autocast_on(x.device.type):
+        return x
+    call = f"x.float() (or x.to({dtype}))" if dtype == torch.float32 else f"x.to({dtype})"
+    raise ValueError(f"x has dtype {x.dtype} but the layer computes in {dtype}: pass {call}, or convert the "
+                     f"layer with layer.to({x.dtype})")
+
+
 def _check_sg_shape(spike_fn: SurrogateGradient, hidden: int) -> None:
     """The SG's dampening / sharpness broadcast over the neurons: scalar, (1,) or (hidden,)."""
     for name in ("dampening", "sharpness"):
@@ -215,25 +238,7 @@ class SpikingNeurons(nn.Module):
 
     def _prepare_input(self, x: Tensor, rank: int) -> Tensor:
         """Check x's type, rank and width; return it in the layer's dtype (module doc: input dtype)."""
-        if not isinstance(x, Tensor):
-            raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != rank:
-            layout = "[T, B, input_size]" if rank == 3 else "[B, input_size]"
-            if rank == 3 and self.batch_first:
-                layout = "[B, T, input_size]"
-            raise ValueError(f"x must have rank {rank} ({layout}), got shape {tuple(x.shape)}")
-        if x.shape[-1] != self.input_size:
-            raise ValueError(f"x must have last dimension input_size={self.input_size}, got {x.shape[-1]}")
-        dtype = self.weight_ih.dtype
-        if x.dtype == dtype:
-            return x
-        if x.dtype == torch.bool or not (x.is_floating_point() or x.is_complex()):
-            return x.to(dtype)  # spikes / counts: exact in any float dtype (integers up to 2**24 in float32)
-        if x.is_floating_point() and _autocast_on(x.device.type):
-            return x
-        call = f"x.float() (or x.to({dtype}))" if dtype == torch.float32 else f"x.to({dtype})"
-        raise ValueError(f"x has dtype {x.dtype} but the layer computes in {dtype}: pass {call}, or convert the "
-                         f"layer with layer.to({x.dtype})")
+        return prepare_input(x, self.input_size, self.weight_ih.dtype, rank, self.batch_first)
 
     def extra_repr(self) -> str:
         return (

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..surrogate import SurrogateGradient
+from .layers import prepare_input
 
 __all__ = ["SLSTM", "WIDTH_FACTOR", "SLSTMState", "matched_width", "run_slstm", "run_slstm_fused", "tanh_spike"]
 
@@ -200,24 +201,8 @@ class SLSTM(nn.Module):
                 raise ValueError(f"state.{name} must have shape ({batch}, {self.hidden_size}), got {got}")
         return state
 
-    def _prepare_input(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")  # noqa: TRY004 (as everywhere)
-        if x.dim() != 3:
-            layout = "[B, T, input_size]" if self.batch_first else "[T, B, input_size]"
-            raise ValueError(f"x must have rank 3 ({layout}), got shape {tuple(x.shape)}")
-        if x.shape[-1] != self.input_size:
-            raise ValueError(f"x must have last dimension input_size={self.input_size}, got {x.shape[-1]}")
-        dtype = self.weight_ih.dtype
-        if x.dtype == dtype:
-            return x
-        if x.dtype == torch.bool or not (x.is_floating_point() or x.is_complex()):
-            return x.to(dtype)  # spikes / counts
-        raise ValueError(f"x has dtype {x.dtype} but the layer computes in {dtype}: pass x.to({dtype}), or convert "
-                         f"the layer with layer.to({x.dtype})")
-
     def forward(self, x: Tensor, state: SLSTMState | None = None, return_voltage: bool = False):
-        x = self._prepare_input(x)
+        x = prepare_input(x, self.input_size, self.weight_ih.dtype, 3, self.batch_first)
         if self.batch_first:
             x = x.transpose(0, 1)
         state = self._check_state(state, x.shape[1], x)
