@@ -372,6 +372,15 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def comma_list(text: str, allowed, flag: str) -> list[str]:
+    """``text`` split at commas, every name checked against ``allowed`` (a clear error naming ``flag``)."""
+    names = text.split(",")
+    for name in names:
+        if name not in allowed:
+            raise ValueError(f"{flag} must be a comma list of {list(allowed)}, got {name!r}")
+    return names
+
+
 def _probe_memory(workload: str, name: str) -> dict:
     """In a fresh process: peak RSS increase over one forward+backward (after the setup), then the
     activation memory proper: bytes of the distinct storages autograd saves for backward, beyond
@@ -581,14 +590,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.threads < 1 or args.repeats < 1 or args.warmup < 1:
         raise ValueError("--threads, --repeats and --warmup must be >= 1")
-    workloads = args.workloads.split(",")
-    entries = args.entries.split(",")
-    for name in workloads:
-        if name not in WORKLOADS:
-            raise ValueError(f"--workloads must be a comma list of {list(WORKLOADS)}, got {name!r}")
-    for name in entries:
-        if name not in ENTRIES:
-            raise ValueError(f"--entries must be a comma list of {list(ENTRIES)}, got {name!r}")
+    workloads = comma_list(args.workloads, WORKLOADS, "--workloads")
+    entries = comma_list(args.entries, ENTRIES, "--entries")
     torch.set_num_threads(args.threads)
     if args.probe:
         print(json.dumps(_probe_memory(*args.probe)))

@@ -291,13 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     for flag in ("threads", "repeats", "batches", "probe_steps"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be an integer >= 1, got {getattr(args, flag)}")
-    configs, entries = args.configs.split(","), args.entries.split(",")
-    for name in configs:
-        if name not in CONFIGS:
-            raise ValueError(f"--configs must be a comma list of {list(CONFIGS)}, got {name!r}")
-    for name in entries:
-        if name not in ENTRIES:
-            raise ValueError(f"--entries must be a comma list of {list(ENTRIES)}, got {name!r}")
+    configs = layers.comma_list(args.configs, CONFIGS, "--configs")
+    entries = layers.comma_list(args.entries, ENTRIES, "--entries")
     torch.set_num_threads(args.threads)
     if args.probe:
         print(json.dumps(_probe_memory(*args.probe, args.probe_steps)))
