@@ -37,6 +37,9 @@ CONFIGS = {
 # sharpness values added to a configuration's grid after its first sweep ran: swept in a sweep of their
 # own (grid-sharpness-<value>), because an Optuna study's categorical choices cannot grow
 ADDED_SHARPNESS = {"mnist-lif-256": (3.0,), "randman-lif-256": (3.0,)}
+# the sweep of (b): the recipe with its measured regime (sweeps named "auto" hold the dense-only recipe of
+# earlier versions, reported in docs/results/stability_choice.md)
+AUTO_SWEEP = "auto-regime"
 GRID = {"threshold": [0.1, 0.3, 1.0], "dampening": [0.1, 0.3, 1.0]}
 SEEDS = {"smoke": {"recipe": [0], "grid": [0]}, "cpu": {"recipe": [0, 1, 2], "grid": [0, 1]}}
 
@@ -63,7 +66,8 @@ def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict
         "snntorch": common.sweep(
             base / "snntorch", {**fixed, **snntorch_defaults()}, {"seed": seeds["recipe"]}, workers
         )[0],
-        "auto": common.sweep(base / "auto", {**fixed, "stabilize": "auto"}, {"seed": seeds["recipe"]}, workers)[0],
+        "auto": common.sweep(base / AUTO_SWEEP, {**fixed, "stabilize": "auto"}, {"seed": seeds["recipe"]},
+                             workers)[0],
         "grid": common.sweep(base / "grid", {**fixed, "stabilize": "none"}, {**grid, "seed": seeds["grid"]}, workers),
     }
     for value in ADDED_SHARPNESS.get(name, ()) if scale == "cpu" else ():

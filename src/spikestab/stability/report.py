@@ -72,10 +72,12 @@ class StabilityReport:
     conditions: tuple[str, ...]
     layers: list[LayerReport] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    # the recommended recipe's regime: {"regime": "dense" | "sparse", "measured": bool, ...what was measured}
+    regime: dict | None = None
 
     def to_dict(self) -> dict:
         return {
-            "mode": self.mode, "conditions": list(self.conditions),
+            "mode": self.mode, "conditions": list(self.conditions), "regime": self.regime,
             "layers": [layer.to_dict() for layer in self.layers],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
@@ -99,7 +101,10 @@ class StabilityReport:
     def __str__(self) -> str:
         head = (f"{'layer':<14} {'cond':<4} {'parameter':<22} {'chosen':>10} {'quantity':<38} {'target':>7} "
                 f"{'measured':>9} {'feasible':<8} fallback")
-        lines = [f"stability report ({self.mode} mode)", head, "-" * len(head)]
+        lines = [f"stability report ({self.mode} mode)"]
+        if self.regime is not None:
+            lines.append(self.regime["summary"])
+        lines += [head, "-" * len(head)]
         for layer in self.layers:
             name = f"{layer.index} {layer.kind}-{layer.width}"
             for c in layer.conditions:

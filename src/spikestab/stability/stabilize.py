@@ -5,6 +5,7 @@ published (paper and measured modes); without ``conditions`` the recommended rec
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from contextlib import contextmanager
 
@@ -27,6 +28,7 @@ from .drive import GROWTH_RATIO, condition_d, condition_g
 from .measure import Trace, layer_input, measure_layer, record
 from .options import StabilizeOptions, Timings
 from .recurrent import apply_i_ii
+from .regime import RegimeChoice, check_probe, choose_regime, regime_targets, validate_regime
 from .report import MEASURED_BY, LayerReport, StabilityReport, rate_warning
 
 __all__ = ["stabilize", "CONDITIONS", "PAPER_CONDITIONS", "RECIPE", "MODES", "StabilizeOptions", "resolve_conditions"]
@@ -240,6 +242,23 @@ def _stabilize_layers(model: nn.Module, batch, layers: list[SpikingNeurons], con
         report.layers.append(lr)
 
 
+def _recipe_regime(model: nn.Module, first: SpikingNeurons, opts: StabilizeOptions,
+                   probe: tuple[Tensor, Tensor] | None, regime: str) -> tuple[StabilizeOptions, dict]:
+    """The recipe's options for its regime (measured, forced, or dense for want of a probe) and the report's
+    regime entry."""
+    entry: dict
+    if regime == "auto" and probe is not None:
+        choice: RegimeChoice = choose_regime(model, first, *probe, solve_batch=opts.solve_batch)
+        regime = choice.regime
+        entry = {**choice.to_dict(), "measured": True, "summary": str(choice)}
+    else:
+        why = "forced" if regime != "auto" else "not measured (no labelled probe set): the dense default"
+        regime = "dense" if regime == "auto" else regime
+        entry = {"regime": regime, "measured": False, "summary": f"regime {regime}: {why}"}
+    rate, growth_ratio = regime_targets(regime, opts.rate, opts.growth_ratio)
+    return dataclasses.replace(opts, rate=rate, growth_ratio=growth_ratio), entry
+
+
 def stabilize(
     model: nn.Module,
     batch,
@@ -256,6 +275,8 @@ def stabilize(
     solve_batch: int = 8,
     measure: bool = True,
     jacobian_steps: int = 4,
+    probe: tuple[Tensor, Tensor] | None = None,
+    regime: str = "auto",
 ) -> StabilityReport:
     """Apply stability conditions to every spiking layer of ``model``, in place, layer by layer, and
     measure what each achieved. Returns a :class:`StabilityReport`. ``conditions=None`` (or "auto")
@@ -274,7 +295,14 @@ def stabilize(
     - D (first, spikestab's): one threshold per layer for an initial firing rate ``rate`` (root find on
       the simulated layer), so that the rate comes from the drive the layer receives;
     - G (last, spikestab's): one dampening per layer for a measured BPTT gradient growth per step of
-      ``growth_ratio * mean(log alpha)`` (the leak's own decay times 1/2 by default). Not with III.
+      ``growth_ratio * mean(log alpha)`` (the leak's own decay times 0.6 by default). Not with III.
+
+    The recommended recipe starts either dense (D at ``rate``, G at ``growth_ratio``) or sparse (D at
+    ``regime.SPARSE_RATE`` = 0.03, G at ``regime.SPARSE_GROWTH_RATIO`` = 0.9). ``regime="auto"`` chooses
+    by measurement when ``probe`` = (inputs [T, B, ...], labels [B]), a few hundred labelled training
+    samples, is given (``regime.choose_regime``: the dense start is kept if its first layer's spike counts
+    stay nearly as readable as at the best threshold), and starts dense without one; "dense" or "sparse"
+    force it. ``probe`` and ``regime`` apply to the recipe only.
 
     ``mode="paper"`` uses the official code's formulas (per-neuron means for I); ``mode="measured"`` takes
     expectations over the recorded dynamics and iterates I/II on the simulated network until the measured
@@ -299,12 +327,20 @@ def stabilize(
     opts = StabilizeOptions(mode, rate, growth_ratio, solve_for, iii_variant, rate_tol, ratio_tol, max_rounds,
                             solve_batch, measure, jacobian_steps)
     layers, conds = _validate(model, conditions, opts)
+    validate_regime(regime)
+    if conds != RECIPE and (probe is not None or regime != "auto"):
+        raise ValueError(f"probe and regime apply to the recommended recipe {list(RECIPE)} only, "
+                         f"not to conditions {list(conds)}")
+    if probe is not None:
+        check_probe(*probe)
     _first_input(model, batch)
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
     spike_fns = [layer.spike_fn for layer in layers]
     report = StabilityReport(mode, conds)
     timings = Timings()
     try:
+        if conds == RECIPE:
+            opts, report.regime = _recipe_regime(model, layers[0], opts, probe, regime)
         _stabilize_layers(model, batch, layers, conds, opts, report, timings)
     except BaseException:
         for layer, fn in zip(layers, spike_fns):

@@ -31,6 +31,13 @@ _FLAGS: list[tuple[str, str, type, str]] = [
         "or a list such as I,II,III,IV",
     ),
     ("--stability-mode", "stability_mode", str, "measured | paper"),
+    (
+        "--regime",
+        "regime",
+        str,
+        "start of the recipe (--stabilize auto): auto (dense rate 1/2 or sparse rate 0.03, chosen by measuring "
+        "how readable a dense start leaves the classes), dense, sparse",
+    ),
     ("--init-rate", "init_rate", float, "calibrate the initial firing rate to this value"),
     ("--sparsity", "sparsity", str, "variant:target[:schedule[:weight]], e.g. l1_rate:0.01:linear"),
     ("--lr", "lr", float, "learning rate"),

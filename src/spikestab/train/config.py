@@ -10,7 +10,8 @@ from pathlib import Path
 from ..data.tasks import TASKS as TASK_LOADERS
 from ..dynamics import check_reset
 from ..models import NETS, parse_layers
-from ..stability.stabilize import MODES, resolve_conditions
+from ..stability.regime import validate_regime
+from ..stability.stabilize import MODES, RECIPE, resolve_conditions
 from ..surrogate import SHAPES, canonical_shape
 
 __all__ = ["TASKS", "TrainConfig", "parse_conditions", "parse_layers", "with_defaults"]
@@ -61,6 +62,7 @@ class TrainConfig:
     tail: float | None = None
     stabilize: tuple[str, ...] = ("auto",)  # the recommended recipe; () or "none": off
     stability_mode: str = "measured"
+    regime: str = "auto"  # the recipe's start: auto (measured on a labelled probe set), dense or sparse
     init_rate: float | None = None
     sparsity: str | None = None
     lr: float = 1e-3
@@ -105,6 +107,10 @@ class TrainConfig:
             raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
         if self.stability_mode not in MODES:
             raise ValueError(f"stability_mode must be one of {list(MODES)}, got {self.stability_mode!r}")
+        validate_regime(self.regime)
+        if self.regime != "auto" and (not self.stabilize or resolve_conditions(self.stabilize) != RECIPE):
+            raise ValueError(f"regime {self.regime!r} applies to the recommended recipe (stabilize 'auto') only, "
+                             f"got stabilize={list(self.stabilize)!r}")
         positive = {"lr": self.lr, "tau": self.tau, "threshold": self.threshold, "dampening": self.dampening,
                     "sharpness": self.sharpness, "clip_norm": self.clip_norm}
         for name, val in positive.items():

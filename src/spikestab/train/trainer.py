@@ -57,6 +57,7 @@ EpochHook = Callable[["Trainer", dict], None]
 
 LOSS_GROWTH_FACTOR = 10.0  # warn once when a step's task loss exceeds this many times the first step's
 MAX_SKIPPED_IN_A_ROW = 25  # on_nonfinite="skip": this many non-finite steps in a row stop the run
+PROBE_SAMPLES = 512  # labelled samples the recipe measures its regime on (choose_regime; ~2 points of accuracy)
 
 
 class NonFiniteError(ValueError):
@@ -233,6 +234,24 @@ class Trainer:
         """The model input of the first training batch (x [T, B, N] or tokens [T, B])."""
         return next(iter(self._train_loader(0)))[0]
 
+    def probe_set(self) -> tuple[Tensor, Tensor] | None:
+        """The first ``PROBE_SAMPLES`` labelled training samples of epoch 0 (inputs [T, B, N], labels [B]),
+        on which the recipe chooses its regime; None for a language model or too small a training set."""
+        from ..stability.regime import MIN_PROBE_SAMPLES
+
+        if self.language:
+            return None
+        xs, ys, n = [], [], 0
+        for x, y in self._train_loader(0):
+            xs.append(x)
+            ys.append(y)
+            n += y.shape[0]
+            if n >= PROBE_SAMPLES:
+                break
+        if n < MIN_PROBE_SAMPLES:
+            return None
+        return torch.cat(xs, 1), torch.cat(ys)
+
     def stabilize(self) -> dict:
         """Calibrate the initial firing rate, then apply the stability conditions at that operating point
         (both on the first batch); measure every layer's initial rate and warn (console and result) when
@@ -249,9 +268,12 @@ class Trainer:
             calib = calibrate_firing_rate(self.model, batch, rate=cfg.init_rate)
             result["init_rate"] = calib.to_dict() if hasattr(calib, "to_dict") else calib
         if cfg.stabilize:
-            from ..stability import stabilize
+            from ..stability import RECIPE, resolve_conditions, stabilize
 
-            report = stabilize(self.model, batch, conditions=cfg.stabilize, mode=cfg.stability_mode)
+            recipe = {}
+            if resolve_conditions(cfg.stabilize) == RECIPE:
+                recipe = {"regime": cfg.regime, "probe": self.probe_set() if cfg.regime == "auto" else None}
+            report = stabilize(self.model, batch, conditions=cfg.stabilize, mode=cfg.stability_mode, **recipe)
             self.log(str(report))
             result["report"] = report.to_dict()
             result["report_text"] = str(report)

@@ -1,0 +1,171 @@
+"""The recipe's regime choice: start dense (rate 1/2) or sparse (rate 0.03), decided before training by
+how much class information a dense start leaves readable (docs/results/stability_choice.md, section 5).
+
+A classifier's prediction is the argmax of its time-averaged logits, a linear function of the last
+layer's spike counts, so what an initial network can offer the readout is the class information that a
+linear classifier can read from spike counts. ``count_readability`` measures it (cross-validated accuracy
+of a logistic regression on standardised counts). ``choose_regime`` measures it on the first spiking
+layer for a scan of thresholds and at the dense operating point (condition D at rate 1/2): where the
+dense start keeps at least ``DENSE_READABILITY`` of the best readability any threshold gives, the recipe
+starts dense (D at 1/2, G at ``drive.GROWTH_RATIO``), else sparse (D at ``SPARSE_RATE``, G at
+``SPARSE_GROWTH_RATIO``). On sl-MNIST a dense start keeps 0.71-0.90 of the best; on synthetic SHD and
+Randman it keeps 0.31-0.53: their input is sparse in time, and a layer brought to rate 1/2 turns it into
+tonic firing whose counts no longer tell the classes apart, which is where a dense start does not train.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..neurons.layers import SpikingNeurons
+from .drive import condition_d
+from .measure import layer_input, record
+
+__all__ = ["RegimeChoice", "choose_regime", "count_readability", "check_probe", "REGIMES", "DENSE_READABILITY",
+           "SPARSE_RATE", "SPARSE_GROWTH_RATIO", "DENSE_RATE", "SCAN_FACTORS", "MIN_PROBE_SAMPLES",
+           "regime_targets", "validate_regime"]
+
+REGIMES = ("auto", "dense", "sparse")  # "auto": measured by choose_regime
+DENSE_RATE = 0.5  # the paper's initial rate (condition D's target in the dense regime)
+SPARSE_RATE = 0.03  # condition D's target in the sparse regime (above the 1 % silent warning)
+# G's target in the sparse regime: at rates of a few percent the recurrence carries little of the gradient
+# and a dampening that makes it carry 40 % of the decay (GROWTH_RATIO 0.6) over-amplifies the few paths it
+# has (sl-MNIST, SHD, Randman 2x64, seeds 0-1: 0.9 trained 3-7 points better than 0.6 at rate 0.03)
+SPARSE_GROWTH_RATIO = 0.9
+# the dense start is kept when its readability is at least this share of the best over the threshold scan
+# (decided on 2x64 LIF, seeds 0-2: sl-MNIST 0.71-0.90, SHD 0.40-0.51, Randman 0.34-0.53)
+DENSE_READABILITY = 0.62
+SCAN_FACTORS = (3.0, 2.0, 1.5, 1.0, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1)  # thresholds scanned, x the current one
+MIN_PROBE_SAMPLES = 64  # fewer labelled samples cannot estimate an accuracy to a few points
+FOLDS = 4
+L2 = 1e-2  # ridge penalty of the readability probe (standardised counts)
+
+
+def check_probe(inputs: Tensor, labels: Tensor) -> int:
+    """Validate a labelled probe set (inputs [T, B, ...], labels [B] class indices); returns the number of
+    classes. Raises ValueError naming the argument."""
+    if not isinstance(inputs, Tensor) or inputs.dim() < 2:
+        raise ValueError(f"probe inputs must be a tensor [T, B, ...], got {type(inputs).__name__}"
+                         f"{'' if not isinstance(inputs, Tensor) else ' of shape ' + str(tuple(inputs.shape))}")
+    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError("probe labels must be a 1-d integer tensor of class indices [B]")
+    if labels.shape[0] != inputs.shape[1]:
+        raise ValueError(f"probe labels must have one entry per sample: {labels.shape[0]} labels for "
+                         f"{inputs.shape[1]} samples")
+    if labels.shape[0] < MIN_PROBE_SAMPLES:
+        raise ValueError(f"the probe needs at least {MIN_PROBE_SAMPLES} labelled samples, got {labels.shape[0]}")
+    if int(labels.min()) < 0:
+        raise ValueError(f"probe labels must be class indices >= 0, got {int(labels.min())}")
+    classes = int(labels.max()) + 1
+    if int(torch.unique(labels).numel()) < 2:
+        raise ValueError("probe labels must contain at least 2 classes")
+    return classes
+
+
+def count_readability(spikes: Tensor, labels: Tensor, classes: int, folds: int = FOLDS, l2: float = L2) -> float:
+    """Cross-validated accuracy of a multinomial logistic regression on the spike counts of spikes [T, B, H]
+    (``folds`` folds by sample index modulo ``folds``, features standardised, ridge ``l2``, L-BFGS from zero
+    weights: deterministic). What a linear readout of time-averaged activity can tell apart."""
+    counts = spikes.detach().double().mean(0)
+    counts = (counts - counts.mean(0)) / (counts.std(0) + 1e-6)
+    index = torch.arange(counts.shape[0])
+    correct = 0
+    for k in range(folds):
+        test = index % folds == k
+        w = torch.zeros(counts.shape[1], classes, dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=100, line_search_fn="strong_wolfe")
+        xs, ys = counts[~test], labels[~test]
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = F.cross_entropy(xs @ w + b, ys) + l2 * (w**2).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        with torch.no_grad():
+            correct += int(((counts[test] @ w + b).argmax(-1) == labels[test]).sum())
+    return correct / counts.shape[0]
+
+
+@dataclass
+class RegimeChoice:
+    """What ``choose_regime`` measured and decided (shown in the stability report)."""
+
+    regime: str  # "dense" or "sparse"
+    dense_readability: float  # first layer, at condition D's threshold for rate 1/2
+    dense_rate: float
+    best_readability: float  # the best over SCAN_FACTORS
+    best_factor: float  # its threshold, as a factor of the layer's threshold
+    samples: int
+    classes: int
+    scan: list[tuple[float, float, float]] = field(default_factory=list)  # (factor, rate, readability)
+
+    @property
+    def ratio(self) -> float:
+        """The dense start's readability as a share of the best (the quantity compared to DENSE_READABILITY)."""
+        return self.dense_readability / self.best_readability if self.best_readability > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"regime": self.regime, "dense_readability": self.dense_readability, "dense_rate": self.dense_rate,
+                "best_readability": self.best_readability, "best_factor": self.best_factor, "ratio": self.ratio,
+                "threshold_ratio": DENSE_READABILITY, "samples": self.samples, "classes": self.classes,
+                "chance": 1.0 / self.classes, "scan": [list(s) for s in self.scan]}
+
+    def __str__(self) -> str:
+        return (f"regime {self.regime}: a dense start (rate {self.dense_rate:.2f}) keeps {self.ratio:.2f} of the "
+                f"best count readability of layer 0 ({self.dense_readability:.3f} vs {self.best_readability:.3f} "
+                f"at {self.best_factor:g} x its threshold; chance {1 / self.classes:.3f}, {self.samples} samples; "
+                f"dense needs >= {DENSE_READABILITY:g})")
+
+
+@torch.no_grad()
+def choose_regime(model: nn.Module, layer: SpikingNeurons, inputs: Tensor, labels: Tensor,
+                  solve_batch: int = 8) -> RegimeChoice:
+    """Measure the count readability of ``layer`` (the model's first spiking layer) on the labelled probe
+    set (inputs [T, B, ...] as the model takes them, labels [B]) for each threshold of ``SCAN_FACTORS``
+    and at condition D's threshold for rate 1/2 (solved on the first ``solve_batch`` samples), and choose
+    the regime. The layer is left exactly as it was."""
+    classes = check_probe(inputs, labels)
+    x = layer_input(model, inputs, 0)
+    current = layer.sequence_current(x)[0].detach()
+    start = layer.threshold.detach().clone()
+    fn = layer.spike_fn
+    try:
+        scan = []
+        for factor in SCAN_FACTORS:
+            layer.threshold.copy_(start * factor)
+            z = record(layer, x, current=current).z
+            scan.append((factor, float(z.mean()), count_readability(z, labels, classes)))
+        layer.threshold.copy_(start)
+        condition_d(layer, x[:, :solve_batch], rate=DENSE_RATE)
+        z = record(layer, x, current=current).z
+        dense, dense_rate = count_readability(z, labels, classes), float(z.mean())
+    finally:
+        layer.threshold.copy_(start)
+        layer.spike_fn = fn
+    best = max(scan, key=lambda s: s[2])
+    choice = RegimeChoice("dense", dense, dense_rate, best[2], best[0], int(labels.shape[0]), classes, scan)
+    if not choice.ratio >= DENSE_READABILITY:
+        choice.regime = "sparse"
+    return choice
+
+
+def regime_targets(regime: str, rate: float, growth_ratio: float) -> tuple[float, float]:
+    """(D's rate, G's growth ratio) of ``regime``: the given ones for "dense", the sparse constants else."""
+    if regime == "sparse":
+        return SPARSE_RATE, SPARSE_GROWTH_RATIO
+    return rate, growth_ratio
+
+
+def validate_regime(regime: str) -> None:
+    """Raise ValueError unless ``regime`` is one of ``REGIMES``."""
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {list(REGIMES)}, got {regime!r}")
+
