@@ -59,7 +59,8 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 def _diagnostics(run_dir: Path) -> dict[str, Any]:
     """What a trial's run directory says beyond its accuracy: initial and final rates, gradient norms per
-    layer over the first 100 steps, the stability report's measured growth, compute seconds."""
+    layer over the first 100 steps, the stability report's measured growth and the recipe's regime, compute
+    seconds."""
     res = json.loads((run_dir / "results.json").read_text())
     stab = res.get("stability") or {}
     steps = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "step"][:100]
@@ -74,6 +75,7 @@ def _diagnostics(run_dir: Path) -> dict[str, Any]:
         "grad_norm_first100": mean_norm,
         "growth_per_step": [layer["measurements"].get("growth_per_step") for layer in layers] or None,
         "chosen": [{c: v["chosen"] for c, v in layer["conditions"].items()} for layer in layers] or None,
+        "regime": {k: v for k, v in ((stab.get("report") or {}).get("regime") or {}).items() if k != "scan"} or None,
         "seconds": res["train_seconds"] + ((stab.get("report") or {}).get("timings", {}).get("total_s") or 0.0),
     }
 
