@@ -68,14 +68,15 @@ def check_probe(inputs: Tensor, labels: Tensor) -> int:
 
 def count_readability(spikes: Tensor, labels: Tensor, classes: int, folds: int = FOLDS, l2: float = L2) -> float:
     """Cross-validated accuracy of a multinomial logistic regression on the spike counts of spikes [T, B, H]
-    (``folds`` folds by sample index modulo ``folds``, features standardised, ridge ``l2``, L-BFGS from zero
-    weights: deterministic). What a linear readout of time-averaged activity can tell apart."""
+    (``folds`` folds of a fixed random permutation of the samples, so that no order in the data can line up
+    with them; features standardised, ridge ``l2``, L-BFGS from zero weights: deterministic). What a linear
+    readout of time-averaged activity can tell apart."""
     counts = spikes.detach().double().mean(0)
     counts = (counts - counts.mean(0)) / (counts.std(0) + 1e-6)
-    index = torch.arange(counts.shape[0])
+    fold = torch.randperm(counts.shape[0], generator=torch.Generator().manual_seed(0)) % folds
     correct = 0
     for k in range(folds):
-        test = index % folds == k
+        test = fold == k
         w = torch.zeros(counts.shape[1], classes, dtype=torch.float64, requires_grad=True)
         b = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS([w, b], max_iter=100, line_search_fn="strong_wolfe")

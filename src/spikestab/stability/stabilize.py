@@ -332,6 +332,8 @@ def stabilize(
         raise ValueError(f"probe and regime apply to the recommended recipe {list(RECIPE)} only, "
                          f"not to conditions {list(conds)}")
     if probe is not None:
+        if not (isinstance(probe, (tuple, list)) and len(probe) == 2):
+            raise ValueError(f"probe must be a pair (inputs [T, B, ...], labels [B]), got {type(probe).__name__}")
         check_probe(*probe)
     _first_input(model, batch)
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
