@@ -4,6 +4,7 @@ targets on LIF and ALIF, widths 64 and 256, every reset, and bad input / failure
 
 import copy
 import functools
+import json
 import math
 import sys
 
@@ -185,3 +186,21 @@ def test_failure_after_the_regime_choice_leaves_the_model_exactly_as_it_was(monk
     after = _state(model)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(layer.spike_fn is fn for layer, fn in zip(model.stack.layers, fns))
+
+
+def test_train_measures_the_regime_on_its_first_labelled_samples(tmp_path, capsys):
+    from spikestab.cli import main
+
+    tiny = ["--task", "randman", "--task-option", "n_classes=3", "--task-option", "n_units=12", "--task-option",
+            "n_steps=20", "--task-option", "samples_per_class=40", "--layers", "2x16", "--epochs", "1",
+            "--batch-size", "16", "--no-progress", "--no-figures", "--threads", "1"]
+    assert main(["train", *tiny, "--out", str(tmp_path / "auto")]) == 0
+    report = json.loads((tmp_path / "auto" / "results.json").read_text())["stability"]["report"]
+    regime = report["regime"]
+    assert regime["measured"] and regime["regime"] in ("dense", "sparse") and regime["classes"] == 3
+    assert 64 <= regime["samples"] <= 120  # every training sample up to PROBE_SAMPLES (the split holds < 120)
+    assert "regime " in capsys.readouterr().out
+    assert main(["train", *tiny, "--regime", "sparse", "--out", str(tmp_path / "sparse")]) == 0
+    forced = json.loads((tmp_path / "sparse" / "results.json").read_text())["stability"]
+    assert forced["report"]["regime"] == {"regime": "sparse", "measured": False, "summary": "regime sparse: forced"}
+    assert forced["report"]["layers"][0]["conditions"]["D"]["target"] == SPARSE_RATE

@@ -48,6 +48,8 @@ def test_config_file_and_flag_override(tmp_path):
     (["--task", "randman", "--task-option", "colour=3"], "unknown option"),
     (["--config", "/nonexistent.json"], "does not exist"),
     (["--task", "randman", "--time-checkpoint", "-2"], "time_checkpoint must be an integer >= 0"),
+    (["--task", "randman", "--regime", "medium"], "regime must be one of"),
+    (["--task", "randman", "--regime", "sparse", "--stabilize", "III"], "applies to the recommended recipe"),
 ])
 def test_train_cli_errors(tmp_path, capsys, args, message):
     assert main(["train", *args, "--out", str(tmp_path / "run")]) == 2

@@ -14,7 +14,8 @@ from ..dynamics import RESETS
 from ..models import NETS, SNNClassifier, SNNConfig, SNNLanguageModel, parse_layers
 from ..presets import paper_config, paper_defaults
 from .conditions import SOLVE_FOR
-from .stabilize import CONDITIONS, MODES, stabilize
+from .regime import REGIMES
+from .stabilize import CONDITIONS, MODES, RECIPE, resolve_conditions, stabilize
 
 TASKS = ("random", *DATA_TASKS)  # "random": a random spike batch, no data needed
 
@@ -42,6 +43,20 @@ def _task_batch(args: argparse.Namespace):
     return x, task.input_size, task.output_size, "classification"
 
 
+def _probe(args: argparse.Namespace):
+    """The recipe's labelled probe set: the first --probe-samples samples of the task's shuffled training
+    set (None for random input, a language task or --regime dense/sparse)."""
+    from ..data import load_task, make_loader
+
+    if args.task == "random" or args.regime != "auto" or args.probe_samples == 0:
+        return None
+    task = load_task(args.task, args.data_dir, seed=args.seed, time_repeat=2 if args.preset == "paper" else 1)
+    if isinstance(task.train, torch.Tensor):
+        return None
+    x, y = next(iter(make_loader(task.train, args.probe_samples, shuffle=True, seed=args.seed)))
+    return x, y
+
+
 def build(args: argparse.Namespace):
     """(model, batch) for the command-line arguments."""
     sizes = parse_layers(args.layers)
@@ -61,8 +76,15 @@ def _cmd(args: argparse.Namespace) -> int:
     if args.save and (Path(args.save).is_dir() or not Path(args.save).parent.is_dir()):
         raise ValueError(f"--save must name a file in an existing folder, got {args.save!r}")
     conds = tuple(c.strip() for c in args.conditions.split(",") if c.strip())  # "auto": the recipe
+    if args.probe_samples < 0:
+        raise ValueError(f"--probe-samples must be >= 0 (0: no probe), got {args.probe_samples}")
     model, batch = build(args)
-    report = stabilize(model, batch, conds, mode=args.mode, solve_for=args.solve_for, rate=args.rate)
+    recipe = {}
+    if resolve_conditions(conds) == RECIPE:
+        recipe = {"regime": args.regime, "probe": _probe(args)}
+    elif args.regime != "auto":
+        raise ValueError(f"--regime {args.regime} applies to the recommended recipe (--conditions auto) only")
+    report = stabilize(model, batch, conds, mode=args.mode, solve_for=args.solve_for, rate=args.rate, **recipe)
     print(report)
     options = {k: v for k, v in vars(args).items() if k != "func"}
     if args.json:
@@ -116,7 +138,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dampening", type=float, default=1.0, help="SG peak height before the conditions")
     p.add_argument("--solve-for", choices=list(SOLVE_FOR), default="sharpness",
                    help="the SG parameter condition IV sets")
-    p.add_argument("--rate", type=float, default=0.5, help="target initial firing rate of conditions I and D")
+    p.add_argument("--rate", type=float, default=0.5,
+                   help="target initial firing rate of conditions I and D (the recipe's dense regime)")
+    p.add_argument("--regime", choices=list(REGIMES), default="auto",
+                   help="start of the recipe: auto (dense or sparse, measured on labelled task samples; dense "
+                        "with --task random), dense (rate --rate), sparse (rate 0.03)")
+    p.add_argument("--probe-samples", type=int, default=512,
+                   help="labelled training samples the recipe's regime is measured on (0: none, dense)")
     p.add_argument("--input-rate", type=float, default=0.1, help="--task random: input spike probability")
     p.add_argument("--inputs", type=int, default=100, help="--task random: input channels")
     p.add_argument("--steps", type=int, default=200, help="--task random: time steps")
