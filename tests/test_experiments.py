@@ -75,3 +75,15 @@ def test_fig3_smoke_scale_writes_rates_and_correlations(tmp_path):
     for cs in data["correlations"].values():
         assert set(cs) == {"initial L0", "initial L1", "final L0", "final L1", "f0"}
         assert all(c["r"] is None or (-1 <= c["r"] <= 1 and 0 <= c["p"] <= 1) for c in cs.values())
+
+
+def test_regime_check_smoke_scale_records_each_regime(tmp_path):
+    """The regime check: auto with its measured regime, the recipe forced dense and forced sparse."""
+    _run_smoke(tmp_path, "regime_check.py")
+    out = tmp_path / "docs" / "results" / "regime" / "smoke"
+    assert (out / "regime.png").stat().st_size > 1000 and "forced sparse" in (out / "summary.md").read_text()
+    res = json.loads((out / "digits-lif-64.json").read_text())
+    assert res["dense"]["regimes"] == ["dense"] and res["sparse"]["regimes"] == ["sparse"]
+    auto = res["auto"]["trials"][0]["regime"]
+    assert auto["measured"] and auto["regime"] in ("dense", "sparse") and auto["samples"] == 512
+    assert [res[r]["n"] for r in ("auto", "dense", "sparse")] == [1, 1, 1]
