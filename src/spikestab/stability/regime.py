@@ -9,8 +9,10 @@ layer for a scan of thresholds and at the dense operating point (condition D at 
 dense start keeps at least ``DENSE_READABILITY`` of the best readability any threshold gives, the recipe
 starts dense (D at 1/2, G at ``drive.GROWTH_RATIO``), else sparse (D at ``SPARSE_RATE``, G at
 ``SPARSE_GROWTH_RATIO``). On sl-MNIST a dense start keeps 0.69-0.94 of the best; on synthetic SHD and
-Randman it keeps 0.27-0.53 (2 x 64 and 2 x 256 LIF, seeds 0-2): their input is sparse in time, and a layer brought to rate 1/2 turns it into
-tonic firing whose counts no longer tell the classes apart, which is where a dense start does not train.
+Randman it keeps 0.27-0.53 (2 x 64 and 2 x 256 LIF, seeds 0-2): their input is sparse in time, and a layer
+brought to rate 1/2 turns it into tonic firing whose counts no longer tell the classes apart, which is
+where a dense start does not train. The measurement is a proxy: a dense start that keeps the counts
+readable can still train worse (Randman with 20 units on a 1-d manifold, section 5 of that page).
 """
 
 from __future__ import annotations
