@@ -51,52 +51,61 @@ static void surrogate(int64_t H, int shape, float damp, float sharp, const float
     }
 }
 
-/* One step of one batch row (H neurons): rec = W_hh z_{t-1} (NULL: feed-forward), a/thr only for
-   ALIF (thr receives the threshold A_t), pre_reset may be NULL. Returns the number of spikes. Simple passes over the row that the
-   compiler vectorises; each performs the torch loop's operations in its order. */
-static int64_t step_forward(int64_t H, const float* restrict cur, float* restrict rec, const float* restrict z,
-                         const float* restrict vp, const float* restrict alpha, const float* restrict thr0,
-                         const float* restrict rho, const float* restrict beta, float* restrict a, int reset,
-                         float* restrict v, float* restrict s, float* restrict thr, float* restrict pre) {
-    const float* restrict i = cur;
-    if (rec) {
-        for (int64_t k = 0; k < H; ++k) rec[k] = rec[k] + cur[k];
-        i = rec;
-    }
-    const float* restrict th = thr0;
-    if (a) {
-        for (int64_t k = 0; k < H; ++k) {
-            a[k] = rho[k] * a[k] + (1.0f - rho[k]) * z[k];
-            thr[k] = thr0[k] + beta[k] * a[k];
-        }
-        th = thr;
-    }
-    switch (reset) {
-        case SPK_SUBTRACT:
-            for (int64_t k = 0; k < H; ++k) v[k] = (alpha[k] * vp[k] + i[k]) - z[k] * th[k];
-            break;
-        case SPK_MULTIPLICATIVE:
-            for (int64_t k = 0; k < H; ++k) v[k] = alpha[k] * vp[k] * (1.0f - z[k]) + i[k];
-            break;
-        case SPK_MULTIPLICATIVE_ALL:
-            if (pre) {
-                for (int64_t k = 0; k < H; ++k) {
-                    pre[k] = alpha[k] * vp[k] + i[k];
-                    v[k] = pre[k] * (1.0f - z[k]);
-                }
-            } else {
-                for (int64_t k = 0; k < H; ++k) v[k] = (alpha[k] * vp[k] + i[k]) * (1.0f - z[k]);
-            }
-            break;
-        default:
-            for (int64_t k = 0; k < H; ++k) v[k] = alpha[k] * vp[k] + i[k];
-    }
+/* One step of one batch row (H neurons) in one pass over the row: rec = W_hh z_{t-1} (recurrent
+   layers), a/thr only for ALIF (adaptive; thr receives the threshold A_t), pre only where keep_pre
+   (multiplicative_all). Each element performs the torch loop's operations in its order. reset,
+   recurrent, adaptive and keep_pre are constants in every call (step_forward instantiates one loop for
+   each combination), so that each is one vectorised loop. Returns the number of spikes. */
+static inline __attribute__((always_inline)) int64_t step_row(
+        const int reset, const int recurrent, const int adaptive, const int keep_pre, int64_t H,
+        const float* restrict cur,
+        const float* restrict rec, const float* restrict z, const float* restrict vp, const float* restrict alpha,
+        const float* restrict thr0, const float* restrict rho, const float* restrict beta, float* restrict a,
+        float* restrict v, float* restrict s, float* restrict thr, float* restrict pre) {
     int64_t n = 0;
     for (int64_t k = 0; k < H; ++k) {
-        s[k] = v[k] > th[k] ? 1.0f : 0.0f;
-        n += v[k] > th[k];
+        const float i = recurrent ? rec[k] + cur[k] : cur[k];
+        float th = thr0[k];
+        if (adaptive) {
+            a[k] = rho[k] * a[k] + (1.0f - rho[k]) * z[k];
+            thr[k] = th = thr0[k] + beta[k] * a[k];
+        }
+        float vk;
+        switch (reset) {
+            case SPK_SUBTRACT: vk = (alpha[k] * vp[k] + i) - z[k] * th; break;
+            case SPK_MULTIPLICATIVE: vk = alpha[k] * vp[k] * (1.0f - z[k]) + i; break;
+            case SPK_MULTIPLICATIVE_ALL: {
+                const float p = alpha[k] * vp[k] + i;
+                if (keep_pre) pre[k] = p;
+                vk = p * (1.0f - z[k]);
+                break;
+            }
+            default: vk = alpha[k] * vp[k] + i;
+        }
+        v[k] = vk;
+        s[k] = vk > th ? 1.0f : 0.0f;
+        n += vk > th;
     }
     return n;
+}
+
+/* step_row with its constants instantiated (rec NULL: feed-forward; a NULL: LIF; pre NULL: not kept). */
+static int64_t step_forward(int reset, int64_t H, const float* cur, const float* rec, const float* z,
+                            const float* vp, const float* alpha, const float* thr0, const float* rho,
+                            const float* beta, float* a, float* v, float* s, float* thr, float* pre) {
+#define SPK_ROW(rule, rc, ad, kp) step_row(rule, rc, ad, kp, H, cur, rec, z, vp, alpha, thr0, rho, beta, a, v, s, \
+                                           thr, pre)
+#define SPK_STEP_FORWARD(rule, kp) (a ? (rec ? SPK_ROW(rule, 1, 1, kp) : SPK_ROW(rule, 0, 1, kp)) \
+                                      : (rec ? SPK_ROW(rule, 1, 0, kp) : SPK_ROW(rule, 0, 0, kp)))
+    switch (reset) {
+        case SPK_SUBTRACT: return SPK_STEP_FORWARD(SPK_SUBTRACT, 0);
+        case SPK_MULTIPLICATIVE: return SPK_STEP_FORWARD(SPK_MULTIPLICATIVE, 0);
+        case SPK_MULTIPLICATIVE_ALL:
+            return pre ? SPK_STEP_FORWARD(SPK_MULTIPLICATIVE_ALL, 1) : SPK_STEP_FORWARD(SPK_MULTIPLICATIVE_ALL, 0);
+        default: return SPK_STEP_FORWARD(SPK_NONE, 0);
+    }
+#undef SPK_STEP_FORWARD
+#undef SPK_ROW
 }
 
 /* The forward time loop (spk_forward_args in spikestab.h). Each thread runs whole sequences of its row
@@ -136,8 +145,8 @@ int spk_lif_forward(spk_forward_args* p) {
                 if (wt) spk_sparse_rows_mm(rows, zp, H, H, wt, wtp, H, rec, H, idx);
                 for (int r = 0; r < rows; ++r) {
                     const int64_t o = off + r * H;
-                    const int64_t n = step_forward(H, cur + o, wt ? rec + r * H : NULL, zp + r * H, vp + r * H, alpha,
-                                                   thr0, rho, beta, a ? a + r * H : NULL, reset, volts + o, spikes + o,
+                    const int64_t n = step_forward(reset, H, cur + o, wt ? rec + r * H : NULL, zp + r * H, vp + r * H,
+                                                   alpha, thr0, rho, beta, a ? a + r * H : NULL, volts + o, spikes + o,
                                                    thresholds ? thresholds + o : thr, pre_reset ? pre_reset + o : NULL);
                     if (t + 1 < T) count += n;
                 }
@@ -152,58 +161,79 @@ int spk_lif_forward(spk_forward_args* p) {
     return failed ? SPK_NO_MEMORY : SPK_OK;
 }
 
-/* One reverse step of one batch row (H neurons). At entry gi holds the surrogate gradient, gz the
-   gradient of z_t, gvn that of v_t through step t + 1 (and gan that of a_t, ALIF); at exit gi holds the
-   gradient of the input current I_t, gvn that of v_{t-1}, gan that of a_{t-1} and gzp the gradient of
-   z_{t-1} other than through W_hh. ga_thr: scratch for the gradient of the threshold A_t. Optional
-   (NULL): gan, pre, g_volts, g_spikes_prev, g_alpha, g_thr. */
-static void step_backward(int64_t H, float* restrict gi, const float* restrict gz, float* restrict gvn,
-                          float* restrict gan, float* restrict gzp, float* restrict ga_thr, const float* restrict zp,
-                          const float* restrict vp, const float* restrict thr, const float* restrict pre,
-                          const float* restrict g_volts, const float* restrict g_spikes_prev,
-                          const float* restrict alpha, const float* restrict rho, const float* restrict beta,
-                          float* restrict g_alpha, float* restrict g_thr, int reset, int grad_reset) {
-    for (int64_t k = 0; k < H; ++k) {  /* gi <- gradient of v_t */
-        ga_thr[k] = -(gz[k] * gi[k]);
-        gi[k] = gvn[k] + gz[k] * gi[k];
-        gzp[k] = 0.0f;
-    }
-    if (g_volts) for (int64_t k = 0; k < H; ++k) gi[k] += g_volts[k];
-    switch (reset) {
-        case SPK_MULTIPLICATIVE_ALL:
-            if (grad_reset) for (int64_t k = 0; k < H; ++k) gzp[k] = -gi[k] * pre[k];
-            for (int64_t k = 0; k < H; ++k) {
-                gi[k] = gi[k] * (1.0f - zp[k]);
-                gvn[k] = gi[k] * alpha[k];
-            }
-            break;
-        case SPK_MULTIPLICATIVE:
-            for (int64_t k = 0; k < H; ++k) gvn[k] = gi[k] * alpha[k] * (1.0f - zp[k]);
-            if (grad_reset) for (int64_t k = 0; k < H; ++k) gzp[k] = -gi[k] * alpha[k] * vp[k];
-            break;
-        case SPK_SUBTRACT:
-            for (int64_t k = 0; k < H; ++k) gvn[k] = gi[k] * alpha[k];
-            if (grad_reset)
-                for (int64_t k = 0; k < H; ++k) {
-                    ga_thr[k] -= gi[k] * zp[k];
-                    gzp[k] = -gi[k] * thr[k];
+/* One reverse step of one batch row (H neurons) in one pass over the row. At entry gi holds the
+   surrogate gradient, gz the gradient of z_t, gvn that of v_t through step t + 1 (and gan that of
+   a_t, ALIF), g_volts and g_spikes_prev the gradients of v_t and z_{t-1} from outside (rows of zeros
+   when there are none); at exit gi holds the gradient of the input current I_t, gvn that of v_{t-1},
+   gan that of a_{t-1}, gzp the gradient of z_{t-1} other than through W_hh and gat that of the
+   threshold A_t. reset, adaptive (gan, rho, beta used) and grad_reset (pre used by the
+   multiplicative_all rule) are constants in every call: step_backward instantiates one loop for each
+   combination, so that each is one vectorised loop. */
+static inline __attribute__((always_inline)) void step_row_backward(
+        const int reset, const int adaptive, const int grad_reset, int64_t H, float* restrict gi,
+        const float* restrict gz, float* restrict gvn, float* restrict gan, float* restrict gzp,
+        float* restrict gat, const float* restrict zp, const float* restrict vp, const float* restrict thr,
+        const float* restrict pre, const float* restrict g_volts, const float* restrict g_spikes_prev,
+        const float* restrict alpha, const float* restrict rho, const float* restrict beta) {
+    for (int64_t k = 0; k < H; ++k) {
+        float ga_thr = -(gz[k] * gi[k]);
+        float g = (gvn[k] + gz[k] * gi[k]) + g_volts[k];  /* gradient of v_t */
+        float gp = 0.0f;
+        switch (reset) {
+            case SPK_MULTIPLICATIVE_ALL:
+                if (grad_reset) gp = -g * pre[k];
+                g = g * (1.0f - zp[k]);
+                gvn[k] = g * alpha[k];
+                break;
+            case SPK_MULTIPLICATIVE:
+                gvn[k] = g * alpha[k] * (1.0f - zp[k]);
+                if (grad_reset) gp = -g * alpha[k] * vp[k];
+                break;
+            case SPK_SUBTRACT:
+                gvn[k] = g * alpha[k];
+                if (grad_reset) {
+                    ga_thr -= g * zp[k];
+                    gp = -g * thr[k];
                 }
-            break;
-        default:
-            for (int64_t k = 0; k < H; ++k) gvn[k] = gi[k] * alpha[k];
+                break;
+            default:
+                gvn[k] = g * alpha[k];
+        }
+        if (adaptive) {
+            const float ga = gan[k] + beta[k] * ga_thr;
+            gan[k] = rho[k] * ga;
+            gp += (1.0f - rho[k]) * ga;
+        }
+        gi[k] = g;
+        gzp[k] = gp + g_spikes_prev[k];
+        gat[k] = ga_thr;
     }
+}
+
+/* step_row_backward with its constants instantiated, then the per-row parameter gradients (NULL: not
+   wanted) from what it left: g_alpha += gI v_{t-1} (times 1 - z_{t-1} for the multiplicative rule),
+   g_thr += the gradient of A_t. */
+static void step_backward(int reset, int64_t H, float* gi, const float* gz, float* gvn, float* gan, float* gzp,
+                          float* gat, const float* zp, const float* vp, const float* thr, const float* pre,
+                          const float* g_volts, const float* g_spikes_prev, const float* alpha, const float* rho,
+                          const float* beta, float* restrict g_alpha, float* restrict g_thr, int grad_reset) {
+#define SPK_ROW(rule, ad, gr) step_row_backward(rule, ad, gr, H, gi, gz, gvn, gan, gzp, gat, zp, vp, thr, pre, \
+                                                g_volts, g_spikes_prev, alpha, rho, beta)
+#define SPK_STEP_BACKWARD(rule) (gan ? (grad_reset ? SPK_ROW(rule, 1, 1) : SPK_ROW(rule, 1, 0)) \
+                                     : (grad_reset ? SPK_ROW(rule, 0, 1) : SPK_ROW(rule, 0, 0)))
+    switch (reset) {
+        case SPK_SUBTRACT: SPK_STEP_BACKWARD(SPK_SUBTRACT); break;
+        case SPK_MULTIPLICATIVE: SPK_STEP_BACKWARD(SPK_MULTIPLICATIVE); break;
+        case SPK_MULTIPLICATIVE_ALL: SPK_STEP_BACKWARD(SPK_MULTIPLICATIVE_ALL); break;
+        default: SPK_STEP_BACKWARD(SPK_NONE);
+    }
+#undef SPK_STEP_BACKWARD
+#undef SPK_ROW
     if (g_alpha) {
         if (reset == SPK_MULTIPLICATIVE) for (int64_t k = 0; k < H; ++k) g_alpha[k] += gi[k] * vp[k] * (1.0f - zp[k]);
         else for (int64_t k = 0; k < H; ++k) g_alpha[k] += gi[k] * vp[k];
     }
-    if (g_thr) for (int64_t k = 0; k < H; ++k) g_thr[k] += ga_thr[k];
-    if (gan)
-        for (int64_t k = 0; k < H; ++k) {
-            const float ga = gan[k] + beta[k] * ga_thr[k];
-            gan[k] = rho[k] * ga;
-            gzp[k] += (1.0f - rho[k]) * ga;
-        }
-    if (g_spikes_prev) for (int64_t k = 0; k < H; ++k) gzp[k] += g_spikes_prev[k];
+    if (g_thr) for (int64_t k = 0; k < H; ++k) g_thr[k] += gat[k];
 }
 
 /* The backward time loop (spk_backward_args in spikestab.h; the reverse of spk_lif_forward, equations
@@ -225,14 +255,18 @@ int spk_lif_backward(const spk_backward_args* p) {
     #pragma omp parallel num_threads(p->threads)
     {
         const share_t share = thread_share(B);
+        /* scratch: gradients of z_{t-1} beside W_hh for a tile, of A_t for a row, a row of zeros (no
+           g_volts and g_spikes), non-zero lists */
         float* gzp = malloc(sizeof(float) * (size_t)(RMAX * H));
-        float* gthr = malloc(sizeof(float) * (size_t)H);
+        float* gat = malloc(sizeof(float) * (size_t)H);
+        float* zeros = calloc((size_t)H, sizeof(float));
         int32_t* idx = malloc(sizeof(int32_t) * (size_t)(3 * H));
-        if (!gzp || !gthr || !idx) {
+        const int ok = gzp && gat && zeros && idx;
+        if (!ok) {
             #pragma omp atomic write
             failed = 1;
         }
-        for (int64_t tile = 0; tile < share.tiles && gzp && gthr && idx; ++tile) {
+        for (int64_t tile = 0; tile < share.tiles && ok; ++tile) {
             const int64_t b0 = tile_start(share, tile);
             const int rows = (int)(tile_start(share, tile + 1) - b0);
             const size_t n = (size_t)(rows * H);
@@ -254,18 +288,19 @@ int spk_lif_backward(const spk_backward_args* p) {
                 float* gi = work + off;
                 for (int r = 0; r < rows; ++r) {
                     const int64_t o = off + r * H, q = b0 * H + r * H;
-                    surrogate(H, sg_shape, sg_damp, sg_sharp, volts + o, thresholds ? thresholds + o : thr0, gi + r * H);
-                    step_backward(H, gi + r * H, gz + r * H, gvn + r * H, gan ? gan + r * H : NULL, gzp + r * H, gthr,
-                                  zp + r * H, vp + r * H, thresholds ? thresholds + o : thr0,
-                                  pre_reset ? pre_reset + o : NULL, g_volts ? g_volts + o : NULL,
-                                  g_spikes && t ? g_spikes + prev + r * H : NULL, alpha, rho, beta,
-                                  g_alpha ? g_alpha + q : NULL, g_thr ? g_thr + q : NULL, reset, grad_reset);
+                    const float* thr = thresholds ? thresholds + o : thr0;
+                    surrogate(H, sg_shape, sg_damp, sg_sharp, volts + o, thr, gi + r * H);
+                    step_backward(reset, H, gi + r * H, gz + r * H, gvn + r * H, gan ? gan + r * H : NULL, gzp + r * H,
+                                  gat, zp + r * H, vp + r * H, thr,
+                                  pre_reset ? pre_reset + o : NULL, g_volts ? g_volts + o : zeros,
+                                  g_spikes && t ? g_spikes + prev + r * H : zeros, alpha, rho, beta,
+                                  g_alpha ? g_alpha + q : NULL, g_thr ? g_thr + q : NULL, grad_reset);
                 }
                 if (w) spk_sparse_rows_mm(rows, gi, H, H, w, wp, H, gz, H, idx);
                 for (size_t j = 0; j < n; ++j) gz[j] = (w ? gz[j] : 0.0f) + gzp[j];
             }
         }
-        free(gzp); free(gthr); free(idx);
+        free(gzp); free(gat); free(zeros); free(idx);
     }
     free(wp);
     return failed ? SPK_NO_MEMORY : SPK_OK;
