@@ -1,6 +1,7 @@
 """Surrogate-gradient (SG) family with orthogonal dampening, sharpness and tail parameters.
 
-Forward is the Heaviside step H(v) = 1[v > 0] on the centred voltage v = v_t - threshold. Backward
+Forward is the Heaviside step H(v) = 1[v > 0] on the centred voltage v = v_t - threshold, and NaN
+where v is NaN or +-inf (``heaviside``: a non-finite voltage shows in the spikes). Backward
 is ``dampening * f(sharpness * v)`` where every shape f has f(0) = 1 and unit area (docs/theory.md,
 "Surrogate gradients"), so an SG has peak ``dampening`` and area ``dampening / sharpness`` whatever its shape.
 
@@ -24,6 +25,7 @@ __all__ = [
     "canonical_shape",
     "SurrogateGradient",
     "get",
+    "heaviside",
     "from_snntorch",
     "from_spikingjelly",
     "from_norse",
@@ -186,6 +188,16 @@ def _check_positive(name: str, value: float | Tensor, strict: bool = True) -> No
         raise ValueError(f"{name} must be finite and {bound} (accepted range {accepted}), got min {t.min().item():g}")
 
 
+def heaviside(v: Tensor, out: Tensor | None = None) -> Tensor:
+    """The spike function's forward on the centred voltage ``v``: 1 where v > 0, 0 where v <= 0, NaN
+    where v is NaN or +-inf (into ``out`` when given). A non-finite voltage (from a NaN or inf in a
+    layer's input, state or parameters) so gives NaN spikes instead of plausible zeros and ones; every
+    kernel follows this rule (docs/theory.md, "Non-finite values"). 0 * v is 0 for a finite v and NaN
+    otherwise, which the addition carries into the spikes."""
+    z = torch.gt(v, 0, out=out) if out is not None else (v > 0).to(v.dtype)
+    return z.add_(v, alpha=0.0)
+
+
 class _SpikeFunction(torch.autograd.Function):
     """H(v) forward; SG backward, plus gradients of the SG primitive w.r.t. dampening/sharpness."""
 
@@ -193,7 +205,7 @@ class _SpikeFunction(torch.autograd.Function):
     def forward(ctx, v: Tensor, dampening: Tensor, sharpness: Tensor, sg: SurrogateGradient) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(v, dampening, sharpness)
         ctx.sg = sg
-        return (v > 0).to(v.dtype)
+        return heaviside(v)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
@@ -227,7 +239,8 @@ def _reduce_to(grad: Tensor, like: Tensor) -> Tensor:
 
 
 class SurrogateGradient(nn.Module):
-    """A spike function: Heaviside forward, ``dampening * f(sharpness * v)`` backward.
+    """A spike function: Heaviside forward (``heaviside``: NaN for a non-finite voltage),
+    ``dampening * f(sharpness * v)`` backward.
 
     ``dampening`` and ``sharpness`` are scalars or per-neuron tensors (broadcast over the last axis);
     with ``learnable=True`` they are trained as the dampening/sharpness of the SG primitive. ``tail`` is

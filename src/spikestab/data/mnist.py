@@ -22,7 +22,8 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an idx file (LeCun's MNIST format), gzip-compressed or raw; errors name the file."""
+    """Read an idx file (LeCun's MNIST format), gzip-compressed or raw; errors name the file (a float file
+    holding a NaN or inf: also the index of the first)."""
     path = Path(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
@@ -40,7 +41,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw) != expected:
         raise ValueError(f"{path}: idx file has {len(raw)} bytes but its header {shape} implies {expected} "
                          "(truncated or corrupt)")
-    return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape)
+    data = np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape)
+    if dtype.kind == "f" and not np.isfinite(data).all():
+        first = tuple(int(i) for i in np.argwhere(~np.isfinite(data))[0])
+        raise ValueError(f"{path}: non-finite value {data[first]} at index {first} of this idx file's {dtype} "
+                         f"array {shape} (a NaN or inf pixel or label would pass silently into the spikes)")
+    return data
 
 
 def _idx_path(folder: Path, split: str, kind: str) -> Path:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..dynamics import Dynamics, NeuronState
-from ..surrogate import SurrogateGradient
+from ..surrogate import SurrogateGradient, heaviside
 from . import sparse
 from .reference import run_reference
 
@@ -119,7 +119,7 @@ class FusedSequence(torch.autograd.Function):
             else:
                 torch.mul(v, alpha, out=out).add_(i_t)
             v = out
-            z = torch.gt(v, thr, out=spikes[t])
+            z = heaviside(torch.sub(v, thr), out=spikes[t])  # NaN where v - thr is not finite
         ctx.cfg = cfg
         ctx.save_for_backward(volts, spikes, thresholds, pre_reset, weight_hh, alpha, threshold, v0, z0)
         outs_v = volts if cfg.return_voltage else None

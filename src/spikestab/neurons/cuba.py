@@ -73,10 +73,11 @@ def synaptic_filter(current: Tensor, alpha_syn: Tensor, i0: Tensor) -> Tensor:
 
     With one decay for all neurons and at most ``FILTER_GEMM_STEPS`` steps this is one product with the
     lower-triangular matrix alpha_syn^(t - k) (about 4x faster on CPU than the step loop, forward and
-    backward, at T = 200); otherwise the step loop."""
+    backward, at T = 200); otherwise, and for a current holding a NaN or inf (the matrix's zeros would
+    carry it to the steps before it: 0 * NaN is NaN), the step loop."""
     T = current.shape[0]
     a = alpha_syn.reshape(-1)
-    if T <= FILTER_GEMM_STEPS and bool((a == a[0]).all()):
+    if T <= FILTER_GEMM_STEPS and bool((a == a[0]).all()) and bool(torch.isfinite(current).all()):
         k = torch.arange(T, device=current.device)
         lag = (k[:, None] - k[None, :]).to(current.dtype)
         beta = a[0].to(current.dtype)

@@ -21,6 +21,10 @@ over) are converted once per call to that dtype (exactly: 0/1, and counts below 
 floating input of another precision (float16, bfloat16, float64 for a float32 layer) is refused with a
 ValueError saying what to call (``x.float()`` or ``layer.to(x.dtype)``) rather than silently rounded or
 promoted; inside ``torch.autocast`` it is passed on as autocast decides.
+
+Non-finite values: a NaN or inf entering a layer (input, state or parameters) gives NaN spikes wherever
+the centred voltage v - A is not finite, on every backend, instead of plausible zeros and ones; NaN or
+inf gradients coming in reach the same gradients on every backend (docs/theory.md, "Non-finite values").
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..surrogate import SurrogateGradient
+from ..surrogate import SurrogateGradient, heaviside
 from .layers import prepare_input
 
 __all__ = ["SLSTM", "WIDTH_FACTOR", "SLSTMState", "matched_width", "run_slstm", "run_slstm_fused", "tanh_spike"]
@@ -96,9 +96,9 @@ class _FusedSLSTM(torch.autograd.Function):
         for t in range(steps):
             pre = (wx[t] + h @ w_t).view(batch, GATES, hidden)
             pres[t] = pre
-            gates = (pre[:, :3] > 0).to(pre.dtype)
-            c = gates[:, 0] * c + gates[:, 1] * (2.0 * (pre[:, 3] > 0).to(pre.dtype) - 1.0)
-            h = gates[:, 2] * (2.0 * (c > 0).to(c.dtype) - 1.0)
+            gates = heaviside(pre[:, :3])
+            c = gates[:, 0] * c + gates[:, 1] * (2.0 * heaviside(pre[:, 3]) - 1.0)
+            h = gates[:, 2] * (2.0 * heaviside(c) - 1.0)
             hs[t], cs[t] = h, c
         ctx.save_for_backward(weight_hh, h0, c0, pres, hs, cs)
         ctx.sg = sg
@@ -117,10 +117,10 @@ class _FusedSLSTM(torch.autograd.Function):
         for t in range(steps - 1, -1, -1):
             pre, c = pres[t], cs[t]
             c_prev = cs[t - 1] if t > 0 else c0
-            gates = (pre[:, :3] > 0).to(pre.dtype)
-            cand = 2.0 * (pre[:, 3] > 0).to(pre.dtype) - 1.0
+            gates = heaviside(pre[:, :3])
+            cand = 2.0 * heaviside(pre[:, 3]) - 1.0
             gh = gh + grad_hs[t]
-            d_o = gh * (2.0 * (c > 0).to(c.dtype) - 1.0)
+            d_o = gh * (2.0 * heaviside(c) - 1.0)
             dc = gc + grad_cs[t] + gh * gates[:, 2] * 2.0 * sg.derivative(c)
             slopes = sg.derivative(pre)  # [B, 4, H]
             d = d_pre[t]

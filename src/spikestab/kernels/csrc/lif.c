@@ -3,7 +3,8 @@
    rows without any per-step synchronisation. The recurrent products (forward z W_hh^T, backward gI W_hh)
    visit only non-zero columns (spk_sparse_rows_mm). The forward performs the torch loop's floating-point
    operations in the same order (compiled with -ffp-contract=off; sums over spikes from zero in column
-   order, then the input current added), so its spikes equal the reference loop's. */
+   order, then the input current added), so its spikes equal the reference loop's, NaN included: a
+   non-finite centred voltage gives a NaN spike, as in spikestab.surrogate.heaviside. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,7 @@ static void surrogate(int64_t H, int shape, float damp, float sharp, const float
         case SPK_SG_TRIANGULAR:
             for (int64_t k = 0; k < H; ++k) {
                 const float f = 1.0f - fabsf(sharp * (v[k] - thr[k]));
-                sg[k] = damp * (f > 0.0f ? f : 0.0f);
+                sg[k] = damp * (f < 0.0f ? 0.0f : f);  /* NaN stays NaN, as torch's clamp keeps it */
             }
             break;
         case SPK_SG_RECTANGULAR:
@@ -83,8 +84,11 @@ static inline __attribute__((always_inline)) int64_t step_row(
             default: vk = alpha[k] * vp[k] + i;
         }
         v[k] = vk;
-        s[k] = vk > th ? 1.0f : 0.0f;
-        n += vk > th;
+        /* spikes H(d) of the centred voltage d, NaN where d is not finite (spikestab.surrogate.heaviside):
+           0 * d is 0 for a finite d, NaN otherwise */
+        const float d = vk - th;
+        s[k] = (d > 0.0f ? 1.0f : 0.0f) + 0.0f * d;
+        n += d > 0.0f;
     }
     return n;
 }

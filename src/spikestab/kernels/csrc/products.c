@@ -229,7 +229,9 @@ int spk_csr_mm(const spk_csr* x, const float* wt, int64_t h, const float* bias, 
     return SPK_OK;
 }
 
-/* Threads own column blocks, each accumulated in a packed [N, NB] panel. */
+/* Threads own column blocks, each accumulated in a packed [N, NB] panel. A column of g holding a NaN
+   or inf gives a NaN column of gwt, where the dense product is non-finite too (0 * NaN is NaN there):
+   every row of g is read for it, also the rows with no non-zero in x, which the product skips. */
 int spk_csr_mm_t(const spk_csr* x, const float* g, int64_t h, float* gwt, int32_t threads) {
     const int64_t rows = x->rows, n = x->n;
     const int64_t* rowptr = x->rowptr;
@@ -249,19 +251,27 @@ int spk_csr_mm_t(const spk_csr* x, const float* g, int64_t h, float* gwt, int32_
             if (!panel) continue;
             const int64_t c0 = blk * NB, nb = h - c0 < NB ? h - c0 : NB;
             memset(panel, 0, sizeof(float) * (size_t)(n * NB));
+            v8 finite[NB / 8];  /* 0 * g summed over the rows: 0 where a column of g is finite, NaN where not */
+            for (int q = 0; q < NB / 8; ++q) finite[q] = vset(0.0f);
             for (int64_t r = 0; r < rows; ++r) {
-                if (rowptr[r] == rowptr[r + 1]) continue;
                 float gt[NB] = {0};
                 memcpy(gt, g + r * h + c0, sizeof(float) * (size_t)nb);
                 v8 gv[NB / 8];
-                for (int q = 0; q < NB / 8; ++q) gv[q] = vld(gt + 8 * q);
+                for (int q = 0; q < NB / 8; ++q) {
+                    gv[q] = vld(gt + 8 * q);
+                    finite[q] += vset(0.0f) * gv[q];
+                }
+                if (rowptr[r] == rowptr[r + 1]) continue;
                 for (int64_t j = rowptr[r]; j < rowptr[r + 1]; ++j) {
                     const v8 xv = vset(vals[j]);
                     float* o = panel + cols[j] * NB;
                     for (int q = 0; q < NB / 8; ++q) vst(o + 8 * q, vfma(xv, gv[q], vld(o + 8 * q)));
                 }
             }
-            for (int64_t c = 0; c < n; ++c) memcpy(gwt + c * h + c0, panel + c * NB, sizeof(float) * (size_t)nb);
+            float mark[NB];
+            for (int q = 0; q < NB / 8; ++q) vst(mark + 8 * q, finite[q]);
+            for (int64_t c = 0; c < n; ++c)
+                for (int64_t k = 0; k < nb; ++k) gwt[c * h + c0 + k] = panel[c * NB + k] + mark[k];
         }
         free(panel);
     }
