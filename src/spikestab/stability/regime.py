@@ -123,11 +123,11 @@ class RegimeChoice:
 
 @torch.no_grad()
 def choose_regime(model: nn.Module, layer: SpikingNeurons, inputs: Tensor, labels: Tensor,
-                  solve_batch: int = 8) -> RegimeChoice:
+                  dense_rate: float = DENSE_RATE, solve_batch: int = 8) -> RegimeChoice:
     """Measure the count readability of ``layer`` (the model's first spiking layer) on the labelled probe
     set (inputs [T, B, ...] as the model takes them, labels [B]) for each threshold of ``SCAN_FACTORS``
-    and at condition D's threshold for rate 1/2 (solved on the first ``solve_batch`` samples), and choose
-    the regime. The layer is left exactly as it was."""
+    and at condition D's threshold for the dense start's rate ``dense_rate`` (solved on the first
+    ``solve_batch`` samples), and choose the regime. The layer is left exactly as it was."""
     classes = check_probe(inputs, labels)
     x = layer_input(model, inputs, 0)
     current = layer.sequence_current(x)[0].detach()
@@ -140,7 +140,7 @@ def choose_regime(model: nn.Module, layer: SpikingNeurons, inputs: Tensor, label
             z = record(layer, x, current=current).z
             scan.append((factor, float(z.mean()), count_readability(z, labels, classes)))
         layer.threshold.copy_(start)
-        condition_d(layer, x[:, :solve_batch], rate=DENSE_RATE)
+        condition_d(layer, x[:, :solve_batch], rate=dense_rate)
         z = record(layer, x, current=current).z
         dense, dense_rate = count_readability(z, labels, classes), float(z.mean())
     finally:

@@ -248,7 +248,7 @@ def _recipe_regime(model: nn.Module, first: SpikingNeurons, opts: StabilizeOptio
     regime entry."""
     entry: dict
     if regime == "auto" and probe is not None:
-        choice: RegimeChoice = choose_regime(model, first, *probe, solve_batch=opts.solve_batch)
+        choice: RegimeChoice = choose_regime(model, first, *probe, dense_rate=opts.rate, solve_batch=opts.solve_batch)
         regime = choice.regime
         entry = {**choice.to_dict(), "measured": True, "summary": str(choice)}
     else:
