@@ -27,6 +27,11 @@ CONFIGS = {
     "shd-lif-64": ("shd", {}),
     "randman-alif-64": ("randman", {"net": "alif"}),
     "shd-alif-64": ("shd", {"net": "alif"}),
+    # added after the timing-code clause of the regime choice, to check it and the ratio on tasks not looked at
+    "randman50-3d-lif-64": ("randman", {"task_options": {"n_classes": 5, "n_units": 50, "dim": 3,
+                                                         "samples_per_class": 500}}),
+    "digits-alif-64": ("sl-mnist", {"task_options": {"source": "digits"}, "epochs": 5, "net": "alif"}),
+    "shd125-lif-64": ("shd", {"task_options": {"dt": 0.008, "n_steps": 125}}),
 }
 REGIMES = ("auto", "dense", "sparse")
 SEEDS = {"smoke": [0], "cpu": [0, 1, 2]}

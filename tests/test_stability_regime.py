@@ -82,7 +82,8 @@ def test_a_count_code_starts_dense_and_a_timing_code_sparse():
     x, y = _count_code(512)
     model = _model(40, 4)
     dense = choose_regime(model, model.stack.layers[0], x, y)
-    assert dense.regime == "dense" and dense.ratio >= DENSE_READABILITY
+    assert dense.regime == "dense" and dense.ratio >= DENSE_READABILITY and not dense.timing_code
+    assert dense.input_readability > 0.9 and dense.baseline == 0.25
     # Randman (Zenke & Vogels 2021): each channel fires once, the class is in the spike times, so the
     # input counts carry nothing and only a sparse, coincidence-detecting layer turns timing into counts
     latencies, labels = spiking_randman(n_classes=4, n_units=50, n_steps=100, dim=2, samples_per_class=128)
@@ -92,7 +93,9 @@ def test_a_count_code_starts_dense_and_a_timing_code_sparse():
     model = _model(50, 4)
     sparse = choose_regime(model, model.stack.layers[0], xr, yr)
     assert sparse.regime == "sparse" and sparse.ratio < DENSE_READABILITY
-    assert count_readability(xr, yr, 4) < 0.25 + 3 * math.sqrt(0.25 * 0.75 / len(yr))  # the input's counts: chance
+    # the input's counts (all 1) carry nothing: the timing-code clause alone makes the start sparse
+    assert sparse.timing_code and "timing code" in str(sparse)
+    assert sparse.input_readability <= sparse.baseline + 3 * math.sqrt(0.25 * 0.75 / len(yr))
 
 
 def test_choose_regime_leaves_the_model_exactly_as_it_was():
