@@ -2,6 +2,7 @@
 step and end where a one-process run with the same global batch ends; a rank killed mid-epoch is reported
 and the run resumes (with another number of processes) to the same weights."""
 
+import gc
 import os
 import signal
 
@@ -59,10 +60,24 @@ def test_batch_shard_splits_every_global_batch_and_weights_the_loss():
     assert [a[1].tolist() for a in alone] == [[0], [0]] and [a[2] for a in alone] == [0.0, 2.0]
 
 
+def _collectable_stores() -> list:
+    """TCPStores a garbage collection would finalise now. The elastic agent's rendezvous store must be
+    finalised inside ``launch``: collected later in a process forked from this one (test_faults forks),
+    its destructor waited forever for a store thread that exists only here."""
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection would free goes to gc.garbage instead
+    try:
+        gc.collect()
+        return [r for o in gc.garbage for r in gc.get_referents(o) if type(r).__name__ == "TCPStore"]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
 def test_two_gloo_ranks_match_each_other_every_step_and_one_process(tmp_path, one_process):
     trainer, final = one_process
     cfg = _cfg(tmp_path, "dist")
     out = launch(cfg, 2, entry=tiny_worker)
+    assert not _collectable_stores()
     steps = trainer.global_step
     assert out[0].shape[0] == out[1].shape[0] == steps == 12
     assert torch.equal(out[0], out[1])  # identical on both ranks after every step
@@ -82,6 +97,9 @@ def test_killed_rank_is_reported_and_the_run_resumes_with_another_nproc(tmp_path
     with pytest.raises(RankFailedError) as err:
         launch(cfg, 2, entry=tiny_worker, args=(False, 5))  # rank 1 dies in epoch 1 (6 batches per epoch)
     msg = str(err.value)
+    failure = err.value
+    del err  # the test's own reference to the traceback: what remains is what launch left behind
+    assert failure.__context__ is None and not _collectable_stores()
     assert "rank 1 of 2" in msg and "SIGKILL" in msg and "--resume" in msg, msg
     assert "step 4" in msg or "step 6" in msg or "step 5" in msg, msg
     resumed = Trainer(cfg, tiny_task(), log=lambda s: None)  # one process, no torch.distributed

@@ -9,6 +9,7 @@ the synthesiser (cochlear encoding, part files, merge, h5 writing, resume) is th
 """
 
 import errno
+import gc
 import io
 import multiprocessing
 import os
@@ -36,6 +37,7 @@ def _die() -> None:
 
 def _in_child(target) -> int:
     """Run ``target()`` in a forked child; its exit code (-9: killed by SIGKILL, 0: it finished)."""
+    gc.collect()  # no garbage whose finaliser joins a thread of this process may be collected in the child
     proc = multiprocessing.get_context("fork").Process(target=target)
     proc.start()
     proc.join(120)

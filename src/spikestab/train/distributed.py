@@ -21,6 +21,7 @@ others and is reported as a ``RankFailedError`` naming the rank, its exit and th
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -245,9 +246,14 @@ def launch(cfg: TrainConfig, nproc: int, entry: Callable[..., Any] = train_worke
         message = failure.message.get("message", "") if isinstance(failure.message, dict) else failure.message
         detail = "" if failure.exitcode < 0 else (
             f": {message}" if message and not message.startswith("To enable traceback") else " (see its output above)")
-        raise RankFailedError(
-            f"rank {rank} of {nproc} (pid {failure.pid}) {why}{detail}; the other ranks were stopped; "
-            f"{_checkpoint_note(cfg.out)}") from None
+        failed = RankFailedError(f"rank {rank} of {nproc} (pid {failure.pid}) {why}{detail}; the other ranks were "
+                                 f"stopped; {_checkpoint_note(cfg.out)}")
+    finally:
+        # the agent and its rendezvous TCPStore are cyclic garbage once the launch (or its exception) is gone:
+        # collect them here, where the store's thread lives; finalised in a process forked from this one,
+        # the store's destructor would wait forever for that thread
+        gc.collect()
+    raise failed  # outside the handler: no __context__ keeps the agent's frames (and the store) alive
 
 
 def main(cfg: TrainConfig, nproc: int | None, resume: bool, figures: bool) -> int:
