@@ -72,8 +72,10 @@ def test_time_checkpoint_trains_like_the_plain_layers(tmp_path):
     """--time-checkpoint K gives every spiking layer checkpointed segments of K steps; training follows
     the plain run (same forward, gradients equal up to summation order)."""
     plain, ckpt = tmp_path / "plain", tmp_path / "ckpt"
-    assert main(["train", *TINY, "--epochs", "1", "--no-figures", "--out", str(plain)]) == 0
-    assert main(["train", *TINY, "--epochs", "1", "--no-figures", "--time-checkpoint", "7", "--out", str(ckpt)]) == 0
+    # a dense start (the recipe would start this timing-coded Randman sparse): the network must fire
+    dense = [*TINY, "--epochs", "1", "--no-figures", "--regime", "dense"]
+    assert main(["train", *dense, "--out", str(plain)]) == 0
+    assert main(["train", *dense, "--time-checkpoint", "7", "--out", str(ckpt)]) == 0
     a, b = (json.loads((run / "results.json").read_text()) for run in (plain, ckpt))
     assert b["config"]["time_checkpoint"] == 7
     assert min(a["test"]["rates"]) > 0.1  # a network that fires: the gradients through the spikes matter
