@@ -7,10 +7,7 @@ from spikestab.init import calibrate_firing_rate, train_bias_for_rate
 from spikestab.models import SNNClassifier, SNNConfig
 from spikestab.stability import measure_firing_rate
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(reset="subtract", net="lif", bias=False, widths=(64, 64)):

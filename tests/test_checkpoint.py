@@ -18,13 +18,7 @@ from spikestab.surrogate import SurrogateGradient
 STEPS, BATCH, INPUTS, HIDDEN = 14, 4, 5, 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP waits on a shared CPU (seconds instead of milliseconds)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _layer(cls, recurrent=True, reset="subtract", detach=True, learnable_sg=False):

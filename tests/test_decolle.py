@@ -16,14 +16,7 @@ from spikestab.decolle import (
     train_epoch,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Hundreds of tiny per-step updates: one thread is many times faster than two on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_step_matches_equations():

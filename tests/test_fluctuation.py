@@ -15,13 +15,7 @@ from spikestab.neurons.cuba import CubaLIF
 NU = 0.05
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Long loops of small products: one thread is faster than two on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("alpha,alpha_syn", [(0.9, None), (0.9, 0.8), (0.95, 0.95), (0.5, 0.3)])

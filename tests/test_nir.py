@@ -24,9 +24,7 @@ INEXACT = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _heterogeneous(model: torch.nn.Module, shape: str = "fast-sigmoid", tail: float | None = None) -> torch.nn.Module:

@@ -13,10 +13,7 @@ from spikestab.neurons import LIFCell
 from spikestab.stability import PAPER_CONDITIONS, measure_firing_rate, stabilize
 from spikestab.surrogate import SurrogateGradient
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # stabilize's promise in measured mode (rate_tol=0.01, ratio_tol=0.1): rate within 0.01, variance ratio within x1.1

@@ -9,10 +9,7 @@ from spikestab.models import SNNClassifier
 from spikestab.presets import paper_config, paper_defaults
 from spikestab.stability import stabilize
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _paper_model(n_in: int, width: int, surrogate: str = "fast-sigmoid") -> SNNClassifier:

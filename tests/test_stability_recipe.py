@@ -24,9 +24,7 @@ CASES = [(net, reset, width) for width in (64, 256) for net in ("lif", "alif") f
 RATE = 0.05
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(net: str, reset: str, width: int) -> SNNClassifier:

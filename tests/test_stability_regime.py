@@ -28,9 +28,7 @@ from spikestab.stability.regime import (
 CASES = [(net, reset, width) for width in (64, 256) for net in ("lif", "alif") for reset in RESETS]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _binomial_pmf(n: int, p: float) -> list[float]:

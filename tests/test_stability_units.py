@@ -24,10 +24,7 @@ from spikestab.stability.measure import jacobian_at, record, variance_ratio
 from spikestab.stability.solvers import find_root, scan_root, secant_slope, solve_increasing
 from spikestab.surrogate import SurrogateGradient
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)  # tiny recurrent products: threads only add contention
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- solvers ------------------------------------------------------------------------------------------
