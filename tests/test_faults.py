@@ -27,7 +27,7 @@ from spikestab.train import Trainer
 from spikestab.train.checkpoint import load_checkpoint, previous_path
 from spikestab.train.metrics import read_jsonl
 from test_make_shd import SETTINGS, SPEAKERS, tone_source
-from test_resume import TINY, same_run
+from test_resume import TINY, ctrl_c_at, same_run
 from test_train import cfg_for, tiny_task
 
 
@@ -172,14 +172,7 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, c
 
 def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, monkeypatch, reference):
     out = tmp_path / "run"
-    step = Trainer.train_step
-
-    def interrupted(self, *args):
-        if self.global_step == 7:
-            raise KeyboardInterrupt
-        return step(self, *args)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    ctrl_c_at(monkeypatch, 7)
     assert main(["train", *TINY, "--epochs", "2", "--out", str(out)]) == 130
     monkeypatch.undo()
     latest, prev = out / "checkpoint.pt", previous_path(out / "checkpoint.pt")

@@ -35,21 +35,26 @@ def reference(tmp_path_factory):
     return out
 
 
-def test_ctrl_c_names_the_checkpoint_and_the_command_that_resumes(tmp_path, capsys, monkeypatch, reference):
-    out = tmp_path / "run"
+def ctrl_c_at(monkeypatch, global_step: int) -> None:
+    """Make the training step that starts at ``global_step`` raise KeyboardInterrupt (what Ctrl-C does)."""
     step = Trainer.train_step
 
     def interrupted(self, *args):
-        if self.global_step == 3:
+        if self.global_step == global_step:
             raise KeyboardInterrupt
         return step(self, *args)
 
     monkeypatch.setattr(Trainer, "train_step", interrupted)
+
+
+def test_ctrl_c_names_the_checkpoint_and_the_command_that_resumes(tmp_path, capsys, monkeypatch, reference):
+    out = tmp_path / "run"
+    ctrl_c_at(monkeypatch, 3)
     assert main(["train", *TINY, "--epochs", "2", "--out", str(out)]) == 130
     err = capsys.readouterr().err
     assert f"the last checkpoint is {out / 'checkpoint.pt'} (step 2, 0 epochs done)" in err
     assert f"resume with: spikestab train --resume --out {out}" in err
-    monkeypatch.setattr(Trainer, "train_step", step)
+    monkeypatch.undo()
     # the printed command alone resumes: every option comes from the run's config.json
     assert main(["train", "--resume", "--out", str(out)]) == 0
     assert "resuming" in capsys.readouterr().out
