@@ -20,15 +20,17 @@ from .stabilize import CONDITIONS, MODES, RECIPE, resolve_conditions, stabilize
 TASKS = ("random", *DATA_TASKS)  # "random": a random spike batch, no data needed
 
 
-def _random_batch(args: argparse.Namespace) -> tuple[torch.Tensor, int, int, str]:
+def _random_batch(args: argparse.Namespace) -> tuple[torch.Tensor, int, int, str, None]:
     if not 0.0 < args.input_rate < 1.0:
         raise ValueError(f"--input-rate must be in (0, 1), got {args.input_rate}")
     gen = torch.Generator().manual_seed(args.seed)
     x = (torch.rand(args.steps, args.batch, args.inputs, generator=gen) < args.input_rate).float()
-    return x, args.inputs, 10, "classification"
+    return x, args.inputs, 10, "classification", None
 
 
-def _task_batch(args: argparse.Namespace):
+def _task_batch(args: argparse.Namespace, probe_samples: int):
+    """The task's first batch, sizes and kind, and the recipe's labelled probe set: the first
+    ``probe_samples`` samples of the shuffled training set (None for 0 or a language task)."""
     from ..data import lm_batches, load_task, make_loader
 
     try:
@@ -38,29 +40,18 @@ def _task_batch(args: argparse.Namespace):
         raise ValueError(str(err)) from err
     if isinstance(task.train, torch.Tensor):  # a language task: a token stream
         inputs, _ = next(iter(lm_batches(task.train, args.batch, task.n_steps)))
-        return inputs, task.input_size, task.output_size, "language"
+        return inputs, task.input_size, task.output_size, "language", None
     x, _ = next(iter(make_loader(task.train, args.batch, shuffle=False, seed=args.seed)))
-    return x, task.input_size, task.output_size, "classification"
+    probe = next(iter(make_loader(task.train, probe_samples, shuffle=True, seed=args.seed))) if probe_samples else None
+    return x, task.input_size, task.output_size, "classification", probe
 
 
-def _probe(args: argparse.Namespace):
-    """The recipe's labelled probe set: the first --probe-samples samples of the task's shuffled training
-    set (None for random input, a language task or --regime dense/sparse)."""
-    from ..data import load_task, make_loader
-
-    if args.task == "random" or args.regime != "auto" or args.probe_samples == 0:
-        return None
-    task = load_task(args.task, args.data_dir, seed=args.seed, time_repeat=2 if args.preset == "paper" else 1)
-    if isinstance(task.train, torch.Tensor):
-        return None
-    x, y = next(iter(make_loader(task.train, args.probe_samples, shuffle=True, seed=args.seed)))
-    return x, y
-
-
-def build(args: argparse.Namespace):
-    """(model, batch) for the command-line arguments."""
+def build(args: argparse.Namespace, probe_samples: int = 0):
+    """(model, batch, probe) for the command-line arguments; probe: ``probe_samples`` labelled training
+    samples (inputs, labels) of the task, or None."""
     sizes = parse_layers(args.layers)
-    batch, n_in, n_out, kind = _random_batch(args) if args.task == "random" else _task_batch(args)
+    batch, n_in, n_out, kind, probe = (_random_batch(args) if args.task == "random"
+                                       else _task_batch(args, probe_samples))
     if kind == "language":
         n_in = sizes[-1]  # embedding width = last layer width (tied projection)
     torch.manual_seed(args.seed)
@@ -69,7 +60,7 @@ def build(args: argparse.Namespace):
     model = SNNLanguageModel(cfg) if kind == "language" else SNNClassifier(cfg)
     if args.preset == "paper":
         paper_defaults(model, seq_len=batch.shape[0], seed=args.seed)
-    return model, batch
+    return model, batch, probe
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -78,12 +69,12 @@ def _cmd(args: argparse.Namespace) -> int:
     conds = tuple(c.strip() for c in args.conditions.split(",") if c.strip())  # "auto": the recipe
     if args.probe_samples < 0:
         raise ValueError(f"--probe-samples must be >= 0 (0: no probe), got {args.probe_samples}")
-    model, batch = build(args)
-    recipe = {}
-    if resolve_conditions(conds) == RECIPE:
-        recipe = {"regime": args.regime, "probe": _probe(args)}
-    elif args.regime != "auto":
+    is_recipe = resolve_conditions(conds) == RECIPE
+    if not is_recipe and args.regime != "auto":
         raise ValueError(f"--regime {args.regime} applies to the recommended recipe (--conditions auto) only")
+    # the probe decides the recipe's regime: only the recipe with --regime auto measures it
+    model, batch, probe = build(args, args.probe_samples if is_recipe and args.regime == "auto" else 0)
+    recipe = {"regime": args.regime, "probe": probe} if is_recipe else {}
     report = stabilize(model, batch, conds, mode=args.mode, solve_for=args.solve_for, rate=args.rate, **recipe)
     print(report)
     options = {k: v for k, v in vars(args).items() if k != "func"}
