@@ -5,15 +5,20 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := test,data,plots,sweeps,audio,nir
+# The peer libraries whose networks spikestab.adapters stabilises and whose NIR graphs spikestab.nir reads,
+# so that their tests run in CI. --no-deps: their requirements (torchvision, torchaudio) would replace the
+# pinned CPU torch; what they import at run time is in the extras above or listed here (loguru).
+PEERS := snntorch==1.0.0 norse==1.1.0 spikingjelly==2.0.0 loguru
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 # torch is pinned so that pip takes the CPU build on local disk (never a CUDA build).
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q --no-deps $(PEERS)
 	touch $@
 
 # PostgreSQL server binaries (initdb, pg_ctl) for tests/test_sweep_postgres.py, which starts a throwaway
