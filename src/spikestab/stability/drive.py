@@ -21,6 +21,7 @@ is measured by simulating the layer on its recorded input, and each result repor
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -30,7 +31,9 @@ from .conditions import ConditionResult
 from .measure import measure_gradient_growth, record
 from .solvers import find_root, scan_root
 
-__all__ = ["condition_d", "condition_g", "THRESHOLD_RANGE", "SATURATION_MARGIN", "DAMPENING_RANGE", "GROWTH_RATIO"]
+__all__ = ["condition_d", "condition_g", "threshold_for_rate", "dampening_for_growth", "check_d_targets",
+           "check_g_targets", "g_not_applicable", "growth_target", "THRESHOLD_RANGE", "SATURATION_MARGIN",
+           "DAMPENING_RANGE", "GROWTH_RATIO"]
 
 THRESHOLD_RANGE = (1e-3, 1e3)  # factors of the layer's current threshold searched by D
 SCAN_POINTS = 25  # log-spaced thresholds D scans from the top of THRESHOLD_RANGE down
@@ -51,16 +54,7 @@ def _set_threshold(layer: SpikingNeurons, value: float) -> None:
 
 def condition_d(layer: SpikingNeurons, x: Tensor, rate: float = 0.5, rate_tol: float = 0.01) -> ConditionResult:
     """Set the layer's threshold (one value for all neurons) so that its firing rate on x [T, B, I] from
-    the zero state is ``rate``. The rate falls as the threshold rises, so a bracketed root find on
-    log(threshold) over ``THRESHOLD_RANGE`` times the current mean threshold finds the largest threshold
-    whose rate reaches ``rate_tol / 2`` below the target: a log-spaced scan down from the top of the range
-    (the rate is flat and, by a few thousandths, not monotone near its maximum, so a plain root find could
-    stop anywhere on that flat stretch), then a root find between the first scan point that reaches it
-    and the one above. When the rate cannot reach the target inside the range (neurons whose net drive
-    stays negative never fire, so the rate saturates below 1/2 as the threshold falls) or lies within
-    ``SATURATION_MARGIN`` of the highest reachable rate (the rate at the bottom of the range), the goal
-    becomes ``SATURATION_MARGIN`` below that highest rate: the flat stretch next to it is where the
-    threshold would collapse (and with it the scale every optimiser step is measured against).
+    the zero state is ``rate`` (:func:`threshold_for_rate` on the layer simulated by ``record``).
 
     Example:
         >>> from spikestab.neurons import LIF
@@ -70,43 +64,68 @@ def condition_d(layer: SpikingNeurons, x: Tensor, rate: float = 0.5, rate_tol: f
         >>> res.feasible and 0.29 <= res.measured <= 0.3
         True
     """
+    check_d_targets(rate, rate_tol)
+    current = layer.sequence_current(x)[0].detach()
+
+    def rate_at(theta: float) -> float:
+        _set_threshold(layer, theta)
+        return record(layer, x, current=current).rate
+
+    return threshold_for_rate(rate_at, lambda theta: _set_threshold(layer, theta), layer.threshold.detach(), rate,
+                              rate_tol)
+
+
+def check_d_targets(rate: float, rate_tol: float) -> None:
+    """Raise ValueError unless ``rate`` is in (0, 1) and ``rate_tol`` > 0 (condition D's targets)."""
     if not (isinstance(rate, (int, float)) and 0.0 < rate < 1.0):
         raise ValueError(f"rate must be in the open interval (0, 1), got {rate!r}")
     if not rate_tol > 0:
         raise ValueError(f"rate_tol must be > 0, got {rate_tol!r}")
-    current = layer.sequence_current(x)[0].detach()
-    start = float(layer.threshold.detach().mean())
-    lo, hi = start * THRESHOLD_RANGE[0], start * THRESHOLD_RANGE[1]
 
+
+def threshold_for_rate(rate_at: Callable[[float], float], set_threshold: Callable[[float], None], threshold: Tensor,
+                       rate: float = 0.5, rate_tol: float = 0.01) -> ConditionResult:
+    """Condition D on any spiking population: ``rate_at(theta)`` simulates it with threshold theta and
+    returns its firing rate, ``set_threshold`` sets the chosen one, ``threshold`` is the current threshold
+    (its mean is where the search starts; the result has its shape).
+
+    The rate falls as the threshold rises, so a bracketed root find on log(threshold) over
+    ``THRESHOLD_RANGE`` times the current mean threshold finds the largest threshold whose rate reaches
+    ``rate_tol / 2`` below the target: a log-spaced scan down from the top of the range (the rate is flat
+    and, by a few thousandths, not monotone near its maximum, so a plain root find could stop anywhere on
+    that flat stretch), then a root find between the first scan point that reaches it and the one above.
+    When the rate cannot reach the target inside the range (neurons whose net drive stays negative never
+    fire, so the rate saturates below 1/2 as the threshold falls) or lies within ``SATURATION_MARGIN`` of
+    the highest reachable rate (the rate at the bottom of the range), the goal becomes
+    ``SATURATION_MARGIN`` below that highest rate: the flat stretch next to it is where the threshold
+    would collapse (and with it the scale every optimiser step is measured against).
+    """
+    check_d_targets(rate, rate_tol)
+    start = float(threshold.mean())
+    lo, hi = start * THRESHOLD_RANGE[0], start * THRESHOLD_RANGE[1]
     rates: dict[float, float] = {}  # threshold -> simulated rate, so no threshold is simulated twice
 
-    def rate_at(theta: float) -> float:
+    def cached(theta: float) -> float:
         if theta not in rates:
-            _set_threshold(layer, theta)
-            rates[theta] = record(layer, x, current=current).rate
+            rates[theta] = rate_at(theta)
         return rates[theta]
 
-    # the rate falls as the threshold rises, but near its maximum it is flat and, by a few thousandths,
-    # not monotone: scan down from the top of the range for the largest threshold that reaches the goal
-    # (rate_tol / 2 below the target, or SATURATION_MARGIN below the highest reachable rate, the rate at
-    # the bottom of the range, when the target is closer to it), then refine between that scan point and
-    # the one above it
-    highest = rate_at(lo)
+    highest = cached(lo)
     goal = min(rate - rate_tol / 2, highest - SATURATION_MARGIN)
     step = (math.log(hi) - math.log(lo)) / (SCAN_POINTS - 1)
     grid = [math.exp(math.log(hi) - step * k) for k in range(SCAN_POINTS - 1)]
     grid.append(lo)  # exactly the bottom, whose rate (highest) reaches the goal by construction
     above = None  # the scan point just above the first one that reaches the goal (the rate at lo does)
     for theta in grid:
-        if rate_at(theta) >= goal:
+        if cached(theta) >= goal:
             break
         above = theta
     if above is not None:
-        theta = find_root(lambda t: rate_at(t) - goal, theta, above, ftol=rate_tol / 4, log=True, max_iter=40).x
-    reached = rate_at(theta)
-    _set_threshold(layer, theta)
+        theta = find_root(lambda t: cached(t) - goal, theta, above, ftol=rate_tol / 4, log=True, max_iter=40).x
+    reached = cached(theta)
+    set_threshold(theta)
     res = ConditionResult("D", "initial firing rate (through the threshold)", rate, "threshold",
-                          torch.full_like(layer.threshold.detach(), theta), abs(reached - rate) <= rate_tol,
+                          torch.full_like(threshold, theta), abs(reached - rate) <= rate_tol,
                           residual=reached - rate, measured=reached)
     res.extra["threshold_factor"] = theta / start
     if not res.feasible:
@@ -128,9 +147,9 @@ def condition_g(layer: SpikingNeurons, x: Tensor, target: float | None = None, r
                 tol: float = 2e-3, max_batch: int = 8) -> ConditionResult:
     """Set the layer's SG dampening (one value for all neurons, the SG's shape and sharpness kept) so that
     the BPTT gradient growth per step measured on x [T, B, I] (``measure_gradient_growth``, the first
-    ``max_batch`` samples) is ``target`` (default ``growth_target(layer, ratio)``). The growth rises
-    with the dampening; the root is bracketed by a log-spaced scan of ``DAMPENING_RANGE``, then refined. A layer without
-    recurrent weights (whose growth is the leak's alone) is left unchanged and reported not applicable.
+    ``max_batch`` samples) is ``target`` (default ``growth_target(layer, ratio)``), by
+    :func:`dampening_for_growth`. A layer without recurrent weights (whose growth is the leak's alone) is
+    left unchanged and reported not applicable.
 
     Example:
         >>> from spikestab.neurons import LIF
@@ -140,30 +159,49 @@ def condition_g(layer: SpikingNeurons, x: Tensor, target: float | None = None, r
         >>> res.feasible and abs(res.measured + 0.02) <= 2e-3
         True
     """
+    check_g_targets(ratio, target, tol)
+    goal = growth_target(layer, ratio) if target is None else float(target)
+    fn = layer.spike_fn
+    if layer.recurrent_weight() is None or not bool(layer.recurrent_mask.any()):
+        return g_not_applicable(goal, float(fn.dampening.mean()))
+
+    def growth_at(dampening: float) -> float:
+        layer.spike_fn = fn.with_params(dampening=torch.tensor(dampening))
+        return measure_gradient_growth(layer, x, max_batch)["growth_per_step"]
+
+    try:
+        res = dampening_for_growth(growth_at, goal, tol)
+    finally:
+        layer.spike_fn = fn
+    layer.spike_fn = fn.with_params(dampening=torch.tensor(res.chosen))
+    return res
+
+
+def check_g_targets(ratio: float, target: float | None, tol: float) -> None:
+    """Raise ValueError unless condition G's ``ratio`` and ``target`` are finite and ``tol`` > 0."""
     if not (isinstance(ratio, (int, float)) and math.isfinite(ratio)):
         raise ValueError(f"ratio must be a finite number, got {ratio!r}")
     if target is not None and not (isinstance(target, (int, float)) and math.isfinite(target)):
         raise ValueError(f"target must be a finite growth per step, got {target!r}")
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
-    goal = growth_target(layer, ratio) if target is None else float(target)
-    fn = layer.spike_fn
-    if layer.recurrent_weight() is None or not bool(layer.recurrent_mask.any()):
-        return ConditionResult("G", "BPTT gradient growth per step", goal, "dampening", float(fn.dampening.mean()),
-                               False, fallback="unchanged: layer has no recurrent weights",
-                               note="without recurrence the growth is the leak's log(alpha) for any dampening")
 
-    def gap(dampening: float) -> float:
-        layer.spike_fn = fn.with_params(dampening=torch.tensor(dampening))
-        return measure_gradient_growth(layer, x, max_batch)["growth_per_step"] - goal
 
-    try:
-        # a log-spaced scan first: the growth is flat at small dampening and steep at large, which a
-        # regula falsi over the whole range converges on only slowly
-        root = scan_root(gap, *DAMPENING_RANGE, points=16, log=True, ftol=tol, max_iter=40)
-    finally:
-        layer.spike_fn = fn
-    layer.spike_fn = fn.with_params(dampening=torch.tensor(root.x))
+def g_not_applicable(goal: float, dampening: float) -> ConditionResult:
+    """Condition G's result for a population without recurrence (left unchanged)."""
+    return ConditionResult("G", "BPTT gradient growth per step", goal, "dampening", dampening, False,
+                           fallback="unchanged: layer has no recurrent weights",
+                           note="without recurrence the growth is the leak's log(alpha) for any dampening")
+
+
+def dampening_for_growth(growth_at: Callable[[float], float], goal: float, tol: float = 2e-3) -> ConditionResult:
+    """Condition G on any spiking population: ``growth_at(d)`` measures its BPTT growth per step with SG
+    dampening d. The growth rises with the dampening; the root of growth - ``goal`` is bracketed by a
+    log-spaced scan of ``DAMPENING_RANGE``, then refined. The caller installs the chosen dampening
+    (``res.chosen``)."""
+    # a log-spaced scan first: the growth is flat at small dampening and steep at large, which a regula
+    # falsi over the whole range converges on only slowly
+    root = scan_root(lambda d: growth_at(d) - goal, *DAMPENING_RANGE, points=16, log=True, ftol=tol, max_iter=40)
     reached = root.value + goal
     res = ConditionResult("G", "BPTT gradient growth per step", goal, "dampening", root.x,
                           root.feasible and abs(root.value) <= tol, residual=root.value, measured=reached)

@@ -40,6 +40,7 @@ __all__ = [
     "measure_jacobian",
     "measure_worst_case_gain",
     "measure_gradient_growth",
+    "growth_from_norms",
     "measure_layers",
 ]
 
@@ -376,7 +377,14 @@ def measure_gradient_growth(layer: SpikingNeurons, x: Tensor, max_batch: int = 8
             u = torch.randn(v.shape[1:], generator=gen, dtype=v.dtype)
             (g,) = torch.autograd.grad((v[-1] * u).sum(), current)
             grads = g.unbind(0)
-    norms = torch.stack([g.double().norm() for g in grads]).flip(0)  # index k = k steps back
+    return growth_from_norms(torch.stack([g.double().norm() for g in grads]))
+
+
+def growth_from_norms(norms: Tensor) -> dict:
+    """The BPTT growth per step from the gradient norms ||dL/dv_t|| of L = <u, v_{T-1}>, t = 0 .. T-1:
+    the least-squares slope of their log against the number of steps back, T-1-t, over the steps where
+    the gradient has neither underflowed nor overflowed (``measure_gradient_growth``'s fit)."""
+    norms = norms.double().flip(0)  # index k = k steps back
     ok = torch.isfinite(norms) & (norms > norms[0] * 1e-30)  # drop underflowed and overflowed steps
     k = torch.arange(len(norms), dtype=torch.float64)[ok]
     y = norms[ok].log()

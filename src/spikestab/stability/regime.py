@@ -19,6 +19,7 @@ is a proxy for what a start lets training find, checked on tasks it was not deci
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -29,9 +30,9 @@ from ..neurons.layers import SpikingNeurons
 from .drive import condition_d
 from .measure import layer_input, record
 
-__all__ = ["RegimeChoice", "choose_regime", "count_readability", "check_probe", "REGIMES", "DENSE_READABILITY",
-           "SPARSE_RATE", "SPARSE_GROWTH_RATIO", "DENSE_RATE", "SCAN_FACTORS", "MIN_PROBE_SAMPLES", "TIMING_CODE_SE",
-           "regime_targets", "validate_regime"]
+__all__ = ["RegimeChoice", "choose_regime", "regime_from_scan", "count_readability", "check_probe", "REGIMES",
+           "DENSE_READABILITY", "SPARSE_RATE", "SPARSE_GROWTH_RATIO", "DENSE_RATE", "SCAN_FACTORS",
+           "MIN_PROBE_SAMPLES", "TIMING_CODE_SE", "regime_targets", "validate_regime"]
 
 REGIMES = ("auto", "dense", "sparse")  # "auto": measured by choose_regime
 DENSE_RATE = 0.5  # the paper's initial rate (condition D's target in the dense regime)
@@ -152,29 +153,48 @@ def choose_regime(model: nn.Module, layer: SpikingNeurons, inputs: Tensor, label
     """Measure the count readability of ``layer`` (the model's first spiking layer) on the labelled probe
     set (inputs [T, B, ...] as the model takes them, labels [B]) for each threshold of ``SCAN_FACTORS``
     and at condition D's threshold for the dense start's rate ``dense_rate`` (solved on the first
-    ``solve_batch`` samples), and choose the regime. The layer is left exactly as it was."""
-    classes = check_probe(inputs, labels)
+    ``solve_batch`` samples), and choose the regime (:func:`regime_from_scan`). The layer is left exactly
+    as it was."""
+    check_probe(inputs, labels)
     x = layer_input(model, inputs, 0)
     current = layer.sequence_current(x)[0].detach()
     start = layer.threshold.detach().clone()
     fn = layer.spike_fn
-    try:
-        scan = []
-        for factor in SCAN_FACTORS:
-            layer.threshold.copy_(start * factor)
-            z = record(layer, x, current=current).z
-            scan.append((factor, float(z.mean()), count_readability(z, labels, classes)))
+
+    def spikes_at(factor: float) -> Tensor:
+        layer.threshold.copy_(start * factor)
+        return record(layer, x, current=current).z
+
+    def dense_spikes() -> Tensor:
         layer.threshold.copy_(start)
         condition_d(layer, x[:, :solve_batch], rate=dense_rate)
-        z = record(layer, x, current=current).z
-        dense, dense_rate = count_readability(z, labels, classes), float(z.mean())
+        return record(layer, x, current=current).z
+
+    try:
+        return regime_from_scan(spikes_at, dense_spikes, x, labels)
     finally:
         layer.threshold.copy_(start)
         layer.spike_fn = fn
+
+
+def regime_from_scan(spikes_at: Callable[[float], Tensor], dense_spikes: Callable[[], Tensor], inputs: Tensor,
+                     labels: Tensor) -> RegimeChoice:
+    """The regime of any first spiking population: ``spikes_at(factor)`` returns its spikes [T, B, H] on
+    the probe set with its threshold scaled by ``factor`` (each of ``SCAN_FACTORS``), ``dense_spikes()``
+    its spikes at condition D's threshold for the dense rate, ``inputs`` [T, B, ...] the input it reads
+    (whose counts decide whether the input is a timing code). The caller restores the population."""
+    classes = check_probe(inputs, labels)
+    scan = []
+    for factor in SCAN_FACTORS:
+        z = spikes_at(factor)
+        scan.append((factor, float(z.mean()), count_readability(z, labels, classes)))
+    z = dense_spikes()
+    dense, dense_rate = count_readability(z, labels, classes), float(z.mean())
     best = max(scan, key=lambda s: s[2])
     baseline = float(torch.bincount(labels).max()) / labels.shape[0]
+    flat = inputs.reshape(inputs.shape[0], inputs.shape[1], -1)
     choice = RegimeChoice("dense", dense, dense_rate, best[2], best[0], int(labels.shape[0]), classes,
-                          count_readability(x, labels, classes), baseline, scan)
+                          count_readability(flat, labels, classes), baseline, scan)
     if choice.timing_code or not choice.ratio >= DENSE_READABILITY:
         choice.regime = "sparse"
     return choice
