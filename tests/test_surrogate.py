@@ -157,7 +157,6 @@ PEER_CASES = [
     (surrogate.from_snntorch("fast_sigmoid", slope=25), lambda x: 1 / (25 * x.abs() + 1) ** 2),
     (surrogate.from_snntorch("sigmoid", slope=5), lambda x: 5 * torch.sigmoid(5 * x) * (1 - torch.sigmoid(5 * x))),
     (surrogate.from_snntorch("atan", alpha=2.0), lambda x: 1.0 / (1 + (math.pi / 2 * 2.0 * x) ** 2)),
-    (surrogate.from_snntorch("triangular"), lambda x: (1 - x.abs()).clamp_min(0)),
     (
         surrogate.from_spikingjelly("Sigmoid", alpha=4.0),
         lambda x: 4 * torch.sigmoid(4 * x) * (1 - torch.sigmoid(4 * x)),
@@ -211,6 +210,6 @@ def test_bad_converter_arguments_raise():
     with pytest.raises(ValueError, match="slope"):
         surrogate.from_snntorch("fast_sigmoid", slope=0.0)
     with pytest.raises(ValueError, match="name"):
-        surrogate.from_spikingjelly("Erf", alpha=2.0)
+        surrogate.from_spikingjelly("NonzeroSignLogAbs", alpha=2.0)
     with pytest.raises(ValueError, match="grad_width"):
         surrogate.from_sinabs(grad_width=-1)

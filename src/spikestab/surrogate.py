@@ -12,6 +12,7 @@ dampening/sharpness use the antiderivative of f as the "primitive" the gradient 
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -30,6 +31,12 @@ __all__ = [
     "from_spikingjelly",
     "from_norse",
     "from_sinabs",
+    "PEER_RTOL",
+    "snntorch_params",
+    "spikingjelly_params",
+    "to_snntorch",
+    "to_norse",
+    "to_spikingjelly",
     "from_lava_dl",
 ]
 
@@ -347,18 +354,46 @@ def get(
     return SurrogateGradient(name, dampening=dampening, sharpness=sharpness, tail=tail)
 
 
-# --- converters from peer libraries' parameterisations --------------------------------------------
-# Each maps a peer's surrogate derivative g(x) exactly onto dampening * f(sharpness * x).
+# --- converters from and to peer libraries' surrogates ---------------------------------------------
+# Each maps a peer's surrogate derivative g(x) exactly onto dampening * f(sharpness * x), x = v - threshold.
+
+_SNNTORCH_NAMES = ["atan", "fast_sigmoid", "sigmoid"]
+_SPIKINGJELLY_NAMES = ["ATan", "Erf", "PiecewiseExp", "PiecewiseQuadratic", "QPseudoSpike", "Rect", "Sigmoid",
+                       "SoftSign", "SuperSpike"]
+_NORSE_METHODS = ["heavi_erfc", "super", "tanh", "triangle"]
+# Norse's heavi_erfc derivative 2/sqrt(pi) exp(-(k x)^2) is the gaussian shape with this fixed peak.
+_ERFC_PEAK = 2.0 / _SQRT_PI
+# Two float32 parameters a peer ties together (dampening == sharpness, dampening == 1) count as equal within
+# this relative tolerance (a few float32 ulps), so that values computed separately still convert.
+PEER_RTOL = 1e-6
 
 
-def from_snntorch(name: str, slope: float | None = None, alpha: float | None = None) -> SurrogateGradient:
-    """snnTorch surrogates.
+def _native_name(fn: object) -> str | None:
+    """The snnTorch factory (``fast_sigmoid``, ...) that built the closure ``fn``, or None."""
+    qualname = getattr(fn, "__qualname__", "")
+    if getattr(fn, "__module__", None) == "snntorch.surrogate" and qualname.endswith(".<locals>.inner"):
+        return qualname.split(".")[0]
+    return None
+
+
+def from_snntorch(name: str | Callable[[Tensor], Tensor], slope: float | None = None,
+                  alpha: float | None = None) -> SurrogateGradient:
+    """snnTorch 1.0 surrogates, by name and parameters or as the object ``snntorch.surrogate`` returned.
 
     - ``fast_sigmoid(slope=k)``: g = 1/(k|x|+1)^2  -> fast-sigmoid, dampening 1, sharpness k/2.
     - ``sigmoid(slope=k)``: g = k s(kx)(1-s(kx))    -> sigmoid, dampening k/4, sharpness k/4.
     - ``atan(alpha=a)``: g = (a/2)/(1+(pi a x/2)^2) -> arctan, dampening a/2, sharpness a/2.
-    - ``triangular()``: g = max(1-|x|, 0) (threshold 1) -> triangular, dampening 1, sharpness 1.
+
+    snnTorch 1.0's ``triangular`` is refused: its backward is +threshold below the threshold and
+    -threshold above it (snntorch/surrogate.py, ``Triangular.backward``), a step rather than a triangle.
     """
+    if not isinstance(name, str):
+        fn, name = name, _native_name(name)
+        if name is None:
+            raise ValueError(f"name must be a surrogate name or an object built by snntorch.surrogate "
+                             f"({', '.join(_SNNTORCH_NAMES)}), got {fn!r}")
+        params = inspect.getclosurevars(fn).nonlocals  # type: ignore[arg-type]
+        slope, alpha = params.get("slope"), params.get("alpha")
     if name == "fast_sigmoid":
         k = 25.0 if slope is None else float(slope)
         _check_positive("slope", k)
@@ -372,39 +407,201 @@ def from_snntorch(name: str, slope: float | None = None, alpha: float | None = N
         _check_positive("alpha", a)
         return get("arctan", a / 2.0, a / 2.0)
     if name == "triangular":
-        return get("triangular", 1.0, 1.0)
-    raise ValueError(f"name must be one of ['atan', 'fast_sigmoid', 'sigmoid', 'triangular'], got {name!r}")
+        raise ValueError("name 'triangular': snnTorch 1.0's triangular surrogate has derivative +threshold below "
+                         "the threshold and -threshold above it, which no spikestab shape is; accepted names "
+                         f"{_SNNTORCH_NAMES}")
+    raise ValueError(f"name must be one of {_SNNTORCH_NAMES}, got {name!r}")
 
 
-def from_spikingjelly(name: str, alpha: float) -> SurrogateGradient:
-    """SpikingJelly surrogates.
+def from_spikingjelly(name: str | nn.Module, alpha: float | None = None) -> SurrogateGradient:
+    """SpikingJelly 2.0 surrogates (``activation_based.surrogate``), by class name and ``alpha`` or as the module.
 
-    - ``Sigmoid(alpha=a)``: g = a s(ax)(1-s(ax))          -> sigmoid, dampening a/4, sharpness a/4.
-    - ``ATan(alpha=a)``: g = (a/2)/(1+(pi a x/2)^2)        -> arctan, dampening a/2, sharpness a/2.
-    - ``QPseudoSpike(alpha=q)``: g = (1+2|x|/(q-1))^(-q)   -> q-pseudospike, tail q, dampening 1, sharpness 1.
+    - ``Sigmoid(alpha=a)``: g = a s(ax)(1-s(ax))              -> sigmoid, dampening a/4, sharpness a/4.
+    - ``ATan(alpha=a)``: g = (a/2)/(1+(pi a x/2)^2)            -> arctan, dampening a/2, sharpness a/2.
+    - ``SoftSign(alpha=a)``: g = a/(2(1+a|x|)^2)               -> fast-sigmoid, dampening a/2, sharpness a/2.
+    - ``SuperSpike(alpha=a)``: g = a/(|x|+1)^2                 -> fast-sigmoid, dampening a, sharpness 1/2.
+    - ``PiecewiseExp(alpha=a)``: g = (a/2) exp(-a|x|)          -> exponential, dampening a/2, sharpness a/2.
+    - ``Erf(alpha=a)``: g = (a/sqrt(pi)) exp(-(ax)^2)          -> gaussian, dampening a/sqrt(pi), sharpness a/sqrt(pi).
+    - ``PiecewiseQuadratic(alpha=a)``: g = max(a - a^2|x|, 0)  -> triangular, dampening a, sharpness a.
+    - ``Rect(alpha=a)``: g = a 1[|x| < 1/(2a)]                 -> rectangular, dampening a, sharpness a.
+    - ``QPseudoSpike(alpha=q)``: g = (1+2|x|/(q-1))^(-q)       -> q-pseudospike, tail q, dampening 1, sharpness 1.
     """
+    if not isinstance(name, str):
+        module, name = name, type(name).__name__
+        if getattr(module, "spiking", False) is not True or not hasattr(module, "alpha"):
+            raise ValueError(f"name must be a class name or a SpikingJelly surrogate module in spiking mode with an "
+                             f"alpha ({', '.join(_SPIKINGJELLY_NAMES)}), got {module!r}")
+        alpha = float(module.alpha)  # type: ignore[arg-type]  # a float attribute of the peer module
+    if name not in _SPIKINGJELLY_NAMES:
+        raise ValueError(f"name must be one of {_SPIKINGJELLY_NAMES}, got {name!r}")
+    if alpha is None:
+        raise ValueError(f"alpha is required with the name {name!r} (accepted range (0, inf))")
     _check_positive("alpha", alpha)
     a = float(alpha)
-    if name == "Sigmoid":
-        return get("sigmoid", a / 4.0, a / 4.0)
-    if name == "ATan":
-        return get("arctan", a / 2.0, a / 2.0)
     if name == "QPseudoSpike":
         return get("q-pseudospike", 1.0, 1.0, tail=a)
-    raise ValueError(f"name must be one of ['ATan', 'QPseudoSpike', 'Sigmoid'], got {name!r}")
+    if name == "SuperSpike":
+        return get("fast-sigmoid", a, 0.5)
+    shape, scale = {"Sigmoid": ("sigmoid", 0.25), "ATan": ("arctan", 0.5), "SoftSign": ("fast-sigmoid", 0.5),
+                    "PiecewiseExp": ("exponential", 0.5), "Erf": ("gaussian", 1.0 / _SQRT_PI),
+                    "PiecewiseQuadratic": ("triangular", 1.0), "Rect": ("rectangular", 1.0)}[name]
+    return get(shape, a * scale, a * scale)
 
 
 def from_norse(method: str = "super", alpha: float = 100.0, alpha_in_backward: bool = False) -> SurrogateGradient:
-    """Norse ``method="super"`` (SuperSpike, the Norse default).
+    """Norse 1.1 ``method``/``alpha`` (``LIFParameters``; ``norse.torch.functional.threshold``).
 
-    Norse 1.1.0's ``SuperSpike.backward`` ignores ``alpha`` and computes g = 1/(|x|+1)^2 (see
-    ``norse/torch/functional/superspike.py``): fast-sigmoid, dampening 1, sharpness 1/2, whatever alpha.
-    ``alpha_in_backward=True`` gives the SuperSpike paper's g = 1/(alpha|x|+1)^2 instead (sharpness alpha/2).
+    - ``super`` (SuperSpike, the Norse default): Norse 1.1.0's ``SuperSpike.backward`` ignores ``alpha`` and
+      computes g = 1/(|x|+1)^2 (``norse/torch/functional/superspike.py``): fast-sigmoid, dampening 1,
+      sharpness 1/2, whatever alpha. ``alpha_in_backward=True`` gives the SuperSpike paper's
+      g = 1/(alpha|x|+1)^2 instead (sharpness alpha/2).
+    - ``triangle``: g = alpha max(1-|x|, 0)         -> triangular, dampening alpha, sharpness 1.
+    - ``tanh``: g = 1 - tanh(alpha x)^2             -> sigmoid, dampening 1, sharpness alpha/2.
+    - ``heavi_erfc``: g = 2/sqrt(pi) exp(-(alpha x)^2) -> gaussian, dampening 2/sqrt(pi), sharpness alpha/sqrt(pi).
+
+    ``circ`` is refused: its derivative (1+(x/alpha)^2)^(-3/2) is no spikestab shape; so is ``heaviside``,
+    which has no gradient.
     """
     _check_positive("alpha", alpha)
-    if method != "super":
-        raise ValueError(f"method must be 'super' (the Norse default), got {method!r}")
-    return get("fast-sigmoid", 1.0, (float(alpha) if alpha_in_backward else 1.0) / 2.0)
+    a = float(alpha)
+    if alpha_in_backward and method != "super":
+        raise ValueError(f"alpha_in_backward applies to method 'super' only, got method {method!r}")
+    if method == "super":
+        return get("fast-sigmoid", 1.0, (a if alpha_in_backward else 1.0) / 2.0)
+    if method == "triangle":
+        return get("triangular", a, 1.0)
+    if method == "tanh":
+        return get("sigmoid", 1.0, a / 2.0)
+    if method == "heavi_erfc":
+        return get("gaussian", _ERFC_PEAK, a / _SQRT_PI)
+    if method == "circ":
+        raise ValueError(f"method 'circ': Norse's circ derivative (1+(x/alpha)^2)^(-3/2) is no spikestab shape; "
+                         f"accepted methods {_NORSE_METHODS}")
+    raise ValueError(f"method must be one of {_NORSE_METHODS}, got {method!r}")
+
+
+def _scalar_params(sg: SurrogateGradient, library: str) -> tuple[float, float]:
+    """(dampening, sharpness) of ``sg`` as floats; ValueError where they differ between neurons."""
+    values = []
+    for name in ("dampening", "sharpness"):
+        t = getattr(sg, name).detach().reshape(-1)
+        if not bool((t == t[0]).all()):
+            raise ValueError(f"sg.{name} is per-neuron ({t.numel()} different values), but {library} takes one "
+                             f"surrogate per layer: a per-neuron {name} cannot be expressed")
+        values.append(float(t[0]))
+    return values[0], values[1]
+
+
+def _tied(a: float, b: float) -> bool:
+    return abs(a - b) <= PEER_RTOL * max(abs(a), abs(b))
+
+
+def _refuse(library: str, native: str, rule: str, sg: SurrogateGradient, d: float, s: float,
+            accepted: str) -> ValueError:
+    return ValueError(f"{library}'s {native} {rule}: {sg.shape} with dampening {d:.6g}, sharpness {s:.6g} cannot be "
+                      f"expressed (accepted: {accepted})")
+
+
+def snntorch_params(sg: SurrogateGradient) -> tuple[str, dict[str, float]]:
+    """The ``snntorch.surrogate`` factory and arguments whose derivative is ``sg`` (snnTorch not needed).
+
+    fast-sigmoid with dampening 1 -> ``fast_sigmoid(slope=2 sharpness)``; sigmoid and arctan with dampening ==
+    sharpness (unit area) -> ``sigmoid(slope=4 sharpness)``, ``atan(alpha=2 sharpness)``. Anything else:
+    ValueError naming what snnTorch 1.0 cannot express.
+    """
+    d, s = _scalar_params(sg, "snnTorch")
+    if sg.shape == "fast-sigmoid":
+        if not _tied(d, 1.0):
+            raise _refuse("snnTorch", "fast_sigmoid", "has a fixed peak of 1", sg, d, s, "dampening 1, any sharpness")
+        return "fast_sigmoid", {"slope": 2.0 * s}
+    if sg.shape in ("sigmoid", "arctan"):
+        native, (arg, scale) = {"sigmoid": ("sigmoid", ("slope", 4.0)), "arctan": ("atan", ("alpha", 2.0))}[sg.shape]
+        if not _tied(d, s):
+            raise _refuse("snnTorch", native, "has unit area (its peak is tied to its width)", sg, d, s,
+                          "dampening == sharpness")
+        return native, {arg: scale * s}
+    raise ValueError(f"snnTorch 1.0 has no {sg.shape} surrogate (sg.shape accepted: fast-sigmoid with dampening 1; "
+                     "sigmoid or arctan with dampening == sharpness)")
+
+
+def to_snntorch(sg: SurrogateGradient) -> Callable[[Tensor], Tensor]:
+    """A native snnTorch surrogate (``snntorch.surrogate.fast_sigmoid/sigmoid/atan``) whose derivative is
+    ``dampening * f(sharpness x)``, for a ``spike_grad=`` argument; the rules are ``snntorch_params``'."""
+    name, kwargs = snntorch_params(sg)
+    from snntorch import surrogate as snn_surrogate
+
+    return getattr(snn_surrogate, name)(**kwargs)
+
+
+def to_norse(sg: SurrogateGradient) -> tuple[str, float]:
+    """Norse 1.1's ``(method, alpha)`` (``LIFParameters(method=..., alpha=...)``) whose derivative is ``sg``.
+
+    fast-sigmoid with dampening 1 and sharpness 1/2 -> ``("super", 100.0)`` (Norse 1.1's SuperSpike ignores
+    alpha; 100 is its default); triangular with sharpness 1 -> ``("triangle", dampening)``; sigmoid with
+    dampening 1 -> ``("tanh", 2 sharpness)``; gaussian with dampening 2/sqrt(pi) -> ``("heavi_erfc",
+    sqrt(pi) sharpness)``. Anything else: ValueError naming what Norse cannot express.
+    """
+    d, s = _scalar_params(sg, "Norse")
+    if sg.shape == "fast-sigmoid":
+        if not (_tied(d, 1.0) and _tied(s, 0.5)):
+            raise _refuse("Norse", "super (SuperSpike)", "computes 1/(|x|+1)^2 whatever alpha", sg, d, s,
+                          "dampening 1, sharpness 0.5")
+        return "super", 100.0
+    if sg.shape == "triangular":
+        if not _tied(s, 1.0):
+            raise _refuse("Norse", "triangle", "has a fixed width of 1", sg, d, s, "sharpness 1, any dampening")
+        return "triangle", d
+    if sg.shape == "sigmoid":
+        if not _tied(d, 1.0):
+            raise _refuse("Norse", "tanh", "has a fixed peak of 1", sg, d, s, "dampening 1, any sharpness")
+        return "tanh", 2.0 * s
+    if sg.shape == "gaussian":
+        if not _tied(d, _ERFC_PEAK):
+            raise _refuse("Norse", "heavi_erfc", f"has a fixed peak of 2/sqrt(pi) = {_ERFC_PEAK:.6g}", sg, d, s,
+                          "dampening 2/sqrt(pi), any sharpness")
+        return "heavi_erfc", _SQRT_PI * s
+    raise ValueError(f"Norse 1.1 has no {sg.shape} surrogate (sg.shape accepted: fast-sigmoid with dampening 1 and "
+                     "sharpness 0.5; triangular with sharpness 1; sigmoid with dampening 1; gaussian with dampening "
+                     "2/sqrt(pi))")
+
+
+def spikingjelly_params(sg: SurrogateGradient) -> tuple[str, dict[str, float]]:
+    """The ``spikingjelly.activation_based.surrogate`` class and arguments whose derivative is ``sg``
+    (SpikingJelly not needed).
+
+    Every shape with dampening == sharpness (unit area): Sigmoid(4s), ATan(2s), SoftSign(2s) (fast-sigmoid),
+    PiecewiseExp(2s), Erf(sqrt(pi) s), PiecewiseQuadratic(s) (triangular), Rect(s); also fast-sigmoid with
+    sharpness 1/2 and any dampening d -> SuperSpike(d); q-pseudospike with dampening = sharpness = 1 ->
+    QPseudoSpike(tail). Where two fit (fast-sigmoid, d = s = 1/2) SoftSign is chosen. Anything else:
+    ValueError naming what SpikingJelly cannot express.
+    """
+    d, s = _scalar_params(sg, "SpikingJelly")
+    if sg.shape == "q-pseudospike":
+        if not (_tied(d, 1.0) and _tied(s, 1.0)):
+            raise _refuse("SpikingJelly", "QPseudoSpike", "has peak 1 and unit area (alpha is the tail q)", sg, d, s,
+                          "dampening 1, sharpness 1, any tail")
+        return "QPseudoSpike", {"alpha": float(sg.tail)}
+    native, scale = {"sigmoid": ("Sigmoid", 4.0), "arctan": ("ATan", 2.0), "fast-sigmoid": ("SoftSign", 2.0),
+                     "exponential": ("PiecewiseExp", 2.0), "gaussian": ("Erf", _SQRT_PI),
+                     "triangular": ("PiecewiseQuadratic", 1.0), "rectangular": ("Rect", 1.0)}[sg.shape]
+    if _tied(d, s):
+        return native, {"alpha": scale * s}
+    if sg.shape == "fast-sigmoid":
+        if _tied(s, 0.5):
+            return "SuperSpike", {"alpha": d}
+        raise _refuse("SpikingJelly", "SoftSign and SuperSpike", "have unit area or a fixed width of 1", sg, d, s,
+                      "dampening == sharpness, or sharpness 0.5")
+    raise _refuse("SpikingJelly", native, "has unit area (its peak is tied to its width)", sg, d, s,
+                  "dampening == sharpness")
+
+
+def to_spikingjelly(sg: SurrogateGradient) -> nn.Module:
+    """A native SpikingJelly surrogate module (``surrogate_function=``) whose derivative is ``sg``; the
+    rules are ``spikingjelly_params``'."""
+    name, kwargs = spikingjelly_params(sg)
+    from spikingjelly.activation_based import surrogate as sj_surrogate
+
+    return getattr(sj_surrogate, name)(**kwargs)
 
 
 def from_sinabs(grad_width: float = 0.5, grad_scale: float = 1.0, threshold: float = 1.0) -> SurrogateGradient:
