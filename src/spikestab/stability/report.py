@@ -42,6 +42,7 @@ class LayerReport:
     conditions: list[ConditionResult] = field(default_factory=list)
     measurements: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    name: str = ""  # the module's qualified name in the model (set for neurons of other libraries)
 
     def condition(self, name: str) -> ConditionResult:
         """The result of condition ``name`` ("I" .. "IV") on this layer."""
@@ -52,7 +53,7 @@ class LayerReport:
 
     def to_dict(self) -> dict:
         return {
-            "layer": self.index, "kind": self.kind, "width": self.width, "reset": self.reset,
+            "layer": self.index, "name": self.name, "kind": self.kind, "width": self.width, "reset": self.reset,
             "conditions": {c.condition: c.to_dict() for c in self.conditions},
             "measurements": {k: finite_or_none(v) if isinstance(v, float) else v for k, v in self.measurements.items()},
             "notes": list(self.notes),
@@ -107,6 +108,9 @@ class StabilityReport:
         lines += [head, "-" * len(head)]
         for layer in self.layers:
             name = f"{layer.index} {layer.kind}-{layer.width}"
+            if layer.name:
+                lines.append(f"layer {layer.index}: {layer.name} ({layer.kind}, {layer.width} neurons)")
+                name = f"{layer.index} {layer.name}"
             for c in layer.conditions:
                 lines.append(
                     f"{name:<14} {c.condition:<4} {c.parameter:<22} {_fmt(c.chosen_mean):>10} {c.quantity:<38} "

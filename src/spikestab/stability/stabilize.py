@@ -12,8 +12,9 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from ..adapters import SUPPORTED, find_peer_neurons
 from ..dynamics import NeuronState
-from ..neurons.layers import SpikingNeurons, require_spiking_layers
+from ..neurons.layers import SpikingNeurons, spiking_layers
 from .conditions import (
     III_VARIANTS,
     SOLVE_FOR,
@@ -27,6 +28,7 @@ from .conditions import (
 from .drive import GROWTH_RATIO, condition_d, condition_g
 from .measure import Trace, layer_input, measure_layer, record
 from .options import StabilizeOptions, Timings
+from .peer import stabilize_peer
 from .recurrent import apply_i_ii
 from .regime import RegimeChoice, check_probe, choose_regime, regime_targets, validate_regime
 from .report import MEASURED_BY, LayerReport, StabilityReport, rate_warning
@@ -95,8 +97,8 @@ def resolve_conditions(conditions: Iterable[str] | str | None) -> tuple[str, ...
 
 def _validate(model: nn.Module, conditions: Iterable[str] | str | None,
               opts: StabilizeOptions) -> tuple[list[SpikingNeurons], tuple[str, ...]]:
-    """The model's spiking layers and the conditions to apply; ValueError for any bad argument, before
-    anything changes."""
+    """The model's spikestab spiking layers (none for a model of other libraries' neurons) and the
+    conditions to apply; ValueError for any bad argument, before anything changes."""
     if opts.mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {opts.mode!r}")
     conds = resolve_conditions(conditions)
@@ -106,7 +108,9 @@ def _validate(model: nn.Module, conditions: Iterable[str] | str | None,
         raise ValueError(f"solve_for must be 'sharpness' or 'tail', got {solve_for!r}")
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    layers = require_spiking_layers(model)
+    layers = spiking_layers(model)
+    if not layers:
+        return layers, conds
     if solve_for == "tail" and "IV" in conds:
         shapes = {layer.spike_fn.shape for layer in layers}
         if shapes != {"q-pseudospike"}:
@@ -277,6 +281,7 @@ def stabilize(
     jacobian_steps: int = 4,
     probe: tuple[Tensor, Tensor] | None = None,
     regime: str = "auto",
+    batch_dim: int = 1,
 ) -> StabilityReport:
     """Apply stability conditions to every spiking layer of ``model``, in place, layer by layer, and
     measure what each achieved. Returns a :class:`StabilityReport`. ``conditions=None`` (or "auto")
@@ -303,6 +308,12 @@ def stabilize(
     samples, is given (``regime.choose_regime``: the dense start is kept if its first layer's spike counts
     stay nearly as readable as at the best threshold), and starts dense without one; "dense" or "sparse"
     force it. ``probe`` and ``regime`` apply to the recipe only.
+
+    ``model`` may instead hold spiking neurons of snnTorch, Norse or SpikingJelly (``adapters.SUPPORTED``)
+    mixed with any torch layers: the recipe (conditions D and G, and the regime) is then measured on the
+    model's own forward pass and written into those libraries' own thresholds and SGs
+    (``stability.peer``; docs/bring_your_own.md). ``batch`` (and the probe's inputs) must then be a tensor
+    whose samples lie along ``batch_dim`` (1: time first, [T, B, ...]; 0: batch first).
 
     ``mode="paper"`` uses the official code's formulas (per-neuron means for I); ``mode="measured"`` takes
     expectations over the recorded dynamics and iterates I/II on the simulated network until the measured
@@ -331,9 +342,23 @@ def stabilize(
     if conds != RECIPE and (probe is not None or regime != "auto"):
         raise ValueError(f"probe and regime apply to the recommended recipe {list(RECIPE)} only, "
                          f"not to conditions {list(conds)}")
+    if probe is not None and not (isinstance(probe, (tuple, list)) and len(probe) == 2):
+        raise ValueError(f"probe must be a pair (inputs [T, B, ...], labels [B]), got {type(probe).__name__}")
+    peers = find_peer_neurons(model)
+    if peers and layers:
+        raise ValueError(f"model mixes spikestab spiking layers with other libraries' neurons ({peers[0].name}: "
+                         f"{peers[0].kind}): stabilise a model of one kind")
+    if peers:
+        return stabilize_peer(model, batch, peers, conds, opts, None if probe is None else (probe[0], probe[1]),
+                              regime, batch_dim)
+    if not layers:
+        listed = "; ".join(f"{lib} {', '.join(classes)}" for lib, classes in SUPPORTED.items())
+        raise ValueError(f"model must contain at least one spiking layer: spikestab's (LIF, ALIF, LIFCell, "
+                         f"ALIFCell, ...) or another library's ({listed})")
+    if batch_dim != 1:
+        raise ValueError(f"batch_dim applies to models of other libraries' neurons; spikestab layers take "
+                         f"[T, B, ...] (or batch_first=True), got batch_dim={batch_dim!r}")
     if probe is not None:
-        if not (isinstance(probe, (tuple, list)) and len(probe) == 2):
-            raise ValueError(f"probe must be a pair (inputs [T, B, ...], labels [B]), got {type(probe).__name__}")
         check_probe(*probe)
     _first_input(model, batch)
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}

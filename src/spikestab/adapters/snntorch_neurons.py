@@ -1,0 +1,92 @@
+"""snnTorch's ``Leaky``, ``RLeaky``, ``Synaptic`` and ``RSynaptic`` for the stability engine.
+
+snnTorch keeps the threshold in the tensor ``threshold`` (a buffer, or a parameter with
+``learn_threshold``), the SG in the callable ``spike_grad`` (``snntorch.surrogate.atan(alpha=2)`` by
+default) and the membrane decay in ``beta``; the time loop is the user's (``spk, mem = lif(cur, mem)``),
+or the state lives in the module (``init_hidden=True``). Every forward call is one time step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..surrogate import SurrogateGradient, from_snntorch, to_snntorch
+from .base import PeerNeurons, PeerSurrogate, Tap, set_tensor_value
+
+__all__ = ["SnnTorchNeurons", "CLASSES"]
+
+CLASSES = ("Leaky", "RLeaky", "Synaptic", "RSynaptic")
+def read_snntorch_sg(fn: Any) -> SurrogateGradient | None:
+    """The spikestab SG equal to the snnTorch SG ``fn`` (one ``snntorch.surrogate`` made that
+    ``from_snntorch`` reads, or an SG spikestab installed), else None."""
+    if isinstance(fn, PeerSurrogate):
+        return fn.sg.with_params()
+    try:
+        return from_snntorch(fn)
+    except (ValueError, TypeError):
+        return None
+
+
+class SnnTorchNeurons(PeerNeurons):
+    """One snnTorch neuron module (one of ``CLASSES``)."""
+
+    library = "snntorch"
+
+    @property
+    def reset(self) -> str:
+        return str(self.module.reset_mechanism)
+
+    def threshold(self) -> Tensor:
+        return self.module.threshold.detach().float()
+
+    def set_threshold(self, value: float) -> None:
+        set_tensor_value(self.module, "threshold", value)
+
+    def surrogate(self) -> SurrogateGradient | None:
+        return read_snntorch_sg(self.module.spike_grad)
+
+    def install(self, sg: SurrogateGradient) -> str:
+        try:
+            self.module.spike_grad = to_snntorch(sg)
+            return f"snnTorch's own SG: {self.module.spike_grad.__qualname__.split('.')[0]} ({sg.extra_repr()})"
+        except ValueError as why:
+            self.module.spike_grad = PeerSurrogate(sg)
+            return f"spikestab's SG ({sg.extra_repr()}) as spike_grad: {why}"
+
+    def leak(self) -> Tensor:
+        return self.module.beta.detach().float().clamp(0, 1)
+
+    @contextmanager
+    def tapped(self, tap: Tap) -> Iterator[None]:
+        def before(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            return (tap.input(args[0]), *args[1:]), kwargs
+
+        def after(module: Any, args: tuple, out: Any) -> None:
+            tap.output(out[0] if isinstance(out, tuple) else out, module.mem, sequence=False)
+
+        handles = [self.module.register_forward_pre_hook(before, with_kwargs=True),
+                   self.module.register_forward_hook(after)]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def reset_state(self, model: nn.Module) -> None:
+        """Zero the state an ``init_hidden=True`` module keeps between calls."""
+        self.module.reset_mem()
+
+    def snapshot(self) -> Any:
+        return self.module.spike_grad, self.module.threshold.detach().clone()
+
+    def restore(self, snap: Any) -> None:
+        spike_grad, threshold = snap
+        self.module.spike_grad = spike_grad
+        if isinstance(self.module.threshold, nn.Parameter):
+            self.module.threshold.data = threshold
+        else:
+            self.module.threshold = threshold
