@@ -141,13 +141,16 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def parse_args(
-    doc: str, configs: Sequence[str] | None, smoke: str | None, argv: list[str] | None
+    doc: str, configs: Sequence[str] | None, smoke: str | None, argv: list[str] | None, summarise: bool = False
 ) -> argparse.Namespace:
-    """The experiments' common flags (--scale, --workers; with ``configs`` also --configs and --shd-dir).
+    """The experiments' common flags (--scale, --workers; with ``configs`` also --configs and --shd-dir;
+    with ``summarise`` also --summarise: rewrite the summary from the written JSON, train nothing).
     ``args.names`` is the configurations to run: the given ones, all at cpu scale, ``smoke`` at smoke."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--scale", choices=SCALES, default="smoke")
     p.add_argument("--workers", type=int, default=2)
+    if summarise:
+        p.add_argument("--summarise", action="store_true", help="only rewrite the summary (no training)")
     if configs is not None:
         p.add_argument("--configs", default=None, help=f"comma list of {', '.join(configs)} (default: all; smoke: one)")
         p.add_argument("--shd-dir", default=None, help="synthetic SHD folder (default runs/shd_synth)")

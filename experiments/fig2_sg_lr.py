@@ -16,8 +16,8 @@ Figure 2): min-max normalise the
 perplexities of all runs, take the standard deviation (population) over SGs and seeds at each learning
 rate, average over learning rates (error bar: the standard deviation over learning rates). Claim 4's
 check: at each (task, net, learning rate), whether the fast sigmoid's mean perplexity over seeds is the
-best or within noise of the best (difference <= the two seed spreads combined), counted for every shape
-alike.
+best or within noise of the best (difference <= the two seeds' sample standard deviations combined),
+counted for every shape alike.
 
     python experiments/fig2_sg_lr.py --scale cpu --shd-dir /work/data/shd_synth --workers 1
 
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import common
 
+from spikestab import stats
 from spikestab.neurons.slstm import matched_width
 from spikestab.train.config import parse_layers
 
@@ -103,7 +104,7 @@ def sensitivity(runs: list[dict]) -> dict:
 
 
 def cell_stats(runs: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
-    """{lr: {sg: (mean, std over seeds)}} of the validation perplexity."""
+    """{lr: {sg: (mean, sample std over seeds)}} of the validation perplexity."""
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for lr in sorted({r["lr"] for r in runs}):
         for sg in SGS:
@@ -111,7 +112,8 @@ def cell_stats(runs: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
                 r["val_perplexity"] for r in runs if r["lr"] == lr and r["sg"] == sg and r["val_perplexity"] is not None
             ]
             if v:
-                out.setdefault(str(lr), {})[sg] = (statistics.fmean(v), statistics.pstdev(v))
+                d = stats.describe(v)
+                out.setdefault(str(lr), {})[sg] = (d.mean, d.std)
     return out
 
 

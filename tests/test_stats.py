@@ -95,6 +95,19 @@ def test_verdicts_are_never_stronger_than_the_test():
     assert stats.no_difference(far, far_e) == "not held"
 
 
+def test_non_inferiority_reads_the_one_sided_bound():
+    diffs_ok = [0.01, 0.0, 0.005, -0.005, 0.01, 0.0]  # mean +0.33 points, tight: above -2 points
+    e = stats.equivalence(diffs_ok, None, 0.02)
+    assert e.ci[0] > -0.02 and stats.non_inferior(e) == "held"
+    worse = stats.equivalence([-0.10, -0.09, -0.11, -0.10], None, 0.02)
+    assert worse.ci[1] < -0.02 and stats.non_inferior(worse) == "not held"
+    noisy = stats.equivalence([0.05, -0.08, 0.02, -0.04], None, 0.02)
+    assert stats.non_inferior(noisy) == "inconclusive"
+    # the bound is scipy's one-sided 95 % bound of the mean difference
+    ref = ss.ttest_1samp(diffs_ok, 0.0, alternative="greater").confidence_interval(0.95).low
+    assert e.ci[0] == pytest.approx(ref)
+
+
 def test_text_states_test_ci_and_p():
     t = stats.paired(A, B).text()
     assert "95 % CI" in t and "paired t, n = 5" in t and "p = " in t
@@ -130,3 +143,16 @@ def test_bad_input_is_refused():
         stats.describe([float("nan")])
     with pytest.raises(ValueError):
         stats.equivalence(A, B, 0.0)
+
+
+def test_docs_verdict_blocks_are_regenerated_from_the_committed_data():
+    """docs/RESULTS.md's claims table and README's headline table are what experiments/verdicts.py computes
+    from the committed results (a hand edit or a changed result without regeneration fails here)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, str(root / "experiments" / "verdicts.py"), "--check"], capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -10,9 +10,9 @@ t-based, and every "held" / "not held" comes from a test at a stated level:
   one-sided tests reject at ``alpha`` against a stated ``margin`` (the (1 - 2 alpha) interval lies
   inside +- margin);
 - :func:`anova` (one-way, several settings) and :func:`pearson` for claims about a shape or a trend;
-- :func:`directional` and :func:`no_difference` turn tests into a verdict that is never stronger than
-  them: "held" only when significant at ``alpha`` in the claimed direction, "not held" only when
-  significant the other way (or, for a directional claim, equivalent within the margin),
+- :func:`directional`, :func:`no_difference` and :func:`non_inferior` turn tests into a verdict that is
+  never stronger than them: "held" only when significant at ``alpha`` in the claimed direction, "not
+  held" only when significant the other way (or, for a directional claim, equivalent within the margin),
   "inconclusive" otherwise;
 - :func:`best_of_k`: the expected best of k runs drawn from a grid's runs (what k grid runs are worth);
   :func:`sign_test`: whether a rule is right more often than a coin.
@@ -267,6 +267,15 @@ def no_difference(d: Difference, equiv: Equivalence) -> Verdict:
     if equiv.equivalent:
         return "held"
     return "not held" if d.p < equiv.alpha else "inconclusive"
+
+
+def non_inferior(equiv: Equivalence) -> Verdict:
+    """A claim that a matches or beats b (a >= b - margin), from the TOST of a - b: held when the (1 - 2 alpha)
+    interval's lower end is above -margin (a one-sided test at alpha), not held when its upper end is below
+    -margin (a worse by more than the margin), inconclusive otherwise."""
+    if equiv.ci[0] > -equiv.margin:
+        return "held"
+    return "not held" if equiv.ci[1] < -equiv.margin else "inconclusive"
 
 
 def best_of_k(values: Sequence[float], k: int, scores: Sequence[float] | None = None) -> float:
