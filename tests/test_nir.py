@@ -396,7 +396,7 @@ def test_bad_input_is_a_value_error_naming_it():
         import_nir(graph)
     conv = nir.NIRGraph.from_list(nir.Conv1d(input_shape=8, weight=np.ones((2, 1, 3)), stride=1, padding=0,
                                              dilation=1, groups=1, bias=np.zeros(2)))
-    with pytest.raises(ValueError, match="flat shape"):
+    with pytest.raises(ValueError, match="node 'conv1d' is a Conv1d, where spikestab reads a projection"):
         import_nir(conv)
     integrate = nir.NIRGraph.from_list(nir.Affine(weight=np.ones((2, 3), np.float32), bias=np.zeros(2, np.float32)),
                                        nir.IF(r=np.ones(2), v_threshold=np.ones(2)))

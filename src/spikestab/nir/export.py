@@ -12,29 +12,44 @@ from torch import Tensor, nn
 from ..dynamics import RESETS
 from ..models import SNNClassifier, SNNLanguageModel, SpikingStack
 from ..neurons import ALIF, LIF, ALIFCell, LIFCell, SpikingNeurons
+from ..neurons.cuba import CubaLIF
 from . import mapping
 
-LAYER_TYPES = {"LIF": LIF, "ALIF": ALIF, "LIFCell": LIFCell, "ALIFCell": ALIFCell}
+LAYER_TYPES = {"LIF": LIF, "ALIF": ALIF, "LIFCell": LIFCell, "ALIFCell": ALIFCell, "CubaLIF": CubaLIF}
+FAMILY = {"LIF": "lif", "LIFCell": "lif", "ALIF": "alif", "ALIFCell": "alif", "CubaLIF": "cuba"}
 
-# (adaptive, reset) -> (neuron core, reset loop, exact in NIR). Core "lif": one nir.LIF node (reset to 0);
-# "li": nir.LI membrane -> nir.Threshold; the reset loop is Threshold -> Linear(-diag threshold) -> LI.
+# (family, reset) -> (neuron core, reset loop, exact in NIR). Core "lif": one nir.LIF node (reset to 0);
+# "cuba": one nir.CubaLIF node (reset to 0); "li": nir.LI membrane -> nir.Threshold; the reset loop is
+# Threshold -> Linear(-diag threshold) -> LI.
 STRUCTURE = {
-    (False, "multiplicative"): ("lif", False, True),
-    (False, "subtract"): ("li", True, True),
-    (False, "none"): ("li", False, True),
-    (False, "multiplicative_all"): ("lif", False, False),
-    (True, "none"): ("li", False, True),
-    (True, "subtract"): ("li", True, False),
-    (True, "multiplicative"): ("li", False, False),
-    (True, "multiplicative_all"): ("li", False, False),
+    ("lif", "multiplicative"): ("lif", False, True),
+    ("lif", "subtract"): ("li", True, True),
+    ("lif", "none"): ("li", False, True),
+    ("lif", "multiplicative_all"): ("lif", False, False),
+    ("alif", "none"): ("li", False, True),
+    ("alif", "subtract"): ("li", True, False),
+    ("alif", "multiplicative"): ("li", False, False),
+    ("alif", "multiplicative_all"): ("li", False, False),
+    ("cuba", "multiplicative"): ("cuba", False, True),
+    ("cuba", "subtract"): ("cuba", False, False),
+    ("cuba", "none"): ("cuba", False, False),
+    ("cuba", "multiplicative_all"): ("cuba", False, False),
 }
 
 APPROXIMATION = {
-    (False, "multiplicative_all"): "a LIF that resets to 0 (spikestab also drops the input of the step after a spike)",
-    (True, "subtract"): "an adaptive neuron that subtracts the fixed threshold, not A_t = threshold + beta_adapt a_t",
-    (True, "multiplicative"): "an adaptive neuron without reset",
-    (True, "multiplicative_all"): "an adaptive neuron without reset",
+    ("lif", "multiplicative_all"): "a LIF that resets to 0 (spikestab also drops the input of the step after a spike)",
+    ("alif", "subtract"): "an adaptive neuron that subtracts the fixed threshold, not A_t = threshold + beta_adapt a_t",
+    ("alif", "multiplicative"): "an adaptive neuron without reset",
+    ("alif", "multiplicative_all"): "an adaptive neuron without reset",
+    ("cuba", "subtract"): "a CubaLIF that resets to 0",
+    ("cuba", "none"): "a CubaLIF that resets to 0",
+    ("cuba", "multiplicative_all"): "a CubaLIF that resets to 0 (spikestab also drops the step's synaptic current)",
 }
+
+# The readers export_nir writes a form for (docs/nir.md, "Forms for other readers"), and their step.
+FORMS = ("nir", "snntorch", "norse")
+NORSE_READ_DT = 1e-3  # norse.torch.from_nir's default dt: the step the "norse" form is written for by default
+FORM_DT = {"nir": mapping.DEFAULT_DT, "snntorch": mapping.SNNTORCH_DT, "norse": NORSE_READ_DT}
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -46,6 +61,27 @@ def _meta_value(t: Tensor) -> np.ndarray | float:
     return float(t.item()) if t.dim() == 0 else _np(t)
 
 
+def _sequential_layers(model: nn.Sequential) -> tuple[list[SpikingNeurons], nn.Linear | None]:
+    """The spiking layers of an ``nn.Sequential`` and its final ``nn.Linear`` readout (Dropout and Identity,
+    which do nothing at inference, are skipped)."""
+    layers: list[SpikingNeurons] = []
+    readout = None
+    for name, child in model.named_children():
+        if isinstance(child, (nn.Dropout, nn.Identity)):
+            continue
+        if isinstance(child, SpikingNeurons) and readout is None:
+            layers.append(child)
+        elif isinstance(child, nn.Linear) and layers and readout is None:
+            readout = child
+        else:
+            raise ValueError(f"model[{name}] ({type(child).__name__}): an nn.Sequential exports as spikestab spiking "
+                             "layers (each with its own input weights), then at most one nn.Linear readout last "
+                             "(Dropout and Identity are skipped)")
+    if not layers:
+        raise ValueError("model (nn.Sequential) must contain at least one spikestab spiking layer")
+    return layers, readout
+
+
 def _layers_of(model: nn.Module) -> tuple[list[SpikingNeurons], nn.Linear | None, str]:
     if isinstance(model, SNNLanguageModel):
         raise ValueError("model SNNLanguageModel is not supported: its embedding and tied output projection have "
@@ -54,10 +90,12 @@ def _layers_of(model: nn.Module) -> tuple[list[SpikingNeurons], nn.Linear | None
         return list(model.stack.layers), model.readout, "SNNClassifier"
     if isinstance(model, SpikingStack):
         return list(model.layers), None, "SpikingStack"
+    if isinstance(model, nn.Sequential):
+        return (*_sequential_layers(model), "Sequential")
     if isinstance(model, SpikingNeurons):
         return [model], None, _layer_name(model, "model")
-    raise ValueError(f"model must be a spikestab SNNClassifier, SpikingStack or LIF/ALIF layer or cell, got "
-                     f"{type(model).__name__}")
+    raise ValueError(f"model must be a spikestab SNNClassifier, SpikingStack, LIF/ALIF/CubaLIF layer or cell, or an "
+                     f"nn.Sequential of them, got {type(model).__name__}")
 
 
 def _layer_name(layer: nn.Module, where: str) -> str:
@@ -67,7 +105,8 @@ def _layer_name(layer: nn.Module, where: str) -> str:
                 raise ValueError(f"{where} ({type(layer).__name__}) overrides input_current, which NIR's Affine "
                                  "projection cannot express")
             return name
-    raise ValueError(f"{where} must be a spikestab LIF, ALIF, LIFCell or ALIFCell, got {type(layer).__name__}")
+    raise ValueError(f"{where} must be a spikestab LIF, ALIF, CubaLIF, LIFCell or ALIFCell, got "
+                     f"{type(layer).__name__}")
 
 
 def _check_sample(sample: Tensor | None, width: int) -> None:
@@ -79,11 +118,11 @@ def _check_sample(sample: Tensor | None, width: int) -> None:
         raise ValueError(f"sample must have last dimension input_size={width}, got shape {tuple(sample.shape)}")
 
 
-def _layer_metadata(layer: SpikingNeurons, kind: str, exact: bool, dt: float) -> dict:
+def _layer_metadata(layer: SpikingNeurons, kind: str, exact: bool, dt: float, form: str) -> dict:
     sg = layer.spike_fn
     meta = {
         "library": "spikestab", "spikestab_layer": kind, "reset": layer.reset, "nir_exact": exact, "dt": dt,
-        "detach_reset": layer.detach_reset, "recurrent": layer.recurrent,
+        "form": form, "detach_reset": layer.detach_reset, "recurrent": layer.recurrent,
         "recurrent_diagonal": bool(layer.recurrent and bool(layer.recurrent_mask.diagonal().all())),
         "bias": isinstance(layer.bias, nn.Parameter), "learn_tau": layer.tau.requires_grad,
         "learn_threshold": layer.threshold.requires_grad, "batch_first": layer.batch_first,
@@ -96,20 +135,48 @@ def _layer_metadata(layer: SpikingNeurons, kind: str, exact: bool, dt: float) ->
     if layer.adaptive:
         meta["rho"] = _np(layer.rho)
         meta["beta_adapt"] = _np(layer.beta_adapt)
+    if isinstance(layer, CubaLIF):
+        meta["tau_syn_steps"] = _np(layer.tau_syn)
+        meta["learn_tau_syn"] = layer.tau_syn.requires_grad
     return meta
 
 
+def _check_form(layers: list[SpikingNeurons], kinds: list[str], form: str, strict: bool) -> None:
+    """ValueError for a layer the chosen reader cannot run (or, with ``strict``, not run exactly)."""
+    if form == "nir":
+        return
+    reader = {"snntorch": "snnTorch's import_from_nir", "norse": "Norse's from_nir"}[form]
+    for i, (layer, kind) in enumerate(zip(layers, kinds)):
+        if FAMILY[kind] == "alif":
+            raise ValueError(f"layer {i} ({kind}): {reader} reads no adaptive neuron (no LI, Threshold or Scale "
+                             "node); export it with form='nir'")
+        if form == "snntorch" and kind == "CubaLIF":
+            raise ValueError(f"layer {i} (CubaLIF): form='snntorch' writes LIF layers only; export it with "
+                             "form='nir'")
+        if form == "snntorch" and not bool((layer.threshold == layer.threshold.reshape(-1)[0]).all()):
+            raise ValueError(f"layer {i} ({kind}) has per-neuron thresholds; {reader} takes one threshold per "
+                             "layer")
+        if layer.reset != "multiplicative" and strict:
+            raise ValueError(f"layer {i} ({kind}, reset={layer.reset!r}): {reader} resets every neuron it reads to "
+                             "0 (spikestab's 'multiplicative'); pass strict=False to export it anyway as a layer "
+                             "that resets to 0, whose spikes differ (docs/nir.md)")
+
+
 def _add_layer(nir, nodes: dict, edges: list, source: str, layer: SpikingNeurons, i: int, digits: int, kind: str,
-               dt: float, strict: bool) -> tuple[str, bool]:
+               dt: float, strict: bool, form: str) -> tuple[str, bool]:
     """Add layer i's nodes after ``source``; returns (name of the node that emits its spikes, exact)."""
     if layer.reset not in RESETS:
         raise ValueError(f"layer {i} ({kind}) has unknown reset {layer.reset!r}; expected one of {list(RESETS)}")
-    core, reset_loop, exact = STRUCTURE[(layer.adaptive, layer.reset)]
-    if not exact and strict:
+    family = FAMILY[kind]
+    core, reset_loop, exact = STRUCTURE[(family, layer.reset)]
+    if form != "nir" and family == "lif":
+        # snnTorch's and Norse's importers read LIF nodes only, and both reset them to 0
+        core, reset_loop, exact = "lif", False, layer.reset == "multiplicative"
+    if not exact and strict and form == "nir":
         raise ValueError(
             f"layer {i} ({kind}, reset={layer.reset!r}) has no exact NIR equivalent; pass strict=False to export "
             f"it anyway: import_nir restores it exactly from metadata, other NIR readers see "
-            f"{APPROXIMATION[(layer.adaptive, layer.reset)]}")
+            f"{APPROXIMATION[(family, layer.reset)]}")
     p, spikes = f"layer{i:0{digits}d}", f"layer{i:0{digits}d}_spikes"
     dtype = layer.weight_ih.dtype
     np_dtype = _np(layer.weight_ih[:0]).dtype
@@ -120,13 +187,22 @@ def _add_layer(nir, nodes: dict, edges: list, source: str, layer: SpikingNeurons
 
     thr = _np(layer.threshold.to(dtype))
     tau, r = mapping.membrane_to_nir(_np(layer.alpha.to(torch.float64)), dt)
+    # Norse's LIF reader ignores r: the form "norse" writes r = 1 and puts r into the weights feeding the node
+    scale = r if form == "norse" and core == "lif" else np.ones(h)
+    if form == "norse" and core == "lif":
+        r = np.ones(h)
     zeros = np.zeros(h, dtype=np_dtype)
-    nodes[f"{p}_input"] = nir.Affine(weight=_np(layer.weight_ih), bias=_np(layer.bias.to(dtype)),
-                                     metadata={"role": "input"})
+    nodes[f"{p}_input"] = nir.Affine(weight=arr(scale[:, None] * _np(layer.weight_ih.to(torch.float64))),
+                                     bias=arr(scale * _np(layer.bias.to(torch.float64))), metadata={"role": "input"})
     edges.append((source, f"{p}_input"))
     if core == "lif":
         membrane = spikes
         nodes[spikes] = nir.LIF(tau=arr(tau), r=arr(r), v_leak=zeros, v_threshold=thr, v_reset=zeros.copy())
+    elif core == "cuba":
+        membrane = spikes
+        tau_syn, w_in = mapping.synapse_to_nir(_np(layer.alpha_syn.to(torch.float64)), dt)
+        nodes[spikes] = nir.CubaLIF(tau_syn=arr(tau_syn), tau_mem=arr(tau), r=arr(r), v_leak=zeros, v_threshold=thr,
+                                    v_reset=zeros.copy(), w_in=arr(w_in))
     else:
         membrane = f"{p}_membrane"
         nodes[membrane] = nir.LI(tau=arr(tau), r=arr(r), v_leak=zeros, metadata={"role": "membrane"})
@@ -142,38 +218,68 @@ def _add_layer(nir, nodes: dict, edges: list, source: str, layer: SpikingNeurons
         nodes[f"{p}_reset"] = nir.Linear(weight=np.diag(-thr), metadata={"role": "reset"})
         edges += [(spikes, f"{p}_reset"), (f"{p}_reset", membrane)]
     if layer.recurrent:
-        nodes[f"{p}_rec"] = nir.Linear(weight=_np(layer.recurrent_weight()), metadata={"role": "recurrent"})
+        w_hh = scale[:, None] * _np(layer.recurrent_weight().to(torch.float64))
+        nodes[f"{p}_rec"] = nir.Linear(weight=arr(w_hh), metadata={"role": "recurrent"})
         edges += [(spikes, f"{p}_rec"), (f"{p}_rec", membrane)]
-    nodes[spikes].metadata = _layer_metadata(layer, kind, exact, dt)
+    nodes[spikes].metadata = _layer_metadata(layer, kind, exact, dt, form)
+    if form == "snntorch" and layer.recurrent:
+        return _nest_recurrent(nir, nodes, edges, p, spikes, h), exact
     return spikes, exact
 
 
-def export_nir(model: nn.Module, sample: Tensor | None = None, dt: float = 1.0, strict: bool = True):
+def _nest_recurrent(nir, nodes: dict, edges: list, p: str, spikes: str, h: int) -> str:
+    """Move a recurrent LIF and its loop into a subgraph ``{p}_rleaky`` (input -> lif <-> w_rec, lif -> output),
+    the layout snnTorch writes an RLeaky in. snnTorch 1.0's importer builds that subgraph itself from a flat
+    loop, but feeds the layer's input through the loop's weights (its ``_create_rnn_subgraph`` edge input ->
+    w_rec) and, with two recurrent layers, orders the subgraphs after the nodes they feed; a subgraph written
+    here in graph order is read as it is."""
+    rec = f"{p}_rec"
+    sub = nir.NIRGraph(
+        nodes={"input": nir.Input(np.array([h])), "lif": nodes.pop(spikes), "w_rec": nodes.pop(rec),
+               "output": nir.Output(np.array([h]))},
+        edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")], type_check=False)
+    edges[:] = [(a, f"{p}_rleaky" if b == spikes else b) for a, b in edges if {a, b} != {spikes, rec}]
+    nodes[f"{p}_rleaky"] = sub
+    return f"{p}_rleaky"
+
+
+def export_nir(model: nn.Module, sample: Tensor | None = None, dt: float | None = None, strict: bool = True,
+               form: str = "nir"):
     """Export a spikestab model to a ``nir.NIRGraph`` (needs the ``nir`` extra).
 
     ``model``: an SNNClassifier (layers, then its Affine readout, applied at every step), a SpikingStack,
-    or one LIF/ALIF layer or cell. ``dt``: the length of one spikestab time step in NIR's time unit
-    (tau_NIR = dt / (1 - alpha), r = tau_NIR / dt: one Euler step of NIR's equation is spikestab's
-    step). ``sample``: optional input, only checked for its width (nothing is traced). ``strict``: refuse
-    (ValueError) a layer NIR's nodes cannot express exactly (ALIF with a reset, multiplicative_all); with
-    False it is exported as its nearest NIR form, with the exact dynamics in metadata for import_nir.
-    Dropout is not exported (a NIR graph describes inference).
+    one LIF/ALIF/CubaLIF layer or cell, or an ``nn.Sequential`` of spikestab layers with an optional final
+    ``nn.Linear`` readout. ``dt``: the length of one spikestab time step in NIR's time unit (tau_NIR = dt /
+    (1 - alpha), r = tau_NIR / dt: one Euler step of NIR's equation is spikestab's step); default 1.0, or the
+    step of the reader ``form`` names. ``form``: "nir" (any NIR reader), "snntorch" (``snntorch.import_nir``:
+    LIF layers, one threshold per layer, dt 1e-4, recurrent layers as RLeaky subgraphs) or "norse"
+    (``norse.torch.from_nir``: LIF layers with r moved into the weights, dt 1e-3, and CubaLIF layers); both
+    readers reset to 0, so only "multiplicative" layers are exact there; docs/nir.md says what each runs. ``sample``: optional input, only checked for its width.
+    ``strict``: refuse (ValueError) a layer the form cannot express exactly; with False it is exported in its
+    nearest form, with the exact dynamics in metadata for import_nir. Dropout is not exported.
     """
     from . import require_nir
 
     nir = require_nir()
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {list(FORMS)}, got {form!r}")
+    dt = FORM_DT[form] if dt is None else dt
     if not isinstance(dt, (int, float)) or isinstance(dt, bool) or not math.isfinite(dt) or dt <= 0:
         raise ValueError(f"dt must be a finite number > 0 (time per step), got {dt!r}")
+    if form == "snntorch" and dt != mapping.SNNTORCH_DT:
+        raise ValueError(f"dt must be {mapping.SNNTORCH_DT:g} for form='snntorch' (snnTorch 1.0's importer steps by "
+                         f"1e-4 whatever the graph says), got {dt!r}")
     dt = float(dt)
     layers, readout, model_name = _layers_of(model)
     kinds = [_layer_name(layer, f"layer {i}") for i, layer in enumerate(layers)]
+    _check_form(layers, kinds, form, strict)
     _check_sample(sample, layers[0].input_size)
     nodes: dict = {"input": nir.Input(input_type=np.array([layers[0].input_size]))}
     edges: list = []
     source, all_exact = "input", True
     digits = len(str(len(layers) - 1))  # zero-padded: the names sort in an order nirtorch evaluates rightly
     for i, (layer, kind) in enumerate(zip(layers, kinds)):
-        source, exact = _add_layer(nir, nodes, edges, source, layer, i, digits, kind, dt, strict)
+        source, exact = _add_layer(nir, nodes, edges, source, layer, i, digits, kind, dt, strict, form)
         all_exact = all_exact and exact
     width = layers[-1].hidden_size
     if readout is not None:
@@ -186,7 +292,7 @@ def export_nir(model: nn.Module, sample: Tensor | None = None, dt: float = 1.0, 
     from .. import __version__
 
     meta = {"library": "spikestab", "spikestab_version": __version__, "model": model_name, "dt": dt,
-            "nir_exact": all_exact}
+            "nir_exact": all_exact, "form": form}
     if isinstance(model, SNNClassifier):
         meta["config"] = json.dumps(model.config.to_dict(), default=str)
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)

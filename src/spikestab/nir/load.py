@@ -12,12 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..dynamics import check_reset
+from ..dynamics import RESETS, check_reset
 from ..models import SNNClassifier, SNNConfig, SpikingStack
 from ..neurons import ALIF, LIF, SpikingNeurons
+from ..neurons.cuba import CubaLIF
 from ..surrogate import SurrogateGradient
 from . import mapping
-from .export import LAYER_TYPES, STRUCTURE
+from .export import FAMILY, LAYER_TYPES, STRUCTURE
 
 
 def _meta(node) -> dict:
@@ -72,13 +73,15 @@ def _parse_neuron(nir, nodes: dict, succ: dict, pred: dict, proj: str, m: str) -
     node = nodes[m]
     if isinstance(node, nir.LIF):
         core, spike = "lif", m
+    elif isinstance(node, nir.CubaLIF):
+        core, spike = "cuba", m
     elif isinstance(node, nir.LI):
         outs = succ[m]
         if len(outs) != 1 or not isinstance(nodes[outs[0]], nir.Threshold):
             raise ValueError(f"node {m!r} (LI) must feed exactly one Threshold node, its spikes; it feeds {outs}")
         core, spike = "li", outs[0]
     else:
-        raise _unsupported(m, node, "a neuron (LIF, or LI followed by Threshold)")
+        raise _unsupported(m, node, "a neuron (LIF, CubaLIF, or LI followed by Threshold)")
     spec = {"core": core, "proj": proj, "membrane": m, "spike": spike, "loops": [], "adapt": None}
     internal = {m, spike}
     for q in pred[m]:
@@ -86,10 +89,8 @@ def _parse_neuron(nir, nodes: dict, succ: dict, pred: dict, proj: str, m: str) -
             continue
         qn = nodes[q]
         if not isinstance(qn, (nir.Linear, nir.Affine)) or pred[q] != [spike] or succ[q] != [m]:
-            raise ValueError(f"node {q!r} ({type(qn).__name__}) feeds the membrane {m!r} but is not a Linear from "
-                             f"the spikes of {spike!r} (the only recurrent loop spikestab reads)")
-        if isinstance(qn, nir.Affine) and np.any(np.asarray(qn.bias) != 0):
-            raise ValueError(f"node {q!r}: a bias in a recurrent loop has no spikestab equivalent")
+            raise ValueError(f"node {q!r} ({type(qn).__name__}) feeds the membrane {m!r} but is not a Linear or "
+                             f"Affine from the spikes of {spike!r} (the only recurrent loop spikestab reads)")
         spec["loops"].append(q)
         internal.add(q)
     if core == "li":
@@ -118,9 +119,9 @@ def _parse(nir, nodes: dict, edges: list) -> tuple[list[dict], str | None, int]:
     if len(inputs) != 1 or len(outputs) != 1:
         raise ValueError(f"the graph must have one Input and one Output node, got inputs {inputs}, outputs {outputs}")
     shape = np.asarray(nodes[inputs[0]].input_type["input"]).reshape(-1)
-    if shape.size != 1:
-        raise ValueError(f"the Input node must have a flat shape [N] (spikestab layers are fully connected), "
-                         f"got {shape}")
+    if shape.size < 1:
+        raise ValueError(f"the Input node must have a shape [..., N] (spikestab layers are fully connected; leading "
+                         f"batch or time dimensions that exporters copy from their sample are ignored), got {shape}")
     specs: list[dict] = []
     seen = {inputs[0], outputs[0]}
     cur, internal, readout = inputs[0], set(), None
@@ -139,7 +140,7 @@ def _parse(nir, nodes: dict, edges: list) -> tuple[list[dict], str | None, int]:
         seen.add(n)
         if succ[n][0] == outputs[0]:
             if not specs:
-                raise ValueError("the graph has no spiking layer (LIF, or LI -> Threshold) before its Output")
+                raise ValueError("the graph has no spiking layer (LIF, CubaLIF, or LI -> Threshold) before its Output")
             readout = n
             break
         spec = _parse_neuron(nir, nodes, succ, pred, n, succ[n][0])
@@ -147,12 +148,12 @@ def _parse(nir, nodes: dict, edges: list) -> tuple[list[dict], str | None, int]:
         seen |= spec["internal"]
         cur, internal = spec["spike"], spec["internal"]
     if not specs:
-        raise ValueError("the graph has no spiking layer (LIF, or LI -> Threshold) before its Output")
+        raise ValueError("the graph has no spiking layer (LIF, CubaLIF, or LI -> Threshold) before its Output")
     left = sorted(set(nodes) - seen)
     if left:
         raise ValueError(f"nodes {left} are not on the chain Input -> [projection -> neuron]* -> [readout] -> Output "
                          "that spikestab reads")
-    return specs, readout, int(shape[0])
+    return specs, readout, int(shape[-1])
 
 
 def _weights(node, hidden: int | None, width: int, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -175,19 +176,38 @@ def _per_neuron(value, hidden: int, name: str) -> np.ndarray:
     return arr
 
 
-def _choose_reset(spec: dict, meta: dict, adaptive: bool, reset_loop: bool) -> str:
+def _choose_reset(spec: dict, meta: dict, family: str, reset_loop: bool, requested: str | None) -> str:
+    """The layer's spikestab reset: ``requested`` (import_nir's ``reset=``, for LIF and CubaLIF nodes), else
+    the metadata's, else the one exact reading of the graph's structure."""
+    spike = spec["spike"]
+    if spec["core"] in ("lif", "cuba") and _get(meta, "form", "nir") != "nir":
+        if _get(meta, "norse_reset_method") == "reset_subtract":
+            raise ValueError(f"node {spike!r} was written for Norse's from_nir with reset_method=reset_subtract "
+                             "(export_nir form='norse'); export with form='nir' for import_nir")
+        reset = check_reset(str(_get(meta, "reset", "multiplicative")))
+        if requested is not None and requested != reset:
+            raise ValueError(f"node {spike!r}: reset={requested!r} contradicts the graph's metadata reset={reset!r}")
+        return reset
+    if requested is not None:
+        if spec["core"] not in ("lif", "cuba"):
+            raise ValueError(f"node {spike!r}: reset= applies to layers read from NIR LIF and CubaLIF nodes; this "
+                             "layer is an LI -> Threshold whose reset the graph states")
+        if "reset" in meta and check_reset(str(_get(meta, "reset"))) != requested:
+            raise ValueError(f"node {spike!r}: reset={requested!r} contradicts the graph's metadata "
+                             f"reset={_get(meta, 'reset')!r}")
+        return requested
     structure = (spec["core"], reset_loop)
-    allowed = [r for (ad, r), (core, loop, _) in STRUCTURE.items() if ad == adaptive and (core, loop) == structure]
+    allowed = [r for (fam, r), (core, loop, _) in STRUCTURE.items() if fam == family and (core, loop) == structure]
     loop = "with" if reset_loop else "without"
-    described = f"{'an adaptive' if adaptive else 'a'} {spec['core'].upper()} core {loop} reset loop"
+    described = f"{'an adaptive' if family == 'alif' else 'a'} {spec['core'].upper()} core {loop} reset loop"
     if "reset" in meta:
         reset = check_reset(str(_get(meta, "reset")))
         if reset not in allowed:
-            raise ValueError(f"node {spec['spike']!r}: metadata reset={reset!r} does not match the graph ({described})")
+            raise ValueError(f"node {spike!r}: metadata reset={reset!r} does not match the graph ({described})")
         return reset
-    exact = [r for r in allowed if STRUCTURE[(adaptive, r)][2]]
+    exact = [r for r in allowed if STRUCTURE[(family, r)][2]]
     if not exact:
-        raise ValueError(f"node {spec['spike']!r}: {described} has no spikestab equivalent (spikestab's ALIF subtracts "
+        raise ValueError(f"node {spike!r}: {described} has no spikestab equivalent (spikestab's ALIF subtracts "
                          "the adaptive threshold, not the fixed one; metadata reset= can declare spikestab's dynamics)")
     return exact[0]
 
@@ -205,39 +225,59 @@ def _spike_fn(meta: dict) -> SurrogateGradient:
                              learnable=_flag(meta, "surrogate_learnable", False))
 
 
-def _euler(node, name: str, hidden: int, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return mapping.euler_from_nir(_per_neuron(node.tau, hidden, name), _per_neuron(node.r, hidden, name),
-                                  _per_neuron(node.v_leak, hidden, name), dt, name)
+def _euler(node, name: str, hidden: int, dt: float, tau_attr: str = "tau") -> tuple[np.ndarray, ...]:
+    return mapping.euler_from_nir(_per_neuron(getattr(node, tau_attr), hidden, name),
+                                  _per_neuron(node.r, hidden, name), _per_neuron(node.v_leak, hidden, name), dt, name)
 
 
-def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float) -> SpikingNeurons:
+def _layer_kind(spec: dict, meta: dict) -> str:
+    family = "alif" if spec["adapt"] is not None else ("cuba" if spec["core"] == "cuba" else "lif")
+    kind = str(_get(meta, "spikestab_layer", {"alif": "ALIF", "cuba": "CubaLIF", "lif": "LIF"}[family]))
+    if kind not in LAYER_TYPES or FAMILY[kind] != family:
+        raise ValueError(f"node {spec['spike']!r}: metadata spikestab_layer={kind!r} is not a spikestab layer matching "
+                         f"the graph ({family}); expected one of {sorted(LAYER_TYPES)}")
+    return kind
+
+
+def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float, reading: dict) -> SpikingNeurons:
+    """The spikestab layer of one parsed neuron; ``reading``: the source's conventions (import_nir)."""
     spike, mem_name = spec["spike"], spec["membrane"]
     meta, mem = _meta(nodes[spike]), nodes[mem_name]
-    thr_raw = mem.v_threshold if spec["core"] == "lif" else nodes[spike].threshold
-    hidden = int(np.asarray(thr_raw).size)
-    thr = _per_neuron(thr_raw, hidden, spike)
-    w_ih, bias = _weights(nodes[spec["proj"]], hidden, width, spec["proj"])
-    decay, gain, drift = _euler(mem, mem_name, hidden, dt)
-    if spec["core"] == "lif" and np.any(_per_neuron(mem.v_reset, hidden, mem_name) != 0):
+    w_ih, bias = _weights(nodes[spec["proj"]], None, width, spec["proj"])
+    hidden = w_ih.shape[0]  # a scalar threshold or tau (Norse writes them so) is shared by the layer's neurons
+    thr = _per_neuron(mem.v_threshold if spec["core"] != "li" else nodes[spike].threshold, hidden, spike)
+    tau_syn = None
+    if spec["core"] == "cuba":
+        decay, gain, drift = _euler(mem, mem_name, hidden, dt, "tau_mem")
+        if np.any(drift != 0):
+            raise ValueError(f"node {mem_name!r}: v_leak must be 0 for a CubaLIF (spikestab's CUBA layer has no "
+                             "constant drive on its membrane)")
+        decay_s, gain_s = mapping.synapse_from_nir(_per_neuron(mem.tau_syn, hidden, mem_name),
+                                                   _per_neuron(mem.w_in, hidden, mem_name), dt, mem_name,
+                                                   reading["unscaled_synapse"])
+        gain = mapping.snap_unit(gain * gain_s)
+        tau_syn = mapping.prefer(meta.get("tau_syn_steps"), mapping.steps_from_decay(decay_s))
+    else:
+        decay, gain, drift = _euler(mem, mem_name, hidden, dt)
+    if spec["core"] != "li" and np.any(_per_neuron(mem.v_reset, hidden, mem_name) != 0):
         raise ValueError(f"node {mem_name!r}: v_reset must be 0 (spikestab resets to 0 or subtracts), got "
                          f"{np.asarray(mem.v_reset).reshape(-1)[:4]}...")
     w_ih, bias = gain[:, None] * w_ih, gain * bias + drift
     rec = reset = None
     for q in spec["loops"]:
-        w = gain[:, None] * _weights(nodes[q], hidden, hidden, q)[0]
+        w, b = _weights(nodes[q], hidden, hidden, q)
+        w = gain[:, None] * w
+        bias = bias + gain * b  # a loop's bias acts at every step, as the layer's own bias does
         role = _get(_meta(nodes[q]), "role")
         is_reset = spec["core"] == "li" and role != "recurrent" and np.array_equal(w, np.diag(-thr))
         if is_reset and reset is None:
             reset = w
         else:
             rec = w if rec is None else rec + w
-    adaptive = spec["adapt"] is not None
-    kind = str(_get(meta, "spikestab_layer", "ALIF" if adaptive else "LIF"))
-    if kind not in LAYER_TYPES or LAYER_TYPES[kind].adaptive != adaptive:
-        raise ValueError(f"node {spike!r}: metadata spikestab_layer={kind!r} is not a spikestab layer matching the "
-                         f"graph ({'adaptive' if adaptive else 'not adaptive'}); expected one of {sorted(LAYER_TYPES)}")
-    cls = LAYER_TYPES[kind]
-    reset_name = _choose_reset(spec, meta, adaptive, reset is not None)
+    kind = _layer_kind(spec, meta)
+    family = FAMILY[kind]
+    requested = reading["reset"](spec, rec is not None)
+    reset_name = _choose_reset(spec, meta, family, reset is not None, requested)
     tau = mapping.prefer(meta.get("tau_steps"), mapping.steps_from_decay(decay))
     recurrent = rec is not None or bool(_get(meta, "recurrent", False))
     rec = np.zeros((hidden, hidden)) if rec is None else rec
@@ -248,10 +288,14 @@ def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float) -> Spiking
               learn_tau=_flag(meta, "learn_tau", False), learn_threshold=_flag(meta, "learn_threshold", False),
               recurrent_diagonal=_flag(meta, "recurrent_diagonal", False) or bool(np.any(np.diag(rec) != 0)),
               backend=str(_get(meta, "backend", "auto")))
+    cls = LAYER_TYPES[kind]
     if cls in (LIF, ALIF):
         kw["checkpoint"] = json.loads(str(_get(meta, "checkpoint", "false")))
+    if tau_syn is not None:
+        kw.update(tau_syn=torch.tensor(tau_syn, dtype=torch.float32),
+                  learn_tau_syn=_flag(meta, "learn_tau_syn", False))
     rho = None
-    if adaptive:
+    if family == "alif":
         a_name, c_name = spec["adapt"]
         decay_a, gain_a, drift_a = _euler(nodes[a_name], a_name, hidden, dt)
         if np.any(drift_a != 0):
@@ -275,6 +319,8 @@ def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float) -> Spiking
             layer.weight_hh.copy_(torch.from_numpy(rec))
         if rho is not None:
             layer.rho.copy_(torch.from_numpy(rho))
+        if tau_syn is not None:
+            layer.tau_syn.copy_(torch.from_numpy(tau_syn))
     return layer
 
 
@@ -290,7 +336,8 @@ def _config(gmeta: dict, layers: list[SpikingNeurons], input_size: int, output_s
             pass
     first = layers[0]
     sg = first.spike_fn
-    kw = dict(net="alif" if first.adaptive else "lif", dropout=0.0, recurrent=first.recurrent,
+    net = "alif" if first.adaptive else ("cuba" if isinstance(first, CubaLIF) else "lif")
+    kw = dict(net=net, dropout=0.0, recurrent=first.recurrent,
               tau=float(first.tau.mean()), threshold=float(first.threshold.mean()), reset=first.reset,
               detach_reset=first.detach_reset, surrogate=sg.shape, dampening=float(sg.dampening.mean()),
               sharpness=float(sg.sharpness.mean()), tail=sg.tail if sg.shape == "q-pseudospike" else None,
@@ -300,34 +347,70 @@ def _config(gmeta: dict, layers: list[SpikingNeurons], input_size: int, output_s
     return SNNConfig(**sizes, **kw)
 
 
-def import_nir(graph, dt: float | None = None) -> nn.Module:
+def _reset_reader(source: str, reset, n_layers: int):
+    """``reset`` of import_nir as a function (parsed neuron, has a recurrent loop) -> spikestab reset or None."""
+    names = list(mapping.SNNTORCH_RESETS) if source == "snntorch" else list(RESETS)
+    what = "snnTorch's reset_mechanism" if source == "snntorch" else "a spikestab reset"
+    if reset is None and source == "snntorch":
+        reset = "subtract"  # snnTorch's default reset_mechanism, which its exporter does not write
+    per_layer = [reset] * n_layers if reset is None or isinstance(reset, str) else list(reset)
+    if len(per_layer) != n_layers:
+        raise ValueError(f"reset must be one name or one per spiking layer ({n_layers}), got {len(per_layer)}")
+    for name in per_layer:
+        if name is not None and name not in names:
+            raise ValueError(f"reset must be {what}, one of {names} (or None), got {name!r}")
+    layers = iter(per_layer)
+
+    def read(spec: dict, recurrent: bool) -> str | None:
+        name = next(layers)
+        if name is None or source != "snntorch":
+            return name
+        if spec["core"] != "lif":
+            raise ValueError(f"node {spec['spike']!r}: source='snntorch' reads LIF nodes (Leaky, RLeaky), not "
+                             f"{spec['core'].upper()} neurons")
+        return mapping.SNNTORCH_RESETS[name][recurrent]
+
+    return read
+
+
+def import_nir(graph, dt: float | None = None, source: str = "nir", reset=None) -> nn.Module:
     """Build a spikestab model from a ``nir.NIRGraph`` (or the path of a NIR HDF5 file); needs the ``nir`` extra.
 
     Reads the chain Input -> [Affine/Linear -> neuron]* -> [Affine readout] -> Output, where a neuron is
-    an LIF node (reset to 0: spikestab's "multiplicative") or LI -> Threshold (no reset, or "subtract" with
-    a Threshold -> Linear(-diag threshold) -> LI loop), optionally with other Linear loops (recurrent
-    weights) and an adaptation LI -> Scale into the Threshold (ALIF); nested graphs are inlined. Returns an
-    SNNClassifier when there is a readout, else the single layer, else a SpikingStack, in eval mode.
-    ``dt`` (default: the graph's metadata "dt", else 1.0) is the NIR time of one spikestab step. spikestab's
-    metadata (surrogate gradient, exact tau/rho, non-NIR resets) is used where it agrees with the graph.
-    ValueError names the node or setting it cannot read.
+    an LIF node (reset to 0: spikestab's "multiplicative"), a CubaLIF node (spikestab's CubaLIF) or LI ->
+    Threshold (no reset, or "subtract" with a Threshold -> Linear(-diag threshold) -> LI loop), optionally with
+    other Linear/Affine loops (recurrent weights; a loop's bias joins the layer's bias) and an adaptation LI ->
+    Scale into the Threshold (ALIF); nested graphs are inlined. Returns an SNNClassifier when there is a
+    readout, else the single layer, else a SpikingStack, in eval mode.
+
+    ``source``: who wrote the graph: "nir" (any NIR writer, read by Euler steps), "snntorch" (snnTorch 1.0's
+    export_to_nir) or "norse" (Norse 1.1's to_nir, whose CubaLIF adds its input to the current unscaled).
+    ``dt``: the NIR time of one spikestab step; default: the graph's metadata "dt", else the source's step
+    (``mapping.SOURCE_DT``: 1.0, 1e-4, 1e-6). ``reset``: the reset of layers read from LIF/CubaLIF nodes, one
+    name or one per layer (None: as the graph says); with source="snntorch" it is snnTorch's reset_mechanism
+    ("subtract", its default and the default here, "zero" or "none"), mapped per Leaky/RLeaky as docs/nir.md
+    says. spikestab's metadata (surrogate gradient, exact tau/rho, non-NIR resets) is used where it agrees
+    with the graph. ValueError names the node or setting it cannot read.
     """
     from . import require_nir
 
     nir = require_nir()
+    if source not in mapping.SOURCE_DT:
+        raise ValueError(f"source must be one of {list(mapping.SOURCE_DT)}, got {source!r}")
     if isinstance(graph, (str, os.PathLike)):
         graph = nir.read(graph)
     if not isinstance(graph, nir.NIRGraph):
         raise ValueError(f"graph must be a nir.NIRGraph or the path of a NIR file, got {type(graph).__name__}")
     gmeta = _meta(graph)
-    dt = _get(gmeta, "dt", 1.0) if dt is None else dt
+    dt = _get(gmeta, "dt", mapping.SOURCE_DT[source]) if dt is None else dt
     if not isinstance(dt, (int, float)) or isinstance(dt, bool) or not math.isfinite(dt) or dt <= 0:
         raise ValueError(f"dt must be a finite number > 0 (NIR time per step), got {dt!r}")
     nodes, edges = _flatten(nir, graph)
     specs, readout, width = _parse(nir, nodes, edges)
+    reading = {"unscaled_synapse": source == "norse", "reset": _reset_reader(source, reset, len(specs))}
     layers = []
     for spec in specs:
-        layers.append(_build_layer(nir, nodes, spec, width, float(dt)))
+        layers.append(_build_layer(nir, nodes, spec, width, float(dt), reading))
         width = layers[-1].hidden_size
     name = str(_get(gmeta, "model", ""))
     if readout is not None:
@@ -338,7 +421,7 @@ def import_nir(graph, dt: float | None = None) -> nn.Module:
         with torch.no_grad():
             model.readout.weight.copy_(torch.from_numpy(w))
             model.readout.bias.copy_(torch.from_numpy(b))
-    elif len(layers) == 1 and name != "SpikingStack":
+    elif len(layers) == 1 and name not in ("SpikingStack", "Sequential"):
         model = layers[0]
     else:
         model = SpikingStack(_config(gmeta, layers, layers[0].input_size, width), layers[0].input_size)

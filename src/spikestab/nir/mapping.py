@@ -18,6 +18,17 @@ from __future__ import annotations
 
 import numpy as np
 
+# How one step of a graph's time reads, per library that writes the graph (docs/nir.md, "Graphs from other
+# libraries"): the ``dt`` ``import_nir`` uses when neither its argument nor the graph's metadata gives one.
+DEFAULT_DT = 1.0
+SNNTORCH_DT = 1e-4  # snnTorch 1.0 writes tau = dt/(1 - beta), r = tau/dt with dt fixed at 1e-4 (and reads at it)
+NORSE_DT = 1e-6  # Norse 1.1's to_nir(dt=1e-3) writes tau = dt/tau_inv, so its 1e-3 step reads as dt**2 = 1e-6
+SOURCE_DT = {"nir": DEFAULT_DT, "snntorch": SNNTORCH_DT, "norse": NORSE_DT}
+# snnTorch's reset_mechanism -> spikestab's reset, for a Leaky (no loop) and an RLeaky (loop): RLeaky's "zero"
+# also drops that step's input after a spike, Leaky's only the old voltage (snntorch/_neurons, _base_zero).
+SNNTORCH_RESETS = {"subtract": ("subtract", "subtract"), "zero": ("multiplicative", "multiplicative_all"),
+                   "none": ("none", "none")}
+
 # A ratio this close to 1 is 1: the float64 rounding of dt*r/tau for parameters spikestab itself wrote.
 UNIT_RTOL = 1e-6
 # Metadata (spikestab's exact float32 tau, rho) is used when the NIR parameters agree with it this well.
@@ -35,6 +46,13 @@ def trace_to_nir(rho: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
     """(tau, r) of the NIR LI node whose Euler step gives a_t = rho a_{t-1} + (1 - rho) z_{t-1}."""
     rho = np.asarray(rho, dtype=np.float64)
     return dt / (1.0 - rho), np.ones_like(rho)
+
+
+def synapse_to_nir(alpha_syn: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """(tau_syn, w_in) of the NIR CubaLIF synapse whose Euler step decays by ``alpha_syn`` and adds the input
+    once: tau_syn = dt / (1 - alpha_syn), w_in = tau_syn / dt."""
+    tau_syn = dt / (1.0 - np.asarray(alpha_syn, dtype=np.float64))
+    return tau_syn, tau_syn / dt
 
 
 def euler_from_nir(tau: np.ndarray, r: np.ndarray, v_leak: np.ndarray, dt: float,
@@ -60,6 +78,21 @@ def snap_unit(x: np.ndarray) -> np.ndarray:
     x = np.array(x, dtype=np.float64)
     x[np.abs(x - 1.0) <= UNIT_RTOL] = 1.0
     return x
+
+
+def synapse_from_nir(tau_syn: np.ndarray, w_in: np.ndarray, dt: float, name: str,
+                     unscaled_input: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(decay, input gain) of one Euler step of a NIR CubaLIF synapse, ``i_t = decay i_{t-1} + gain I_t``.
+
+    The gain is ``dt w_in / tau_syn`` (Euler), or ``w_in`` with ``unscaled_input`` (Norse 1.1's LIFCell adds its
+    input to the current unscaled and its exporter writes w_in = 1). ValueError (naming ``name``) unless
+    tau_syn > dt."""
+    tau_syn = np.asarray(tau_syn, dtype=np.float64)
+    if not np.all(np.isfinite(tau_syn)) or np.any(tau_syn <= dt):
+        raise ValueError(f"node {name!r}: tau_syn must be finite and larger than dt={dt:g}, got min tau_syn "
+                         f"{float(np.min(tau_syn)):g}")
+    w_in = np.asarray(w_in, dtype=np.float64)
+    return 1.0 - dt / tau_syn, snap_unit(w_in if unscaled_input else dt / tau_syn * w_in)
 
 
 def steps_from_decay(decay: np.ndarray) -> np.ndarray:
