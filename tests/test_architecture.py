@@ -74,3 +74,57 @@ def test_conditions_work_on_plain_tensors():
     assert targets <= {"dynamics", "surrogate", "stability.solvers"}, targets
     kernels = {t[0] for p in (SRC / "kernels").rglob("*.py") for t, _ in _imports(p) if t}
     assert "neurons" not in kernels
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module -> the spikestab modules it imports (at load or inside a function alike); ``from pkg import
+    name`` counts as importing ``pkg.name`` when that is a module, else ``pkg``."""
+    modules = {_module_name(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for target, names in _imports(path):
+            base = ".".join(target)
+            for n in names or [""]:
+                full = f"{base}.{n}" if n else base
+                edges.add(full if full in modules else base)
+        graph[name] = {e for e in edges if e in modules and e != name}
+    return graph
+
+
+def test_no_import_cycle_between_modules():
+    """Imports go one way between modules too (a package importing its own __init__ aside): depth-first
+    search for a cycle over every module's imports, lazy ones included."""
+    graph = _module_graph()
+    for name in graph:  # a package's __init__ re-exports its modules: not an arrow back up
+        graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(trail[trail.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+def test_no_module_imports_a_command_line_module():
+    """The command modules (``cli``) are entry points: nothing imports them but the ``spikestab`` command,
+    which loads them by name."""
+    graph = _module_graph()
+    bad = [f"{m} imports {t}" for m, targets in graph.items() for t in targets
+           if t.rpartition(".")[2] == "cli" and m != "__main__"]
+    assert bad == []

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from spikestab.files import read_jsonl
 from spikestab.train import Trainer
 from spikestab.train.distributed import BatchShard, RankFailedError, launch, train_worker
-from spikestab.train.metrics import read_jsonl
 from test_train import cfg_for, tiny_task
 
 pytestmark = pytest.mark.timeout(120)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from spikestab import LIF
-from spikestab.models import SNNConfig
+from spikestab.models import SNNConfig, build_model
 from spikestab.neurons import spiking_layers
-from spikestab.train import TrainConfig, build_model
+from spikestab.train import TrainConfig, network_config
 
 
 class _Task:
@@ -19,7 +19,7 @@ class _Task:
 @pytest.mark.parametrize("name", ["q-pseudospike", "ntail", "qpseudospike", "q_pseudospike"])
 def test_tail_reaches_every_layer_under_any_name_of_the_shape(name):
     cfg = TrainConfig(task="randman", sg=name, tail=3.0, layers=(5, 4), epochs=1)
-    for layer in spiking_layers(build_model(cfg, _Task())):
+    for layer in spiking_layers(build_model(network_config(cfg, _Task()), _Task.kind)):
         assert layer.spike_fn.shape == "q-pseudospike"
         assert layer.spike_fn.tail == 3.0
     assert SNNConfig(6, 3, surrogate=name, tail=3.0).make_spike_fn().tail == 3.0

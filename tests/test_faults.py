@@ -23,9 +23,9 @@ import torch
 
 from spikestab.cli import main
 from spikestab.data import load_task, make_shd, shd
+from spikestab.files import previous_path, read_jsonl
 from spikestab.train import Trainer
-from spikestab.train.checkpoint import load_checkpoint, previous_path
-from spikestab.train.metrics import read_jsonl
+from spikestab.train.checkpoint import load_checkpoint
 from test_make_shd import SETTINGS, SPEAKERS, tone_source
 from test_resume import TINY, ctrl_c_at, same_run
 from test_train import cfg_for, tiny_task

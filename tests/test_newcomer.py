@@ -17,7 +17,7 @@ from spikestab import SNNClassifier, SNNConfig
 from spikestab.cli import build_parser, main
 from spikestab.data import task_options
 from spikestab.data.tasks import TASKS
-from spikestab.train.trainer import load_model_state
+from spikestab.models import load_model_state
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from spikestab.cli import main
+from spikestab.files import read_jsonl
 from spikestab.train import Trainer
-from spikestab.train.metrics import read_jsonl
 
 TINY = ["--task", "randman", "--task-option", "n_classes=3", "--task-option", "n_units=12", "--task-option",
         "n_steps=20", "--task-option", "samples_per_class=30", "--layers", "2x16", "--batch-size", "16",

@@ -12,10 +12,10 @@ import time
 import optuna
 from optuna.trial import TrialState
 
+from spikestab.files import read_jsonl
 from spikestab.sweep import report
 from spikestab.sweep.storage import default_url, open_storage
 from spikestab.train.checkpoint import load_latest_checkpoint
-from spikestab.train.metrics import read_jsonl
 from sweep_tiny import cli_args
 
 # a bigger tiny run (8 epochs, 23 steps each, a checkpoint every 2 steps: ~1.5 s) so the kill lands mid-trial

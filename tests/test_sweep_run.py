@@ -14,10 +14,10 @@ import pytest
 from optuna.trial import TrialState
 
 from spikestab.cli import main
+from spikestab.files import read_jsonl
 from spikestab.sweep import report, run_sweep
 from spikestab.sweep.space import params_key
 from spikestab.sweep.storage import default_url, open_storage
-from spikestab.train.metrics import read_jsonl
 from sweep_tiny import FIXED
 
 GRID = {"threshold": [0.5, 1.0], "seed": [0, 1]}

@@ -10,9 +10,10 @@ import torch
 
 from spikestab.data.loader import SpikeDataset
 from spikestab.data.randman import spiking_randman
-from spikestab.train import TrainConfig, Trainer, build_model, parse_layers
-from spikestab.train.metrics import read_jsonl
-from spikestab.train.trainer import load_model_state
+from spikestab.files import read_jsonl
+from spikestab.models import build_model, load_model_state
+from spikestab.train import TrainConfig, Trainer, network_config, parse_layers
+from spikestab.train.task import train_batches
 
 
 def tiny_task(input_dropout: float = 0.0):
@@ -90,7 +91,7 @@ def test_fit_writes_outputs(tmp_path):
     assert steps[0]["sparsity_weight"] == 0.0 and steps[-1]["sparsity_weight"] == 1.0
     assert json.loads((out / "results.json").read_text())["best_epoch"] == res["best_epoch"]
     # the test numbers are best.pt's, recomputed here by a plain loop over the test set
-    model = build_model(cfg, tiny_task())
+    model = build_model(network_config(cfg, tiny_task()), "classification")
     load_model_state(model, torch.load(out / "best.pt", weights_only=True))
     model.eval()
     x, y = tiny_task().test.densify(list(range(18))), tiny_task().test.labels
@@ -167,7 +168,7 @@ def test_paper_weight_decay_is_not_scaled_by_lr(tmp_path):
     cfg = cfg_for(tmp_path, epochs=1, lr=1e-12, weight_decay=0.1, paper_weight_decay=True, dropout=0.0)
     tr = Trainer(cfg, tiny_task(), log=lambda s: None)
     w0 = tr.model.readout.weight.detach().clone()
-    batch = next(iter(tr._train_loader(0)))
+    batch = next(iter(train_batches(tr.task, tr.cfg, 0)))
     tr.train_step(batch, 0.0)
     torch.testing.assert_close(tr.model.readout.weight.detach(), w0 * 0.9, atol=1e-9, rtol=1e-6)
 

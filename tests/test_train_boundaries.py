@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from spikestab.cli import main
+from spikestab.files import atomic_write_json, read_jsonl
 from spikestab.train import NonFiniteError, TrainConfig, Trainer
-from spikestab.train.checkpoint import atomic_write_json, load_checkpoint
-from spikestab.train.metrics import MetricsLog, read_jsonl
+from spikestab.train.checkpoint import load_checkpoint
+from spikestab.train.metrics import MetricsLog
 from test_train import cfg_for, tiny_task
 from test_train_cli import TINY
 
@@ -105,9 +106,9 @@ def test_skip_mode_skips_and_counts_nonfinite_steps(tmp_path):
 
 
 def test_skip_mode_gives_up_when_every_step_fails(tmp_path, monkeypatch):
-    from spikestab.train import trainer as trainer_mod
+    from spikestab.train import nonfinite
 
-    monkeypatch.setattr(trainer_mod, "MAX_SKIPPED_IN_A_ROW", 4)
+    monkeypatch.setattr(nonfinite, "MAX_SKIPPED_IN_A_ROW", 4)
     tr_ref = []
     tr = Trainer(cfg_for(tmp_path, on_nonfinite="skip"), tiny_task(), log=lambda s: None)
     tr_ref.append(tr)
@@ -118,24 +119,27 @@ def test_skip_mode_gives_up_when_every_step_fails(tmp_path, monkeypatch):
 
 def test_an_update_that_makes_weights_nonfinite_stops_even_in_skip_mode(tmp_path, monkeypatch):
     """An optimiser step that writes an inf (here forced at step 4) cannot be skipped after the fact."""
-    make = Trainer._make_optimizer
+    from spikestab.train import trainer as trainer_mod
 
-    def make_overflowing(self):
-        opt = make(self)
+    make, trainers = trainer_mod.make_optimizer, []
+
+    def make_overflowing(model, cfg):
+        opt = make(model, cfg)
         step = opt.step
 
         def overflowing_step(*args, **kwargs):
             out = step(*args, **kwargs)
-            if self.global_step + 1 == 4:
+            if trainers[0].global_step + 1 == 4:
                 with torch.no_grad():
-                    self.model.stack.layers[1].weight_hh[0, 1] = float("inf")
+                    model.stack.layers[1].weight_hh[0, 1] = float("inf")
             return out
 
         opt.step = overflowing_step
         return opt
 
-    monkeypatch.setattr(Trainer, "_make_optimizer", make_overflowing)
+    monkeypatch.setattr(trainer_mod, "make_optimizer", make_overflowing)
     tr = Trainer(cfg_for(tmp_path, on_nonfinite="skip", checkpoint_every=1), tiny_task(), log=lambda s: None)
+    trainers.append(tr)
     with pytest.raises(NonFiniteError, match=r"step 4 .*update made parameter stack\.layers\.1\.weight_hh non-finite"):
         tr.fit()
     ck = load_checkpoint(tmp_path / "run" / "checkpoint.pt")

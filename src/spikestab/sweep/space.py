@@ -28,8 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
-from ..train.cli import flag_dest, option_types
 from ..train.config import NON_RESULT_FIELDS, TrainConfig
+from ..train.flags import flag_dest, option_types
 
 TASK_OPTION = "task_options."
 _FIELDS = {f.name: f for f in fields(TrainConfig)}

@@ -20,7 +20,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from ..train.checkpoint import atomic_write_json
+from ..files import atomic_write_json
 from ..train.config import NON_RESULT_FIELDS, TrainConfig, with_defaults
 from . import space as sp
 from .storage import masked, queue_lock

@@ -27,7 +27,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from ..train.metrics import read_jsonl
+from ..files import read_jsonl
 from ..train.progress import format_duration
 from . import space as sp
 from .storage import Heartbeat, fail_stale, open_storage, pop_trial, requeue

@@ -1,6 +1,8 @@
-"""Training: config, the Trainer loop with atomic checkpoints and resume, metrics, the ``train`` CLI."""
+"""Training: TrainConfig, the Trainer (resumable run folders, non-finite handling), ``spikestab train``."""
 
 from .config import TrainConfig, parse_layers
-from .trainer import NonFiniteError, Trainer, build_model, load_config_task
+from .nonfinite import NonFiniteError
+from .task import load_config_task, network_config
+from .trainer import Trainer
 
-__all__ = ["NonFiniteError", "TrainConfig", "Trainer", "build_model", "load_config_task", "parse_layers"]
+__all__ = ["NonFiniteError", "TrainConfig", "Trainer", "load_config_task", "network_config", "parse_layers"]

@@ -1,7 +1,7 @@
 """Data-parallel training on torch.distributed: ``spikestab train --nproc N`` and ``torchrun``.
 
 Every rank runs the same ``Trainer.fit`` on its share of each global batch; ``Trainer.parallel`` holds the
-``Parallel`` object below, and the trainer calls it at a few marked hooks:
+``Parallel`` object below (the interface the trainer asks for is ``step.Parallel``):
 
 - rank 0 alone checks the run folder, reads a checkpoint, calibrates the rate and applies the stability
   conditions; ``Parallel.broadcast`` / ``Parallel.start`` give every rank its checkpoint and its weights,
@@ -34,9 +34,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..models import SNNClassifier, SNNLanguageModel
+from ..models import Run, SNNClassifier, SNNLanguageModel, load_model_state
+from .checkpoint import load_checkpoint
 from .config import TrainConfig
-from .trainer import StepHook, Trainer, load_model_state
+from .report import report
+from .trainer import StepHook, Trainer
 
 # how long a rank waits in a collective, e.g. for rank 0's evaluation (the agent stops a run whose rank died)
 COLLECTIVE_TIMEOUT = timedelta(hours=6)
@@ -54,15 +56,15 @@ def under_torchrun() -> bool:
     return all(name in os.environ for name in WORKER_ENV)
 
 
-class _Run(nn.Module):
-    """``model.run`` as a forward pass, which DistributedDataParallel needs to see to sync gradients."""
+class _Simulate(nn.Module):
+    """``model.simulate`` as a forward pass, which DistributedDataParallel needs to see to sync gradients."""
 
     def __init__(self, model: SNNClassifier | SNNLanguageModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.model.run(*args, **kwargs)
+        return self.model.simulate(*args, **kwargs)
 
 
 class BatchShard:
@@ -111,14 +113,14 @@ class Parallel:
             load_model_state(trainer.model, state)  # also the buffer shapes the stability conditions changed
             torch.manual_seed(trainer.cfg.seed * 1_000_003 + trainer.global_step * 1009 + self.rank)
         ids = [self.device.index] if self.device.type == "cuda" else None
-        self.ddp = nn.parallel.DistributedDataParallel(_Run(self.model), device_ids=ids)
+        self.ddp = nn.parallel.DistributedDataParallel(_Simulate(self.model), device_ids=ids)
 
     # ------------------------------------------------------------ per step
-    def run(self, *args: Any, **kwargs: Any) -> Any:
-        """``model.run``: through DDP (once started) when a gradient is being recorded in training mode."""
+    def simulate(self, inputs: Tensor, states: Any = None) -> Run:
+        """``model.simulate``: through DDP (once started) when a gradient is recorded in training mode."""
         if self.ddp is not None and self.model.training and torch.is_grad_enabled():
-            return self.ddp(*args, **kwargs)
-        return self.model.run(*args, **kwargs)
+            return self.ddp(inputs, states)
+        return self.model.simulate(inputs, states)
 
     def _all_reduce(self, values: list[float], dtype: torch.dtype) -> list:
         t = torch.tensor(values, dtype=dtype, device=self.device)
@@ -136,15 +138,6 @@ class Parallel:
     def any(self, flag: bool) -> bool:
         """True on every rank when it is True on any (e.g. a time limit one rank reached first)."""
         return bool(self._all_reduce([int(flag)], torch.int64)[0])
-
-    # ------------------------------------------------------------ evaluation
-    @staticmethod
-    def not_evaluated(n_layers: int) -> dict:
-        """What ``Trainer.evaluate`` returns on ranks > 0: rank 0 alone evaluates (with the same weights),
-        chooses the best checkpoint and reports; the others go on to the next step's all-reduce, which
-        waits for it. NaN losses never count as a best validation loss."""
-        nan = float("nan")
-        return {"loss": nan, "rates": [nan] * n_layers, "accuracy": nan, "perplexity": nan}
 
 
 def backend_for(device: torch.device) -> str:
@@ -189,8 +182,6 @@ def train_worker(cfg: TrainConfig, resume: bool = False, task=None, on_step: Ste
         trainer.parallel = Parallel(trainer.model, device)
         results = trainer.fit(resume=resume)
         if rank == 0:
-            from .cli import report
-
             log(f"data-parallel run: {world} processes ({backend}), global batch {cfg.batch_size}")
             report(trainer, results, figures)
             return results
@@ -209,8 +200,6 @@ def _signal_name(exitcode: int) -> str:
 
 
 def _checkpoint_note(out: str) -> str:
-    from .checkpoint import load_checkpoint
-
     path = os.path.join(out, "checkpoint.pt")
     if not os.path.exists(path):
         return f"no checkpoint had been written to {out}, so --resume starts the run again"

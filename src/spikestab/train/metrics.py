@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .checkpoint import atomic_write_text, strict_json
+from ..files import atomic_write_text, read_jsonl, strict_json
 
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """The records of a JSONL file; a last line without its newline (a process killed while writing it)
-    is left out when it does not parse."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    text = p.read_text()
-    lines = [line for line in text.splitlines() if line.strip()]
-    records = [json.loads(line) for line in lines[:-1]]
-    if lines:
-        try:
-            records.append(json.loads(lines[-1]))
-        except json.JSONDecodeError:
-            if text.endswith("\n"):
-                raise
-    return records
+__all__ = ["MetricsLog", "read_jsonl"]
 
 
 class MetricsLog:
