@@ -9,7 +9,7 @@ picks the better start where nobody looked (docs/results/stability_choice.md, se
     python experiments/regime_check.py --scale cpu --configs digits-lif-64,randman20-lif-64
 
 Writes docs/results/regime/<scale>/<config>.json, summary.json, summary.md and regime.png. Reruns continue
-the sweeps.
+the sweeps; ``--summarise`` only rewrites the summary from the per-configuration JSON.
 """
 
 from __future__ import annotations
@@ -53,16 +53,35 @@ def markdown(results: dict[str, dict], scale: str) -> str:
     def cell(r):
         return "-" if r["test_mean"] is None else f"{100 * r['test_mean']:.1f} +- {100 * (r['test_std'] or 0):.1f}"
 
-    lines = [f"Scale `{scale}`; test accuracy % (mean +- std over seeds).", "",
-             "| config | auto | regime auto chose (per seed) | forced dense | forced sparse | auto picked the better |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"Scale `{scale}`; test accuracy % (mean +- sample std over seeds). Right per seed: auto's regime "
+             "is the one whose forced run has the higher test accuracy on that seed.", "",
+             "| config | auto | regime auto chose (per seed) | forced dense | forced sparse | "
+             "auto picked the better mean | right per seed |",
+             "|---|---|---|---|---|---|---|"]
     for name, res in results.items():
         dense, sparse = res["dense"]["test_mean"], res["sparse"]["test_mean"]
         better = "dense" if dense >= sparse else "sparse"
         chosen = res["auto"]["regimes"]
+        right = per_seed_right(res)
         lines.append(f"| {name} | {cell(res['auto'])} | {', '.join(map(str, chosen))} | {cell(res['dense'])} | "
-                     f"{cell(res['sparse'])} | {sum(c == better for c in chosen)} of {len(chosen)} |")
+                     f"{cell(res['sparse'])} | {sum(c == better for c in chosen)} of {len(chosen)} | "
+                     f"{sum(right)} of {len(right)} |")
     return "\n".join(lines) + "\n"
+
+
+def per_seed_right(res: dict) -> list[bool]:
+    """Per seed that all three arms finished: whether auto's regime was the better forced regime on that seed
+    (a tie counts as right)."""
+    def by_seed(arm: str) -> dict[int, dict]:
+        return {t["seed"]: {"test": x, "regime": (t.get("regime") or {}).get("regime")}
+                for t, x in zip(res[arm]["trials"], res[arm]["test"])}
+
+    auto, dense, sparse = by_seed("auto"), by_seed("dense"), by_seed("sparse")
+    out = []
+    for seed in sorted(set(auto) & set(dense) & set(sparse)):
+        d, s = dense[seed]["test"], sparse[seed]["test"]
+        out.append(d == s or auto[seed]["regime"] == ("dense" if d > s else "sparse"))
+    return out
 
 
 def figure(results: dict[str, dict], path):
@@ -79,13 +98,14 @@ def figure(results: dict[str, dict], path):
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = common.parse_args(__doc__, list(CONFIGS), "digits-lif-64", argv)
+    args = common.parse_args(__doc__, list(CONFIGS), "digits-lif-64", argv, summarise=True)
     folder = common.RESULTS / "regime" / args.scale
-    for name in args.names:
+    for name in [] if args.summarise else args.names:
         common.write_json(folder / f"{name}.json", run_config(name, args.scale, args.shd_dir, args.workers))
     results = {f.stem: json.loads(f.read_text()) for f in sorted(folder.glob("*.json")) if f.stem in CONFIGS}
     keys = ("test_mean", "test_std", "test", "regimes")
-    common.write_json(folder / "summary.json", {name: {r: {k: res[r][k] for k in keys} for r in REGIMES}
+    common.write_json(folder / "summary.json", {name: {**{r: {k: res[r][k] for k in keys} for r in REGIMES},
+                                                       "right_per_seed": per_seed_right(res)}
                                                 for name, res in results.items()})
     (folder / "summary.md").write_text(markdown(results, args.scale))
     figure(results, folder / "regime.png")
