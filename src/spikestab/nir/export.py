@@ -254,9 +254,10 @@ def export_nir(model: nn.Module, sample: Tensor | None = None, dt: float | None 
     step of the reader ``form`` names. ``form``: "nir" (any NIR reader), "snntorch" (``snntorch.import_nir``:
     LIF layers, one threshold per layer, dt 1e-4, recurrent layers as RLeaky subgraphs) or "norse"
     (``norse.torch.from_nir``: LIF layers with r moved into the weights, dt 1e-3, and CubaLIF layers); both
-    readers reset to 0, so only "multiplicative" layers are exact there; docs/nir.md says what each runs. ``sample``: optional input, only checked for its width.
-    ``strict``: refuse (ValueError) a layer the form cannot express exactly; with False it is exported in its
-    nearest form, with the exact dynamics in metadata for import_nir. Dropout is not exported.
+    readers reset to 0, so only "multiplicative" layers are exact there; docs/nir.md says what each runs.
+    ``sample``: optional input, only checked for its width. ``strict``: refuse (ValueError) a layer the form
+    cannot express exactly; with False it is exported in its nearest form, with the exact dynamics in
+    metadata for import_nir. Dropout is not exported.
     """
     from . import require_nir
 
