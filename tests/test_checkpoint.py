@@ -25,7 +25,8 @@ def _layer(cls, recurrent=True, reset="subtract", detach=True, learnable_sg=Fals
     sg = SurrogateGradient("fast-sigmoid", dampening=0.8, sharpness=1.3, learnable=learnable_sg)
     layer = cls(INPUTS, HIDDEN, recurrent=recurrent, tau=torch.linspace(3.0, 12.0, HIDDEN),
                 threshold=torch.linspace(0.6, 1.2, HIDDEN), reset=reset, detach_reset=detach, spike_fn=sg,
-                bias=True, learn_tau=True, learn_threshold=True, tau_adapt=7.0, beta_adapt=0.7)
+                bias=True, learn_tau=True, learn_threshold=True,
+                **(dict(tau_adapt=7.0, beta_adapt=0.7) if cls.adaptive else {}))
     with torch.no_grad():
         layer.bias.uniform_(-0.2, 0.4)
     return layer

@@ -13,13 +13,18 @@ from spikestab.neurons.layers import ALIF, LIF
 from spikestab.surrogate import SHAPES, SurrogateGradient
 
 
+def adaptation(cls) -> dict:
+    """The adaptation arguments of the test layers (ALIF's only: a LIF refuses them)."""
+    return dict(tau_adapt=7.0, beta_adapt=0.7) if cls.adaptive else {}
+
+
 def _layer(cls, recurrent, reset, detach, shape, dtype=torch.float32, learnable_sg=False):
     tail = 1.56 if shape == "q-pseudospike" else None
     sg = SurrogateGradient(shape, dampening=0.8, sharpness=1.3, tail=tail, learnable=learnable_sg)
     tau = torch.linspace(3.0, 12.0, 6)
     layer = cls(4, 6, recurrent=recurrent, tau=tau, threshold=torch.linspace(0.6, 1.2, 6), reset=reset,
                 detach_reset=detach, spike_fn=sg, bias=True, learn_tau=True, learn_threshold=True,
-                backend="reference", tau_adapt=7.0, beta_adapt=0.7)
+                backend="reference", **adaptation(cls))
     with torch.no_grad():
         layer.bias.uniform_(-0.2, 0.4)
     return layer.to(dtype)
@@ -254,8 +259,7 @@ def _wide_case(cls, reset, detach, batch, steps, hidden=40, inputs=30, rec_scale
         learn_tau=True,
         learn_threshold=True,
         backend="reference",
-        tau_adapt=7.0,
-        beta_adapt=0.7,
+        **adaptation(cls),
     )
     with torch.no_grad():
         layer.weight_ih.copy_(torch.randn(hidden, inputs, generator=g) * 0.6 * in_scale)

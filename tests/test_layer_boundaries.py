@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import spikestab
+from spikestab.neurons.cuba import CubaLIF
 from spikestab.surrogate import SurrogateGradient
 
 LAYERS = [spikestab.LIF, spikestab.ALIF, spikestab.LIFCell, spikestab.ALIFCell]
@@ -149,3 +150,15 @@ def test_models_accept_bool_spike_input():
     x = _spikes((8, 2, 5))
     assert torch.equal(model(x), model(x.float()))
     assert math.isfinite(model(x).sum().item())
+
+
+@pytest.mark.parametrize("cls", [spikestab.LIF, spikestab.LIFCell, CubaLIF])
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(tau_adapt=50.0), r"tau_adapt is an ALIF option; \w+ has no adaptation \(use ALIF or ALIFCell\)"),
+    (dict(beta_adapt=0.5), r"beta_adapt is an ALIF option"),
+    (dict(tau_adapt=50.0, beta_adapt=0.5), r"tau_adapt and beta_adapt are ALIF options"),
+])
+def test_alif_only_arguments_are_refused_without_adaptation(cls, kwargs, match):
+    """A LIF given tau_adapt / beta_adapt would silently ignore them (it has no adaptation trace)."""
+    with pytest.raises(ValueError, match=match):
+        cls(3, 4, **kwargs)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .neurons import ALIF, LIF, SLSTM, NeuronState
 from .neurons.cuba import CubaLIF
+from .neurons.layers import BETA_ADAPT, TAU_ADAPT
 from .surrogate import SurrogateGradient, canonical_shape
 
 NETS = {"lif": LIF, "alif": ALIF, "cuba": CubaLIF, "slstm": SLSTM}
@@ -71,8 +72,8 @@ class SNNConfig:
     bias: bool = True
     learn_tau: bool = False
     learn_threshold: bool = False
-    tau_adapt: float = 100.0
-    beta_adapt: float = 1.8
+    tau_adapt: float = TAU_ADAPT
+    beta_adapt: float = BETA_ADAPT
     backend: str = "auto"
     checkpoint: bool | int = False  # segment checkpointing of every layer (False, True or steps per segment)
     extra: dict = field(default_factory=dict)

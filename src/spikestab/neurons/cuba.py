@@ -107,9 +107,6 @@ class CubaLIF(SpikingNeurons):
         if checkpoint:
             raise ValueError(f"checkpoint must be False for CubaLIF (segment checkpointing is implemented for "
                              f"LIF/ALIF only), got {checkpoint!r}")
-        for name in ("tau_adapt", "beta_adapt"):
-            if name in kwargs:
-                raise ValueError(f"{name} is an ALIF option; CubaLIF has no adaptation")
         super().__init__(input_size, hidden_size, *args, **kwargs)
         if tau_syn is None and alpha_syn is None:
             tau_syn = self.tau.detach() / 2.0

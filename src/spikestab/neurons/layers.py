@@ -92,6 +92,18 @@ def _per_neuron(value: float | Tensor, hidden: int, name: str, dtype: torch.dtyp
     return t.clone()
 
 
+TAU_ADAPT = 100.0  # ALIF's default adaptation time constant (steps)
+BETA_ADAPT = 1.8  # ALIF's default adaptation strength
+
+
+def _refuse_adaptation(cls: str, adaptive: bool, **given: object) -> None:
+    """ValueError for ALIF-only arguments given to a layer without adaptation (they would do nothing)."""
+    named = [name for name, value in given.items() if value is not None]
+    if named and not adaptive:
+        raise ValueError(f"{' and '.join(named)} {'is an ALIF option' if len(named) == 1 else 'are ALIF options'}; "
+                         f"{cls} has no adaptation (use ALIF or ALIFCell)")
+
+
 class SpikingNeurons(nn.Module):
     """Parameters and dynamics shared by the LIF/ALIF layer and cell modules.
 
@@ -129,11 +141,12 @@ class SpikingNeurons(nn.Module):
         learn_threshold: bool = False,
         recurrent_diagonal: bool = False,
         backend: str = "auto",
-        tau_adapt: float | Tensor = 100.0,
-        beta_adapt: float | Tensor = 1.8,
+        tau_adapt: float | Tensor | None = None,
+        beta_adapt: float | Tensor | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        _refuse_adaptation(type(self).__name__, self.adaptive, tau_adapt=tau_adapt, beta_adapt=beta_adapt)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype}")
@@ -170,6 +183,8 @@ class SpikingNeurons(nn.Module):
         else:
             self.register_buffer("bias", torch.zeros(hidden_size, dtype=dtype))
         if self.adaptive:
+            tau_adapt = TAU_ADAPT if tau_adapt is None else tau_adapt
+            beta_adapt = BETA_ADAPT if beta_adapt is None else beta_adapt
             decay_from(tau_adapt, None, name="tau_adapt")  # validates
             rho = torch.exp(-1.0 / time_constant_from(tau_adapt, None, name="tau_adapt", dtype=torch.float64))
             self.register_buffer("rho", _per_neuron(rho.to(dtype), hidden_size, "tau_adapt", dtype))

@@ -1,18 +1,21 @@
-"""Training configuration: one flat, JSON-able dataclass, validated before any work starts."""
+"""Training configuration: one flat, JSON-able dataclass, validated before any work starts; its fields'
+table (``fields.option``) is the one source of the flags, the sweep's option space and the validation."""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from ..data.tasks import TASKS as TASK_LOADERS
-from ..dynamics import check_reset
+from ..dynamics import RESETS
 from ..models import NETS, parse_layers
-from ..stability.regime import validate_regime
+from ..regularizers import parse_sparsity
+from ..stability.regime import REGIMES
 from ..stability.stabilize import MODES, RECIPE, resolve_conditions
 from ..surrogate import SHAPES, canonical_shape
+from .fields import POSITIVE, Check, Range, fraction, integer, one_of, option, rows
 
 __all__ = ["TASKS", "TrainConfig", "parse_conditions", "parse_layers", "with_defaults"]
 
@@ -40,50 +43,71 @@ def parse_conditions(spec: str | list | tuple | None) -> tuple[str, ...]:
     return items
 
 
+TAIL = Range((Check(lambda v: v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v > 1.0),
+                    "a finite q > 1"),))
+LR = Range((*POSITIVE.checks, Check(lambda v: v <= LR_MAX, f"a finite number in (0, {LR_MAX:g}]",
+                                    " (AdamW's first step is lr / (1 - 0.9), which must fit in float32)")))
+MINUTES = Range((Check(lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "> 0"),))
+STABILIZE_HELP = ("conditions applied before training: auto (the recommended recipe D,G), none, or a list such as "
+                  "I,II,III,IV")
+REGIME_HELP = ("start of the recipe (--stabilize auto): auto (dense rate 1/2 or sparse rate 0.03, chosen by "
+               "measuring how readable a dense start leaves the classes), dense, sparse")
+NONFINITE_HELP = ("a non-finite loss or gradient: stop (stop the run, keep the last good checkpoint) | skip (skip "
+                  "that optimiser step and count it)")
+
+
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on (plus where it writes)."""
+    """Everything a training run depends on (plus where it writes). Each field's row (``fields.option``:
+    default, help, flag type, accepted range) is the one source of its ``spikestab train`` flag, its sweep
+    values and its validation."""
 
-    task: str = "sl-mnist"
-    data_dir: str | None = None
-    task_options: dict = field(default_factory=dict)
-    time_repeat: int = 1
-    input_dropout: float = 0.0
-    net: str = "lif"
-    layers: tuple[int, ...] = (128, 128)
-    recurrent: bool = True
-    tau: float = 20.0
-    threshold: float = 1.0
-    reset: str = "subtract"
-    dropout: float = 0.1
-    sg: str = "fast-sigmoid"
-    dampening: float = 1.0
-    sharpness: float = 1.0
-    tail: float | None = None
-    stabilize: tuple[str, ...] = ("auto",)  # the recommended recipe; () or "none": off
-    stability_mode: str = "measured"
-    regime: str = "auto"  # the recipe's start: auto (measured on a labelled probe set), dense or sparse
-    init_rate: float | None = None
-    sparsity: str | None = None
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    paper_weight_decay: bool = False
-    clip_norm: float = 1.0
-    on_nonfinite: str = "stop"  # a non-finite loss or gradient: "stop" the run, or "skip" that optimiser step
-    epochs: int = 10
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    seq_len: int = 100
-    seed: int = 0
-    data_seed: int = 0
-    backend: str = "auto"
-    time_checkpoint: int = 0  # > 0: spiking layers recompute segments of this many steps in backward
-    out: str = "runs/train"
-    checkpoint_every: int = 50
-    eval_every: int | None = None
-    max_minutes: float | None = None
-    progress: bool = True
-    threads: int | None = None
+    task: str = option("sl-mnist", f"one of {', '.join(TASKS)}", one_of(TASKS))
+    data_dir: str | None = option(None, "folder with the task's files")
+    task_options: dict = option(help="task options (--task-option KEY=VALUE)", flag=None, factory=dict)
+    time_repeat: int = option(1, "repeat every input frame k times", integer(1), int)
+    input_dropout: float = option(0.0, "drop input spikes (training only)", fraction(), float)
+    net: str = option("lif", "lif | alif | cuba | slstm (spiking LSTM; with --stabilize none)", one_of(NETS, sort=True))
+    layers: tuple[int, ...] = option((128, 128), "widths: NxW (2x256) or W1,W2 (256,128)")
+    recurrent: bool = option(True, "feed-forward spiking layers", flag=bool)
+    tau: float = option(20.0, "membrane time constant in steps", POSITIVE, float)
+    threshold: float = option(1.0, "firing threshold", POSITIVE, float)
+    reset: str = option("subtract", " | ".join(RESETS), one_of(RESETS))
+    dropout: float = option(0.1, "dropout before every spiking layer", fraction(), float)
+    sg: str = option("fast-sigmoid", "surrogate-gradient shape (fast-sigmoid, exponential, ...)",
+                     one_of(SHAPES, key=canonical_shape, sort=True))
+    dampening: float = option(1.0, "SG peak height gamma", POSITIVE, float)
+    sharpness: float = option(1.0, "SG inverse width beta", POSITIVE, float)
+    tail: float | None = option(None, "q of the q-pseudospike SG", TAIL, float)
+    stabilize: tuple[str, ...] = option(("auto",), STABILIZE_HELP)  # () or "none": off
+    stability_mode: str = option("measured", " | ".join(MODES), one_of(MODES))
+    regime: str = option("auto", REGIME_HELP, one_of(REGIMES))
+    init_rate: float | None = option(None, "calibrate the initial firing rate to this value",
+                                     fraction(open_low=True, optional=True), float)
+    sparsity: str | None = option(None, "variant:target[:schedule[:weight]], e.g. l1_rate:0.01:linear")
+    lr: float = option(1e-3, "learning rate", LR, float)
+    weight_decay: float = option(0.0, "weight decay (not on embeddings)", fraction(), float)
+    paper_weight_decay: bool = option(False, "decoupled weight decay not multiplied by the learning rate "
+                                             "(official code)", flag=bool)
+    clip_norm: float = option(1.0, "gradient-norm clipping", POSITIVE, float)
+    on_nonfinite: str = option("stop", NONFINITE_HELP, Range((Check(lambda v: v in ON_NONFINITE, "'stop' or 'skip'"),)))
+    epochs: int = option(10, "planned number of epochs", integer(1), int)
+    batch_size: int = option(64, "training batch size", integer(1), int)
+    eval_batch_size: int = option(256, "evaluation batch size", integer(1), int)
+    seq_len: int = option(100, "language-model window length", integer(1), int)
+    seed: int = option(0, "seed of initialisation, dropout and batch order", integer(0), int)
+    data_seed: int = option(0, "seed of generated data and shuffled splits", integer(0), int)
+    backend: str = option("auto", "layer kernel backend (auto picks the fastest)")
+    time_checkpoint: int = option(0, "recompute the spiking layers in segments of K steps during backward (0: off; "
+                                     "less memory, ~1.7x time)", integer(0, " (0: off)"), int)
+    out: str = option("runs/train", "run folder (checkpoints, metrics, results, figures)")
+    checkpoint_every: int = option(50, "checkpoint every N steps (and every epoch)", integer(1), int)
+    eval_every: int | None = option(None, "also evaluate on val every N steps (default: once per epoch)",
+                                    integer(1, optional="once per epoch"), int)
+    max_minutes: float | None = option(None, "stop training after this many minutes, then test", MINUTES, float)
+    progress: bool = option(True, "no progress bar (default: a bar per epoch)", flag=bool)
+    threads: int | None = option(None, "torch CPU threads (1 is often fastest on a shared machine)",
+                                 integer(1, optional="torch's default"), int)
 
     def __post_init__(self) -> None:
         self.layers = parse_layers(self.layers)
@@ -91,68 +115,20 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad field and its accepted range."""
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
-        if self.net not in NETS:
-            raise ValueError(f"net must be one of {sorted(NETS)}, got {self.net!r}")
+        """Raise ValueError naming the first field outside its range (in the table's order), then the
+        rules between fields."""
+        for name, f in rows(TrainConfig).items():
+            problem = f.metadata["range"].problem(name, getattr(self, name))
+            if problem:
+                raise ValueError(problem)
         if self.net == "slstm" and (self.stabilize or self.init_rate is not None):
             raise ValueError("net 'slstm' takes stabilize 'none' and no init_rate: the stability conditions and the "
                              f"rate calibration are for LIF/ALIF layers (got stabilize={list(self.stabilize)!r}, "
                              f"init_rate={self.init_rate!r})")
-        if canonical_shape(self.sg) not in SHAPES:
-            raise ValueError(f"sg must be one of {sorted(SHAPES)}, got {self.sg!r}")
-        check_reset(self.reset)
-        if self.on_nonfinite not in ON_NONFINITE:
-            raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
-        if self.stability_mode not in MODES:
-            raise ValueError(f"stability_mode must be one of {list(MODES)}, got {self.stability_mode!r}")
-        validate_regime(self.regime)
         if self.regime != "auto" and (not self.stabilize or resolve_conditions(self.stabilize) != RECIPE):
             raise ValueError(f"regime {self.regime!r} applies to the recommended recipe (stabilize 'auto') only, "
                              f"got stabilize={list(self.stabilize)!r}")
-        positive = {"lr": self.lr, "tau": self.tau, "threshold": self.threshold, "dampening": self.dampening,
-                    "sharpness": self.sharpness, "clip_norm": self.clip_norm}
-        for name, val in positive.items():
-            if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {val!r}")
-        if self.lr > LR_MAX:
-            raise ValueError(f"lr must be a finite number in (0, {LR_MAX:g}], got {self.lr!r} (AdamW's first step "
-                             f"is lr / (1 - 0.9), which must fit in float32)")
-        ints = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
-                "seq_len": self.seq_len, "time_repeat": self.time_repeat, "checkpoint_every": self.checkpoint_every}
-        for name, val in ints.items():
-            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {val!r}")
-        for name in ("dropout", "input_dropout"):
-            val = getattr(self, name)
-            if not (isinstance(val, (int, float)) and 0.0 <= val < 1.0):
-                raise ValueError(f"{name} must be in [0, 1), got {val!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and 0.0 <= self.weight_decay < 1.0):
-            raise ValueError(f"weight_decay must be in [0, 1), got {self.weight_decay!r}")
-        if self.init_rate is not None and not 0.0 < self.init_rate < 1.0:
-            raise ValueError(f"init_rate must be in (0, 1), got {self.init_rate!r}")
-        if self.tail is not None and not (math.isfinite(self.tail) and self.tail > 1.0):
-            raise ValueError(f"tail must be a finite q > 1, got {self.tail!r}")
-        if self.eval_every is not None and (not isinstance(self.eval_every, int) or self.eval_every < 1):
-            raise ValueError(f"eval_every must be None (once per epoch) or an integer >= 1, got {self.eval_every!r}")
-        if (
-            not isinstance(self.time_checkpoint, int)
-            or isinstance(self.time_checkpoint, bool)
-            or self.time_checkpoint < 0
-        ):
-            raise ValueError(f"time_checkpoint must be an integer >= 0 (0: off), got {self.time_checkpoint!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ValueError(f"threads must be None (torch's default) or an integer >= 1, got {self.threads!r}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
-        for name in ("seed", "data_seed"):
-            val = getattr(self, name)
-            if not isinstance(val, int) or isinstance(val, bool) or val < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {val!r}")
         if self.sparsity:
-            from ..regularizers import parse_sparsity
-
             parse_sparsity(self.sparsity, len(self.layers), self.epochs)
 
     def to_dict(self) -> dict:

@@ -6,74 +6,30 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import MISSING, fields
+from dataclasses import Field, fields
 from pathlib import Path
 
-from .config import TASKS, TrainConfig
+from .config import TrainConfig
+from .fields import rows
 
-# flag -> (config field, type, help); every flag defaults to "not given" so a --config file is only
-# overridden by the flags actually typed
-_FLAGS: list[tuple[str, str, type, str]] = [
-    ("--task", "task", str, f"one of {', '.join(TASKS)}"),
-    ("--data-dir", "data_dir", str, "folder with the task's files"),
-    ("--net", "net", str, "lif | alif | slstm (spiking LSTM; with --stabilize none)"),
-    ("--layers", "layers", str, "widths: NxW (2x256) or W1,W2 (256,128)"),
-    ("--sg", "sg", str, "surrogate-gradient shape (fast-sigmoid, exponential, ...)"),
-    ("--dampening", "dampening", float, "SG peak height gamma"),
-    ("--sharpness", "sharpness", float, "SG inverse width beta"),
-    ("--tail", "tail", float, "q of the q-pseudospike SG (q > 1)"),
-    (
-        "--stabilize",
-        "stabilize",
-        str,
-        "conditions applied before training: auto (default: the recommended recipe D,G), none, "
-        "or a list such as I,II,III,IV",
-    ),
-    ("--stability-mode", "stability_mode", str, "measured | paper"),
-    (
-        "--regime",
-        "regime",
-        str,
-        "start of the recipe (--stabilize auto): auto (dense rate 1/2 or sparse rate 0.03, chosen by measuring "
-        "how readable a dense start leaves the classes), dense, sparse",
-    ),
-    ("--init-rate", "init_rate", float, "calibrate the initial firing rate to this value"),
-    ("--sparsity", "sparsity", str, "variant:target[:schedule[:weight]], e.g. l1_rate:0.01:linear"),
-    ("--lr", "lr", float, "learning rate"),
-    ("--weight-decay", "weight_decay", float, "weight decay (not on embeddings)"),
-    ("--clip-norm", "clip_norm", float, "gradient-norm clipping"),
-    (
-        "--on-nonfinite",
-        "on_nonfinite",
-        str,
-        "a non-finite loss or gradient: stop (default: stop the run, keep the last good checkpoint) | skip "
-        "(skip that optimiser step and count it)",
-    ),
-    ("--epochs", "epochs", int, "planned number of epochs"),
-    ("--batch-size", "batch_size", int, "training batch size"),
-    ("--eval-batch-size", "eval_batch_size", int, "evaluation batch size"),
-    ("--seq-len", "seq_len", int, "language-model window length"),
-    ("--seed", "seed", int, "seed of initialisation, dropout and batch order"),
-    ("--data-seed", "data_seed", int, "seed of generated data and shuffled splits"),
-    ("--tau", "tau", float, "membrane time constant in steps"),
-    ("--threshold", "threshold", float, "firing threshold"),
-    ("--reset", "reset", str, "subtract | multiplicative | multiplicative_all | none"),
-    ("--dropout", "dropout", float, "dropout before every spiking layer"),
-    ("--time-repeat", "time_repeat", int, "repeat every input frame k times"),
-    ("--input-dropout", "input_dropout", float, "drop input spikes (training only)"),
-    ("--backend", "backend", str, "layer kernel backend (auto picks the fastest)"),
-    (
-        "--time-checkpoint",
-        "time_checkpoint",
-        int,
-        "recompute the spiking layers in segments of K steps during backward (0: off; less memory, ~1.7x time)",
-    ),
-    ("--out", "out", str, "run folder (checkpoints, metrics, results, figures)"),
-    ("--checkpoint-every", "checkpoint_every", int, "checkpoint every N steps (and every epoch)"),
-    ("--eval-every", "eval_every", int, "also evaluate on val every N steps (default: once per epoch)"),
-    ("--max-minutes", "max_minutes", float, "stop training after this many minutes, then test"),
-    ("--threads", "threads", int, "torch CPU threads (1 is often fastest on a shared machine)"),
-]
+
+def flag_of(name: str) -> str:
+    """The flag of a config field: ``init_rate`` -> ``--init-rate``; a switch that defaults to True is
+    turned off by ``--no-NAME`` (``--no-recurrent``)."""
+    f = rows(TrainConfig)[name]
+    prefix = "--no-" if f.metadata["flag"] is bool and f.default is True else "--"
+    return prefix + name.replace("_", "-")
+
+
+def option_types() -> dict[str, type]:
+    """TrainConfig field -> the type its ``spikestab train`` flag parses (fields without a flag excluded)."""
+    return {name: f.metadata["flag"] for name, f in rows(TrainConfig).items() if f.metadata["flag"] is not None}
+
+
+def flag_dest(name: str) -> str | None:
+    """The config field of a flag or field name (``--init-rate``, ``init-rate``, ``init_rate``), or None."""
+    text = name.lstrip("-").replace("-", "_")
+    return text if text in option_types() else None
 
 
 def _task_option(text: str) -> tuple[str, object]:
@@ -86,50 +42,33 @@ def _task_option(text: str) -> tuple[str, object]:
         return key, value
 
 
-# config fields with no value flag: the store_true / store_false switches below
-SWITCHES = {"paper_weight_decay": bool, "recurrent": bool, "progress": bool}
+def _help(f: Field) -> str:
+    """A flag's help: the field's help, its accepted range (unless the help lists the choices) and the
+    default it falls back to (flags default to "not given", so that a --config file is not overridden)."""
+    text, rng = f.metadata["help"], f.metadata["range"]
+    if rng.text and not rng.text.startswith(("one of", "None")):
+        text += f"; {rng.text}"
+    if f.metadata["flag"] is not bool and f.default is not None and "default" not in text:
+        value = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        text += f" (default: {value})"
+    return text
 
 
-def option_types() -> dict[str, type]:
-    """TrainConfig field -> the type its ``spikestab train`` flag parses (``task_options`` excluded)."""
-    return {**{dest: typ for _, dest, typ, _ in _FLAGS}, **SWITCHES}
-
-
-def flag_dest(name: str) -> str | None:
-    """The config field of a flag or field name (``--init-rate``, ``init-rate``, ``init_rate``), or None."""
-    text = name.lstrip("-")
-    for flag, dest, _, _ in _FLAGS:
-        if text in (flag[2:], dest):
-            return dest
-    text = text.replace("-", "_")
-    return text if text in SWITCHES else None
-
-
-def add_config_options(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+def add_config_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, exclude: tuple[str, ...] = ()) -> None:
     """Every ``spikestab train`` config flag (all defaulting to "not given"), ``--task-option`` and
     ``--config``; ``exclude`` names config fields whose flag the caller defines itself (e.g. ``out``)."""
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    for flag, dest, typ, help_ in _FLAGS:
-        if dest not in exclude:
-            value = defaults[dest]
-            if "default" not in help_ and value is not None:  # the flags default to "not given": say what it means
-                help_ += f" (default: {','.join(map(str, value)) if isinstance(value, tuple) else value})"
-            p.add_argument(flag, dest=dest, type=typ, default=argparse.SUPPRESS, help=help_)
-    p.add_argument(
-        "--task-option",
-        dest="task_option",
-        type=_task_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="task option (repeatable), e.g. source=digits; `spikestab tasks` lists every task's options",
-    )
-    p.add_argument("--paper-weight-decay", dest="paper_weight_decay", action="store_true", default=argparse.SUPPRESS,
-                   help="decoupled weight decay not multiplied by the learning rate (official code)")
-    p.add_argument("--no-recurrent", dest="recurrent", action="store_false", default=argparse.SUPPRESS,
-                   help="feed-forward spiking layers")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
-                   help="no progress bar (default: a bar per epoch)")
+    for name, typ in option_types().items():
+        if name in exclude:
+            continue
+        f = rows(TrainConfig)[name]
+        if typ is bool:
+            action = "store_false" if f.default is True else "store_true"
+            p.add_argument(flag_of(name), dest=name, action=action, default=argparse.SUPPRESS, help=_help(f))
+        else:
+            p.add_argument(flag_of(name), dest=name, type=typ, default=argparse.SUPPRESS, help=_help(f))
+    p.add_argument("--task-option", dest="task_option", type=_task_option, action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="task option (repeatable), e.g. source=digits; `spikestab tasks` lists every task's options")
     p.add_argument("--config", dest="config_file", default=None, help="JSON file of config fields")
 
 
