@@ -395,3 +395,19 @@ def test_sequential_of_spikestab_layers_exports_and_runs_in_snntorch():
         export_nir(torch.nn.Sequential(layers[0], torch.nn.ReLU()))
     with pytest.raises(ValueError, match=r"model\[2\] \(LIF\)"):
         export_nir(torch.nn.Sequential(layers[0], torch.nn.Linear(16, 16), layers[1]))
+
+
+# --- the surrogate gradient ---------------------------------------------------------------------------------
+
+def test_peer_graphs_get_the_surrogate_of_the_writers_default_neuron():
+    """NIR carries no surrogate gradient: a layer read from a peer's graph gets that of the peer's default
+    neuron, which converts back to the peer's native object."""
+    from spikestab.surrogate import to_norse, to_snntorch
+
+    layer = import_nir(export_to_nir(_snntorch_net(("leaky",), "subtract"), torch.zeros(7)), source="snntorch")
+    sg = layer.spike_fn
+    assert sg.shape == "arctan" and sg.dampening.item() == 1.0 and sg.sharpness.item() == 1.0
+    assert to_snntorch(sg).__qualname__.startswith("atan.")
+    stack = import_nir(norse.to_nir(_norse_net(norse.LIFBoxCell, 20.0), torch.zeros(1, 7)), source="norse")
+    assert to_norse(stack.layers[0].spike_fn) == ("super", 100.0)
+    assert import_nir(export_nir(LIF(4, 5, reset="multiplicative"))).spike_fn.shape == "fast-sigmoid"

@@ -1,6 +1,6 @@
-"""A second library reads spikestab's NIR files: snnTorch's importer (``snntorch.import_nir``, installed by
-``make bench-env``) runs an exported feed-forward LIF network and produces the same spikes and logits.
-Skips when nir or snnTorch is not installed (the main environment has no snnTorch)."""
+"""A second library reads spikestab's NIR files: snnTorch's importer (``snntorch.import_nir``) runs an exported
+feed-forward LIF network and produces the same spikes and logits (tests/test_nir_peers.py: recurrent layers,
+Norse, and the other direction)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from ..dynamics import RESETS, check_reset
 from ..models import SNNClassifier, SNNConfig, SpikingStack
 from ..neurons import ALIF, LIF, SpikingNeurons
 from ..neurons.cuba import CubaLIF
-from ..surrogate import SurrogateGradient
+from ..surrogate import SurrogateGradient, from_norse, from_snntorch
 from . import mapping
 from .export import FAMILY, LAYER_TYPES, STRUCTURE
 
@@ -216,8 +216,11 @@ def _flag(meta: dict, key: str, default: bool) -> bool:
     return bool(_get(meta, key, default))
 
 
-def _spike_fn(meta: dict) -> SurrogateGradient:
-    shape = str(_get(meta, "surrogate", "fast-sigmoid"))
+def _spike_fn(meta: dict, default: SurrogateGradient) -> SurrogateGradient:
+    """The metadata's surrogate gradient, else a copy of ``default`` (NIR does not carry one)."""
+    if "surrogate" not in meta:
+        return default.with_params()
+    shape = str(_get(meta, "surrogate"))
     tail = _get(meta, "tail") if "tail" in meta else None
     dampening, sharpness = (torch.as_tensor(np.asarray(meta.get(k, 1.0), dtype=np.float32))
                             for k in ("dampening", "sharpness"))
@@ -283,7 +286,7 @@ def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float, reading: d
     rec = np.zeros((hidden, hidden)) if rec is None else rec
     kw = dict(recurrent=recurrent, tau=torch.tensor(tau, dtype=torch.float32),
               threshold=torch.tensor(thr, dtype=torch.float32), reset=reset_name,
-              detach_reset=_flag(meta, "detach_reset", True), spike_fn=_spike_fn(meta),
+              detach_reset=_flag(meta, "detach_reset", True), spike_fn=_spike_fn(meta, reading["surrogate"]),
               bias=_flag(meta, "bias", bool(np.any(bias != 0))), batch_first=_flag(meta, "batch_first", False),
               learn_tau=_flag(meta, "learn_tau", False), learn_threshold=_flag(meta, "learn_threshold", False),
               recurrent_diagonal=_flag(meta, "recurrent_diagonal", False) or bool(np.any(np.diag(rec) != 0)),
@@ -347,6 +350,12 @@ def _config(gmeta: dict, layers: list[SpikingNeurons], input_size: int, output_s
     return SNNConfig(**sizes, **kw)
 
 
+# The surrogate gradient of a layer whose graph has none in its metadata: that of the writer's default neuron
+# (snnTorch's atan(alpha=2), Norse's SuperSpike), spikestab's default fast-sigmoid otherwise.
+SOURCE_SURROGATE = {"nir": SurrogateGradient, "snntorch": lambda: from_snntorch("atan", alpha=2.0),
+                    "norse": lambda: from_norse("super")}
+
+
 def _reset_reader(source: str, reset, n_layers: int):
     """``reset`` of import_nir as a function (parsed neuron, has a recurrent loop) -> spikestab reset or None."""
     names = list(mapping.SNNTORCH_RESETS) if source == "snntorch" else list(RESETS)
@@ -390,7 +399,8 @@ def import_nir(graph, dt: float | None = None, source: str = "nir", reset=None) 
     name or one per layer (None: as the graph says); with source="snntorch" it is snnTorch's reset_mechanism
     ("subtract", its default and the default here, "zero" or "none"), mapped per Leaky/RLeaky as docs/nir.md
     says. spikestab's metadata (surrogate gradient, exact tau/rho, non-NIR resets) is used where it agrees
-    with the graph. ValueError names the node or setting it cannot read.
+    with the graph; without it a layer gets the surrogate gradient of the source's default neuron
+    (``SOURCE_SURROGATE``). ValueError names the node or setting it cannot read.
     """
     from . import require_nir
 
@@ -407,7 +417,8 @@ def import_nir(graph, dt: float | None = None, source: str = "nir", reset=None) 
         raise ValueError(f"dt must be a finite number > 0 (NIR time per step), got {dt!r}")
     nodes, edges = _flatten(nir, graph)
     specs, readout, width = _parse(nir, nodes, edges)
-    reading = {"unscaled_synapse": source == "norse", "reset": _reset_reader(source, reset, len(specs))}
+    reading = {"unscaled_synapse": source == "norse", "reset": _reset_reader(source, reset, len(specs)),
+               "surrogate": SOURCE_SURROGATE[source]()}
     layers = []
     for spec in specs:
         layers.append(_build_layer(nir, nodes, spec, width, float(dt), reading))
