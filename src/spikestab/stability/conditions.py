@@ -44,11 +44,13 @@ __all__ = [
     "condition_iii",
     "condition_iv",
     "paper_voltage_bounds",
+    "official_sharpness_search",
     "split_recurrent",
     "compose_recurrent",
 ]
 
 PAPER_SHARPNESS_BRACKET = (0.3, 1.6)  # the official code's search interval
+OFFICIAL_CANDIDATES = 100_000  # the official code's random-search candidates per neuron (its solver "b")
 MAX_ROWS = 512  # recorded samples (steps x batch) used by the measured condition II
 TAIL_BRACKET = (1.01, 100.0)
 SOLVE_FOR = ("sharpness", "tail")  # what condition IV solves for
@@ -573,6 +575,10 @@ def condition_iv(
     }
     if solve_for == "sharpness":
         extra["residual_at_sharpness_1"] = gain(1.0) - 1.0
+        if bounds is not None:  # what the official code's solver returns, next to the argmin above
+            per_neuron = _paper_gain_per_neuron(spike_fn, weight_hh, alpha, threshold, reset, detach_reset, bounds)
+            extra["official_code_sharpness"], extra["official_code_intended"] = official_sharpness_search(
+                per_neuron, weight_hh.shape[0])
     note = ""
     if sg_values is not None:
         extra["uniform_mode_gain"] = terms.uniform_mode_gain(sg_values(res.x))
@@ -608,6 +614,56 @@ def _paper_gain(spike_fn: SurrogateGradient, solve_for: str, weight_hh: Tensor, 
         return leak + (row * col * ms + reset_sq * ms).mean().item()
 
     return gain, PAPER_SHARPNESS_BRACKET if solve_for == "sharpness" else TAIL_BRACKET
+
+
+def _paper_gain_per_neuron(spike_fn: SurrogateGradient, weight_hh: Tensor, alpha: Tensor, threshold: Tensor,
+                           reset: str, detach_reset: bool, bounds: tuple[Tensor, Tensor]
+                           ) -> Callable[[Tensor], Tensor]:
+    """Paper mode, per neuron: sharpness candidates [C, H] -> residual [C, H] of neuron j's term of the
+    mean-square gain (leak + (row c_j + th_j^2) E_j[SG^2](sharpness) - 1)."""
+    lo, hi = (b.double() for b in bounds)
+    damp = spike_fn.dampening.detach().double()
+    col = (weight_hh.double() ** 2).sum(0)
+    leak = (alpha.double() ** 2).mean().item() * (0.5 if reset in ("multiplicative", "multiplicative_all") else 1.0)
+    row = 0.5 if reset == "multiplicative_all" else 1.0
+    reset_sq = threshold.double() ** 2 if (reset == "subtract" and not detach_reset) else torch.zeros_like(col)
+
+    def residual(sharpness: Tensor) -> Tensor:
+        return leak + (row * col + reset_sq) * spike_fn.mean_square(lo, hi, dampening=damp, sharpness=sharpness) - 1.0
+
+    return residual
+
+
+def official_sharpness_search(residual: Callable[[Tensor], Tensor], neurons: int,
+                              candidates: int = OFFICIAL_CANDIDATES, seed: int = 0,
+                              chunk: int = 2_000) -> tuple[float, float]:
+    """Condition IV's sharpness as the official code's default solver computes it, and as it intends to.
+
+    The code draws ``candidates`` sharpness values per neuron uniformly from PAPER_SHARPNESS_BRACKET, takes
+    the per-neuron argmin of residual^2 over them, and averages over neurons. It looks the argmin indices up
+    with ``np.take(seeds, argmin)`` without an axis, i.e. in the *flattened* [candidates, neurons] array, so
+    it returns values from the first rows whatever the residual: about the bracket's mean (0.95; the
+    paper's Figure 5 draws 1.02). Returns (that value, the intended mean per-neuron argmin), from a seeded
+    generator. ``residual`` maps per-neuron candidates [C, neurons] to residuals [C, neurons]."""
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = PAPER_SHARPNESS_BRACKET
+    keep = -(-candidates // neurons)  # rows of the candidate array that flat indices < candidates reach
+    head: list[Tensor] = []
+    best_r = torch.full((neurons,), math.inf, dtype=torch.float64)
+    best_x = torch.zeros(neurons, dtype=torch.float64)
+    best_i = torch.zeros(neurons, dtype=torch.long)
+    for done in range(0, candidates, chunk):
+        draws = lo + (hi - lo) * torch.rand(min(chunk, candidates - done), neurons, generator=gen,
+                                            dtype=torch.float64)
+        val, idx = (residual(draws) ** 2).min(0)
+        better = val < best_r
+        best_r = torch.where(better, val, best_r)
+        best_x = torch.where(better, draws.gather(0, idx[None]).squeeze(0), best_x)
+        best_i = torch.where(better, idx + done, best_i)
+        if done < keep:
+            head.append(draws[: keep - done])
+    flat = torch.cat(head).flatten()
+    return float(flat[best_i].mean()), float(best_x.mean())
 
 
 def _measured_sg(spike_fn: SurrogateGradient, solve_for: str, u: Tensor) -> Callable[[float], Tensor]:
