@@ -240,7 +240,9 @@ def measured() -> list[Row]:
             "claim": "3",
             "part": "condition IV as coded has no root",
             "verdict": "held",
-            "evidence": "deterministic: residual -0.999 at sharpness 1 (tests/test_stability_paper.py)",
+            "evidence": "deterministic: residual -0.999 at sharpness 1 (tests/test_stability_paper.py); the argmin "
+            "is the bracket's end, 0.3, while the official solver's flattened look-up returns 0.95 on the paper's "
+            "default layer (docs/results/paper_deviations)",
         },
         {
             "claim": "6",
