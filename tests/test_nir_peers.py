@@ -305,9 +305,10 @@ def test_peer_reader_runs_spikestab_export_with_its_spikes(form, recurrent, tmp_
     their_logits, theirs = READERS[form](nir.read(path), x)
     _assert_same_spikes(theirs, spikes)
     torch.testing.assert_close(their_logits, logits, rtol=1e-5, atol=1e-5)
-    back = import_nir(str(path))
-    with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(back.run(x)[1], spikes))
+    for source in ("nir", form):
+        back = import_nir(str(path), source=source)
+        with torch.no_grad():
+            assert all(torch.equal(a, b) for a, b in zip(back.run(x)[1], spikes))
 
 
 @pytest.mark.parametrize("form", ["snntorch", "norse"])

@@ -279,7 +279,7 @@ def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float, reading: d
             rec = w if rec is None else rec + w
     kind = _layer_kind(spec, meta)
     family = FAMILY[kind]
-    requested = reading["reset"](spec, rec is not None)
+    requested = reading["reset"](spec, rec is not None, meta)
     reset_name = _choose_reset(spec, meta, family, reset is not None, requested)
     tau = mapping.prefer(meta.get("tau_steps"), mapping.steps_from_decay(decay))
     recurrent = rec is not None or bool(_get(meta, "recurrent", False))
@@ -357,11 +357,10 @@ SOURCE_SURROGATE = {"nir": SurrogateGradient, "snntorch": lambda: from_snntorch(
 
 
 def _reset_reader(source: str, reset, n_layers: int):
-    """``reset`` of import_nir as a function (parsed neuron, has a recurrent loop) -> spikestab reset or None."""
+    """``reset`` of import_nir as a function (parsed neuron, has a recurrent loop, metadata) -> spikestab
+    reset or None; with source "snntorch", a layer without a metadata reset defaults to snnTorch's default."""
     names = list(mapping.SNNTORCH_RESETS) if source == "snntorch" else list(RESETS)
     what = "snnTorch's reset_mechanism" if source == "snntorch" else "a spikestab reset"
-    if reset is None and source == "snntorch":
-        reset = "subtract"  # snnTorch's default reset_mechanism, which its exporter does not write
     per_layer = [reset] * n_layers if reset is None or isinstance(reset, str) else list(reset)
     if len(per_layer) != n_layers:
         raise ValueError(f"reset must be one name or one per spiking layer ({n_layers}), got {len(per_layer)}")
@@ -370,8 +369,10 @@ def _reset_reader(source: str, reset, n_layers: int):
             raise ValueError(f"reset must be {what}, one of {names} (or None), got {name!r}")
     layers = iter(per_layer)
 
-    def read(spec: dict, recurrent: bool) -> str | None:
+    def read(spec: dict, recurrent: bool, meta: dict) -> str | None:
         name = next(layers)
+        if name is None and source == "snntorch" and "reset" not in meta:
+            name = "subtract"  # snnTorch's default reset_mechanism, which its exporter does not write
         if name is None or source != "snntorch":
             return name
         if spec["core"] != "lif":
