@@ -1,0 +1,47 @@
+"""The smoke scale of experiments/peer_models.py (snnTorch, Norse and SpikingJelly networks, defaults
+against ``stabilize``, and the threshold x dampening grid) runs end to end and resumes: run JSON,
+summary, Markdown table and figure (the cpu-scale results are committed)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "experiments" / "peer_models.py"
+
+pytest.importorskip("snntorch")
+pytest.importorskip("norse")
+pytest.importorskip("spikingjelly")
+
+
+def _run(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--scale", "smoke", *args], env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def test_smoke_scale_writes_results_and_resumes(tmp_path):
+    env = {**os.environ, "SPIKESTAB_EXPERIMENT_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    first = _run(env, "--grid", "always")
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path / "docs" / "results" / "peers" / "smoke"
+    runs = sorted(p.name for p in (out / "runs" / "randman").glob("*.json"))
+    assert len(runs) == 3 * (2 + 2)  # three libraries: defaults, stabilised, two grid points
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scale"] == "smoke" and [r["library"] for r in summary["rows"]] == ["snntorch", "norse",
+                                                                                         "spikingjelly"]
+    for row in summary["rows"]:
+        assert 0.0 <= row["stabilized"]["mean"] <= 1.0 and row["defaults"]["n"] == 1
+        assert row["grid"]["runs"] == 2 and row["grid"]["best"]["setting"]["dampening"] == 0.3
+        assert row["regime"][0] in ("dense", "sparse") and len(row["chosen"][0]) == 2  # two spiking modules
+    record = json.loads((out / "runs" / "randman" / "norse-stabilized-seed0.json").read_text())
+    assert record["report"]["layers"][0]["name"] == "lif1" and record["stabilize_seconds"] > 0
+    assert record["chosen_model"] == "best validation epoch" and len(record["history"]) == 1
+    assert "| randman | SpikingJelly |" in (out / "peers.md").read_text()
+    assert (out / "peers.png").stat().st_size > 1000
+    # a second run reuses every finished run
+    again = _run(env, "--grid", "always")
+    assert again.returncode == 0 and "seed 0" not in again.stdout and "| randman | Norse |" in again.stdout
