@@ -106,9 +106,10 @@ class Entry:
 def _spikestab(w: Workload, d: dict[str, Tensor], backend: str, reset: str = "subtract", detach: bool = True,
                checkpoint: bool | int = False) -> Entry:
     cls = ALIF if w.adaptive else LIF
+    adaptation = dict(tau_adapt=TAU_ADAPT, beta_adapt=BETA_ADAPT) if w.adaptive else {}  # a LIF refuses them
     layer = cls(w.inputs, w.hidden, recurrent=w.recurrent, tau=TAU, threshold=THRESHOLD, reset=reset,
                 detach_reset=detach, spike_fn=SurrogateGradient("fast-sigmoid", sharpness=0.5), backend=backend,
-                tau_adapt=TAU_ADAPT, beta_adapt=BETA_ADAPT, checkpoint=checkpoint)
+                checkpoint=checkpoint, **adaptation)
     with torch.no_grad():
         layer.weight_ih.copy_(d["w_in"])
         if w.recurrent:
