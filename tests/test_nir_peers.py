@@ -23,8 +23,7 @@ from snntorch.import_nir import import_from_nir  # noqa: E402
 from spikestab import LIF, SNNClassifier, SNNConfig  # noqa: E402
 from spikestab.models import SpikingStack  # noqa: E402
 from spikestab.neurons.cuba import CubaLIF  # noqa: E402
-from spikestab.nir import export_nir, import_nir  # noqa: E402
-from spikestab.nir.mapping import NORSE_DT, SNNTORCH_DT  # noqa: E402
+from spikestab.nir import NORSE_DT, SNNTORCH_DT, export_nir, import_nir  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,9 +10,7 @@ import torch
 nir = pytest.importorskip("nir")
 snn_nir = pytest.importorskip("snntorch.import_nir")
 from spikestab import SNNClassifier, SNNConfig  # noqa: E402 (after the skips)
-from spikestab.nir import export_nir  # noqa: E402
-
-SNNTORCH_DT = 1e-4  # snnTorch's importer assumes this step: beta = 1 - 1e-4 / tau, input gain r * 1e-4 / tau
+from spikestab.nir import SNNTORCH_DT, export_nir  # noqa: E402 (snnTorch's importer steps by 1e-4)
 
 
 def _model() -> SNNClassifier:

@@ -2,7 +2,8 @@
 
 Needs the optional ``nir`` package (``pip install 'spikestab[nir]'``); importing this module does not,
 only calling its functions does. The mapping (dt, tau, r, resets, the ALIF subgraph, metadata) is in
-docs/nir.md and ``spikestab.nir.mapping``.
+docs/nir.md and ``spikestab.nir.mapping``; ``SNNTORCH_DT`` and ``NORSE_DT`` are the steps of the graphs those
+libraries write (``import_nir(source=...)`` uses them).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from types import ModuleType
 
 from .export import export_nir
 from .load import import_nir
+from .mapping import NORSE_DT, SNNTORCH_DT
 
-__all__ = ["export_nir", "import_nir", "require_nir"]
+__all__ = ["export_nir", "import_nir", "require_nir", "SNNTORCH_DT", "NORSE_DT"]
 
 
 def require_nir() -> ModuleType:
