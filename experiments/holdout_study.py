@@ -66,6 +66,8 @@ MARGIN = 0.02  # the equivalence / non-inferiority margin: 2 points of test accu
 ARMS = ("auto", "grid", "grid-best", "fixed", "dense", "sparse")
 COMPARED = ("grid-best", "fixed", "dense", "sparse")  # auto minus each
 THRESHOLDS = [round(0.30 + 0.02 * i, 2) for i in range(31)]  # the regime threshold sweep (exploratory)
+DENSE_READABILITY = 0.62  # the frozen rule's threshold (spikestab.stability.regime at the frozen commit)
+REGIME_KEYS = ("regime", "ratio", "timing_code", "dense_readability", "best_readability", "samples")
 
 
 def configs(scale: str) -> dict[str, dict[str, Any]]:
@@ -93,7 +95,7 @@ def _records(folder: Path) -> list[dict]:
             recs.append({"params": {k: v for k, v in s["params"].items() if k != "seed"}, "seed": t["seed"],
                          "val": t["value"], "test": t.get("test_accuracy"), "seconds": d["seconds"],
                          "initial_rates": d["initial_rates"],
-                         "regime": {k: regime.get(k) for k in ("regime", "ratio", "timing_code")} if regime else None})
+                         "regime": {k: regime.get(k) for k in REGIME_KEYS} if regime else None})
     return recs
 
 
@@ -191,9 +193,18 @@ def regime_record(res: dict) -> list[dict]:
         dt, st = dense[seed]["test"], sparse[seed]["test"]
         better = "tie" if dt == st else ("dense" if dt > st else "sparse")
         out.append({"seed": seed, "chosen": reg.get("regime"), "ratio": reg.get("ratio"),
-                    "timing_code": reg.get("timing_code"), "dense": dt, "sparse": st, "better": better,
-                    "right": better in ("tie", reg.get("regime"))})
+                    "ratio_se": ratio_se(reg), "timing_code": reg.get("timing_code"), "dense": dt, "sparse": st,
+                    "better": better, "right": better in ("tie", reg.get("regime"))})
     return out
+
+
+def ratio_se(reg: dict) -> float | None:
+    """Standard error of the probe's ratio dense / best readability (delta method; each readability a
+    proportion over the probe's samples, their covariance ignored, which overstates the error)."""
+    d, b, n = reg.get("dense_readability"), reg.get("best_readability"), reg.get("samples")
+    if not d or not b or not n:
+        return None
+    return (d / b) * ((1 - d) / (d * n) + (1 - b) / (b * n)) ** 0.5
 
 
 def summarise(results: dict[str, dict], scale: str) -> dict:
@@ -250,8 +261,17 @@ def summarise(results: dict[str, dict], scale: str) -> dict:
                 return "dense" if (r["ratio"] or 0.0) >= t else "sparse"
             sweep.append({"threshold": t, "timing_clause": clause,
                           "right": sum(choice(r) == r["better"] for r in decided), "of": len(decided)})
+    # exploratory, not pre-registered: are the ratio-decided choices near the threshold (within 2 standard
+    # errors of the ratio) right less often than the clear ones?
+    by_ratio = [r for r in decided if not r["timing_code"] and r["ratio_se"]]
+    near = [r for r in by_ratio if abs(r["ratio"] - DENSE_READABILITY) < 2 * r["ratio_se"]]
+    clear = [r for r in by_ratio if r not in near]
     regime = {"per_seed": regime_rows, "decided": len(decided), "right": right, "constant_rules": const,
-              "binomial_p": stats.sign_test(right, len(decided)) if decided else 1.0, "threshold_sweep": sweep}
+              "binomial_p": stats.sign_test(right, len(decided)) if decided else 1.0, "threshold_sweep": sweep,
+              "uncertainty": {"near_threshold": len(near), "near_right": sum(r["right"] for r in near),
+                              "clear": len(clear), "clear_right": sum(r["right"] for r in clear),
+                              "timing_code": sum(1 for r in decided if r["timing_code"]),
+                              "timing_code_right": sum(r["right"] for r in decided if r["timing_code"])}}
     criteria = criteria_outcome(pooled, rows, regime, len(results), scale)
     return {"scale": scale, "margin": MARGIN, "rows": rows, "pooled": pooled, "regime": regime,
             "best_of_k": curves, "criteria": criteria}
@@ -290,9 +310,9 @@ def markdown(summary: dict) -> str:
              f"{crit['configurations_planned']}" + ("" if crit["complete"] else " (partial: verdicts provisional)"),
              "", "Test accuracy % (mean +- sample std over seeds); auto minus each arm: paired per-seed difference "
              "with its 95 % t CI.", "",
-             "| config | auto | grid-best (setting) | fixed (d) | forced dense | forced sparse | auto - grid-best |"
-             " auto - fixed | grid runs auto is worth | auto compute / grid |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| config | auto | grid runs done | grid-best (setting) | fixed (d) | forced dense | forced sparse | "
+             "auto - grid-best | auto - fixed | grid runs auto is worth | auto compute / grid |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
         a = r["arms"]
 
@@ -303,7 +323,8 @@ def markdown(summary: dict) -> str:
         setting = "" if not p else " (" + ", ".join(f"{k[:4]} {v:g}" for k, v in sorted(p.items())) + ")"
         mg, mf = r["minus"].get("grid-best"), r["minus"].get("fixed")
         comp = r.get("compute")
-        lines.append(f"| {r['config']} | {cell('auto')} | {cell('grid-best')}{setting} | {cell('fixed')} | "
+        lines.append(f"| {r['config']} | {cell('auto')} | {a['grid']['n'] if 'grid' in a else 0} | "
+                     f"{cell('grid-best')}{setting} | {cell('fixed')} | "
                      f"{cell('dense')} | {cell('sparse')} | {mg['text'] if mg else '-'} | "
                      f"{mf['text'] if mf else '-'} | {_worth(r)} | "
                      + (f"1/{1 / comp['fraction_seconds']:.0f} ({comp['grid_runs']} runs)" if comp else "-") + " |")
@@ -329,9 +350,13 @@ def markdown(summary: dict) -> str:
                      f"{best['right']} of {best['of']}, at threshold {best['threshold']} "
                      f"({'with' if best['timing_clause'] else 'without'} the timing-code clause); at 0.62 with the "
                      f"clause: {at_062}.")
+    u = reg["uncertainty"]
+    lines += ["", f"Exploratory (not pre-registered): decided by the timing-code clause {u['timing_code_right']} "
+              f"right of {u['timing_code']}; by the ratio, within 2 standard errors of {DENSE_READABILITY} "
+              f"{u['near_right']} right of {u['near_threshold']}, beyond {u['clear_right']} right of {u['clear']}."]
     lines += ["", "## Pass criteria (stated in protocol.md before the runs)", ""]
     for k, v in crit.items():
-        lines.append(f"- {k}: {v}")
+        lines.append(f"- {k}: {'not judged yet (no complete data)' if v is None else v}")
     return "\n".join(lines) + "\n"
 
 
