@@ -198,6 +198,15 @@ def regime_record(res: dict) -> list[dict]:
     return out
 
 
+def rule_u_choice(r: dict) -> str:
+    """Rule U (registered in the protocol's amendment 1 before any forced-regime run): sparse for a timing
+    code; otherwise dense or sparse only where the ratio is more than 2 standard errors from the threshold,
+    and the dense default (the paper's regime, whose constants were not fitted) where it is not."""
+    if r["timing_code"]:
+        return "sparse"
+    return "sparse" if r["ratio"] + 2 * r["ratio_se"] < DENSE_READABILITY else "dense"
+
+
 def ratio_se(reg: dict) -> float | None:
     """Standard error of the probe's ratio dense / best readability (delta method; each readability a
     proportion over the probe's samples, their covariance ignored, which overstates the error)."""
@@ -266,7 +275,12 @@ def summarise(results: dict[str, dict], scale: str) -> dict:
     by_ratio = [r for r in decided if not r["timing_code"] and r["ratio_se"]]
     near = [r for r in by_ratio if abs(r["ratio"] - DENSE_READABILITY) < 2 * r["ratio_se"]]
     clear = [r for r in by_ratio if r not in near]
+    rule_u = [r for r in decided if r["ratio_se"] or r["timing_code"]]
+    regime_u = {"decided": len(rule_u), "right": sum(rule_u_choice(r) == r["better"] for r in rule_u),
+                "current_right": sum(r["right"] for r in rule_u),
+                "differ": sum(rule_u_choice(r) != r["chosen"] for r in rule_u)}
     regime = {"per_seed": regime_rows, "decided": len(decided), "right": right, "constant_rules": const,
+              "rule_u": regime_u,
               "binomial_p": stats.sign_test(right, len(decided)) if decided else 1.0, "threshold_sweep": sweep,
               "uncertainty": {"near_threshold": len(near), "near_right": sum(r["right"] for r in near),
                               "clear": len(clear), "clear_right": sum(r["right"] for r in clear),
@@ -354,6 +368,10 @@ def markdown(summary: dict) -> str:
     lines += ["", f"Exploratory (not pre-registered): decided by the timing-code clause {u['timing_code_right']} "
               f"right of {u['timing_code']}; by the ratio, within 2 standard errors of {DENSE_READABILITY} "
               f"{u['near_right']} right of {u['near_threshold']}, beyond {u['clear_right']} right of {u['clear']}."]
+    ru = reg["rule_u"]
+    lines += ["", f"Rule U (protocol amendment 1: decide only beyond 2 standard errors of the ratio, else dense): "
+              f"right on {ru['right']} of {ru['decided']} seeds against {ru['current_right']} for the current rule; "
+              f"the two differ on {ru['differ']}."]
     lines += ["", "## Pass criteria (stated in protocol.md before the runs)", ""]
     for k, v in crit.items():
         lines.append(f"- {k}: {'not judged yet (no complete data)' if v is None else v}")
