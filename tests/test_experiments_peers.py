@@ -28,7 +28,7 @@ def test_smoke_scale_writes_results_and_resumes(tmp_path):
     first = _run(env, "--grid", "always")
     assert first.returncode == 0, first.stderr[-3000:]
     out = tmp_path / "docs" / "results" / "peers" / "smoke"
-    runs = sorted(p.name for p in (out / "runs" / "randman").glob("*.json"))
+    runs = sorted(p.name for p in (out / "records" / "randman").glob("*.json"))
     assert len(runs) == 3 * (2 + 2)  # three libraries: defaults, stabilised, two grid points
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scale"] == "smoke" and [r["library"] for r in summary["rows"]] == ["snntorch", "norse",
@@ -37,7 +37,7 @@ def test_smoke_scale_writes_results_and_resumes(tmp_path):
         assert 0.0 <= row["stabilized"]["mean"] <= 1.0 and row["defaults"]["n"] == 1
         assert row["grid"]["runs"] == 2 and row["grid"]["best"]["setting"]["dampening"] == 0.3
         assert row["regime"][0] in ("dense", "sparse") and len(row["chosen"][0]) == 2  # two spiking modules
-    record = json.loads((out / "runs" / "randman" / "norse-stabilized-seed0.json").read_text())
+    record = json.loads((out / "records" / "randman" / "norse-stabilized-seed0.json").read_text())
     assert record["report"]["layers"][0]["name"] == "lif1" and record["stabilize_seconds"] > 0
     assert record["chosen_model"] == "best validation epoch" and len(record["history"]) == 1
     assert "| randman | SpikingJelly |" in (out / "peers.md").read_text()
