@@ -23,7 +23,8 @@ counted for every shape alike.
 
 Writes docs/results/fig2/<scale>/<config>.json, fig2.json (sensitivities and the claim-4 counts),
 summary.md, fig2_curves.png (perplexity against learning rate per SG) and fig2_sensitivity.png (the
-bars). Sweeps run through ``spikestab sweep`` under runs/fig2 and continue where they stopped.
+bars). Sweeps run through ``spikestab sweep`` under runs/fig2 and continue where they stopped;
+``--summarise`` only rewrites the summary from the per-configuration JSON.
 """
 
 from __future__ import annotations
@@ -222,11 +223,11 @@ def sensitivity_figure(results: dict[str, dict], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = common.parse_args(__doc__, list(CONFIGS), SMOKE[0], argv)
+    args = common.parse_args(__doc__, list(CONFIGS), SMOKE[0], argv, summarise=True)
     if args.configs is None and args.scale == "smoke":
         args.names = SMOKE
     folder = common.RESULTS / "fig2" / args.scale
-    for name in args.names:
+    for name in [] if args.summarise else args.names:
         common.write_json(folder / f"{name}.json", run_config(name, args.scale, args.shd_dir, args.workers))
     results = {n: json.loads((folder / f"{n}.json").read_text()) for n in CONFIGS if (folder / f"{n}.json").is_file()}
     summary = {"scale": args.scale, "sensitivity": {n: r["sensitivity"] for n, r in results.items()},
