@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     helps = {a.dest: a.help for a in sub._choices_actions}
     for command, p in sub.choices.items():  # every command: a description and its defaults in --help
         p.formatter_class = HelpFormatter
-        p.description = p.description or (helps[command][0].upper() + helps[command][1:] + ".")
+        text = helps[command] or command
+        p.description = p.description or (text[0].upper() + text[1:] + ".")
     return parser
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .files import atomic_write_json, read_jsonl
 from .train.config import TrainConfig, parse_conditions
@@ -30,7 +31,7 @@ def demo_configs(out: str | Path, epochs: int, width: int, seed: int, conditions
     """The two runs: stabilised (conditions applied) and naive (defaults), otherwise identical."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {sorted(SOURCES)}, got {source!r}")
-    common = dict(
+    common: dict[str, Any] = dict(
         task="sl-mnist",
         task_options={"source": source},
         layers=(width, width),

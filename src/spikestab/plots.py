@@ -3,7 +3,7 @@ weight, a spike raster, and the surrogate-gradient shapes of the paper's Figure 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +89,7 @@ def firing_rates(records: Sequence[dict], path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
-def compare_runs(records_by_run: dict[str, Sequence[dict]], path: str | Path) -> Path:
+def compare_runs(records_by_run: Mapping[str, Sequence[dict]], path: str | Path) -> Path:
     """Validation accuracy (or perplexity) per epoch of several runs on one axis."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))

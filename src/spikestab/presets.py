@@ -74,7 +74,7 @@ def paper_defaults(model: nn.Module, seq_len: int | None = None, seed: int | Non
         nn.init.xavier_uniform_(layer.weight_ih, generator=gen)
         if layer.weight_hh is not None:
             nn.init.xavier_uniform_(layer.weight_hh, generator=gen)
-        if layer.adaptive:
+        if layer.adaptive and seq_len is not None:  # (an ALIF layer without seq_len is refused above)
             half = seq_len / 2.0
             layer.rho.copy_(torch.exp(-1.0 / trunc_normal(h, half, 3 * half / 7, gen)))
             layer.beta_adapt.copy_(trunc_normal(h, PAPER_BETA_ADAPT, 3 * PAPER_BETA_ADAPT / 7, gen))

@@ -48,7 +48,7 @@ def needs_reference(dyn: Dynamics) -> bool:
     """True when some gradient of ``dyn`` is outside what the fused backward computes."""
     sg = dyn.spike_fn
     extras = [sg.dampening, sg.sharpness] + ([dyn.rho, dyn.beta_adapt] if dyn.adaptive else [])
-    return any(t.requires_grad for t in extras)
+    return any(t is not None and t.requires_grad for t in extras)
 
 
 def _sum_to(grad: Tensor, like: Tensor) -> Tensor:
@@ -94,7 +94,7 @@ class FusedSequence(torch.autograd.Function):
         # (alpha v + I) before the all-reset factor, only needed for its reset gradient
         pre_reset = torch.empty_like(current) if cfg.reset == "multiplicative_all" and not cfg.detach_reset else None
         w_t = weight_hh.t() if weight_hh is not None else None
-        keep = 1.0 - cfg.rho if adaptive else None
+        keep = 1.0 - cfg.rho if cfg.rho is not None else None
         v, z, a = v0, z0.to(current.dtype), a0
         thr = threshold
         for t in range(steps):
@@ -103,7 +103,7 @@ class FusedSequence(torch.autograd.Function):
                 i_t = current[t]
             else:
                 i_t = torch.mm(z, w_t).add_(current[t])
-            if adaptive:
+            if thresholds is not None:  # ALIF
                 a = cfg.rho * a + keep * z
                 thr = torch.add(threshold, cfg.beta_adapt * a, out=thresholds[t])
             out = volts[t]
@@ -128,78 +128,132 @@ class FusedSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_spikes, g_volts, g_v_final, g_z_final, g_a_final):  # type: ignore[override]
+        """BPTT of the forward equations (``dynamics``) as a reverse loop over the adjoints, t = T-1 .. 0.
+
+        sg_t = f(v_t - A_t) is the surrogate gradient; gz_t = dL/dz_t arrives from the spike output and
+        from step t+1; gv'_{t+1} is what v_{t+1} sends back to v_t (gv'_T: the final state's gradient):
+            gA_t    = -gz_t sg_t                                 (A_t: the threshold at step t)
+            gv_t    = gv'_{t+1} + gz_t sg_t  (+ the voltage output's gradient)
+            gI_t    = gv_t                                       subtract, multiplicative, none
+                    = gv_t (1 - z_{t-1})                         multiplicative_all
+            gv'_t   = alpha gv_t                                 subtract, none
+                    = alpha gv_t (1 - z_{t-1})                   multiplicative
+                    = alpha gI_t                                 multiplicative_all
+        The reset's gradient into z_{t-1}, without ``detach_reset`` only:
+            subtract            gz_{t-1} += -gv_t A_t            and gA_t += -gv_t z_{t-1}
+            multiplicative      gz_{t-1} += -gv_t alpha v_{t-1}
+            multiplicative_all  gz_{t-1} += -gv_t (alpha v_{t-1} + I_t)
+        ALIF (a_t = rho a_{t-1} + (1 - rho) z_{t-1}, A_t = threshold + beta a_t), ga'_T the final gradient:
+            ga_t = ga'_{t+1} + beta gA_t,   ga'_t = rho ga_t,   gz_{t-1} += (1 - rho) ga_t
+        The recurrence and the spike output close the loop: gz_{t-1} += gI_t W_hh + dL/dz_{t-1}.
+        Parameters: g_alpha = sum_t gI_t v_{t-1} (times (1 - z_{t-1}) for multiplicative),
+        g_threshold = sum_t gA_t, g_W_hh = sum_t gI_t^T z_{t-1}, g_current_t = gI_t, g_v0 = gv'_0,
+        g_z0 = gz_{-1}, g_a0 = ga'_0.
+
+        One [T, B, H] buffer beside the saved voltages: ``work[t]`` holds sg_t until step t uses it,
+        then gI_t (which is also the current's gradient, returned as is)."""
         volts, spikes, thresholds, pre_reset, weight_hh, alpha, threshold, v0, z0 = ctx.saved_tensors
         cfg: LoopConfig = ctx.cfg
-        adaptive = cfg.rho is not None
-        steps = volts.shape[0]
-        z0 = z0.to(volts.dtype)
-        # work[t] first holds the surrogate gradient at step t, then (once used) the gradient of the
-        # total input current I_t: one [T, B, H] buffer beside the saved voltages.
+        rev = _Reverse(cfg, alpha, threshold, thresholds, pre_reset, weight_hh, volts.new_zeros(volts.shape[1:]),
+                       ctx.needs_input_grad[2], ctx.needs_input_grad[3])
         work = surrogate_gradient(cfg.spike_fn, volts, thresholds, threshold)
-        zeros = volts.new_zeros(volts.shape[1:])
-        gv_next = g_v_final if g_v_final is not None else zeros
-        gz = g_z_final if g_z_final is not None else zeros
+        z0 = z0.to(volts.dtype)
+        gz = g_z_final if g_z_final is not None else rev.zeros
         if g_spikes is not None:
             gz = gz + g_spikes[-1]
-        ga_next = (g_a_final if g_a_final is not None else zeros) if adaptive else None
-        want_thr, want_alpha = ctx.needs_input_grad[3], ctx.needs_input_grad[2]
-        g_thr = zeros.clone() if want_thr else None
-        g_alpha = zeros.clone() if want_alpha else None
-        keep = 1.0 - cfg.rho if adaptive else None
-        grad_reset = not cfg.detach_reset
-        for t in range(steps - 1, -1, -1):
-            sg, gi_out = work[t], work[t]
-            zp = spikes[t - 1] if t > 0 else z0
-            vp = volts[t - 1] if t > 0 else v0
-            g_a_thr = None  # gradient of A_t, the threshold at step t
-            if adaptive or want_thr or (grad_reset and cfg.reset == "subtract"):
-                g_a_thr = -(gz * sg)
-                gv = gv_next - g_a_thr
-            else:
-                gv = torch.addcmul(gv_next, gz, sg, out=work[t] if cfg.reset != "multiplicative_all" else None)
-            if g_volts is not None:
-                gv = gv + g_volts[t]
-            gzp = None  # gradient of z_{t-1} through the reset
-            if cfg.reset == "multiplicative_all":
-                gi = torch.mul(gv, 1.0 - zp, out=gi_out)
-                gv_next = gi * alpha
-                if grad_reset:
-                    gzp = -gv * pre_reset[t]
-            else:
-                gi = gv if gv.data_ptr() == gi_out.data_ptr() else gi_out.copy_(gv)
-                gv_next = gv * alpha
-                if cfg.reset == "multiplicative":
-                    gv_next = gv_next * (1.0 - zp)
-                    if grad_reset:
-                        gzp = -gv * alpha * vp
-                elif cfg.reset == "subtract" and grad_reset:
-                    g_a_thr = g_a_thr - gv * zp
-                    gzp = -gv * (thresholds[t] if adaptive else threshold)
-            if want_alpha:
-                leak = gi * vp if cfg.reset != "multiplicative" else gi * vp * (1.0 - zp)
-                g_alpha += leak
-            if want_thr:
-                g_thr += g_a_thr
-            if adaptive:
-                ga = ga_next + cfg.beta_adapt * g_a_thr
-                ga_next = cfg.rho * ga
-                gzp = keep * ga if gzp is None else gzp + keep * ga
+        gv_next = g_v_final if g_v_final is not None else rev.zeros
+        ga_next = (g_a_final if g_a_final is not None else rev.zeros) if rev.adaptive else None
+        for t in range(volts.shape[0] - 1, -1, -1):
+            zp, vp = (spikes[t - 1], volts[t - 1]) if t > 0 else (z0, v0)
             base = g_spikes[t - 1] if g_spikes is not None and t > 0 else None
-            if weight_hh is not None:
-                rec = gi @ weight_hh if base is None else torch.addmm(base, gi, weight_hh)
-                gz = rec if gzp is None else rec + gzp
-            else:
-                parts = [p for p in (base, gzp) if p is not None]
-                gz = zeros if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1]
+            gz, gv_next, ga_next = rev.step(t, work, gz, gv_next, ga_next, zp, vp,
+                                            g_volts[t] if g_volts is not None else None, base)
         g_w = None
         if weight_hh is not None and ctx.needs_input_grad[1]:
             g_w = recurrent_weight_grad(work, spikes, z0, None)
-        g_alpha_out = _sum_to(g_alpha, alpha) if want_alpha else None
-        g_thr_out = _sum_to(g_thr, threshold) if want_thr else None
+        g_alpha = _sum_to(rev.g_alpha, alpha) if rev.g_alpha is not None else None
+        g_thr = _sum_to(rev.g_thr, threshold) if rev.g_thr is not None else None
         g_v0 = gv_next if ctx.needs_input_grad[4] else None
         g_z0 = gz if ctx.needs_input_grad[5] else None
-        g_a0 = ga_next if adaptive and ctx.needs_input_grad[6] else None
-        return work, g_w, g_alpha_out, g_thr_out, g_v0, g_z0, g_a0, None
+        g_a0 = ga_next if rev.adaptive and ctx.needs_input_grad[6] else None
+        return work, g_w, g_alpha, g_thr, g_v0, g_z0, g_a0, None
+
+
+def _into(out: Tensor, value: Tensor) -> Tensor:
+    """``value`` in ``out`` (no copy when it is there already)."""
+    return value if value.data_ptr() == out.data_ptr() else out.copy_(value)
+
+
+class _Reverse:
+    """The reverse loop of ``FusedSequence.backward``: one ``step`` per time step, with one method per
+    reset rule for the part of the adjoint the rule changes (gI_t, gv'_t and the reset's own gradient)."""
+
+    def __init__(self, cfg: LoopConfig, alpha: Tensor, threshold: Tensor, thresholds: Tensor | None,
+                 pre_reset: Tensor | None, weight_hh: Tensor | None, zeros: Tensor, want_alpha: bool,
+                 want_thr: bool) -> None:
+        self.cfg, self.alpha, self.threshold, self.thresholds = cfg, alpha, threshold, thresholds
+        self.pre_reset, self.weight_hh, self.zeros = pre_reset, weight_hh, zeros
+        self.adaptive = cfg.rho is not None
+        self.keep = 1.0 - cfg.rho if cfg.rho is not None else None
+        self.grad_reset = not cfg.detach_reset
+        self.g_alpha = zeros.clone() if want_alpha else None
+        self.g_thr = zeros.clone() if want_thr else None
+        # gA_t is needed for ALIF, the threshold's gradient and the subtractive reset's own gradient
+        self.need_g_a = self.adaptive or want_thr or (self.grad_reset and cfg.reset == "subtract")
+        self.through_reset = {"subtract": self._subtract, "multiplicative": self._multiplicative,
+                              "multiplicative_all": self._multiplicative_all, "none": self._none}[cfg.reset]
+
+    def step(self, t: int, work: Tensor, gz: Tensor, gv_next: Tensor, ga_next: Tensor | None, zp: Tensor,
+             vp: Tensor, g_volt: Tensor | None, g_spike_prev: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """From (gz_t, gv'_{t+1}, ga'_{t+1}) to (gz_{t-1}, gv'_t, ga'_t); writes gI_t into ``work[t]``."""
+        sg = work[t]
+        g_a = None  # gA_t
+        if self.need_g_a:
+            g_a = -(gz * sg)
+            gv = gv_next - g_a
+        else:  # gv_t written over sg_t, which is not needed any more (not for multiplicative_all: gI_t goes there)
+            gv = torch.addcmul(gv_next, gz, sg, out=work[t] if self.cfg.reset != "multiplicative_all" else None)
+        if g_volt is not None:
+            gv = gv + g_volt
+        gi, gv_next, gzp, g_a = self.through_reset(t, gv, work[t], zp, vp, g_a)
+        if self.g_alpha is not None:
+            self.g_alpha += gi * vp * (1.0 - zp) if self.cfg.reset == "multiplicative" else gi * vp
+        if self.g_thr is not None:
+            self.g_thr += g_a
+        if self.adaptive:
+            ga = ga_next + self.cfg.beta_adapt * g_a
+            ga_next = self.cfg.rho * ga
+            gzp = self.keep * ga if gzp is None else gzp + self.keep * ga
+        return self._into_previous_spikes(gi, gzp, g_spike_prev), gv_next, ga_next
+
+    def _into_previous_spikes(self, gi: Tensor, gzp: Tensor | None, base: Tensor | None) -> Tensor:
+        """gz_{t-1}: the recurrence gI_t W_hh, the reset's and the adaptation's share, the spike output's."""
+        if self.weight_hh is not None:
+            rec = gi @ self.weight_hh if base is None else torch.addmm(base, gi, self.weight_hh)
+            return rec if gzp is None else rec + gzp
+        parts = [p for p in (base, gzp) if p is not None]
+        return self.zeros if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+    # each rule: (gI_t written into gi_out, gv'_t, the reset's gradient into z_{t-1} or None, gA_t)
+    def _subtract(self, t: int, gv: Tensor, gi_out: Tensor, zp: Tensor, vp: Tensor, g_a: Tensor | None):
+        gi, gv_next, gzp = _into(gi_out, gv), gv * self.alpha, None
+        if self.grad_reset and g_a is not None:  # v_t -= A_t z_{t-1} (gA_t is computed for this reset)
+            g_a = g_a - gv * zp
+            gzp = -gv * (self.thresholds[t] if self.thresholds is not None else self.threshold)
+        return gi, gv_next, gzp, g_a
+
+    def _multiplicative(self, t: int, gv: Tensor, gi_out: Tensor, zp: Tensor, vp: Tensor, g_a: Tensor | None):
+        gi, gv_next = _into(gi_out, gv), gv * self.alpha * (1.0 - zp)
+        gzp = -gv * self.alpha * vp if self.grad_reset else None  # alpha v_{t-1} (1 - z_{t-1})
+        return gi, gv_next, gzp, g_a
+
+    def _multiplicative_all(self, t: int, gv: Tensor, gi_out: Tensor, zp: Tensor, vp: Tensor, g_a: Tensor | None):
+        gi = torch.mul(gv, 1.0 - zp, out=gi_out)
+        gzp = -gv * self.pre_reset[t] if self.grad_reset and self.pre_reset is not None else None
+        return gi, gi * self.alpha, gzp, g_a
+
+    def _none(self, t: int, gv: Tensor, gi_out: Tensor, zp: Tensor, vp: Tensor, g_a: Tensor | None):
+        return _into(gi_out, gv), gv * self.alpha, None, g_a
 
 
 def run_fused(

@@ -45,58 +45,90 @@ def collect(study: optuna.Study) -> dict:
     grid, names = spec.get("grid"), list(spec.get("grid") or spec.get("space") or {})
     replicate = REPLICATE if grid and REPLICATE in names else None
     axes = [n for n in names if n != replicate]
-    points: dict[str, list[optuna.trial.FrozenTrial]] = {}
-    unsampled = {"waiting": 0, "running": 0}
-    for t in study.get_trials(deepcopy=False):
-        params = _params(t)
-        if not params:  # a search slot not yet started
-            unsampled["waiting" if t.state == TrialState.WAITING else "running"] += t.state in (
-                TrialState.WAITING, TrialState.RUNNING)
-            continue
-        points.setdefault(sp.params_key(params), []).append(t)
+    points, unsampled = _points(study)
     counts = {"points": spec["trials"], "complete": 0, "pruned": 0, "failed": 0, **unsampled, "retried": 0,
               "duplicates": 0}
     settings: dict[str, dict] = {}
     for members in points.values():
-        members.sort(key=lambda t: t.number)
-        params = _params(members[0])
-        done = [t for t in members if t.state == TrialState.COMPLETE]
-        states = {t.state for t in members}
-        outcome = ("complete" if done else "running" if TrialState.RUNNING in states else
-                   "waiting" if TrialState.WAITING in states else "pruned" if TrialState.PRUNED in states else "failed")
-        counts[outcome] += 1
-        counts["duplicates"] += max(len(done) - 1, 0)
-        counts["retried"] += sum(1 for t in members if t.state == TrialState.FAIL) if outcome != "failed" else 0
-        key = sp.params_key({n: params.get(n) for n in axes})
-        s = settings.setdefault(key, {"params": {n: params.get(n) for n in axes}, "trials": [], "pruned": 0,
-                                      "failed": 0, "pending": 0})
-        if done:
-            t = done[0]
-            s["trials"].append({"trial": t.number, "seed": params.get(replicate) if replicate else None,
-                                "value": t.value, "run_dir": t.user_attrs.get("run_dir"),
-                                **{k: v for k, v in t.user_attrs.get("result", {}).items() if k.startswith("test_")},
-                                "resumed_from_step": t.user_attrs.get("resumed_from_step", 0)})
-        else:
-            s["pruned" if outcome == "pruned" else "failed" if outcome == "failed" else "pending"] += 1
-    ordered = list(settings.values())
-    if grid:
-        order = {sp.params_key(p): i for i, p in enumerate(sp.grid_points({n: grid[n] for n in axes}))}
-        ordered.sort(key=lambda s: order.get(sp.params_key(s["params"]), len(order)))
-    else:
-        ordered.sort(key=lambda s: min([t["trial"] for t in s["trials"]] or [10 ** 9]))
-    for s in ordered:
-        values = [t["value"] for t in s["trials"]]
-        s["n"] = len(values)
-        s["mean"] = statistics.fmean(values) if values else None
-        s["std"] = statistics.stdev(values) if len(values) > 1 else None
-        s["label"] = sp.describe(s["params"])
-        s["text"] = _stat_text(s["mean"], s["std"], s["n"])
+        _add_point(settings, counts, sorted(members, key=lambda t: t.number), axes, replicate)
+    ordered = _ordered(list(settings.values()), {n: grid[n] for n in axes} if grid else None)
+    for setting in ordered:
+        _summarise(setting)
     scored = [s for s in ordered if s["n"]]
     sign = -1.0 if spec["direction"] == "maximize" else 1.0
     best = min(scored, key=lambda s: sign * s["mean"]) if scored else None
     return {"study": study.study_name, "objective": spec["objective"], "direction": spec["direction"],
             "swept": names, "replicate": replicate, "axes": axes, "sampler": spec["sampler"],
             "settings": ordered, "best": best, "counts": counts, "spec": spec}
+
+
+Trial = optuna.trial.FrozenTrial
+
+
+def _points(study: optuna.Study) -> tuple[dict[str, list[Trial]], dict[str, int]]:
+    """The trials of each sampled point (by its parameters), and the search slots not yet sampled
+    (waiting / running)."""
+    points: dict[str, list[Trial]] = {}
+    unsampled = {"waiting": 0, "running": 0}
+    for t in study.get_trials(deepcopy=False):
+        params = _params(t)
+        if params:
+            points.setdefault(sp.params_key(params), []).append(t)
+        elif t.state in (TrialState.WAITING, TrialState.RUNNING):
+            unsampled["waiting" if t.state == TrialState.WAITING else "running"] += 1
+    return points, unsampled
+
+
+def _outcome(members: list[Trial]) -> str:
+    """A point's outcome: complete (some trial completed), else running, waiting, pruned or failed."""
+    states = {t.state for t in members}
+    for state, outcome in ((TrialState.COMPLETE, "complete"), (TrialState.RUNNING, "running"),
+                           (TrialState.WAITING, "waiting"), (TrialState.PRUNED, "pruned")):
+        if state in states:
+            return outcome
+    return "failed"
+
+
+def _add_point(settings: dict[str, dict], counts: dict[str, int], members: list[Trial], axes: list[str],
+               replicate: str | None) -> None:
+    """Count a point's trials and add its completed one (if any) to its setting (the point less the
+    replicate axis)."""
+    params = _params(members[0])
+    done = [t for t in members if t.state == TrialState.COMPLETE]
+    outcome = _outcome(members)
+    counts[outcome] += 1
+    counts["duplicates"] += max(len(done) - 1, 0)
+    if outcome != "failed":
+        counts["retried"] += sum(1 for t in members if t.state == TrialState.FAIL)
+    setting = {n: params.get(n) for n in axes}
+    s = settings.setdefault(sp.params_key(setting), {"params": setting, "trials": [], "pruned": 0, "failed": 0,
+                                                     "pending": 0})
+    if not done:
+        s[outcome if outcome in ("pruned", "failed") else "pending"] += 1
+        return
+    t = done[0]
+    s["trials"].append({"trial": t.number, "seed": params.get(replicate) if replicate else None, "value": t.value,
+                        "run_dir": t.user_attrs.get("run_dir"),
+                        **{k: v for k, v in t.user_attrs.get("result", {}).items() if k.startswith("test_")},
+                        "resumed_from_step": t.user_attrs.get("resumed_from_step", 0)})
+
+
+def _ordered(settings: list[dict], grid: dict | None) -> list[dict]:
+    """Settings in grid order (a grid sweep), else in the order their first trial ran."""
+    if grid is not None:
+        order = {sp.params_key(p): i for i, p in enumerate(sp.grid_points(grid))}
+        return sorted(settings, key=lambda s: order.get(sp.params_key(s["params"]), len(order)))
+    return sorted(settings, key=lambda s: min([t["trial"] for t in s["trials"]] or [10 ** 9]))
+
+
+def _summarise(s: dict) -> None:
+    """A setting's count, mean and standard deviation of the objective, label and text."""
+    values = [t["value"] for t in s["trials"]]
+    s["n"] = len(values)
+    s["mean"] = statistics.fmean(values) if values else None
+    s["std"] = statistics.stdev(values) if len(values) > 1 else None
+    s["label"] = sp.describe(s["params"])
+    s["text"] = _stat_text(s["mean"], s["std"], s["n"])
 
 
 def parse_refs(items: Sequence[str] | None) -> list[dict]:
@@ -164,13 +196,13 @@ def _figure(data: dict, axis: str, refs: list[dict], path: Path) -> Path:
             ax.scatter([levels.index(v) for v in xs], ys, s=18)
             ax.set_xticks(range(len(levels)), [str(v) for v in levels])
     for i, ref in enumerate(r for r in refs if r["name"] == axis):
-        x = ref["value"]
+        at = ref["value"]
         if not numeric:
             labels = [sp.fmt_value(v) for v in (grid[axis] if grid else data["spec"]["space"][axis]["choices"])]
-            if str(x) not in labels:
+            if str(at) not in labels:
                 continue
-            x = labels.index(str(x))
-        ax.axvline(x, ls="--", lw=1.2, color=f"C{(i + 3) % 10}", label=ref["label"])
+            at = labels.index(str(at))
+        ax.axvline(at, ls="--", lw=1.2, color=f"C{(i + 3) % 10}", label=ref["label"])
     word = metric.removeprefix("val_")
     ax.set(xlabel=axis, ylabel=f"validation {word} (best-val epoch)",
            title=f"{data['study']}: {word} vs {axis}" + (f" (mean ± std over {data['replicate']})"

@@ -57,7 +57,7 @@ def run_sweep(out: str | Path, fixed: Mapping[str, Any], grid: Mapping[str, list
     done = max(plan.trials - pending, 0)
     threads = plan.fixed.get("threads") or 1
     shape = " x ".join(f"{n} ({len(v)})" for n, v in plan.grid.items()) if plan.grid else \
-        f"{plan.sampler} search over {', '.join(plan.space)}"
+        f"{plan.sampler} search over {', '.join(plan.space or {})}"
     log(f"sweep {name!r}: {plan.trials} trials, {shape}; {done} done, {pending} to run; "
         f"{workers} worker(s) x {threads} thread(s); storage {masked(url)}")
     ctx = WorkerContext(storage=url, study=name, out=str(out.resolve()), plan=asdict(plan), heartbeat=heartbeat,

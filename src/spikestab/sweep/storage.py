@@ -87,6 +87,7 @@ def open_storage(url: str, heartbeat: int = 30, grace: int | None = None) -> RDB
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+    failure: Exception | None = None
     for attempt in range(6):
         try:
             with _quiet():

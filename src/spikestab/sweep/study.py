@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -95,7 +95,7 @@ def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSamp
 def _objective(cfgs: list[TrainConfig], points: list[dict], flag: str) -> tuple[str, str]:
     """Load every distinct data set of the points once (a missing file or a bad task option is bad input
     now, not a failed trial later); the objective follows the task kind."""
-    from ..train.trainer import load_config_task
+    from ..train.task import load_config_task
 
     kinds: dict[str, str] = {}
     for cfg, point in zip(cfgs, points):
@@ -125,16 +125,18 @@ def make_plan(fixed: Mapping[str, Any], grid: Mapping | None = None, space: Mapp
         raise ValueError("give --grid NAME=V1,V2,... or --space NAME=LOW:HIGH with --trials N")
     make_pruner(prune)
     fixed = dict(fixed)
+    checked_grid: dict | None = None
+    checked_space: dict | None = None
     if grid is not None:
         if sampler not in (None, "grid"):
             raise ValueError(f"--sampler {sampler} searches a --space; a --grid runs every point")
         if trials is not None:
             raise ValueError("--trials sets the size of a --space search; a --grid runs every point")
-        grid = sp.normalize_grid(grid)
-        points, flag, sampler = sp.grid_points(grid), "--grid", "grid"
+        checked_grid = sp.normalize_grid(grid)
+        points, flag, sampler = sp.grid_points(checked_grid), "--grid", "grid"
         trials = len(points)
     else:
-        space = sp.normalize_space(space)
+        checked_space = space = sp.normalize_space(space or {})
         sampler = sampler or "tpe"
         if sampler not in SAMPLERS:
             raise ValueError(f"--sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
@@ -143,11 +145,11 @@ def make_plan(fixed: Mapping[str, Any], grid: Mapping | None = None, space: Mapp
         points, flag = sp.space_probes(space), "--space"
     cfgs = sp.check_points(fixed, points, flag)
     objective, direction = _objective(cfgs, points, flag)
-    names = list(grid or space)
+    names = list(checked_grid or checked_space or {})
     # list fields (layers, stabilize) as their text spec, the form grid values take too
     full = {k: sp.parse_value(k, v) if k in sp.JOINED else v
             for k, v in sp.strip_swept(cfgs[0].to_dict(), names).items()}
-    return Plan(fixed=full, grid=grid, space=space, sampler=sampler, trials=trials, objective=objective,
+    return Plan(fixed=full, grid=checked_grid, space=checked_space, sampler=sampler, trials=trials, objective=objective,
                 direction=direction, prune=None if prune in (None, "", "none") else str(prune))
 
 
@@ -228,7 +230,8 @@ def prepare_study(storage, url: str, name: str, plan: Plan, retry_failed: bool =
     """Create the sweep's study and queue its trials, or join an existing one that matches ``plan``."""
     with queue_lock(url):
         try:
-            study = optuna.create_study(storage=storage, study_name=name, direction=plan.direction)
+            study = optuna.create_study(storage=storage, study_name=name,
+                                        direction=cast(Literal["minimize", "maximize"], plan.direction))
             study.set_user_attr(SPEC_ATTR, plan.spec())
             created = True
         except optuna.exceptions.DuplicatedStudyError:

@@ -22,9 +22,10 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import optuna
-from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from ..files import read_jsonl
@@ -63,6 +64,7 @@ def suggest(trial: optuna.Trial, plan: Plan) -> dict:
         elif isinstance(dist, IntDistribution):
             params[name] = trial.suggest_int(name, dist.low, dist.high, log=dist.log)
         else:
+            dist = cast(FloatDistribution, dist)
             params[name] = trial.suggest_float(name, dist.low, dist.high, log=dist.log)
     return params
 

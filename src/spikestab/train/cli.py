@@ -42,7 +42,7 @@ def resume_command(out: str) -> str:
 
 def _where(trainer: Trainer | None) -> str:
     ck = None if trainer is None else trainer.last_checkpoint
-    if ck is None:
+    if trainer is None or ck is None:
         return "no checkpoint had been written yet"
     return (f"the last checkpoint is {Path(trainer.cfg.out) / 'checkpoint.pt'} (step {ck['global_step']}, "
             f"{ck['epoch']} epochs done)")

@@ -32,8 +32,7 @@ def parse_conditions(spec: str | list | tuple | None) -> tuple[str, ...]:
     name so a run records that it asked for it); ``none``, empty or None -> ()."""
     if not spec or spec == "none" or list(spec) == ["none"]:  # None, "", (), [] (a saved config's list)
         return ()
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    items = tuple(str(c).strip() for c in items)
+    items = tuple(str(c).strip() for c in (spec.split(",") if isinstance(spec, str) else spec))
     if items == ("auto",):
         return items
     try:

@@ -10,11 +10,13 @@ both modes. A task loss that climbs past ``LOSS_GROWTH_FACTOR`` times the first 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
+
+from ..models import SpikingModel
 
 LOSS_GROWTH_FACTOR = 10.0  # warn once when a step's task loss exceeds this many times the first step's
 MAX_SKIPPED_IN_A_ROW = 25  # on_nonfinite="skip": this many non-finite steps in a row stop the run
@@ -32,7 +34,7 @@ class NonFiniteError(ValueError):
         self.record = record or {}
 
 
-def first_nonfinite(named: list[tuple[str, Tensor]]) -> str | None:
+def first_nonfinite(named: Sequence[tuple[str, Tensor]]) -> str | None:
     """The name of the first tensor (in the given order) with a NaN or inf value, or None."""
     if not named:
         return None
@@ -56,7 +58,7 @@ def bad_update(named: Named) -> dict | None:
             "what": f"the update made parameter {bad} non-finite"}
 
 
-def diagnose(model: nn.Module, loss: float, named: Named, norms: Tensor,
+def diagnose(model: SpikingModel, loss: float, named: Named, norms: Tensor,
              replay: Callable[[], tuple[Tensor, list[Tensor]]]) -> dict:
     """Where a step with a non-finite loss or gradient went wrong: a non-finite parameter (first in
     forward order); else, for a non-finite loss, the first layer whose forward values (membrane voltage,
@@ -70,10 +72,10 @@ def diagnose(model: nn.Module, loss: float, named: Named, norms: Tensor,
     return _gradient_record(named, norms)
 
 
-def _loss_record(model: nn.Module, loss: float, named: Named, logits: Tensor, volts: list[Tensor]) -> dict:
+def _loss_record(model: SpikingModel, loss: float, named: Named, logits: Tensor, volts: list[Tensor]) -> dict:
     """A non-finite loss with finite parameters: the first layer whose voltage, else the logits, is not finite."""
     where, layer = "the loss", None
-    layers = model.get_submodule("stack.layers")
+    layers = cast(nn.ModuleList, model.get_submodule("stack.layers"))
     for i, v in enumerate(volts):
         if not torch.isfinite(v).all():
             layer = f"stack.layers.{i}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +79,7 @@ def detach_states(states: States) -> States:
     """The states cut from the graph of the step that computed them (truncated BPTT between batches)."""
     if states is None:
         return None
-    return [type(st)(*(t.detach() if t is not None else None for t in st)) for st in states]
+    return [cast(Any, type(st))(*(t.detach() if t is not None else None for t in st)) for st in states]
 
 
 def replay(model: SpikingModel, inputs: Tensor, states: States, rng: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -121,7 +121,7 @@ def gradient_norms(model: nn.Module) -> tuple[Named, Tensor, list[float]]:
     index = {id(p): i for i, p in enumerate(params)}
     layer_norms = [
         torch.linalg.vector_norm(norms[[index[id(p)] for p in layer.parameters() if id(p) in index]]).item()
-        for layer in model.get_submodule("stack.layers")
+        for layer in cast(nn.ModuleList, model.get_submodule("stack.layers"))
     ]
     return named, norms, layer_norms
 

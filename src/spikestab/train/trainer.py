@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from typing import Any
 
 import torch
@@ -94,7 +94,7 @@ class Trainer:
     # ---------------------------------------------------------------- batches and stabilisation
     def batches_per_epoch(self) -> int:
         batches = train_batches(self.task, self.cfg, 0)
-        return len(batches) if hasattr(batches, "__len__") else sum(1 for _ in batches)
+        return len(batches) if isinstance(batches, Sized) else sum(1 for _ in batches)
 
     def first_batch(self) -> Tensor:
         """The model input of the first training batch (x [T, B, N] or tokens [T, B])."""
