@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spikestab import stats
 from spikestab.sweep import report, run_sweep
 from spikestab.train.metrics import read_jsonl
 
@@ -52,9 +53,11 @@ def task(name: str, scale: str, shd_dir: str | None = None) -> dict[str, Any]:
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (spikestab.stats; 0 for one value), None for none."""
     if not values:
         return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    d = stats.describe(values)
+    return d.mean, d.std
 
 
 def _diagnostics(run_dir: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ hundreds of epochs).
 
 Per run: test accuracy (best-val weights), each layer's initial rate (after calibration) and final rate
 (test split), and the training rates step by step (first and second half of training, and the last
-10 %). Per (SG, sparsity setting): Pearson r (scipy.stats.pearsonr, two-sided p) of accuracy against the
+10 %). Per (SG, sparsity setting): Pearson r (spikestab.stats.pearson, two-sided p) of accuracy against the
 initial and the final rate of each layer over every f0 and seed.
 
     python experiments/fig3_rate_sparsity.py --scale cpu --workers 1
@@ -30,8 +30,8 @@ import statistics
 from pathlib import Path
 
 import common
-from scipy import stats
 
+from spikestab import stats
 from spikestab.sweep import report
 from spikestab.train.metrics import read_jsonl
 
@@ -86,8 +86,8 @@ def pearson(x: list[float], y: list[float]) -> dict:
     """Pearson r and its two-sided p-value; None where either side is constant or too short."""
     if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
         return {"r": None, "p": None, "n": len(x)}
-    r, p = stats.pearsonr(x, y)
-    return {"r": float(r), "p": float(p), "n": len(x)}
+    c = stats.pearson(x, y)
+    return {"r": c.r, "p": c.p, "n": c.n}
 
 
 def correlations(runs: list[dict]) -> dict[str, dict]:

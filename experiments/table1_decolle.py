@@ -32,6 +32,7 @@ import common
 import numpy as np
 import torch
 
+from spikestab import stats
 from spikestab.data import events as ev
 from spikestab.decolle import RateControl, conv_decolle, evaluate, train_epoch
 
@@ -154,7 +155,7 @@ def summarise(results: dict[str, list[dict]]) -> list[dict]:
                   for e in range(epochs)]]
         per_epoch = [statistics.fmean(t["history"][e]["test"]["accuracy"][-1] for t in trials) for e in range(epochs)]
         rows.append({"setting": setting, "n": len(trials), "test": test, "test_mean": statistics.fmean(test),
-                     "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
+                     "test_std": stats.describe(test).std,
                      "val_mean": statistics.fmean(t["val_accuracy"] for t in trials),
                      "rate_per_epoch": rates[0], "test_per_epoch": per_epoch,
                      "seconds": sum(t["seconds"] for t in trials)})

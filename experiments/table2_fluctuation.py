@@ -37,6 +37,7 @@ from pathlib import Path
 import common
 import torch
 
+from spikestab import stats
 from spikestab.init.fluctuation import fluctuation_init, measure_membrane
 from spikestab.train import TrainConfig, Trainer
 
@@ -98,7 +99,7 @@ def summarise(trials: list[dict]) -> dict:
         return [statistics.fmean(trial[i]["measured"][key] for trial in layers) for i in range(len(layers[0]))]
 
     return {"n": len(trials), "test": test, "test_mean": statistics.fmean(test),
-            "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
+            "test_std": stats.describe(test).std,
             "val_mean": statistics.fmean(t["results"]["val"]["accuracy"] for t in trials),
             "target_mu_u": [p["target_mu_u"] for p in layers[0]],
             "target_sigma_u": [p["target_sigma_u"] for p in layers[0]],
