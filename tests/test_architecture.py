@@ -62,9 +62,13 @@ def test_every_import_follows_the_architecture_table():
 
 
 def test_no_module_imports_another_modules_private_names():
-    bad = [f"{path.relative_to(SRC)}: {'.'.join(target)}.{name}"
-           for path in SRC.rglob("*.py") for target, names in _imports(path)
-           for name in names if name.startswith("_") and not name.startswith("__")]
+    bad = [
+        f"{path.relative_to(SRC)}: {'.'.join(target)}.{name}"
+        for path in SRC.rglob("*.py")
+        for target, names in _imports(path)
+        for name in names
+        if name.startswith("_") and not name.startswith("__")
+    ]
     assert bad == []
 
 
@@ -110,7 +114,7 @@ def test_no_import_cycle_between_modules():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(trail[trail.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(trail[trail.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt, trail + [nxt])
         state[node] = 2
@@ -125,6 +129,10 @@ def test_no_module_imports_a_command_line_module():
     """The command modules (``cli``) are entry points: nothing imports them but the ``spikestab`` command,
     which loads them by name."""
     graph = _module_graph()
-    bad = [f"{m} imports {t}" for m, targets in graph.items() for t in targets
-           if t.rpartition(".")[2] == "cli" and m != "__main__"]
+    bad = [
+        f"{m} imports {t}"
+        for m, targets in graph.items()
+        for t in targets
+        if t.rpartition(".")[2] == "cli" and m != "__main__"
+    ]
     assert bad == []

@@ -18,10 +18,12 @@ COMMAND_MODULES = [
     "spikestab.data.catalog",
 ]
 
-DESCRIPTION = ("Train spiking neural networks with surrogate gradients (SG) whose shape, dampening and "
-               "initialisation are chosen by stability conditions. Start with `spikestab demo` (offline, a few "
-               "minutes), list the tasks with `spikestab tasks`, then `spikestab train --task ...`; "
-               "`spikestab COMMAND --help` explains each command and shows its defaults.")
+DESCRIPTION = (
+    "Train spiking neural networks with surrogate gradients (SG) whose shape, dampening and "
+    "initialisation are chosen by stability conditions. Start with `spikestab demo` (offline, a few "
+    "minutes), list the tasks with `spikestab tasks`, then `spikestab train --task ...`; "
+    "`spikestab COMMAND --help` explains each command and shows its defaults."
+)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

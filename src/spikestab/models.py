@@ -97,9 +97,16 @@ class SNNConfig:
         if self.net == "slstm":  # no membrane, threshold or reset: the LIF options do not apply
             return dict(bias=self.bias)
         kw = dict(
-            recurrent=self.recurrent, tau=self.tau, threshold=self.threshold, reset=self.reset,
-            detach_reset=self.detach_reset, bias=self.bias, learn_tau=self.learn_tau,
-            learn_threshold=self.learn_threshold, backend=self.backend, checkpoint=self.checkpoint,
+            recurrent=self.recurrent,
+            tau=self.tau,
+            threshold=self.threshold,
+            reset=self.reset,
+            detach_reset=self.detach_reset,
+            bias=self.bias,
+            learn_tau=self.learn_tau,
+            learn_threshold=self.learn_threshold,
+            backend=self.backend,
+            checkpoint=self.checkpoint,
         )
         if self.net == "alif":
             kw.update(tau_adapt=self.tau_adapt, beta_adapt=self.beta_adapt)

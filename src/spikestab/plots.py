@@ -12,9 +12,14 @@ from torch import Tensor
 
 from .surrogate import SurrogateGradient
 
-FIG1_SHAPES = [("rectangular", "rectangular"), ("triangular", "triangular"), ("exponential", "exponential"),
-               ("gaussian", "gaussian"), ("sigmoid", r"$\partial$ sigmoid"),
-               ("fast-sigmoid", r"$\partial$ fast sigmoid")]
+FIG1_SHAPES = [
+    ("rectangular", "rectangular"),
+    ("triangular", "triangular"),
+    ("exponential", "exponential"),
+    ("gaussian", "gaussian"),
+    ("sigmoid", r"$\partial$ sigmoid"),
+    ("fast-sigmoid", r"$\partial$ fast sigmoid"),
+]
 
 
 def pyplot():
@@ -151,5 +156,7 @@ def run_figures(run_dir: str | Path) -> list[Path]:
     records = read_jsonl(run / "metrics.jsonl")
     if not records:
         raise ValueError(f"{str(run / 'metrics.jsonl')!r} is missing or empty: train a run there first")
-    return [learning_curves(records, run / "figures" / "learning_curves.png"),
-            firing_rates(records, run / "figures" / "firing_rates.png")]
+    return [
+        learning_curves(records, run / "figures" / "learning_curves.png"),
+        firing_rates(records, run / "figures" / "firing_rates.png"),
+    ]

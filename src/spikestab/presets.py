@@ -41,9 +41,21 @@ def paper_config(
     :func:`paper_defaults`): tau 0.1, threshold 0.01 (both learned), subtractive detached reset,
     fast-sigmoid SG with dampening = sharpness = 1, dropout 0.1, no internal current (bias buffer 0)."""
     kw: dict[str, Any] = dict(
-        input_size=input_size, output_size=output_size, hidden_sizes=tuple(hidden_sizes), net=net, tau=PAPER_TAU,
-        threshold=PAPER_THRESHOLD, learn_tau=True, learn_threshold=True, reset="subtract", detach_reset=True,
-        surrogate="fast-sigmoid", dampening=1.0, sharpness=1.0, dropout=0.1, bias=False,
+        input_size=input_size,
+        output_size=output_size,
+        hidden_sizes=tuple(hidden_sizes),
+        net=net,
+        tau=PAPER_TAU,
+        threshold=PAPER_THRESHOLD,
+        learn_tau=True,
+        learn_threshold=True,
+        reset="subtract",
+        detach_reset=True,
+        surrogate="fast-sigmoid",
+        dampening=1.0,
+        sharpness=1.0,
+        dropout=0.1,
+        bias=False,
     )
     kw.update(overrides)
     return SNNConfig(**kw)

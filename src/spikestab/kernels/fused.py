@@ -154,8 +154,17 @@ class FusedSequence(torch.autograd.Function):
         then gI_t (which is also the current's gradient, returned as is)."""
         volts, spikes, thresholds, pre_reset, weight_hh, alpha, threshold, v0, z0 = ctx.saved_tensors
         cfg: LoopConfig = ctx.cfg
-        rev = _Reverse(cfg, alpha, threshold, thresholds, pre_reset, weight_hh, volts.new_zeros(volts.shape[1:]),
-                       ctx.needs_input_grad[2], ctx.needs_input_grad[3])
+        rev = _Reverse(
+            cfg,
+            alpha,
+            threshold,
+            thresholds,
+            pre_reset,
+            weight_hh,
+            volts.new_zeros(volts.shape[1:]),
+            ctx.needs_input_grad[2],
+            ctx.needs_input_grad[3],
+        )
         work = surrogate_gradient(cfg.spike_fn, volts, thresholds, threshold)
         z0 = z0.to(volts.dtype)
         gz = g_z_final if g_z_final is not None else rev.zeros
@@ -166,8 +175,9 @@ class FusedSequence(torch.autograd.Function):
         for t in range(volts.shape[0] - 1, -1, -1):
             zp, vp = (spikes[t - 1], volts[t - 1]) if t > 0 else (z0, v0)
             base = g_spikes[t - 1] if g_spikes is not None and t > 0 else None
-            gz, gv_next, ga_next = rev.step(t, work, gz, gv_next, ga_next, zp, vp,
-                                            g_volts[t] if g_volts is not None else None, base)
+            gz, gv_next, ga_next = rev.step(
+                t, work, gz, gv_next, ga_next, zp, vp, g_volts[t] if g_volts is not None else None, base
+            )
         g_w = None
         if weight_hh is not None and ctx.needs_input_grad[1]:
             g_w = recurrent_weight_grad(work, spikes, z0, None)
@@ -188,9 +198,18 @@ class _Reverse:
     """The reverse loop of ``FusedSequence.backward``: one ``step`` per time step, with one method per
     reset rule for the part of the adjoint the rule changes (gI_t, gv'_t and the reset's own gradient)."""
 
-    def __init__(self, cfg: LoopConfig, alpha: Tensor, threshold: Tensor, thresholds: Tensor | None,
-                 pre_reset: Tensor | None, weight_hh: Tensor | None, zeros: Tensor, want_alpha: bool,
-                 want_thr: bool) -> None:
+    def __init__(
+        self,
+        cfg: LoopConfig,
+        alpha: Tensor,
+        threshold: Tensor,
+        thresholds: Tensor | None,
+        pre_reset: Tensor | None,
+        weight_hh: Tensor | None,
+        zeros: Tensor,
+        want_alpha: bool,
+        want_thr: bool,
+    ) -> None:
         self.cfg, self.alpha, self.threshold, self.thresholds = cfg, alpha, threshold, thresholds
         self.pre_reset, self.weight_hh, self.zeros = pre_reset, weight_hh, zeros
         self.adaptive = cfg.rho is not None
@@ -200,11 +219,25 @@ class _Reverse:
         self.g_thr = zeros.clone() if want_thr else None
         # gA_t is needed for ALIF, the threshold's gradient and the subtractive reset's own gradient
         self.need_g_a = self.adaptive or want_thr or (self.grad_reset and cfg.reset == "subtract")
-        self.through_reset = {"subtract": self._subtract, "multiplicative": self._multiplicative,
-                              "multiplicative_all": self._multiplicative_all, "none": self._none}[cfg.reset]
+        self.through_reset = {
+            "subtract": self._subtract,
+            "multiplicative": self._multiplicative,
+            "multiplicative_all": self._multiplicative_all,
+            "none": self._none,
+        }[cfg.reset]
 
-    def step(self, t: int, work: Tensor, gz: Tensor, gv_next: Tensor, ga_next: Tensor | None, zp: Tensor,
-             vp: Tensor, g_volt: Tensor | None, g_spike_prev: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    def step(
+        self,
+        t: int,
+        work: Tensor,
+        gz: Tensor,
+        gv_next: Tensor,
+        ga_next: Tensor | None,
+        zp: Tensor,
+        vp: Tensor,
+        g_volt: Tensor | None,
+        g_spike_prev: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """From (gz_t, gv'_{t+1}, ga'_{t+1}) to (gz_{t-1}, gv'_t, ga'_t); writes gI_t into ``work[t]``."""
         sg = work[t]
         g_a = None  # gA_t

@@ -52,8 +52,7 @@ def build(args: argparse.Namespace, probe_samples: int = 0):
     """(model, batch, probe) for the command-line arguments; probe: ``probe_samples`` labelled training
     samples (inputs, labels) of the task, or None."""
     sizes = parse_layers(args.layers)
-    batch, n_in, n_out, kind, probe = (_random_batch(args) if args.task == "random"
-                                       else _task_batch(args, probe_samples))
+    batch, n_in, n_out, kind, probe = _random_batch(args) if args.task == "random" else _task_batch(args, probe_samples)
     torch.manual_seed(args.seed)
     kw = dict(net=args.net, reset=args.reset, surrogate=args.surrogate, dampening=args.dampening, dropout=0.0)
     cfg = paper_config(n_in, n_out, sizes, **kw) if args.preset == "paper" else SNNConfig(n_in, n_out, sizes, **kw)
@@ -92,50 +91,91 @@ def save_model(model, path: str, report: dict, options: dict) -> None:
     from ..files import atomic_torch_save
 
     kind = "language" if isinstance(model, SNNLanguageModel) else "classification"
-    atomic_torch_save({"state_dict": model.state_dict(), "config": dataclasses.asdict(model.config), "kind": kind,
-                       "report": report, "options": options}, path)
+    atomic_torch_save(
+        {
+            "state_dict": model.state_dict(),
+            "config": dataclasses.asdict(model.config),
+            "kind": kind,
+            "report": report,
+            "options": options,
+        },
+        path,
+    )
     cls = type(model).__name__
-    print(f"saved the stabilised model to {path}; load it in Python with:\n"
-          f"  from spikestab.models import {cls}, SNNConfig, load_model_state\n"
-          f"  ck = torch.load({path!r}, weights_only=False)\n"
-          f"  model = {cls}(SNNConfig(**ck['config'])); load_model_state(model, ck['state_dict'])\n"
-          f"to train such a network on a task, `spikestab train` applies the same conditions at its start: "
-          f"spikestab train --task TASK --net {options['net']} --layers {options['layers']} "
-          f"--stabilize {options['conditions']} --stability-mode {options['mode']} --reset {options['reset']} "
-          f"--sg {options['surrogate']} --dampening {options['dampening']} --out runs/NAME")
+    print(
+        f"saved the stabilised model to {path}; load it in Python with:\n"
+        f"  from spikestab.models import {cls}, SNNConfig, load_model_state\n"
+        f"  ck = torch.load({path!r}, weights_only=False)\n"
+        f"  model = {cls}(SNNConfig(**ck['config'])); load_model_state(model, ck['state_dict'])\n"
+        f"to train such a network on a task, `spikestab train` applies the same conditions at its start: "
+        f"spikestab train --task TASK --net {options['net']} --layers {options['layers']} "
+        f"--stabilize {options['conditions']} --stability-mode {options['mode']} --reset {options['reset']} "
+        f"--sg {options['surrogate']} --dampening {options['dampening']} --out runs/NAME"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stabilize", help="apply stability conditions and print the measured report",
-                       description="Build a network for a task (or random input), apply stability conditions "
-                                   "on one batch and print what each condition chose and measured. --save keeps "
-                                   "the stabilised model; `spikestab train` applies the same conditions itself "
-                                   "(--stabilize) before it trains.")
+    p = sub.add_parser(
+        "stabilize",
+        help="apply stability conditions and print the measured report",
+        description="Build a network for a task (or random input), apply stability conditions "
+        "on one batch and print what each condition chose and measured. --save keeps "
+        "the stabilised model; `spikestab train` applies the same conditions itself "
+        "(--stabilize) before it trains.",
+    )
     p.add_argument("--task", default="random", help=f"{', '.join(TASKS)} (random: no data needed)")
     p.add_argument("--net", choices=sorted(NETS), default="lif", help="neuron model")
     p.add_argument("--layers", default="2x128", help="widths, e.g. 2x256 or 128,256")
-    p.add_argument("--mode", choices=list(MODES), default="measured",
-                   help="measured: conditions solved on the batch's own voltages; paper: the paper's closed forms")
-    p.add_argument("--conditions", default="auto",
-                   help=f"auto (the recommended recipe) or a comma-separated subset of {','.join(CONDITIONS)}")
+    p.add_argument(
+        "--mode",
+        choices=list(MODES),
+        default="measured",
+        help="measured: conditions solved on the batch's own voltages; paper: the paper's closed forms",
+    )
+    p.add_argument(
+        "--conditions",
+        default="auto",
+        help=f"auto (the recommended recipe) or a comma-separated subset of {','.join(CONDITIONS)}",
+    )
     p.add_argument("--json", default=None, help="write the report here as JSON")
-    p.add_argument("--save", default=None, metavar="FILE",
-                   help="save the stabilised model here (torch file: state_dict, config, kind, report)")
+    p.add_argument(
+        "--save",
+        default=None,
+        metavar="FILE",
+        help="save the stabilised model here (torch file: state_dict, config, kind, report)",
+    )
     p.add_argument("--data-dir", default=None, help="folder with the task's files (see `spikestab tasks`)")
-    p.add_argument("--preset", choices=["none", "paper"], default="none",
-                   help="paper: the paper's network settings (input frames repeated twice)")
+    p.add_argument(
+        "--preset",
+        choices=["none", "paper"],
+        default="none",
+        help="paper: the paper's network settings (input frames repeated twice)",
+    )
     p.add_argument("--reset", default="subtract", help=", ".join(RESETS))
     p.add_argument("--surrogate", default="fast-sigmoid", help="SG shape (fast-sigmoid, exponential, ...)")
     p.add_argument("--dampening", type=float, default=1.0, help="SG peak height before the conditions")
-    p.add_argument("--solve-for", choices=list(SOLVE_FOR), default="sharpness",
-                   help="the SG parameter condition IV sets")
-    p.add_argument("--rate", type=float, default=0.5,
-                   help="target initial firing rate of conditions I and D (the recipe's dense regime)")
-    p.add_argument("--regime", choices=list(REGIMES), default="auto",
-                   help="start of the recipe: auto (dense or sparse, measured on labelled task samples; dense "
-                        "with --task random), dense (rate --rate), sparse (rate 0.03)")
-    p.add_argument("--probe-samples", type=int, default=PROBE_SAMPLES,
-                   help="labelled training samples the recipe's regime is measured on (0: none, dense)")
+    p.add_argument(
+        "--solve-for", choices=list(SOLVE_FOR), default="sharpness", help="the SG parameter condition IV sets"
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.5,
+        help="target initial firing rate of conditions I and D (the recipe's dense regime)",
+    )
+    p.add_argument(
+        "--regime",
+        choices=list(REGIMES),
+        default="auto",
+        help="start of the recipe: auto (dense or sparse, measured on labelled task samples; dense "
+        "with --task random), dense (rate --rate), sparse (rate 0.03)",
+    )
+    p.add_argument(
+        "--probe-samples",
+        type=int,
+        default=PROBE_SAMPLES,
+        help="labelled training samples the recipe's regime is measured on (0: none, dense)",
+    )
     p.add_argument("--input-rate", type=float, default=0.1, help="--task random: input spike probability")
     p.add_argument("--inputs", type=int, default=100, help="--task random: input channels")
     p.add_argument("--steps", type=int, default=200, help="--task random: time steps")

@@ -46,8 +46,15 @@ def collect(study: optuna.Study) -> dict:
     replicate = REPLICATE if grid and REPLICATE in names else None
     axes = [n for n in names if n != replicate]
     points, unsampled = _points(study)
-    counts = {"points": spec["trials"], "complete": 0, "pruned": 0, "failed": 0, **unsampled, "retried": 0,
-              "duplicates": 0}
+    counts = {
+        "points": spec["trials"],
+        "complete": 0,
+        "pruned": 0,
+        "failed": 0,
+        **unsampled,
+        "retried": 0,
+        "duplicates": 0,
+    }
     settings: dict[str, dict] = {}
     for members in points.values():
         _add_point(settings, counts, sorted(members, key=lambda t: t.number), axes, replicate)
@@ -57,9 +64,19 @@ def collect(study: optuna.Study) -> dict:
     scored = [s for s in ordered if s["n"]]
     sign = -1.0 if spec["direction"] == "maximize" else 1.0
     best = min(scored, key=lambda s: sign * s["mean"]) if scored else None
-    return {"study": study.study_name, "objective": spec["objective"], "direction": spec["direction"],
-            "swept": names, "replicate": replicate, "axes": axes, "sampler": spec["sampler"],
-            "settings": ordered, "best": best, "counts": counts, "spec": spec}
+    return {
+        "study": study.study_name,
+        "objective": spec["objective"],
+        "direction": spec["direction"],
+        "swept": names,
+        "replicate": replicate,
+        "axes": axes,
+        "sampler": spec["sampler"],
+        "settings": ordered,
+        "best": best,
+        "counts": counts,
+        "spec": spec,
+    }
 
 
 Trial = optuna.trial.FrozenTrial
@@ -82,15 +99,20 @@ def _points(study: optuna.Study) -> tuple[dict[str, list[Trial]], dict[str, int]
 def _outcome(members: list[Trial]) -> str:
     """A point's outcome: complete (some trial completed), else running, waiting, pruned or failed."""
     states = {t.state for t in members}
-    for state, outcome in ((TrialState.COMPLETE, "complete"), (TrialState.RUNNING, "running"),
-                           (TrialState.WAITING, "waiting"), (TrialState.PRUNED, "pruned")):
+    for state, outcome in (
+        (TrialState.COMPLETE, "complete"),
+        (TrialState.RUNNING, "running"),
+        (TrialState.WAITING, "waiting"),
+        (TrialState.PRUNED, "pruned"),
+    ):
         if state in states:
             return outcome
     return "failed"
 
 
-def _add_point(settings: dict[str, dict], counts: dict[str, int], members: list[Trial], axes: list[str],
-               replicate: str | None) -> None:
+def _add_point(
+    settings: dict[str, dict], counts: dict[str, int], members: list[Trial], axes: list[str], replicate: str | None
+) -> None:
     """Count a point's trials and add its completed one (if any) to its setting (the point less the
     replicate axis)."""
     params = _params(members[0])
@@ -101,16 +123,23 @@ def _add_point(settings: dict[str, dict], counts: dict[str, int], members: list[
     if outcome != "failed":
         counts["retried"] += sum(1 for t in members if t.state == TrialState.FAIL)
     setting = {n: params.get(n) for n in axes}
-    s = settings.setdefault(sp.params_key(setting), {"params": setting, "trials": [], "pruned": 0, "failed": 0,
-                                                     "pending": 0})
+    s = settings.setdefault(
+        sp.params_key(setting), {"params": setting, "trials": [], "pruned": 0, "failed": 0, "pending": 0}
+    )
     if not done:
         s[outcome if outcome in ("pruned", "failed") else "pending"] += 1
         return
     t = done[0]
-    s["trials"].append({"trial": t.number, "seed": params.get(replicate) if replicate else None, "value": t.value,
-                        "run_dir": t.user_attrs.get("run_dir"),
-                        **{k: v for k, v in t.user_attrs.get("result", {}).items() if k.startswith("test_")},
-                        "resumed_from_step": t.user_attrs.get("resumed_from_step", 0)})
+    s["trials"].append(
+        {
+            "trial": t.number,
+            "seed": params.get(replicate) if replicate else None,
+            "value": t.value,
+            "run_dir": t.user_attrs.get("run_dir"),
+            **{k: v for k, v in t.user_attrs.get("result", {}).items() if k.startswith("test_")},
+            "resumed_from_step": t.user_attrs.get("resumed_from_step", 0),
+        }
+    )
 
 
 def _ordered(settings: list[dict], grid: dict | None) -> list[dict]:
@@ -118,7 +147,7 @@ def _ordered(settings: list[dict], grid: dict | None) -> list[dict]:
     if grid is not None:
         order = {sp.params_key(p): i for i, p in enumerate(sp.grid_points(grid))}
         return sorted(settings, key=lambda s: order.get(sp.params_key(s["params"]), len(order)))
-    return sorted(settings, key=lambda s: min([t["trial"] for t in s["trials"]] or [10 ** 9]))
+    return sorted(settings, key=lambda s: min([t["trial"] for t in s["trials"]] or [10**9]))
 
 
 def _summarise(s: dict) -> None:
@@ -204,9 +233,12 @@ def _figure(data: dict, axis: str, refs: list[dict], path: Path) -> Path:
             at = labels.index(str(at))
         ax.axvline(at, ls="--", lw=1.2, color=f"C{(i + 3) % 10}", label=ref["label"])
     word = metric.removeprefix("val_")
-    ax.set(xlabel=axis, ylabel=f"validation {word} (best-val epoch)",
-           title=f"{data['study']}: {word} vs {axis}" + (f" (mean ± std over {data['replicate']})"
-                                                       if data["replicate"] else ""))
+    ax.set(
+        xlabel=axis,
+        ylabel=f"validation {word} (best-val epoch)",
+        title=f"{data['study']}: {word} vs {axis}"
+        + (f" (mean ± std over {data['replicate']})" if data["replicate"] else ""),
+    )
     if word == "perplexity":
         ax.set_yscale("log")
     if ax.get_legend_handles_labels()[0]:
@@ -221,12 +253,17 @@ def _markdown(data: dict, figures: list[Path]) -> str:
     rep = (
         f"mean ± sample std over `{data['replicate']}` (n = trials counted)" if data["replicate"] else "one trial each"
     )
-    lines = [f"# Sweep report: {data['study']}", "",
-             f"Objective: validation {word} of each run's best-val epoch (`results.json` `val.{word}`), {how}; "
-             f"{rep}.", "",
-             f"Trials: {c['points']} points: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
-             f"{c['running']} running, {c['waiting']} waiting; {c['retried']} failed attempts rerun"
-             + (f"; {c['duplicates']} DUPLICATE completions ignored" if c["duplicates"] else "") + ".", ""]
+    lines = [
+        f"# Sweep report: {data['study']}",
+        "",
+        f"Objective: validation {word} of each run's best-val epoch (`results.json` `val.{word}`), {how}; {rep}.",
+        "",
+        f"Trials: {c['points']} points: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
+        f"{c['running']} running, {c['waiting']} waiting; {c['retried']} failed attempts rerun"
+        + (f"; {c['duplicates']} DUPLICATE completions ignored" if c["duplicates"] else "")
+        + ".",
+        "",
+    ]
     axes = data["axes"]
     head = axes + ["n", metric] + (["per seed"] if data["replicate"] else ["trial"]) + ["pruned / failed / pending"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -261,8 +298,13 @@ def _locate(out: Path, storage: str | None, study_name: str | None) -> tuple[str
     raise ValueError(f"no {DB_NAME} in {str(out)!r} and no usable storage in its {SWEEP_JSON}: pass --storage URL")
 
 
-def report(out: str | Path, storage: str | None = None, study_name: str | None = None,
-           refs: Sequence[str] | None = None, write: bool = True) -> dict:
+def report(
+    out: str | Path,
+    storage: str | None = None,
+    study_name: str | None = None,
+    refs: Sequence[str] | None = None,
+    write: bool = True,
+) -> dict:
     """Summarise the sweep of ``out`` (its ``sweep.db``, or ``storage``): :func:`collect` plus figure paths;
     with ``write`` also ``out/report/report.json``, ``report.md`` and one PNG per swept option.
     ``refs``: ``["dampening=0.3:predicted", ...]`` vertical reference lines on that option's figure."""

@@ -18,12 +18,24 @@ from .study import check_sweep_json, make_plan, prepare_study, write_sweep_json
 from .worker import WorkerContext, run_worker, worker_command
 
 
-def run_sweep(out: str | Path, fixed: Mapping[str, Any], grid: Mapping[str, list] | None = None,
-              space: Mapping[str, Any] | None = None, *, sampler: str | None = None, trials: int | None = None,
-              workers: int = 1, storage: str | None = None, prune: str | None = None,
-              study_name: str | None = None, heartbeat: int = 30, grace: int | None = None,
-              sampler_seed: int | None = None, retry_failed: bool = False,
-              log: Callable[[str], None] = print) -> dict:
+def run_sweep(
+    out: str | Path,
+    fixed: Mapping[str, Any],
+    grid: Mapping[str, list] | None = None,
+    space: Mapping[str, Any] | None = None,
+    *,
+    sampler: str | None = None,
+    trials: int | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    prune: str | None = None,
+    study_name: str | None = None,
+    heartbeat: int = 30,
+    grace: int | None = None,
+    sampler_seed: int | None = None,
+    retry_failed: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Run (or continue) a sweep of ``spikestab train`` runs; every trial is a run directory under
     ``out/trials/<setting>``.
 
@@ -56,13 +68,28 @@ def run_sweep(out: str | Path, fixed: Mapping[str, Any], grid: Mapping[str, list
     pending = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
     done = max(plan.trials - pending, 0)
     threads = plan.fixed.get("threads") or 1
-    shape = " x ".join(f"{n} ({len(v)})" for n, v in plan.grid.items()) if plan.grid else \
-        f"{plan.sampler} search over {', '.join(plan.space or {})}"
-    log(f"sweep {name!r}: {plan.trials} trials, {shape}; {done} done, {pending} to run; "
-        f"{workers} worker(s) x {threads} thread(s); storage {masked(url)}")
-    ctx = WorkerContext(storage=url, study=name, out=str(out.resolve()), plan=asdict(plan), heartbeat=heartbeat,
-                        grace=grace, threads=threads, sampler_seed=sampler_seed, started=started,
-                        done_at_start=done, poll=min(1.0, heartbeat / 2))
+    shape = (
+        " x ".join(f"{n} ({len(v)})" for n, v in plan.grid.items())
+        if plan.grid
+        else f"{plan.sampler} search over {', '.join(plan.space or {})}"
+    )
+    log(
+        f"sweep {name!r}: {plan.trials} trials, {shape}; {done} done, {pending} to run; "
+        f"{workers} worker(s) x {threads} thread(s); storage {masked(url)}"
+    )
+    ctx = WorkerContext(
+        storage=url,
+        study=name,
+        out=str(out.resolve()),
+        plan=asdict(plan),
+        heartbeat=heartbeat,
+        grace=grace,
+        threads=threads,
+        sampler_seed=sampler_seed,
+        started=started,
+        done_at_start=done,
+        poll=min(1.0, heartbeat / 2),
+    )
     if workers == 1:
         run_worker(ctx, log)
     else:
@@ -79,7 +106,9 @@ def run_sweep(out: str | Path, fixed: Mapping[str, Any], grid: Mapping[str, list
     summary = collect(study)
     c = summary["counts"]
     best = summary["best"]
-    log(f"sweep {name!r}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
+    log(
+        f"sweep {name!r}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
         f"{c['running'] + c['waiting']} not finished"
-        + (f"; best {best['label']}: {plan.objective} {best['text']}" if best else ""))
+        + (f"; best {best['label']}: {plan.objective} {best['text']}" if best else "")
+    )
     return summary

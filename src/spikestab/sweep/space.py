@@ -56,8 +56,9 @@ def canonical(name: str) -> str:
     if dest in NON_RESULT_FIELDS:
         raise ValueError(f"{name!r} cannot be swept: it does not change what a run computes")
     if dest not in sweepable():
-        raise ValueError(f"unknown option {name!r}; options that can be swept: {', '.join(sweepable())}, "
-                         f"task_options.KEY")
+        raise ValueError(
+            f"unknown option {name!r}; options that can be swept: {', '.join(sweepable())}, task_options.KEY"
+        )
     return dest
 
 
@@ -162,9 +163,12 @@ def normalize_space(space: Mapping[str, Any], flag: str = "--space") -> dict[str
 
 
 def _dimension(name: str, spec: Any) -> dict:
-    numbers = isinstance(spec, (list, tuple)) and len(spec) in (2, 3) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec[:2]) and (
-        len(spec) == 2 or spec[2] in ("log", "", True, False))
+    numbers = (
+        isinstance(spec, (list, tuple))
+        and len(spec) in (2, 3)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec[:2])
+        and (len(spec) == 2 or spec[2] in ("log", "", True, False))
+    )
     if isinstance(spec, Mapping) and "choices" not in spec:
         low, high, log = spec["low"], spec["high"], bool(spec.get("log"))
     elif numbers:
@@ -197,8 +201,11 @@ def parse_space(items: Sequence[str]) -> dict[str, dict]:
         parts = text.split(":")
         if len(parts) in (2, 3) and (len(parts) == 2 or parts[2] == "log"):
             try:
-                space[name] = {"low": parse_value(name, parts[0]), "high": parse_value(name, parts[1]),
-                               "log": len(parts) == 3}
+                space[name] = {
+                    "low": parse_value(name, parts[0]),
+                    "high": parse_value(name, parts[1]),
+                    "log": len(parts) == 3,
+                }
             except ValueError as err:
                 raise ValueError(f"--space {item!r}: {err}") from None
         else:
@@ -218,7 +225,7 @@ def space_probes(space: Mapping[str, dict]) -> list[dict[str, Value]]:
     base = {n: (d["choices"][0] if "choices" in d else d["low"]) for n, d in space.items()}
     probes = [base]
     for n, d in space.items():
-        for v in (d["choices"][1:] if "choices" in d else [d["high"]]):
+        for v in d["choices"][1:] if "choices" in d else [d["high"]]:
             probes.append({**base, n: v})
     return probes
 
@@ -229,7 +236,7 @@ def apply(fixed: Mapping[str, Any], params: Mapping[str, Value]) -> dict:
     cfg["task_options"] = dict(cfg.get("task_options") or {})
     for name, value in params.items():
         if name.startswith(TASK_OPTION):
-            cfg["task_options"][name[len(TASK_OPTION):]] = value
+            cfg["task_options"][name[len(TASK_OPTION) :]] = value
         else:
             cfg[name] = value
     return cfg
@@ -260,7 +267,7 @@ def describe(params: Mapping[str, Value]) -> str:
 
 
 def _short(name: str) -> str:
-    return name[len(TASK_OPTION):] if name.startswith(TASK_OPTION) else name
+    return name[len(TASK_OPTION) :] if name.startswith(TASK_OPTION) else name
 
 
 def fmt_value(value: Value) -> str:

@@ -91,8 +91,13 @@ def open_storage(url: str, heartbeat: int = 30, grace: int | None = None) -> RDB
     for attempt in range(6):
         try:
             with _quiet():
-                return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace,
-                                  heartbeat_stale_trial_callback=_retry_callback())
+                return RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=heartbeat,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=_retry_callback(),
+                )
         except (IntegrityError, ProgrammingError) as err:
             # two workers creating Optuna's tables in a new database at once: one wins, the other retries
             failure = err

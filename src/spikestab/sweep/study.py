@@ -25,7 +25,7 @@ from ..train.config import NON_RESULT_FIELDS, TrainConfig, with_defaults
 from . import space as sp
 from .storage import masked, queue_lock
 
-SPEC_ATTR = "spikestab_sweep"    # study user attribute: the definition a rerun must match
+SPEC_ATTR = "spikestab_sweep"  # study user attribute: the definition a rerun must match
 QUEUED_ATTR = "spikestab_queued"  # study user attribute: set once every point is queued
 SWEEP_JSON = "sweep.json"
 SAMPLERS = ("tpe", "random")
@@ -39,9 +39,9 @@ class Plan:
     fixed: dict
     grid: dict | None
     space: dict | None
-    sampler: str          # "grid", "tpe" or "random"
-    trials: int           # trials in all (a grid: its number of points)
-    objective: str        # "val_accuracy" (maximised) or "val_perplexity" (minimised)
+    sampler: str  # "grid", "tpe" or "random"
+    trials: int  # trials in all (a grid: its number of points)
+    objective: str  # "val_accuracy" (maximised) or "val_perplexity" (minimised)
     direction: str
     prune: str | None
 
@@ -68,9 +68,20 @@ class Plan:
     def spec(self) -> dict:
         """What a rerun must match (fields that do not change results left out), as JSON stores it."""
         fixed = {k: v for k, v in self.fixed.items() if k not in NON_RESULT_FIELDS}
-        return json.loads(json.dumps({
-            "fixed": fixed, "grid": self.grid, "space": self.space, "sampler": self.sampler,
-            "trials": self.trials, "objective": self.objective, "direction": self.direction, "prune": self.prune}))
+        return json.loads(
+            json.dumps(
+                {
+                    "fixed": fixed,
+                    "grid": self.grid,
+                    "space": self.space,
+                    "sampler": self.sampler,
+                    "trials": self.trials,
+                    "objective": self.objective,
+                    "direction": self.direction,
+                    "prune": self.prune,
+                }
+            )
+        )
 
 
 def make_pruner(prune: str | None) -> optuna.pruners.BasePruner:
@@ -99,22 +110,32 @@ def _objective(cfgs: list[TrainConfig], points: list[dict], flag: str) -> tuple[
 
     kinds: dict[str, str] = {}
     for cfg, point in zip(cfgs, points):
-        key = json.dumps([cfg.task, cfg.data_dir, cfg.task_options, cfg.data_seed, cfg.time_repeat,
-                          cfg.input_dropout], sort_keys=True, default=str)
+        key = json.dumps(
+            [cfg.task, cfg.data_dir, cfg.task_options, cfg.data_seed, cfg.time_repeat, cfg.input_dropout],
+            sort_keys=True,
+            default=str,
+        )
         if key not in kinds:
             try:
                 kinds[key] = load_config_task(cfg).kind
             except (ValueError, TypeError) as err:
                 raise ValueError(f"{flag} point {sp.describe(point)}: {err}") from None
-    objectives = {("val_perplexity", "minimize") if k == "language" else ("val_accuracy", "maximize")
-                  for k in kinds.values()}
+    objectives = {
+        ("val_perplexity", "minimize") if k == "language" else ("val_accuracy", "maximize") for k in kinds.values()
+    }
     if len(objectives) > 1:
         raise ValueError("the sweep mixes language and classification tasks: their objectives differ")
     return objectives.pop()
 
 
-def make_plan(fixed: Mapping[str, Any], grid: Mapping | None = None, space: Mapping | None = None,
-              sampler: str | None = None, trials: int | None = None, prune: str | None = None) -> Plan:
+def make_plan(
+    fixed: Mapping[str, Any],
+    grid: Mapping | None = None,
+    space: Mapping | None = None,
+    sampler: str | None = None,
+    trials: int | None = None,
+    prune: str | None = None,
+) -> Plan:
     """Check a sweep completely (ValueError naming the argument) and return it as a Plan."""
     unknown = sorted(set(fixed) - {f for f in TrainConfig.__dataclass_fields__})
     if unknown:
@@ -147,14 +168,24 @@ def make_plan(fixed: Mapping[str, Any], grid: Mapping | None = None, space: Mapp
     objective, direction = _objective(cfgs, points, flag)
     names = list(checked_grid or checked_space or {})
     # list fields (layers, stabilize) as their text spec, the form grid values take too
-    full = {k: sp.parse_value(k, v) if k in sp.JOINED else v
-            for k, v in sp.strip_swept(cfgs[0].to_dict(), names).items()}
-    return Plan(fixed=full, grid=checked_grid, space=checked_space, sampler=sampler, trials=trials, objective=objective,
-                direction=direction, prune=None if prune in (None, "", "none") else str(prune))
+    full = {
+        k: sp.parse_value(k, v) if k in sp.JOINED else v for k, v in sp.strip_swept(cfgs[0].to_dict(), names).items()
+    }
+    return Plan(
+        fixed=full,
+        grid=checked_grid,
+        space=checked_space,
+        sampler=sampler,
+        trials=trials,
+        objective=objective,
+        direction=direction,
+        prune=None if prune in (None, "", "none") else str(prune),
+    )
 
 
 def compare_spec(saved: dict, mine: dict, where: str) -> None:
     """ValueError naming every field where the stored sweep differs from this one."""
+
     def flat(spec: dict, fill: dict | None = None) -> dict:
         out = {f"{k}": v for k, v in spec.items() if k != "fixed"}
         fixed = spec.get("fixed", {})
@@ -167,8 +198,10 @@ def compare_spec(saved: dict, mine: dict, where: str) -> None:
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if diff:
         detail = "; ".join(f"{k}: saved {a.get(k)!r} vs now {b.get(k)!r}" for k in diff)
-        raise ValueError(f"cannot continue the sweep in {where}: it was started with a different configuration "
-                         f"({detail}); use another --out / --study for a new sweep")
+        raise ValueError(
+            f"cannot continue the sweep in {where}: it was started with a different configuration "
+            f"({detail}); use another --out / --study for a new sweep"
+        )
 
 
 def check_sweep_json(out: str | Path, plan: Plan) -> None:
@@ -219,27 +252,39 @@ def requeue_failed(study: optuna.Study, plan: Plan) -> int:
     for members in groups.values():
         if all(t.state == TrialState.FAIL for t in members):
             last = members[-1]
-            study.enqueue_trial(_trial_params(last), user_attrs={"setting": last.user_attrs.get("setting", ""),
-                                                                 "requeued_from": last.number})
+            study.enqueue_trial(
+                _trial_params(last),
+                user_attrs={"setting": last.user_attrs.get("setting", ""), "requeued_from": last.number},
+            )
             count += 1
     return count
 
 
-def prepare_study(storage, url: str, name: str, plan: Plan, retry_failed: bool = False,
-                  log: Callable[[str], None] = print, wait: float = 30.0) -> optuna.Study:
+def prepare_study(
+    storage,
+    url: str,
+    name: str,
+    plan: Plan,
+    retry_failed: bool = False,
+    log: Callable[[str], None] = print,
+    wait: float = 30.0,
+) -> optuna.Study:
     """Create the sweep's study and queue its trials, or join an existing one that matches ``plan``."""
     with queue_lock(url):
         try:
-            study = optuna.create_study(storage=storage, study_name=name,
-                                        direction=cast(Literal["minimize", "maximize"], plan.direction))
+            study = optuna.create_study(
+                storage=storage, study_name=name, direction=cast(Literal["minimize", "maximize"], plan.direction)
+            )
             study.set_user_attr(SPEC_ATTR, plan.spec())
             created = True
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(study_name=name, storage=storage)
             saved = _wait_attr(study, SPEC_ATTR, wait)
             if saved is None:
-                raise ValueError(f"study {name!r} in {masked(url)} was not made by spikestab sweep (no "
-                                 f"{SPEC_ATTR!r} attribute); choose another --study") from None
+                raise ValueError(
+                    f"study {name!r} in {masked(url)} was not made by spikestab sweep (no "
+                    f"{SPEC_ATTR!r} attribute); choose another --study"
+                ) from None
             compare_spec(saved, plan.spec(), f"study {name!r} of {masked(url)}")
             created = False
         if created or _wait_attr(study, QUEUED_ATTR, wait) is None:

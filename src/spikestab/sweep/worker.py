@@ -44,15 +44,15 @@ class WorkerContext:
     storage: str
     study: str
     out: str
-    plan: dict               # dataclasses.asdict(Plan): this command's fixed config and swept values
+    plan: dict  # dataclasses.asdict(Plan): this command's fixed config and swept values
     heartbeat: int = 30
     grace: int | None = None
     threads: int = 1
     sampler_seed: int | None = None
-    index: int = 0           # worker number on this machine
-    started: float = 0.0     # time.time() when the sweep command started (for the ETA)
-    done_at_start: int = 0   # trials finished before it started
-    poll: float = 1.0        # seconds between looks at the queue while other trials run
+    index: int = 0  # worker number on this machine
+    started: float = 0.0  # time.time() when the sweep command started (for the ETA)
+    done_at_start: int = 0  # trials finished before it started
+    poll: float = 1.0  # seconds between looks at the queue while other trials run
 
 
 def suggest(trial: optuna.Trial, plan: Plan) -> dict:
@@ -132,6 +132,7 @@ def _file_log(path: Path) -> Log:
     def log(line: str) -> None:
         with open(path, "a") as fh:
             fh.write(line + "\n")
+
     return log
 
 
@@ -144,8 +145,9 @@ def _progress(study: optuna.Study, plan: Plan, ctx: WorkerContext) -> str:
     return f"{done}/{plan.trials} done, eta {eta}"
 
 
-def run_trial(study: optuna.Study, trial: optuna.Trial, trial_id: int, storage, plan: Plan,
-              ctx: WorkerContext, log: Log = print) -> TrialState:
+def run_trial(
+    study: optuna.Study, trial: optuna.Trial, trial_id: int, storage, plan: Plan, ctx: WorkerContext, log: Log = print
+) -> TrialState:
     """Train one popped trial in OUT/trials/<setting> and tell Optuna how it ended."""
     from ..train.config import TrainConfig
     from ..train.trainer import Trainer
@@ -160,19 +162,24 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, trial_id: int, storage, 
             trial.set_user_attr("run_dir", str(run_dir.resolve()))
             trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "index": ctx.index})
         except optuna.exceptions.UpdateFinishedTrialError:  # failed as stale before it started: leave it to its retry
-            log(f"[sweep] skip   trial {trial.number}: its heartbeat went stale before it started | "
-                f"{_progress(study, plan, ctx)}")
+            log(
+                f"[sweep] skip   trial {trial.number}: its heartbeat went stale before it started | "
+                f"{_progress(study, plan, ctx)}"
+            )
             return storage.get_trial(trial_id).state
         run_dir.mkdir(parents=True, exist_ok=True)
-        cfg = TrainConfig.from_dict({**sp.apply(plan.fixed, params), "out": str(run_dir), "progress": False,
-                                     "threads": ctx.threads})
+        cfg = TrainConfig.from_dict(
+            {**sp.apply(plan.fixed, params), "out": str(run_dir), "progress": False, "threads": ctx.threads}
+        )
         what = sp.describe(params)
         with _dir_lock(run_dir):
             step = _checkpoint_step(run_dir)
             if step:
                 trial.set_user_attr("resumed_from_step", step)
-            log(f"[sweep] start  {what} (trial {trial.number}, worker {ctx.index}"
-                f"{f', resuming at step {step}' if step else ''})")
+            log(
+                f"[sweep] start  {what} (trial {trial.number}, worker {ctx.index}"
+                f"{f', resuming at step {step}' if step else ''})"
+            )
             reporter = EpochReporter(trial, plan.objective)
             t_fit = time.perf_counter()
             state, value, note = TrialState.COMPLETE, None, ""
@@ -207,12 +214,18 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, trial_id: int, storage, 
             fit = time.perf_counter() - t_fit
             _set_attr(trial, "seconds", {"fit": fit, "hook": reporter.seconds, "trial": time.perf_counter() - t_start})
     stale = storage.get_trial(trial_id).state != TrialState.RUNNING
-    frozen = study.tell(trial, value if state == TrialState.COMPLETE else None,
-                        state=None if state == TrialState.COMPLETE else state, skip_if_finished=True)
+    frozen = study.tell(
+        trial,
+        value if state == TrialState.COMPLETE else None,
+        state=None if state == TrialState.COMPLETE else state,
+        skip_if_finished=True,
+    )
     counts = _progress(study, plan, ctx)
     if stale:
-        log(f"[sweep] late   {what}: finished after its heartbeat had gone stale; its retry reads the finished "
-            f"run | {counts}")
+        log(
+            f"[sweep] late   {what}: finished after its heartbeat had gone stale; its retry reads the finished "
+            f"run | {counts}"
+        )
     elif frozen.state == TrialState.COMPLETE:
         log(f"[sweep] done   {what}: {plan.objective} {frozen.value:.4f} in {fit:.1f} s | {counts}")
     elif frozen.state == TrialState.PRUNED:
@@ -231,8 +244,9 @@ def run_worker(ctx: WorkerContext, log: Log = print) -> int:
     plan = Plan(**ctx.plan)
     storage = open_storage(ctx.storage, ctx.heartbeat, ctx.grace)
     seed = None if ctx.sampler_seed is None else ctx.sampler_seed + ctx.index
-    study = optuna.load_study(study_name=ctx.study, storage=storage, sampler=make_sampler(plan.sampler, seed),
-                              pruner=make_pruner(plan.prune))
+    study = optuna.load_study(
+        study_name=ctx.study, storage=storage, sampler=make_sampler(plan.sampler, seed), pruner=make_pruner(plan.prune)
+    )
     old = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     ran = 0
     try:
@@ -268,5 +282,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
-
-

@@ -36,10 +36,14 @@ def load_latest_checkpoint(path: str | Path, log: Callable[[str], None] = print)
             problems.append(str(err))
             continue
         if candidate != path:
-            log(f"warning: {problems[0]}; falling back to the previous checkpoint {candidate} "
-                f"(epoch {ck['epoch']}, step {ck['global_step']})")
+            log(
+                f"warning: {problems[0]}; falling back to the previous checkpoint {candidate} "
+                f"(epoch {ck['epoch']}, step {ck['global_step']})"
+            )
         return ck, candidate
     if all(p.endswith("is missing") for p in problems):
         return None
-    raise ValueError(f"{'; '.join(problems)}: no readable checkpoint to resume from (move the folder away and "
-                     f"start again, or choose another --out)")
+    raise ValueError(
+        f"{'; '.join(problems)}: no readable checkpoint to resume from (move the folder away and "
+        f"start again, or choose another --out)"
+    )

@@ -16,22 +16,36 @@ from .trainer import Trainer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a spiking network on a task",
-                       description="Train a stacked LIF/ALIF network, stabilised before training by the "
-                                   "recommended recipe (--stabilize); writes checkpoints, metrics.jsonl, "
-                                   "results.json and figures under --out (docs/run_folder.md explains each file). "
-                                   "`spikestab tasks` lists the tasks and their options. Epochs are counted from 1 "
-                                   "on the console and from 0 in metrics.jsonl and results.json.")
+    p = sub.add_parser(
+        "train",
+        help="train a spiking network on a task",
+        description="Train a stacked LIF/ALIF network, stabilised before training by the "
+        "recommended recipe (--stabilize); writes checkpoints, metrics.jsonl, "
+        "results.json and figures under --out (docs/run_folder.md explains each file). "
+        "`spikestab tasks` lists the tasks and their options. Epochs are counted from 1 "
+        "on the console and from 0 in metrics.jsonl and results.json.",
+    )
     add_config_options(p)
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out with its stored configuration (flags typed override it; only "
-                        "--epochs and the non-result options may differ, so a finished run can be extended with "
-                        "--epochs N); an empty or missing --out starts a fresh run")
-    p.add_argument("--no-figures", dest="figures", action="store_false",
-                   help="skip the figures (default: draw them under --out/figures)")
-    p.add_argument("--nproc", type=int, default=None,
-                   help="data-parallel training in N processes on this machine (torch.distributed, gloo; "
-                        "--batch-size stays the global batch; docs/distributed.md); under torchrun leave it out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out with its stored configuration (flags typed override it; only "
+        "--epochs and the non-result options may differ, so a finished run can be extended with "
+        "--epochs N); an empty or missing --out starts a fresh run",
+    )
+    p.add_argument(
+        "--no-figures",
+        dest="figures",
+        action="store_false",
+        help="skip the figures (default: draw them under --out/figures)",
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="data-parallel training in N processes on this machine (torch.distributed, gloo; "
+        "--batch-size stays the global batch; docs/distributed.md); under torchrun leave it out",
+    )
     p.set_defaults(func=_cmd)
 
 
@@ -44,8 +58,10 @@ def _where(trainer: Trainer | None) -> str:
     ck = None if trainer is None else trainer.last_checkpoint
     if trainer is None or ck is None:
         return "no checkpoint had been written yet"
-    return (f"the last checkpoint is {Path(trainer.cfg.out) / 'checkpoint.pt'} (step {ck['global_step']}, "
-            f"{ck['epoch']} epochs done)")
+    return (
+        f"the last checkpoint is {Path(trainer.cfg.out) / 'checkpoint.pt'} (step {ck['global_step']}, "
+        f"{ck['epoch']} epochs done)"
+    )
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -66,8 +82,11 @@ def _cmd(args: argparse.Namespace) -> int:
     except OSError as err:
         if err.errno != errno.ENOSPC:
             raise
-        print(f"spikestab train: error: disk full ({err}); {_where(trainer)}; free some space, then resume "
-              f"with: {resume_command(cfg.out)}", file=sys.stderr)
+        print(
+            f"spikestab train: error: disk full ({err}); {_where(trainer)}; free some space, then resume "
+            f"with: {resume_command(cfg.out)}",
+            file=sys.stderr,
+        )
         return 1
     report(trainer, results, args.figures)
     return 0

@@ -42,17 +42,31 @@ def parse_conditions(spec: str | list | tuple | None) -> tuple[str, ...]:
     return items
 
 
-TAIL = Range((Check(lambda v: v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v > 1.0),
-                    "a finite q > 1"),))
-LR = Range((*POSITIVE.checks, Check(lambda v: v <= LR_MAX, f"a finite number in (0, {LR_MAX:g}]",
-                                    " (AdamW's first step is lr / (1 - 0.9), which must fit in float32)")))
+TAIL = Range(
+    (Check(lambda v: v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v > 1.0), "a finite q > 1"),)
+)
+LR = Range(
+    (
+        *POSITIVE.checks,
+        Check(
+            lambda v: v <= LR_MAX,
+            f"a finite number in (0, {LR_MAX:g}]",
+            " (AdamW's first step is lr / (1 - 0.9), which must fit in float32)",
+        ),
+    )
+)
 MINUTES = Range((Check(lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "> 0"),))
-STABILIZE_HELP = ("conditions applied before training: auto (the recommended recipe D,G), none, or a list such as "
-                  "I,II,III,IV")
-REGIME_HELP = ("start of the recipe (--stabilize auto): auto (dense rate 1/2 or sparse rate 0.03, chosen by "
-               "measuring how readable a dense start leaves the classes), dense, sparse")
-NONFINITE_HELP = ("a non-finite loss or gradient: stop (stop the run, keep the last good checkpoint) | skip (skip "
-                  "that optimiser step and count it)")
+STABILIZE_HELP = (
+    "conditions applied before training: auto (the recommended recipe D,G), none, or a list such as I,II,III,IV"
+)
+REGIME_HELP = (
+    "start of the recipe (--stabilize auto): auto (dense rate 1/2 or sparse rate 0.03, chosen by "
+    "measuring how readable a dense start leaves the classes), dense, sparse"
+)
+NONFINITE_HELP = (
+    "a non-finite loss or gradient: stop (stop the run, keep the last good checkpoint) | skip (skip "
+    "that optimiser step and count it)"
+)
 
 
 @dataclass
@@ -73,21 +87,26 @@ class TrainConfig:
     threshold: float = option(1.0, "firing threshold", POSITIVE, float)
     reset: str = option("subtract", " | ".join(RESETS), one_of(RESETS))
     dropout: float = option(0.1, "dropout before every spiking layer", fraction(), float)
-    sg: str = option("fast-sigmoid", "surrogate-gradient shape (fast-sigmoid, exponential, ...)",
-                     one_of(SHAPES, key=canonical_shape, sort=True))
+    sg: str = option(
+        "fast-sigmoid",
+        "surrogate-gradient shape (fast-sigmoid, exponential, ...)",
+        one_of(SHAPES, key=canonical_shape, sort=True),
+    )
     dampening: float = option(1.0, "SG peak height gamma", POSITIVE, float)
     sharpness: float = option(1.0, "SG inverse width beta", POSITIVE, float)
     tail: float | None = option(None, "q of the q-pseudospike SG", TAIL, float)
     stabilize: tuple[str, ...] = option(("auto",), STABILIZE_HELP)  # () or "none": off
     stability_mode: str = option("measured", " | ".join(MODES), one_of(MODES))
     regime: str = option("auto", REGIME_HELP, one_of(REGIMES))
-    init_rate: float | None = option(None, "calibrate the initial firing rate to this value",
-                                     fraction(open_low=True, optional=True), float)
+    init_rate: float | None = option(
+        None, "calibrate the initial firing rate to this value", fraction(open_low=True, optional=True), float
+    )
     sparsity: str | None = option(None, "variant:target[:schedule[:weight]], e.g. l1_rate:0.01:linear")
     lr: float = option(1e-3, "learning rate", LR, float)
     weight_decay: float = option(0.0, "weight decay (not on embeddings)", fraction(), float)
-    paper_weight_decay: bool = option(False, "decoupled weight decay not multiplied by the learning rate "
-                                             "(official code)", flag=bool)
+    paper_weight_decay: bool = option(
+        False, "decoupled weight decay not multiplied by the learning rate (official code)", flag=bool
+    )
     clip_norm: float = option(1.0, "gradient-norm clipping", POSITIVE, float)
     on_nonfinite: str = option("stop", NONFINITE_HELP, Range((Check(lambda v: v in ON_NONFINITE, "'stop' or 'skip'"),)))
     epochs: int = option(10, "planned number of epochs", integer(1), int)
@@ -97,16 +116,22 @@ class TrainConfig:
     seed: int = option(0, "seed of initialisation, dropout and batch order", integer(0), int)
     data_seed: int = option(0, "seed of generated data and shuffled splits", integer(0), int)
     backend: str = option("auto", "layer kernel backend (auto picks the fastest)")
-    time_checkpoint: int = option(0, "recompute the spiking layers in segments of K steps during backward (0: off; "
-                                     "less memory, ~1.7x time)", integer(0, " (0: off)"), int)
+    time_checkpoint: int = option(
+        0,
+        "recompute the spiking layers in segments of K steps during backward (0: off; less memory, ~1.7x time)",
+        integer(0, " (0: off)"),
+        int,
+    )
     out: str = option("runs/train", "run folder (checkpoints, metrics, results, figures)")
     checkpoint_every: int = option(50, "checkpoint every N steps (and every epoch)", integer(1), int)
-    eval_every: int | None = option(None, "also evaluate on val every N steps (default: once per epoch)",
-                                    integer(1, optional="once per epoch"), int)
+    eval_every: int | None = option(
+        None, "also evaluate on val every N steps (default: once per epoch)", integer(1, optional="once per epoch"), int
+    )
     max_minutes: float | None = option(None, "stop training after this many minutes, then test", MINUTES, float)
     progress: bool = option(True, "no progress bar (default: a bar per epoch)", flag=bool)
-    threads: int | None = option(None, "torch CPU threads (1 is often fastest on a shared machine)",
-                                 integer(1, optional="torch's default"), int)
+    threads: int | None = option(
+        None, "torch CPU threads (1 is often fastest on a shared machine)", integer(1, optional="torch's default"), int
+    )
 
     def __post_init__(self) -> None:
         self.layers = parse_layers(self.layers)
@@ -121,12 +146,16 @@ class TrainConfig:
             if problem:
                 raise ValueError(problem)
         if self.net == "slstm" and (self.stabilize or self.init_rate is not None):
-            raise ValueError("net 'slstm' takes stabilize 'none' and no init_rate: the stability conditions and the "
-                             f"rate calibration are for LIF/ALIF layers (got stabilize={list(self.stabilize)!r}, "
-                             f"init_rate={self.init_rate!r})")
+            raise ValueError(
+                "net 'slstm' takes stabilize 'none' and no init_rate: the stability conditions and the "
+                f"rate calibration are for LIF/ALIF layers (got stabilize={list(self.stabilize)!r}, "
+                f"init_rate={self.init_rate!r})"
+            )
         if self.regime != "auto" and (not self.stabilize or resolve_conditions(self.stabilize) != RECIPE):
-            raise ValueError(f"regime {self.regime!r} applies to the recommended recipe (stabilize 'auto') only, "
-                             f"got stabilize={list(self.stabilize)!r}")
+            raise ValueError(
+                f"regime {self.regime!r} applies to the recommended recipe (stabilize 'auto') only, "
+                f"got stabilize={list(self.stabilize)!r}"
+            )
         if self.sparsity:
             parse_sparsity(self.sparsity, len(self.layers), self.epochs)
 
@@ -164,8 +193,11 @@ class TrainConfig:
 
 # result fields with a plain default: a saved config that lacks one was written before the field existed,
 # and behaved as that default (resume and sweep continuation compare with it filled in)
-DEFAULT_RESULT_FIELDS = {f.name: (list(f.default) if isinstance(f.default, tuple) else f.default)
-                         for f in fields(TrainConfig) if f.name not in NON_RESULT_FIELDS and f.default is not MISSING}
+DEFAULT_RESULT_FIELDS = {
+    f.name: (list(f.default) if isinstance(f.default, tuple) else f.default)
+    for f in fields(TrainConfig)
+    if f.name not in NON_RESULT_FIELDS and f.default is not MISSING
+}
 
 
 def with_defaults(saved: dict) -> dict:

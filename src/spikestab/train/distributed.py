@@ -107,8 +107,7 @@ class Parallel:
     def start(self, trainer: Trainer) -> None:
         """Give every rank rank 0's weights and buffers (stabilised or resumed), give ranks > 0 their own
         dropout stream, and wrap the model in DistributedDataParallel."""
-        state = self.broadcast({k: v.cpu() for k, v in trainer.model.state_dict().items()}
-                               if self.rank == 0 else None)
+        state = self.broadcast({k: v.cpu() for k, v in trainer.model.state_dict().items()} if self.rank == 0 else None)
         if self.rank != 0:
             load_model_state(trainer.model, state)  # also the buffer shapes the stability conditions changed
             torch.manual_seed(trainer.cfg.seed * 1_000_003 + trainer.global_step * 1009 + self.rank)
@@ -157,13 +156,21 @@ def check_distributed_config(cfg: TrainConfig, world_size: int) -> None:
     if world_size < 1:
         raise ValueError(f"nproc must be an integer >= 1, got {world_size}")
     if cfg.task == "ptb":
-        raise ValueError("task 'ptb' cannot be trained with --nproc / torchrun: a language model carries its "
-                         "recurrent state from batch to batch, and checkpoints keep one process's state; "
-                         "train it in one process")
+        raise ValueError(
+            "task 'ptb' cannot be trained with --nproc / torchrun: a language model carries its "
+            "recurrent state from batch to batch, and checkpoints keep one process's state; "
+            "train it in one process"
+        )
 
 
-def train_worker(cfg: TrainConfig, resume: bool = False, task=None, on_step: StepHook | None = None,
-                 log: Callable[[str], None] = print, figures: bool = False) -> dict | None:
+def train_worker(
+    cfg: TrainConfig,
+    resume: bool = False,
+    task=None,
+    on_step: StepHook | None = None,
+    log: Callable[[str], None] = print,
+    figures: bool = False,
+) -> dict | None:
     """One rank of a data-parallel run (in a process started by ``launch`` or torchrun): join the process
     group, train, leave it. Returns the results on rank 0, None elsewhere."""
     device = _device()
@@ -210,8 +217,7 @@ def _checkpoint_note(out: str) -> str:
     return f"the last checkpoint (step {step}) is in {path}; continue with --resume (any --nproc)"
 
 
-def launch(cfg: TrainConfig, nproc: int, entry: Callable[..., Any] = train_worker,
-           args: tuple = ()) -> dict[int, Any]:
+def launch(cfg: TrainConfig, nproc: int, entry: Callable[..., Any] = train_worker, args: tuple = ()) -> dict[int, Any]:
     """Run ``entry(cfg, *args)`` in ``nproc`` local worker processes through torch's elastic launcher
     (a c10d rendezvous on a free localhost port, like ``torchrun --standalone``); returns each rank's
     return value. ``entry`` must be importable by name (the workers are spawned). The agent does not
@@ -224,19 +230,36 @@ def launch(cfg: TrainConfig, nproc: int, entry: Callable[..., Any] = train_worke
     if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
         raise ValueError(f"nproc must be an integer >= 1, got {nproc!r}")
     check_distributed_config(cfg, nproc)
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
-                          monitor_interval=0.1, start_method="spawn")
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.1,
+        start_method="spawn",
+    )
     try:
         return elastic_launch(config, entry)(cfg, *args)
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
         why = _signal_name(failure.exitcode)
         message = failure.message.get("message", "") if isinstance(failure.message, dict) else failure.message
-        detail = "" if failure.exitcode < 0 else (
-            f": {message}" if message and not message.startswith("To enable traceback") else " (see its output above)")
-        failed = RankFailedError(f"rank {rank} of {nproc} (pid {failure.pid}) {why}{detail}; the other ranks were "
-                                 f"stopped; {_checkpoint_note(cfg.out)}")
+        detail = (
+            ""
+            if failure.exitcode < 0
+            else (
+                f": {message}"
+                if message and not message.startswith("To enable traceback")
+                else " (see its output above)"
+            )
+        )
+        failed = RankFailedError(
+            f"rank {rank} of {nproc} (pid {failure.pid}) {why}{detail}; the other ranks were "
+            f"stopped; {_checkpoint_note(cfg.out)}"
+        )
     finally:
         # the agent and its rendezvous TCPStore are cyclic garbage once the launch (or its exception) is gone:
         # collect them here, where the store's thread lives; finalised in a process forked from this one,
@@ -249,8 +272,10 @@ def main(cfg: TrainConfig, nproc: int | None, resume: bool, figures: bool) -> in
     """``spikestab train`` with ``--nproc`` or under torchrun."""
     if under_torchrun():
         if nproc is not None:
-            raise ValueError("--nproc starts its own processes; under torchrun leave it out "
-                             "(torchrun's --nproc-per-node sets the number of processes)")
+            raise ValueError(
+                "--nproc starts its own processes; under torchrun leave it out "
+                "(torchrun's --nproc-per-node sets the number of processes)"
+            )
         train_worker(cfg, resume, figures=figures)
         return 0
     assert nproc is not None

@@ -36,13 +36,17 @@ def evaluate(model: SpikingModel, task: Any, cfg: TrainConfig, split: str) -> di
     if count == 0:
         raise ValueError(f"the {split} split of task {task.name!r} is empty")
     loss = total / count
-    return {"loss": loss, "rates": [r / count for r in rate_sum], SCORES[task.kind]: eval_score(task.kind, loss,
-                                                                                                correct, count)}
+    return {
+        "loss": loss,
+        "rates": [r / count for r in rate_sum],
+        SCORES[task.kind]: eval_score(task.kind, loss, correct, count),
+    }
 
 
 @torch.no_grad()
-def sample_activity(model: SpikingModel, task: Any, cfg: TrainConfig, split: str = "test",
-                    index: int = 0) -> tuple[Tensor | None, list[Tensor]]:
+def sample_activity(
+    model: SpikingModel, task: Any, cfg: TrainConfig, split: str = "test", index: int = 0
+) -> tuple[Tensor | None, list[Tensor]]:
     """One sample's input [T, N] (None for token input) and every layer's spikes [T, H], eval mode."""
     was_training = model.training
     model.eval()
@@ -50,4 +54,3 @@ def sample_activity(model: SpikingModel, task: Any, cfg: TrainConfig, split: str
     spikes = model.simulate(inputs).spikes
     model.train(was_training)
     return (None if task.kind == "language" else inputs[:, 0]), [z[:, 0] for z in spikes]
-

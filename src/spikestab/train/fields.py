@@ -84,8 +84,13 @@ POSITIVE = Range((Check(lambda v: _number(v) and v > 0, "a finite number > 0"),)
 ANY = Range()
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", range: Range = ANY, flag: type | None = str,
-           factory: Callable[[], Any] | None = None) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    range: Range = ANY,
+    flag: type | None = str,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
     """A TrainConfig field with its row: ``flag`` is the type its ``--flag`` parses (``bool``: a switch,
     None: no value flag), ``range`` what ``validate`` accepts, ``help`` the flag's help."""
     meta = {"help": help, "range": range, "flag": flag}

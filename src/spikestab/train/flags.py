@@ -66,9 +66,15 @@ def add_config_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, exc
             p.add_argument(flag_of(name), dest=name, action=action, default=argparse.SUPPRESS, help=_help(f))
         else:
             p.add_argument(flag_of(name), dest=name, type=typ, default=argparse.SUPPRESS, help=_help(f))
-    p.add_argument("--task-option", dest="task_option", type=_task_option, action="append", default=[],
-                   metavar="KEY=VALUE",
-                   help="task option (repeatable), e.g. source=digits; `spikestab tasks` lists every task's options")
+    p.add_argument(
+        "--task-option",
+        dest="task_option",
+        type=_task_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="task option (repeatable), e.g. source=digits; `spikestab tasks` lists every task's options",
+    )
     p.add_argument("--config", dest="config_file", default=None, help="JSON file of config fields")
 
 

@@ -54,12 +54,17 @@ def bad_update(named: Named) -> dict | None:
     bad = first_nonfinite(named)
     if bad is None:
         return None
-    return {"cause": "update", "tensor": bad, "layer": layer_of(bad),
-            "what": f"the update made parameter {bad} non-finite"}
+    return {
+        "cause": "update",
+        "tensor": bad,
+        "layer": layer_of(bad),
+        "what": f"the update made parameter {bad} non-finite",
+    }
 
 
-def diagnose(model: SpikingModel, loss: float, named: Named, norms: Tensor,
-             replay: Callable[[], tuple[Tensor, list[Tensor]]]) -> dict:
+def diagnose(
+    model: SpikingModel, loss: float, named: Named, norms: Tensor, replay: Callable[[], tuple[Tensor, list[Tensor]]]
+) -> dict:
     """Where a step with a non-finite loss or gradient went wrong: a non-finite parameter (first in
     forward order); else, for a non-finite loss, the first layer whose forward values (membrane voltage,
     then the logits) are non-finite, from ``replay()`` (the step's forward pass again: logits, voltages);
@@ -86,9 +91,13 @@ def _loss_record(model: SpikingModel, loss: float, named: Named, logits: Tensor,
             layer = model.output_layer  # the language model's output projection is its tied embedding
             where = f"the logits ({layer} output)"
     big_name, big = max(((n, p.detach().abs().max().item()) for n, p in named), key=lambda t: t[1])
-    return {"cause": "loss", "tensor": None, "layer": layer,
-            "what": f"the training loss is {loss} with every parameter finite; the first non-finite "
-                    f"values are {where} (largest |parameter| {big:.3g}, in {big_name})"}
+    return {
+        "cause": "loss",
+        "tensor": None,
+        "layer": layer,
+        "what": f"the training loss is {loss} with every parameter finite; the first non-finite "
+        f"values are {where} (largest |parameter| {big:.3g}, in {big_name})",
+    }
 
 
 def _gradient_record(named: Named, norms: Tensor) -> dict:
@@ -96,13 +105,21 @@ def _gradient_record(named: Named, norms: Tensor) -> dict:
     finite = torch.isfinite(norms).tolist()
     bad_grads = [n for (n, _), ok in zip(named, finite) if not ok]
     if not bad_grads:  # every tensor's norm is finite, their total overflows
-        return {"cause": "gradient", "tensor": None, "layer": None,
-                "what": "the total gradient norm overflows float32 although every gradient is finite"}
+        return {
+            "cause": "gradient",
+            "tensor": None,
+            "layer": None,
+            "what": "the total gradient norm overflows float32 although every gradient is finite",
+        }
     first = bad_grads[-1]  # backward runs from the output, so the last in forward order came first
     more = f" ({len(bad_grads) - 1} more gradient tensors non-finite)" if len(bad_grads) > 1 else ""
-    return {"cause": "gradient", "tensor": first, "layer": layer_of(first),
-            "what": f"the gradient of {first} is non-finite with a finite loss (the first non-finite gradient "
-                    f"in backward order){more}"}
+    return {
+        "cause": "gradient",
+        "tensor": first,
+        "layer": layer_of(first),
+        "what": f"the gradient of {first} is non-finite with a finite loss (the first non-finite gradient "
+        f"in backward order){more}",
+    }
 
 
 def skips(on_nonfinite: str, info: dict, in_a_row: int) -> bool:
@@ -113,11 +130,14 @@ def skips(on_nonfinite: str, info: dict, in_a_row: int) -> bool:
 def why_stopped(on_nonfinite: str, info: dict, in_a_row: int) -> tuple[str, str]:
     """(why the run stops, what may help) for a non-finite step that is not skipped."""
     if info["cause"] == "update":
-        return (f"{info['what']}; an applied update cannot be taken back, so the run stops even with "
-                f"--on-nonfinite skip"), HINT
+        return (
+            f"{info['what']}; an applied update cannot be taken back, so the run stops even with --on-nonfinite skip"
+        ), HINT
     if on_nonfinite == "skip":
-        return (f"{in_a_row} steps in a row were non-finite and skipped, the last because {info['what']}",
-                f"the run is not recovering: {HINT}")
+        return (
+            f"{in_a_row} steps in a row were non-finite and skipped, the last because {info['what']}",
+            f"the run is not recovering: {HINT}",
+        )
     return info["what"], f"{HINT}, or --on-nonfinite skip to skip such steps"
 
 
@@ -136,7 +156,15 @@ class LossWatch:
             return
         if self.growth is None and self.start > 0 and task_loss > LOSS_GROWTH_FACTOR * self.start:
             factor = task_loss / self.start
-            self.growth = {"step": step, "epoch": epoch, "loss": task_loss, "start": self.start, "factor": factor,
-                           "threshold": LOSS_GROWTH_FACTOR}
-            self.log(f"warning: training loss {task_loss:.4g} at step {step} is {factor:.3g} times its start "
-                     f"({self.start:.4g} at step 1): the run may be diverging ({HINT})")
+            self.growth = {
+                "step": step,
+                "epoch": epoch,
+                "loss": task_loss,
+                "start": self.start,
+                "factor": factor,
+                "threshold": LOSS_GROWTH_FACTOR,
+            }
+            self.log(
+                f"warning: training loss {task_loss:.4g} at step {step} is {factor:.3g} times its start "
+                f"({self.start:.4g} at step 1): the run may be diverging ({HINT})"
+            )

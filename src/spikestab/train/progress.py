@@ -28,16 +28,20 @@ class Progress:
     """``update(n, **info)`` after each batch, ``close()`` at the end of the epoch. ``start`` batches are
     already done (a resumed epoch); ``enabled=False`` prints nothing."""
 
-    def __init__(self, total: int, desc: str = "", stream: TextIO | None = None, enabled: bool = True,
-                 start: int = 0) -> None:
+    def __init__(
+        self, total: int, desc: str = "", stream: TextIO | None = None, enabled: bool = True, start: int = 0
+    ) -> None:
         self.total, self.desc, self.enabled = total, desc, enabled
         self.stream = stream if stream is not None else sys.stderr
         self.n = self._start = start
         self.info: dict = {}
         self._t0 = time.monotonic()
         live = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._bar = tqdm(total=total, initial=start, desc=desc, file=self.stream, dynamic_ncols=True,
-                         mininterval=0.5) if live else None
+        self._bar = (
+            tqdm(total=total, initial=start, desc=desc, file=self.stream, dynamic_ncols=True, mininterval=0.5)
+            if live
+            else None
+        )
 
     def update(self, n: int = 1, **info) -> None:
         self.n += n
@@ -50,8 +54,10 @@ class Progress:
         """The epoch's summary: batches done, elapsed time, rate and the last ``info``."""
         elapsed = time.monotonic() - self._t0
         rate = (self.n - self._start) / elapsed if elapsed > 0 else 0.0
-        return (f"{self.desc} {self.n}/{self.total} batches in {format_duration(elapsed)} ({rate:.2f} it/s) "
-                f"{_fmt_info(self.info)}").rstrip()
+        return (
+            f"{self.desc} {self.n}/{self.total} batches in {format_duration(elapsed)} ({rate:.2f} it/s) "
+            f"{_fmt_info(self.info)}"
+        ).rstrip()
 
     def close(self) -> None:
         if self._bar is not None:

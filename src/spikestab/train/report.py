@@ -22,11 +22,11 @@ def report(trainer: Any, results: dict, figures: bool) -> None:
         from ..plots import run_figures, spike_raster
 
         inputs, spikes = trainer.sample_activity("test", 0)
-        paths = run_figures(cfg.out) + [spike_raster(inputs, spikes, f"{cfg.out}/figures/raster.png",
-                                                     title=f"{cfg.task}: first test sample")]
+        paths = run_figures(cfg.out) + [
+            spike_raster(inputs, spikes, f"{cfg.out}/figures/raster.png", title=f"{cfg.task}: first test sample")
+        ]
         for path in paths:
             print(f"figure: {path}")
     test = results["test"]
-    metric = (f"perplexity {test['perplexity']:.2f}" if "perplexity" in test
-              else f"accuracy {test['accuracy']:.4f}")
+    metric = f"perplexity {test['perplexity']:.2f}" if "perplexity" in test else f"accuracy {test['accuracy']:.4f}"
     print(f"test {metric} (loss {test['loss']:.4f}) of {tested_weights(results)}; results in {cfg.out}/results.json")

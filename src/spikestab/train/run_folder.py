@@ -53,8 +53,9 @@ class RunFolder:
         cfg_path = self.out / "config.json"
         if not resume:
             if any(p.exists() for p in (self.checkpoint, previous_path(self.checkpoint), cfg_path)):
-                raise ValueError(f"out {str(self.out)!r} already holds a run; pass --resume to continue it "
-                                 f"or choose another --out")
+                raise ValueError(
+                    f"out {str(self.out)!r} already holds a run; pass --resume to continue it or choose another --out"
+                )
             return None
         found = load_latest_checkpoint(self.checkpoint, self.log)
         if found is None:
@@ -65,8 +66,10 @@ class RunFolder:
         ck, where = found
         compare(cfg, ck["config"], where)
         if ck["epoch"] > cfg.epochs:
-            raise ValueError(f"cannot resume {str(where)!r} with epochs={cfg.epochs}: it has trained "
-                             f"{ck['epoch']} epochs already (pass --epochs {ck['epoch']} or more)")
+            raise ValueError(
+                f"cannot resume {str(where)!r} with epochs={cfg.epochs}: it has trained "
+                f"{ck['epoch']} epochs already (pass --epochs {ck['epoch']} or more)"
+            )
         return ck
 
     def open(self, resume: bool) -> MetricsLog:
@@ -102,8 +105,10 @@ class RunFolder:
     def kept_checkpoint(self) -> str:
         """Which good checkpoint a stopped run keeps, in words."""
         if self.checkpoint.exists():
-            return (f"the last good checkpoint (step {load_checkpoint(self.checkpoint)['global_step']}) is kept "
-                    f"in {self.checkpoint}")
+            return (
+                f"the last good checkpoint (step {load_checkpoint(self.checkpoint)['global_step']}) is kept "
+                f"in {self.checkpoint}"
+            )
         return "no checkpoint had been written yet"
 
 

@@ -19,8 +19,7 @@ from .config import TrainConfig
 Probe = Callable[[], "tuple[Tensor, Tensor] | None"]
 
 
-def initialise(model: SpikingModel, cfg: TrainConfig, batch: Tensor, probe: Probe,
-               log: Callable[[str], None]) -> dict:
+def initialise(model: SpikingModel, cfg: TrainConfig, batch: Tensor, probe: Probe, log: Callable[[str], None]) -> dict:
     """Calibrate, stabilise and measure ``model`` on ``batch`` (``probe()``: the recipe's labelled
     samples, asked for only when the recipe chooses its regime); returns stability.json's content."""
     result: dict[str, Any] = {}

@@ -38,9 +38,16 @@ class Parallel(Protocol):
     def start(self, trainer: Any) -> None: ...
 
 
-def train_step(model: SpikingModel, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-               sparsity: SparsityLoss | None, parallel: Parallel | None, batch: tuple[Tensor, Tensor],
-               states: States, epoch: float) -> tuple[dict, States, Callable[[], list[int]] | None]:
+def train_step(
+    model: SpikingModel,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    sparsity: SparsityLoss | None,
+    parallel: Parallel | None,
+    batch: tuple[Tensor, Tensor],
+    states: States,
+    epoch: float,
+) -> tuple[dict, States, Callable[[], list[int]] | None]:
     """One optimisation step from ``states``: (its metrics record, the detached states to carry on, a
     classifier's ``() -> [correct, examples]``). A step with a non-finite loss or gradient is not applied
     (its gradients are cleared); an update that made a parameter non-finite has been applied already.
@@ -65,8 +72,16 @@ def train_step(model: SpikingModel, optimizer: torch.optim.Optimizer, cfg: Train
         grad_norm = float(torch.linalg.vector_norm(norms))
         nonfinite = nf.diagnose(model, values[0], named, norms, lambda: replay(model, inputs, states, rng))
         optimizer.zero_grad(set_to_none=True)  # the step is not applied
-    rec = {"loss": values[0], "task_loss": values[1], "sparsity_loss": values[2], "sparsity_weight": sp_weight,
-           "grad_norm": grad_norm, "layer_grad_norms": layer_norms, "rates": values[3:], "nonfinite": nonfinite}
+    rec = {
+        "loss": values[0],
+        "task_loss": values[1],
+        "sparsity_loss": values[2],
+        "sparsity_weight": sp_weight,
+        "grad_norm": grad_norm,
+        "layer_grad_norms": layer_norms,
+        "rates": values[3:],
+        "nonfinite": nonfinite,
+    }
 
     def counts() -> list[int]:
         c = [int((SNNClassifier.predict(out.logits.detach()) == targets).sum()), int(targets.numel())]
@@ -163,8 +178,17 @@ def apply_update(model: nn.Module, optimizer: torch.optim.Optimizer, named: Name
 
 def new_totals(n_layers: int) -> dict:
     """An epoch's running totals of its applied steps (and the count of skipped ones)."""
-    return {"loss": 0.0, "task_loss": 0.0, "sparsity_loss": 0.0, "correct": 0, "examples": 0, "steps": 0,
-            "rates": [0.0] * n_layers, "grad_norm": 0.0, "skipped": 0}
+    return {
+        "loss": 0.0,
+        "task_loss": 0.0,
+        "sparsity_loss": 0.0,
+        "correct": 0,
+        "examples": 0,
+        "steps": 0,
+        "rates": [0.0] * n_layers,
+        "grad_norm": 0.0,
+        "skipped": 0,
+    }
 
 
 def add_step(totals: dict, rec: dict, counts: Callable[[], list[int]] | None) -> None:
@@ -182,8 +206,9 @@ def add_step(totals: dict, rec: dict, counts: Callable[[], list[int]] | None) ->
         totals["examples"] += examples
 
 
-def epoch_record(totals: dict, kind: str, val: dict, *, epoch: int, step: int, sparsity_weight: float,
-                 train_seconds: float) -> dict:
+def epoch_record(
+    totals: dict, kind: str, val: dict, *, epoch: int, step: int, sparsity_weight: float, train_seconds: float
+) -> dict:
     """An epoch's metrics record: means over its applied steps (None when none was applied) and ``val``."""
     steps, score = totals["steps"], SCORES[kind]
 
@@ -191,10 +216,19 @@ def epoch_record(totals: dict, kind: str, val: dict, *, epoch: int, step: int, s
         return total / steps if steps else None
 
     return {
-        "kind": "epoch", "epoch": epoch, "step": step, "train_loss": mean(totals["loss"]),
-        "train_task_loss": mean(totals["task_loss"]), "train_sparsity_loss": mean(totals["sparsity_loss"]),
-        "train_rates": [mean(r) for r in totals["rates"]], "grad_norm": mean(totals["grad_norm"]),
-        "sparsity_weight": sparsity_weight, "val_loss": val["loss"], "val_rates": val["rates"],
-        "train_seconds": train_seconds, "skipped_steps": totals.get("skipped", 0),
-        f"train_{score}": train_score(kind, totals), f"val_{score}": val[score],
+        "kind": "epoch",
+        "epoch": epoch,
+        "step": step,
+        "train_loss": mean(totals["loss"]),
+        "train_task_loss": mean(totals["task_loss"]),
+        "train_sparsity_loss": mean(totals["sparsity_loss"]),
+        "train_rates": [mean(r) for r in totals["rates"]],
+        "grad_norm": mean(totals["grad_norm"]),
+        "sparsity_weight": sparsity_weight,
+        "val_loss": val["loss"],
+        "val_rates": val["rates"],
+        "train_seconds": train_seconds,
+        "skipped_steps": totals.get("skipped", 0),
+        f"train_{score}": train_score(kind, totals),
+        f"val_{score}": val[score],
     }

@@ -20,8 +20,17 @@ from ..models import SNNConfig
 from ..stability.regime import MIN_PROBE_SAMPLES
 from .config import TrainConfig
 
-__all__ = ["PROBE_SAMPLES", "SCORES", "load_config_task", "network_config", "probe_set", "train_batches",
-           "eval_batches", "sample_input", "train_score"]
+__all__ = [
+    "PROBE_SAMPLES",
+    "SCORES",
+    "load_config_task",
+    "network_config",
+    "probe_set",
+    "train_batches",
+    "eval_batches",
+    "sample_input",
+    "train_score",
+]
 
 PROBE_SAMPLES = 512  # labelled samples the recipe measures its regime on (choose_regime; ~2 points of accuracy)
 SCORES = {"classification": "accuracy", "language": "perplexity"}  # the score each task kind reports
@@ -37,13 +46,22 @@ def load_config_task(cfg: TrainConfig) -> Any:
     The last task loaded in this process is kept and handed out again for the same data settings (task,
     data_dir, data_seed, time_repeat, input_dropout, task_options): the splits are never modified, and a
     sweep's trials then skip reading and binning the same files every time."""
-    key = json.dumps([cfg.task, cfg.data_dir, cfg.data_seed, cfg.time_repeat, cfg.input_dropout, cfg.task_options],
-                     sort_keys=True, default=str)
+    key = json.dumps(
+        [cfg.task, cfg.data_dir, cfg.data_seed, cfg.time_repeat, cfg.input_dropout, cfg.task_options],
+        sort_keys=True,
+        default=str,
+    )
     if key in _LAST_TASK:
         return _LAST_TASK[key]
     try:
-        task = data.load_task(cfg.task, cfg.data_dir, seed=cfg.data_seed, time_repeat=cfg.time_repeat,
-                              input_dropout=cfg.input_dropout, **cfg.task_options)
+        task = data.load_task(
+            cfg.task,
+            cfg.data_dir,
+            seed=cfg.data_seed,
+            time_repeat=cfg.time_repeat,
+            input_dropout=cfg.input_dropout,
+            **cfg.task_options,
+        )
     except FileNotFoundError as err:  # a missing data file is bad input: a clear message, no traceback
         raise ValueError(str(err)) from None
     _LAST_TASK.clear()
@@ -54,9 +72,20 @@ def load_config_task(cfg: TrainConfig) -> Any:
 def network_config(cfg: TrainConfig, task: Any) -> SNNConfig:
     """The SNNConfig of the run's network (``models.build_model(network_config(cfg, task), task.kind)``)."""
     return SNNConfig(
-        input_size=task.input_size, output_size=task.output_size, hidden_sizes=cfg.layers, net=cfg.net,
-        dropout=cfg.dropout, recurrent=cfg.recurrent, tau=cfg.tau, threshold=cfg.threshold, reset=cfg.reset,
-        surrogate=cfg.sg, dampening=cfg.dampening, sharpness=cfg.sharpness, tail=cfg.tail, backend=cfg.backend,
+        input_size=task.input_size,
+        output_size=task.output_size,
+        hidden_sizes=cfg.layers,
+        net=cfg.net,
+        dropout=cfg.dropout,
+        recurrent=cfg.recurrent,
+        tau=cfg.tau,
+        threshold=cfg.threshold,
+        reset=cfg.reset,
+        surrogate=cfg.sg,
+        dampening=cfg.dampening,
+        sharpness=cfg.sharpness,
+        tail=cfg.tail,
+        backend=cfg.backend,
         checkpoint=cfg.time_checkpoint or False,
     )
 
