@@ -351,6 +351,16 @@ def markdown(summary: dict) -> str:
             if p:
                 lines.append(f"| {arm} | {p['unit']} | {p['n']} | {p['text']} | {p['tost_text']} | "
                              f"{'yes' if p['non_inferior'] else 'no'} |")
+    lines += ["", f"## Longer training ({' and '.join(LONG[summary['scale']])}, x{LONG_FACTOR[summary['scale']]} "
+              "epochs; descriptive)", "",
+              "| config | auto | grid-best setting | auto - grid-best (longer) | auto - grid-best (normal budget) |",
+              "|---|---|---|---|---|"]
+    for r in summary["rows"]:
+        if "long-auto" in r["arms"]:
+            long, normal = r.get("long_minus_grid_best"), r["minus"].get("grid-best")
+            lines.append(f"| {r['config']} | {r['arms']['long-auto']['text']} | "
+                         f"{r['arms']['long-grid-best']['text'] if 'long-grid-best' in r['arms'] else '-'} | "
+                         f"{long['text'] if long else '-'} | {normal['text'] if normal else '-'} |")
     reg = summary["regime"]
     lines += ["", "## Regime decisions per seed", "",
               f"auto's regime was the better of forced dense / forced sparse (same seed, test accuracy) on "
