@@ -204,3 +204,22 @@ def test_report_warns_about_a_silent_layer():
     assert any("nearly silent" in note for note in layer.notes) and "nearly silent" in str(
         stabilize(model, _inputs(20), ("III",))
     )
+
+
+def test_d_never_silences_a_population_whose_highest_rate_is_below_the_margin():
+    """A population that fires at most 2 % (Norse's LSNN: its threshold jumps by a fixed 1.8 per spike)
+    aims at half its highest rate, not SATURATION_MARGIN below it (which is negative: the old rule chose
+    the top of the range and a silent layer)."""
+    import math
+
+    from spikestab.stability.drive import threshold_for_rate
+
+    chosen = []
+
+    def rate_at(theta: float) -> float:  # falls from 0.02 as the threshold rises, like a saturating layer
+        return 0.02 / (1.0 + math.exp(4.0 * math.log10(theta)))
+
+    res = threshold_for_rate(rate_at, chosen.append, torch.ones(()), rate=0.03)
+    assert not res.feasible
+    assert 0.0098 <= res.measured <= 0.0105
+    assert chosen[-1] == pytest.approx(res.chosen_mean)

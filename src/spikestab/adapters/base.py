@@ -79,8 +79,8 @@ class Tap:
 
 
 class PeerNeurons(ABC):
-    """One spiking module of a peer library as the stability engine sees it: its threshold, its SG, its
-    leak, and a way to record it (:meth:`tapped`). Subclasses adapt one library's neuron classes."""
+    """One spiking module of a peer library as the stability engine sees it: its threshold, its SG and a
+    way to record it (:meth:`tapped`). Subclasses adapt one library's neuron classes."""
 
     library = ""
 
@@ -114,9 +114,6 @@ class PeerNeurons(ABC):
         """Install ``sg`` in the module: the library's own SG object where it can express it, else
         :class:`PeerSurrogate`. Returns what was installed, in words."""
 
-    @abstractmethod
-    def leak(self) -> Tensor:
-        """The membrane's decay per step, alpha (scalar or per neuron)."""
 
     @abstractmethod
     def tapped(self, tap: Tap) -> AbstractContextManager[None]:

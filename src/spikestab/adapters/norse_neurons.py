@@ -86,8 +86,6 @@ class NorseNeurons(PeerNeurons):
         self.module.p = self.module.p._replace(method=method, alpha=torch.as_tensor(alpha))
         return f"Norse's own SG: method={method!r}, alpha={alpha:.4g} ({sg.extra_repr()})"
 
-    def leak(self) -> Tensor:
-        return (1.0 - self.module.dt * torch.as_tensor(self.module.p.tau_mem_inv).detach().float()).clamp(0, 1)
 
     @contextmanager
     def tapped(self, tap: Tap) -> Iterator[None]:

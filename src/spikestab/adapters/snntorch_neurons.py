@@ -51,14 +51,19 @@ class SnnTorchNeurons(PeerNeurons):
 
     def install(self, sg: SurrogateGradient) -> str:
         try:
-            self.module.spike_grad = to_snntorch(sg)
-            return f"snnTorch's own SG: {self.module.spike_grad.__qualname__.split('.')[0]} ({sg.extra_repr()})"
+            native = to_snntorch(sg)
         except ValueError as why:
-            self.module.spike_grad = PeerSurrogate(sg)
+            self._set_spike_grad(PeerSurrogate(sg))
             return f"spikestab's SG ({sg.extra_repr()}) as spike_grad: {why}"
+        self._set_spike_grad(native)
+        return f"snnTorch's own SG: {native.__qualname__.split('.')[0]} ({sg.extra_repr()})"
 
-    def leak(self) -> Tensor:
-        return self.module.beta.detach().float().clamp(0, 1)
+    def _set_spike_grad(self, fn: Any) -> None:
+        """snnTorch's SGs are plain functions: keep ``spike_grad`` a plain attribute whatever is installed
+        (a :class:`PeerSurrogate` registered as a submodule could not be replaced by a function again)."""
+        self.module._modules.pop("spike_grad", None)
+        object.__setattr__(self.module, "spike_grad", fn)
+
 
     @contextmanager
     def tapped(self, tap: Tap) -> Iterator[None]:
@@ -85,7 +90,7 @@ class SnnTorchNeurons(PeerNeurons):
 
     def restore(self, snap: Any) -> None:
         spike_grad, threshold = snap
-        self.module.spike_grad = spike_grad
+        self._set_spike_grad(spike_grad)
         if isinstance(self.module.threshold, nn.Parameter):
             self.module.threshold.data = threshold
         else:

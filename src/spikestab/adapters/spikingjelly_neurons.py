@@ -57,8 +57,6 @@ class SpikingJellyNeurons(PeerNeurons):
             self.module.surrogate_function = PeerSurrogate(sg)
             return f"spikestab's SG ({sg.extra_repr()}) as surrogate_function: {why}"
 
-    def leak(self) -> Tensor:
-        return torch.as_tensor(1.0 - 1.0 / float(self.module.tau))
 
     @contextmanager
     def tapped(self, tap: Tap) -> Iterator[None]:

@@ -98,7 +98,8 @@ def threshold_for_rate(rate_at: Callable[[float], float], set_threshold: Callabl
     fire, so the rate saturates below 1/2 as the threshold falls) or lies within ``SATURATION_MARGIN`` of
     the highest reachable rate (the rate at the bottom of the range), the goal becomes
     ``SATURATION_MARGIN`` below that highest rate: the flat stretch next to it is where the threshold
-    would collapse (and with it the scale every optimiser step is measured against).
+    would collapse (and with it the scale every optimiser step is measured against); never below half the
+    highest rate, so that a population that can fire only rarely is not made silent.
     """
     check_d_targets(rate, rate_tol)
     start = float(threshold.mean())
@@ -111,7 +112,10 @@ def threshold_for_rate(rate_at: Callable[[float], float], set_threshold: Callabl
         return rates[theta]
 
     highest = cached(lo)
-    goal = min(rate - rate_tol / 2, highest - SATURATION_MARGIN)
+    # near the highest rate, SATURATION_MARGIN below it; a population that fires at most a few percent (an
+    # adaptive threshold that jumps by a fixed amount per spike) would be silenced by that margin: half its
+    # highest rate instead
+    goal = min(rate - rate_tol / 2, max(highest - SATURATION_MARGIN, highest / 2))
     step = (math.log(hi) - math.log(lo)) / (SCAN_POINTS - 1)
     grid = [math.exp(math.log(hi) - step * k) for k in range(SCAN_POINTS - 1)]
     grid.append(lo)  # exactly the bottom, whose rate (highest) reaches the goal by construction
@@ -130,7 +134,7 @@ def threshold_for_rate(rate_at: Callable[[float], float], set_threshold: Callabl
     res.extra["threshold_factor"] = theta / start
     if not res.feasible:
         res.fallback = (f"the largest threshold with a rate {SATURATION_MARGIN:g} below the highest reachable "
-                        f"({highest:.3g})" if reached < rate
+                        f"({highest:.3g}), or half of it" if reached < rate
                         else f"threshold with the closest rate in [{lo:.3g}, {hi:.3g}]")
         res.note = (f"rate {reached:.3g}: {rate} is not reachable {SATURATION_MARGIN:g} below the highest rate any "
                     f"threshold gives ({highest:.3g}; neurons whose net drive stays negative never fire)"

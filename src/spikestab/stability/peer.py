@@ -81,12 +81,12 @@ def _check_batch(model: nn.Module, batch: Tensor, batch_dim: int, name: str = "b
     if batch.dim() <= batch_dim or batch.shape[batch_dim] < 1:
         raise ValueError(f"{name} must have at least one sample along batch_dim={batch_dim}, got shape "
                          f"{tuple(batch.shape)}")
-    if batch.is_floating_point() and not torch.isfinite(batch).all():
-        raise ValueError(f"{name} must be finite (it holds NaN or inf)")
     param = next(iter(model.parameters()), None)
     if param is not None and param.device != batch.device:
         raise ValueError(f"{name} is on {batch.device} but the model's parameters are on {param.device}: "
                          "move one of them")
+    if batch.is_floating_point() and not torch.isfinite(batch).all():
+        raise ValueError(f"{name} must be finite (it holds NaN or inf)")
 
 
 def _order(runner: Runner, batch: Tensor) -> list[PeerNeurons]:
@@ -161,22 +161,28 @@ def _surrogate(n: PeerNeurons, lr: LayerReport) -> SurrogateGradient:
 
 
 def _apply_g(runner: Runner, small: Tensor, idx: int, opts: StabilizeOptions, lr: LayerReport) -> ConditionResult:
-    """Condition G on neuron module ``idx``: its SG's dampening for the target growth, installed."""
+    """Condition G on neuron module ``idx``: its SG's dampening for the target growth, installed. The
+    target is ``growth_ratio`` times the growth the leak alone gives, measured at the smallest dampening
+    (log alpha for one decay; for a synaptic current and a membrane, what their two decays give together)."""
     n = runner.neurons[idx]
     sg = _surrogate(n, lr)
-    goal = opts.growth_ratio * float(torch.log(n.leak().double().clamp_min(1e-12)).mean())
 
     def growth_at(dampening: float) -> float:
         n.install(sg.with_params(dampening=torch.tensor(dampening)))
         return runner.growth(small, idx)
 
-    low, high = growth_at(DAMPENING_RANGE[0]), growth_at(DAMPENING_RANGE[1])
-    if math.isfinite(low) and math.isfinite(high) and abs(high - low) < 1e-3:
+    leak, high = growth_at(DAMPENING_RANGE[0]), growth_at(DAMPENING_RANGE[1])
+    goal = opts.growth_ratio * leak
+    if math.isfinite(leak) and math.isfinite(high) and abs(high - leak) < 1e-3:
         n.install(sg)
         res = g_not_applicable(goal, float(sg.dampening))
         res.fallback = "unchanged: the growth does not depend on the dampening (no recurrence, detached reset)"
         return res
+    if not math.isfinite(goal):
+        raise ValueError(f"{n.name}: the gradient over- or underflows along the sequence even at dampening "
+                         f"{DAMPENING_RANGE[0]:g}; condition G cannot be applied")
     res = dampening_for_growth(growth_at, goal)
+    res.extra["leak_growth"] = leak
     lr.notes.append("G installed " + n.install(sg.with_params(dampening=torch.tensor(res.chosen))))
     return res
 
