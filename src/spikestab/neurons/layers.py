@@ -96,14 +96,6 @@ TAU_ADAPT = 100.0  # ALIF's default adaptation time constant (steps)
 BETA_ADAPT = 1.8  # ALIF's default adaptation strength
 
 
-def _refuse_adaptation(cls: str, adaptive: bool, **given: object) -> None:
-    """ValueError for ALIF-only arguments given to a layer without adaptation (they would do nothing)."""
-    named = [name for name, value in given.items() if value is not None]
-    if named and not adaptive:
-        raise ValueError(f"{' and '.join(named)} {'is an ALIF option' if len(named) == 1 else 'are ALIF options'}; "
-                         f"{cls} has no adaptation (use ALIF or ALIFCell)")
-
-
 class SpikingNeurons(nn.Module):
     """Parameters and dynamics shared by the LIF/ALIF layer and cell modules.
 
@@ -146,7 +138,6 @@ class SpikingNeurons(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        _refuse_adaptation(type(self).__name__, self.adaptive, tau_adapt=tau_adapt, beta_adapt=beta_adapt)
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype}")
@@ -182,17 +173,29 @@ class SpikingNeurons(nn.Module):
             self.bias = nn.Parameter(torch.zeros(hidden_size, dtype=dtype))
         else:
             self.register_buffer("bias", torch.zeros(hidden_size, dtype=dtype))
-        if self.adaptive:
-            tau_adapt = TAU_ADAPT if tau_adapt is None else tau_adapt
-            beta_adapt = BETA_ADAPT if beta_adapt is None else beta_adapt
-            decay_from(tau_adapt, None, name="tau_adapt")  # validates
-            rho = torch.exp(-1.0 / time_constant_from(tau_adapt, None, name="tau_adapt", dtype=torch.float64))
-            self.register_buffer("rho", _per_neuron(rho.to(dtype), hidden_size, "tau_adapt", dtype))
-            beta = _per_neuron(beta_adapt, hidden_size, "beta_adapt", dtype)
-            if not torch.isfinite(beta).all() or (beta < 0).any():
-                raise ValueError(f"beta_adapt must be finite and >= 0 (accepted range [0, inf)), got {beta_adapt!r}")
-            self.register_buffer("beta_adapt", beta)
+        self._init_adaptation(tau_adapt, beta_adapt, dtype)
         self.reset_parameters()
+
+    def _init_adaptation(self, tau_adapt: float | Tensor | None, beta_adapt: float | Tensor | None,
+                         dtype: torch.dtype) -> None:
+        """ALIF's buffers: rho = exp(-1/tau_adapt) and beta_adapt, checked (ValueError naming the range); a
+        layer without adaptation refuses them (ValueError: they would do nothing)."""
+        given = [name for name, value in (("tau_adapt", tau_adapt), ("beta_adapt", beta_adapt)) if value is not None]
+        if not self.adaptive:
+            if given:
+                what = "is an ALIF option" if len(given) == 1 else "are ALIF options"
+                raise ValueError(f"{' and '.join(given)} {what}; {type(self).__name__} has no adaptation "
+                                 f"(use ALIF or ALIFCell)")
+            return
+        tau_adapt = TAU_ADAPT if tau_adapt is None else tau_adapt
+        beta_adapt = BETA_ADAPT if beta_adapt is None else beta_adapt
+        decay_from(tau_adapt, None, name="tau_adapt")  # validates
+        rho = torch.exp(-1.0 / time_constant_from(tau_adapt, None, name="tau_adapt", dtype=torch.float64))
+        self.register_buffer("rho", _per_neuron(rho.to(dtype), self.hidden_size, "tau_adapt", dtype))
+        beta = _per_neuron(beta_adapt, self.hidden_size, "beta_adapt", dtype)
+        if not torch.isfinite(beta).all() or (beta < 0).any():
+            raise ValueError(f"beta_adapt must be finite and >= 0 (accepted range [0, inf)), got {beta_adapt!r}")
+        self.register_buffer("beta_adapt", beta)
 
     def reset_parameters(self) -> None:
         """Glorot-uniform weights (the official code's initialiser): U(+-sqrt(6/(fan_in + fan_out)))."""

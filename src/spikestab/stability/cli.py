@@ -144,6 +144,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="save the stabilised model here (torch file: state_dict, config, kind, report)",
     )
+    _network_options(p)
+    _condition_options(p)
+    p.set_defaults(func=_cmd)
+
+
+def _network_options(p: argparse.ArgumentParser) -> None:
+    """Where the task's data is, and the network's settings before the conditions."""
     p.add_argument("--data-dir", default=None, help="folder with the task's files (see `spikestab tasks`)")
     p.add_argument(
         "--preset",
@@ -154,6 +161,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reset", default="subtract", help=", ".join(RESETS))
     p.add_argument("--surrogate", default="fast-sigmoid", help="SG shape (fast-sigmoid, exponential, ...)")
     p.add_argument("--dampening", type=float, default=1.0, help="SG peak height before the conditions")
+
+
+def _condition_options(p: argparse.ArgumentParser) -> None:
+    """What the conditions target and the batch (or random input) they are solved on."""
     p.add_argument(
         "--solve-for", choices=list(SOLVE_FOR), default="sharpness", help="the SG parameter condition IV sets"
     )
@@ -181,4 +192,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=200, help="--task random: time steps")
     p.add_argument("--batch", type=int, default=8, help="samples in the batch the conditions are solved on")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the random input")
-    p.set_defaults(func=_cmd)

@@ -15,7 +15,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         "by an Optuna storage (default OUT/sweep.db). Rerun the same command to continue a sweep. "
         "The options after the sweep options are the fixed training options, as for `spikestab train`.",
     )
-    g = p.add_argument_group("sweep")
+    _sweep_options(p.add_argument_group("sweep"))
+    add_config_options(p.add_argument_group("training options (as for spikestab train)"), exclude=("out",))
+    p.set_defaults(func=_sweep)
+
+    r = sub.add_parser(
+        "sweep-report",
+        help="table, best setting and figures of a sweep",
+        description="Writes DIR/report/report.json, report.md and one PNG per swept option.",
+    )
+    r.add_argument("dir", help="the sweep's --out folder")
+    r.add_argument("--storage", default=None, metavar="URL", help="the sweep's storage (default DIR/sweep.db)")
+    r.add_argument("--study", default=None, help="study name (default: from DIR/sweep.json)")
+    r.add_argument(
+        "--ref",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE[:label]",
+        help="vertical reference line on NAME's figure, e.g. dampening=0.3:predicted (repeatable)",
+    )
+    r.set_defaults(func=_report)
+
+
+def _sweep_options(g: argparse._ArgumentGroup) -> None:
+    """The options of the sweep itself (what varies, how trials are handed out)."""
     g.add_argument("--out", required=True, help="sweep folder: sweep.db, sweep.json, trials/<setting>/")
     g.add_argument(
         "--grid",
@@ -57,25 +80,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--sampler-seed", type=int, default=None, help="seed of the search sampler (+ worker index)")
     g.add_argument("--retry-failed", action="store_true", help="queue settings whose trials all failed again")
-    add_config_options(p.add_argument_group("training options (as for spikestab train)"), exclude=("out",))
-    p.set_defaults(func=_sweep)
-
-    r = sub.add_parser(
-        "sweep-report",
-        help="table, best setting and figures of a sweep",
-        description="Writes DIR/report/report.json, report.md and one PNG per swept option.",
-    )
-    r.add_argument("dir", help="the sweep's --out folder")
-    r.add_argument("--storage", default=None, metavar="URL", help="the sweep's storage (default DIR/sweep.db)")
-    r.add_argument("--study", default=None, help="study name (default: from DIR/sweep.json)")
-    r.add_argument(
-        "--ref",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE[:label]",
-        help="vertical reference line on NAME's figure, e.g. dampening=0.3:predicted (repeatable)",
-    )
-    r.set_defaults(func=_report)
 
 
 def _sweep(args: argparse.Namespace) -> int:

@@ -184,55 +184,24 @@ def _numeric(values: Sequence[Any]) -> bool:
 
 
 def _figure(data: dict, axis: str, refs: list[dict], path: Path) -> Path:
+    """The objective against swept option ``axis`` (one series per setting of the other axes of a grid),
+    with the reference lines ``refs`` that name ``axis``."""
     from ..plots import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    metric = data["objective"]
     grid = data["spec"].get("grid")
-    others = [n for n in data["axes"] if n != axis]
-    if grid:
-        levels = grid[axis]
-        numeric = _numeric(levels)
-        pos = {sp.params_key({"v": v}): (v if numeric else i) for i, v in enumerate(levels)}
-        series: dict[str, list[dict]] = {}
-        for s in data["settings"]:
-            series.setdefault(sp.describe({n: s["params"][n] for n in others}) if others else "", []).append(s)
-        for i, (label, members) in enumerate(series.items()):
-            members = [m for m in members if m["n"]]
-            members.sort(key=lambda m: levels.index(m["params"][axis]))
-            # categories: no connecting line, series side by side
-            shift = 0.0 if numeric else 0.08 * (i - (len(series) - 1) / 2)
-            x = [pos[sp.params_key({"v": m["params"][axis]})] + shift for m in members]
-            y = [m["mean"] for m in members]
-            err = [m["std"] or 0.0 for m in members]
-            ax.errorbar(x, y, yerr=err, fmt="o-" if numeric else "o", capsize=3, label=label or None)
-        if not numeric:
-            ax.set_xticks(range(len(levels)), [sp.fmt_value(v) for v in levels])
-        elif min(levels) > 0 and max(levels) / min(levels) >= 20:
-            ax.set_xscale("log")
-    else:
-        dim = data["spec"]["space"][axis]
-        xs = [s["params"][axis] for s in data["settings"] if s["n"]]
-        ys = [s["mean"] for s in data["settings"] if s["n"]]
-        numeric = "choices" not in dim or _numeric(dim["choices"])
-        if numeric:
-            ax.scatter(xs, ys, s=18)
-            if dim.get("log"):
-                ax.set_xscale("log")
-        else:
-            levels = dim["choices"]
-            ax.scatter([levels.index(v) for v in xs], ys, s=18)
-            ax.set_xticks(range(len(levels)), [str(v) for v in levels])
+    levels = grid[axis] if grid else data["spec"]["space"][axis].get("choices")
+    numeric = _plot_grid(ax, data, axis, grid[axis]) if grid else _plot_space(ax, data, axis)
     for i, ref in enumerate(r for r in refs if r["name"] == axis):
         at = ref["value"]
         if not numeric:
-            labels = [sp.fmt_value(v) for v in (grid[axis] if grid else data["spec"]["space"][axis]["choices"])]
+            labels = [sp.fmt_value(v) for v in levels]
             if str(at) not in labels:
                 continue
             at = labels.index(str(at))
         ax.axvline(at, ls="--", lw=1.2, color=f"C{(i + 3) % 10}", label=ref["label"])
-    word = metric.removeprefix("val_")
+    word = data["objective"].removeprefix("val_")
     ax.set(
         xlabel=axis,
         ylabel=f"validation {word} (best-val epoch)",
@@ -244,6 +213,47 @@ def _figure(data: dict, axis: str, refs: list[dict], path: Path) -> Path:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def _plot_grid(ax: Any, data: dict, axis: str, levels: list) -> bool:
+    """A grid's mean ± std per level of ``axis``, one series per setting of the other axes (categories
+    side by side, unconnected); returns whether the levels are numeric."""
+    numeric = _numeric(levels)
+    others = [n for n in data["axes"] if n != axis]
+    pos = {sp.params_key({"v": v}): (v if numeric else i) for i, v in enumerate(levels)}
+    series: dict[str, list[dict]] = {}
+    for s in data["settings"]:
+        series.setdefault(sp.describe({n: s["params"][n] for n in others}) if others else "", []).append(s)
+    for i, (label, members) in enumerate(series.items()):
+        members = [m for m in members if m["n"]]
+        members.sort(key=lambda m: levels.index(m["params"][axis]))
+        shift = 0.0 if numeric else 0.08 * (i - (len(series) - 1) / 2)
+        x = [pos[sp.params_key({"v": m["params"][axis]})] + shift for m in members]
+        y = [m["mean"] for m in members]
+        err = [m["std"] or 0.0 for m in members]
+        ax.errorbar(x, y, yerr=err, fmt="o-" if numeric else "o", capsize=3, label=label or None)
+    if not numeric:
+        ax.set_xticks(range(len(levels)), [sp.fmt_value(v) for v in levels])
+    elif min(levels) > 0 and max(levels) / min(levels) >= 20:
+        ax.set_xscale("log")
+    return numeric
+
+
+def _plot_space(ax: Any, data: dict, axis: str) -> bool:
+    """A search's settings as points against ``axis``; returns whether the axis is numeric."""
+    dim = data["spec"]["space"][axis]
+    xs = [s["params"][axis] for s in data["settings"] if s["n"]]
+    ys = [s["mean"] for s in data["settings"] if s["n"]]
+    numeric = "choices" not in dim or _numeric(dim["choices"])
+    if numeric:
+        ax.scatter(xs, ys, s=18)
+        if dim.get("log"):
+            ax.set_xscale("log")
+    else:
+        levels = dim["choices"]
+        ax.scatter([levels.index(v) for v in xs], ys, s=18)
+        ax.set_xticks(range(len(levels)), [str(v) for v in levels])
+    return numeric
 
 
 def _markdown(data: dict, figures: list[Path]) -> str:

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from .report import collect
 from .storage import check_heartbeat, default_url, masked, open_storage
-from .study import check_sweep_json, make_plan, prepare_study, write_sweep_json
+from .study import Plan, check_sweep_json, make_plan, prepare_study, write_sweep_json
 from .worker import WorkerContext, run_worker, worker_command
 
 
@@ -65,18 +65,8 @@ def run_sweep(
     study = prepare_study(st, url, name, plan, retry_failed=retry_failed, log=log)
     write_sweep_json(out, plan, name, url)
 
-    pending = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
-    done = max(plan.trials - pending, 0)
+    done = _announce(study, plan, name, url, workers, log)
     threads = plan.fixed.get("threads") or 1
-    shape = (
-        " x ".join(f"{n} ({len(v)})" for n, v in plan.grid.items())
-        if plan.grid
-        else f"{plan.sampler} search over {', '.join(plan.space or {})}"
-    )
-    log(
-        f"sweep {name!r}: {plan.trials} trials, {shape}; {done} done, {pending} to run; "
-        f"{workers} worker(s) x {threads} thread(s); storage {masked(url)}"
-    )
     ctx = WorkerContext(
         storage=url,
         study=name,
@@ -90,25 +80,46 @@ def run_sweep(
         done_at_start=done,
         poll=min(1.0, heartbeat / 2),
     )
-    if workers == 1:
-        run_worker(ctx, log)
-    else:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        procs = [subprocess.Popen(worker_command(replace(ctx, index=i)), env=env) for i in range(workers)]
-        try:
-            codes = [p.wait() for p in procs]
-        except KeyboardInterrupt:  # the terminal sent SIGINT to the workers too: let them re-queue
-            for p in procs:
-                p.wait()
-            raise
-        if any(codes):
-            log(f"sweep: worker exit codes {codes}")
+    _run_workers(ctx, workers, log)
     summary = collect(study)
-    c = summary["counts"]
-    best = summary["best"]
+    c, best = summary["counts"], summary["best"]
     log(
         f"sweep {name!r}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
         f"{c['running'] + c['waiting']} not finished"
         + (f"; best {best['label']}: {plan.objective} {best['text']}" if best else "")
     )
     return summary
+
+
+def _announce(study: Any, plan: Plan, name: str, url: str, workers: int, log: Callable[[str], None]) -> int:
+    """Say what the sweep runs and how far it is; returns the number of trials done already."""
+    pending = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
+    done = max(plan.trials - pending, 0)
+    threads = plan.fixed.get("threads") or 1
+    shape = (
+        " x ".join(f"{n} ({len(v)})" for n, v in plan.grid.items())
+        if plan.grid
+        else f"{plan.sampler} search over {', '.join(plan.space or {})}"
+    )
+    log(
+        f"sweep {name!r}: {plan.trials} trials, {shape}; {done} done, {pending} to run; "
+        f"{workers} worker(s) x {threads} thread(s); storage {masked(url)}"
+    )
+    return done
+
+
+def _run_workers(ctx: WorkerContext, workers: int, log: Callable[[str], None]) -> None:
+    """One worker in this process, or ``workers`` worker processes (each re-queues its trial on Ctrl-C)."""
+    if workers == 1:
+        run_worker(ctx, log)
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": str(ctx.threads)}
+    procs = [subprocess.Popen(worker_command(replace(ctx, index=i)), env=env) for i in range(workers)]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:  # the terminal sent SIGINT to the workers too: let them re-queue
+        for p in procs:
+            p.wait()
+        raise
+    if any(codes):
+        log(f"sweep: worker exit codes {codes}")

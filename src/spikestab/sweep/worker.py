@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -150,7 +150,6 @@ def run_trial(
 ) -> TrialState:
     """Train one popped trial in OUT/trials/<setting> and tell Optuna how it ended."""
     from ..train.config import TrainConfig
-    from ..train.trainer import Trainer
 
     t_start = time.perf_counter()
     with Heartbeat(storage, trial_id):
@@ -180,39 +179,7 @@ def run_trial(
                 f"[sweep] start  {what} (trial {trial.number}, worker {ctx.index}"
                 f"{f', resuming at step {step}' if step else ''})"
             )
-            reporter = EpochReporter(trial, plan.objective)
-            t_fit = time.perf_counter()
-            state, value, note = TrialState.COMPLETE, None, ""
-            try:
-                results = Trainer(cfg, log=_file_log(run_dir / "train.log"), on_epoch=reporter).fit(resume=True)
-                metric = plan.objective.removeprefix("val_")
-                value = float(results["val"][metric])
-                if not math.isfinite(value):
-                    note = f"the objective is {value}"
-                _set_attr(
-                    trial,
-                    "result",
-                    {
-                        f"test_{metric}": results["test"][metric],
-                        "best_epoch": results["best_epoch"],
-                        "epochs_done": results["epochs_done"],
-                        "global_steps": results["global_steps"],
-                    },
-                )
-            except optuna.TrialPruned as err:
-                state, note = TrialState.PRUNED, str(err)
-            except KeyboardInterrupt:
-                if storage.get_trial(trial_id).state == TrialState.RUNNING:  # else a stale retry exists already
-                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                    requeue(study, storage.get_trial(trial_id))
-                log(f"[sweep] interrupted {what}: queued again; rerun the sweep to continue from its checkpoint")
-                raise
-            except Exception as err:  # a failed run must not end the sweep: record it, go on
-                state, note = TrialState.FAIL, f"{type(err).__name__}: {err}"
-                (run_dir / "error.txt").write_text(traceback.format_exc())
-                _set_attr(trial, "error", note[:1000])
-            fit = time.perf_counter() - t_fit
-            _set_attr(trial, "seconds", {"fit": fit, "hook": reporter.seconds, "trial": time.perf_counter() - t_start})
+            state, value, note, fit = _fit(study, trial, trial_id, storage, plan, cfg, what, t_start, log)
     stale = storage.get_trial(trial_id).state != TrialState.RUNNING
     frozen = study.tell(
         trial,
@@ -220,7 +187,67 @@ def run_trial(
         state=None if state == TrialState.COMPLETE else state,
         skip_if_finished=True,
     )
-    counts = _progress(study, plan, ctx)
+    _log_end(frozen, stale, what, note, fit, run_dir, _progress(study, plan, ctx), plan, log)
+    return frozen.state
+
+
+def _fit(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    trial_id: int,
+    storage,
+    plan: Plan,
+    cfg: Any,
+    what: str,
+    t_start: float,
+    log: Log,
+) -> tuple[TrialState, float | None, str, float]:
+    """Train the trial's run (continuing its checkpoint): (its state, objective value, note, seconds).
+    A failed run is recorded (error.txt, the trial's ``error``) and does not end the sweep; Ctrl-C queues
+    the trial again and ends it."""
+    from ..train.trainer import Trainer
+
+    run_dir = Path(cfg.out)
+    reporter = EpochReporter(trial, plan.objective)
+    t_fit = time.perf_counter()
+    state, value, note = TrialState.COMPLETE, None, ""
+    try:
+        results = Trainer(cfg, log=_file_log(run_dir / "train.log"), on_epoch=reporter).fit(resume=True)
+        metric = plan.objective.removeprefix("val_")
+        value = float(results["val"][metric])
+        if not math.isfinite(value):
+            note = f"the objective is {value}"
+        _set_attr(
+            trial,
+            "result",
+            {
+                f"test_{metric}": results["test"][metric],
+                "best_epoch": results["best_epoch"],
+                "epochs_done": results["epochs_done"],
+                "global_steps": results["global_steps"],
+            },
+        )
+    except optuna.TrialPruned as err:
+        state, note = TrialState.PRUNED, str(err)
+    except KeyboardInterrupt:
+        if storage.get_trial(trial_id).state == TrialState.RUNNING:  # else a stale retry exists already
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            requeue(study, storage.get_trial(trial_id))
+        log(f"[sweep] interrupted {what}: queued again; rerun the sweep to continue from its checkpoint")
+        raise
+    except Exception as err:  # a failed run must not end the sweep: record it, go on
+        state, note = TrialState.FAIL, f"{type(err).__name__}: {err}"
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        _set_attr(trial, "error", note[:1000])
+    fit = time.perf_counter() - t_fit
+    _set_attr(trial, "seconds", {"fit": fit, "hook": reporter.seconds, "trial": time.perf_counter() - t_start})
+    return state, value, note, fit
+
+
+def _log_end(
+    frozen: Any, stale: bool, what: str, note: str, fit: float, run_dir: Path, counts: str, plan: Plan, log: Log
+) -> None:
+    """The trial's last line: done, pruned, failed, or late (finished after its heartbeat went stale)."""
     if stale:
         log(
             f"[sweep] late   {what}: finished after its heartbeat had gone stale; its retry reads the finished "
@@ -232,7 +259,6 @@ def run_trial(
         log(f"[sweep] pruned {what}: {note} | {counts}")
     else:
         log(f"[sweep] FAILED {what}: {note or frozen.state.name} (see {run_dir}) | {counts}")
-    return frozen.state
 
 
 def _interrupt(signum, frame):  # SIGTERM (a scheduler stopping the job) ends a trial like Ctrl-C
