@@ -97,7 +97,7 @@ def test_checkpointed_other_resets(cls, reset):
 
 @pytest.mark.parametrize("cls", [LIF, ALIF])
 def test_checkpointed_event_driven_and_reference_backends(cls):
-    assert sparse.available(torch.zeros(1)), "the C loops must build here (gcc is a CI requirement)"
+    assert sparse.runs_natively(torch.zeros(1)), "the C loops must build here (gcc is a CI requirement)"
     _compare(_layer(cls, True, "subtract", False), 4, backend="auto", binary=True)
     _compare(_layer(cls, True, "multiplicative", True), 4, backend="reference")
 
@@ -128,7 +128,7 @@ def test_segments_project_as_the_whole_input(backend, monkeypatch):
     mixed = torch.cat([torch.ones(10, 3, 50), torch.zeros(30, 3, 50)])
     layer = LIF(50, 6, backend=backend, checkpoint=10)
     whole = kernels.sparse_projection(mixed, layer.weight_ih, layer.bias, backend)
-    if backend == "auto" and sparse.available(mixed):
+    if backend == "auto" and sparse.runs_natively(mixed):
         assert kernels.sparse_projection(mixed[20:], layer.weight_ih, layer.bias, backend) != whole
     seen = []
 

@@ -104,7 +104,7 @@ def test_fused_equals_reference_float64(reset, cls, detach):
 @pytest.mark.parametrize("cls", [LIF, ALIF])
 @pytest.mark.parametrize("detach", [True, False])
 def test_event_driven_equals_reference(reset, cls, detach):
-    assert sparse.available(torch.zeros(1)), "the C loops must build here (gcc is a CI requirement)"
+    assert sparse.runs_natively(torch.zeros(1)), "the C loops must build here (gcc is a CI requirement)"
     _compare(_layer(cls, True, reset, detach, "fast-sigmoid"), torch.float32, 1e-5, backend="event", binary=True)
 
 

@@ -57,7 +57,7 @@ def sparse_projection(x: Tensor, weight: Tensor, bias: Tensor, backend: str) -> 
     """Whether ``prepare`` computes x W^T + b from the non-zeros of x: always for "event", for "auto"
     when the measured density of x is at most ``sparse.EVENT_DENSITY``; only where the native products
     can run on these tensors."""
-    if backend not in ("auto", "event") or not sparse.available(x, weight, bias):
+    if backend not in ("auto", "event") or not sparse.runs_natively(x, weight, bias):
         return False
     return backend == "event" or sparse.density(x) <= sparse.EVENT_DENSITY
 

@@ -149,7 +149,7 @@ def event_blocker(current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, stat
         return f"the state tensors must have shape ({batch}, {hidden})"
     if weight_hh is not None and weight_hh.shape != (hidden, hidden):
         return f"weight_hh must have shape ({hidden}, {hidden}), got {tuple(weight_hh.shape)}"
-    if not sparse.available():
+    if not sparse.runs_natively():
         return f"the native kernels could not be built ({build.failure() or 'ABI mismatch'})"
     return None
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from . import cabi
 
-__all__ = ["EVENT_DENSITY", "HIDDEN_EVENT_DENSITY", "NonZeros", "available", "density", "event_linear",
+__all__ = ["EVENT_DENSITY", "HIDDEN_EVENT_DENSITY", "NonZeros", "density", "event_linear", "runs_natively",
            "nonzeros", "sparse_mm", "sparse_mm_t"]
 
 # Below this fraction of non-zero inputs the event-driven input projection (index + product + weight
@@ -30,8 +30,9 @@ EVENT_DENSITY = 0.15
 HIDDEN_EVENT_DENSITY = 0.2
 
 
-def available(*tensors: Tensor | None) -> bool:
-    """True when the native kernels can run on these tensors (CPU float32, library built); None is ignored."""
+def runs_natively(*tensors: Tensor | None) -> bool:
+    """True when the C kernels can run on these tensors: all on the CPU in float32 (None is ignored) and
+    the native library built and loaded."""
     ok = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors if t is not None)
     return ok and cabi.library() is not None
 
