@@ -15,7 +15,7 @@ from ..models import NETS, SNNConfig, SNNLanguageModel, build_model, parse_layer
 from ..presets import paper_config, paper_defaults
 from ..train.task import PROBE_SAMPLES, probe_set
 from .conditions import SOLVE_FOR
-from .regime import REGIMES
+from .regime import MIN_PROBE_SAMPLES, REGIMES
 from .stabilize import CONDITIONS, MODES, RECIPE, resolve_conditions, stabilize
 
 TASKS = ("random", *DATA_TASKS)  # "random": a random spike batch, no data needed
@@ -66,8 +66,8 @@ def _cmd(args: argparse.Namespace) -> int:
     if args.save and (Path(args.save).is_dir() or not Path(args.save).parent.is_dir()):
         raise ValueError(f"--save must name a file in an existing folder, got {args.save!r}")
     conds = tuple(c.strip() for c in args.conditions.split(",") if c.strip())  # "auto": the recipe
-    if args.probe_samples < 0:
-        raise ValueError(f"--probe-samples must be >= 0 (0: no probe), got {args.probe_samples}")
+    if args.probe_samples != 0 and args.probe_samples < MIN_PROBE_SAMPLES:
+        raise ValueError(f"--probe-samples must be 0 (no probe) or >= {MIN_PROBE_SAMPLES}, got {args.probe_samples}")
     is_recipe = resolve_conditions(conds) == RECIPE
     if not is_recipe and args.regime != "auto":
         raise ValueError(f"--regime {args.regime} applies to the recommended recipe (--conditions auto) only")
