@@ -16,7 +16,8 @@ kernel that the fluctuation-driven initialisation integrates is the one of these
 Kernels: the reference loop below is the ground truth. A feed-forward layer's synaptic current does not
 depend on the spikes, so it is filtered first (a linear recurrence without reset) and the membrane runs
 through the LIF kernel ``backend`` selects (``kernels.select``: the fused or event-driven paths with their
-hand-written backward); recurrent layers run the reference loop. docs/decolle.md gives the timing.
+hand-written backward); recurrent layers run the reference loop. docs/extensions.md ("Current-based LIF")
+gives the timing.
 
 The stability engine's conditions are derived for LIF/ALIF; on a CUBA layer ``dynamics()`` raises instead of
 letting them treat it as a LIF (``membrane_dynamics()`` is the LIF part this layer uses itself).
