@@ -438,3 +438,22 @@ def test_a_failure_midway_leaves_the_model_exactly_as_it_was():
     with pytest.raises(RuntimeError, match="disk on fire"):
         stabilize(model, data(), regime="sparse")
     _same(model, before)
+
+
+def test_a_stabilised_model_pickles_with_its_installed_sg():
+    """A PeerSurrogate pickles (with the model, e.g. for multiprocessing) and keeps its derivative."""
+    import pickle
+
+    torch.manual_seed(0)
+    net = SpikingJellyNet("loop")
+    stabilize(Logits(net), data(), regime="sparse")
+    twin = pickle.loads(pickle.dumps(net))
+    slot = twin.nodes()[0].surrogate_function
+    assert isinstance(slot, PeerSurrogate)
+    v = torch.linspace(-2, 2, 41)
+    torch.testing.assert_close(slot.sg.derivative(v), net.nodes()[0].surrogate_function.sg.derivative(v))
+    x = data(3)
+    net.eval()
+    twin.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)[0], twin(x)[0])

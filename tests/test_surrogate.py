@@ -213,3 +213,16 @@ def test_bad_converter_arguments_raise():
         surrogate.from_spikingjelly("NonzeroSignLogAbs", alpha=2.0)
     with pytest.raises(ValueError, match="grad_width"):
         surrogate.from_sinabs(grad_width=-1)
+
+
+@pytest.mark.parametrize("shape", sorted(surrogate.SHAPES))
+def test_an_sg_pickles_and_keeps_its_derivative(shape):
+    """torch.save of a whole model pickles its SGs (the shape's functions are looked up, not stored: a
+    stored lambda made every SG unpicklable)."""
+    import pickle
+
+    sg = surrogate.SurrogateGradient(shape, 0.3, 2.0, tail=1.8 if shape == "q-pseudospike" else None)
+    back = pickle.loads(pickle.dumps(sg))
+    v = torch.linspace(-3, 3, 61)
+    assert torch.equal(back.derivative(v), sg.derivative(v))
+    assert back.mean_square_integral() == sg.mean_square_integral()

@@ -221,12 +221,12 @@ class _SpikeFunction(torch.autograd.Function):
         work = v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
         g = grad_out.to(work.dtype)
         u = sharpness.to(work.dtype) * work
-        f = sg._f(u, sg.tail)
+        f = sg.shape_fn(u)
         grad_v = (g * dampening.to(work.dtype) * f).to(v.dtype)
         grad_d = grad_s = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             # primitive P(v) = dampening / sharpness * F(sharpness v)
-            big_f = sg._int(u, sg.tail)
+            big_f = sg.antiderivative(u)
             if ctx.needs_input_grad[1]:
                 grad_d = _reduce_to(g * big_f / sharpness, dampening)
             if ctx.needs_input_grad[2]:
@@ -276,7 +276,6 @@ class SurrogateGradient(nn.Module):
             raise ValueError(f"tail is only accepted by the q-pseudospike shape, not by {name!r}")
         self.shape = name
         self.tail = tail if tail is not None else 0.0
-        self._f, self._int, self._int_sq, self._ms = SHAPES[name]
         d = torch.as_tensor(dampening, dtype=torch.float32).clone()
         s = torch.as_tensor(sharpness, dtype=torch.float32).clone()
         if learnable:
@@ -293,37 +292,43 @@ class SurrogateGradient(nn.Module):
         tail = f", tail={self.tail:.4g}" if self.shape == "q-pseudospike" else ""
         return f"shape={self.shape!r}, dampening={fmt(self.dampening)}, sharpness={fmt(self.sharpness)}{tail}"
 
+    @property
+    def _functions(self) -> tuple[ShapeFn, ShapeFn, ShapeFn, Callable[[float], float]]:
+        """The shape's f, its antiderivative, that of f^2 and the integral of f^2 (``SHAPES``), looked up
+        rather than stored, so that an SG pickles (``torch.save`` of a whole model)."""
+        return SHAPES[self.shape]
+
     def forward(self, v: Tensor) -> Tensor:
         """Spikes H(v) of the centred voltage ``v``; gradients flow through the SG."""
         return _SpikeFunction.apply(v, self.dampening, self.sharpness, self)
 
     def derivative(self, v: Tensor) -> Tensor:
         """The SG itself, dampening * f(sharpness * v), as a plain tensor (used by fused kernels)."""
-        return self.dampening * self._f(self.sharpness * v, self.tail)
+        return self.dampening * self._functions[0](self.sharpness * v, self.tail)
 
     def shape_fn(self, u: Tensor) -> Tensor:
         """The normalised shape f(u) with f(0) = 1 and unit area."""
-        return self._f(u, self.tail)
+        return self._functions[0](u, self.tail)
 
     def antiderivative(self, u: Tensor) -> Tensor:
         """Closed-form F(u) = integral_0^u f."""
-        return self._int(u, self.tail)
+        return self._functions[1](u, self.tail)
 
     def antiderivative_sq(self, u: Tensor) -> Tensor:
         """Closed-form F2(u) = integral_0^u f^2."""
-        return self._int_sq(u, self.tail)
+        return self._functions[2](u, self.tail)
 
     def mean_square_integral(self) -> float:
         """Integral of f(u)^2 over the real line (1/3 fast-sigmoid, 1/2 exponential, ...)."""
-        return self._ms(self.tail)
+        return self._functions[3](self.tail)
 
     def mean_square(self, lo: Tensor | float, hi: Tensor | float, dampening=None, sharpness=None) -> Tensor:
         """E[SG(v)^2] for v uniform on [lo, hi] (per neuron when lo/hi are vectors), in closed form."""
-        return self._uniform_moment(self._int_sq, 2, lo, hi, dampening, sharpness)
+        return self._uniform_moment(self._functions[2], 2, lo, hi, dampening, sharpness)
 
     def mean(self, lo: Tensor | float, hi: Tensor | float, dampening=None, sharpness=None) -> Tensor:
         """E[SG(v)] for v uniform on [lo, hi], in closed form."""
-        return self._uniform_moment(self._int, 1, lo, hi, dampening, sharpness)
+        return self._uniform_moment(self._functions[1], 1, lo, hi, dampening, sharpness)
 
     def _uniform_moment(self, anti: ShapeFn, power: int, lo, hi, dampening, sharpness) -> Tensor:
         d = self.dampening if dampening is None else torch.as_tensor(dampening)
