@@ -30,15 +30,16 @@ from .measure import (
     measure_worst_case_gain,
     record,
 )
+from .peer import apply_report
 from .report import LayerReport, StabilityReport
 from .solvers import RootResult, find_root, scan_root, solve_increasing
 from .stabilize import CONDITIONS, MODES, PAPER_CONDITIONS, RECIPE, resolve_conditions, stabilize
 
 __all__ = [
     "CONDITIONS", "III_VARIANTS", "MODES", "PAPER_CONDITIONS", "RECIPE", "SOLVE_FOR", "ConditionResult",
-    "LayerReport", "RootResult", "StabilityReport", "Trace", "TransitionTerms", "check_rate", "condition_d",
-    "condition_g", "condition_i", "condition_ii", "condition_iii", "condition_iv", "find_root", "layer_input",
-    "measure_firing_rate", "measure_gradient_growth", "measure_jacobian", "measure_layers",
+    "LayerReport", "RootResult", "StabilityReport", "Trace", "TransitionTerms", "apply_report", "check_rate",
+    "condition_d", "condition_g", "condition_i", "condition_ii", "condition_iii", "condition_iv", "find_root",
+    "layer_input",    "measure_firing_rate", "measure_gradient_growth", "measure_jacobian", "measure_layers",
     "measure_variance_ratio", "measure_worst_case_gain", "record", "resolve_conditions", "scan_root",
     "solve_increasing", "stabilize",
 ]

@@ -28,7 +28,7 @@ from .options import StabilizeOptions, Timings
 from .regime import check_probe, regime_from_scan, regime_targets
 from .report import LayerReport, StabilityReport, rate_warning
 
-__all__ = ["stabilize_peer", "PEER_CONDITIONS"]
+__all__ = ["stabilize_peer", "apply_report", "PEER_CONDITIONS"]
 
 PEER_CONDITIONS = ("D", "G")  # the conditions the adapters can apply (the paper's I-IV need spikestab layers)
 
@@ -151,12 +151,13 @@ def _regime(runner: Runner, probe: tuple[Tensor, Tensor], opts: StabilizeOptions
     return {**choice.to_dict(), "measured": True, "summary": str(choice)}
 
 
-def _surrogate(n: PeerNeurons, lr: LayerReport) -> SurrogateGradient:
+def _surrogate(n: PeerNeurons, notes: list[str]) -> SurrogateGradient:
+    """The module's SG (scalar) as G varies it: its own, or spikestab's default where its own is unknown."""
     sg = n.surrogate()
     if sg is None:
         sg = SurrogateGradient()
-        lr.notes.append(f"its SG is not one spikestab can read: G chose a dampening for spikestab's default SG "
-                        f"({sg.extra_repr()})")
+        notes.append(f"its SG is not one spikestab can read: G chose a dampening for spikestab's default SG "
+                     f"({sg.extra_repr()})")
     return sg.with_params(dampening=sg.dampening.mean(), sharpness=sg.sharpness.mean())
 
 
@@ -165,7 +166,7 @@ def _apply_g(runner: Runner, small: Tensor, idx: int, opts: StabilizeOptions, lr
     target is ``growth_ratio`` times the growth the leak alone gives, measured at the smallest dampening
     (log alpha for one decay; for a synaptic current and a membrane, what their two decays give together)."""
     n = runner.neurons[idx]
-    sg = _surrogate(n, lr)
+    sg = _surrogate(n, lr.notes)
 
     def growth_at(dampening: float) -> float:
         n.install(sg.with_params(dampening=torch.tensor(dampening)))
@@ -254,3 +255,26 @@ def stabilize_peer(model: nn.Module, batch: Tensor, neurons: list[PeerNeurons], 
         model.train(was_training)
     report.timings = timings.as_dict()
     return report
+
+
+def apply_report(model: nn.Module, report: StabilityReport | dict) -> None:
+    """Write the thresholds (D) and SG dampenings (G) of a ``stabilize`` report on a peer model (the
+    report, or its ``to_dict()`` as saved to JSON) into ``model``, a freshly built copy of that model:
+    what a ``state_dict`` does not carry (Norse's ``p``, SpikingJelly's ``v_threshold``, every library's
+    SG). Load the trained ``state_dict`` afterwards. ValueError, before anything changes, when a module of
+    the report is missing from ``model``."""
+    from ..adapters import find_peer_neurons
+
+    layers = report.to_dict()["layers"] if isinstance(report, StabilityReport) else report["layers"]
+    neurons = {n.name: n for n in find_peer_neurons(model)}
+    missing = [layer.get("name") for layer in layers if layer.get("name") not in neurons]
+    if missing:
+        raise ValueError(f"the report's spiking modules {missing} are not in the model (it has "
+                         f"{sorted(neurons)}): apply a report to the model it was made on")
+    for layer in layers:
+        n, conds = neurons[layer["name"]], layer["conditions"]
+        if "D" in conds:
+            n.set_threshold(float(conds["D"]["chosen"]))
+        if "G" in conds and not (conds["G"].get("fallback") or "").startswith("unchanged"):
+            sg = _surrogate(n, [])
+            n.install(sg.with_params(dampening=torch.tensor(float(conds["G"]["chosen"]))))
