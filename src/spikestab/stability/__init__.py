@@ -39,7 +39,7 @@ __all__ = [
     "CONDITIONS", "III_VARIANTS", "MODES", "PAPER_CONDITIONS", "RECIPE", "SOLVE_FOR", "ConditionResult",
     "LayerReport", "RootResult", "StabilityReport", "Trace", "TransitionTerms", "apply_report", "check_rate",
     "condition_d", "condition_g", "condition_i", "condition_ii", "condition_iii", "condition_iv", "find_root",
-    "layer_input",    "measure_firing_rate", "measure_gradient_growth", "measure_jacobian", "measure_layers",
+    "layer_input", "measure_firing_rate", "measure_gradient_growth", "measure_jacobian", "measure_layers",
     "measure_variance_ratio", "measure_worst_case_gain", "record", "resolve_conditions", "scan_root",
     "solve_increasing", "stabilize",
 ]
