@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "spikestab.data.make_shd",
     "spikestab.sweep.cli",
     "spikestab.data.catalog",
+    "spikestab.data.download",
 ]
 
 DESCRIPTION = (
