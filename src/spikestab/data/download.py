@@ -7,10 +7,11 @@ checked against their published checksums, then unpacked where spikestab's loade
   ``--data-dir``, and ``tonic.datasets.SHD(save_to=root)`` finds its archive and file without downloading
   (the archives are kept for that reason).
 - **Checksums**: every file is accepted only if it matches every digest the table ``DATASETS`` holds for it,
-  and the table holds only published values (a ``Remote`` without one cannot be built). The publishers give
-  MD5 digests, not SHA-256: the table carries those, as the SHD/SSC and N-MNIST distributions list them
-  (tonic and SpikingJelly carry the same values); ``Remote`` takes a ``sha256`` digest too, for a mirror or
-  file whose SHA-256 someone has published.
+  and a ``Remote`` without a digest cannot be built, so an unchecked file is never accepted. No SHA-256 of
+  these files is published; the table carries the MD5 digests that tonic 1.7.0 and SpikingJelly 2.0.0 both
+  check the same official files against (identical values in both; not compared here with the real files,
+  which this project's machines cannot reach). ``Remote`` takes a ``sha256`` digest too, for a file whose
+  SHA-256 is published.
 - **Atomic and resumable**: bytes go to ``<archive>.part``; a cut transfer is continued with an HTTP
   ``Range`` request (within the same call, up to ``retries`` times, and by the next call), and only a file
   whose checksums match is renamed (``os.replace``) to its final name. A file that fails its checksum is
