@@ -5,7 +5,8 @@ recorder of one forward pass (:class:`Tap`) and spikestab's SG in the form a pee
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 
 from ..surrogate import SurrogateGradient
 
-__all__ = ["PeerNeurons", "PeerSurrogate", "Tap", "set_tensor_value"]
+__all__ = ["PeerNeurons", "PeerSurrogate", "Tap", "set_tensor_value", "tap_calls"]
 
 
 class PeerSurrogate(nn.Module):
@@ -143,3 +144,24 @@ def set_tensor_value(module: nn.Module, name: str, value: float) -> None:
         t.data = new
     else:
         setattr(module, name, new)
+
+
+@contextmanager
+def tap_calls(module: nn.Module, tap: Tap, read: Callable[[Any, Any], tuple[Tensor, Tensor | None, bool]]
+              ) -> Iterator[None]:
+    """While active, every call of ``module`` reports to ``tap`` through forward hooks: its first
+    positional argument (the input current) passes through ``tap.input``, and ``read(module, output)``
+    gives the call's (spikes, voltage, whether the call was a whole sequence) for ``tap.output``."""
+
+    def before(mod: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return (tap.input(args[0]), *args[1:]), kwargs
+
+    def after(mod: nn.Module, args: tuple, out: Any) -> None:
+        tap.output(*read(mod, out))
+
+    handles = [module.register_forward_pre_hook(before, with_kwargs=True), module.register_forward_hook(after)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

@@ -8,14 +8,13 @@ or the state lives in the module (``init_hidden=True``). Every forward call is o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from torch import Tensor, nn
 
 from ..surrogate import SurrogateGradient, from_snntorch, to_snntorch
-from .base import PeerNeurons, PeerSurrogate, Tap, set_tensor_value
+from .base import PeerNeurons, PeerSurrogate, Tap, set_tensor_value, tap_calls
 
 __all__ = ["SnnTorchNeurons", "CLASSES"]
 
@@ -65,21 +64,9 @@ class SnnTorchNeurons(PeerNeurons):
         object.__setattr__(self.module, "spike_grad", fn)
 
 
-    @contextmanager
-    def tapped(self, tap: Tap) -> Iterator[None]:
-        def before(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-            return (tap.input(args[0]), *args[1:]), kwargs
-
-        def after(module: Any, args: tuple, out: Any) -> None:
-            tap.output(out[0] if isinstance(out, tuple) else out, module.mem, sequence=False)
-
-        handles = [self.module.register_forward_pre_hook(before, with_kwargs=True),
-                   self.module.register_forward_hook(after)]
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
+    def tapped(self, tap: Tap) -> AbstractContextManager[None]:
+        # one call is one step: spikes first in the output (also with init_hidden), the membrane in ``mem``
+        return tap_calls(self.module, tap, lambda m, out: (out[0] if isinstance(out, tuple) else out, m.mem, False))
 
     def reset_state(self, model: nn.Module) -> None:
         """Zero the state an ``init_hidden=True`` module keeps between calls."""

@@ -9,15 +9,14 @@ clears it between batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..surrogate import SurrogateGradient, from_spikingjelly, to_spikingjelly
-from .base import PeerNeurons, PeerSurrogate, Tap
+from .base import PeerNeurons, PeerSurrogate, Tap, tap_calls
 
 __all__ = ["SpikingJellyNeurons", "CLASSES"]
 
@@ -58,20 +57,9 @@ class SpikingJellyNeurons(PeerNeurons):
             return f"spikestab's SG ({sg.extra_repr()}) as surrogate_function: {why}"
 
 
-    @contextmanager
-    def tapped(self, tap: Tap) -> Iterator[None]:
-        def before(module: nn.Module, args: tuple) -> tuple:
-            return (tap.input(args[0]), *args[1:])
-
-        def after(module: Any, args: tuple, out: Tensor) -> None:
-            tap.output(out, module.v, sequence=module.step_mode == "m")
-
-        handles = [self.module.register_forward_pre_hook(before), self.module.register_forward_hook(after)]
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
+    def tapped(self, tap: Tap) -> AbstractContextManager[None]:
+        # the output is the spikes, the membrane after the call is ``v``; multi-step calls take [T, B, ...]
+        return tap_calls(self.module, tap, lambda m, out: (out, m.v, m.step_mode == "m"))
 
     def reset_state(self, model: nn.Module) -> None:
         from spikingjelly.activation_based import functional
