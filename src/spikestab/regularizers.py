@@ -165,7 +165,7 @@ def _per_layer(name: str, values: float | Sequence[float], n_layers: int) -> lis
 
 
 class SparsityLoss:
-    """schedule(epoch) * sum over layers of LOSSES[variant](spikes_l, target_l, weight_l)."""
+    """``schedule(epoch) * sum over layers of LOSSES[variant](spikes_l, target_l, weight_l)``."""
 
     def __init__(
         self,
