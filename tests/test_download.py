@@ -162,7 +162,7 @@ def test_offline_error_says_where_to_put_the_files(tmp_path, shd, capsys):
     err = capsys.readouterr().err
     assert "could not reach" in err and "by hand" in err
     assert f"https://example.invalid/shd_train.h5.zip  -> {root / 'SHD' / 'shd_train.h5.zip'}" in err
-    assert "spikestab download shd" in err
+    assert f"run `spikestab download shd --root {root}` again" in err
     assert _files(root) == []
 
 

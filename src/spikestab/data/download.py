@@ -136,7 +136,8 @@ def download(name: str, root: str | os.PathLike | None = None, *, base_url: str 
     and ``DownloadError`` when the transfer fails (the message says where to put the files by hand)."""
     spec = _spec(name)
     return fetch_dataset(spec, dataset_folder(name, root), base_url=base_url, retries=retries, timeout=timeout,
-                         progress=progress, command=f"spikestab download {name}")
+                         progress=progress,
+                         command=f"spikestab download {name}" + (f" --root {root}" if root is not None else ""))
 
 
 def fetch_dataset(spec: RemoteDataset, folder: str | os.PathLike, *, base_url: str | None = None,
