@@ -35,7 +35,8 @@ def test_smoke_scale_writes_results_and_resumes(tmp_path):
                                                                                          "spikingjelly"]
     for row in summary["rows"]:
         assert 0.0 <= row["stabilized"]["mean"] <= 1.0 and row["defaults"]["n"] == 1
-        assert row["grid"]["runs"] == 2 and row["grid"]["best"]["setting"]["dampening"] == 0.3
+        grid = row["grid"]
+        assert grid["runs"] == 2 and grid["complete"] and grid["best"]["setting"]["dampening"] == 0.3
         assert row["regime"][0] in ("dense", "sparse") and len(row["chosen"][0]) == 2  # two spiking modules
     record = json.loads((out / "records" / "randman" / "norse-stabilized-seed0.json").read_text())
     assert record["report"]["layers"][0]["name"] == "lif1" and record["stabilize_seconds"] > 0
