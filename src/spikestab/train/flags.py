@@ -43,14 +43,14 @@ def _task_option(text: str) -> tuple[str, object]:
 
 
 def _help(f: Field) -> str:
-    """A flag's help: the field's help, its accepted range (unless the help lists the choices) and the
-    default it falls back to (flags default to "not given", so that a --config file is not overridden)."""
+    """A flag's help: the field's help, the default it falls back to (flags default to "not given", so that
+    a --config file is not overridden) and its accepted range (unless the help lists the choices)."""
     text, rng = f.metadata["help"], f.metadata["range"]
-    if rng.text and not rng.text.startswith(("one of", "None")):
-        text += f"; {rng.text}"
     if f.metadata["flag"] is not bool and f.default is not None and "default" not in text:
         value = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
         text += f" (default: {value})"
+    if rng.text and not rng.text.startswith(("one of", "None")):
+        text += f"; {rng.text}"
     return text
 
 
