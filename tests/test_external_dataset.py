@@ -84,6 +84,11 @@ def test_a_torch_dataset_of_rasters_becomes_a_task(tmp_path):
     assert len(task.train) == 40 and len(task.val) == 8 and task.train.counts is None  # binary: no counts
     assert torch.equal(task.train.densify([3])[:, 0], x[3])
     assert torch.equal(task.test.densify([1])[10:], torch.zeros(5, 1, 6))
+    # input dropout on the training split only, with or without a given val split; time repetition
+    for v in (val, None):
+        t2 = task_from_datasets(TensorDataset(x, y), short, v, input_dropout=0.2, time_repeat=2)
+        assert (t2.train.input_dropout, t2.val.input_dropout, t2.test.input_dropout) == (0.2, 0.0, 0.0)
+        assert t2.n_steps == 30 and t2.train.densify([0]).shape == (30, 1, 6)
     cfg = TrainConfig(layers=(8,), epochs=1, batch_size=8, out=str(tmp_path / "run"), progress=False, threads=1)
     assert 0.0 <= Trainer(cfg, task=task, log=lambda s: None).fit()["test"]["accuracy"] <= 1.0
 

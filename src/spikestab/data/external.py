@@ -87,18 +87,18 @@ def task_from_datasets(train: Sequence, test: Sequence, val: Sequence | None = N
     n_classes = max(int(labels.max()) for _, labels in splits.values()) + 1
     if class_names is not None and len(class_names) < n_classes:
         raise ValueError(f"class_names has {len(class_names)} names for labels up to {n_classes - 1}")
-    options = dict(time_repeat=time_repeat)
-    data = {s: _events(rasters, labels, int(n_steps), **options) for s, (rasters, labels) in splits.items()}
+    data = {s: _events(rasters, labels, int(n_steps), time_repeat=time_repeat,
+                       input_dropout=input_dropout if s == "train" else 0.0) for s, (rasters, labels) in splits.items()}
     full = data.pop("train")
     if "val" in data:
-        train_part, val_part = full.subset(np.arange(len(full)), input_dropout=input_dropout), data["val"]
+        train_part, val_part = full, data["val"]
     else:
         order = np.random.default_rng(seed).permutation(len(full))
         n_val = int(round(val_fraction * len(full)))
         if not 0 < n_val < len(full):
             raise ValueError(f"val_fraction {val_fraction} of {len(full)} training samples leaves an empty split")
-        train_part = full.subset(order[n_val:], input_dropout=input_dropout)
-        val_part = full.subset(order[:n_val])
+        train_part = full.subset(order[n_val:])
+        val_part = full.subset(order[:n_val], input_dropout=0.0)
     names = list(class_names) if class_names is not None else [str(c) for c in range(n_classes)]
     return Task(name=name, kind="classification", input_size=full.n_channels, output_size=len(names),
                 class_names=names, train=train_part, val=val_part, test=data["test"],
