@@ -535,9 +535,9 @@ def figure(summary: dict, path: Path) -> Path:
             errs.append(100 * d["std"] if d else 0.0)
         ax.bar([i + (k - 1) * 0.27 for i in range(len(rows))], vals, 0.27, yerr=errs, capsize=2, label=label)
     ax.set_xticks(range(len(rows)), [f"{r['task']}\n{NAMES[r['library']]}" for r in rows], fontsize=7)
-    ax.axhline(100 * TARGET, color="grey", lw=0.8, ls=":")
+    ax.axhline(100 * TARGET, color="grey", lw=0.8, ls=":")  # the 83 %
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     return common.save_figure(fig, path)
 
 
