@@ -35,7 +35,8 @@ install: $(VENV)/.installed postgres
 # step (other work is under way in those files). .pre-commit-config.yaml runs this target and `typecheck`.
 FORMATTED := src/spikestab/train src/spikestab/sweep src/spikestab/cli.py src/spikestab/models.py \
 	src/spikestab/plots.py src/spikestab/demo.py src/spikestab/presets.py src/spikestab/files.py \
-	src/spikestab/kernels/fused.py src/spikestab/stability/cli.py tests/test_architecture.py
+	src/spikestab/kernels/fused.py src/spikestab/stability/cli.py tests/test_architecture.py \
+	src/spikestab/adapters src/spikestab/stability/peer.py tests/test_adapters.py
 
 lint: install
 	$(BIN)/ruff check src tests experiments benchmarks scripts

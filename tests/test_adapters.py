@@ -57,18 +57,26 @@ class SnnTorchRecurrent(nn.Module):
         super().__init__()
         self.fcs = nn.ModuleList([nn.Linear(N_IN, H), nn.Linear(H, H)])
         if synaptic:
-            make = (lambda: snn.Synaptic(alpha=0.8, beta=0.9)) if feed_forward else (
-                lambda: snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=H))
+            make = (
+                (lambda: snn.Synaptic(alpha=0.8, beta=0.9))
+                if feed_forward
+                else (lambda: snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=H))
+            )
         else:
-            make = (lambda: snn.Leaky(beta=0.95)) if feed_forward else (
-                lambda: snn.RLeaky(beta=0.95, linear_features=H))
+            make = (
+                (lambda: snn.Leaky(beta=0.95)) if feed_forward else (lambda: snn.RLeaky(beta=0.95, linear_features=H))
+            )
         self.lifs = nn.ModuleList([make(), make()])
         self.out = nn.Linear(H, 5)
 
     def forward(self, x, perturb=nothing):
         recurrent = isinstance(self.lifs[0], (snn.RLeaky, snn.RSynaptic))
-        init = {snn.Leaky: "init_leaky", snn.RLeaky: "init_rleaky", snn.Synaptic: "init_synaptic",
-                snn.RSynaptic: "init_rsynaptic"}
+        init = {
+            snn.Leaky: "init_leaky",
+            snn.RLeaky: "init_rleaky",
+            snn.Synaptic: "init_synaptic",
+            snn.RSynaptic: "init_rsynaptic",
+        }
         states = []
         for lif in self.lifs:
             st = getattr(lif, init[type(lif)])()
@@ -311,14 +319,20 @@ def test_install_uses_the_library_sg_where_it_can_express_the_choice(lib):
     module's SG derivative is spikestab's."""
     net = {"snntorch": SnnTorchRecurrent(), "norse": NorseCells(), "spikingjelly": SpikingJellyNet("loop")}[lib]
     n = find_peer_neurons(net)[0]
-    native = {"snntorch": SurrogateGradient("arctan", 2.0, 2.0), "norse": SurrogateGradient("triangular", 0.4, 1.0),
-              "spikingjelly": SurrogateGradient("sigmoid", 1.5, 1.5)}[lib]
+    native = {
+        "snntorch": SurrogateGradient("arctan", 2.0, 2.0),
+        "norse": SurrogateGradient("triangular", 0.4, 1.0),
+        "spikingjelly": SurrogateGradient("sigmoid", 1.5, 1.5),
+    }[lib]
     other = SurrogateGradient("exponential", 0.3, 2.0)
     v = torch.linspace(-3, 3, 101)
     for sg, expect_peer in ((native, False), (other, True)):
         n.install(sg)
-        slot = {"snntorch": lambda: n.module.spike_grad, "norse": lambda: n.module.p.method,
-                "spikingjelly": lambda: n.module.surrogate_function}[lib]()
+        slot = {
+            "snntorch": lambda: n.module.spike_grad,
+            "norse": lambda: n.module.p.method,
+            "spikingjelly": lambda: n.module.surrogate_function,
+        }[lib]()
         assert isinstance(slot, PeerSurrogate) == expect_peer, (lib, sg)
         x = v.clone().requires_grad_(True)
         if lib == "norse":
@@ -370,8 +384,11 @@ def _frozen(net: nn.Module):
     """Everything stabilize may change: the state_dict, the thresholds (also those outside it) and the SG
     objects in the libraries' slots."""
     peers = find_peer_neurons(net)
-    return ({k: v.clone() for k, v in net.state_dict().items()}, [n.threshold().clone() for n in peers],
-            [getattr(n.module, attr, None) for n in peers for attr in ("spike_grad", "surrogate_function", "p")])
+    return (
+        {k: v.clone() for k, v in net.state_dict().items()},
+        [n.threshold().clone() for n in peers],
+        [getattr(n.module, attr, None) for n in peers for attr in ("spike_grad", "surrogate_function", "p")],
+    )
 
 
 def _same(net: nn.Module, before) -> None:
@@ -477,8 +494,11 @@ def test_a_saved_report_and_state_dict_rebuild_the_stabilised_model(name, tmp_pa
     for a, b in zip(find_peer_neurons(net), find_peer_neurons(fresh)):
         assert torch.equal(a.threshold(), b.threshold())
         sa, sb = a.surrogate(), b.surrogate()
-        assert (sa.shape, float(sa.dampening), float(sa.sharpness)) == (sb.shape, float(sb.dampening),
-                                                                         float(sb.sharpness))
+        assert (sa.shape, float(sa.dampening), float(sa.sharpness)) == (
+            sb.shape,
+            float(sb.dampening),
+            float(sb.sharpness),
+        )
     x = data(4)
     net.eval()
     fresh.eval()

@@ -20,14 +20,39 @@ __all__ = ["PeerNeurons", "PeerSurrogate", "Tap", "find_peer_neurons", "SUPPORTE
 # the base classes of all its neurons: a module deriving from one that is not supported is refused by name,
 # the adapter module and class)
 LIBRARIES = {
-    "snntorch": ("snntorch", ("Leaky", "RLeaky", "Synaptic", "RSynaptic"), "snntorch", ("SpikingNeuron",),
-                 ".snntorch_neurons", "SnnTorchNeurons"),
-    "norse": ("norse.torch", ("LIFCell", "LIFRecurrentCell", "LIF", "LIFRecurrent", "LSNNCell",
-                              "LSNNRecurrentCell", "LSNN", "LSNNRecurrent"),
-              "norse.torch.module.snn", ("SNNCell", "SNNRecurrentCell", "SNN", "SNNRecurrent"),
-              ".norse_neurons", "NorseNeurons"),
-    "spikingjelly": ("spikingjelly.activation_based.neuron", ("LIFNode",), "spikingjelly.activation_based.neuron",
-                     ("BaseNode", "SimpleBaseNode"), ".spikingjelly_neurons", "SpikingJellyNeurons"),
+    "snntorch": (
+        "snntorch",
+        ("Leaky", "RLeaky", "Synaptic", "RSynaptic"),
+        "snntorch",
+        ("SpikingNeuron",),
+        ".snntorch_neurons",
+        "SnnTorchNeurons",
+    ),
+    "norse": (
+        "norse.torch",
+        (
+            "LIFCell",
+            "LIFRecurrentCell",
+            "LIF",
+            "LIFRecurrent",
+            "LSNNCell",
+            "LSNNRecurrentCell",
+            "LSNN",
+            "LSNNRecurrent",
+        ),
+        "norse.torch.module.snn",
+        ("SNNCell", "SNNRecurrentCell", "SNN", "SNNRecurrent"),
+        ".norse_neurons",
+        "NorseNeurons",
+    ),
+    "spikingjelly": (
+        "spikingjelly.activation_based.neuron",
+        ("LIFNode",),
+        "spikingjelly.activation_based.neuron",
+        ("BaseNode", "SimpleBaseNode"),
+        ".spikingjelly_neurons",
+        "SpikingJellyNeurons",
+    ),
 }
 SUPPORTED = {lib: spec[1] for lib, spec in LIBRARIES.items()}
 
@@ -71,6 +96,8 @@ def find_peer_neurons(model: nn.Module) -> list[PeerNeurons]:
             found.append(adapter)
     if unknown:
         listed = "; ".join(f"{lib}: {', '.join(classes)}" for lib, classes in SUPPORTED.items())
-        raise ValueError(f"spikestab cannot stabilise the spiking module(s) {', '.join(unknown)}: the supported "
-                         f"neurons of other libraries are {listed}")
+        raise ValueError(
+            f"spikestab cannot stabilise the spiking module(s) {', '.join(unknown)}: the supported "
+            f"neurons of other libraries are {listed}"
+        )
     return found

@@ -28,8 +28,9 @@ class PeerSurrogate(nn.Module):
     def __init__(self, sg: SurrogateGradient) -> None:
         super().__init__()
         if sg.dampening.numel() != 1 or sg.sharpness.numel() != 1:
-            raise ValueError("a peer library's neurons take one SG for all neurons: dampening and sharpness "
-                             "must be scalars")
+            raise ValueError(
+                "a peer library's neurons take one SG for all neurons: dampening and sharpness must be scalars"
+            )
         object.__setattr__(self, "sg", sg.with_params())  # not a submodule: no state_dict entries
 
     def forward(self, v: Tensor) -> Tensor:
@@ -115,7 +116,6 @@ class PeerNeurons(ABC):
         """Install ``sg`` in the module: the library's own SG object where it can express it, else
         :class:`PeerSurrogate`. Returns what was installed, in words."""
 
-
     @abstractmethod
     def tapped(self, tap: Tap) -> AbstractContextManager[None]:
         """While active, every call of the module reports to ``tap``."""
@@ -147,8 +147,9 @@ def set_tensor_value(module: nn.Module, name: str, value: float) -> None:
 
 
 @contextmanager
-def tap_calls(module: nn.Module, tap: Tap, read: Callable[[Any, Any], tuple[Tensor, Tensor | None, bool]]
-              ) -> Iterator[None]:
+def tap_calls(
+    module: nn.Module, tap: Tap, read: Callable[[Any, Any], tuple[Tensor, Tensor | None, bool]]
+) -> Iterator[None]:
     """While active, every call of ``module`` reports to ``tap`` through forward hooks: its first
     positional argument (the input current) passes through ``tap.input``, and ``read(module, output)``
     gives the call's (spikes, voltage, whether the call was a whole sequence) for ``tap.output``."""

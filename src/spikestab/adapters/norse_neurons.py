@@ -24,8 +24,16 @@ from .base import PeerNeurons, PeerSurrogate, Tap
 
 __all__ = ["NorseNeurons", "CLASSES", "route_norse_threshold"]
 
-CLASSES = ("LIFCell", "LIFRecurrentCell", "LIF", "LIFRecurrent", "LSNNCell", "LSNNRecurrentCell", "LSNN",
-           "LSNNRecurrent")
+CLASSES = (
+    "LIFCell",
+    "LIFRecurrentCell",
+    "LIF",
+    "LIFRecurrent",
+    "LSNNCell",
+    "LSNNRecurrentCell",
+    "LSNN",
+    "LSNNRecurrent",
+)
 
 
 def route_norse_threshold() -> None:
@@ -85,7 +93,6 @@ class NorseNeurons(PeerNeurons):
             return f"spikestab's SG ({sg.extra_repr()}) in p.method: {why}"
         self.module.p = self.module.p._replace(method=method, alpha=torch.as_tensor(alpha))
         return f"Norse's own SG: method={method!r}, alpha={alpha:.4g} ({sg.extra_repr()})"
-
 
     @contextmanager
     def tapped(self, tap: Tap) -> Iterator[None]:

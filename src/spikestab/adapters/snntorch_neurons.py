@@ -19,6 +19,8 @@ from .base import PeerNeurons, PeerSurrogate, Tap, set_tensor_value, tap_calls
 __all__ = ["SnnTorchNeurons", "CLASSES"]
 
 CLASSES = ("Leaky", "RLeaky", "Synaptic", "RSynaptic")
+
+
 def read_snntorch_sg(fn: Any) -> SurrogateGradient | None:
     """The spikestab SG equal to the snnTorch SG ``fn`` (one ``snntorch.surrogate`` made that
     ``from_snntorch`` reads, or an SG spikestab installed), else None."""
@@ -62,7 +64,6 @@ class SnnTorchNeurons(PeerNeurons):
         (a :class:`PeerSurrogate` registered as a submodule could not be replaced by a function again)."""
         self.module._modules.pop("spike_grad", None)
         object.__setattr__(self.module, "spike_grad", fn)
-
 
     def tapped(self, tap: Tap) -> AbstractContextManager[None]:
         # one call is one step: spikes first in the output (also with init_hidden), the membrane in ``mem``

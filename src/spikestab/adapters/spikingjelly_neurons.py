@@ -56,7 +56,6 @@ class SpikingJellyNeurons(PeerNeurons):
             self.module.surrogate_function = PeerSurrogate(sg)
             return f"spikestab's SG ({sg.extra_repr()}) as surrogate_function: {why}"
 
-
     def tapped(self, tap: Tap) -> AbstractContextManager[None]:
         # the output is the spikes, the membrane after the call is ``v``; multi-step calls take [T, B, ...]
         return tap_calls(self.module, tap, lambda m, out: (out, m.v, m.step_mode == "m"))

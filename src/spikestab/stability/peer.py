@@ -65,26 +65,34 @@ class Runner:
         u = torch.randn(tap.voltage.shape, generator=torch.Generator().manual_seed(seed)).to(tap.voltage)
         grads = torch.autograd.grad((tap.voltage * u).sum(), tap.perturbations, allow_unused=True)
         if tap.sequence:
-            grads = tuple(g for seq, gs in zip(tap.perturbations, grads)
-                          for g in (gs.unbind(0) if gs is not None else [None] * seq.shape[0]))
-        norms = torch.stack([g.double().norm() if g is not None else torch.zeros((), dtype=torch.float64)
-                             for g in grads])
+            grads = tuple(
+                g
+                for seq, gs in zip(tap.perturbations, grads)
+                for g in (gs.unbind(0) if gs is not None else [None] * seq.shape[0])
+            )
+        norms = torch.stack(
+            [g.double().norm() if g is not None else torch.zeros((), dtype=torch.float64) for g in grads]
+        )
         return growth_from_norms(norms)["growth_per_step"]
 
 
 def _check_batch(model: nn.Module, batch: Tensor, batch_dim: int, name: str = "batch") -> None:
     if not isinstance(batch, Tensor):
-        raise ValueError(f"{name} must be a tensor for a model of snnTorch, Norse or SpikingJelly neurons, "
-                         f"got {type(batch).__name__}")
+        raise ValueError(
+            f"{name} must be a tensor for a model of snnTorch, Norse or SpikingJelly neurons, "
+            f"got {type(batch).__name__}"
+        )
     if batch_dim not in (0, 1):
         raise ValueError(f"batch_dim must be 0 (batch first) or 1 (time first, [T, B, ...]), got {batch_dim!r}")
     if batch.dim() <= batch_dim or batch.shape[batch_dim] < 1:
-        raise ValueError(f"{name} must have at least one sample along batch_dim={batch_dim}, got shape "
-                         f"{tuple(batch.shape)}")
+        raise ValueError(
+            f"{name} must have at least one sample along batch_dim={batch_dim}, got shape {tuple(batch.shape)}"
+        )
     param = next(iter(model.parameters()), None)
     if param is not None and param.device != batch.device:
-        raise ValueError(f"{name} is on {batch.device} but the model's parameters are on {param.device}: "
-                         "move one of them")
+        raise ValueError(
+            f"{name} is on {batch.device} but the model's parameters are on {param.device}: move one of them"
+        )
     if batch.is_floating_point() and not torch.isfinite(batch).all():
         raise ValueError(f"{name} must be finite (it holds NaN or inf)")
 
@@ -140,8 +148,12 @@ def _regime(runner: Runner, probe: tuple[Tensor, Tensor], opts: StabilizeOptions
     def dense_spikes() -> Tensor:
         first.set_threshold(start)
         small = runner.take(inputs, opts.solve_batch)
-        threshold_for_rate(lambda t: (first.set_threshold(t), runner.rate(small, 0))[1], first.set_threshold,
-                           first.threshold(), opts.rate)
+        threshold_for_rate(
+            lambda t: (first.set_threshold(t), runner.rate(small, 0))[1],
+            first.set_threshold,
+            first.threshold(),
+            opts.rate,
+        )
         return runner.run(inputs)[0].z()
 
     try:
@@ -156,8 +168,9 @@ def _surrogate(n: PeerNeurons, notes: list[str]) -> SurrogateGradient:
     sg = n.surrogate()
     if sg is None:
         sg = SurrogateGradient()
-        notes.append(f"its SG is not one spikestab can read: G chose a dampening for spikestab's default SG "
-                     f"({sg.extra_repr()})")
+        notes.append(
+            f"its SG is not one spikestab can read: G chose a dampening for spikestab's default SG ({sg.extra_repr()})"
+        )
     return sg.with_params(dampening=sg.dampening.mean(), sharpness=sg.sharpness.mean())
 
 
@@ -180,24 +193,34 @@ def _apply_g(runner: Runner, small: Tensor, idx: int, opts: StabilizeOptions, lr
         res.fallback = "unchanged: the growth does not depend on the dampening (no recurrence, detached reset)"
         return res
     if not math.isfinite(goal):
-        raise ValueError(f"{n.name}: the gradient over- or underflows along the sequence even at dampening "
-                         f"{DAMPENING_RANGE[0]:g}; condition G cannot be applied")
+        raise ValueError(
+            f"{n.name}: the gradient over- or underflows along the sequence even at dampening "
+            f"{DAMPENING_RANGE[0]:g}; condition G cannot be applied"
+        )
     res = dampening_for_growth(growth_at, goal)
     res.extra["leak_growth"] = leak
     lr.notes.append("G installed " + n.install(sg.with_params(dampening=torch.tensor(res.chosen))))
     return res
 
 
-def _layer(runner: Runner, batch: Tensor, idx: int, conds: tuple[str, ...], opts: StabilizeOptions,
-           timings: Timings) -> LayerReport:
+def _layer(
+    runner: Runner, batch: Tensor, idx: int, conds: tuple[str, ...], opts: StabilizeOptions, timings: Timings
+) -> LayerReport:
     n = runner.neurons[idx]
     small = runner.take(batch, opts.solve_batch)
     width = int(runner.run(small)[idx].z().shape[-1])
     lr = LayerReport(idx, n.kind, width, n.reset, name=n.name)
     with timings.part("apply_s"):
         if "D" in conds:
-            lr.conditions.append(threshold_for_rate(lambda t: (n.set_threshold(t), runner.rate(small, idx))[1],
-                                                    n.set_threshold, n.threshold(), opts.rate, opts.rate_tol))
+            lr.conditions.append(
+                threshold_for_rate(
+                    lambda t: (n.set_threshold(t), runner.rate(small, idx))[1],
+                    n.set_threshold,
+                    n.threshold(),
+                    opts.rate,
+                    opts.rate_tol,
+                )
+            )
         if "G" in conds:
             lr.conditions.append(_apply_g(runner, small, idx, opts, lr))
     if opts.measure:
@@ -212,15 +235,24 @@ def _layer(runner: Runner, batch: Tensor, idx: int, conds: tuple[str, ...], opts
     return lr
 
 
-def stabilize_peer(model: nn.Module, batch: Tensor, neurons: list[PeerNeurons], conds: tuple[str, ...],
-                   opts: StabilizeOptions, probe: tuple[Tensor, Tensor] | None, regime: str,
-                   batch_dim: int) -> StabilityReport:
+def stabilize_peer(
+    model: nn.Module,
+    batch: Tensor,
+    neurons: list[PeerNeurons],
+    conds: tuple[str, ...],
+    opts: StabilizeOptions,
+    probe: tuple[Tensor, Tensor] | None,
+    regime: str,
+    batch_dim: int,
+) -> StabilityReport:
     """``stabilize`` for ``model``'s peer ``neurons`` (found by ``adapters.find_peer_neurons``); the
     arguments are ``stabilize``'s, already validated. The model is restored exactly if anything fails."""
     if not set(conds) <= set(PEER_CONDITIONS):
-        raise ValueError(f"on snnTorch, Norse or SpikingJelly neurons spikestab applies conditions "
-                         f"{list(PEER_CONDITIONS)} (the recommended recipe); the paper's conditions I-IV need "
-                         f"spikestab layers: got {list(conds)}")
+        raise ValueError(
+            f"on snnTorch, Norse or SpikingJelly neurons spikestab applies conditions "
+            f"{list(PEER_CONDITIONS)} (the recommended recipe); the paper's conditions I-IV need "
+            f"spikestab layers: got {list(conds)}"
+        )
     _check_batch(model, batch, batch_dim)
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
     snaps = [n.snapshot() for n in neurons]
@@ -269,8 +301,10 @@ def apply_report(model: nn.Module, report: StabilityReport | dict) -> None:
     neurons = {n.name: n for n in find_peer_neurons(model)}
     missing = [layer.get("name") for layer in layers if layer.get("name") not in neurons]
     if missing:
-        raise ValueError(f"the report's spiking modules {missing} are not in the model (it has "
-                         f"{sorted(neurons)}): apply a report to the model it was made on")
+        raise ValueError(
+            f"the report's spiking modules {missing} are not in the model (it has "
+            f"{sorted(neurons)}): apply a report to the model it was made on"
+        )
     for layer in layers:
         n, conds = neurons[layer["name"]], layer["conditions"]
         if "D" in conds:

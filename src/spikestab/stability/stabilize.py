@@ -123,6 +123,23 @@ def _validate(model: nn.Module, conditions: Iterable[str] | str | None,
     return layers, conds
 
 
+def _peers(model: nn.Module, layers: list[SpikingNeurons], batch_dim: int) -> list:
+    """The adapters of ``model``'s neurons of other libraries (none for a spikestab model); ValueError for a
+    model mixing both kinds, for one without spiking layers, and for ``batch_dim`` on a spikestab model."""
+    peers = find_peer_neurons(model)
+    if peers and layers:
+        raise ValueError(f"model mixes spikestab spiking layers with other libraries' neurons ({peers[0].name}: "
+                         f"{peers[0].kind}): stabilise a model of one kind")
+    if not peers and not layers:
+        listed = "; ".join(f"{lib} {', '.join(classes)}" for lib, classes in SUPPORTED.items())
+        raise ValueError(f"model must contain at least one spiking layer: spikestab's (LIF, ALIF, LIFCell, "
+                         f"ALIFCell, ...) or another library's ({listed})")
+    if layers and batch_dim != 1:
+        raise ValueError(f"batch_dim applies to models of other libraries' neurons; spikestab layers take "
+                         f"[T, B, ...] (or batch_first=True), got batch_dim={batch_dim!r}")
+    return peers
+
+
 def _first_input(model: nn.Module, batch) -> Tensor:
     try:
         x = layer_input(model, batch, 0)
@@ -344,20 +361,10 @@ def stabilize(
                          f"not to conditions {list(conds)}")
     if probe is not None and not (isinstance(probe, (tuple, list)) and len(probe) == 2):
         raise ValueError(f"probe must be a pair (inputs [T, B, ...], labels [B]), got {type(probe).__name__}")
-    peers = find_peer_neurons(model)
-    if peers and layers:
-        raise ValueError(f"model mixes spikestab spiking layers with other libraries' neurons ({peers[0].name}: "
-                         f"{peers[0].kind}): stabilise a model of one kind")
+    peers = _peers(model, layers, batch_dim)
     if peers:
         return stabilize_peer(model, batch, peers, conds, opts, None if probe is None else (probe[0], probe[1]),
                               regime, batch_dim)
-    if not layers:
-        listed = "; ".join(f"{lib} {', '.join(classes)}" for lib, classes in SUPPORTED.items())
-        raise ValueError(f"model must contain at least one spiking layer: spikestab's (LIF, ALIF, LIFCell, "
-                         f"ALIFCell, ...) or another library's ({listed})")
-    if batch_dim != 1:
-        raise ValueError(f"batch_dim applies to models of other libraries' neurons; spikestab layers take "
-                         f"[T, B, ...] (or batch_first=True), got batch_dim={batch_dim!r}")
     if probe is not None:
         check_probe(*probe)
     _first_input(model, batch)
