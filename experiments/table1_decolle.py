@@ -120,7 +120,7 @@ def run_trial(folder: Path, setting: str, seed: int, cfg: dict, splits: dict, n_
     history, start = [], 0
     ck_path = folder / "checkpoint.pt"
     if ck_path.is_file():
-        ck = torch.load(ck_path, weights_only=False)
+        ck = torch.load(ck_path, weights_only=True)
         net.load_state_dict(ck["net"])
         opt.load_state_dict(ck["opt"])
         history, start = ck["history"], ck["epoch"]

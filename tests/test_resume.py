@@ -23,7 +23,7 @@ def same_run(a, b):
         assert ra[key] == rb[key], key
     strip = lambda recs: [{k: v for k, v in r.items() if k != "train_seconds"} for r in recs]  # noqa: E731
     assert strip(read_jsonl(a / "metrics.jsonl")) == strip(read_jsonl(b / "metrics.jsonl"))
-    wa, wb = (torch.load(d / "checkpoint.pt", weights_only=False)["model"] for d in (a, b))
+    wa, wb = (torch.load(d / "checkpoint.pt", weights_only=True)["model"] for d in (a, b))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 

@@ -85,7 +85,7 @@ def test_time_checkpoint_trains_like_the_plain_layers(tmp_path):
     assert len(steps[0]) == len(steps[1]) > 0
     for r, q in zip(*steps):
         assert abs(r["loss"] - q["loss"]) < 1e-4 and abs(r["grad_norm"] - q["grad_norm"]) <= 1e-3 * r["grad_norm"]
-    wa, wb = (torch.load(run / "checkpoint.pt", weights_only=False)["model"] for run in (plain, ckpt))
+    wa, wb = (torch.load(run / "checkpoint.pt", weights_only=True)["model"] for run in (plain, ckpt))
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-4, rtol=1e-4)
 

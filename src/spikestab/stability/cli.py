@@ -105,7 +105,7 @@ def save_model(model, path: str, report: dict, options: dict) -> None:
     print(
         f"saved the stabilised model to {path}; load it in Python with:\n"
         f"  from spikestab.models import {cls}, SNNConfig, load_model_state\n"
-        f"  ck = torch.load({path!r}, weights_only=False)\n"
+        f"  ck = torch.load({path!r}, weights_only=True)\n"
         f"  model = {cls}(SNNConfig(**ck['config'])); load_model_state(model, ck['state_dict'])\n"
         f"to train such a network on a task, `spikestab train` applies the same conditions at its start: "
         f"spikestab train --task TASK --net {options['net']} --layers {options['layers']} "

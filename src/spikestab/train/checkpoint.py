@@ -8,14 +8,24 @@ from pathlib import Path
 
 import torch
 
+from ..dynamics import NeuronState
 from ..files import previous_path
+from ..neurons.cuba import CubaState
+from ..neurons.slstm import SLSTMState
+
+# the classes a checkpoint may hold besides tensors and plain data: the language model's carried states
+# (NamedTuples of tensors: unpickling one only builds a tuple)
+CHECKPOINT_CLASSES = (NeuronState, CubaState, SLSTMState)
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint written by ``atomic_torch_save``; a corrupt file is a clear ValueError."""
+    """Load a checkpoint written by ``atomic_torch_save``; a corrupt file is a clear ValueError. Only
+    tensors, plain data and ``CHECKPOINT_CLASSES`` are unpickled (``weights_only=True``): a crafted file
+    cannot run code."""
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(list(CHECKPOINT_CLASSES)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated/corrupt archives
         raise ValueError(f"checkpoint {str(path)!r} cannot be read ({type(err).__name__}: {err})") from None
 
