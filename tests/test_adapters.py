@@ -506,3 +506,26 @@ def test_a_saved_report_and_state_dict_rebuild_the_stabilised_model(name, tmp_pa
         torch.testing.assert_close(net(x)[0], fresh(x)[0])
     with pytest.raises(ValueError, match="not in the model"):
         apply_report(nn.Sequential(snn.Leaky(0.9)), report)
+
+
+def test_batch_first_input_gives_the_same_regime_measurements():
+    """batch_dim=0 with [B, T, N] input: the probe's input counts are counted over time as for [T, B, N]
+    (they were the flattened raster, so the timing-code clause could not fire)."""
+
+    class BatchFirst(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x.transpose(0, 1))
+
+    torch.manual_seed(0)
+    net = Logits(SnnTorchRecurrent())
+    probe_x, labels = data(1, batch=96), torch.arange(96) % 4
+    first = stabilize(copy.deepcopy(net), data(), probe=(probe_x, labels)).regime
+    second = stabilize(
+        BatchFirst(copy.deepcopy(net)), data().transpose(0, 1), probe=(probe_x.transpose(0, 1), labels), batch_dim=0
+    ).regime
+    assert second["input_readability"] == pytest.approx(first["input_readability"])
+    assert second["regime"] == first["regime"]

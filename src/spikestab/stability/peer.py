@@ -135,7 +135,11 @@ def _regime(runner: Runner, probe: tuple[Tensor, Tensor], opts: StabilizeOptions
     """The recipe's regime measured on the first neuron module (``regime.regime_from_scan``)."""
     inputs, labels = probe
     _check_batch(runner.model, inputs, runner.batch_dim, "probe inputs")
-    counts = inputs if runner.batch_dim == 1 else inputs.reshape(1, inputs.shape[0], -1)
+    # the input's counts [T, B, ...]: batch-first sequences [B, T, ...] turned time-first, a static [B, N] one step
+    if runner.batch_dim == 1:
+        counts = inputs
+    else:
+        counts = inputs.transpose(0, 1) if inputs.dim() >= 3 else inputs.unsqueeze(0)
     check_probe(counts, labels)
     first = runner.neurons[0]
     snap = first.snapshot()
