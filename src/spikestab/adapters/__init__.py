@@ -13,48 +13,31 @@ import importlib
 from torch import nn
 
 from .base import PeerNeurons, PeerSurrogate, Tap
+from .norse_neurons import NorseNeurons
+from .snntorch_neurons import SnnTorchNeurons
+from .spikingjelly_neurons import SpikingJellyNeurons
 
 __all__ = ["PeerNeurons", "PeerSurrogate", "Tap", "find_peer_neurons", "SUPPORTED"]
 
-# library -> (the module exporting its neuron classes, the classes spikestab adapts, the module and names of
-# the base classes of all its neurons: a module deriving from one that is not supported is refused by name,
-# the adapter module and class)
-LIBRARIES = {
-    "snntorch": (
-        "snntorch",
-        ("Leaky", "RLeaky", "Synaptic", "RSynaptic"),
-        "snntorch",
-        ("SpikingNeuron",),
-        ".snntorch_neurons",
-        "SnnTorchNeurons",
-    ),
+# library -> (the module exporting its neuron classes, the adapter (its ``CLASSES`` are the classes spikestab
+# adapts), the module and names of the base classes of all its neurons: a module deriving from one that is
+# not supported is refused by name). The adapter modules import their library only when used.
+LIBRARIES: dict[str, tuple[str, type[PeerNeurons], str, tuple[str, ...]]] = {
+    "snntorch": ("snntorch", SnnTorchNeurons, "snntorch", ("SpikingNeuron",)),
     "norse": (
         "norse.torch",
-        (
-            "LIFCell",
-            "LIFRecurrentCell",
-            "LIF",
-            "LIFRecurrent",
-            "LSNNCell",
-            "LSNNRecurrentCell",
-            "LSNN",
-            "LSNNRecurrent",
-        ),
+        NorseNeurons,
         "norse.torch.module.snn",
         ("SNNCell", "SNNRecurrentCell", "SNN", "SNNRecurrent"),
-        ".norse_neurons",
-        "NorseNeurons",
     ),
     "spikingjelly": (
         "spikingjelly.activation_based.neuron",
-        ("LIFNode",),
+        SpikingJellyNeurons,
         "spikingjelly.activation_based.neuron",
         ("BaseNode", "SimpleBaseNode"),
-        ".spikingjelly_neurons",
-        "SpikingJellyNeurons",
     ),
 }
-SUPPORTED = {lib: spec[1] for lib, spec in LIBRARIES.items()}
+SUPPORTED = {lib: spec[1].CLASSES for lib, spec in LIBRARIES.items()}
 
 
 def _library(module: nn.Module) -> str | None:
@@ -70,9 +53,9 @@ def _classes(where: str, names: tuple[str, ...]) -> tuple[type, ...]:
 def _adapter(module: nn.Module, name: str, lib: str) -> PeerNeurons | None:
     """The adapter of ``module`` (a module of ``lib``), None when it is not a spiking neuron; ValueError
     when it is one that no adapter knows."""
-    where, supported, base_where, bases, adapter_module, adapter = LIBRARIES[lib]
-    if isinstance(module, _classes(where, supported)):
-        return getattr(importlib.import_module(adapter_module, __name__), adapter)(name, module)
+    where, adapter, base_where, bases = LIBRARIES[lib]
+    if isinstance(module, _classes(where, adapter.CLASSES)):
+        return adapter(name, module)
     if isinstance(module, _classes(base_where, bases)):
         raise ValueError(f"{name} ({lib}.{type(module).__name__})")
     return None

@@ -84,6 +84,7 @@ class PeerNeurons(ABC):
     """One spiking module of a peer library as the stability engine sees it: its threshold, its SG and a
     way to record it (:meth:`tapped`). Subclasses adapt one library's neuron classes."""
 
+    CLASSES: tuple[str, ...] = ()  # the library's neuron classes the subclass adapts
     library = ""
 
     def __init__(self, name: str, module: nn.Module) -> None:

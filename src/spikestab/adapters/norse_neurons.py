@@ -22,18 +22,7 @@ from torch import Tensor, nn
 from ..surrogate import SurrogateGradient, from_norse, to_norse
 from .base import PeerNeurons, PeerSurrogate, Tap
 
-__all__ = ["NorseNeurons", "CLASSES", "route_norse_threshold"]
-
-CLASSES = (
-    "LIFCell",
-    "LIFRecurrentCell",
-    "LIF",
-    "LIFRecurrent",
-    "LSNNCell",
-    "LSNNRecurrentCell",
-    "LSNN",
-    "LSNNRecurrent",
-)
+__all__ = ["NorseNeurons", "route_norse_threshold"]
 
 
 def route_norse_threshold() -> None:
@@ -59,6 +48,16 @@ def route_norse_threshold() -> None:
 class NorseNeurons(PeerNeurons):
     """One Norse neuron module (one of ``CLASSES``)."""
 
+    CLASSES = (
+        "LIFCell",
+        "LIFRecurrentCell",
+        "LIF",
+        "LIFRecurrent",
+        "LSNNCell",
+        "LSNNRecurrentCell",
+        "LSNN",
+        "LSNNRecurrent",
+    )  # the classes this adapter takes
     library = "norse"
 
     @property

@@ -16,9 +16,7 @@ from torch import Tensor, nn
 from ..surrogate import SurrogateGradient, from_snntorch, to_snntorch
 from .base import PeerNeurons, PeerSurrogate, Tap, set_tensor_value, tap_calls
 
-__all__ = ["SnnTorchNeurons", "CLASSES"]
-
-CLASSES = ("Leaky", "RLeaky", "Synaptic", "RSynaptic")
+__all__ = ["SnnTorchNeurons"]
 
 
 def read_snntorch_sg(fn: Any) -> SurrogateGradient | None:
@@ -35,6 +33,7 @@ def read_snntorch_sg(fn: Any) -> SurrogateGradient | None:
 class SnnTorchNeurons(PeerNeurons):
     """One snnTorch neuron module (one of ``CLASSES``)."""
 
+    CLASSES = ("Leaky", "RLeaky", "Synaptic", "RSynaptic")  # the classes this adapter takes
     library = "snntorch"
 
     @property

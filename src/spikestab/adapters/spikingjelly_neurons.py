@@ -18,14 +18,13 @@ from torch import Tensor, nn
 from ..surrogate import SurrogateGradient, from_spikingjelly, to_spikingjelly
 from .base import PeerNeurons, PeerSurrogate, Tap, tap_calls
 
-__all__ = ["SpikingJellyNeurons", "CLASSES"]
-
-CLASSES = ("LIFNode",)
+__all__ = ["SpikingJellyNeurons"]
 
 
 class SpikingJellyNeurons(PeerNeurons):
     """One SpikingJelly ``LIFNode``."""
 
+    CLASSES = ("LIFNode",)  # the classes this adapter takes
     library = "spikingjelly"
 
     @property
