@@ -103,13 +103,29 @@ class Entry:
         return z
 
 
-def _spikestab(w: Workload, d: dict[str, Tensor], backend: str, reset: str = "subtract", detach: bool = True,
-               checkpoint: bool | int = False) -> Entry:
+def _spikestab(
+    w: Workload,
+    d: dict[str, Tensor],
+    backend: str,
+    reset: str = "subtract",
+    detach: bool = True,
+    checkpoint: bool | int = False,
+) -> Entry:
     cls = ALIF if w.adaptive else LIF
     adaptation = dict(tau_adapt=TAU_ADAPT, beta_adapt=BETA_ADAPT) if w.adaptive else {}  # a LIF refuses them
-    layer = cls(w.inputs, w.hidden, recurrent=w.recurrent, tau=TAU, threshold=THRESHOLD, reset=reset,
-                detach_reset=detach, spike_fn=SurrogateGradient("fast-sigmoid", sharpness=0.5), backend=backend,
-                checkpoint=checkpoint, **adaptation)
+    layer = cls(
+        w.inputs,
+        w.hidden,
+        recurrent=w.recurrent,
+        tau=TAU,
+        threshold=THRESHOLD,
+        reset=reset,
+        detach_reset=detach,
+        spike_fn=SurrogateGradient("fast-sigmoid", sharpness=0.5),
+        backend=backend,
+        checkpoint=checkpoint,
+        **adaptation,
+    )
     with torch.no_grad():
         layer.weight_ih.copy_(d["w_in"])
         if w.recurrent:
@@ -148,8 +164,14 @@ def _snntorch(w: Workload, d: dict[str, Tensor]) -> Entry:
     w_in = d["w_in"].clone().requires_grad_(True)
     sg = surrogate.fast_sigmoid(slope=1.0)
     if w.recurrent:
-        cell = snn.RLeaky(beta=alpha, linear_features=w.hidden, all_to_all=True, spike_grad=sg,
-                          threshold=THRESHOLD, reset_mechanism="subtract")
+        cell = snn.RLeaky(
+            beta=alpha,
+            linear_features=w.hidden,
+            all_to_all=True,
+            spike_grad=sg,
+            threshold=THRESHOLD,
+            reset_mechanism="subtract",
+        )
         with torch.no_grad():
             cell.recurrent.weight.copy_(d["w_rec"])
             cell.recurrent.bias.zero_()
@@ -176,14 +198,23 @@ def _norse(w: Workload, d: dict[str, Tensor], compiled: bool) -> Entry:
     import norse.torch as norse
 
     k = 1.0 - math.exp(-1.0 / TAU)  # dt * tau_mem_inv
-    common = dict(tau_syn_inv=torch.as_tensor(1.0 / DT), tau_mem_inv=torch.as_tensor(k / DT),
-                  v_leak=torch.as_tensor(0.0), v_th=torch.as_tensor(THRESHOLD),
-                  v_reset=torch.as_tensor(0.0), method="super", alpha=1.0)
+    common = dict(
+        tau_syn_inv=torch.as_tensor(1.0 / DT),
+        tau_mem_inv=torch.as_tensor(k / DT),
+        v_leak=torch.as_tensor(0.0),
+        v_th=torch.as_tensor(THRESHOLD),
+        v_reset=torch.as_tensor(0.0),
+        method="super",
+        alpha=1.0,
+    )
     if w.recurrent:
         if w.adaptive:
             rho = math.exp(-1.0 / TAU_ADAPT)
-            p = norse.LSNNParameters(tau_adapt_inv=torch.as_tensor((1.0 - rho) / DT),
-                                     beta=torch.as_tensor(BETA_ADAPT * (1.0 - rho) / rho), **common)
+            p = norse.LSNNParameters(
+                tau_adapt_inv=torch.as_tensor((1.0 - rho) / DT),
+                beta=torch.as_tensor(BETA_ADAPT * (1.0 - rho) / rho),
+                **common,
+            )
             module = norse.LSNNRecurrent(w.inputs, w.hidden, p=p, autapses=False, dt=DT)
         else:
             module = norse.LIFRecurrent(w.inputs, w.hidden, p=norse.LIFParameters(**common), autapses=False, dt=DT)
@@ -211,14 +242,21 @@ def _spikingjelly(w: Workload, d: dict[str, Tensor], compiled: bool) -> Entry:
     from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
     tau = 1.0 / (1.0 - math.exp(-1.0 / TAU))
-    node = dict(tau=tau, decay_input=False, v_threshold=THRESHOLD, v_reset=0.0,
-                surrogate_function=surrogate.SuperSpike(alpha=1.0), detach_reset=True)
+    node = dict(
+        tau=tau,
+        decay_input=False,
+        v_threshold=THRESHOLD,
+        v_reset=0.0,
+        surrogate_function=surrogate.SuperSpike(alpha=1.0),
+        detach_reset=True,
+    )
     w_in = d["w_in"].clone().requires_grad_(True)
     if w.recurrent:
         # The container's Linear maps [x_t, y_{t-1}] to the child's input size, so x is projected
         # first and its weight is [I, W_rec], as the SpikingJelly docstring describes.
-        module = layer.LinearRecurrentContainer(neuron.LIFNode(step_mode="s", **node), w.hidden, w.hidden,
-                                                bias=False, step_mode="m")
+        module = layer.LinearRecurrentContainer(
+            neuron.LIFNode(step_mode="s", **node), w.hidden, w.hidden, bias=False, step_mode="m"
+        )
         with torch.no_grad():
             module.rc.weight.copy_(torch.cat([torch.eye(w.hidden), d["w_rec"]], dim=1))
         params = {"w_in": w_in, "w_cat": module.rc.weight}
@@ -237,8 +275,11 @@ def _spikingjelly(w: Workload, d: dict[str, Tensor], compiled: bool) -> Entry:
 # name -> (library, builder, spikestab configuration its dynamics equal: (reset, detach_reset))
 ENTRIES: dict[str, tuple[str, Callable[..., Entry], tuple[str, bool]]] = {
     "spikestab fused": ("spikestab", lambda w, d: _spikestab(w, d, "fused"), ("subtract", True)),
-    "spikestab fused (checkpointed)": ("spikestab", lambda w, d: _spikestab(w, d, "fused", checkpoint=True),
-                                      ("subtract", True)),
+    "spikestab fused (checkpointed)": (
+        "spikestab",
+        lambda w, d: _spikestab(w, d, "fused", checkpoint=True),
+        ("subtract", True),
+    ),
     "spikestab auto (event-driven)": ("spikestab", lambda w, d: _spikestab(w, d, "auto"), ("subtract", True)),
     "spikestab reference": ("spikestab", lambda w, d: _spikestab(w, d, "reference"), ("subtract", True)),
     "dense lower bound": ("spikestab", _dense_bound, ("subtract", True)),
@@ -278,9 +319,14 @@ def _check(name: str, entry: Entry, w: Workload, d: dict[str, Tensor]) -> dict:
     t0 = time.perf_counter()
     z = entry.step(d["readout"]).detach()
     first = time.perf_counter() - t0  # the very first call: torch.compile entries compile here
-    out = {"first_call_s": first, "reset": reset, "detach_reset": detach, "spike_rate": z_ref.mean().item(),
-           "spikes_equal": bool(torch.equal(z, z_ref)),
-           "spike_mismatch": (z != z_ref).float().mean().item()}
+    out = {
+        "first_call_s": first,
+        "reset": reset,
+        "detach_reset": detach,
+        "spike_rate": z_ref.mean().item(),
+        "spikes_equal": bool(torch.equal(z, z_ref)),
+        "spike_mismatch": (z != z_ref).float().mean().item(),
+    }
     if entry.params:
         mine, theirs = _weight_grads(ref, w), _weight_grads(entry, w)
         out["grad_cosine"] = {
@@ -298,6 +344,7 @@ class CompileTimeout(Exception):
 def _deadline(seconds: float):
     """Raise CompileTimeout in the main thread after ``seconds`` of wall time (SIGALRM): dynamo and
     inductor compile in Python, so the alarm interrupts them."""
+
     def _raise(signum, frame):
         raise CompileTimeout
 
@@ -420,8 +467,14 @@ def _memory(workload: str, name: str, threads: int) -> dict:
 
 def _available(lib: str) -> bool:
     try:
-        __import__({"snntorch": "snntorch", "norse": "norse.torch", "spikingjelly":
-                    "spikingjelly.activation_based.neuron", "spikestab": "spikestab"}[lib])
+        __import__(
+            {
+                "snntorch": "snntorch",
+                "norse": "norse.torch",
+                "spikingjelly": "spikingjelly.activation_based.neuron",
+                "spikestab": "spikestab",
+            }[lib]
+        )
         return True
     except ImportError:
         return False
@@ -435,8 +488,11 @@ def _write_atomic(path: str, text: str) -> None:
 
 
 def _markdown(results: dict) -> str:
-    lines = [f"Threads: {results['meta']['threads']}; median of {results['meta']['repeats']} after "
-             f"{results['meta']['warmup']} warm-up call(s). Ratios are to spikestab fused in the same run.", ""]
+    lines = [
+        f"Threads: {results['meta']['threads']}; median of {results['meta']['repeats']} after "
+        f"{results['meta']['warmup']} warm-up call(s). Ratios are to spikestab fused in the same run.",
+        "",
+    ]
     for wname, rows in results["workloads"].items():
         w = WORKLOADS[wname]
         lines += [
@@ -520,8 +576,11 @@ def train_epoch(backends: list[str], batch: int = 256, lr: float = 1e-3) -> dict
             loss.backward()
             opt.step()
             losses.append(loss.item())
-        out["runs"][backend] = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0,
-                                "losses": losses}
+        out["runs"][backend] = {
+            "wall_s": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - cpu0,
+            "losses": losses,
+        }
         print(f"epoch {backend:10s} {out['runs'][backend]['wall_s']:8.1f} s  last loss {losses[-1]:.6f}", flush=True)
     ref = out["runs"].get("reference")
     for r in out["runs"].values():
@@ -578,15 +637,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--entries", default=",".join(ENTRIES))
-    ap.add_argument("--compile-timeout", type=float, default=900.0,
-                    help="wall-time budget in seconds for each torch.compile entry's compilation (its first call)")
-    ap.add_argument("--compile-workloads", default="a-lif",
-                    help="comma list of workloads that get the torch.compile entries (each compiles for minutes)")
+    ap.add_argument(
+        "--compile-timeout",
+        type=float,
+        default=900.0,
+        help="wall-time budget in seconds for each torch.compile entry's compilation (its first call)",
+    )
+    ap.add_argument(
+        "--compile-workloads",
+        default="a-lif",
+        help="comma list of workloads that get the torch.compile entries (each compiles for minutes)",
+    )
     ap.add_argument("--no-memory", action="store_true", help="skip the per-entry memory subprocesses")
     ap.add_argument("--no-check", action="store_true", help="skip the spike/gradient equivalence checks")
     ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--train-epoch", action="store_true",
-                    help="instead: one sl-MNIST-configuration epoch per backend (reference, fused, auto)")
+    ap.add_argument(
+        "--train-epoch",
+        action="store_true",
+        help="instead: one sl-MNIST-configuration epoch per backend (reference, fused, auto)",
+    )
     ap.add_argument("--probe", nargs=2, metavar=("WORKLOAD", "ENTRY"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.threads < 1 or args.repeats < 1 or args.warmup < 1:
@@ -603,10 +672,18 @@ def main(argv: list[str] | None = None) -> None:
         res["threads"] = args.threads
         _write_atomic(os.path.join(args.out, "train_epoch.json"), json.dumps(res, indent=1))
         return
-    results = {"meta": {"threads": args.threads, "repeats": args.repeats, "warmup": args.warmup,
-                        "torch": torch.__version__, "python": platform.python_version(),
-                        "machine": platform.machine(), "load_average_start": os.getloadavg()},
-               "workloads": {}}
+    results = {
+        "meta": {
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "load_average_start": os.getloadavg(),
+        },
+        "workloads": {},
+    }
     for wname in workloads:
         w = WORKLOADS[wname]
         d = _data(w)

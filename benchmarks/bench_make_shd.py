@@ -31,8 +31,13 @@ def cpu_seconds() -> float:
 
 
 def bench_generate(per_class: int, workers: int, seed: int) -> dict:
-    settings = make_shd.Settings(per_class=per_class, test_per_class=max(1, per_class // 4), seed=seed,
-                                 test_speakers=0.25, augment=synth.Augment())
+    settings = make_shd.Settings(
+        per_class=per_class,
+        test_per_class=max(1, per_class // 4),
+        seed=seed,
+        test_speakers=0.25,
+        augment=synth.Augment(),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         cochlea.encode(np.sin(np.arange(2205.0)), 22050)  # table + compiled code, as generate does
         cpu0, t0 = cpu_seconds(), time.time()
@@ -40,10 +45,16 @@ def bench_generate(per_class: int, workers: int, seed: int) -> dict:
         wall, cpu = time.time() - t0, cpu_seconds() - cpu0
         size = sum(os.path.getsize(f) for f in summary["files"])
     n = sum(summary["samples"].values())
-    return dict(utterances=n, workers=workers, wall_s=round(wall, 2), utterances_per_s=round(n / wall, 2),
-                cpu_s_per_utterance=round(cpu / n, 4), uncontended_utterances_per_s=round(workers * n / cpu, 2),
-                audio_s_per_utterance=round(summary["last_run"]["audio_seconds"] / n, 3),
-                h5_bytes_per_utterance=int(size / n))
+    return dict(
+        utterances=n,
+        workers=workers,
+        wall_s=round(wall, 2),
+        utterances_per_s=round(n / wall, 2),
+        cpu_s_per_utterance=round(cpu / n, 4),
+        uncontended_utterances_per_s=round(workers * n / cpu, 2),
+        audio_s_per_utterance=round(summary["last_run"]["audio_seconds"] / n, 3),
+        h5_bytes_per_utterance=int(size / n),
+    )
 
 
 def bench_stages(n: int, seed: int) -> dict:
@@ -85,12 +96,20 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vs-lauscher", type=float, default=0.0, metavar="SECONDS",
-                        help="also time lauscher on a tone of this length (0: skip)")
+    parser.add_argument(
+        "--vs-lauscher",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also time lauscher on a tone of this length (0: skip)",
+    )
     parser.add_argument("--out", default="runs/bench_make_shd.json")
     args = parser.parse_args()
-    result = dict(generate=bench_generate(args.per_class, args.workers, args.seed),
-                  stages_cpu_s_per_utterance=bench_stages(20, args.seed), load_average=os.getloadavg())
+    result = dict(
+        generate=bench_generate(args.per_class, args.workers, args.seed),
+        stages_cpu_s_per_utterance=bench_stages(20, args.seed),
+        load_average=os.getloadavg(),
+    )
     if args.vs_lauscher > 0:
         result["vs_lauscher"] = bench_vs_lauscher(args.vs_lauscher)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

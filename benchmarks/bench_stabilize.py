@@ -85,8 +85,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/bench_stabilize.json")
-    p.add_argument("--quiet-forward", type=float, default=None,
-                   help="wall seconds of one forward pass on a quiet machine, for the estimate column")
+    p.add_argument(
+        "--quiet-forward",
+        type=float,
+        default=None,
+        help="wall seconds of one forward pass on a quiet machine, for the estimate column",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     warm_up()
@@ -96,15 +100,27 @@ def main() -> None:
         fwd_init, _ = forward_time(model, x)
         r = run(model, x, mode, measure)
         fwd, fwd_cpu = forward_time(model, x)
-        rows.append({"mode": mode, "measure": measure, "forward_s": fwd, "forward_cpu_s": fwd_cpu,
-                     "forward_at_init_s": fwd_init, **{k: v for k, v in r.items() if k != "report"}})
+        rows.append(
+            {
+                "mode": mode,
+                "measure": measure,
+                "forward_s": fwd,
+                "forward_cpu_s": fwd_cpu,
+                "forward_at_init_s": fwd_init,
+                **{k: v for k, v in r.items() if k != "report"},
+            }
+        )
         rows[-1]["report"] = r["report"]
-    print(f"stabilize: {args.layers} x {args.width} LIF, batch {args.batch} x {args.steps} steps, "
-          f"{args.threads} threads, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"stabilize: {args.layers} x {args.width} LIF, batch {args.batch} x {args.steps} steps, "
+        f"{args.threads} threads, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}"
+    )
     # quiet-machine estimate: total in forward-pass units times one quiet forward pass; without a given
     # one, the forward pass's CPU time (with one thread about its wall time on an idle core)
-    head = (f"{'mode':<9} {'measure':<8} {'total s':>8} {'(fwd)':>6} {'cpu s':>7} {'conditions s':>13} {'(fwd)':>6} "
-            f"{'apply s':>8} {'capture s':>10} {'measure s':>10} {'1 fwd s':>8} {'fwd cpu s':>10} {'quiet est s':>12}")
+    head = (
+        f"{'mode':<9} {'measure':<8} {'total s':>8} {'(fwd)':>6} {'cpu s':>7} {'conditions s':>13} {'(fwd)':>6} "
+        f"{'apply s':>8} {'capture s':>10} {'measure s':>10} {'1 fwd s':>8} {'fwd cpu s':>10} {'quiet est s':>12}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -112,11 +128,22 @@ def main() -> None:
         quiet_fwd = args.quiet_forward if args.quiet_forward is not None else r["forward_cpu_s"]
         r["quiet_estimate_s"] = r["total_s"] / f * quiet_fwd
         r["quiet_conditions_estimate_s"] = r["conditions_s"] / f * quiet_fwd
-        print(f"{r['mode']:<9} {str(r['measure']):<8} {r['total_s']:>8.2f} {r['total_s'] / f:>6.1f} {r['cpu_s']:>7.2f} "
-              f"{r['conditions_s']:>13.3f} {r['conditions_s'] / f:>6.2f} {r['apply_s']:>8.2f} {r['capture_s']:>10.2f} "
-              f"{r['measure_s']:>10.2f} {f:>8.3f} {r['forward_cpu_s']:>10.3f} {r['quiet_estimate_s']:>12.2f}")
-    _write(args.out, {"config": vars(args), "machine": platform.platform(), "cpu_count": os.cpu_count(),
-                      "load_average": os.getloadavg(), "torch": torch.__version__, "rows": rows})
+        print(
+            f"{r['mode']:<9} {str(r['measure']):<8} {r['total_s']:>8.2f} {r['total_s'] / f:>6.1f} {r['cpu_s']:>7.2f} "
+            f"{r['conditions_s']:>13.3f} {r['conditions_s'] / f:>6.2f} {r['apply_s']:>8.2f} {r['capture_s']:>10.2f} "
+            f"{r['measure_s']:>10.2f} {f:>8.3f} {r['forward_cpu_s']:>10.3f} {r['quiet_estimate_s']:>12.2f}"
+        )
+    _write(
+        args.out,
+        {
+            "config": vars(args),
+            "machine": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "load_average": os.getloadavg(),
+            "torch": torch.__version__,
+            "rows": rows,
+        },
+    )
     print(f"wrote {args.out}")
 
 

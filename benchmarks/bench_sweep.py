@@ -32,8 +32,17 @@ import optuna
 from spikestab.sweep import run_sweep
 from spikestab.sweep.storage import default_url, open_storage
 
-TINY = {"task": "randman", "task_options": {"n_classes": 3, "n_units": 20, "n_steps": 30, "samples_per_class": 60},
-        "layers": [32], "epochs": 1, "batch_size": 16, "lr": 1e-2, "dropout": 0.0, "threads": 1, "stabilize": ""}
+TINY = {
+    "task": "randman",
+    "task_options": {"n_classes": 3, "n_units": 20, "n_steps": 30, "samples_per_class": 60},
+    "layers": [32],
+    "epochs": 1,
+    "batch_size": 16,
+    "lr": 1e-2,
+    "dropout": 0.0,
+    "threads": 1,
+    "stabilize": "",
+}
 
 
 def measure(folder: Path, trials: int, storage: str | None) -> dict:
@@ -47,8 +56,16 @@ def measure(folder: Path, trials: int, storage: str | None) -> dict:
         span = (t.datetime_complete - t.datetime_start).total_seconds()
         fit, hook = t.user_attrs["seconds"]["fit"], t.user_attrs["seconds"]["hook"]
         gap = (t.datetime_start - previous).total_seconds() if previous is not None else 0.0
-        rows.append({"trial": t.number, "fit_s": fit, "hook_s": hook, "in_trial_s": span - fit + hook,
-                     "gap_s": gap, "overhead_s": span - fit + hook + gap})
+        rows.append(
+            {
+                "trial": t.number,
+                "fit_s": fit,
+                "hook_s": hook,
+                "in_trial_s": span - fit + hook,
+                "gap_s": gap,
+                "overhead_s": span - fit + hook + gap,
+            }
+        )
         previous = t.datetime_complete
     setup = done[0].datetime_start.timestamp() - t0
     return {"trials": rows, "wall_s": wall, "setup_s": setup}
@@ -70,16 +87,29 @@ def main() -> None:
 
     print(f"{len(rows)} trials, storage {'sqlite (temp file)' if args.storage is None else args.storage}")
     print(f"{'':24s} {'median s':>9s} {'max s':>9s}")
-    for key, label in [("fit_s", "training run (fit)"), ("hook_s", "  of which epoch hook"),
-                       ("in_trial_s", "in-trial overhead"), ("gap_s", "between trials"),
-                       ("overhead_s", "overhead per trial")]:
+    for key, label in [
+        ("fit_s", "training run (fit)"),
+        ("hook_s", "  of which epoch hook"),
+        ("in_trial_s", "in-trial overhead"),
+        ("gap_s", "between trials"),
+        ("overhead_s", "overhead per trial"),
+    ]:
         med, top = stat(key)
         print(f"{label:24s} {med:9.3f} {top:9.3f}")
     print(f"setup once (plan, task check, study, queue): {res['setup_s']:.2f} s; whole sweep {res['wall_s']:.2f} s")
-    summary = {"median_overhead_s": stat("overhead_s")[0], "max_overhead_s": stat("overhead_s")[1],
-               "median_fit_s": stat("fit_s")[0], "setup_s": res["setup_s"], "wall_s": res["wall_s"],
-               "trials": rows, "storage": args.storage or "sqlite", "optuna": optuna.__version__,
-               "python": platform.python_version(), "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M")}
+    summary = {
+        "median_overhead_s": stat("overhead_s")[0],
+        "max_overhead_s": stat("overhead_s")[1],
+        "median_fit_s": stat("fit_s")[0],
+        "setup_s": res["setup_s"],
+        "wall_s": res["wall_s"],
+        "trials": rows,
+        "storage": args.storage or "sqlite",
+        "optuna": optuna.__version__,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {args.out}")

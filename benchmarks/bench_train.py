@@ -79,8 +79,10 @@ LR = 1e-3
 
 
 def _layer_workloads(cfg: Config) -> list[layers.Workload]:
-    return [layers.Workload(f"{cfg.name}-{i}", cfg.steps, cfg.batch, n_in, cfg.hidden, True, cfg.adaptive,
-                            cfg.density) for i, n_in in enumerate((cfg.inputs, cfg.hidden))]
+    return [
+        layers.Workload(f"{cfg.name}-{i}", cfg.steps, cfg.batch, n_in, cfg.hidden, True, cfg.adaptive, cfg.density)
+        for i, n_in in enumerate((cfg.inputs, cfg.hidden))
+    ]
 
 
 def n_batches(cfg: Config, batches: int) -> int:
@@ -144,8 +146,12 @@ def _check_and_warm_up(name: str, net: Network, cfg: Config, batches: int) -> di
 def _epoch(net: Network, cfg: Config, batches: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     losses = [net.train_step(x, y) for x, y in epoch_batches(cfg, batches)]
-    out = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "last_loss": losses[-1],
-           "layer1_rate": net.rate_sum / net.steps}
+    out = {
+        "wall_s": time.perf_counter() - t0,
+        "cpu_s": time.process_time() - c0,
+        "last_loss": losses[-1],
+        "layer1_rate": net.rate_sum / net.steps,
+    }
     net.rate_sum, net.steps = 0.0, 0
     return out
 
@@ -208,23 +214,30 @@ def _summarise(rows: dict[str, dict], data: list[dict]) -> dict:
         return summary
     if eager:
         e = min(eager, key=lambda n: eager[n]["wall_s"])
-        summary.update(fastest_eager_peer=e, speedup_vs_fastest_eager=eager[e]["wall_s"] / mine["wall_s"],
-                                cpu_speedup_vs_fastest_eager=min(r["cpu_s"] for r in eager.values()) / mine["cpu_s"],
-                                net_cpu_speedup_vs_fastest_eager=(min(r["cpu_s"] for r in eager.values()) - data_cpu)
-                                / (mine["cpu_s"] - data_cpu))
+        summary.update(
+            fastest_eager_peer=e,
+            speedup_vs_fastest_eager=eager[e]["wall_s"] / mine["wall_s"],
+            cpu_speedup_vs_fastest_eager=min(r["cpu_s"] for r in eager.values()) / mine["cpu_s"],
+            net_cpu_speedup_vs_fastest_eager=(min(r["cpu_s"] for r in eager.values()) - data_cpu)
+            / (mine["cpu_s"] - data_cpu),
+        )
     if "Norse compiled" in timed:
         nc = timed["Norse compiled"]
-        summary.update(speedup_vs_norse_compiled=nc["wall_s"] / mine["wall_s"],
-                                cpu_speedup_vs_norse_compiled=nc["cpu_s"] / mine["cpu_s"],
-                                net_cpu_speedup_vs_norse_compiled=(nc["cpu_s"] - data_cpu) / (mine["cpu_s"] - data_cpu))
+        summary.update(
+            speedup_vs_norse_compiled=nc["wall_s"] / mine["wall_s"],
+            cpu_speedup_vs_norse_compiled=nc["cpu_s"] / mine["cpu_s"],
+            net_cpu_speedup_vs_norse_compiled=(nc["cpu_s"] - data_cpu) / (mine["cpu_s"] - data_cpu),
+        )
     return summary
 
 
 def _markdown(results: dict) -> str:
     meta = results["meta"]
-    head = (f"Threads: {meta['threads']}; median of {meta['repeats']} epoch(s) per entry, round-robin; "
-            f"load average {meta['load_average_start'][0]:.1f} at the start, {meta['load_average_end'][0]:.1f} at "
-            f"the end. Ratios are to the fastest peer of the same configuration in the same run.")
+    head = (
+        f"Threads: {meta['threads']}; median of {meta['repeats']} epoch(s) per entry, round-robin; "
+        f"load average {meta['load_average_start'][0]:.1f} at the start, {meta['load_average_end'][0]:.1f} at "
+        f"the end. Ratios are to the fastest peer of the same configuration in the same run."
+    )
     lines = [head, ""]
     for cname, res in results["configs"].items():
         rows = res["entries"]
@@ -232,10 +245,24 @@ def _markdown(results: dict) -> str:
         neuron = "ALIF" if cfg.adaptive else "LIF"
         what = f"{cfg.inputs} -> 2x{cfg.hidden} recurrent {neuron}, T={cfg.steps}, B={cfg.batch}"
         data = "5,000 MNIST digits" if cfg.mnist else f"synthetic, {cfg.density:.0%} input rate"
-        columns = ("entry", "epoch s (wall)", "/ fastest peer", "epoch CPU s", "CPU / fastest peer", "warm-up step s",
-                   "peak RSS MiB", "layer-1 rate", "layer-1 spikes equal spikestab's (mismatch)", "grad cosine")
-        lines += [f"### {cname}: {what}, {res['batches']} batches per epoch ({data})", "",
-                  "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        columns = (
+            "entry",
+            "epoch s (wall)",
+            "/ fastest peer",
+            "epoch CPU s",
+            "CPU / fastest peer",
+            "warm-up step s",
+            "peak RSS MiB",
+            "layer-1 rate",
+            "layer-1 spikes equal spikestab's (mismatch)",
+            "grad cosine",
+        )
+        lines += [
+            f"### {cname}: {what}, {res['batches']} batches per epoch ({data})",
+            "",
+            "| " + " | ".join(columns) + " |",
+            "|" + "---|" * len(columns),
+        ]
         for name in ENTRIES:
             r = rows.get(name)
             if r is None:
@@ -257,15 +284,21 @@ def _markdown(results: dict) -> str:
         if "speedup_vs_fastest_eager" in s or "speedup_vs_norse_compiled" in s:
             parts = []
             if "speedup_vs_fastest_eager" in s:
-                parts.append(f"{s['speedup_vs_fastest_eager']:.1f}x faster than the fastest eager peer "
-                             f"({s['fastest_eager_peer']}; CPU time {s['cpu_speedup_vs_fastest_eager']:.1f}x, "
-                             f"{s['net_cpu_speedup_vs_fastest_eager']:.1f}x without the batches' CPU time)")
+                parts.append(
+                    f"{s['speedup_vs_fastest_eager']:.1f}x faster than the fastest eager peer "
+                    f"({s['fastest_eager_peer']}; CPU time {s['cpu_speedup_vs_fastest_eager']:.1f}x, "
+                    f"{s['net_cpu_speedup_vs_fastest_eager']:.1f}x without the batches' CPU time)"
+                )
             if "speedup_vs_norse_compiled" in s:
-                parts.append(f"{s['speedup_vs_norse_compiled']:.1f}x faster than compiled Norse "
-                             f"(CPU time {s['cpu_speedup_vs_norse_compiled']:.1f}x, "
-                             f"{s['net_cpu_speedup_vs_norse_compiled']:.1f}x without the batches' CPU time)")
-            note = (f"spikestab: {'; '.join(parts)}. Producing the epoch's batches alone takes "
-                    f"{s['data_cpu_s']:.1f} s CPU (part of every entry's epoch).")
+                parts.append(
+                    f"{s['speedup_vs_norse_compiled']:.1f}x faster than compiled Norse "
+                    f"(CPU time {s['cpu_speedup_vs_norse_compiled']:.1f}x, "
+                    f"{s['net_cpu_speedup_vs_norse_compiled']:.1f}x without the batches' CPU time)"
+                )
+            note = (
+                f"spikestab: {'; '.join(parts)}. Producing the epoch's batches alone takes "
+                f"{s['data_cpu_s']:.1f} s CPU (part of every entry's epoch)."
+            )
             lines += ["", note]
         lines.append("")
     return "\n".join(lines)
@@ -298,17 +331,28 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(_probe_memory(*args.probe, args.probe_steps)))
         return
     os.makedirs(args.out, exist_ok=True)
-    results = {"meta": {"threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
-                        "python": platform.python_version(), "machine": platform.machine(),
-                        "load_average_start": os.getloadavg(),
-                        "command": "benchmarks/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:])},
-               "configs": {}}
+    results = {
+        "meta": {
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "load_average_start": os.getloadavg(),
+            "command": "benchmarks/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        },
+        "configs": {},
+    }
     for cname in configs:
         cfg = CONFIGS[cname]
         rows: dict[str, dict] = {}
         data: list[dict] = []
-        results["configs"][cname] = {"batches": n_batches(cfg, args.batches), "entries": rows, "data": data,
-                                     "summary": {}}
+        results["configs"][cname] = {
+            "batches": n_batches(cfg, args.batches),
+            "entries": rows,
+            "data": data,
+            "summary": {},
+        }
         nets: dict[str, Network] = {}
         for name in entries:
             lib = layers.ENTRIES[name][0]
@@ -328,8 +372,11 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{cname:9s} {name:30s} warm-up step {rows[name]['check']['warmup_step_s']:.1f} s", flush=True)
         for _ in range(args.repeats):
             data.append(_data_epoch(cfg, args.batches))
-            print(f"{cname:9s} {'(the batches alone)':30s} epoch {data[-1]['wall_s']:8.1f} s wall "
-                  f"{data[-1]['cpu_s']:8.1f} s CPU", flush=True)
+            print(
+                f"{cname:9s} {'(the batches alone)':30s} epoch {data[-1]['wall_s']:8.1f} s wall "
+                f"{data[-1]['cpu_s']:8.1f} s CPU",
+                flush=True,
+            )
             for name, net in nets.items():
                 e = _epoch(net, cfg, args.batches)
                 rows[name]["epochs"].append(e)

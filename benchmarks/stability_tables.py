@@ -112,13 +112,22 @@ def paper_mode(widths: list[int]) -> list[dict]:
                 model = _preset_model(net, reset, width, 80, 1.0, surrogate="exponential")
                 rep = stabilize(model, x, mode="paper").layers[0]
                 m = rep.measurements
-                rows.append({
-                    "net": net, "reset": reset, "width": width, "rate": m["firing_rate"], "ratio": m["variance_ratio"],
-                    "dampening": rep.condition("III").chosen_mean, "worst_gain": m["worst_case_gain"],
-                    "IV_feasible": rep.condition("IV").feasible, "sharpness": rep.condition("IV").chosen_mean,
-                    "IV_residual_at_1": rep.condition("IV").extra["residual_at_sharpness_1"],
-                    "ms_gain": m["mean_square_gain"], "growth": m["growth_per_step"],
-                })
+                rows.append(
+                    {
+                        "net": net,
+                        "reset": reset,
+                        "width": width,
+                        "rate": m["firing_rate"],
+                        "ratio": m["variance_ratio"],
+                        "dampening": rep.condition("III").chosen_mean,
+                        "worst_gain": m["worst_case_gain"],
+                        "IV_feasible": rep.condition("IV").feasible,
+                        "sharpness": rep.condition("IV").chosen_mean,
+                        "IV_residual_at_1": rep.condition("IV").extra["residual_at_sharpness_1"],
+                        "ms_gain": m["mean_square_gain"],
+                        "growth": m["growth_per_step"],
+                    }
+                )
     return rows
 
 
@@ -133,11 +142,17 @@ def calibration() -> list[dict]:
         torch.manual_seed(3)
         model = SNNClassifier(SNNConfig(40, 5, hidden_sizes=(64, 64), dropout=0.0))
         trained = train_bias_for_rate(model, x, rate=f0, steps=300, lr=0.05)
-        rows.append({
-            "f0": f0, "rates_before": before, "root_rates": [r["rate"] for r in root],
-            "root_simulations": sum(r["simulations"] for r in root), "adam_rates": trained["rates"],
-            "adam_steps": trained["steps"], "adam_within_tol": trained["feasible"],
-        })
+        rows.append(
+            {
+                "f0": f0,
+                "rates_before": before,
+                "root_rates": [r["rate"] for r in root],
+                "root_simulations": sum(r["simulations"] for r in root),
+                "adam_rates": trained["rates"],
+                "adam_steps": trained["steps"],
+                "adam_within_tol": trained["feasible"],
+            }
+        )
     return rows
 
 
@@ -148,8 +163,12 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     widths = [int(w) for w in args.widths.split(",")]
-    data = {"measured": measured_matrix(widths), "defaults": default_settings(64), "paper": paper_mode([128, 256]),
-            "calibration": calibration()}
+    data = {
+        "measured": measured_matrix(widths),
+        "defaults": default_settings(64),
+        "paper": paper_mode([128, 256]),
+        "calibration": calibration(),
+    }
     folder = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".json")

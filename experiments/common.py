@@ -35,19 +35,33 @@ COMMON = dict(lr=2e-3, batch_size=32, dropout=0.1, threads=1, progress=False, ch
 def task(name: str, scale: str, shd_dir: str | None = None) -> dict[str, Any]:
     """The fixed training options of ``name`` ("sl-mnist", "shd", "randman") at ``scale``."""
     if scale == "smoke":
-        return {**COMMON, "task": "sl-mnist", "task_options": {"source": "digits"}, "layers": "2x8",
-                "epochs": 1, "batch_size": 128, "eval_batch_size": 512}
+        return {
+            **COMMON,
+            "task": "sl-mnist",
+            "task_options": {"source": "digits"},
+            "layers": "2x8",
+            "epochs": 1,
+            "batch_size": 128,
+            "eval_batch_size": 512,
+        }
     width = {"layers": "2x64"}
     if name == "sl-mnist":
         return {**COMMON, **width, "task": "sl-mnist", "task_options": {"source": "mnist5k"}, "epochs": 3}
     if name == "randman":
-        return {**COMMON, **width, "task": "randman", "epochs": 5,
-                "task_options": {"n_units": 100, "dim": 2, "samples_per_class": 500}}
+        return {
+            **COMMON,
+            **width,
+            "task": "randman",
+            "epochs": 5,
+            "task_options": {"n_units": 100, "dim": 2, "samples_per_class": 500},
+        }
     if name == "shd":
         folder = Path(shd_dir or RUNS / "shd_synth")
         if not (folder / "SHD" / "shd_train.h5").is_file() and not (folder / "shd_train.h5").is_file():
-            sys.exit(f"synthetic SHD not found in {folder}: make it with `make espeak` and "
-                     f"`spikestab make-shd --out {folder} --per-class 100`, or pass --shd-dir")
+            sys.exit(
+                f"synthetic SHD not found in {folder}: make it with `make espeak` and "
+                f"`spikestab make-shd --out {folder} --per-class 100`, or pass --shd-dir"
+            )
         return {**COMMON, **width, "task": "shd", "data_dir": str(folder), "epochs": 5}
     raise ValueError(f"unknown task {name!r}")
 
@@ -70,11 +84,19 @@ def _diagnostics(run_dir: Path) -> dict[str, Any]:
     norms = [r["layer_grad_norms"] for r in steps]
     layers = (stab.get("report") or {}).get("layers", [])
     # a non-finite gradient norm is stored as null (strict JSON): it makes that layer's mean null too
-    mean_norm = [None if any(n[i] is None for n in norms) else statistics.fmean(n[i] for n in norms)
-                 for i in range(len(norms[0]))] if norms else None
+    mean_norm = (
+        [
+            None if any(n[i] is None for n in norms) else statistics.fmean(n[i] for n in norms)
+            for i in range(len(norms[0]))
+        ]
+        if norms
+        else None
+    )
     return {
-        "seed": res["config"]["seed"], "val_loss": (res.get("val") or {}).get("loss"),
-        "initial_rates": stab.get("initial_rates"), "final_rates": (res.get("test") or {}).get("rates"),
+        "seed": res["config"]["seed"],
+        "val_loss": (res.get("val") or {}).get("loss"),
+        "initial_rates": stab.get("initial_rates"),
+        "final_rates": (res.get("test") or {}).get("rates"),
         "grad_norm_first100": mean_norm,
         "growth_per_step": [layer["measurements"].get("growth_per_step") for layer in layers] or None,
         "chosen": [{c: v["chosen"] for c, v in layer["conditions"].items()} for layer in layers] or None,

@@ -56,11 +56,21 @@ def stats(model, batch) -> list[dict]:
         x = layer_input(model, batch, i)
         t, thr = record(layer, x), layer.threshold.mean().item()
         per_neuron = t.z.mean((0, 1))
-        out.append(dict(rate=t.rate, v_mean=t.v.mean().item() / thr, v_std=t.v.std().item() / thr,
-                        rate_std_neuron=per_neuron.std().item(), silent=(per_neuron < 0.01).float().mean().item(),
-                        sat=(per_neuron > 0.99).float().mean().item(), in_cur_std=t.current.std().item() / thr,
-                        damp=layer.spike_fn.dampening.mean().item(), sharp=float(layer.spike_fn.sharpness.mean()),
-                        thr=thr, growth=measure_gradient_growth(layer, x)["growth_per_step"]))
+        out.append(
+            dict(
+                rate=t.rate,
+                v_mean=t.v.mean().item() / thr,
+                v_std=t.v.std().item() / thr,
+                rate_std_neuron=per_neuron.std().item(),
+                silent=(per_neuron < 0.01).float().mean().item(),
+                sat=(per_neuron > 0.99).float().mean().item(),
+                in_cur_std=t.current.std().item() / thr,
+                damp=layer.spike_fn.dampening.mean().item(),
+                sharp=float(layer.spike_fn.sharpness.mean()),
+                thr=thr,
+                growth=measure_gradient_growth(layer, x)["growth_per_step"],
+            )
+        )
     return out
 
 
@@ -79,9 +89,11 @@ def apply(recipe: dict, model, batch) -> None:
             if "thr_drive" in recipe:
                 layer.threshold.fill_(input_spread(layer, x) / recipe["thr_drive"])
             if "thr_rate" in recipe:
+
                 def excess(theta):
                     layer.threshold.fill_(theta)
                     return recipe["thr_rate"] - record(layer, x).rate
+
                 layer.threshold.fill_(bisect_log(excess, 1e-3, 10.0))
     if "rate" in recipe:
         calibrate_firing_rate(model, batch, rate=recipe["rate"], per_neuron=recipe.get("per_neuron", False))
@@ -100,14 +112,24 @@ def apply(recipe: dict, model, batch) -> None:
             def excess(d):
                 layer.spike_fn = fn.with_params(dampening=torch.tensor(d))
                 return measure_gradient_growth(layer, x)["growth_per_step"] - recipe["growth"]
+
             layer.spike_fn = fn.with_params(dampening=torch.tensor(bisect_log(excess, 1e-4, 10.0, 14)))
 
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
     recipe = spec.pop("recipe", {})
-    base = dict(task="sl-mnist", layers=(64, 64), epochs=3, lr=2e-3, batch_size=32, threads=1, progress=False,
-                checkpoint_every=10000, stabilize="none")
+    base = dict(
+        task="sl-mnist",
+        layers=(64, 64),
+        epochs=3,
+        lr=2e-3,
+        batch_size=32,
+        threads=1,
+        progress=False,
+        checkpoint_every=10000,
+        stabilize="none",
+    )
     base.update(spec)
     base["out"] = "runs/explore/" + str(abs(hash(json.dumps([spec, recipe], sort_keys=True))))
     shutil.rmtree(base["out"], ignore_errors=True)

@@ -40,8 +40,13 @@ from spikestab import stats
 from spikestab.neurons.slstm import matched_width
 from spikestab.train.config import parse_layers
 
-CONFIGS = {"mnist-lif": ("sl-mnist", "lif"), "shd-lif": ("shd", "lif"), "ptb-lif": ("ptb", "lif"),
-           "shd-alif": ("shd", "alif"), "shd-slstm": ("shd", "slstm")}
+CONFIGS = {
+    "mnist-lif": ("sl-mnist", "lif"),
+    "shd-lif": ("shd", "lif"),
+    "ptb-lif": ("ptb", "lif"),
+    "shd-alif": ("shd", "alif"),
+    "shd-slstm": ("shd", "slstm"),
+}
 ROWS = {"tasks (LIF)": ["mnist-lif", "shd-lif", "ptb-lif"], "networks (SHD)": ["shd-lif", "shd-alif", "shd-slstm"]}
 SGS = ["rectangular", "triangular", "exponential", "gaussian", "sigmoid", "fast-sigmoid"]
 LRS = {"smoke": [1e-3, 1e-2], "cpu": [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2]}
@@ -49,8 +54,14 @@ SEEDS = {"smoke": [0], "cpu": [0, 1]}
 SMOKE = ["mnist-lif", "shd-slstm"]  # at smoke scale every configuration trains on scikit-learn's 8x8 digits
 WIDTH = 64  # LIF / ALIF width at cpu scale (2 layers)
 SHD = {"dt": 16e-3, "n_steps": 63}  # 1 s in 16 ms bins: a quarter of the paper's 250 steps (CPU budget)
-PTB = {"task": "ptb", "layers": f"2x{WIDTH}", "seq_len": 50, "epochs": 3, "eval_batch_size": 20,
-       "task_options": {"vocab_size": 1000, "train_tokens": 100_000, "eval_tokens": 10_000}}
+PTB = {
+    "task": "ptb",
+    "layers": f"2x{WIDTH}",
+    "seq_len": 50,
+    "epochs": 3,
+    "eval_batch_size": 20,
+    "task_options": {"vocab_size": 1000, "train_tokens": 100_000, "eval_tokens": 10_000},
+}
 EPOCHS = {"sl-mnist": 2, "shd": 2}
 
 
@@ -65,8 +76,14 @@ def fixed_config(name: str, scale: str, shd_dir: str | None) -> dict:
         base = {**common.task(task, "cpu", shd_dir), "epochs": EPOCHS[task]}
         if task == "shd":
             base["task_options"] = SHD
-    fixed = {**base, "net": net, "dropout": 0.3, "dampening": 0.3, "sharpness": 1.0,
-             "stabilize": "none" if net == "slstm" else "D"}
+    fixed = {
+        **base,
+        "net": net,
+        "dropout": 0.3,
+        "dampening": 0.3,
+        "sharpness": 1.0,
+        "stabilize": "none" if net == "slstm" else "D",
+    }
     if net == "slstm":
         fixed["layers"] = ",".join(str(matched_width(w)) for w in parse_layers(fixed["layers"]))
     return fixed
@@ -81,8 +98,15 @@ def runs_of(rows: list[dict]) -> list[dict]:
     out = []
     for row in rows:
         for trial, test in zip(row["trials"], row["test"]):
-            out.append({"sg": row["params"]["sg"], "lr": row["params"]["lr"], "seed": trial["seed"],
-                        "val_perplexity": perplexity(trial["val_loss"]), "test": test})
+            out.append(
+                {
+                    "sg": row["params"]["sg"],
+                    "lr": row["params"]["lr"],
+                    "seed": trial["seed"],
+                    "val_perplexity": perplexity(trial["val_loss"]),
+                    "test": test,
+                }
+            )
     return out
 
 
@@ -95,13 +119,21 @@ def sensitivity(runs: list[dict]) -> dict:
     lo, hi = min(vals), max(vals)
     per_lr = {}
     for lr in sorted({r["lr"] for r in runs}):
-        norm = [(r["val_perplexity"] - lo) / (hi - lo) if hi > lo else 0.0
-                for r in runs if r["lr"] == lr and r["val_perplexity"] is not None]
+        norm = [
+            (r["val_perplexity"] - lo) / (hi - lo) if hi > lo else 0.0
+            for r in runs
+            if r["lr"] == lr and r["val_perplexity"] is not None
+        ]
         if len(norm) > 1:
             per_lr[str(lr)] = statistics.pstdev(norm)
     stds = list(per_lr.values())
-    return {"mean": statistics.fmean(stds) if stds else None, "std": statistics.pstdev(stds) if stds else None,
-            "per_lr": per_lr, "min_perplexity": lo, "max_perplexity": hi}
+    return {
+        "mean": statistics.fmean(stds) if stds else None,
+        "std": statistics.pstdev(stds) if stds else None,
+        "per_lr": per_lr,
+        "min_perplexity": lo,
+        "max_perplexity": hi,
+    }
 
 
 def cell_stats(runs: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -140,9 +172,17 @@ def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict
     grid = {"seed": SEEDS[scale], "sg": SGS, "lr": LRS[scale]}  # seed first: every seed-0 point runs first
     rows = common.sweep(common.RUNS / "fig2" / scale / name, fixed, grid, workers)
     runs = runs_of(rows)
-    return {"config": name, "scale": scale, "fixed": fixed, "grid": grid, "runs": runs,
-            "failed": sum(r["failed"] for r in rows), "sensitivity": sensitivity(runs),
-            "seconds": sum(r["seconds"] for r in rows), "parameters": parameter_count(fixed)}
+    return {
+        "config": name,
+        "scale": scale,
+        "fixed": fixed,
+        "grid": grid,
+        "runs": runs,
+        "failed": sum(r["failed"] for r in rows),
+        "sensitivity": sensitivity(runs),
+        "seconds": sum(r["seconds"] for r in rows),
+        "parameters": parameter_count(fixed),
+    }
 
 
 def parameter_count(fixed: dict) -> int:
@@ -158,24 +198,39 @@ def parameter_count(fixed: dict) -> int:
 
 
 def markdown(results: dict[str, dict], summary: dict, scale: str) -> str:
-    out = [(f"Scale `{scale}`; validation perplexity of the best-val epoch, mean +- std over seeds "
+    out = [
+        (
+            f"Scale `{scale}`; validation perplexity of the best-val epoch, mean +- std over seeds "
             f"{SEEDS[scale]}; learning rates {LRS[scale]}."
-            + (" Smoke: every configuration trains on scikit-learn's 8x8 digits." if scale == "smoke" else "")), "",
-           "| configuration | parameters | runs (failed) | sensitivity (mean +- std over lrs) | best SG per lr |",
-           "|---|---|---|---|---|"]
+            + (" Smoke: every configuration trains on scikit-learn's 8x8 digits." if scale == "smoke" else "")
+        ),
+        "",
+        "| configuration | parameters | runs (failed) | sensitivity (mean +- std over lrs) | best SG per lr |",
+        "|---|---|---|---|---|",
+    ]
     for name, res in results.items():
         sens = res["sensitivity"]
         s = "-" if sens["mean"] is None else f"{sens['mean']:.3f} +- {sens['std']:.3f}"
         best = ", ".join(f"{lr}: {min(c, key=lambda g: c[g][0])}" for lr, c in cell_stats(res["runs"]).items())
         out.append(f"| {name} | {res['parameters']} | {len(res['runs'])} ({res['failed']}) | {s} | {best} |")
-    out += ["", "Claim 4 (per shape: cells where it is best / best or within noise / cells):", "",
-            "| SG | best | within noise of the best | cells |", "|---|---|---|---|"]
+    out += [
+        "",
+        "Claim 4 (per shape: cells where it is best / best or within noise / cells):",
+        "",
+        "| SG | best | within noise of the best | cells |",
+        "|---|---|---|---|",
+    ]
     for sg, c in summary["near_best"].items():
         out.append(f"| {sg} | {c['best']} | {c['near_best']} | {c['cells']} |")
     for name, res in results.items():
         cells = cell_stats(res["runs"])
-        out += ["", f"### {name}", "", "| SG | " + " | ".join(f"lr {lr}" for lr in cells) + " |",
-                "|---|" + "---|" * len(cells)]
+        out += [
+            "",
+            f"### {name}",
+            "",
+            "| SG | " + " | ".join(f"lr {lr}" for lr in cells) + " |",
+            "|---|" + "---|" * len(cells),
+        ]
         for sg in SGS:
             vals = [cells[lr].get(sg) for lr in cells]
             out.append(
@@ -200,8 +255,16 @@ def curves_figure(results: dict[str, dict], path: Path) -> Path:
         for k, sg in enumerate(SGS):
             pts = [(float(lr), c[sg]) for lr, c in cells.items() if sg in c]
             if pts:
-                ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts],
-                            label=sg, color=colors(k * 3 / 19), marker="o", ms=3, capsize=2)
+                ax.errorbar(
+                    [p[0] for p in pts],
+                    [p[1][0] for p in pts],
+                    yerr=[p[1][1] for p in pts],
+                    label=sg,
+                    color=colors(k * 3 / 19),
+                    marker="o",
+                    ms=3,
+                    capsize=2,
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("learning rate")
@@ -214,8 +277,13 @@ def sensitivity_figure(results: dict[str, dict], path: Path) -> Path:
     fig, axes = common.figure(1, 2, figsize=(8, 3.4), squeeze=False)
     for ax, (row, names) in zip(axes[0], ROWS.items()):
         names = [n for n in names if n in results and results[n]["sensitivity"]["mean"] is not None]
-        ax.bar(range(len(names)), [results[n]["sensitivity"]["mean"] for n in names],
-               yerr=[results[n]["sensitivity"]["std"] for n in names], capsize=3, color="tab:blue")
+        ax.bar(
+            range(len(names)),
+            [results[n]["sensitivity"]["mean"] for n in names],
+            yerr=[results[n]["sensitivity"]["std"] for n in names],
+            capsize=3,
+            color="tab:blue",
+        )
         ax.set_xticks(range(len(names)), names, fontsize=8)
         ax.set_ylabel("SG sensitivity")
         ax.set_title(row, fontsize=9)
@@ -230,8 +298,12 @@ def main(argv: list[str] | None = None) -> None:
     for name in [] if args.summarise else args.names:
         common.write_json(folder / f"{name}.json", run_config(name, args.scale, args.shd_dir, args.workers))
     results = {n: json.loads((folder / f"{n}.json").read_text()) for n in CONFIGS if (folder / f"{n}.json").is_file()}
-    summary = {"scale": args.scale, "sensitivity": {n: r["sensitivity"] for n, r in results.items()},
-               "near_best": near_best(results), "seconds": sum(r["seconds"] for r in results.values())}
+    summary = {
+        "scale": args.scale,
+        "sensitivity": {n: r["sensitivity"] for n, r in results.items()},
+        "near_best": near_best(results),
+        "seconds": sum(r["seconds"] for r in results.values()),
+    }
     common.write_json(folder / "fig2.json", summary)
     (folder / "summary.md").write_text(markdown(results, summary, args.scale))
     curves_figure(results, folder / "fig2_curves.png")

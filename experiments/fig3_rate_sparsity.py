@@ -39,8 +39,11 @@ F0 = {"smoke": [0.1, 0.5, 0.9], "cpu": [0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99]}
 SGS = {"smoke": ["fast-sigmoid"], "cpu": ["fast-sigmoid", "exponential"]}
 SEEDS = {"smoke": [0], "cpu": [0, 1, 2]}
 TARGET, WEIGHT = 0.01, 0.8
-SPARSITY = {"none": None, "from the start": f"l1_rate:{TARGET}:constant:{WEIGHT}",
-            "gradual": f"l1_rate:{TARGET}:linear:{WEIGHT}"}  # linear: 0 before 20 % of training, 1 after 60 %
+SPARSITY = {
+    "none": None,
+    "from the start": f"l1_rate:{TARGET}:constant:{WEIGHT}",
+    "gradual": f"l1_rate:{TARGET}:linear:{WEIGHT}",
+}  # linear: 0 before 20 % of training, 1 after 60 %
 MODE = {v: k for k, v in SPARSITY.items()}
 
 
@@ -48,8 +51,15 @@ def fixed_config(scale: str) -> dict:
     base = common.task("sl-mnist", scale)
     if scale == "cpu":
         base["epochs"] = 1
-    return {**base, "net": "lif", "reset": "multiplicative", "dropout": 0.3, "dampening": 0.3, "sharpness": 1.0,
-            "stabilize": "none"}
+    return {
+        **base,
+        "net": "lif",
+        "reset": "multiplicative",
+        "dropout": 0.3,
+        "dampening": 0.3,
+        "sharpness": 1.0,
+        "stabilize": "none",
+    }
 
 
 def rate_course(run_dir: Path) -> dict:
@@ -61,9 +71,12 @@ def rate_course(run_dir: Path) -> dict:
     def mean(part: list[list[float]]) -> list[float]:
         return [statistics.fmean(layer) for layer in zip(*part)]
 
-    return {"first_half": mean(steps[: n // 2]), "second_half": mean(steps[n // 2:]),
-            "last_tenth": mean(steps[n - max(n // 10, 1):]),
-            "slices": [mean(steps[i * n // 10:(i + 1) * n // 10]) for i in range(10)]}
+    return {
+        "first_half": mean(steps[: n // 2]),
+        "second_half": mean(steps[n // 2 :]),
+        "last_tenth": mean(steps[n - max(n // 10, 1) :]),
+        "slices": [mean(steps[i * n // 10 : (i + 1) * n // 10]) for i in range(10)],
+    }
 
 
 def runs_of(out: Path) -> list[dict]:
@@ -73,12 +86,21 @@ def runs_of(out: Path) -> list[dict]:
         for t in s["trials"]:
             run_dir = Path(t["run_dir"])
             res = json.loads((run_dir / "results.json").read_text())
-            runs.append({"sg": s["params"]["sg"], "sparsity": MODE[s["params"]["sparsity"]],
-                         "f0": s["params"]["init_rate"], "seed": t["seed"], "test_accuracy": res["test"]["accuracy"],
-                         "val_accuracy": res["val"]["accuracy"], "initial_rates": res["stability"]["initial_rates"],
-                         "calibrated": [c["feasible"] for c in res["stability"]["init_rate"]],
-                         "final_rates": res["test"]["rates"], "train_rates": rate_course(run_dir),
-                         "seconds": res["train_seconds"]})
+            runs.append(
+                {
+                    "sg": s["params"]["sg"],
+                    "sparsity": MODE[s["params"]["sparsity"]],
+                    "f0": s["params"]["init_rate"],
+                    "seed": t["seed"],
+                    "test_accuracy": res["test"]["accuracy"],
+                    "val_accuracy": res["val"]["accuracy"],
+                    "initial_rates": res["stability"]["initial_rates"],
+                    "calibrated": [c["feasible"] for c in res["stability"]["init_rate"]],
+                    "final_rates": res["test"]["rates"],
+                    "train_rates": rate_course(run_dir),
+                    "seconds": res["train_seconds"],
+                }
+            )
     return runs
 
 
@@ -103,7 +125,8 @@ def correlations(runs: list[dict]) -> dict[str, dict]:
             out[f"{sg} / {mode}"] = {
                 **{f"initial L{i}": pearson([r["initial_rates"][i] for r in sel], acc) for i in range(layers)},
                 **{f"final L{i}": pearson([r["final_rates"][i] for r in sel], acc) for i in range(layers)},
-                "f0": pearson([r["f0"] for r in sel], acc)}
+                "f0": pearson([r["f0"] for r in sel], acc),
+            }
     return out
 
 
@@ -142,10 +165,15 @@ def markdown(data: dict) -> str:
         text = f"{c['r']:+.2f} (p {c['p']:.2g})"
         return f"**{text}**" if c["p"] < 0.05 else text
 
-    out = [(f"Scale `{data['scale']}`; sl-MNIST LIF {data['fixed']['layers']}, {data['fixed']['epochs']} epoch(s); "
-            f"f0 {data['f0']}, SGs {data['sgs']}, seeds {data['seeds']}; sparsity target {TARGET}, weight {WEIGHT}."),
-           "",
-           "### Pearson r of test accuracy (bold: p < 0.05)", ""]
+    out = [
+        (
+            f"Scale `{data['scale']}`; sl-MNIST LIF {data['fixed']['layers']}, {data['fixed']['epochs']} epoch(s); "
+            f"f0 {data['f0']}, SGs {data['sgs']}, seeds {data['seeds']}; sparsity target {TARGET}, weight {WEIGHT}."
+        ),
+        "",
+        "### Pearson r of test accuracy (bold: p < 0.05)",
+        "",
+    ]
     keys = list(next(iter(data["correlations"].values())))
     out += ["| SG, sparsity | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for name, cs in data["correlations"].items():
@@ -159,11 +187,16 @@ def markdown(data: dict) -> str:
     ]
     for mode, per_f0 in data["rates"].items():
         for f0, r in per_f0.items():
-            out.append(f"| {mode} | {f0} | {fmt(r['initial'])} | {fmt(r['first_half'])} | {fmt(r['second_half'])} | "
-                       f"{fmt(r['last_tenth'])} | {fmt(r['final'])} | {100 * r['test_accuracy']:.1f} |")
+            out.append(
+                f"| {mode} | {f0} | {fmt(r['initial'])} | {fmt(r['first_half'])} | {fmt(r['second_half'])} | "
+                f"{fmt(r['last_tenth'])} | {fmt(r['final'])} | {100 * r['test_accuracy']:.1f} |"
+            )
     bad = [r for r in data["runs"] if not all(r["calibrated"])]
-    out += ["", f"Calibration out of tolerance (|rate - f0| > 0.02) in {len(bad)} of {len(data['runs'])} runs"
-            + (": " + ", ".join(sorted({f"f0 {r['f0']}" for r in bad})) if bad else ".")]
+    out += [
+        "",
+        f"Calibration out of tolerance (|rate - f0| > 0.02) in {len(bad)} of {len(data['runs'])} runs"
+        + (": " + ", ".join(sorted({f"f0 {r['f0']}" for r in bad})) if bad else "."),
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -180,8 +213,14 @@ def scatter_figure(data: dict, path: Path) -> Path:
                 sel = [r for r in runs if r["sg"] == sg and r["sparsity"] == mode]
                 c = data["correlations"].get(f"{sg} / {mode}", {}).get(f"{kind} L{i}", {"r": None})
                 label = mode + ("" if c["r"] is None else f" r={c['r']:+.2f}")
-                ax.scatter([r[f"{kind}_rates"][i] for r in sel], [100 * r["test_accuracy"] for r in sel], s=10,
-                           color=color, label=label, alpha=0.7)
+                ax.scatter(
+                    [r[f"{kind}_rates"][i] for r in sel],
+                    [100 * r["test_accuracy"] for r in sel],
+                    s=10,
+                    color=color,
+                    label=label,
+                    alpha=0.7,
+                )
             ax.set_xlabel(f"{kind} rate, layer {i}")
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(sg, fontsize=8)
@@ -223,9 +262,18 @@ def main(argv: list[str] | None = None) -> None:
     out = common.RUNS / "fig3" / scale
     common.sweep(out, fixed, grid, args.workers)
     runs = runs_of(out)
-    data = {"scale": scale, "fixed": fixed, "f0": F0[scale], "sgs": SGS[scale], "seeds": SEEDS[scale],
-            "sparsity": SPARSITY, "runs": runs, "correlations": correlations(runs), "rates": rate_summary(runs),
-            "seconds": sum(r["seconds"] for r in runs)}
+    data = {
+        "scale": scale,
+        "fixed": fixed,
+        "f0": F0[scale],
+        "sgs": SGS[scale],
+        "seeds": SEEDS[scale],
+        "sparsity": SPARSITY,
+        "runs": runs,
+        "correlations": correlations(runs),
+        "rates": rate_summary(runs),
+        "seconds": sum(r["seconds"] for r in runs),
+    }
     folder = common.RESULTS / "fig3" / scale
     common.write_json(folder / "fig3.json", data)
     (folder / "summary.md").write_text(markdown(data))

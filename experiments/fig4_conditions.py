@@ -23,8 +23,14 @@ from pathlib import Path
 
 import common
 
-CONFIGS = {"mnist-lif": ("sl-mnist", "lif"), "shd-lif": ("shd", "lif"), "randman-lif": ("randman", "lif"),
-           "mnist-alif": ("sl-mnist", "alif"), "shd-alif": ("shd", "alif"), "randman-alif": ("randman", "alif")}
+CONFIGS = {
+    "mnist-lif": ("sl-mnist", "lif"),
+    "shd-lif": ("shd", "lif"),
+    "randman-lif": ("randman", "lif"),
+    "mnist-alif": ("sl-mnist", "alif"),
+    "shd-alif": ("shd", "alif"),
+    "randman-alif": ("randman", "alif"),
+}
 MEASURED = ["none", "I", "II", "III", "IV", "I,II", "I,II,III", "I,II,III,IV", "D", "G", "auto"]
 CHECK = ["none", "III", "I,II,III", "I,II,III,IV", "D", "G", "auto"]  # the other configurations (CPU budget)
 ALIF_CHECK = ["none", "III", "I,II,III,IV", "G", "auto"]  # ALIF on SHD and Randman (added last, smaller)
@@ -68,17 +74,24 @@ def markdown(results: dict[str, dict], scale: str) -> str:
 
     out = [f"Scale `{scale}`; test accuracy % mean +- std over seeds {next(iter(results.values()))['seeds']}.", ""]
     for name, res in results.items():
-        out += [f"### {name}", "", "| setting | test acc | initial rates | final rates | grad norm (first 100 steps) | "
-                "growth/step | chosen (layer 0) |", "|---|---|---|---|---|---|---|"]
+        out += [
+            f"### {name}",
+            "",
+            "| setting | test acc | initial rates | final rates | grad norm (first 100 steps) | "
+            "growth/step | chosen (layer 0) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in sorted(res["settings"], key=lambda r: -(r["test_mean"] if r["n"] else -1.0)):
             chosen = r["trials"][0]["chosen"] if r["trials"] else None
             ch = "-" if not chosen else ", ".join(f"{c} {v:.3g}" for c, v in chosen[0].items() if v is not None)
             acc = f"{100 * r['test_mean']:.1f} +- {100 * r['test_std']:.1f}" if r["n"] else "-"
             if r.get("failed"):  # trials that stopped on a non-finite loss or gradient (the trainer's default)
                 acc += f" ({r['failed']} of {r['n'] + r['failed']} diverged)"
-            out.append(f"| {r['setting']} | {acc} | "
-                       f"{fmt(r['initial_rates'])} | {fmt(r['final_rates'])} | {fmt(r['grad_norm_first100'])} | "
-                       f"{fmt(r['growth_per_step'])} | {ch} |")
+            out.append(
+                f"| {r['setting']} | {acc} | "
+                f"{fmt(r['initial_rates'])} | {fmt(r['final_rates'])} | {fmt(r['grad_norm_first100'])} | "
+                f"{fmt(r['growth_per_step'])} | {ch} |"
+            )
         out.append("")
     return "\n".join(out)
 
@@ -90,8 +103,13 @@ def figure(results: dict[str, dict], path: Path) -> Path:
         colors = [
             "tab:red" if r["setting"] == "auto" else "grey" if r["setting"] == "none" else "tab:blue" for r in rows
         ]
-        ax.barh(range(len(rows)), [100 * r["test_mean"] for r in rows], xerr=[100 * r["test_std"] for r in rows],
-                color=colors, capsize=2)
+        ax.barh(
+            range(len(rows)),
+            [100 * r["test_mean"] for r in rows],
+            xerr=[100 * r["test_std"] for r in rows],
+            color=colors,
+            capsize=2,
+        )
         ax.set_yticks(range(len(rows)), [r["setting"] for r in rows], fontsize=7)
         ax.set_xlabel("test accuracy (%)")
         ax.set_title(name, fontsize=9)

@@ -51,6 +51,7 @@ def predictions(fixed: dict) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = {"dampening": {}, "sharpness": {}, "tail": {}}
     task = load_config_task(TrainConfig(**{**fixed, "stabilize": "none"}))  # the same data for every model
     with tempfile.TemporaryDirectory() as tmp:
+
         def model_and_batch(**kw):
             cfg = TrainConfig(**{**fixed, **kw, "stabilize": "none", "out": tmp, "seed": 0})
             tr = Trainer(cfg, task, log=lambda s: None)
@@ -87,8 +88,11 @@ def run(scale: str, workers: int) -> dict:
 
 
 def markdown(res: dict) -> str:
-    out = [f"Scale `{res['scale']}`: sl-MNIST 5k, 2 x 64 LIF after condition D; test accuracy % mean +- std "
-           f"over seeds {SEEDS[res['scale']]}.", ""]
+    out = [
+        f"Scale `{res['scale']}`: sl-MNIST 5k, 2 x 64 LIF after condition D; test accuracy % mean +- std "
+        f"over seeds {SEEDS[res['scale']]}.",
+        "",
+    ]
     for option, rows in res["panels"].items():
         out += [
             f"### {option}",
@@ -103,8 +107,10 @@ def markdown(res: dict) -> str:
                 r = next(r for r in rows if r["params"]["sg"] == sg and r["params"][option] == v)
                 cells.append(f"{100 * r['test_mean']:.1f} +- {100 * r['test_std']:.1f}")
             out.append(f"| {sg} | " + " | ".join(cells) + " |")
-        preds = ", ".join(f"{k} {v['value']:.3g}" + ("" if v["feasible"] else " (infeasible: fallback)")
-                          for k, v in res["predictions"][option].items())
+        preds = ", ".join(
+            f"{k} {v['value']:.3g}" + ("" if v["feasible"] else " (infeasible: fallback)")
+            for k, v in res["predictions"][option].items()
+        )
         out += ["", f"Predicted: {preds}.", ""]
     return "\n".join(out)
 
@@ -114,12 +120,23 @@ def figure(res: dict, path: Path) -> Path:
     for ax, (option, rows) in zip(axes, res["panels"].items()):
         for sg in sorted({r["params"]["sg"] for r in rows}):
             mine = sorted((r for r in rows if r["params"]["sg"] == sg), key=lambda r: r["params"][option])
-            ax.errorbar([r["params"][option] for r in mine], [100 * r["test_mean"] for r in mine],
-                        yerr=[100 * r["test_std"] for r in mine], marker="o", capsize=2, label=sg)
+            ax.errorbar(
+                [r["params"][option] for r in mine],
+                [100 * r["test_mean"] for r in mine],
+                yerr=[100 * r["test_std"] for r in mine],
+                marker="o",
+                capsize=2,
+                label=sg,
+            )
         for k, (name, pred) in enumerate(res["predictions"][option].items()):
             note = "" if pred["feasible"] else " (infeasible)"
-            ax.axvline(pred["value"], ls="--" if pred["feasible"] else ":", color=f"C{k + 3}", lw=1,
-                       label=f"{name}: {pred['value']:.3g}{note}")
+            ax.axvline(
+                pred["value"],
+                ls="--" if pred["feasible"] else ":",
+                color=f"C{k + 3}",
+                lw=1,
+                label=f"{name}: {pred['value']:.3g}{note}",
+            )
         ax.set_xscale("log")
         ax.set_xlabel(option)
         ax.set_ylabel("test accuracy (%)")

@@ -50,8 +50,14 @@ MARGIN = 0.02  # "auto matches the best grid setting": non-inferior within 2 poi
 
 def snntorch_defaults() -> dict:
     sg = from_snntorch("fast_sigmoid", slope=25.0)
-    return {"tau": round(-1.0 / math.log(0.95), 4), "threshold": 1.0, "sg": "fast-sigmoid",
-            "dampening": float(sg.dampening), "sharpness": float(sg.sharpness), "stabilize": "none"}
+    return {
+        "tau": round(-1.0 / math.log(0.95), 4),
+        "threshold": 1.0,
+        "sg": "fast-sigmoid",
+        "dampening": float(sg.dampening),
+        "sharpness": float(sg.sharpness),
+        "stabilize": "none",
+    }
 
 
 def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict:
@@ -70,13 +76,16 @@ def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict
         "snntorch": common.sweep(
             base / "snntorch", {**fixed, **snntorch_defaults()}, {"seed": seeds["recipe"]}, workers
         )[0],
-        "auto": common.sweep(base / AUTO_SWEEP, {**fixed, "stabilize": "auto"}, {"seed": seeds["recipe"]},
-                             workers)[0],
+        "auto": common.sweep(base / AUTO_SWEEP, {**fixed, "stabilize": "auto"}, {"seed": seeds["recipe"]}, workers)[0],
         "grid": common.sweep(base / "grid", {**fixed, "stabilize": "none"}, {**grid, "seed": seeds["grid"]}, workers),
     }
     for value in ADDED_SHARPNESS.get(name, ()) if scale == "cpu" else ():
-        out["grid"] += common.sweep(base / f"grid-sharpness-{value:g}", {**fixed, "stabilize": "none"},
-                                    {**grid, "sharpness": [value], "seed": seeds["grid"]}, workers)
+        out["grid"] += common.sweep(
+            base / f"grid-sharpness-{value:g}",
+            {**fixed, "stabilize": "none"},
+            {**grid, "sharpness": [value], "seed": seeds["grid"]},
+            workers,
+        )
     best = max((r for r in out["grid"] if r["n"]), key=lambda r: r["val_mean"])  # settings with a finished trial
     out["best_grid"] = best
     out["grid_seconds"] = sum(r["seconds"] for r in out["grid"])
@@ -91,8 +100,11 @@ def _key(params: dict) -> str:
 def summarise(results: dict[str, dict]) -> dict:
     """(d), the must-show checks, and one table row per configuration."""
     shared = set.intersection(*({_key(r["params"]) for r in res["grid"]} for res in results.values()))
-    mean_val = {k: sum(next(r["val_mean"] or 0.0 for r in res["grid"] if _key(r["params"]) == k)
-                       for res in results.values()) / len(results) for k in shared}
+    mean_val = {
+        k: sum(next(r["val_mean"] or 0.0 for r in res["grid"] if _key(r["params"]) == k) for res in results.values())
+        / len(results)
+        for k in shared
+    }
     fixed_key = max(mean_val, key=mean_val.get) if mean_val else None
     rows = []
     for name, res in results.items():
@@ -100,21 +112,34 @@ def summarise(results: dict[str, dict]) -> dict:
         fixed = next((r for r in res["grid"] if _key(r["params"]) == fixed_key), None)
         ratio = auto["test_mean"] / best["test_mean"]
         # auto matches the best grid setting: non-inferior at MARGIN (Welch: auto's seeds against the grid's)
-        accuracy = (stats.non_inferior(stats.equivalence(auto["test"], best["test"], MARGIN, paired_arms=False))
-                    if min(len(auto["test"]), len(best["test"])) >= 2 else "inconclusive")
+        accuracy = (
+            stats.non_inferior(stats.equivalence(auto["test"], best["test"], MARGIN, paired_arms=False))
+            if min(len(auto["test"]), len(best["test"])) >= 2
+            else "inconclusive"
+        )
         compute = res["auto_seconds_per_run"] / res["grid_seconds"]
-        rows.append({
-            "config": name, "snntorch": [res["snntorch"]["test_mean"], res["snntorch"]["test_std"]],
-            "auto": [auto["test_mean"], auto["test_std"]], "best_grid": [best["test_mean"], best["test_std"]],
-            "best_grid_params": best["params"], "fixed": [fixed["test_mean"], fixed["test_std"]] if fixed else None,
-            "minutes": {"snntorch": res["snntorch"]["seconds"] / res["snntorch"]["n"] / 60,
-                        "auto": res["auto_seconds_per_run"] / 60, "grid": res["grid_seconds"] / 60},
-            "grid_runs": sum(r["n"] + (r.get("failed") or 0) for r in res["grid"]),
-            "auto_over_best": ratio, "auto_compute_fraction": compute,
-            "accuracy": accuracy, "compute_met": compute <= 1 / 20,
-            "met": accuracy == "held" and compute <= 1 / 20,
-            "auto_chosen": auto["trials"][0]["chosen"],
-        })
+        rows.append(
+            {
+                "config": name,
+                "snntorch": [res["snntorch"]["test_mean"], res["snntorch"]["test_std"]],
+                "auto": [auto["test_mean"], auto["test_std"]],
+                "best_grid": [best["test_mean"], best["test_std"]],
+                "best_grid_params": best["params"],
+                "fixed": [fixed["test_mean"], fixed["test_std"]] if fixed else None,
+                "minutes": {
+                    "snntorch": res["snntorch"]["seconds"] / res["snntorch"]["n"] / 60,
+                    "auto": res["auto_seconds_per_run"] / 60,
+                    "grid": res["grid_seconds"] / 60,
+                },
+                "grid_runs": sum(r["n"] + (r.get("failed") or 0) for r in res["grid"]),
+                "auto_over_best": ratio,
+                "auto_compute_fraction": compute,
+                "accuracy": accuracy,
+                "compute_met": compute <= 1 / 20,
+                "met": accuracy == "held" and compute <= 1 / 20,
+                "auto_chosen": auto["trials"][0]["chosen"],
+            }
+        )
     return {"fixed_setting": fixed_key, "rows": rows}
 
 
@@ -149,8 +174,12 @@ def figure(summary: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = summary["rows"]
-    kinds = [("snntorch", "(a) snnTorch defaults"), ("auto", "(b) auto"), ("best_grid", "(c) best grid"),
-             ("fixed", "(d) best fixed")]
+    kinds = [
+        ("snntorch", "(a) snnTorch defaults"),
+        ("auto", "(b) auto"),
+        ("best_grid", "(c) best grid"),
+        ("fixed", "(d) best fixed"),
+    ]
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(rows), 3.4))
     for k, (key, label) in enumerate(kinds):
         xs = [i + (k - 1.5) * 0.2 for i in range(len(rows))]
@@ -171,8 +200,9 @@ def main(argv: list[str] | None = None) -> None:
         results[name] = run_config(name, args.scale, args.shd_dir, args.workers)
         common.write_json(common.RESULTS / "headline" / args.scale / f"{name}.json", results[name])
     folder = common.RESULTS / "headline" / args.scale
-    every = {f.stem: __import__("json").loads(f.read_text()) for f in sorted(folder.glob("*.json"))
-             if f.stem in CONFIGS}  # configurations run earlier count too
+    every = {
+        f.stem: __import__("json").loads(f.read_text()) for f in sorted(folder.glob("*.json")) if f.stem in CONFIGS
+    }  # configurations run earlier count too
     summary = summarise(every)
     common.write_json(folder / "summary.json", summary)
     (folder / "summary.md").write_text(markdown(summary, args.scale))

@@ -38,10 +38,14 @@ from spikestab import stats
 from spikestab.sweep import report, run_sweep
 
 DATA_SEED = 22  # a fresh data split / generated data set: every earlier experiment used data_seed 0
-SEEDS = {"smoke": {"eval": [1000, 1001], "grid": [2000], "long": [1000, 1001]},
-         "cpu": {"eval": [1000, 1001, 1002, 1003, 1004], "grid": [2000, 2001], "long": [1000, 1001, 1002]}}
-GRID = {"smoke": {"threshold": [0.1, 1.0], "dampening": [0.3], "sharpness": [1.0]},
-        "cpu": {"threshold": [0.1, 0.3, 1.0], "dampening": [0.1, 0.3, 1.0], "sharpness": [1.0, 3.0]}}
+SEEDS = {
+    "smoke": {"eval": [1000, 1001], "grid": [2000], "long": [1000, 1001]},
+    "cpu": {"eval": [1000, 1001, 1002, 1003, 1004], "grid": [2000, 2001], "long": [1000, 1001, 1002]},
+}
+GRID = {
+    "smoke": {"threshold": [0.1, 1.0], "dampening": [0.3], "sharpness": [1.0]},
+    "cpu": {"threshold": [0.1, 0.3, 1.0], "dampening": [0.1, 0.3, 1.0], "sharpness": [1.0, 3.0]},
+}
 # (d): the headline's best fixed setting, frozen from docs/results/headline/cpu/summary.json ("fixed_setting")
 FIXED_D = {"threshold": 1.0, "dampening": 0.1, "sharpness": 1.0}
 MNIST = {"task_options": {"source": "mnist5k"}, "epochs": 3}
@@ -51,13 +55,19 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "mnist-lif-3x64": ("sl-mnist", {**MNIST, "layers": "3x64"}),
     "mnist-lif-2x64-tau10": ("sl-mnist", {**MNIST, "tau": 10.0}),
     "mnist-alif-1x128": ("sl-mnist", {**MNIST, "layers": "1x128", "net": "alif"}),
-    "digits-lif-2x128-tau10": ("sl-mnist", {"task_options": {"source": "digits"}, "epochs": 5, "layers": "2x128",
-                                            "tau": 10.0}),
+    "digits-lif-2x128-tau10": (
+        "sl-mnist",
+        {"task_options": {"source": "digits"}, "epochs": 5, "layers": "2x128", "tau": 10.0},
+    ),
     "randman-lif-2x64-u200": ("randman", {"task_options": {"n_units": 200, "dim": 2, "samples_per_class": 500}}),
-    "randman-lif-2x128-5c-d4": ("randman", {"layers": "2x128", "task_options": {
-        "n_classes": 5, "n_units": 100, "dim": 4, "samples_per_class": 500}}),
-    "randman-alif-1x128-u50": ("randman", {"layers": "1x128", "net": "alif", "task_options": {
-        "n_units": 50, "dim": 1, "samples_per_class": 500}}),
+    "randman-lif-2x128-5c-d4": (
+        "randman",
+        {"layers": "2x128", "task_options": {"n_classes": 5, "n_units": 100, "dim": 4, "samples_per_class": 500}},
+    ),
+    "randman-alif-1x128-u50": (
+        "randman",
+        {"layers": "1x128", "net": "alif", "task_options": {"n_units": 50, "dim": 1, "samples_per_class": 500}},
+    ),
 }
 SMOKE = {"smoke-a": {}, "smoke-b": {"tau": 10.0}}  # scikit-learn's digits, 2 x 8, 1 epoch (common.task smoke)
 LONG = {"cpu": ("mnist-lif-1x128", "randman-lif-2x64-u200"), "smoke": ("smoke-a",)}
@@ -92,10 +102,17 @@ def _records(folder: Path) -> list[dict]:
         for t in s["trials"]:
             d = common._diagnostics(Path(t["run_dir"]))
             regime = d["regime"] or {}
-            recs.append({"params": {k: v for k, v in s["params"].items() if k != "seed"}, "seed": t["seed"],
-                         "val": t["value"], "test": t.get("test_accuracy"), "seconds": d["seconds"],
-                         "initial_rates": d["initial_rates"],
-                         "regime": {k: regime.get(k) for k in REGIME_KEYS} if regime else None})
+            recs.append(
+                {
+                    "params": {k: v for k, v in s["params"].items() if k != "seed"},
+                    "seed": t["seed"],
+                    "val": t["value"],
+                    "test": t.get("test_accuracy"),
+                    "seconds": d["seconds"],
+                    "initial_rates": d["initial_rates"],
+                    "regime": {k: regime.get(k) for k in REGIME_KEYS} if regime else None,
+                }
+            )
     return recs
 
 
@@ -178,10 +195,21 @@ def _pooled(diffs: list[float], label: str) -> dict | None:
         return None
     d = stats.one_sample(diffs)
     e = stats.equivalence(diffs, None, MARGIN)
-    return {"unit": label, "n": d.n, "mean": d.estimate, "ci95": list(d.ci), "p": d.p, "text": d.text(),
-            "tost_p": e.p, "ci90": list(e.ci), "equivalent": e.equivalent, "tost_text": e.text(),
-            "non_inferior": e.ci[0] > -MARGIN, "superior": d.p < stats.ALPHA and d.estimate > 0,
-            "inferior": d.p < stats.ALPHA and d.estimate < 0}
+    return {
+        "unit": label,
+        "n": d.n,
+        "mean": d.estimate,
+        "ci95": list(d.ci),
+        "p": d.p,
+        "text": d.text(),
+        "tost_p": e.p,
+        "ci90": list(e.ci),
+        "equivalent": e.equivalent,
+        "tost_text": e.text(),
+        "non_inferior": e.ci[0] > -MARGIN,
+        "superior": d.p < stats.ALPHA and d.estimate > 0,
+        "inferior": d.p < stats.ALPHA and d.estimate < 0,
+    }
 
 
 def regime_record(res: dict) -> list[dict]:
@@ -192,9 +220,19 @@ def regime_record(res: dict) -> list[dict]:
         reg = auto[seed]["regime"] or {}
         dt, st = dense[seed]["test"], sparse[seed]["test"]
         better = "tie" if dt == st else ("dense" if dt > st else "sparse")
-        out.append({"seed": seed, "chosen": reg.get("regime"), "ratio": reg.get("ratio"),
-                    "ratio_se": ratio_se(reg), "timing_code": reg.get("timing_code"), "dense": dt, "sparse": st,
-                    "better": better, "right": better in ("tie", reg.get("regime"))})
+        out.append(
+            {
+                "seed": seed,
+                "chosen": reg.get("regime"),
+                "ratio": reg.get("ratio"),
+                "ratio_se": ratio_se(reg),
+                "timing_code": reg.get("timing_code"),
+                "dense": dt,
+                "sparse": st,
+                "better": better,
+                "right": better in ("tie", reg.get("regime")),
+            }
+        )
     return out
 
 
@@ -222,14 +260,18 @@ def summarise(results: dict[str, dict], scale: str) -> dict:
     regime_rows, curves = [], {}
     for name, res in results.items():
         arms = res["arms"]
-        row: dict[str, Any] = {"config": name, "grid_best_params": res.get("grid_best_params"),
-                               "arms": {}, "minus": {}}
+        row: dict[str, Any] = {"config": name, "grid_best_params": res.get("grid_best_params"), "arms": {}, "minus": {}}
         for arm in (*ARMS, "long-auto", "long-grid-best"):
             recs = arms.get(arm) or []
             if recs:
                 s = stats.describe([r["test"] for r in recs])
-                row["arms"][arm] = {"n": s.n, "mean": s.mean, "std": s.std, "text": s.text(),
-                                    "seconds": sum(r["seconds"] for r in recs)}
+                row["arms"][arm] = {
+                    "n": s.n,
+                    "mean": s.mean,
+                    "std": s.std,
+                    "text": s.text(),
+                    "seconds": sum(r["seconds"] for r in recs),
+                }
         for arm in COMPARED:
             a, b = _paired(arms.get("auto", []), arms.get(arm, []))
             row["minus"][arm] = _diff(a, b)
@@ -247,48 +289,84 @@ def summarise(results: dict[str, dict], scale: str) -> dict:
             auto_mean = row["arms"]["auto"]["mean"]
             # the smallest k whose expected best-of-k reaches auto's mean; len + 1: no k does
             row["grid_runs_auto_is_worth"] = next((k for k, v in enumerate(curve, 1) if v >= auto_mean), len(curve) + 1)
-            row["compute"] = {"auto_runs": 1, "grid_runs": len(grid),
-                              "auto_seconds_per_run": row["arms"]["auto"]["seconds"] / row["arms"]["auto"]["n"],
-                              "grid_seconds": row["arms"]["grid"]["seconds"]}
+            row["compute"] = {
+                "auto_runs": 1,
+                "grid_runs": len(grid),
+                "auto_seconds_per_run": row["arms"]["auto"]["seconds"] / row["arms"]["auto"]["n"],
+                "grid_seconds": row["arms"]["grid"]["seconds"],
+            }
             row["compute"]["fraction_seconds"] = row["compute"]["auto_seconds_per_run"] / row["compute"]["grid_seconds"]
         rec = regime_record(res)
         for r in rec:
             r["config"] = name
         regime_rows += rec
         rows.append(row)
-    pooled = {arm: {"by_configuration": _pooled(d["config"], "configuration means"),
-                    "by_seed": _pooled(d["seed"], "per-seed differences")} for arm, d in diffs.items()}
+    pooled = {
+        arm: {
+            "by_configuration": _pooled(d["config"], "configuration means"),
+            "by_seed": _pooled(d["seed"], "per-seed differences"),
+        }
+        for arm, d in diffs.items()
+    }
     decided = [r for r in regime_rows if r["better"] != "tie"]
     right = sum(r["right"] for r in decided)
     const = {c: sum(r["better"] == c for r in decided) for c in ("dense", "sparse")}
     sweep = []
     for t in THRESHOLDS:
         for clause in (True, False):
+
             def choice(r: dict) -> str:
                 if clause and r["timing_code"]:
                     return "sparse"
                 return "dense" if (r["ratio"] or 0.0) >= t else "sparse"
-            sweep.append({"threshold": t, "timing_clause": clause,
-                          "right": sum(choice(r) == r["better"] for r in decided), "of": len(decided)})
+
+            sweep.append(
+                {
+                    "threshold": t,
+                    "timing_clause": clause,
+                    "right": sum(choice(r) == r["better"] for r in decided),
+                    "of": len(decided),
+                }
+            )
     # exploratory, not pre-registered: are the ratio-decided choices near the threshold (within 2 standard
     # errors of the ratio) right less often than the clear ones?
     by_ratio = [r for r in decided if not r["timing_code"] and r["ratio_se"]]
     near = [r for r in by_ratio if abs(r["ratio"] - DENSE_READABILITY) < 2 * r["ratio_se"]]
     clear = [r for r in by_ratio if r not in near]
     rule_u = [r for r in decided if r["ratio_se"] or r["timing_code"]]
-    regime_u = {"decided": len(rule_u), "right": sum(rule_u_choice(r) == r["better"] for r in rule_u),
-                "current_right": sum(r["right"] for r in rule_u),
-                "differ": sum(rule_u_choice(r) != r["chosen"] for r in rule_u)}
-    regime = {"per_seed": regime_rows, "decided": len(decided), "right": right, "constant_rules": const,
-              "rule_u": regime_u,
-              "binomial_p": stats.sign_test(right, len(decided)) if decided else 1.0, "threshold_sweep": sweep,
-              "uncertainty": {"near_threshold": len(near), "near_right": sum(r["right"] for r in near),
-                              "clear": len(clear), "clear_right": sum(r["right"] for r in clear),
-                              "timing_code": sum(1 for r in decided if r["timing_code"]),
-                              "timing_code_right": sum(r["right"] for r in decided if r["timing_code"])}}
+    regime_u = {
+        "decided": len(rule_u),
+        "right": sum(rule_u_choice(r) == r["better"] for r in rule_u),
+        "current_right": sum(r["right"] for r in rule_u),
+        "differ": sum(rule_u_choice(r) != r["chosen"] for r in rule_u),
+    }
+    regime = {
+        "per_seed": regime_rows,
+        "decided": len(decided),
+        "right": right,
+        "constant_rules": const,
+        "rule_u": regime_u,
+        "binomial_p": stats.sign_test(right, len(decided)) if decided else 1.0,
+        "threshold_sweep": sweep,
+        "uncertainty": {
+            "near_threshold": len(near),
+            "near_right": sum(r["right"] for r in near),
+            "clear": len(clear),
+            "clear_right": sum(r["right"] for r in clear),
+            "timing_code": sum(1 for r in decided if r["timing_code"]),
+            "timing_code_right": sum(r["right"] for r in decided if r["timing_code"]),
+        },
+    }
     criteria = criteria_outcome(pooled, rows, regime, len(results), scale)
-    return {"scale": scale, "margin": MARGIN, "rows": rows, "pooled": pooled, "regime": regime,
-            "best_of_k": curves, "criteria": criteria}
+    return {
+        "scale": scale,
+        "margin": MARGIN,
+        "rows": rows,
+        "pooled": pooled,
+        "regime": regime,
+        "best_of_k": curves,
+        "criteria": criteria,
+    }
 
 
 def criteria_outcome(pooled: dict, rows: list[dict], regime: dict, n_configs: int, scale: str) -> dict:
@@ -296,23 +374,34 @@ def criteria_outcome(pooled: dict, rows: list[dict], regime: dict, n_configs: in
     total = len(configs(scale))
     complete = pooled["grid-best"]["by_configuration"]
     n_eval = len(SEEDS[scale]["eval"])
-    n_done = sum(1 for r in rows if all(r["arms"].get(a, {}).get("n") == n_eval
-                                        for a in ("auto", "grid-best", "fixed", "dense", "sparse")))
+    n_done = sum(
+        1
+        for r in rows
+        if all(r["arms"].get(a, {}).get("n") == n_eval for a in ("auto", "grid-best", "fixed", "dense", "sparse"))
+    )
     c1 = None
     if complete:  # pass: the 90 % CI's lower end above -MARGIN; fail: its upper end below -MARGIN
-        c1 = ("pass" if complete["non_inferior"] else "fail" if complete["ci90"][1] < -MARGIN else "inconclusive")
+        c1 = "pass" if complete["non_inferior"] else "fail" if complete["ci90"][1] < -MARGIN else "inconclusive"
     fractions = [r["compute"]["fraction_seconds"] for r in rows if r.get("compute")]
     c2 = None if not fractions else ("pass" if max(fractions) <= 1 / 20 else "fail")
     better_const = max(regime["constant_rules"].values()) if regime["decided"] else 0
-    c3 = None if not regime["decided"] else (
-        "pass" if regime["binomial_p"] < stats.ALPHA and regime["right"] > better_const else "fail")
+    c3 = (
+        None
+        if not regime["decided"]
+        else ("pass" if regime["binomial_p"] < stats.ALPHA and regime["right"] > better_const else "fail")
+    )
+
     def judged(v: str | None) -> str | None:  # on part of the data a criterion is only provisional
         return v if v is None or n_done == total else f"provisional: {v}"
 
-    return {"configurations_complete": n_done, "configurations_planned": total,
-            "complete": n_done == total,
-            "C1_non_inferior_to_rerun_best_grid": judged(c1), "C2_compute_at_most_1_20": judged(c2),
-            "C3_regime_beats_chance_and_constant_rules": judged(c3)}
+    return {
+        "configurations_complete": n_done,
+        "configurations_planned": total,
+        "complete": n_done == total,
+        "C1_non_inferior_to_rerun_best_grid": judged(c1),
+        "C2_compute_at_most_1_20": judged(c2),
+        "C3_regime_beats_chance_and_constant_rules": judged(c3),
+    }
 
 
 def _worth(row: dict) -> str:
@@ -324,14 +413,19 @@ def _worth(row: dict) -> str:
 
 def markdown(summary: dict) -> str:
     crit = summary["criteria"]
-    lines = [f"# Hold-out study, scale `{summary['scale']}`", "",
-             f"Configurations complete (every arm of the normal budget): {crit['configurations_complete']} of "
-             f"{crit['configurations_planned']}" + ("" if crit["complete"] else " (partial: verdicts provisional)"),
-             "", "Test accuracy % (mean +- sample std over seeds); auto minus each arm: paired per-seed difference "
-             "with its 95 % t CI.", "",
-             "| config | auto | grid runs done | grid-best (setting) | fixed (d) | forced dense | forced sparse | "
-             "auto - grid-best | auto - fixed | grid runs auto is worth | auto compute / grid |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Hold-out study, scale `{summary['scale']}`",
+        "",
+        f"Configurations complete (every arm of the normal budget): {crit['configurations_complete']} of "
+        f"{crit['configurations_planned']}" + ("" if crit["complete"] else " (partial: verdicts provisional)"),
+        "",
+        "Test accuracy % (mean +- sample std over seeds); auto minus each arm: paired per-seed difference "
+        "with its 95 % t CI.",
+        "",
+        "| config | auto | grid runs done | grid-best (setting) | fixed (d) | forced dense | forced sparse | "
+        "auto - grid-best | auto - fixed | grid runs auto is worth | auto compute / grid |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in summary["rows"]:
         a = r["arms"]
 
@@ -342,51 +436,79 @@ def markdown(summary: dict) -> str:
         setting = "" if not p else " (" + ", ".join(f"{k[:4]} {v:g}" for k, v in sorted(p.items())) + ")"
         mg, mf = r["minus"].get("grid-best"), r["minus"].get("fixed")
         comp = r.get("compute")
-        lines.append(f"| {r['config']} | {cell('auto')} | {a['grid']['n'] if 'grid' in a else 0} | "
-                     f"{cell('grid-best')}{setting} | {cell('fixed')} | "
-                     f"{cell('dense')} | {cell('sparse')} | {mg['text'] if mg else '-'} | "
-                     f"{mf['text'] if mf else '-'} | {_worth(r)} | "
-                     + (f"1/{1 / comp['fraction_seconds']:.0f} ({comp['grid_runs']} runs)" if comp else "-") + " |")
-    lines += ["", "## Pooled over configurations (auto minus each arm)", "",
-              "| arm | unit | n | mean difference (95 % CI, p) | TOST +-2 points (90 % CI, p) | "
-              "non-inferior (90 % CI above -2) |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['config']} | {cell('auto')} | {a['grid']['n'] if 'grid' in a else 0} | "
+            f"{cell('grid-best')}{setting} | {cell('fixed')} | "
+            f"{cell('dense')} | {cell('sparse')} | {mg['text'] if mg else '-'} | "
+            f"{mf['text'] if mf else '-'} | {_worth(r)} | "
+            + (f"1/{1 / comp['fraction_seconds']:.0f} ({comp['grid_runs']} runs)" if comp else "-")
+            + " |"
+        )
+    lines += [
+        "",
+        "## Pooled over configurations (auto minus each arm)",
+        "",
+        "| arm | unit | n | mean difference (95 % CI, p) | TOST +-2 points (90 % CI, p) | "
+        "non-inferior (90 % CI above -2) |",
+        "|---|---|---|---|---|---|",
+    ]
     for arm, both in summary["pooled"].items():
         for p in both.values():
             if p:
-                lines.append(f"| {arm} | {p['unit']} | {p['n']} | {p['text']} | {p['tost_text']} | "
-                             f"{'yes' if p['non_inferior'] else 'no'} |")
-    lines += ["", f"## Longer training ({' and '.join(LONG[summary['scale']])}, x{LONG_FACTOR[summary['scale']]} "
-              "epochs; descriptive)", "",
-              "| config | auto | grid-best setting | auto - grid-best (longer) | auto - grid-best (normal budget) |",
-              "|---|---|---|---|---|"]
+                lines.append(
+                    f"| {arm} | {p['unit']} | {p['n']} | {p['text']} | {p['tost_text']} | "
+                    f"{'yes' if p['non_inferior'] else 'no'} |"
+                )
+    lines += [
+        "",
+        f"## Longer training ({' and '.join(LONG[summary['scale']])}, x{LONG_FACTOR[summary['scale']]} "
+        "epochs; descriptive)",
+        "",
+        "| config | auto | grid-best setting | auto - grid-best (longer) | auto - grid-best (normal budget) |",
+        "|---|---|---|---|---|",
+    ]
     for r in summary["rows"]:
         if "long-auto" in r["arms"]:
             long, normal = r.get("long_minus_grid_best"), r["minus"].get("grid-best")
-            lines.append(f"| {r['config']} | {r['arms']['long-auto']['text']} | "
-                         f"{r['arms']['long-grid-best']['text'] if 'long-grid-best' in r['arms'] else '-'} | "
-                         f"{long['text'] if long else '-'} | {normal['text'] if normal else '-'} |")
+            lines.append(
+                f"| {r['config']} | {r['arms']['long-auto']['text']} | "
+                f"{r['arms']['long-grid-best']['text'] if 'long-grid-best' in r['arms'] else '-'} | "
+                f"{long['text'] if long else '-'} | {normal['text'] if normal else '-'} |"
+            )
     reg = summary["regime"]
-    lines += ["", "## Regime decisions per seed", "",
-              f"auto's regime was the better of forced dense / forced sparse (same seed, test accuracy) on "
-              f"{reg['right']} of {reg['decided']} seeds (ties left out; one-sided binomial "
-              f"{stats.format_p(reg['binomial_p'])}); always dense: {reg['constant_rules'].get('dense', 0)}, "
-              f"always sparse: {reg['constant_rules'].get('sparse', 0)}.", ""]
+    lines += [
+        "",
+        "## Regime decisions per seed",
+        "",
+        f"auto's regime was the better of forced dense / forced sparse (same seed, test accuracy) on "
+        f"{reg['right']} of {reg['decided']} seeds (ties left out; one-sided binomial "
+        f"{stats.format_p(reg['binomial_p'])}); always dense: {reg['constant_rules'].get('dense', 0)}, "
+        f"always sparse: {reg['constant_rules'].get('sparse', 0)}.",
+        "",
+    ]
     best = max(reg["threshold_sweep"], key=lambda s: s["right"], default=None)
     if best:
         at_062 = next(s["right"] for s in reg["threshold_sweep"] if s["threshold"] == 0.62 and s["timing_clause"])
-        lines.append(f"Threshold sweep (exploratory, in-sample to this study): the most right decisions, "
-                     f"{best['right']} of {best['of']}, at threshold {best['threshold']} "
-                     f"({'with' if best['timing_clause'] else 'without'} the timing-code clause); at 0.62 with the "
-                     f"clause: {at_062}.")
+        lines.append(
+            f"Threshold sweep (exploratory, in-sample to this study): the most right decisions, "
+            f"{best['right']} of {best['of']}, at threshold {best['threshold']} "
+            f"({'with' if best['timing_clause'] else 'without'} the timing-code clause); at 0.62 with the "
+            f"clause: {at_062}."
+        )
     u = reg["uncertainty"]
-    lines += ["", f"Exploratory (not pre-registered): decided by the timing-code clause {u['timing_code_right']} "
-              f"right of {u['timing_code']}; by the ratio, within 2 standard errors of {DENSE_READABILITY} "
-              f"{u['near_right']} right of {u['near_threshold']}, beyond {u['clear_right']} right of {u['clear']}."]
+    lines += [
+        "",
+        f"Exploratory (not pre-registered): decided by the timing-code clause {u['timing_code_right']} "
+        f"right of {u['timing_code']}; by the ratio, within 2 standard errors of {DENSE_READABILITY} "
+        f"{u['near_right']} right of {u['near_threshold']}, beyond {u['clear_right']} right of {u['clear']}.",
+    ]
     ru = reg["rule_u"]
-    lines += ["", f"Rule U (protocol amendment 1: decide only beyond 2 standard errors of the ratio, else dense): "
-              f"right on {ru['right']} of {ru['decided']} seeds against {ru['current_right']} for the current rule; "
-              f"the two differ on {ru['differ']}."]
+    lines += [
+        "",
+        f"Rule U (protocol amendment 1: decide only beyond 2 standard errors of the ratio, else dense): "
+        f"right on {ru['right']} of {ru['decided']} seeds against {ru['current_right']} for the current rule; "
+        f"the two differ on {ru['differ']}.",
+    ]
     lines += ["", "## Pass criteria (stated in protocol.md before the runs)", ""]
     for k, v in crit.items():
         lines.append(f"- {k}: {'not judged yet (no complete data)' if v is None else v}")
@@ -395,8 +517,9 @@ def markdown(summary: dict) -> str:
 
 def _interval(ax: Any, x: float, mean: float, ci: list[float], fmt: str, color: str) -> None:
     """A point at ``mean`` with its interval, in points."""
-    ax.errorbar([x], [100 * mean], yerr=[[100 * (mean - ci[0])], [100 * (ci[1] - mean)]], fmt=fmt, color=color,
-                capsize=3)
+    ax.errorbar(
+        [x], [100 * mean], yerr=[[100 * (mean - ci[0])], [100 * (ci[1] - mean)]], fmt=fmt, color=color, capsize=3
+    )
 
 
 def figures(summary: dict, folder: Path) -> None:
@@ -442,8 +565,12 @@ def figures(summary: dict, folder: Path) -> None:
     sweep = summary["regime"]["threshold_sweep"]
     for clause in (True, False):
         pts = [s for s in sweep if s["timing_clause"] == clause]
-        ax.plot([s["threshold"] for s in pts], [s["right"] for s in pts], marker=".",
-                label="with timing-code clause" if clause else "ratio only")
+        ax.plot(
+            [s["threshold"] for s in pts],
+            [s["right"] for s in pts],
+            marker=".",
+            label="with timing-code clause" if clause else "ratio only",
+        )
     ax.axvline(0.62, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("dense when ratio >= threshold")
     ax.set_ylabel(f"right per seed (of {summary['regime']['decided']})")

@@ -30,8 +30,13 @@ def paper_default(n: int, n_in: int, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     w = (torch.rand(n, n, generator=g) * 2 - 1) * math.sqrt(6 / (2 * n))
     wi = (torch.rand(n, n_in, generator=g) * 2 - 1) * math.sqrt(6 / (n + n_in))
-    return {"w_full": w, "w": w * (1 - torch.eye(n)), "wi": wi, "alpha": torch.full((n,), math.exp(-10.0)),
-            "thr": torch.full((n,), 0.01)}
+    return {
+        "w_full": w,
+        "w": w * (1 - torch.eye(n)),
+        "wi": wi,
+        "alpha": torch.full((n,), math.exp(-10.0)),
+        "thr": torch.full((n,), 0.01),
+    }
 
 
 def spikestab_default(net: str, seed: int) -> dict:
@@ -39,9 +44,14 @@ def spikestab_default(net: str, seed: int) -> dict:
     torch.manual_seed(seed)
     layer = (spikestab.ALIF if net == "alif" else spikestab.LIF)(784, 64, recurrent=True)
     w_full = layer.weight_hh.detach()
-    return {"w_full": w_full, "w": w_full * layer.recurrent_mask, "wi": layer.weight_ih.detach(),
-            "alpha": layer.alpha.detach(), "thr": layer.threshold.detach().expand(64).clone(),
-            "beta": layer.beta_adapt if net == "alif" else None}
+    return {
+        "w_full": w_full,
+        "w": w_full * layer.recurrent_mask,
+        "wi": layer.weight_ih.detach(),
+        "alpha": layer.alpha.detach(),
+        "thr": layer.threshold.detach().expand(64).clone(),
+        "beta": layer.beta_adapt if net == "alif" else None,
+    }
 
 
 def mean_over_seeds(fn) -> tuple[float, float]:
@@ -51,6 +61,7 @@ def mean_over_seeds(fn) -> tuple[float, float]:
 
 def condition_i_alif() -> dict:
     """Condition I for ALIF: threshold + beta_adapt * rate (here) against the threshold alone (official)."""
+
     def ratio(seed: int) -> float:
         p = spikestab_default("alif", seed)
         here = condition_i(p["w"], p["alpha"], p["thr"], "subtract", beta_adapt=p["beta"]).chosen.mean()
@@ -66,12 +77,15 @@ def condition_iii_diagonal() -> dict:
     masked-out diagonal, mean dampening over neurons."""
     out = {}
     for n in (128, 256):
+
         def both(seed: int, full: bool) -> float:
             p = paper_default(n, 700, seed)
             return float(condition_iii(p["w_full"] if full else p["w"], p["alpha"], p["thr"], "subtract").chosen.mean())
 
-        out[str(n)] = {"here": mean_over_seeds(lambda s: both(s, False))[0],
-                       "official": mean_over_seeds(lambda s: both(s, True))[0]}
+        out[str(n)] = {
+            "here": mean_over_seeds(lambda s: both(s, False))[0],
+            "official": mean_over_seeds(lambda s: both(s, True))[0],
+        }
     return out
 
 
@@ -79,9 +93,11 @@ def condition_iv_sharpness() -> dict:
     """Paper-mode IV (sharpness, exponential SG at III's dampening): the argmin and the official solver's
     artefact, and the residual at sharpness 1 without (here, detached reset) and with the threshold^2 term."""
     out = {}
-    for name, make, reset in (("paper default n=128", lambda s: paper_default(128, 700, s), "multiplicative"),
-                              ("paper default n=128, subtract", lambda s: paper_default(128, 700, s), "subtract"),
-                              ("spikestab LIF 784->64", lambda s: spikestab_default("lif", s), "subtract")):
+    for name, make, reset in (
+        ("paper default n=128", lambda s: paper_default(128, 700, s), "multiplicative"),
+        ("paper default n=128, subtract", lambda s: paper_default(128, 700, s), "subtract"),
+        ("spikestab LIF 784->64", lambda s: spikestab_default("lif", s), "subtract"),
+    ):
         rows = []
         for seed in SEEDS:
             p = make(seed)
@@ -90,9 +106,14 @@ def condition_iv_sharpness() -> dict:
             bounds = paper_voltage_bounds(p["wi"], p["w"], p["alpha"], p["thr"], reset)
             kept = condition_iv(sg, p["w"], p["alpha"], p["thr"], reset, bounds=bounds, detach_reset=True)
             th2 = condition_iv(sg, p["w"], p["alpha"], p["thr"], reset, bounds=bounds, detach_reset=False)
-            rows.append({"argmin": kept.chosen, "official_code": kept.extra["official_code_sharpness"],
-                         "residual_at_1": kept.extra["residual_at_sharpness_1"],
-                         "residual_at_1_with_threshold_sq": th2.extra["residual_at_sharpness_1"]})
+            rows.append(
+                {
+                    "argmin": kept.chosen,
+                    "official_code": kept.extra["official_code_sharpness"],
+                    "residual_at_1": kept.extra["residual_at_sharpness_1"],
+                    "residual_at_1_with_threshold_sq": th2.extra["residual_at_sharpness_1"],
+                }
+            )
         out[name] = {k: statistics.fmean(r[k] for r in rows) for k in rows[0]}
     return out
 
@@ -124,40 +145,58 @@ def condition_iv_tail() -> dict:
         return -1 + a**2 / 2 + (n - 1) * mean_sq * _tail_ms(q, y_lo, y_hi, damp)
 
     qs = [1.01, 1.5, 1.9, 3.0, 10.0, 100.0]
-    return {"here": {"chosen": here.chosen, "feasible": here.feasible, "residual": here.residual},
-            "official_residual": {str(q): official(q) for q in qs},
-            "voltage_range_here": float((bounds[1] - bounds[0]).mean()), "voltage_range_official": y_hi - y_lo}
+    return {
+        "here": {"chosen": here.chosen, "feasible": here.feasible, "residual": here.residual},
+        "official_residual": {str(q): official(q) for q in qs},
+        "voltage_range_here": float((bounds[1] - bounds[0]).mean()),
+        "voltage_range_official": y_hi - y_lo,
+    }
 
 
 def markdown(d: dict) -> str:
     iii, iv, tail = d["III"], d["IV_sharpness"], d["IV_tail"]
-    lines = ["# Paper mode against the official code, measured", "",
-             "Generated by `python experiments/paper_deviations.py` (fresh layers, seeds 0-4, mean).", "",
-             "| deviation | spikestab (paper mode) | official code | effect |", "|---|---|---|---|",
-             f"| I for ALIF: threshold + beta_adapt x rate | mu from threshold + beta p | threshold alone | "
-             f"spikestab's recurrent mean is {d['I_alif']['here_over_official']:.2f} x the official one "
-             f"(ALIF 784->64 defaults) |"]
+    lines = [
+        "# Paper mode against the official code, measured",
+        "",
+        "Generated by `python experiments/paper_deviations.py` (fresh layers, seeds 0-4, mean).",
+        "",
+        "| deviation | spikestab (paper mode) | official code | effect |",
+        "|---|---|---|---|",
+        f"| I for ALIF: threshold + beta_adapt x rate | mu from threshold + beta p | threshold alone | "
+        f"spikestab's recurrent mean is {d['I_alif']['here_over_official']:.2f} x the official one "
+        f"(ALIF 784->64 defaults) |",
+    ]
     for n, v in iii.items():
-        lines.append(f"| III without the masked recurrent diagonal (n = {n}) | {v['here']:.4f} | {v['official']:.4f} | "
-                     f"{100 * (v['official'] / v['here'] - 1):+.1f} % |")
+        lines.append(
+            f"| III without the masked recurrent diagonal (n = {n}) | {v['here']:.4f} | {v['official']:.4f} | "
+            f"{100 * (v['official'] / v['here'] - 1):+.1f} % |"
+        )
     for name, v in iv.items():
         extra = v["residual_at_1_with_threshold_sq"] - v["residual_at_1"]
-        lines.append(f"| IV sharpness, {name}: the argmin (no root) / the official solver's value (its "
-                     f"flattened look-up, search seed 0) | {v['argmin']:.3f} | {v['official_code']:.3f} | residual at "
-                     f"sharpness 1 {v['residual_at_1']:+.4f}; the official threshold^2 term with a detached reset "
-                     f"adds {extra:.2g} |")
+        lines.append(
+            f"| IV sharpness, {name}: the argmin (no root) / the official solver's value (its "
+            f"flattened look-up, search seed 0) | {v['argmin']:.3f} | {v['official_code']:.3f} | residual at "
+            f"sharpness 1 {v['residual_at_1']:+.4f}; the official threshold^2 term with a detached reset "
+            f"adds {extra:.2g} |"
+        )
     res = ", ".join(f"q {q}: {r:+.3f}" for q, r in tail["official_residual"].items())
-    lines.append(f"| IV tail: own reset equation, summed bounds, q in [1.01, 100] | q = {tail['here']['chosen']:.3g} "
-                 f"(feasible {tail['here']['feasible']}, residual {tail['here']['residual']:+.3f}); voltage range "
-                 f"{tail['voltage_range_here']:.1f} | multreset2 equation, single max / min weight bounds "
-                 f"(range {tail['voltage_range_official']:.1f}); residual {res} | no root either way: the official "
-                 f"equation's residual rises with q, so its answer is wherever the solver stops |")
+    lines.append(
+        f"| IV tail: own reset equation, summed bounds, q in [1.01, 100] | q = {tail['here']['chosen']:.3g} "
+        f"(feasible {tail['here']['feasible']}, residual {tail['here']['residual']:+.3f}); voltage range "
+        f"{tail['voltage_range_here']:.1f} | multreset2 equation, single max / min weight bounds "
+        f"(range {tail['voltage_range_official']:.1f}); residual {res} | no root either way: the official "
+        f"equation's residual rises with q, so its answer is wherever the solver stops |"
+    )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    data = {"I_alif": condition_i_alif(), "III": condition_iii_diagonal(), "IV_sharpness": condition_iv_sharpness(),
-            "IV_tail": condition_iv_tail()}
+    data = {
+        "I_alif": condition_i_alif(),
+        "III": condition_iii_diagonal(),
+        "IV_sharpness": condition_iv_sharpness(),
+        "IV_tail": condition_iv_tail(),
+    }
     common.write_json(OUT / "summary.json", data)
     (OUT / "summary.md").write_text(markdown(data))
     print(markdown(data))

@@ -53,11 +53,21 @@ HIDDEN = 64
 LR, BATCH, PROBE = 2e-3, 32, 512
 TARGET, MARGIN, LOW_DEFAULTS, GAIN = 0.83, 0.03, 0.73, 0.10  # the issue's pass criteria
 SCALES = {
-    "cpu": {"epochs": 3, "seeds": (0, 1, 2), "grid_seeds": (0, 1), "grid_task": "sl-mnist",
-            "grid": {"threshold": (0.1, 0.3, 1.0), "dampening": (0.1, 0.3, 1.0)}},
+    "cpu": {
+        "epochs": 3,
+        "seeds": (0, 1, 2),
+        "grid_seeds": (0, 1),
+        "grid_task": "sl-mnist",
+        "grid": {"threshold": (0.1, 0.3, 1.0), "dampening": (0.1, 0.3, 1.0)},
+    },
     # a tiny Randman (SMOKE_TASK), a few batches: seconds, for the tests
-    "smoke": {"epochs": 1, "seeds": (0,), "grid_seeds": (0,), "grid_task": "randman",
-              "grid": {"threshold": (0.3, 1.0), "dampening": (0.3,)}},
+    "smoke": {
+        "epochs": 1,
+        "seeds": (0,),
+        "grid_seeds": (0,),
+        "grid_task": "randman",
+        "grid": {"threshold": (0.3, 1.0), "dampening": (0.3,)},
+    },
 }
 SMOKE_TASK = {"n_units": 20, "n_steps": 25, "samples_per_class": 10}
 
@@ -173,8 +183,9 @@ def set_grid_point(net: nn.Module, threshold: float, dampening: float) -> list[s
     for n in find_peer_neurons(net):
         n.set_threshold(threshold)
         sg = n.surrogate() or SurrogateGradient()
-        done.append(f"{n.name}: " + n.install(sg.with_params(dampening=torch.tensor(dampening),
-                                                              sharpness=sg.sharpness.mean())))
+        done.append(
+            f"{n.name}: " + n.install(sg.with_params(dampening=torch.tensor(dampening), sharpness=sg.sharpness.mean()))
+        )
     return done
 
 
@@ -182,9 +193,17 @@ def run(library: str, task_name: str, arm: dict, seed: int, scale: str, task: Ta
     """Build, (stabilise or set,) train and test one network; the record of the run."""
     torch.manual_seed(seed)
     net = NETS[library](task.input_size, task.output_size)
-    record: dict[str, Any] = {"library": library, "task": task_name, "arm": arm, "seed": seed, "scale": scale,
-                              "epochs": SCALES[scale]["epochs"], "lr": LR, "batch_size": BATCH,
-                              "chosen_model": "best validation epoch"}
+    record: dict[str, Any] = {
+        "library": library,
+        "task": task_name,
+        "arm": arm,
+        "seed": seed,
+        "scale": scale,
+        "epochs": SCALES[scale]["epochs"],
+        "lr": LR,
+        "batch_size": BATCH,
+        "chosen_model": "best validation epoch",
+    }
     loader = make_loader(task.train, BATCH, shuffle=True, seed=seed)
     if arm["kind"] == "stabilized":
         from spikestab.stability import stabilize
@@ -222,8 +241,12 @@ def run(library: str, task_name: str, arm: dict, seed: int, scale: str, task: Ta
     record["train_seconds"] = time.perf_counter() - start
     record["train_cpu_seconds"] = time.process_time() - cpu
     net.load_state_dict(best_state)
-    record.update(history=history, val_accuracy=best_val, test_accuracy=evaluate(library, net, task.test),
-                  last_val_accuracy=history[-1]["val"])
+    record.update(
+        history=history,
+        val_accuracy=best_val,
+        test_accuracy=evaluate(library, net, task.test),
+        last_val_accuracy=history[-1]["val"],
+    )
     return record
 
 
@@ -255,9 +278,11 @@ def ensure(library: str, task_name: str, arm: dict, seed: int, scale: str, tasks
     print(f"[{time.strftime('%H:%M:%S')}] {scale} {task_name} {library} {arm_name(arm)} seed {seed}", flush=True)
     record = run(library, task_name, arm, seed, scale, tasks[task_name])
     common.write_json(path, record)
-    print(f"  test {100 * record['test_accuracy']:.1f} %, train {record['train_seconds']:.0f} s"
-          + (f", stabilize {record['stabilize_seconds']:.1f} s" if "stabilize_seconds" in record else ""),
-          flush=True)
+    print(
+        f"  test {100 * record['test_accuracy']:.1f} %, train {record['train_seconds']:.0f} s"
+        + (f", stabilize {record['stabilize_seconds']:.1f} s" if "stabilize_seconds" in record else ""),
+        flush=True,
+    )
     return record
 
 
@@ -286,7 +311,8 @@ def run_all(args: argparse.Namespace) -> None:
             for library in args.libraries:
                 ensure(library, task_name, {"kind": "defaults"}, seed, args.scale, tasks)
                 stab.setdefault(library, []).append(
-                    ensure(library, task_name, {"kind": "stabilized"}, seed, args.scale, tasks))
+                    ensure(library, task_name, {"kind": "stabilized"}, seed, args.scale, tasks)
+                )
         if task_name != cfg["grid_task"]:
             continue
         for library in sorted(stab, key=lambda lib: sum(r["test_accuracy"] for r in stab[lib]) / len(stab[lib])):
@@ -304,8 +330,11 @@ def _records(scale: str) -> list[dict]:
 
 
 def _arm(records: list[dict], task_name: str, library: str, name: str) -> dict[int, dict]:
-    return {r["seed"]: r for r in records if r["task"] == task_name and r["library"] == library
-            and arm_name(r["arm"]) == name}
+    return {
+        r["seed"]: r
+        for r in records
+        if r["task"] == task_name and r["library"] == library and arm_name(r["arm"]) == name
+    }
 
 
 def _describe(values: list[float]) -> dict | None:
@@ -328,21 +357,28 @@ def summarise_one(records: list[dict], task_name: str, library: str, scale: str)
         return None
     shared = sorted(set(defaults) & set(stab))
     row: dict[str, Any] = {
-        "task": task_name, "library": library,
+        "task": task_name,
+        "library": library,
         "defaults": _describe([defaults[s]["test_accuracy"] for s in sorted(defaults)]),
         "stabilized": _describe([stab[s]["test_accuracy"] for s in sorted(stab)]),
         "defaults_val": _describe([defaults[s]["val_accuracy"] for s in sorted(defaults)]),
         "stabilized_val": _describe([stab[s]["val_accuracy"] for s in sorted(stab)]),
-        "seeds": {"defaults": sorted(defaults), "stabilized": sorted(stab)}, "paired_seeds": shared,
+        "seeds": {"defaults": sorted(defaults), "stabilized": sorted(stab)},
+        "paired_seeds": shared,
         "difference": None,
         "stabilize_seconds": [stab[s]["stabilize_seconds"] for s in sorted(stab)],
-        "train_seconds": {"defaults": [defaults[s]["train_seconds"] for s in sorted(defaults)],
-                          "stabilized": [stab[s]["train_seconds"] for s in sorted(stab)]},
+        "train_seconds": {
+            "defaults": [defaults[s]["train_seconds"] for s in sorted(defaults)],
+            "stabilized": [stab[s]["train_seconds"] for s in sorted(stab)],
+        },
         "regime": [stab[s]["report"]["regime"]["regime"] for s in sorted(stab)],
-        "chosen": [{lay["name"]: {c: v["chosen"] for c, v in lay["conditions"].items()}
-                    for lay in stab[s]["report"]["layers"]} for s in sorted(stab)],
-        "initial_rates": [[lay["measurements"]["firing_rate"] for lay in stab[s]["report"]["layers"]]
-                          for s in sorted(stab)],
+        "chosen": [
+            {lay["name"]: {c: v["chosen"] for c, v in lay["conditions"].items()} for lay in stab[s]["report"]["layers"]}
+            for s in sorted(stab)
+        ],
+        "initial_rates": [
+            [lay["measurements"]["firing_rate"] for lay in stab[s]["report"]["layers"]] for s in sorted(stab)
+        ],
     }
     if len(shared) >= 2:
         d = stats.paired([stab[s]["test_accuracy"] for s in shared], [defaults[s]["test_accuracy"] for s in shared])
@@ -353,14 +389,23 @@ def summarise_one(records: list[dict], task_name: str, library: str, scale: str)
             grid.setdefault(arm_name(r["arm"]), []).append(r)
     row["grid"] = None
     if grid:
-        settings = [{"setting": {k: runs[0]["arm"][k] for k in ("threshold", "dampening")},
-                     "seeds": [r["seed"] for r in runs],
-                     "val": _describe([r["val_accuracy"] for r in runs]),
-                     "test": _describe([r["test_accuracy"] for r in runs])} for runs in grid.values()]
+        settings = [
+            {
+                "setting": {k: runs[0]["arm"][k] for k in ("threshold", "dampening")},
+                "seeds": [r["seed"] for r in runs],
+                "val": _describe([r["val_accuracy"] for r in runs]),
+                "test": _describe([r["test_accuracy"] for r in runs]),
+            }
+            for runs in grid.values()
+        ]
         best = max(settings, key=lambda s: s["val"]["mean"])
         runs = sum(len(r) for r in grid.values())
-        row["grid"] = {"runs": runs, "complete": runs >= len(grid_arms(scale)) * len(SCALES[scale]["grid_seeds"]),
-                       "settings": settings, "best": best}
+        row["grid"] = {
+            "runs": runs,
+            "complete": runs >= len(grid_arms(scale)) * len(SCALES[scale]["grid_seeds"]),
+            "settings": settings,
+            "best": best,
+        }
     row["checks"] = checks(row)
     return row
 
@@ -379,16 +424,24 @@ def checks(row: dict) -> dict:
     elif defaults is not None:
         above = stab["mean"] - defaults["mean"] >= GAIN
         above_ci = None if diff is None else diff["ci"][0] >= GAIN
-    return {"target": stab["mean"] >= TARGET, "within_grid": within, "above_defaults": above,
-            "above_defaults_ci": above_ci}
+    return {
+        "target": stab["mean"] >= TARGET,
+        "within_grid": within,
+        "above_defaults": above,
+        "above_defaults_ci": above_ci,
+    }
 
 
 def summarise(scale: str) -> dict:
     records = _records(scale)
     rows = [row for t in TASKS for lib in LIBRARIES if (row := summarise_one(records, t, lib, scale)) is not None]
-    return {"scale": scale, "settings": SCALES[scale],
-            "criteria": {"target": TARGET, "grid_margin": MARGIN, "low_defaults": LOW_DEFAULTS, "gain": GAIN},
-            "command": f"python experiments/peer_models.py --scale {scale}", "rows": rows}
+    return {
+        "scale": scale,
+        "settings": SCALES[scale],
+        "criteria": {"target": TARGET, "grid_margin": MARGIN, "low_defaults": LOW_DEFAULTS, "gain": GAIN},
+        "command": f"python experiments/peer_models.py --scale {scale}",
+        "rows": rows,
+    }
 
 
 def _pct(d: dict | None) -> str:
@@ -416,23 +469,37 @@ def table(summary: dict) -> str:
     ]
     for r in summary["rows"]:
         d = r["difference"]
-        diff = "-" if d is None else (f"{100 * d['mean']:+.1f} ({100 * d['ci'][0]:+.1f} to {100 * d['ci'][1]:+.1f}, "
-                                      f"p = {d['p']:.2g})")
+        diff = (
+            "-"
+            if d is None
+            else (f"{100 * d['mean']:+.1f} ({100 * d['ci'][0]:+.1f} to {100 * d['ci'][1]:+.1f}, p = {d['p']:.2g})")
+        )
         g = r["grid"]
-        grid = "not run" if g is None else (f"{_pct(g['best']['test'])} ({g['best']['setting']['threshold']:g}, "
-                                            f"{g['best']['setting']['dampening']:g}; {g['runs']} runs"
-                                            f"{'' if g['complete'] else ', partial'})")
+        grid = (
+            "not run"
+            if g is None
+            else (
+                f"{_pct(g['best']['test'])} ({g['best']['setting']['threshold']:g}, "
+                f"{g['best']['setting']['dampening']:g}; {g['runs']} runs"
+                f"{'' if g['complete'] else ', partial'})"
+            )
+        )
         regimes = sorted(set(r["regime"]))
         regime = ", ".join(f"{x} {r['regime'].count(x)}/{len(r['regime'])}" for x in regimes)
         c = r["checks"]
         target = _yes(c["target"]) if r["task"] == "sl-mnist" else "(sl-MNIST only)"
-        ci_note = "" if c["above_defaults_ci"] in (None, "not applicable") else (
-            f" (CI above +10: {'yes' if c['above_defaults_ci'] else 'no'})")
+        ci_note = (
+            ""
+            if c["above_defaults_ci"] in (None, "not applicable")
+            else (f" (CI above +10: {'yes' if c['above_defaults_ci'] else 'no'})")
+        )
         stab_s, train_s = r["stabilize_seconds"], r["train_seconds"]["stabilized"]
         seconds = f"{sum(stab_s) / len(stab_s):.0f} / {sum(train_s) / len(train_s):.0f}" if stab_s else "-"
-        lines.append(f"| {r['task']} | {NAMES[r['library']]} | {_pct(r['defaults'])} | {_pct(r['stabilized'])} | "
-                     f"{diff} | {regime} | {grid} | {target} | {_yes(c['within_grid'])} | "
-                     f"{_yes(c['above_defaults'])}{ci_note} | {seconds} |")
+        lines.append(
+            f"| {r['task']} | {NAMES[r['library']]} | {_pct(r['defaults'])} | {_pct(r['stabilized'])} | "
+            f"{diff} | {regime} | {grid} | {target} | {_yes(c['within_grid'])} | "
+            f"{_yes(c['above_defaults'])}{ci_note} | {seconds} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -452,25 +519,36 @@ def write_readme(summary: dict, path: Path) -> None:
 def details(summary: dict) -> str:
     """Per seed of (b): its regime, the chosen thresholds and dampenings and its test accuracy next to
     (a)'s; and every grid setting (mean validation and test accuracy over its seeds)."""
-    lines = ["| task | library | seed | (a) test | (b) test | regime | (b) threshold, dampening per module |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task | library | seed | (a) test | (b) test | regime | (b) threshold, dampening per module |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in summary["rows"]:
         a = dict(zip(r["seeds"]["defaults"], (r["defaults"] or {}).get("values", [])))
         b = dict(zip(r["seeds"]["stabilized"], (r["stabilized"] or {}).get("values", [])))
         for i, seed in enumerate(r["seeds"]["stabilized"]):
             chosen = "; ".join(f"{name}: {c['D']:.3g}, {c['G']:.3g}" for name, c in r["chosen"][i].items())
-            lines.append(f"| {r['task']} | {NAMES[r['library']]} | {seed} | "
-                         f"{f'{100 * a[seed]:.1f}' if seed in a else '-'} | {100 * b[seed]:.1f} | "
-                         f"{r['regime'][i]} | {chosen} |")
+            lines.append(
+                f"| {r['task']} | {NAMES[r['library']]} | {seed} | "
+                f"{f'{100 * a[seed]:.1f}' if seed in a else '-'} | {100 * b[seed]:.1f} | "
+                f"{r['regime'][i]} | {chosen} |"
+            )
     grids = [r for r in summary["rows"] if r["grid"]]
     if grids:
-        lines += ["", "Grid (c), every setting: validation / test accuracy %, mean over its seeds (n).", "",
-                  "| task | library | threshold | dampening | validation | test | n |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Grid (c), every setting: validation / test accuracy %, mean over its seeds (n).",
+            "",
+            "| task | library | threshold | dampening | validation | test | n |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in grids:
             for g in sorted(r["grid"]["settings"], key=lambda g: tuple(g["setting"].values())):
-                lines.append(f"| {r['task']} | {NAMES[r['library']]} | {g['setting']['threshold']:g} | "
-                             f"{g['setting']['dampening']:g} | {100 * g['val']['mean']:.1f} | "
-                             f"{100 * g['test']['mean']:.1f} | {g['test']['n']} |")
+                lines.append(
+                    f"| {r['task']} | {NAMES[r['library']]} | {g['setting']['threshold']:g} | "
+                    f"{g['setting']['dampening']:g} | {100 * g['val']['mean']:.1f} | "
+                    f"{100 * g['test']['mean']:.1f} | {g['test']['n']} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -481,8 +559,11 @@ def write_summary(scale: str) -> dict:
     folder = common.RESULTS / "peers" / ("" if scale == "cpu" else "smoke")
     common.write_json(folder / "summary.json", summary)
     md = common.RESULTS / ("peers.md" if scale == "cpu" else "peers/smoke/peers.md")
-    md.write_text(PAGE.format(table=table(summary), details=details(summary),
-                              figure="peers/peers.png" if scale == "cpu" else "peers.png"))
+    md.write_text(
+        PAGE.format(
+            table=table(summary), details=details(summary), figure="peers/peers.png" if scale == "cpu" else "peers.png"
+        )
+    )
     if summary["rows"]:
         figure(summary, folder / "peers.png")
     if scale == "cpu":
@@ -548,8 +629,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tasks", default=",".join(TASKS), help="comma list of sl-mnist, randman (default: both)")
     p.add_argument("--seeds", default=None, help="comma list of seeds (default: the scale's)")
     p.add_argument("--grid-seeds", default=None, help="comma list of the grid's seeds (default: the scale's)")
-    p.add_argument("--grid", choices=("auto", "always", "never"), default="auto",
-                   help="the threshold x dampening grid: where (b) misses 83 %% on sl-MNIST (auto), always, never")
+    p.add_argument(
+        "--grid",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="the threshold x dampening grid: where (b) misses 83 %% on sl-MNIST (auto), always, never",
+    )
     p.add_argument("--summary-only", action="store_true", help="only write the summary of the finished runs")
     args = p.parse_args(argv)
     args.libraries = args.libraries.split(",")

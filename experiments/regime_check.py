@@ -28,8 +28,10 @@ CONFIGS = {
     "randman-alif-64": ("randman", {"net": "alif"}),
     "shd-alif-64": ("shd", {"net": "alif"}),
     # added after the timing-code clause of the regime choice, to check it and the ratio on tasks not looked at
-    "randman50-3d-lif-64": ("randman", {"task_options": {"n_classes": 5, "n_units": 50, "dim": 3,
-                                                         "samples_per_class": 500}}),
+    "randman50-3d-lif-64": (
+        "randman",
+        {"task_options": {"n_classes": 5, "n_units": 50, "dim": 3, "samples_per_class": 500}},
+    ),
     "digits-alif-64": ("sl-mnist", {"task_options": {"source": "digits"}, "epochs": 5, "net": "alif"}),
     "shd125-lif-64": ("shd", {"task_options": {"dt": 0.008, "n_steps": 125}}),
 }
@@ -53,28 +55,36 @@ def markdown(results: dict[str, dict], scale: str) -> str:
     def cell(r):
         return "-" if r["test_mean"] is None else f"{100 * r['test_mean']:.1f} +- {100 * (r['test_std'] or 0):.1f}"
 
-    lines = [f"Scale `{scale}`; test accuracy % (mean +- sample std over seeds). Right per seed: auto's regime "
-             "is the one whose forced run has the higher test accuracy on that seed.", "",
-             "| config | auto | regime auto chose (per seed) | forced dense | forced sparse | "
-             "auto picked the better mean | right per seed |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Scale `{scale}`; test accuracy % (mean +- sample std over seeds). Right per seed: auto's regime "
+        "is the one whose forced run has the higher test accuracy on that seed.",
+        "",
+        "| config | auto | regime auto chose (per seed) | forced dense | forced sparse | "
+        "auto picked the better mean | right per seed |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, res in results.items():
         dense, sparse = res["dense"]["test_mean"], res["sparse"]["test_mean"]
         better = "dense" if dense >= sparse else "sparse"
         chosen = res["auto"]["regimes"]
         right = per_seed_right(res)
-        lines.append(f"| {name} | {cell(res['auto'])} | {', '.join(map(str, chosen))} | {cell(res['dense'])} | "
-                     f"{cell(res['sparse'])} | {sum(c == better for c in chosen)} of {len(chosen)} | "
-                     f"{sum(right)} of {len(right)} |")
+        lines.append(
+            f"| {name} | {cell(res['auto'])} | {', '.join(map(str, chosen))} | {cell(res['dense'])} | "
+            f"{cell(res['sparse'])} | {sum(c == better for c in chosen)} of {len(chosen)} | "
+            f"{sum(right)} of {len(right)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def per_seed_right(res: dict) -> list[bool]:
     """Per seed that all three arms finished: whether auto's regime was the better forced regime on that seed
     (a tie counts as right)."""
+
     def by_seed(arm: str) -> dict[int, dict]:
-        return {t["seed"]: {"test": x, "regime": (t.get("regime") or {}).get("regime")}
-                for t, x in zip(res[arm]["trials"], res[arm]["test"])}
+        return {
+            t["seed"]: {"test": x, "regime": (t.get("regime") or {}).get("regime")}
+            for t, x in zip(res[arm]["trials"], res[arm]["test"])
+        }
 
     auto, dense, sparse = by_seed("auto"), by_seed("dense"), by_seed("sparse")
     out = []
@@ -104,9 +114,13 @@ def main(argv: list[str] | None = None) -> None:
         common.write_json(folder / f"{name}.json", run_config(name, args.scale, args.shd_dir, args.workers))
     results = {f.stem: json.loads(f.read_text()) for f in sorted(folder.glob("*.json")) if f.stem in CONFIGS}
     keys = ("test_mean", "test_std", "test", "regimes")
-    common.write_json(folder / "summary.json", {name: {**{r: {k: res[r][k] for k in keys} for r in REGIMES},
-                                                       "right_per_seed": per_seed_right(res)}
-                                                for name, res in results.items()})
+    common.write_json(
+        folder / "summary.json",
+        {
+            name: {**{r: {k: res[r][k] for k in keys} for r in REGIMES}, "right_per_seed": per_seed_right(res)}
+            for name, res in results.items()
+        },
+    )
     (folder / "summary.md").write_text(markdown(results, args.scale))
     figure(results, folder / "regime.png")
     print(markdown(results, args.scale))

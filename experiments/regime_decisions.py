@@ -27,8 +27,9 @@ from spikestab.train.trainer import Trainer
 
 def configs() -> dict[str, dict]:
     """name -> the fixed training options (cpu scale) of every configuration the two experiments run."""
-    out = {name: {"task": task, "net": net, "layers": layers}
-           for name, (task, net, layers, _) in headline.CONFIGS.items()}
+    out = {
+        name: {"task": task, "net": net, "layers": layers} for name, (task, net, layers, _) in headline.CONFIGS.items()
+    }
     out["shd-lif-256"] = {"task": "shd", "net": "lif", "layers": "2x256"}
     for name, (task, extra) in regime_check.CONFIGS.items():
         out.setdefault(name, {"task": task, **extra})
@@ -45,14 +46,23 @@ def main() -> None:
         spec = dict(spec)
         task = spec.pop("task")
         for seed in (0, 1, 2):
-            fixed = {**common.task(task, "cpu", args.shd_dir), **spec, "seed": seed, "stabilize": "auto",
-                     "out": str(common.RUNS / "regime_decisions")}
+            fixed = {
+                **common.task(task, "cpu", args.shd_dir),
+                **spec,
+                "seed": seed,
+                "stabilize": "auto",
+                "out": str(common.RUNS / "regime_decisions"),
+            }
             trainer = Trainer(TrainConfig(**fixed), log=lambda s: None)
             trainer.model.eval()
             t0 = time.perf_counter()
             choice = choose_regime(trainer.model, spiking_layers(trainer.model)[0], *trainer.probe_set())
-            row = {"config": name, "seed": seed, **{k: v for k, v in choice.to_dict().items() if k != "scan"},
-                   "seconds": round(time.perf_counter() - t0, 2)}
+            row = {
+                "config": name,
+                "seed": seed,
+                **{k: v for k, v in choice.to_dict().items() if k != "scan"},
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
             lines.append(json.dumps(row))
             print(f"{name} seed {seed}: {choice}", flush=True)
     path = common.RESULTS / "stability_choice" / "regime_decisions.jsonl"

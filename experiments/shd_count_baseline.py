@@ -35,8 +35,12 @@ def features(data: dict, windows: int, span: float = 1.0) -> np.ndarray:
 def evaluate(train: dict, test: dict, windows: int, c: float) -> dict:
     model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
     model.fit(features(train, windows), train["labels"])
-    return dict(windows=windows, C=c, train_acc=round(model.score(features(train, windows), train["labels"]), 4),
-                test_acc=round(model.score(features(test, windows), test["labels"]), 4))
+    return dict(
+        windows=windows,
+        C=c,
+        train_acc=round(model.score(features(train, windows), train["labels"]), 4),
+        test_acc=round(model.score(features(test, windows), test["labels"]), 4),
+    )
 
 
 def main() -> None:
@@ -49,10 +53,14 @@ def main() -> None:
     root = Path(args.data_dir)
     folder = root / "SHD" if (root / "SHD" / "shd_train.h5").is_file() else root
     train, test = (shd.read_shd(folder / f"shd_{s}.h5") for s in ("train", "test"))
-    result = dict(data=str(folder), n_train=len(train["labels"]), n_test=len(test["labels"]),
-                  chance=round(1 / len(train["keys"]), 4),
-                  speakers_shared=sorted(set(train["speakers"].tolist()) & set(test["speakers"].tolist())),
-                  models=[evaluate(train, test, w, args.C) for w in args.windows])
+    result = dict(
+        data=str(folder),
+        n_train=len(train["labels"]),
+        n_test=len(test["labels"]),
+        chance=round(1 / len(train["keys"]), 4),
+        speakers_shared=sorted(set(train["speakers"].tolist()) & set(test["speakers"].tolist())),
+        models=[evaluate(train, test, w, args.C) for w in args.windows],
+    )
     print(json.dumps(result, indent=2))
     if args.out:
         tmp = args.out + ".tmp"

@@ -41,18 +41,53 @@ from spikestab import stats
 from spikestab.init.fluctuation import fluctuation_init, measure_membrane
 from spikestab.train import TrainConfig, Trainer
 
-SETTINGS = {"default": {"mu_u": 0.0, "sigma_u": 1.0}, "mu_U = theta": {"mu_u": "threshold", "xi": 1.0},
-            "mu_U = theta, nu = eps = 1": {"mu_u": "threshold", "xi": 1.0, "nu": 1.0, "epsilon": 1.0}}
-NEURON = {"net": "cuba", "recurrent": True, "tau": 4.0, "threshold": 1.0, "reset": "multiplicative_all",
-          "sg": "fast-sigmoid", "dampening": 1.0, "sharpness": 5.0, "stabilize": "none", "dropout": 0.0, "lr": 2e-3,
-          "batch_size": 32, "threads": 1, "progress": False, "checkpoint_every": 1000}
+SETTINGS = {
+    "default": {"mu_u": 0.0, "sigma_u": 1.0},
+    "mu_U = theta": {"mu_u": "threshold", "xi": 1.0},
+    "mu_U = theta, nu = eps = 1": {"mu_u": "threshold", "xi": 1.0, "nu": 1.0, "epsilon": 1.0},
+}
+NEURON = {
+    "net": "cuba",
+    "recurrent": True,
+    "tau": 4.0,
+    "threshold": 1.0,
+    "reset": "multiplicative_all",
+    "sg": "fast-sigmoid",
+    "dampening": 1.0,
+    "sharpness": 5.0,
+    "stabilize": "none",
+    "dropout": 0.0,
+    "lr": 2e-3,
+    "batch_size": 32,
+    "threads": 1,
+    "progress": False,
+    "checkpoint_every": 1000,
+}
 SCALES = {
-    "smoke": {"task": "randman", "task_options": {"n_units": 20, "samples_per_class": 20, "n_steps": 50},
-              "depths": {"shallow": "1x8", "deep": "3x8"}, "epochs": 1, "seeds": [0]},
-    "cpu": {"task": "shd", "task_options": {"dt": 0.007, "n_steps": 100}, "depths": {"shallow": "2x64", "deep": "4x64"},
-            "epochs": 4, "seeds": [0, 1, 2], "tau": 20 / 7, "batch_size": 64},
-    "paper": {"task": "shd", "task_options": {"dt": 0.002, "n_steps": 350},
-              "depths": {"shallow": "3x128", "deep": "7x128"}, "epochs": 300, "seeds": [0, 1, 2, 3], "tau": 10.0},
+    "smoke": {
+        "task": "randman",
+        "task_options": {"n_units": 20, "samples_per_class": 20, "n_steps": 50},
+        "depths": {"shallow": "1x8", "deep": "3x8"},
+        "epochs": 1,
+        "seeds": [0],
+    },
+    "cpu": {
+        "task": "shd",
+        "task_options": {"dt": 0.007, "n_steps": 100},
+        "depths": {"shallow": "2x64", "deep": "4x64"},
+        "epochs": 4,
+        "seeds": [0, 1, 2],
+        "tau": 20 / 7,
+        "batch_size": 64,
+    },
+    "paper": {
+        "task": "shd",
+        "task_options": {"dt": 0.002, "n_steps": 350},
+        "depths": {"shallow": "3x128", "deep": "7x128"},
+        "epochs": 300,
+        "seeds": [0, 1, 2, 3],
+        "tau": 10.0,
+    },
 }
 
 
@@ -63,19 +98,31 @@ def config(scale: str, depth: str, seed: int, out: Path, shd_dir: str | None) ->
     if s["task"] == "shd":
         folder = Path(shd_dir or common.RUNS / "shd_synth")
         if not (folder / "SHD" / "shd_train.h5").is_file() and not (folder / "shd_train.h5").is_file():
-            raise SystemExit(f"SHD files not found in {folder}: make the synthetic set with `spikestab make-shd --out "
-                             f"{folder} --per-class 100`, or pass --shd-dir")
+            raise SystemExit(
+                f"SHD files not found in {folder}: make the synthetic set with `spikestab make-shd --out "
+                f"{folder} --per-class 100`, or pass --shd-dir"
+            )
         data_dir = str(folder)
-    return TrainConfig(task=s["task"], data_dir=data_dir, task_options=s["task_options"], layers=s["depths"][depth],
-                       epochs=s["epochs"], seed=seed, out=str(out), **fixed)
+    return TrainConfig(
+        task=s["task"],
+        data_dir=data_dir,
+        task_options=s["task_options"],
+        layers=s["depths"][depth],
+        epochs=s["epochs"],
+        seed=seed,
+        out=str(out),
+        **fixed,
+    )
 
 
 def run_trial(cfg: TrainConfig, setting: str) -> dict:
     """One Trainer run with the setting's initialisation (continued or reused); results + init report."""
     out = Path(cfg.out)
     if (out / "results.json").is_file() and (out / "fluctuation.json").is_file():
-        return {"results": json.loads((out / "results.json").read_text()),
-                "init": json.loads((out / "fluctuation.json").read_text())}
+        return {
+            "results": json.loads((out / "results.json").read_text()),
+            "init": json.loads((out / "fluctuation.json").read_text()),
+        }
     trainer = Trainer(cfg, log=lambda s: None)
     batch = trainer.first_batch()
     kw = dict(SETTINGS[setting])
@@ -86,8 +133,10 @@ def run_trial(cfg: TrainConfig, setting: str) -> dict:
     init = {**report.to_dict(), "nu_data": nu_data, "text": str(report)}
     results = trainer.fit(resume=True)
     common.write_json(out / "fluctuation.json", init)
-    print(f"[table2] {out.parent.parent.name} {setting} seed {cfg.seed}: test {results['test']['accuracy']:.3f}",
-          flush=True)
+    print(
+        f"[table2] {out.parent.parent.name} {setting} seed {cfg.seed}: test {results['test']['accuracy']:.3f}",
+        flush=True,
+    )
     return {"results": results, "init": init}
 
 
@@ -98,30 +147,51 @@ def summarise(trials: list[dict]) -> dict:
     def mean_of(key: str) -> list[float]:
         return [statistics.fmean(trial[i]["measured"][key] for trial in layers) for i in range(len(layers[0]))]
 
-    return {"n": len(trials), "test": test, "test_mean": statistics.fmean(test),
-            "test_std": stats.describe(test).std,
-            "val_mean": statistics.fmean(t["results"]["val"]["accuracy"] for t in trials),
-            "target_mu_u": [p["target_mu_u"] for p in layers[0]],
-            "target_sigma_u": [p["target_sigma_u"] for p in layers[0]],
-            "measured_mu_u": mean_of("mu_u"), "measured_sigma_u": mean_of("sigma_u"), "initial_rate": mean_of("rate"),
-            "final_rates": [statistics.fmean(r) for r in zip(*(t["results"]["test"]["rates"] for t in trials))],
-            "nu": trials[0]["init"]["nu"], "seconds": sum(t["results"]["train_seconds"] for t in trials)}
+    return {
+        "n": len(trials),
+        "test": test,
+        "test_mean": statistics.fmean(test),
+        "test_std": stats.describe(test).std,
+        "val_mean": statistics.fmean(t["results"]["val"]["accuracy"] for t in trials),
+        "target_mu_u": [p["target_mu_u"] for p in layers[0]],
+        "target_sigma_u": [p["target_sigma_u"] for p in layers[0]],
+        "measured_mu_u": mean_of("mu_u"),
+        "measured_sigma_u": mean_of("sigma_u"),
+        "initial_rate": mean_of("rate"),
+        "final_rates": [statistics.fmean(r) for r in zip(*(t["results"]["test"]["rates"] for t in trials))],
+        "nu": trials[0]["init"]["nu"],
+        "seconds": sum(t["results"]["train_seconds"] for t in trials),
+    }
 
 
 def markdown(table: dict, scale: str, seeds: list[int]) -> str:
     def f(v: list[float]) -> str:
         return ", ".join(f"{x:.2g}" for x in v)
 
-    out = [(f"Scale `{scale}`; recurrent CUBA LIF; test accuracy % of the best-validation epoch, mean +- std over "
-           f"seeds {seeds}. mu_U, sigma_U: target / measured free membrane per layer on the first training batch "
-           f"(initial weights); rates per layer."), ""]
+    out = [
+        (
+            f"Scale `{scale}`; recurrent CUBA LIF; test accuracy % of the best-validation epoch, mean +- std over "
+            f"seeds {seeds}. mu_U, sigma_U: target / measured free membrane per layer on the first training batch "
+            f"(initial weights); rates per layer."
+        ),
+        "",
+    ]
     for depth, rows in table.items():
-        out += [f"### {depth}", "", ("| setting | test acc | nu | target mu_U | measured mu_U | target sigma_U | "
-                "measured sigma_U | initial rate | final rate |"), "|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            f"### {depth}",
+            "",
+            (
+                "| setting | test acc | nu | target mu_U | measured mu_U | target sigma_U | "
+                "measured sigma_U | initial rate | final rate |"
+            ),
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, r in rows.items():
-            out.append(f"| {name} | {100 * r['test_mean']:.1f} +- {100 * r['test_std']:.1f} | {r['nu']:.3g} | "
-                       f"{f(r['target_mu_u'])} | {f(r['measured_mu_u'])} | {f(r['target_sigma_u'])} | "
-                       f"{f(r['measured_sigma_u'])} | {f(r['initial_rate'])} | {f(r['final_rates'])} |")
+            out.append(
+                f"| {name} | {100 * r['test_mean']:.1f} +- {100 * r['test_std']:.1f} | {r['nu']:.3g} | "
+                f"{f(r['target_mu_u'])} | {f(r['measured_mu_u'])} | {f(r['target_sigma_u'])} | "
+                f"{f(r['measured_sigma_u'])} | {f(r['initial_rate'])} | {f(r['final_rates'])} |"
+            )
         out.append("")
     return "\n".join(out)
 
@@ -130,8 +200,13 @@ def figure(table: dict, path: Path) -> Path:
     fig, axes = common.figure(1, len(table), figsize=(4.2 * len(table), 3.4), squeeze=False)
     for ax, (depth, rows) in zip(axes[0], table.items()):
         names = list(rows)
-        ax.bar(range(len(names)), [100 * rows[n]["test_mean"] for n in names],
-               yerr=[100 * rows[n]["test_std"] for n in names], color=["grey", "tab:red", "tab:orange"], capsize=3)
+        ax.bar(
+            range(len(names)),
+            [100 * rows[n]["test_mean"] for n in names],
+            yerr=[100 * rows[n]["test_std"] for n in names],
+            color=["grey", "tab:red", "tab:orange"],
+            capsize=3,
+        )
         ax.set_xticks(range(len(names)), [n.replace(", ", ",\n") for n in names], fontsize=7)
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(depth)
@@ -152,18 +227,36 @@ def main(argv: list[str] | None = None) -> None:
         table[depth], trials[depth] = {}, {}
         for name in SETTINGS:
             slug = name.replace(" ", "").replace(",", "_").replace("=", "")
-            runs = [run_trial(config(args.scale, depth, seed, base / depth / slug / f"seed{seed}", args.shd_dir), name)
-                    for seed in s["seeds"]]
+            runs = [
+                run_trial(config(args.scale, depth, seed, base / depth / slug / f"seed{seed}", args.shd_dir), name)
+                for seed in s["seeds"]
+            ]
             table[depth][name] = summarise(runs)
-            trials[depth][name] = [{"seed": r["results"]["config"]["seed"], "init": r["init"],
-                                    "test": r["results"]["test"], "val": r["results"]["val"]} for r in runs]
+            trials[depth][name] = [
+                {
+                    "seed": r["results"]["config"]["seed"],
+                    "init": r["init"],
+                    "test": r["results"]["test"],
+                    "val": r["results"]["val"],
+                }
+                for r in runs
+            ]
     folder = common.RESULTS / "table2" / args.scale
     cmd = f"python experiments/table2_fluctuation.py --scale {args.scale}"
     if s["task"] == "shd":
         cmd += " --shd-dir DIR"
-    common.write_json(folder / "table2.json", {"scale": args.scale, "command": cmd, "neuron": NEURON, "scale_config": s,
-                                               "settings": SETTINGS,
-                                               "table": table, "trials": trials})
+    common.write_json(
+        folder / "table2.json",
+        {
+            "scale": args.scale,
+            "command": cmd,
+            "neuron": NEURON,
+            "scale_config": s,
+            "settings": SETTINGS,
+            "table": table,
+            "trials": trials,
+        },
+    )
     (folder / "summary.md").write_text(markdown(table, args.scale, s["seeds"]))
     figure(table, folder / "table2.png")
     print(markdown(table, args.scale, s["seeds"]))

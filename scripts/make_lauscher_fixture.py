@@ -48,7 +48,7 @@ def espeak_word(voice: str, word: str, extra: list[str]) -> np.ndarray:
         raise RuntimeError(f"espeak-ng wrote {fs} Hz, expected {FS}")
     loud = np.flatnonzero(np.abs(audio) > 1e-3)
     margin = FS // 100
-    return audio[max(loud[0] - margin, 0): loud[-1] + margin]
+    return audio[max(loud[0] - margin, 0) : loud[-1] + margin]
 
 
 def signals() -> dict[str, np.ndarray]:
@@ -68,11 +68,12 @@ def lauscher_reference(audio: np.ndarray) -> dict[str, np.ndarray]:
     from lauscher.transformations import BasilarMembrane, BushyCell, HairCell, HanningWindow, RmsNormalizer
 
     wave = MonoAudioWave(audio.astype(np.float64), FS)
-    velocity = wave.transform(RmsNormalizer(0.3)).transform(HanningWindow()).transform(
-        BasilarMembrane(channels=N_CHANNELS))
+    velocity = (
+        wave.transform(RmsNormalizer(0.3)).transform(HanningWindow()).transform(BasilarMembrane(channels=N_CHANNELS))
+    )
     probability = velocity.transform(HairCell())
     out = {
-        "bm_rms": np.sqrt(np.mean(velocity.channels ** 2, axis=1)),
+        "bm_rms": np.sqrt(np.mean(velocity.channels**2, axis=1)),
         "hc_sum": probability.channels.sum(axis=1),
         "fs_out": np.array(velocity.sample_rate),
     }
@@ -93,9 +94,11 @@ def compare(path: str, seeds: int = 8) -> None:
     """Print how spikestab.data.cochlea matches the lauscher outputs stored in `path` (markdown table)."""
     from spikestab.data import cochlea
 
-    print("| signal | length s | BM RMS max abs diff / max | hair-cell sum max rel diff | count corr "
-          f"(ours {seeds} seeds vs lauscher 2 runs) | lauscher run vs run corr | total spikes ours / lauscher "
-          "| 10 ms population-rate corr |")
+    print(
+        "| signal | length s | BM RMS max abs diff / max | hair-cell sum max rel diff | count corr "
+        f"(ours {seeds} seeds vs lauscher 2 runs) | lauscher run vs run corr | total spikes ours / lauscher "
+        "| 10 ms population-rate corr |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     with np.load(path) as f:
         for name in f["names"]:
@@ -108,10 +111,12 @@ def compare(path: str, seeds: int = 8) -> None:
             spikes = cochlea.encode(audio, FS, seed=0)
             edges = np.arange(0.0, spikes.duration + 0.01, 0.01)
             psth = np.corrcoef(np.histogram(spikes.times, edges)[0], np.histogram(f[f"{name}/times"], edges)[0])
-            print(f"| {name} | {len(audio) / FS:.2f} | {np.abs(bm - f[f'{name}/bm_rms']).max() / bm.max():.5f} | "
-                  f"{np.abs(hc / f[f'{name}/hc_sum'] - 1).max():.5f} | "
-                  f"{np.corrcoef(ours, ref.mean(0))[0, 1]:.3f} | {np.corrcoef(ref[0], ref[1])[0, 1]:.3f} | "
-                  f"{ours.sum():.0f} / {ref.mean(0).sum():.0f} | {psth[0, 1]:.3f} |")
+            print(
+                f"| {name} | {len(audio) / FS:.2f} | {np.abs(bm - f[f'{name}/bm_rms']).max() / bm.max():.5f} | "
+                f"{np.abs(hc / f[f'{name}/hc_sum'] - 1).max():.5f} | "
+                f"{np.corrcoef(ours, ref.mean(0))[0, 1]:.3f} | {np.corrcoef(ref[0], ref[1])[0, 1]:.3f} | "
+                f"{ours.sum():.0f} / {ref.mean(0).sum():.0f} | {psth[0, 1]:.3f} |"
+            )
 
 
 def main() -> None:
@@ -129,8 +134,10 @@ def main() -> None:
         ref = lauscher_reference(audio)
         arrays[f"{name}/audio"] = audio
         arrays.update({f"{name}/{key}": value for key, value in ref.items()})
-        print(f"{name}: {len(audio) / FS:.2f} s audio, spikes/run {ref['counts'].sum(1)}, "
-              f"{time.time() - start:.0f} s", flush=True)
+        print(
+            f"{name}: {len(audio) / FS:.2f} s audio, spikes/run {ref['counts'].sum(1)}, {time.time() - start:.0f} s",
+            flush=True,
+        )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp.npz"
     np.savez_compressed(tmp, **arrays)

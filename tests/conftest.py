@@ -12,8 +12,10 @@ PEERS = ("snntorch", "norse", "spikingjelly", "nir", "nirtorch")
 def pytest_configure(config):
     missing = [p for p in PEERS if importlib.util.find_spec(p) is None]
     if missing and os.environ.get("SPIKESTAB_ALLOW_MISSING_PEERS") != "1":
-        raise pytest.UsageError(f"peer libraries missing from the test environment: {missing}; install them with "
-                                "`make install` (or set SPIKESTAB_ALLOW_MISSING_PEERS=1 to skip their tests)")
+        raise pytest.UsageError(
+            f"peer libraries missing from the test environment: {missing}; install them with "
+            "`make install` (or set SPIKESTAB_ALLOW_MISSING_PEERS=1 to skip their tests)"
+        )
 
 
 @pytest.fixture(autouse=True)

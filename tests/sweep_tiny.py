@@ -2,8 +2,17 @@
 
 TASK_OPTIONS = {"n_classes": 3, "n_units": 20, "n_steps": 30, "samples_per_class": 60}
 # stabilize: none, explicitly, whatever the default becomes (the tests rely on plain initialisation)
-FIXED = {"task": "randman", "task_options": TASK_OPTIONS, "layers": [32], "epochs": 3, "batch_size": 16,
-         "lr": 1e-2, "dropout": 0.0, "threads": 1, "stabilize": ""}
+FIXED = {
+    "task": "randman",
+    "task_options": TASK_OPTIONS,
+    "layers": [32],
+    "epochs": 3,
+    "batch_size": 16,
+    "lr": 1e-2,
+    "dropout": 0.0,
+    "threads": 1,
+    "stabilize": "",
+}
 
 
 def cli_args(**over) -> list[str]:

@@ -23,10 +23,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _layer(cls, recurrent=True, reset="subtract", detach=True, learnable_sg=False):
     sg = SurrogateGradient("fast-sigmoid", dampening=0.8, sharpness=1.3, learnable=learnable_sg)
-    layer = cls(INPUTS, HIDDEN, recurrent=recurrent, tau=torch.linspace(3.0, 12.0, HIDDEN),
-                threshold=torch.linspace(0.6, 1.2, HIDDEN), reset=reset, detach_reset=detach, spike_fn=sg,
-                bias=True, learn_tau=True, learn_threshold=True,
-                **(dict(tau_adapt=7.0, beta_adapt=0.7) if cls.adaptive else {}))
+    layer = cls(
+        INPUTS,
+        HIDDEN,
+        recurrent=recurrent,
+        tau=torch.linspace(3.0, 12.0, HIDDEN),
+        threshold=torch.linspace(0.6, 1.2, HIDDEN),
+        reset=reset,
+        detach_reset=detach,
+        spike_fn=sg,
+        bias=True,
+        learn_tau=True,
+        learn_threshold=True,
+        **(dict(tau_adapt=7.0, beta_adapt=0.7) if cls.adaptive else {}),
+    )
     with torch.no_grad():
         layer.bias.uniform_(-0.2, 0.4)
     return layer
@@ -37,9 +47,11 @@ def _inputs(adaptive, binary=False, seed=1):
     x = torch.rand(STEPS, BATCH, INPUTS, generator=g) * 1.5
     if binary:  # sparse spikes: the event-driven products
         x = (torch.rand(STEPS, BATCH, INPUTS, generator=g) < 0.1).float() * 4.0
-    state = NeuronState(torch.rand(BATCH, HIDDEN, generator=g) * 0.8,
-                        (torch.rand(BATCH, HIDDEN, generator=g) < 0.3).float(),
-                        torch.rand(BATCH, HIDDEN, generator=g) * 0.5 if adaptive else None)
+    state = NeuronState(
+        torch.rand(BATCH, HIDDEN, generator=g) * 0.8,
+        (torch.rand(BATCH, HIDDEN, generator=g) < 0.3).float(),
+        torch.rand(BATCH, HIDDEN, generator=g) * 0.5 if adaptive else None,
+    )
     readout = [torch.randn(STEPS, BATCH, HIDDEN, generator=g) for _ in range(2)]
     readout += [torch.randn(BATCH, HIDDEN, generator=g) for _ in range(3)]
     return x, state, readout
@@ -191,8 +203,11 @@ def test_checkpointed_activation_memory_at_most_a_third_of_reference(cls):
     steps, batch, hidden = 250, 8, 64
     x = (torch.rand(steps, batch, 100) < 0.05).float()
     mem = {}
-    for name, kw in {"reference": dict(backend="reference"), "fused": dict(backend="fused"),
-                     "checkpointed": dict(checkpoint=True)}.items():
+    for name, kw in {
+        "reference": dict(backend="reference"),
+        "fused": dict(backend="fused"),
+        "checkpointed": dict(checkpoint=True),
+    }.items():
         torch.manual_seed(3)
         mem[name] = _saved_activation_bytes(cls(100, hidden, **kw), x)
     entry = batch * hidden * 4

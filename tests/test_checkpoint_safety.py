@@ -31,8 +31,14 @@ def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
 
 def test_a_real_checkpoint_still_loads(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    content = {"model": {"w": torch.ones(3)}, "rng": torch.get_rng_state(), "epoch": 2, "acc": {"loss": [1.0]},
-               "loss_growth": None, "config": {"lr": 1e-3, "layers": "2x64"}}
+    content = {
+        "model": {"w": torch.ones(3)},
+        "rng": torch.get_rng_state(),
+        "epoch": 2,
+        "acc": {"loss": [1.0]},
+        "loss_growth": None,
+        "config": {"lr": 1e-3, "layers": "2x64"},
+    }
     torch.save(content, path)
     back = load_checkpoint(path)
     assert back["epoch"] == 2 and torch.equal(back["model"]["w"], torch.ones(3))

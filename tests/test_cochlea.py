@@ -94,8 +94,7 @@ def test_bushy_cell_statistics_match_per_fibre_reference():
     rate = FS // 2
     t = np.arange(2000) / rate
     # a quiet channel, a strongly modulated one and a saturated one (refractory effects dominate)
-    prob = np.stack([np.full_like(t, 0.006), 0.02 + 0.02 * np.sin(2 * np.pi * 150 * t) ** 2,
-                     np.full_like(t, 0.3)])
+    prob = np.stack([np.full_like(t, 0.006), 0.02 + 0.02 * np.sin(2 * np.pi * 150 * t) ** 2, np.full_like(t, 0.3)])
     fast = np.array([cochlea.bushy_cell(prob, rate, seed=s).sum(1) for s in range(30)])
     rng = np.random.default_rng(0)
     slow = np.array([bushy_reference(prob, rate, rng).sum(1) for _ in range(30)])
@@ -127,8 +126,9 @@ def test_matches_lauscher_fixture(lauscher, name):
     # (lauscher wraps low-channel ringing around circularly where we zero-pad: differences stay
     # below 0.5% of the loudest channel)
     bm_ref = lauscher[f"{name}/bm_rms"]
-    np.testing.assert_allclose(np.sqrt(np.mean(vel.astype(float) ** 2, 1)), bm_ref, rtol=0.01,
-                               atol=0.005 * bm_ref.max())
+    np.testing.assert_allclose(
+        np.sqrt(np.mean(vel.astype(float) ** 2, 1)), bm_ref, rtol=0.01, atol=0.005 * bm_ref.max()
+    )
     np.testing.assert_allclose(cochlea.hair_cell(vel, rate).sum(1), lauscher[f"{name}/hc_sum"], rtol=0.01)
     # stochastic output: per-channel counts correlate >= 0.9, totals within 10% (issue 5). Our mean
     # is over 8 seeds; the fixture holds 2 lauscher runs, which correlate with each other at only
@@ -161,17 +161,21 @@ def test_tone_excites_channels_tuned_near_it(freq):
 def test_tonotopic_order_and_centre_frequencies():
     cf = cochlea.centre_frequencies()
     assert np.all(np.diff(cf) < 0) and 20e3 < cf[0] < 25e3 and 100 < cf[-1] < 120
-    peaks = [np.argmax(np.convolve(cochlea.encode(tone(f), FS).counts(), np.ones(9), "same"))
-             for f in (300.0, 900.0, 2700.0)]
+    peaks = [
+        np.argmax(np.convolve(cochlea.encode(tone(f), FS).counts(), np.ones(9), "same")) for f in (300.0, 900.0, 2700.0)
+    ]
     assert peaks[0] > peaks[1] > peaks[2]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(audio=np.zeros((10, 2)), sample_rate=FS), "audio"),
-    (dict(audio=np.zeros(1000), sample_rate=FS), "audio"),
-    (dict(audio=np.ones(1000), sample_rate=4000), "sample_rate"),
-    (dict(audio=np.ones(1000), sample_rate=FS, n_channels=0), "n_channels"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(audio=np.zeros((10, 2)), sample_rate=FS), "audio"),
+        (dict(audio=np.zeros(1000), sample_rate=FS), "audio"),
+        (dict(audio=np.ones(1000), sample_rate=4000), "sample_rate"),
+        (dict(audio=np.ones(1000), sample_rate=FS, n_channels=0), "n_channels"),
+    ],
+)
 def test_bad_input_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         cochlea.encode(**kwargs)

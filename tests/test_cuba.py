@@ -43,22 +43,40 @@ def hand_loop(x, w_ih, b, w_hh, alpha, alpha_syn, thr, reset, damp=1.0, sharp=1.
     return torch.stack(zs), torch.stack(vs)
 
 
-@pytest.mark.parametrize("recurrent,backend,reset", [(False, "reference", "subtract"), (False, "fused", "subtract"),
-                                                     (False, "event", "multiplicative"), (True, "auto", "subtract"),
-                                                     (True, "auto", "none")])
+@pytest.mark.parametrize(
+    "recurrent,backend,reset",
+    [
+        (False, "reference", "subtract"),
+        (False, "fused", "subtract"),
+        (False, "event", "multiplicative"),
+        (True, "auto", "subtract"),
+        (True, "auto", "none"),
+    ],
+)
 def test_cuba_matches_hand_loop(recurrent, backend, reset):
     torch.manual_seed(0)
     T, B, I, H = 30, 3, 7, 6  # noqa: E741 (I: the input width)
-    layer = CubaLIF(I, H, recurrent=recurrent, tau=8.0, tau_syn=3.0, threshold=0.7, reset=reset, bias=True,
-                    backend=backend, spike_fn=SurrogateGradient("fast-sigmoid", 0.8, 1.3))
+    layer = CubaLIF(
+        I,
+        H,
+        recurrent=recurrent,
+        tau=8.0,
+        tau_syn=3.0,
+        threshold=0.7,
+        reset=reset,
+        bias=True,
+        backend=backend,
+        spike_fn=SurrogateGradient("fast-sigmoid", 0.8, 1.3),
+    )
     with torch.no_grad():
         layer.weight_ih.mul_(3.0)
         layer.bias.uniform_(-0.1, 0.2)
     x = (torch.rand(T, B, I) < 0.3).float()
     z, v, state = layer(x, return_voltage=True)
     w_hh = layer.recurrent_weight() if recurrent else None
-    zr, vr = hand_loop(x, layer.weight_ih, layer.bias, w_hh, layer.alpha, layer.alpha_syn, layer.threshold, reset,
-                       0.8, 1.3)
+    zr, vr = hand_loop(
+        x, layer.weight_ih, layer.bias, w_hh, layer.alpha, layer.alpha_syn, layer.threshold, reset, 0.8, 1.3
+    )
     assert 0.05 < z.mean() < 0.95  # spikes and resets are exercised
     assert torch.equal(z, zr) and torch.allclose(v, vr, atol=1e-5)
     assert torch.allclose(state.v, vr[-1], atol=1e-5) and isinstance(state, CubaState)

@@ -63,6 +63,7 @@ def test_idx_task_shapes_splits_and_encoding(tmp_path, compress):
     task = load_task("sl-mnist", tmp_path)
     assert (task.kind, task.input_size, task.output_size, task.n_steps) == ("classification", 16, 10, 100)
     assert (len(task.train), len(task.val), len(task.test)) == (16, 4, 5)  # first 80 % / last 20 % / test
+
     # identify each sample by the pixel-0 value, whose latency is unique per image
     def pixel0_values(split):
         out = []
@@ -71,6 +72,7 @@ def test_idx_task_shapes_splits_and_encoding(tmp_path, compress):
             assert x.shape == (100, 16) and x.sum(0).max() <= 1  # one spike per pixel at most
             out.append(int(x[:, 0].argmax()) if x[:, 0].any() else -1)
         return out
+
     expected = [_latency_by_hand(i / 255.0) for i in range(1, 21)]
     assert pixel0_values(task.train) == expected[:16] and pixel0_values(task.val) == expected[16:]
     assert pixel0_values(task.test) == [_latency_by_hand(i / 255.0) for i in range(101, 106)]

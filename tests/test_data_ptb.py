@@ -37,7 +37,7 @@ def test_batches_are_contiguous_rows_with_shifted_targets():
     for b in range(4):  # row b reads tokens 25b .. 25b+24 in order across windows
         assert x[:, b].tolist() == list(range(25 * b, 25 * b + 25))
     assert torch.equal(y, x + 1)
-    (x2, y2), = list(lm_batches(torch.arange(9), 2, 10, time_repeat=2))
+    ((x2, y2),) = list(lm_batches(torch.arange(9), 2, 10, time_repeat=2))
     assert x2[:, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3] and y2[:, 1].tolist() == [5, 5, 6, 6, 7, 7, 8, 8]
 
 

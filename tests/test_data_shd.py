@@ -1,6 +1,5 @@
 """SHD h5 files: round trip, binning against a hand count, label order from the file, bad files."""
 
-
 import h5py
 import numpy as np
 import pytest
@@ -66,8 +65,7 @@ def test_binning_matches_a_hand_count():
     u = np.array([7, 7, 2, 7, 0, 699, 3])
     # bins: 0,0,0 | 2 | 4 | 5 (dropped, >= 5*4ms) | 125 (dropped)
     step, chan, cnt = bin_events(t, u, dt=0.004, n_steps=5)
-    assert sorted(zip(step.tolist(), chan.tolist(), cnt.tolist())) == [
-        (0, 2, 1), (0, 7, 2), (2, 7, 1), (4, 0, 1)]
+    assert sorted(zip(step.tolist(), chan.tolist(), cnt.tolist())) == [(0, 2, 1), (0, 7, 2), (2, 7, 1), (4, 0, 1)]
     dense = bin_spikes(t, u, dt=0.004, n_steps=5)
     assert dense.shape == (5, 700) and dense.sum() == 4 and dense[0, 7] == 1
     assert bin_spikes(t, u, dt=0.004, n_steps=5, counts=True)[0, 7] == 2

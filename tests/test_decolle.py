@@ -115,10 +115,16 @@ def test_rate_term_changes_nothing_after_switch():
     assert torch.equal(weights[0], weights[1])
 
 
-@pytest.mark.parametrize("kwargs,match", [({"switch_epoch": -1}, "switch_epoch"),
-                                          ({"switch_epoch": 1.5}, "switch_epoch"),
-                                          ({"f_from": 1.5}, "f_from"), ({"lmbda": -1.0}, "lmbda"),
-                                          ({"f_to": -0.1}, "f_to")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"switch_epoch": -1}, "switch_epoch"),
+        ({"switch_epoch": 1.5}, "switch_epoch"),
+        ({"f_from": 1.5}, "f_from"),
+        ({"lmbda": -1.0}, "lmbda"),
+        ({"f_to": -0.1}, "f_to"),
+    ],
+)
 def test_rate_control_refuses_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RateControl(**kwargs)

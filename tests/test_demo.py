@@ -8,8 +8,20 @@ from spikestab.cli import main
 
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--source", "digits", "--epochs", "2", "--width", "16", "--batch-size", "32",
-            "--no-progress"]
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--source",
+        "digits",
+        "--epochs",
+        "2",
+        "--width",
+        "16",
+        "--batch-size",
+        "32",
+        "--no-progress",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "stabilized" in printed and "naive" in printed and "dampening" in printed

@@ -113,4 +113,3 @@ def test_bad_nproc_and_a_language_task_are_refused_before_any_process_starts(tmp
     with pytest.raises(ValueError, match="task 'ptb'"):
         launch(cfg_for(tmp_path, "lm", task="ptb", layers="16"), 2)
     assert not (tmp_path / "x").exists()
-

@@ -61,7 +61,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
         cut = self.server.cut.pop(name, None)
-        self.wfile.write(body[start:] if cut is None else body[start:start + cut])
+        self.wfile.write(body[start:] if cut is None else body[start : start + cut])
 
     def log_message(self, *args) -> None:
         pass
@@ -87,8 +87,15 @@ def shd(tmp_path, server, monkeypatch):
     made = tmp_path / "made"
     made.mkdir()
     blobs = {"train": _shd_zip(made, "train", 40, 0), "test": _shd_zip(made, "test", 12, 1)}
-    files = tuple(dl.Remote(f"shd_{s}.h5.zip", f"https://example.invalid/shd_{s}.h5.zip",
-                            {"sha256": hashlib.sha256(b).hexdigest()}, f"shd_{s}.h5") for s, b in blobs.items())
+    files = tuple(
+        dl.Remote(
+            f"shd_{s}.h5.zip",
+            f"https://example.invalid/shd_{s}.h5.zip",
+            {"sha256": hashlib.sha256(b).hexdigest()},
+            f"shd_{s}.h5",
+        )
+        for s, b in blobs.items()
+    )
     monkeypatch.setitem(dl.DATASETS, "shd", dl.RemoteDataset("SHD", files, "https://example.invalid/shd"))
     server.files.update({f"shd_{s}.h5.zip": b for s, b in blobs.items()})
     return blobs
@@ -221,10 +228,15 @@ def test_archive_members_outside_the_folder_are_refused(tmp_path, server, monkey
         z.writestr("../escaped.txt", "x")
         z.writestr("inside", "x")
     blob = evil.read_bytes()
-    remote = dl.Remote("evil.zip", "https://example.invalid/evil.zip", {"sha256": hashlib.sha256(blob).hexdigest()},
-                       "inside")
+    remote = dl.Remote(
+        "evil.zip", "https://example.invalid/evil.zip", {"sha256": hashlib.sha256(blob).hexdigest()}, "inside"
+    )
     server.files["evil.zip"] = blob
     with pytest.raises(ValueError, match="refusing the archive member"):
-        dl.fetch_dataset(dl.RemoteDataset("EVIL", (remote,), "https://example.invalid"), tmp_path / "out",
-                         base_url=server.url, progress=False)
+        dl.fetch_dataset(
+            dl.RemoteDataset("EVIL", (remote,), "https://example.invalid"),
+            tmp_path / "out",
+            base_url=server.url,
+            progress=False,
+        )
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "out" / "inside").exists()

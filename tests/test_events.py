@@ -23,7 +23,7 @@ def digits(n=6, seed=0):
     img = np.zeros((n, 28, 28), np.float32)
     for i in range(n):
         r, c = rng.integers(4, 20, 2)
-        img[i, r: r + 6, c: c + 4] = rng.uniform(0.5, 1.0)
+        img[i, r : r + 6, c : c + 4] = rng.uniform(0.5, 1.0)
     return img
 
 
@@ -91,8 +91,9 @@ def test_nmnist_reader(tmp_path):
     assert np.array_equal(e["x"], x) and np.array_equal(e["y"], y) and np.array_equal(e["p"], p)
     assert np.array_equal(e["t"], t)
     # a timestamp-overflow record (y == 240) adds 2^13 us to the events after it and is dropped
-    write_nmnist_bin(tmp_path / "o.bin", np.array([1, 0, 2]), np.array([2, 240, 3]), np.array([1, 0, 0]),
-                     np.array([5, 0, 9]))
+    write_nmnist_bin(
+        tmp_path / "o.bin", np.array([1, 0, 2]), np.array([2, 240, 3]), np.array([1, 0, 0]), np.array([5, 0, 9])
+    )
     o = read_nmnist_bin(tmp_path / "o.bin")
     assert o["t"].tolist() == [5, 9 + 8192] and o["x"].tolist() == [1, 2]
     (tmp_path / "bad.bin").write_bytes(b"1234")
@@ -118,8 +119,9 @@ def test_aedat31_and_dvs_gesture_reader(tmp_path):
     ts, valid = np.array([100, 2_000, 5_000, 6_000]), np.array([1, 1, 1, 0])
     body = aedat_packet(1, 8, 0, polarity_payload(x, y, p, ts, valid), 4)
     body += aedat_packet(0, 8, 0, bytes(16), 2)  # a special-event packet: skipped
-    body += aedat_packet(1, 8, 1, polarity_payload(np.array([7]), np.array([8]), np.array([0]), np.array([10]),
-                                                   np.array([1])), 1)
+    body += aedat_packet(
+        1, 8, 1, polarity_payload(np.array([7]), np.array([8]), np.array([0]), np.array([10]), np.array([1])), 1
+    )
     path = tmp_path / "user01_fluorescent.aedat"
     path.write_bytes(b"#!AER-DAT3.1\r\n#Format: RAW\r\n#!END-HEADER\r\n" + body)
     e = read_aedat31(path)

@@ -12,12 +12,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("script,folder,figure", [("fig4_conditions.py", "fig4", "fig4.png"),
-                                                  ("fig5_grids.py", "fig5", "fig5.png")])
+@pytest.mark.parametrize(
+    "script,folder,figure", [("fig4_conditions.py", "fig4", "fig4.png"), ("fig5_grids.py", "fig5", "fig5.png")]
+)
 def test_smoke_scale_writes_results(tmp_path, script, folder, figure):
     env = {**os.environ, "SPIKESTAB_EXPERIMENT_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, str(ROOT / "experiments" / script), "--scale", "smoke", "--workers", "1"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / script), "--scale", "smoke", "--workers", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "docs" / "results" / folder / "smoke"
     assert (out / figure).stat().st_size > 1000 and "test accuracy" in (out / "summary.md").read_text()
@@ -34,8 +40,14 @@ def test_smoke_scale_writes_results(tmp_path, script, folder, figure):
 
 def _run_smoke(tmp_path, script):
     env = {**os.environ, "SPIKESTAB_EXPERIMENT_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, str(ROOT / "experiments" / script), "--scale", "smoke", "--workers", "1"],
-                         env=env, capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / script), "--scale", "smoke", "--workers", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
 
 

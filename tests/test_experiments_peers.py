@@ -19,8 +19,14 @@ pytest.importorskip("spikingjelly")
 
 
 def _run(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), "--scale", "smoke", *args], env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--scale", "smoke", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_smoke_scale_writes_results_and_resumes(tmp_path):
@@ -31,8 +37,11 @@ def test_smoke_scale_writes_results_and_resumes(tmp_path):
     runs = sorted(p.name for p in (out / "records" / "randman").glob("*.json"))
     assert len(runs) == 3 * (2 + 2)  # three libraries: defaults, stabilised, two grid points
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["scale"] == "smoke" and [r["library"] for r in summary["rows"]] == ["snntorch", "norse",
-                                                                                         "spikingjelly"]
+    assert summary["scale"] == "smoke" and [r["library"] for r in summary["rows"]] == [
+        "snntorch",
+        "norse",
+        "spikingjelly",
+    ]
     for row in summary["rows"]:
         assert 0.0 <= row["stabilized"]["mean"] <= 1.0 and row["defaults"]["n"] == 1
         grid = row["grid"]

@@ -42,8 +42,13 @@ def _nmnist(root, split, per_class, rng):
         for k in range(per_class):
             n = 80
             t = np.sort(rng.integers(0, 100_000, n))
-            _write_nmnist_bin(folder / f"{k:05d}.bin", rng.integers(0, 34, n), rng.integers(8 * c, 8 * c + 8, n),
-                              (t > 50_000).astype(np.uint8), t)
+            _write_nmnist_bin(
+                folder / f"{k:05d}.bin",
+                rng.integers(0, 34, n),
+                rng.integers(8 * c, 8 * c + 8, n),
+                (t > 50_000).astype(np.uint8),
+                t,
+            )
 
 
 def test_a_tonic_dataset_trains_through_the_trainer(tmp_path):
@@ -51,8 +56,12 @@ def test_a_tonic_dataset_trains_through_the_trainer(tmp_path):
     _nmnist(tmp_path, "Train", 30, rng)
     _nmnist(tmp_path, "Test", 8, rng)
     # tonic's transforms: 34 x 34 -> 9 x 9 (events merge), then 20 frames of [2, 9, 9] counts
-    frames = tonic.transforms.Compose([tonic.transforms.Downsample(spatial_factor=0.25),
-                                       tonic.transforms.ToFrame(sensor_size=(9, 9, 2), n_time_bins=20)])
+    frames = tonic.transforms.Compose(
+        [
+            tonic.transforms.Downsample(spatial_factor=0.25),
+            tonic.transforms.ToFrame(sensor_size=(9, 9, 2), n_time_bins=20),
+        ]
+    )
     train = NMNIST(save_to=str(tmp_path), train=True, transform=frames)
     test = NMNIST(save_to=str(tmp_path), train=False, transform=frames)
     assert (len(train), len(test)) == (120, 32) and train[0][0].shape == (20, 2, 9, 9)
@@ -64,8 +73,16 @@ def test_a_tonic_dataset_trains_through_the_trainer(tmp_path):
     dense = torch.cat([task.train.densify(range(len(task.train))), task.val.densify(range(len(task.val)))], 1)
     assert x0.max() > 1 and any(torch.equal(dense[:, j], x0) for j in range(dense.shape[1]))  # counts kept
 
-    cfg = TrainConfig(layers=(32,), epochs=3, batch_size=16, lr=5e-3, out=str(tmp_path / "run"), progress=False,
-                      threads=1, checkpoint_every=1000)
+    cfg = TrainConfig(
+        layers=(32,),
+        epochs=3,
+        batch_size=16,
+        lr=5e-3,
+        out=str(tmp_path / "run"),
+        progress=False,
+        threads=1,
+        checkpoint_every=1000,
+    )
     result = Trainer(cfg, task=task, log=lambda s: None).fit()
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["test"]["accuracy"] == pytest.approx(result["test"]["accuracy"])

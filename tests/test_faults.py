@@ -54,6 +54,7 @@ def _nth_call(n: int):
     def hit() -> bool:
         calls[0] += 1
         return calls[0] == n
+
     return hit
 
 
@@ -71,6 +72,7 @@ def _kill_in(mode: str, n: int) -> None:
                 fh.flush()
                 _die()
             save(obj, fh)
+
         torch.save = partial
     elif mode in ("rotate", "h5"):
         replace = os.replace
@@ -82,6 +84,7 @@ def _kill_in(mode: str, n: int) -> None:
             replace(src, dst)
             if mode == "rotate" and Path(dst).name == "checkpoint.prev.pt" and hit():
                 _die()  # checkpoint.pt moved away, the new one not yet in place
+
         os.replace = cut
     elif mode == "part":  # the n-th make-shd part file: half written, then the kill
         savez = np.savez
@@ -91,6 +94,7 @@ def _kill_in(mode: str, n: int) -> None:
             if hit():
                 os.truncate(file, os.path.getsize(file) // 2)
                 _die()
+
         np.savez = cut_part
 
 
@@ -137,8 +141,12 @@ def test_sigkill_during_training_resumes_to_the_uninterrupted_result(tmp_path, c
         results = resumed.fit(resume=True)
         a, b = ref.model.state_dict(), resumed.model.state_dict()
         metrics = [_strip(read_jsonl(d / "metrics.jsonl")) for d in (Path(cfg.out), tmp_path / "ref")]
-        same = (all(torch.equal(a[k], b[k]) for k in a) and results["test"] == ref_results["test"]
-                and results["best_epoch"] == ref_results["best_epoch"] and metrics[0] == metrics[1])
+        same = (
+            all(torch.equal(a[k], b[k]) for k in a)
+            and results["test"] == ref_results["test"]
+            and results["best_epoch"] == ref_results["best_epoch"]
+            and metrics[0] == metrics[1]
+        )
         assert same, (seed, logs)
         _no_temporaries(Path(cfg.out))
         kills += these
@@ -200,16 +208,20 @@ def shd_reference(tmp_path_factory):
 
 
 def _make_shd(out: Path) -> dict:
-    return make_shd.generate(out, SETTINGS, workers=1, chunk=6, source=tone_source, speakers=SPEAKERS,
-                             log=io.StringIO())
+    return make_shd.generate(
+        out, SETTINGS, workers=1, chunk=6, source=tone_source, speakers=SPEAKERS, log=io.StringIO()
+    )
 
 
 def _same_dataset(a: Path, b: Path) -> bool:
     for split in ("train", "test"):
         x, y = (shd.read_shd(d / "SHD" / f"shd_{split}.h5") for d in (a, b))
-        if not (all(np.array_equal(s, t) for s, t in zip(x["times"], y["times"]))
-                and all(np.array_equal(s, t) for s, t in zip(x["units"], y["units"]))
-                and np.array_equal(x["labels"], y["labels"]) and len(x["times"]) == len(y["times"])):
+        if not (
+            all(np.array_equal(s, t) for s, t in zip(x["times"], y["times"]))
+            and all(np.array_equal(s, t) for s, t in zip(x["units"], y["units"]))
+            and np.array_equal(x["labels"], y["labels"])
+            and len(x["times"]) == len(y["times"])
+        ):
             return False
     return True
 
@@ -231,8 +243,9 @@ def test_sigkill_during_make_shd_resumes_to_the_uninterrupted_dataset(tmp_path, 
                     source = lambda utt, aug: _die() if hit() else tone_source(utt, aug)  # noqa: E731
                 else:
                     _kill_in(mode, n)
-                make_shd.generate(out, SETTINGS, workers=1, chunk=6, source=source, speakers=SPEAKERS,
-                                  log=io.StringIO())
+                make_shd.generate(
+                    out, SETTINGS, workers=1, chunk=6, source=source, speakers=SPEAKERS, log=io.StringIO()
+                )
 
             code = _in_child(child)
             assert code in (0, -signal.SIGKILL), code

@@ -64,8 +64,14 @@ def test_hits_target_mean_and_std_on_poisson_input(cls, recurrent, mu_u, spread)
     x = torch.poisson(torch.full((T, B, n_in), NU))
     r = torch.poisson(torch.full((T, B, h), NU))  # presynaptic recurrent activity at the assumed rate
     alpha_syn = layer.alpha_syn.detach().double() if cls is CubaLIF else None
-    u = hand_free_membrane(x, r, layer.weight_ih.detach(), layer.recurrent_weight().detach() if recurrent else None,
-                           layer.alpha.detach().double(), alpha_syn)
+    u = hand_free_membrane(
+        x,
+        r,
+        layer.weight_ih.detach(),
+        layer.recurrent_weight().detach() if recurrent else None,
+        layer.alpha.detach().double(),
+        alpha_syn,
+    )
     mu, sd = stats(u, 100)
     assert abs(mu - target_mu) <= 0.1 * abs(target_mu), (mu, target_mu)
     assert abs(sd - plan.target_sigma_u) <= 0.1 * plan.target_sigma_u, (sd, plan.target_sigma_u)
@@ -80,16 +86,18 @@ def test_plain_draw_hits_target_on_a_wide_layer(cls):
     plan = fluctuation_init(layer, nu=NU, mu_u=0.5, sigma_u=1.0, generator=torch.Generator().manual_seed(4)).layers[0]
     x = torch.poisson(torch.full((T, B, n_in), NU))
     alpha_syn = layer.alpha_syn.detach().double() if cls is CubaLIF else None
-    mu, sd = stats(hand_free_membrane(x, None, layer.weight_ih.detach(), None, layer.alpha.detach().double(),
-                                      alpha_syn), 100)
+    mu, sd = stats(
+        hand_free_membrane(x, None, layer.weight_ih.detach(), None, layer.alpha.detach().double(), alpha_syn), 100
+    )
     assert abs(mu - 0.5) <= 0.05 and abs(sd - plan.target_sigma_u) <= 0.1
 
 
 def test_report_measures_the_promise_on_a_model():
     torch.manual_seed(2)
     model = SNNClassifier(SNNConfig(200, 5, hidden_sizes=(64,), net="cuba", recurrent=False, tau=10.0, dropout=0.0))
-    rep = fluctuation_init(model, nu=NU, mu_u=0.3, sigma_u=0.5, match_moments=True,
-                           generator=torch.Generator().manual_seed(0))
+    rep = fluctuation_init(
+        model, nu=NU, mu_u=0.3, sigma_u=0.5, match_moments=True, generator=torch.Generator().manual_seed(0)
+    )
     rep = measure_membrane(model, torch.poisson(torch.full((500, 4, 200), NU)), rep)
     m = rep.layers[0].measured
     assert abs(m["mu_u"] - 0.3) < 0.03 and abs(m["sigma_u"] - 0.5) < 0.05 and abs(m["input_rate"] - NU) < 0.005
@@ -107,11 +115,19 @@ def test_epsilon_override_and_recurrent_share():
     assert math.isclose(p.sigma_w_rec, math.sqrt(0.1 / 50), rel_tol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"nu": 0.0}, "nu"), ({"nu": -1.0}, "nu"), ({"nu": 0.05, "mu_u": 1.5, "xi": 1.0}, "mu_u must be at most"),
-    ({"nu": 0.05, "mu_u": 5.0, "sigma_u": 0.01}, "infeasible variance"), ({"nu": 0.05, "mu_u": float("nan")}, "mu_u"),
-    ({"nu": 0.05, "xi": 1.0, "sigma_u": 1.0}, "not both"), ({"nu": 0.05, "alpha": 0.0}, "alpha"),
-    ({"nu": 0.05, "epsilon": -1.0}, "epsilon")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"nu": 0.0}, "nu"),
+        ({"nu": -1.0}, "nu"),
+        ({"nu": 0.05, "mu_u": 1.5, "xi": 1.0}, "mu_u must be at most"),
+        ({"nu": 0.05, "mu_u": 5.0, "sigma_u": 0.01}, "infeasible variance"),
+        ({"nu": 0.05, "mu_u": float("nan")}, "mu_u"),
+        ({"nu": 0.05, "xi": 1.0, "sigma_u": 1.0}, "not both"),
+        ({"nu": 0.05, "alpha": 0.0}, "alpha"),
+        ({"nu": 0.05, "epsilon": -1.0}, "epsilon"),
+    ],
+)
 def test_bad_input_is_named(kwargs, match):
     layer = LIF(50, 20, tau=10.0)
     before = layer.weight_ih.detach().clone()

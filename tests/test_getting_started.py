@@ -31,8 +31,13 @@ def test_console_blocks_only_install_or_download():
 
 
 def test_every_bash_and_python_block_runs(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "SPIKESTAB_DATA": str(tmp_path / "data"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+        "SPIKESTAB_DATA": str(tmp_path / "data"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     ran = 0
     for lang, code in _blocks():
         if lang == "console":
@@ -63,8 +68,14 @@ def _dead_links(site: Path) -> list[tuple[str, str]]:
 
 def test_every_link_of_the_built_site_resolves(tmp_path):
     site = tmp_path / "site"
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)], cwd=ROOT,
-                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]  # strict: mkdocs' own link validation (mkdocs.yml)
     assert (site / "getting_started" / "index.html").is_file()
     assert _dead_links(site) == []

@@ -16,20 +16,29 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_holdout_smoke_scale(tmp_path):
     env = {**os.environ, "SPIKESTAB_EXPERIMENT_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, str(ROOT / "experiments" / "holdout_study.py"), "--scale", "smoke"],
-                         env=env, capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "holdout_study.py"), "--scale", "smoke"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "docs" / "results" / "holdout" / "smoke"
     summary = json.loads((out / "summary.json").read_text())
-    assert all((out / f).stat().st_size > 1000 for f in ("arms.png", "differences.png", "best_of_k.png",
-                                                          "regime_threshold.png"))
+    assert all(
+        (out / f).stat().st_size > 1000
+        for f in ("arms.png", "differences.png", "best_of_k.png", "regime_threshold.png")
+    )
     assert summary["criteria"]["complete"] and "Pass criteria" in (out / "summary.md").read_text()
     diffs = []
     for name in ("smoke-a", "smoke-b"):
         res = json.loads((out / f"{name}.json").read_text())
         arms = res["arms"]
         assert {a: len(arms[a]) for a in ("auto", "grid-best", "fixed", "dense", "sparse")} == dict.fromkeys(
-            ("auto", "grid-best", "fixed", "dense", "sparse"), 2)
+            ("auto", "grid-best", "fixed", "dense", "sparse"), 2
+        )
         # the re-run setting is the grid's best by mean validation accuracy
         grid = arms["grid"]
         best = max(grid, key=lambda r: r["val"])["params"]

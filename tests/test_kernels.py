@@ -22,9 +22,21 @@ def _layer(cls, recurrent, reset, detach, shape, dtype=torch.float32, learnable_
     tail = 1.56 if shape == "q-pseudospike" else None
     sg = SurrogateGradient(shape, dampening=0.8, sharpness=1.3, tail=tail, learnable=learnable_sg)
     tau = torch.linspace(3.0, 12.0, 6)
-    layer = cls(4, 6, recurrent=recurrent, tau=tau, threshold=torch.linspace(0.6, 1.2, 6), reset=reset,
-                detach_reset=detach, spike_fn=sg, bias=True, learn_tau=True, learn_threshold=True,
-                backend="reference", **adaptation(cls))
+    layer = cls(
+        4,
+        6,
+        recurrent=recurrent,
+        tau=tau,
+        threshold=torch.linspace(0.6, 1.2, 6),
+        reset=reset,
+        detach_reset=detach,
+        spike_fn=sg,
+        bias=True,
+        learn_tau=True,
+        learn_threshold=True,
+        backend="reference",
+        **adaptation(cls),
+    )
     with torch.no_grad():
         layer.bias.uniform_(-0.2, 0.4)
     return layer.to(dtype)
@@ -185,7 +197,7 @@ def test_learnable_surrogate_falls_back_to_reference_gradients():
 
 
 def test_auto_runs_the_c_loops_and_falls_back_to_the_torch_loop():
-    """"auto" runs the event kernel where it can; where the C loops cannot run (here float64) it is
+    """ "auto" runs the event kernel where it can; where the C loops cannot run (here float64) it is
     exactly the torch loop of "fused"."""
     assert kernels.select("auto") is run_auto
     layer = _layer(LIF, True, "subtract", False, "fast-sigmoid", dtype=torch.float64)
@@ -331,5 +343,9 @@ def test_explicit_event_refuses_float64_and_auto_takes_the_torch_loop():
     _compare_runs(layer.double(), x.double(), state64, [w.double() for w in weights], "auto", 1e-12)
     with pytest.raises(RuntimeError, match="backend 'event' cannot run here: .*CPU float32"):
         _compare_runs(layer.double(), x.double(), state64, [w.double() for w in weights], "event", 1e-12)
-    assert "float32" in event_blocker(torch.zeros(4, 3, 40, dtype=torch.float64), None, layer.double().dynamics(),
-                                      NeuronState(torch.zeros(3, 40), torch.zeros(3, 40)))
+    assert "float32" in event_blocker(
+        torch.zeros(4, 3, 40, dtype=torch.float64),
+        None,
+        layer.double().dynamics(),
+        NeuronState(torch.zeros(3, 40), torch.zeros(3, 40)),
+    )

@@ -17,16 +17,19 @@ ADAPTIVE = [spikestab.ALIF, spikestab.ALIFCell]
 
 
 @pytest.mark.parametrize("cls", ADAPTIVE)
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(beta_adapt=float("nan")), r"beta_adapt must be finite and >= 0 \(accepted range \[0, inf\)\), got nan"),
-    (dict(beta_adapt=float("inf")), r"beta_adapt must be finite and >= 0"),
-    (dict(beta_adapt=-0.5), r"beta_adapt must be finite and >= 0 .*got -0.5"),
-    (dict(beta_adapt=torch.tensor([1.8, float("nan"), 1.8, 1.8])), r"beta_adapt must be finite"),
-    (dict(beta_adapt=torch.ones(3)), r"beta_adapt must be a scalar or a tensor of shape \(4,\)"),
-    (dict(tau_adapt=float("nan")), r"tau_adapt must be finite and > 0"),
-    (dict(tau_adapt=-1.0), r"tau_adapt must be finite and > 0"),
-    (dict(tau_adapt=torch.ones(5) * 100), r"tau_adapt must be a scalar or a tensor of shape \(4,\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(beta_adapt=float("nan")), r"beta_adapt must be finite and >= 0 \(accepted range \[0, inf\)\), got nan"),
+        (dict(beta_adapt=float("inf")), r"beta_adapt must be finite and >= 0"),
+        (dict(beta_adapt=-0.5), r"beta_adapt must be finite and >= 0 .*got -0.5"),
+        (dict(beta_adapt=torch.tensor([1.8, float("nan"), 1.8, 1.8])), r"beta_adapt must be finite"),
+        (dict(beta_adapt=torch.ones(3)), r"beta_adapt must be a scalar or a tensor of shape \(4,\)"),
+        (dict(tau_adapt=float("nan")), r"tau_adapt must be finite and > 0"),
+        (dict(tau_adapt=-1.0), r"tau_adapt must be finite and > 0"),
+        (dict(tau_adapt=torch.ones(5) * 100), r"tau_adapt must be a scalar or a tensor of shape \(4,\)"),
+    ],
+)
 def test_adaptation_parameters_are_checked_at_construction(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(3, 4, **kwargs)
@@ -55,8 +58,11 @@ def test_tau_and_alpha_together_are_refused(cls):
 def test_per_neuron_sg_parameters_of_the_wrong_shape_fail_at_construction(cls, param, value, shape):
     """Used to pass construction and the forward pass, and fail only in backward."""
     sg = SurrogateGradient("fast-sigmoid", **{param: value})
-    with pytest.raises(ValueError, match=rf"spike_fn.{param} must be a scalar or have shape \(4,\) for a layer of "
-                                         rf"4 neurons, got shape {re.escape(shape)}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"spike_fn.{param} must be a scalar or have shape \(4,\) for a layer of "
+        rf"4 neurons, got shape {re.escape(shape)}",
+    ):
         cls(3, 4, spike_fn=sg)
 
 
@@ -74,6 +80,7 @@ def test_sg_parameter_errors_give_the_accepted_range():
 
 
 # ---------------------------------------------------------------- input dtypes
+
 
 def _spikes(shape, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -119,9 +126,12 @@ def test_other_float_precisions_are_refused_with_what_to_call(cls, dtype):
     layer = cls(5, 4)
     shape = (6, 2, 5) if cls in (spikestab.LIF, spikestab.ALIF) else (2, 5)
     name = str(dtype).removeprefix("torch.")
-    with pytest.raises(ValueError, match=rf"x has dtype torch.{name} but the layer computes in torch.float32: pass "
-                                         rf"x.float\(\) \(or x.to\(torch.float32\)\), or convert the layer with "
-                                         rf"layer.to\(torch.{name}\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"x has dtype torch.{name} but the layer computes in torch.float32: pass "
+        rf"x.float\(\) \(or x.to\(torch.float32\)\), or convert the layer with "
+        rf"layer.to\(torch.{name}\)",
+    ):
         layer(torch.zeros(shape, dtype=dtype))
 
 
@@ -153,11 +163,14 @@ def test_models_accept_bool_spike_input():
 
 
 @pytest.mark.parametrize("cls", [spikestab.LIF, spikestab.LIFCell, CubaLIF])
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(tau_adapt=50.0), r"tau_adapt is an ALIF option; \w+ has no adaptation \(use ALIF or ALIFCell\)"),
-    (dict(beta_adapt=0.5), r"beta_adapt is an ALIF option"),
-    (dict(tau_adapt=50.0, beta_adapt=0.5), r"tau_adapt and beta_adapt are ALIF options"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(tau_adapt=50.0), r"tau_adapt is an ALIF option; \w+ has no adaptation \(use ALIF or ALIFCell\)"),
+        (dict(beta_adapt=0.5), r"beta_adapt is an ALIF option"),
+        (dict(tau_adapt=50.0, beta_adapt=0.5), r"tau_adapt and beta_adapt are ALIF options"),
+    ],
+)
 def test_alif_only_arguments_are_refused_without_adaptation(cls, kwargs, match):
     """A LIF given tau_adapt / beta_adapt would silently ignore them (it has no adaptation trace)."""
     with pytest.raises(ValueError, match=match):

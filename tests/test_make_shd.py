@@ -11,9 +11,13 @@ from spikestab.cli import main
 from spikestab.data import cochlea, load_task, make_shd, shd, synth
 
 RATE = 22050
-SPEAKERS = ([synth.Speaker(id=i, variant=f"v{i}", accent="en-us", pitch=50, speed=170, gender=g)
-             for i, g in ((0, "male"), (2, "female"), (3, "male"))],
-            [synth.Speaker(id=1, variant="v1", accent="en-gb", pitch=40, speed=150, gender="female")])
+SPEAKERS = (
+    [
+        synth.Speaker(id=i, variant=f"v{i}", accent="en-us", pitch=50, speed=170, gender=g)
+        for i, g in ((0, "male"), (2, "female"), (3, "male"))
+    ],
+    [synth.Speaker(id=1, variant="v1", accent="en-gb", pitch=40, speed=150, gender="female")],
+)
 SETTINGS = make_shd.Settings(per_class=1, test_per_class=1, seed=3, test_speakers=0.25, augment=synth.CLEAN)
 CALLS: list[synth.Utterance] = []
 
@@ -31,13 +35,13 @@ def failing_after(n: int):
         if len(CALLS) >= n:
             raise KeyboardInterrupt  # what Ctrl-C does in the middle of a run
         return tone_source(utt, augment)
+
     return source
 
 
 def run(out, source=tone_source, settings=SETTINGS, chunk=6):
     CALLS.clear()
-    return make_shd.generate(out, settings, workers=1, chunk=chunk, source=source, speakers=SPEAKERS,
-                             log=io.StringIO())
+    return make_shd.generate(out, settings, workers=1, chunk=chunk, source=source, speakers=SPEAKERS, log=io.StringIO())
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +106,8 @@ def test_interrupted_run_resumes_without_redoing_work(tmp_path, dataset):
     run(out)
     assert len(CALLS) == 40 - 12  # only the unfinished utterances were made again
     assert sorted({(u.label, u.speaker.id) for u in CALLS}) == sorted(
-        {(u.label, u.speaker.id) for u in synth.plan(SPEAKERS[0], 1, 3, 0)[12:] + synth.plan(SPEAKERS[1], 1, 3, 1)})
+        {(u.label, u.speaker.id) for u in synth.plan(SPEAKERS[0], 1, 3, 0)[12:] + synth.plan(SPEAKERS[1], 1, 3, 1)}
+    )
     for split in ("train", "test"):  # identical to the uninterrupted run
         a, b = (shd.read_shd(d / "SHD" / f"shd_{split}.h5") for d in (out, dataset))
         assert all(np.array_equal(x, y) for x, y in zip(a["times"], b["times"]))
@@ -139,11 +144,14 @@ def test_encode_audio_cli(tmp_path):
     assert main(["encode-audio", str(tmp_path / "missing.wav"), "--out", str(out)]) == 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--per-class", "0"], "--per-class"),
-    (["--workers", "0"], "--workers"),
-    (["--test-speakers", "1.5"], "--test-speakers"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--per-class", "0"], "--per-class"),
+        (["--workers", "0"], "--workers"),
+        (["--test-speakers", "1.5"], "--test-speakers"),
+    ],
+)
 def test_make_shd_cli_rejects_bad_arguments(tmp_path, capsys, args, message):
     assert main(["make-shd", "--out", str(tmp_path / "x"), *args]) == 2
     assert message in capsys.readouterr().err

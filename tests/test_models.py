@@ -38,8 +38,7 @@ def test_dropout_acts_on_the_input_of_every_layer_of_a_stack():
     dropped or scaled by 1/(1-p) in training, and unchanged in eval mode."""
     p = 0.5
     torch.manual_seed(0)
-    model = SNNClassifier(SNNConfig(input_size=10, output_size=3, hidden_sizes=(12, 12, 12), dropout=p,
-                                    threshold=0.05))
+    model = SNNClassifier(SNNConfig(input_size=10, output_size=3, hidden_sizes=(12, 12, 12), dropout=p, threshold=0.05))
     seen, made = [], []
     for layer in model.stack.layers:
         layer.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))

@@ -16,8 +16,14 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "spikestab"
 
 def _run_python(code: str, env: dict) -> subprocess.CompletedProcess:
     full = {**os.environ, "PYTHONPATH": str(SRC.parent), "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_no_python_file_under_src_contains_c_source():
@@ -33,8 +39,13 @@ def test_c_sources_compile_without_warnings_under_wall_wextra(tmp_path):
     for name, text in build.sources().items():
         (tmp_path / name).write_text(text)
     units = [n for n in build.sources() if n.endswith(".c")]
-    proc = subprocess.run([cc, *build.FLAGS, "-Wall", "-Wextra", *units, "-o", "lib.so", *build.LIBS],
-                          cwd=tmp_path, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [cc, *build.FLAGS, "-Wall", "-Wextra", *units, "-o", "lib.so", *build.LIBS],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "", proc.stderr
 
@@ -56,13 +67,16 @@ def test_truncated_cached_library_is_rebuilt_not_loaded(tmp_path):
     size = os.path.getsize(target)
     with open(target, "r+b") as f:  # what a full disk or an interrupted copy leaves
         f.truncate(size // 3)
-    proc = _run_python("""
+    proc = _run_python(
+        """
         import torch
         from spikestab.kernels import sparse
         x = (torch.rand(50, 40) < 0.1).float(); w = torch.randn(40, 30)
         assert torch.allclose(sparse.sparse_mm(sparse.nonzeros(x), w), x @ w, atol=1e-5)
         print("ok")
-    """, {build.CACHE_ENV: str(tmp_path)})
+    """,
+        {build.CACHE_ENV: str(tmp_path)},
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
     assert os.path.getsize(target) == size  # rebuilt in full
     with open(target, "rb") as f, open(target + ".sha256") as h:
@@ -75,7 +89,8 @@ def test_failed_build_warns_once_names_the_fallback_and_explicit_event_raises(tm
     fake = tmp_path / "fake-cc"
     fake.write_text("#!/bin/sh\necho 'spikes.c:1: error: the fake compiler refuses' >&2\nexit 1\n")
     fake.chmod(0o755)
-    proc = _run_python("""
+    proc = _run_python(
+        """
         import warnings
         import torch
         from spikestab import LIF
@@ -100,7 +115,9 @@ def test_failed_build_warns_once_names_the_fallback_and_explicit_event_raises(tm
         else:
             raise AssertionError("an explicit 'event' backend without the library must raise")
         print("ok")
-    """, {"CC": str(fake), build.CACHE_ENV: str(tmp_path / "cache")})
+    """,
+        {"CC": str(fake), build.CACHE_ENV: str(tmp_path / "cache")},
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
@@ -108,7 +125,8 @@ def test_a_failed_allocation_in_c_raises_memory_error():
     """Every malloc of the C code is checked: under an address-space limit the 5 GB scratch panel of
     the weight-gradient product cannot be allocated, and the call raises instead of writing through
     NULL."""
-    proc = _run_python("""
+    proc = _run_python(
+        """
         import resource
         import torch
         from spikestab.kernels import cabi, sparse
@@ -124,7 +142,9 @@ def test_a_failed_allocation_in_c_raises_memory_error():
             sparse.sparse_mm_t(nz, torch.ones(1, 1))
         except MemoryError as err:
             print("raised", err)
-    """, {})
+    """,
+        {},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("raised spk_csr_mm_t"), proc.stdout
 

@@ -53,8 +53,18 @@ def fast_sigmoid_primitive(d, s):
 
 def _make(cls, reset, detach, recurrent, **kw):
     sg = surrogate.get("fast-sigmoid", dampening=0.5, sharpness=1.5)
-    layer = cls(12, 9, recurrent=recurrent, tau=5.0, threshold=0.5, reset=reset, detach_reset=detach,
-                spike_fn=sg, bias=True, **kw).double()
+    layer = cls(
+        12,
+        9,
+        recurrent=recurrent,
+        tau=5.0,
+        threshold=0.5,
+        reset=reset,
+        detach_reset=detach,
+        spike_fn=sg,
+        bias=True,
+        **kw,
+    ).double()
     with torch.no_grad():
         layer.bias.uniform_(-0.1, 0.3)
         if recurrent:
@@ -65,8 +75,18 @@ def _make(cls, reset, detach, recurrent, **kw):
 def _reference_for(layer, x):
     w_hh = layer.recurrent_weight()
     extra = dict(rho=layer.rho, beta=layer.beta_adapt) if layer.adaptive else {}
-    return reference_loop(x, layer.weight_ih, w_hh, layer.bias, layer.alpha, layer.threshold, layer.reset,
-                          layer.detach_reset, fast_sigmoid_primitive(0.5, 1.5), **extra)
+    return reference_loop(
+        x,
+        layer.weight_ih,
+        w_hh,
+        layer.bias,
+        layer.alpha,
+        layer.threshold,
+        layer.reset,
+        layer.detach_reset,
+        fast_sigmoid_primitive(0.5, 1.5),
+        **extra,
+    )
 
 
 @pytest.mark.parametrize("cls", [spikestab.LIF, spikestab.ALIF])
@@ -254,8 +274,18 @@ def test_overridden_input_current_is_used_by_the_sequence_layer_and_record(base,
         zs.append(zt)
     torch.testing.assert_close(z, torch.stack(zs))
     extra = dict(rho=layer.rho, beta=layer.beta_adapt) if layer.adaptive else {}
-    zr, vr = reference_loop(x, layer.weight_ih, layer.recurrent_weight(), layer.bias + _ShiftedCurrent.SHIFT,
-                            layer.alpha, layer.threshold, layer.reset, layer.detach_reset, lambda u: u, **extra)
+    zr, vr = reference_loop(
+        x,
+        layer.weight_ih,
+        layer.recurrent_weight(),
+        layer.bias + _ShiftedCurrent.SHIFT,
+        layer.alpha,
+        layer.threshold,
+        layer.reset,
+        layer.detach_reset,
+        lambda u: u,
+        **extra,
+    )
     torch.testing.assert_close(v, vr.detach())
     plain = base(12, 9, **kw)
     plain.load_state_dict(layer.state_dict())

@@ -39,8 +39,12 @@ def test_every_command_says_what_it_does_and_explains_every_option():
                 if action.nargs != 0 and action.default not in (None, argparse.SUPPRESS):
                     assert "default" in action.help or "(default:" in text, (name, action.dest)
     train = " ".join(commands["train"].format_help().split())
-    for shown in ("--lr LR learning rate (default: 0.001)", "(default: fast-sigmoid)", "(default: 128,128)",
-                  "(default: runs/train)"):
+    for shown in (
+        "--lr LR learning rate (default: 0.001)",
+        "(default: fast-sigmoid)",
+        "(default: 128,128)",
+        "(default: runs/train)",
+    ):
         assert shown in train
     stabilize = " ".join(commands["stabilize"].format_help().split())
     assert "neuron model (default: lif)" in stabilize and "--save FILE" in stabilize
@@ -76,8 +80,15 @@ def test_the_run_folder_example_loads_best_pt_for_inference(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--epochs", "1", "--no-figures", "--out", str(run)]) == 0
     doc = (DOCS / "run_folder.md").read_text()
-    for name in ("config.json", "stability.json", "checkpoint.pt", "checkpoint.prev.pt", "best.pt",
-                 "metrics.jsonl", "results.json"):
+    for name in (
+        "config.json",
+        "stability.json",
+        "checkpoint.pt",
+        "checkpoint.prev.pt",
+        "best.pt",
+        "metrics.jsonl",
+        "results.json",
+    ):
         assert f"`{name}`" in doc and (run / name).exists(), name  # every file documented is there, and back
     documented = set(re.findall(r"^\| `([\w.]+)/?` \|", doc, re.M))
     assert documented | {"figures"} >= {p.name for p in run.iterdir()}
@@ -91,8 +102,21 @@ def test_the_run_folder_example_loads_best_pt_for_inference(tmp_path, capsys):
 
 def test_stabilize_save_keeps_the_stabilised_model(tmp_path, capsys):
     path = tmp_path / "stab.pt"
-    args = ["stabilize", "--layers", "2x16", "--inputs", "20", "--steps", "60", "--batch", "8",
-            "--conditions", "D,G", "--seed", "2"]
+    args = [
+        "stabilize",
+        "--layers",
+        "2x16",
+        "--inputs",
+        "20",
+        "--steps",
+        "60",
+        "--batch",
+        "8",
+        "--conditions",
+        "D,G",
+        "--seed",
+        "2",
+    ]
     assert main([*args, "--save", str(path)]) == 0
     out = capsys.readouterr().out
     assert "spikestab train --task TASK --net lif --layers 2x16 --stabilize D,G" in out
@@ -120,8 +144,9 @@ def test_encoders_are_public():
     x = np.array([[1.0, 0.5, 0.1, 0.0]])
     steps = latency_encode(x)
     # by hand: x' = 50x; T = round(500 ln(x' / (x' - 0.2)))
-    assert steps.tolist() == [[round(500 * math.log(50 / 49.8)), round(500 * math.log(25 / 24.8)),
-                               round(500 * math.log(5 / 4.8)), -1]]
+    assert steps.tolist() == [
+        [round(500 * math.log(50 / 49.8)), round(500 * math.log(25 / 24.8)), round(500 * math.log(5 / 4.8)), -1]
+    ]
     raster = latency_raster(steps)
     assert raster.shape == (100, 1, 4) and raster.sum().item() == 3
     assert raster[steps[0, 0], 0, 0] == 1 and raster[:, 0, 3].sum() == 0
@@ -133,8 +158,11 @@ def test_encoders_are_public():
         assert abs(rate - expected) <= 4 * math.sqrt(expected * (1 - expected) / 4000) + 1e-12
     again = rate_encode(p, 4000, max_rate=0.8, generator=torch.Generator().manual_seed(0))
     assert torch.equal(spikes, again)
-    for bad, match in ((lambda: rate_encode(torch.tensor([1.5]), 3), "values in"),
-                       (lambda: rate_encode(p, 0), "n_steps"), (lambda: rate_encode(p, 3, max_rate=0), "max_rate"),
-                       (lambda: latency_raster(np.array([[100]])), "steps must lie")):
+    for bad, match in (
+        (lambda: rate_encode(torch.tensor([1.5]), 3), "values in"),
+        (lambda: rate_encode(p, 0), "n_steps"),
+        (lambda: rate_encode(p, 3, max_rate=0), "max_rate"),
+        (lambda: latency_raster(np.array([[100]])), "steps must lie"),
+    ):
         with pytest.raises(ValueError, match=match):
             bad()

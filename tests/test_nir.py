@@ -48,8 +48,9 @@ def _heterogeneous(model: torch.nn.Module, shape: str = "fast-sigmoid", tail: fl
 
 
 def _classifier(net: str, reset: str, recurrent: bool = True, **kw) -> SNNClassifier:
-    cfg = SNNConfig(input_size=7, output_size=3, hidden_sizes=(9, 6), net=net, reset=reset, recurrent=recurrent,
-                    dropout=0.0, **kw)
+    cfg = SNNConfig(
+        input_size=7, output_size=3, hidden_sizes=(9, 6), net=net, reset=reset, recurrent=recurrent, dropout=0.0, **kw
+    )
     return _heterogeneous(SNNClassifier(cfg)).eval()
 
 
@@ -93,8 +94,19 @@ def test_round_trip_is_exact_through_an_hdf5_file(net, reset, recurrent, tmp_pat
 
 
 def test_gradients_and_training_flags_survive_the_round_trip():
-    cfg = SNNConfig(input_size=7, output_size=3, hidden_sizes=(8,), net="lif", reset="subtract", dropout=0.0,
-                    learn_tau=True, learn_threshold=True, detach_reset=False, surrogate="q-pseudospike", tail=2.5)
+    cfg = SNNConfig(
+        input_size=7,
+        output_size=3,
+        hidden_sizes=(8,),
+        net="lif",
+        reset="subtract",
+        dropout=0.0,
+        learn_tau=True,
+        learn_threshold=True,
+        detach_reset=False,
+        surrogate="q-pseudospike",
+        tail=2.5,
+    )
     model = _heterogeneous(SNNClassifier(cfg), "q-pseudospike", 2.5).eval()
     model.stack.layers[0].spike_fn = model.stack.layers[0].spike_fn.with_params()
     back = import_nir(export_nir(model))
@@ -117,16 +129,22 @@ def test_strict_export_names_the_layer_and_reset_nir_cannot_express():
 
 @pytest.mark.parametrize("dt", [1.0, 0.5, 1e-3])
 def test_mapping_one_euler_step_is_one_spikestab_step(dt):
-    layer = ALIF(4, 5, recurrent=False, tau=torch.tensor([2.0, 5.0, 20.0, 100.0, 1000.0]), reset="none",
-                 tau_adapt=torch.tensor([50.0, 100.0, 200.0, 400.0, 800.0]))
+    layer = ALIF(
+        4,
+        5,
+        recurrent=False,
+        tau=torch.tensor([2.0, 5.0, 20.0, 100.0, 1000.0]),
+        reset="none",
+        tau_adapt=torch.tensor([50.0, 100.0, 200.0, 400.0, 800.0]),
+    )
     graph = export_nir(layer, dt=dt)
     v, thr = graph.nodes["layer0_membrane"], graph.nodes["layer0_spikes"]
     alpha = layer.alpha.double().numpy()
     assert isinstance(v, nir.LI) and isinstance(thr, nir.Threshold)
-    np.testing.assert_allclose(v.tau, dt / (1.0 - alpha), rtol=1e-6)     # tau_NIR = dt / (1 - alpha)
-    np.testing.assert_allclose(v.r, v.tau / dt, rtol=1e-6)               # r = tau_NIR / dt
-    np.testing.assert_allclose(1.0 - dt / v.tau, alpha, rtol=1e-6)       # Euler decay = alpha
-    np.testing.assert_allclose(dt * v.r / v.tau, 1.0, rtol=1e-6)         # the input enters once
+    np.testing.assert_allclose(v.tau, dt / (1.0 - alpha), rtol=1e-6)  # tau_NIR = dt / (1 - alpha)
+    np.testing.assert_allclose(v.r, v.tau / dt, rtol=1e-6)  # r = tau_NIR / dt
+    np.testing.assert_allclose(1.0 - dt / v.tau, alpha, rtol=1e-6)  # Euler decay = alpha
+    np.testing.assert_allclose(dt * v.r / v.tau, 1.0, rtol=1e-6)  # the input enters once
     np.testing.assert_allclose(v.tau, layer.tau.numpy() * dt + dt / 2, rtol=2e-2)  # ~ tau_steps * dt + dt/2
     assert not np.any(v.v_leak)
     a, scale = graph.nodes["layer0_adapt"], graph.nodes["layer0_adapt_scale"]
@@ -134,7 +152,7 @@ def test_mapping_one_euler_step_is_one_spikestab_step(dt):
     np.testing.assert_allclose(a.r, 1.0)
     np.testing.assert_array_equal(scale.scale, -layer.beta_adapt.numpy())
     assert graph.metadata["dt"] == dt
-    back = import_nir(graph)                                             # dt comes from the metadata
+    back = import_nir(graph)  # dt comes from the metadata
     assert torch.equal(back.tau, layer.tau) and torch.equal(back.rho, layer.rho)
 
 
@@ -153,6 +171,7 @@ def test_graph_structure_of_a_recurrent_subtract_layer():
 
 
 # --- an independent reader: nirtorch runs the graph with NIR's own equations (forward Euler) -------------
+
 
 def _nir_modules(dt: float) -> dict:
     class Leaky(torch.nn.Module):
@@ -193,8 +212,13 @@ def _nir_modules(dt: float) -> dict:
         module.weight.data, module.bias.data = torch.tensor(node.weight), torch.tensor(node.bias)
         return module
 
-    return {nir.LI: lambda n: Leaky(n, False), nir.LIF: lambda n: Leaky(n, True), nir.Threshold: Heaviside,
-            nir.Scale: Scale, nir.Affine: affine}
+    return {
+        nir.LI: lambda n: Leaky(n, False),
+        nir.LIF: lambda n: Leaky(n, True),
+        nir.Threshold: Heaviside,
+        nir.Scale: Scale,
+        nir.Affine: affine,
+    }
 
 
 def _nirtorch_run(graph, x: torch.Tensor, dt: float) -> torch.Tensor:
@@ -227,6 +251,7 @@ def test_inexact_export_is_what_nirtorch_sees_and_differs():
 
 
 # --- graphs spikestab did not write ------------------------------------------------------------------------
+
 
 def _rng_graph_parts(seed: int = 3, n_in: int = 6, h: int = 8):
     rng = np.random.default_rng(seed)
@@ -269,8 +294,13 @@ def test_foreign_lif_graph_without_metadata(nested):
             nodes={"in": nir.Input(np.array([h])), "lif": lif, "w_rec": rec, "out": nir.Output(np.array([h]))},
             edges=[("in", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "out")],
         )
-        nodes = {"input": nir.Input(np.array([6])), "fc": nir.Affine(weight=w, bias=b), "rleaky": sub,
-                 "fc_out": nir.Affine(weight=w_out, bias=b_out), "output": nir.Output(np.array([2]))}
+        nodes = {
+            "input": nir.Input(np.array([6])),
+            "fc": nir.Affine(weight=w, bias=b),
+            "rleaky": sub,
+            "fc_out": nir.Affine(weight=w_out, bias=b_out),
+            "output": nir.Output(np.array([2])),
+        }
         edges = [("input", "fc"), ("fc", "rleaky"), ("rleaky", "fc_out"), ("fc_out", "output")]
     else:
         nodes = {
@@ -316,8 +346,15 @@ def test_foreign_adaptive_graph_rescales_the_trace():
         "gain": nir.Scale(scale=np.full(h, -0.3, np.float32)),
         "output": nir.Output(np.array([h])),
     }
-    edges = [("input", "fc"), ("fc", "mem"), ("mem", "spk"), ("spk", "trace"), ("trace", "gain"), ("gain", "spk"),
-             ("spk", "output")]
+    edges = [
+        ("input", "fc"),
+        ("fc", "mem"),
+        ("mem", "spk"),
+        ("spk", "trace"),
+        ("trace", "gain"),
+        ("gain", "spk"),
+        ("spk", "output"),
+    ]
     graph = nir.NIRGraph(nodes=nodes, edges=edges)
     layer = import_nir(graph)
     assert isinstance(layer, ALIF) and layer.reset == "none" and not layer.recurrent
@@ -333,8 +370,10 @@ def test_foreign_adaptive_graph_rescales_the_trace():
 def test_metadata_free_copy_of_an_export_imports_to_the_same_spikes():
     model = _classifier("alif", "none")
     graph = export_nir(model)
-    bare = nir.NIRGraph(nodes={k: type(v).from_dict({**v.to_dict(), "metadata": {}}) for k, v in graph.nodes.items()},
-                        edges=list(graph.edges))
+    bare = nir.NIRGraph(
+        nodes={k: type(v).from_dict({**v.to_dict(), "metadata": {}}) for k, v in graph.nodes.items()},
+        edges=list(graph.edges),
+    )
     back = import_nir(bare)
     x = _spikes()
     la, sa, _ = model.run(x)
@@ -346,10 +385,13 @@ def test_metadata_free_copy_of_an_export_imports_to_the_same_spikes():
 
 # --- other models, paths, errors ----------------------------------------------------------------------------
 
+
 def test_single_layers_stack_and_cell_round_trip(tmp_path):
     x = _spikes(n=5)
-    for layer in (LIF(5, 6, recurrent=False, reset="multiplicative", threshold=0.3, batch_first=True),
-                  ALIF(5, 6, recurrent=True, reset="none", threshold=0.3, bias=True)):
+    for layer in (
+        LIF(5, 6, recurrent=False, reset="multiplicative", threshold=0.3, batch_first=True),
+        ALIF(5, 6, recurrent=True, reset="none", threshold=0.3, bias=True),
+    ):
         back = import_nir(_through_file(export_nir(layer, sample=x), tmp_path))
         assert type(back) is type(layer) and back.batch_first == layer.batch_first
         xin = x.transpose(0, 1) if layer.batch_first else x
@@ -394,12 +436,17 @@ def test_bad_input_is_a_value_error_naming_it():
     graph.nodes["layer0_spikes"].v_reset = np.full(4, 0.5, np.float32)
     with pytest.raises(ValueError, match="v_reset"):
         import_nir(graph)
-    conv = nir.NIRGraph.from_list(nir.Conv1d(input_shape=8, weight=np.ones((2, 1, 3)), stride=1, padding=0,
-                                             dilation=1, groups=1, bias=np.zeros(2)))
+    conv = nir.NIRGraph.from_list(
+        nir.Conv1d(
+            input_shape=8, weight=np.ones((2, 1, 3)), stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(2)
+        )
+    )
     with pytest.raises(ValueError, match="node 'conv1d' is a Conv1d, where spikestab reads a projection"):
         import_nir(conv)
-    integrate = nir.NIRGraph.from_list(nir.Affine(weight=np.ones((2, 3), np.float32), bias=np.zeros(2, np.float32)),
-                                       nir.IF(r=np.ones(2), v_threshold=np.ones(2)))
+    integrate = nir.NIRGraph.from_list(
+        nir.Affine(weight=np.ones((2, 3), np.float32), bias=np.zeros(2, np.float32)),
+        nir.IF(r=np.ones(2), v_threshold=np.ones(2)),
+    )
     with pytest.raises(ValueError, match="node 'if' is a IF"):
         import_nir(integrate)
     with pytest.raises(ValueError, match="NIRGraph"):

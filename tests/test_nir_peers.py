@@ -59,6 +59,7 @@ def _agreement(theirs: list[torch.Tensor], ours: list[torch.Tensor]) -> list[flo
 
 # --- snnTorch -> spikestab ----------------------------------------------------------------------------------
 
+
 def _snntorch_net(neurons: tuple[str, ...], reset: str | list[str], seed: int = 0, n_in: int = 7, width: int = 9):
     """snnTorch layers as its tutorials stack them (nn.Linear, then a neuron with init_hidden), with beta and
     threshold as per-neuron tensors: snnTorch 1.0's exporter fails on scalar ones. ``reset``: one
@@ -72,8 +73,9 @@ def _snntorch_net(neurons: tuple[str, ...], reset: str | list[str], seed: int = 
         thr = torch.full((width,), 0.5)
         mods.append(torch.nn.Linear(n_in, width))
         if kind == "rleaky":
-            mods.append(snn.RLeaky(beta=beta, threshold=thr, linear_features=width, init_hidden=True,
-                                   reset_mechanism=reset))
+            mods.append(
+                snn.RLeaky(beta=beta, threshold=thr, linear_features=width, init_hidden=True, reset_mechanism=reset)
+            )
         else:
             mods.append(snn.Leaky(beta=beta, threshold=thr, init_hidden=True, reset_mechanism=reset))
         n_in = width
@@ -84,8 +86,11 @@ def _snntorch_spikes(net: torch.nn.Sequential, x: torch.Tensor) -> list[torch.Te
     """Each snnTorch neuron's spikes [T, B, H], stepped the way its tutorials loop over time."""
     snn_utils.reset(net)
     record: dict[int, list[torch.Tensor]] = {}
-    hooks = [m.register_forward_hook(lambda m, a, out, k=k: record.setdefault(k, []).append(out))
-             for k, m in enumerate(net) if isinstance(m, (snn.Leaky, snn.RLeaky))]
+    hooks = [
+        m.register_forward_hook(lambda m, a, out, k=k: record.setdefault(k, []).append(out))
+        for k, m in enumerate(net)
+        if isinstance(m, (snn.Leaky, snn.RLeaky))
+    ]
     with torch.no_grad():
         for xt in x:
             net(xt)
@@ -105,7 +110,8 @@ def test_snntorch_export_imports_with_its_spikes(neurons, reset, tmp_path):
     nir.write(path, export_to_nir(net, torch.zeros(7)))
     model = import_nir(str(path), source="snntorch", reset=reset)
     assert isinstance(model, SpikingStack) and [layer.recurrent for layer in model.layers] == [
-        kind == "rleaky" for kind in neurons]
+        kind == "rleaky" for kind in neurons
+    ]
     expected = {"subtract": "subtract", "zero": "multiplicative", "none": "none"}
     for kind, layer in zip(neurons, model.layers):
         rleaky_zero = kind == "rleaky" and reset == "zero"
@@ -163,6 +169,7 @@ def test_snntorch_cannot_export_its_default_scalar_network():
 
 # --- Norse -> spikestab -------------------------------------------------------------------------------------
 
+
 def _norse_net(cell, gain: float, seed: int = 0, n_in: int = 7, widths=(9, 9)):
     torch.manual_seed(seed)
     mods: list[torch.nn.Module] = []
@@ -213,12 +220,21 @@ def _norse_style_graph(cell, dt: float = 1e-3):
     r = w_in = 1, scalars), with its input weights as an Affine and its recurrent weights as a Linear loop:
     Norse's own to_nir writes None for LIFRecurrent and LIFRecurrentCell."""
     p, n = cell.p, cell.hidden_size
-    lif = nir.CubaLIF(tau_mem=(dt / p.tau_mem_inv).numpy(), tau_syn=(dt / p.tau_syn_inv).numpy(), r=np.ones(()),
-                      v_leak=p.v_leak.numpy(), v_threshold=p.v_th.numpy(), w_in=np.ones(()))
-    nodes = {"input": nir.Input(np.array([cell.input_size])),
-             "w_in": nir.Affine(weight=cell.input_weights.detach().numpy(), bias=np.zeros(n, np.float32)),
-             "lif": lif, "w_rec": nir.Linear(weight=cell.recurrent_weights.detach().numpy()),
-             "output": nir.Output(np.array([n]))}
+    lif = nir.CubaLIF(
+        tau_mem=(dt / p.tau_mem_inv).numpy(),
+        tau_syn=(dt / p.tau_syn_inv).numpy(),
+        r=np.ones(()),
+        v_leak=p.v_leak.numpy(),
+        v_threshold=p.v_th.numpy(),
+        w_in=np.ones(()),
+    )
+    nodes = {
+        "input": nir.Input(np.array([cell.input_size])),
+        "w_in": nir.Affine(weight=cell.input_weights.detach().numpy(), bias=np.zeros(n, np.float32)),
+        "lif": lif,
+        "w_rec": nir.Linear(weight=cell.recurrent_weights.detach().numpy()),
+        "output": nir.Output(np.array([n])),
+    }
     edges = [("input", "w_in"), ("w_in", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")]
     return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
 
@@ -255,11 +271,11 @@ def test_norse_recurrent_lif_in_norse_convention_imports_with_its_spikes(module)
 
 # --- spikestab -> snnTorch and Norse ------------------------------------------------------------------------
 
+
 def _spikestab_model(reset: str, recurrent: bool, seed: int = 0) -> SNNClassifier:
     """spikestab's default network (2 layers, default tau, threshold, bias, recurrence), small."""
     torch.manual_seed(seed)
-    cfg = SNNConfig(input_size=20, output_size=3, hidden_sizes=(16, 12), reset=reset, recurrent=recurrent,
-                    dropout=0.0)
+    cfg = SNNConfig(input_size=20, output_size=3, hidden_sizes=(16, 12), reset=reset, recurrent=recurrent, dropout=0.0)
     return SNNClassifier(cfg).eval()
 
 
@@ -268,8 +284,9 @@ def _graph_spikes(net, x: torch.Tensor, neuron_types) -> tuple[torch.Tensor, lis
     record: dict[str, list[torch.Tensor]] = {}
     for name, m in net.named_modules():
         if isinstance(m, neuron_types):
-            m.register_forward_hook(lambda m, a, out, k=name: record.setdefault(k, []).append(
-                out[0] if isinstance(out, tuple) else out))
+            m.register_forward_hook(
+                lambda m, a, out, k=name: record.setdefault(k, []).append(out[0] if isinstance(out, tuple) else out)
+            )
     state, out = None, []
     with torch.no_grad():
         for xt in x:
@@ -331,8 +348,15 @@ def test_default_subtract_network_is_refused_or_approximated_for_peer_readers(fo
 
 def test_cuba_layer_round_trips_and_runs_in_norse():
     torch.manual_seed(0)
-    cfg = SNNConfig(input_size=20, output_size=3, hidden_sizes=(16, 12), net="cuba", reset="multiplicative",
-                    dropout=0.0, threshold=0.5)
+    cfg = SNNConfig(
+        input_size=20,
+        output_size=3,
+        hidden_sizes=(16, 12),
+        net="cuba",
+        reset="multiplicative",
+        dropout=0.0,
+        threshold=0.5,
+    )
     model = SNNClassifier(cfg).eval()
     x = _input(t=150, n=20, p=0.3)
     with torch.no_grad():
@@ -370,6 +394,7 @@ def test_peer_forms_name_what_their_reader_cannot_run():
 
 # --- nn.Sequential ------------------------------------------------------------------------------------------
 
+
 def test_sequential_of_spikestab_layers_exports_and_runs_in_snntorch():
     torch.manual_seed(0)
     layers = [LIF(20, 16, reset="multiplicative", bias=True), LIF(16, 12, recurrent=False, reset="multiplicative")]
@@ -398,6 +423,7 @@ def test_sequential_of_spikestab_layers_exports_and_runs_in_snntorch():
 
 
 # --- the surrogate gradient ---------------------------------------------------------------------------------
+
 
 def test_peer_graphs_get_the_surrogate_of_the_writers_default_neuron():
     """NIR carries no surrogate gradient: a layer read from a peer's graph gets that of the peer's default

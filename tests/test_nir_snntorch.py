@@ -17,8 +17,16 @@ def _model() -> SNNClassifier:
     """Feed-forward LIF with the reset NIR's LIF node has (to 0), per-neuron tau, one threshold per layer
     (snnTorch's importer takes a single threshold)."""
     torch.manual_seed(0)
-    cfg = SNNConfig(input_size=7, output_size=3, hidden_sizes=(9, 6), net="lif", reset="multiplicative",
-                    recurrent=False, dropout=0.0, threshold=0.5)
+    cfg = SNNConfig(
+        input_size=7,
+        output_size=3,
+        hidden_sizes=(9, 6),
+        net="lif",
+        reset="multiplicative",
+        recurrent=False,
+        dropout=0.0,
+        threshold=0.5,
+    )
     model = SNNClassifier(cfg).eval()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():

@@ -20,8 +20,9 @@ NAN, INF = float("nan"), float("inf")
 
 def _layer(cls, recurrent, backend, **kwargs):
     torch.manual_seed(3)
-    layer = cls(INPUTS, HIDDEN, recurrent=recurrent, backend=backend, bias=True, learn_tau=True,
-                learn_threshold=True, **kwargs)
+    layer = cls(
+        INPUTS, HIDDEN, recurrent=recurrent, backend=backend, bias=True, learn_tau=True, learn_threshold=True, **kwargs
+    )
     with torch.no_grad():
         layer.weight_ih.mul_(3.0)  # spiking at a few tens of %
         layer.bias.uniform_(0.0, 0.2)
@@ -106,7 +107,7 @@ def test_non_finite_input_to_an_slstm(learnable):
     x, (t0, b0, i0) = _input(seed=4)
     x[t0, b0, i0] = NAN
     h, _ = layer(x)
-    assert h[t0:, b0].isnan().all() and not h[:t0].isnan().any() and not h[:, b0 + 1:].isnan().any()
+    assert h[t0:, b0].isnan().all() and not h[:t0].isnan().any() and not h[:, b0 + 1 :].isnan().any()
 
 
 def _grads(layer, x, grad_spikes):

@@ -10,10 +10,26 @@ def _records():
     recs = []
     for e in range(2):
         for i in range(3):
-            recs.append({"kind": "step", "epoch": e, "step": e * 3 + i + 1, "rates": [0.2 - 0.01 * i, 0.1],
-                         "sparsity_weight": min(1.0, (e * 3 + i) / 4)})
-        recs.append({"kind": "epoch", "epoch": e, "train_loss": 1.0 / (e + 1), "train_task_loss": 0.9 / (e + 1),
-                     "val_loss": 1.1 / (e + 1), "train_accuracy": 0.5 + 0.1 * e, "val_accuracy": 0.4 + 0.1 * e})
+            recs.append(
+                {
+                    "kind": "step",
+                    "epoch": e,
+                    "step": e * 3 + i + 1,
+                    "rates": [0.2 - 0.01 * i, 0.1],
+                    "sparsity_weight": min(1.0, (e * 3 + i) / 4),
+                }
+            )
+        recs.append(
+            {
+                "kind": "epoch",
+                "epoch": e,
+                "train_loss": 1.0 / (e + 1),
+                "train_task_loss": 0.9 / (e + 1),
+                "val_loss": 1.1 / (e + 1),
+                "train_accuracy": 0.5 + 0.1 * e,
+                "val_accuracy": 0.4 + 0.1 * e,
+            }
+        )
     return recs
 
 

@@ -30,8 +30,14 @@ def _voltages(dtype: torch.dtype):
 
 
 @CI
-@given(data=st.data(), shape=st.sampled_from(sorted(SHAPES)), dtype=st.sampled_from(sorted(DTYPES)),
-       dampening=positive, sharpness=positive, learnable=st.booleans())
+@given(
+    data=st.data(),
+    shape=st.sampled_from(sorted(SHAPES)),
+    dtype=st.sampled_from(sorted(DTYPES)),
+    dampening=positive,
+    sharpness=positive,
+    learnable=st.booleans(),
+)
 def test_valid_sg_parameters_give_finite_values_and_gradients(data, shape, dtype, dampening, sharpness, learnable):
     dt = DTYPES[dtype]
     tail = data.draw(tails) if shape == "q-pseudospike" else None
@@ -83,16 +89,32 @@ def test_unknown_shape_names_raise(name):
 
 # ---------------------------------------------------------------- layers
 @CI
-@given(cls=st.sampled_from([spikestab.LIF, spikestab.ALIF]), tau=st.floats(1.0, 1e3), threshold=st.floats(1e-2, 1e2),
-       dampening=st.floats(1e-3, 10.0), sharpness=st.floats(1e-2, 1e2), reset=st.sampled_from(
-           ["subtract", "multiplicative", "multiplicative_all", "none"]),
-       beta_adapt=st.floats(0.0, 10.0), tau_adapt=st.floats(1.0, 1e3), seed=st.integers(0, 2**16))
-def test_valid_layer_parameters_give_finite_voltages_and_gradients(cls, tau, threshold, dampening, sharpness, reset,
-                                                                     beta_adapt, tau_adapt, seed):
+@given(
+    cls=st.sampled_from([spikestab.LIF, spikestab.ALIF]),
+    tau=st.floats(1.0, 1e3),
+    threshold=st.floats(1e-2, 1e2),
+    dampening=st.floats(1e-3, 10.0),
+    sharpness=st.floats(1e-2, 1e2),
+    reset=st.sampled_from(["subtract", "multiplicative", "multiplicative_all", "none"]),
+    beta_adapt=st.floats(0.0, 10.0),
+    tau_adapt=st.floats(1.0, 1e3),
+    seed=st.integers(0, 2**16),
+)
+def test_valid_layer_parameters_give_finite_voltages_and_gradients(
+    cls, tau, threshold, dampening, sharpness, reset, beta_adapt, tau_adapt, seed
+):
     torch.manual_seed(seed)
     kw = {"beta_adapt": beta_adapt, "tau_adapt": tau_adapt} if cls is spikestab.ALIF else {}
-    layer = cls(6, 5, tau=tau, threshold=threshold, reset=reset, backend="reference",
-                spike_fn=SurrogateGradient("fast-sigmoid", dampening=dampening, sharpness=sharpness), **kw)
+    layer = cls(
+        6,
+        5,
+        tau=tau,
+        threshold=threshold,
+        reset=reset,
+        backend="reference",
+        spike_fn=SurrogateGradient("fast-sigmoid", dampening=dampening, sharpness=sharpness),
+        **kw,
+    )
     x = (torch.rand(12, 3, 6) < 0.4).float()
     z, v, _ = layer(x, return_voltage=True)
     assert torch.isfinite(v).all() and set(z.unique().tolist()) <= {0.0, 1.0}
@@ -102,8 +124,11 @@ def test_valid_layer_parameters_give_finite_voltages_and_gradients(cls, tau, thr
 
 
 @CI
-@given(cls=st.sampled_from([spikestab.LIF, spikestab.ALIF, spikestab.LIFCell, spikestab.ALIFCell]),
-       which=st.sampled_from(["tau", "threshold"]), bad=not_positive)
+@given(
+    cls=st.sampled_from([spikestab.LIF, spikestab.ALIF, spikestab.LIFCell, spikestab.ALIFCell]),
+    which=st.sampled_from(["tau", "threshold"]),
+    bad=not_positive,
+)
 def test_invalid_layer_parameters_raise(cls, which, bad):
     with pytest.raises(ValueError, match=which):
         cls(3, 4, **{which: bad})
@@ -113,8 +138,9 @@ def test_invalid_layer_parameters_raise(cls, which, bad):
 @given(cls=st.sampled_from([spikestab.ALIF, spikestab.ALIFCell]), data=st.data())
 def test_invalid_adaptation_parameters_raise(cls, data):
     which = data.draw(st.sampled_from(["beta_adapt", "tau_adapt"]))
-    bad = data.draw(st.one_of(st.floats(max_value=-1e-9, allow_nan=False), not_finite) if which == "beta_adapt"
-                    else not_positive)
+    bad = data.draw(
+        st.one_of(st.floats(max_value=-1e-9, allow_nan=False), not_finite) if which == "beta_adapt" else not_positive
+    )
     with pytest.raises(ValueError, match=which):
         cls(3, 4, **{which: bad})
 
@@ -125,12 +151,27 @@ INT_FIELDS = ["epochs", "batch_size", "eval_batch_size", "seq_len", "time_repeat
 
 
 @CI
-@given(lr=st.floats(1e-8, LR_MAX), tau=st.floats(1e-3, 1e4), threshold=positive, dropout=st.floats(0.0, 0.999),
-       epochs=st.integers(1, 10**6), batch=st.integers(1, 10**5), weight_decay=st.floats(0.0, 0.999),
-       init_rate=st.one_of(st.none(), st.floats(1e-3, 0.999)))
+@given(
+    lr=st.floats(1e-8, LR_MAX),
+    tau=st.floats(1e-3, 1e4),
+    threshold=positive,
+    dropout=st.floats(0.0, 0.999),
+    epochs=st.integers(1, 10**6),
+    batch=st.integers(1, 10**5),
+    weight_decay=st.floats(0.0, 0.999),
+    init_rate=st.one_of(st.none(), st.floats(1e-3, 0.999)),
+)
 def test_valid_train_configs_are_accepted(lr, tau, threshold, dropout, epochs, batch, weight_decay, init_rate):
-    cfg = TrainConfig(lr=lr, tau=tau, threshold=threshold, dropout=dropout, epochs=epochs, batch_size=batch,
-                      weight_decay=weight_decay, init_rate=init_rate)
+    cfg = TrainConfig(
+        lr=lr,
+        tau=tau,
+        threshold=threshold,
+        dropout=dropout,
+        epochs=epochs,
+        batch_size=batch,
+        weight_decay=weight_decay,
+        init_rate=init_rate,
+    )
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # and they survive the JSON round trip
 
 

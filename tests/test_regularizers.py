@@ -65,10 +65,17 @@ def test_parse_sparsity_spec():
     assert isinstance(parse_sparsity("l1_rate:0.01", 3, 10).schedule, LinearRamp)
 
 
-@pytest.mark.parametrize("spec, word", [
-    ("l3:0.1", "variant"), ("l1_rate", "variant:target"), ("l1_rate:abc", "numbers"),
-    ("l1_rate:0.1:exp", "schedule"), ("l1_rate:0.1,0.2,0.3", "per layer"), ("l1_rate:1.5", "targets"),
-])
+@pytest.mark.parametrize(
+    "spec, word",
+    [
+        ("l3:0.1", "variant"),
+        ("l1_rate", "variant:target"),
+        ("l1_rate:abc", "numbers"),
+        ("l1_rate:0.1:exp", "schedule"),
+        ("l1_rate:0.1,0.2,0.3", "per layer"),
+        ("l1_rate:1.5", "targets"),
+    ],
+)
 def test_bad_sparsity_specs(spec, word):
     with pytest.raises(ValueError, match=word):
         parse_sparsity(spec, n_layers=2, total_epochs=10)

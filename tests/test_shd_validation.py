@@ -34,15 +34,23 @@ def _poison(path, field, sample, position, value, dtype=None):
         f[field][sample] = row
 
 
-@pytest.mark.parametrize("value, what", [
-    (np.nan, "NaN"), (np.inf, "inf"), (-np.inf, "-inf"), (-0.25, "-0.25"),
-])
+@pytest.mark.parametrize(
+    "value, what",
+    [
+        (np.nan, "NaN"),
+        (np.inf, "inf"),
+        (-np.inf, "-inf"),
+        (-0.25, "-0.25"),
+    ],
+)
 def test_bad_spike_times_name_file_field_and_sample(tmp_path, value, what):
     path = _good_file(tmp_path / "x.h5")
     _poison(path, "spikes/times", 3, 4, value)
     _poison(path, "spikes/times", 5, 0, value)  # a later bad sample: the first one is named
-    msg = (f"{path}: spikes/times of sample 3 holds the spike time {what} (spike 4); spike times must be finite "
-           f"seconds >= 0")
+    msg = (
+        f"{path}: spikes/times of sample 3 holds the spike time {what} (spike 4); spike times must be finite "
+        f"seconds >= 0"
+    )
     with pytest.raises(ValueError, match=re.escape(msg)):
         read_shd(path)
 

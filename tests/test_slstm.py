@@ -31,8 +31,10 @@ def reference(x, layer):
     c = torch.zeros_like(h)
     hs, cs, gates = [], [], []
     for t in range(x.shape[0]):
-        pre = [x[t] @ w_ih[k * H:(k + 1) * H].t() + b[k * H:(k + 1) * H] + h @ w_hh[k * H:(k + 1) * H].t()
-               for k in range(4)]
+        pre = [
+            x[t] @ w_ih[k * H : (k + 1) * H].t() + b[k * H : (k + 1) * H] + h @ w_hh[k * H : (k + 1) * H].t()
+            for k in range(4)
+        ]
         f, i, o = step(pre[0]), step(pre[1]), step(pre[2])
         c = f * c + i * (2 * step(pre[3]) - 1)
         h = o * (2 * step(c) - 1)
@@ -201,9 +203,19 @@ def test_language_model_and_config_with_slstm():
 def test_trains_through_the_trainer(tmp_path):
     from spikestab.train.trainer import Trainer
 
-    cfg = TrainConfig(task="randman", task_options={"n_units": 10, "n_steps": 20, "samples_per_class": 20,
-                                                    "n_classes": 3}, net="slstm", layers="2x6", stabilize="none",
-                      epochs=2, batch_size=16, lr=1e-2, out=str(tmp_path / "run"), progress=False, threads=1)
+    cfg = TrainConfig(
+        task="randman",
+        task_options={"n_units": 10, "n_steps": 20, "samples_per_class": 20, "n_classes": 3},
+        net="slstm",
+        layers="2x6",
+        stabilize="none",
+        epochs=2,
+        batch_size=16,
+        lr=1e-2,
+        out=str(tmp_path / "run"),
+        progress=False,
+        threads=1,
+    )
     res = Trainer(cfg, log=lambda s: None).fit()
     assert res["epochs_done"] == 2 and 0.0 <= res["test"]["accuracy"] <= 1.0
     assert all(0.0 <= r <= 1.0 for r in res["test"]["rates"])
@@ -222,8 +234,9 @@ def test_the_fused_backward_equals_autograd_through_the_loop(dampening):
     w_hh = torch.randn(4 * H, H, dtype=torch.float64, requires_grad=True)
     h0 = torch.randint(-1, 2, (B, H)).double().requires_grad_()
     c0 = torch.randint(-2, 3, (B, H)).double().requires_grad_()
-    weights = [torch.randn(T, B, H, dtype=torch.float64) for _ in range(2)] + [torch.randn(B, H, dtype=torch.float64)
-                                                                                for _ in range(2)]
+    weights = [torch.randn(T, B, H, dtype=torch.float64) for _ in range(2)] + [
+        torch.randn(B, H, dtype=torch.float64) for _ in range(2)
+    ]
     grads = []
     for run in (run_slstm, run_slstm_fused):
         h, c, st = run(wx, w_hh, SLSTMState(h0, c0), sg)

@@ -119,8 +119,15 @@ def test_bad_input_raises_before_any_change(case):
     before = _state(model)
     with pytest.raises(ValueError) as err:
         stabilize(model, x, **kw)
-    assert {"nan": "non-finite", "rate": "rate", "width": "input_size", "no_layer": "spiking layer",
-            "condition": "conditions", "mode": "mode", "tail_shape": "q-pseudospike"}[case] in str(err.value)
+    assert {
+        "nan": "non-finite",
+        "rate": "rate",
+        "width": "input_size",
+        "no_layer": "spiking layer",
+        "condition": "conditions",
+        "mode": "mode",
+        "tail_shape": "q-pseudospike",
+    }[case] in str(err.value)
     assert _same(before, _state(model))
 
 
@@ -147,8 +154,23 @@ def test_failure_midway_restores_the_model_exactly(monkeypatch):
 
 def test_cli_random_task_writes_json(tmp_path, capsys):
     out = tmp_path / "sub" / "report.json"
-    rc = main(["stabilize", "--task", "random", "--layers", "2x24", "--steps", "60", "--batch", "3",
-               "--net", "alif", "--json", str(out)])
+    rc = main(
+        [
+            "stabilize",
+            "--task",
+            "random",
+            "--layers",
+            "2x24",
+            "--steps",
+            "60",
+            "--batch",
+            "3",
+            "--net",
+            "alif",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert "stability report" in capsys.readouterr().out
     data = json.loads(out.read_text())
@@ -158,8 +180,24 @@ def test_cli_random_task_writes_json(tmp_path, capsys):
 
 
 def test_cli_paper_preset_and_bad_conditions(capsys):
-    assert main(["stabilize", "--layers", "1x16", "--steps", "40", "--preset", "paper", "--mode", "paper",
-                 "--conditions", "III,IV"]) == 0
+    assert (
+        main(
+            [
+                "stabilize",
+                "--layers",
+                "1x16",
+                "--steps",
+                "40",
+                "--preset",
+                "paper",
+                "--mode",
+                "paper",
+                "--conditions",
+                "III,IV",
+            ]
+        )
+        == 0
+    )
     assert main(["stabilize", "--layers", "1x16", "--steps", "40", "--conditions", "I,X"]) == 2
     assert "conditions must be" in capsys.readouterr().err
     assert main(["stabilize", "--layers", "0x16"]) == 2

@@ -24,12 +24,19 @@ RATES = {"subtract": 0.05, "multiplicative": 0.1, "multiplicative_all": 0.2, "no
 RATE_TOL, RATIO_FACTOR = 0.01, 1.1
 # the cases whose recurrent mean (set by I) gives the Jacobian an outlier eigenvalue above 1.05 at width 256:
 # their growth follows log(outlier gain), as the report predicts, instead of 0
-OUTLIER_CASES = {("lif", "multiplicative_all"), ("alif", "subtract"), ("alif", "multiplicative"),
-                 ("alif", "multiplicative_all"), ("alif", "none")}
+OUTLIER_CASES = {
+    ("lif", "multiplicative_all"),
+    ("alif", "subtract"),
+    ("alif", "multiplicative"),
+    ("alif", "multiplicative_all"),
+    ("alif", "none"),
+}
 FAST_1024 = {("lif", "subtract")}
 CASES = [
     pytest.param(net, reset, width, marks=[pytest.mark.slow] if width == 1024 and (net, reset) not in FAST_1024 else [])
-    for width in (64, 256, 1024) for net in ("lif", "alif") for reset in RESETS
+    for width in (64, 256, 1024)
+    for net in ("lif", "alif")
+    for reset in RESETS
 ]
 
 

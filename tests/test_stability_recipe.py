@@ -160,10 +160,15 @@ def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("kw,message", [
-    (dict(conditions=("III", "G")), "III and G"), (dict(conditions="D,X"), "conditions"),
-    (dict(rate=0.0), "rate"), (dict(growth_ratio=float("nan")), "ratio"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(conditions=("III", "G")), "III and G"),
+        (dict(conditions="D,X"), "conditions"),
+        (dict(rate=0.0), "rate"),
+        (dict(growth_ratio=float("nan")), "ratio"),
+    ],
+)
 def test_bad_input_raises_before_any_weight_changes(kw, message):
     torch.manual_seed(0)
     model = SNNClassifier(SNNConfig(20, 3, hidden_sizes=(16, 16), dropout=0.0))

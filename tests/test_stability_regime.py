@@ -67,7 +67,7 @@ def _count_code(n: int, classes: int = 4, channels: int = 40, steps: int = 100):
     labels = torch.arange(n) % classes
     p = torch.full((n, channels), 0.02)
     for c in range(classes):
-        p[labels == c, c * 10:(c + 1) * 10] = 0.3
+        p[labels == c, c * 10 : (c + 1) * 10] = 0.3
     return (torch.rand(steps, n, channels, generator=gen) < p).float(), labels
 
 
@@ -140,24 +140,29 @@ def test_measured_regime_is_reported_and_sets_the_targets():
     assert report.regime["measured"] and report.regime["regime"] == "dense"
     assert report.layers[0].condition("D").target == 0.5 and "regime dense" in str(report)
     assert stabilize(_model(40, 4), x[:, :8]).regime == {
-        "regime": "dense", "measured": False,
-        "summary": "regime dense: not measured (no labelled probe set): the dense default"}
+        "regime": "dense",
+        "measured": False,
+        "summary": "regime dense: not measured (no labelled probe set): the dense default",
+    }
 
 
 def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("kw,message", [
-    (dict(regime="medium"), "regime must be one of"),
-    (dict(conditions="III", regime="sparse"), "recommended recipe"),
-    (dict(probe="labels"), "probe"),
-    (dict(probe=(torch.zeros(10, 100, 40), torch.zeros(99, dtype=torch.long))), "one entry per sample"),
-    (dict(probe=(torch.zeros(10, 100, 40), torch.zeros(100))), "integer"),
-    (dict(probe=(torch.zeros(10, 8, 40), torch.arange(8))), f"at least {MIN_PROBE_SAMPLES}"),
-    (dict(probe=(torch.zeros(10, 100, 40), torch.zeros(100, dtype=torch.long))), "at least 2 classes"),
-    (dict(probe=(torch.zeros(10, 100, 40), torch.arange(100) - 1)), ">= 0"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(regime="medium"), "regime must be one of"),
+        (dict(conditions="III", regime="sparse"), "recommended recipe"),
+        (dict(probe="labels"), "probe"),
+        (dict(probe=(torch.zeros(10, 100, 40), torch.zeros(99, dtype=torch.long))), "one entry per sample"),
+        (dict(probe=(torch.zeros(10, 100, 40), torch.zeros(100))), "integer"),
+        (dict(probe=(torch.zeros(10, 8, 40), torch.arange(8))), f"at least {MIN_PROBE_SAMPLES}"),
+        (dict(probe=(torch.zeros(10, 100, 40), torch.zeros(100, dtype=torch.long))), "at least 2 classes"),
+        (dict(probe=(torch.zeros(10, 100, 40), torch.arange(100) - 1)), ">= 0"),
+    ],
+)
 def test_bad_input_raises_before_any_weight_changes(kw, message):
     model = _model(40, 4)
     before, fns = _state(model), [layer.spike_fn for layer in model.stack.layers]
@@ -192,9 +197,28 @@ def test_failure_after_the_regime_choice_leaves_the_model_exactly_as_it_was(monk
 def test_train_measures_the_regime_on_its_first_labelled_samples(tmp_path, capsys):
     from spikestab.cli import main
 
-    tiny = ["--task", "randman", "--task-option", "n_classes=3", "--task-option", "n_units=12", "--task-option",
-            "n_steps=20", "--task-option", "samples_per_class=40", "--layers", "2x16", "--epochs", "1",
-            "--batch-size", "16", "--no-progress", "--no-figures", "--threads", "1"]
+    tiny = [
+        "--task",
+        "randman",
+        "--task-option",
+        "n_classes=3",
+        "--task-option",
+        "n_units=12",
+        "--task-option",
+        "n_steps=20",
+        "--task-option",
+        "samples_per_class=40",
+        "--layers",
+        "2x16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--no-progress",
+        "--no-figures",
+        "--threads",
+        "1",
+    ]
     assert main(["train", *tiny, "--out", str(tmp_path / "auto")]) == 0
     report = json.loads((tmp_path / "auto" / "results.json").read_text())["stability"]["report"]
     regime = report["regime"]

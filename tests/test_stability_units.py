@@ -61,7 +61,6 @@ def test_solve_increasing_newton_first_step_and_known_value():
     assert secant_slope(res.history, res.x) == pytest.approx(2.0)
 
 
-
 def test_solve_increasing_extends_by_the_secant():
     calls = []
 
@@ -79,14 +78,18 @@ def test_find_root_anderson_bjorck_unsticks_a_convex_end():
     res = find_root(lambda x: math.exp(x) - 2.0, 0.0, 10.0, ftol=1e-10)
     assert res.feasible and abs(res.x - math.log(2.0)) < 1e-9 and res.evals <= 20
 
+
 # --- condition I ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("reset,expected", [
-    ("subtract", lambda a, th, n: (3 - 2 * a) * th / (n - 1)),
-    ("multiplicative", lambda a, th, n: (2 - a) * th / (n - 1)),
-    ("multiplicative_all", lambda a, th, n: 2 * (2 - a) * th / (n - 1)),  # derived, not the code's 2(1-a)
-])
+@pytest.mark.parametrize(
+    "reset,expected",
+    [
+        ("subtract", lambda a, th, n: (3 - 2 * a) * th / (n - 1)),
+        ("multiplicative", lambda a, th, n: (2 - a) * th / (n - 1)),
+        ("multiplicative_all", lambda a, th, n: 2 * (2 - a) * th / (n - 1)),  # derived, not the code's 2(1-a)
+    ],
+)
 def test_condition_i_matches_the_closed_form_at_half(reset, expected):
     n = 50
     alpha, th = torch.rand(n), torch.rand(n) + 0.1
@@ -205,15 +208,29 @@ def test_condition_iv_paper_uses_uniform_mean_square():
 def test_transition_terms_equal_autograd_jacobian(cls, reset, detach):
     """The closed form used by condition IV and the autograd Jacobian are the same quantity."""
     torch.manual_seed(0)
-    layer = cls(12, 16, reset=reset, detach_reset=detach, tau=3.0, threshold=0.3,
-                spike_fn=SurrogateGradient("sigmoid", dampening=torch.rand(16) + 0.5, sharpness=0.7))
+    layer = cls(
+        12,
+        16,
+        reset=reset,
+        detach_reset=detach,
+        tau=3.0,
+        threshold=0.3,
+        spike_fn=SurrogateGradient("sigmoid", dampening=torch.rand(16) + 0.5, sharpness=0.7),
+    )
     with torch.no_grad():
         layer.weight_hh.add_(0.05)
     x = (torch.rand(20, 3, 12) < 0.3).float()
     tr = record(layer, x)
-    terms = TransitionTerms.from_trace(tr, layer.recurrent_weight().detach(), layer.alpha.detach(), reset, detach,
-                                       rho=layer.rho if layer.adaptive else None,
-                                       beta_adapt=layer.beta_adapt if layer.adaptive else None, start=1)
+    terms = TransitionTerms.from_trace(
+        tr,
+        layer.recurrent_weight().detach(),
+        layer.alpha.detach(),
+        reset,
+        detach,
+        rho=layer.rho if layer.adaptive else None,
+        beta_adapt=layer.beta_adapt if layer.adaptive else None,
+        start=1,
+    )
     s = layer.spike_fn.derivative(terms.u.float()).double()
     exact = torch.stack([(jacobian_at(layer, tr, t).double() ** 2).sum((1, 2)) for t in range(1, 20)])
     assert abs(terms.mean_square_gain(s) - exact.mean().item() / 16) < 1e-5 * max(1.0, exact.mean().item())

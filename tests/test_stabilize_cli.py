@@ -22,8 +22,22 @@ def test_a_probe_too_small_to_measure_is_refused_before_any_data_loads(samples, 
 def test_the_probe_is_the_first_samples_of_the_shuffled_training_set():
     """One batch of PROBE_SAMPLES from the loader of epoch 0 (what it was before the builders were shared),
     equal to the first samples of `spikestab train`'s own batches of another size."""
-    args = type("Args", (), dict(task="randman", data_dir=None, seed=3, preset="none", batch=8, layers="16", net="lif",
-                                 reset="subtract", surrogate="fast-sigmoid", dampening=1.0))()
+    args = type(
+        "Args",
+        (),
+        dict(
+            task="randman",
+            data_dir=None,
+            seed=3,
+            preset="none",
+            batch=8,
+            layers="16",
+            net="lif",
+            reset="subtract",
+            surrogate="fast-sigmoid",
+            dampening=1.0,
+        ),
+    )()
     _, _, probe = build(args, probe_samples=96)
     task = load_task("randman", None, seed=3)
     x, y = next(iter(make_loader(task.train, 96, shuffle=True, seed=3)))

@@ -153,6 +153,11 @@ def test_docs_verdict_blocks_are_regenerated_from_the_committed_data():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    run = subprocess.run([sys.executable, str(root / "experiments" / "verdicts.py"), "--check"], capture_output=True,
-                         text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [sys.executable, str(root / "experiments" / "verdicts.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-2000:]

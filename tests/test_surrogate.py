@@ -60,8 +60,7 @@ def test_peak_one_and_unit_area(name, q):
     # numerical integration of the library's f (not the reference) over the whole line
     lib_f = lambda u: sg.shape_fn(torch.tensor(u, dtype=torch.float64)).item()  # noqa: E731
     pts = [-0.5, 0.0, 0.5] if name == "rectangular" else [0.0]
-    area = sum(integrate.quad(lib_f, a, b, points=None, limit=500, epsabs=1e-12)[0]
-               for a, b in _segments(pts))
+    area = sum(integrate.quad(lib_f, a, b, points=None, limit=500, epsabs=1e-12)[0] for a, b in _segments(pts))
     assert area == pytest.approx(1.0, abs=1e-4)
     assert f(0.0) == pytest.approx(1.0)
 

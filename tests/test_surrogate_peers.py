@@ -46,16 +46,37 @@ def _assert_matches_peer(sg: SurrogateGradient, spike_fn) -> None:
 
 
 # spikestab SGs each library expresses: (shape, dampening, sharpness, tail)
-SNNTORCH_OK = [("fast-sigmoid", 1.0, 12.5, None), ("fast-sigmoid", 1.0, 0.3, None), ("sigmoid", 1.25, 1.25, None),
-               ("sigmoid", 6.25, 6.25, None), ("arctan", 1.0, 1.0, None), ("arctan", 0.35, 0.35, None)]
-NORSE_OK = [("fast-sigmoid", 1.0, 0.5, None), ("triangular", 0.3, 1.0, None), ("triangular", 2.5, 1.0, None),
-            ("sigmoid", 1.0, 0.7, None), ("sigmoid", 1.0, 3.0, None), ("gaussian", 2.0 / SQRT_PI, 0.4, None),
-            ("gaussian", 2.0 / SQRT_PI, 2.5, None)]
-SPIKINGJELLY_OK = [("sigmoid", 1.0, 1.0, None), ("arctan", 0.7, 0.7, None), ("fast-sigmoid", 0.8, 0.8, None),
-                   ("fast-sigmoid", 0.37, 0.5, None), ("fast-sigmoid", 3.0, 0.5, None),
-                   ("exponential", 1.5, 1.5, None), ("gaussian", 0.6, 0.6, None), ("triangular", 2.0, 2.0, None),
-                   ("triangular", 0.45, 0.45, None), ("rectangular", 0.75, 0.75, None),
-                   ("q-pseudospike", 1.0, 1.0, 1.56), ("q-pseudospike", 1.0, 1.0, 3.0)]
+SNNTORCH_OK = [
+    ("fast-sigmoid", 1.0, 12.5, None),
+    ("fast-sigmoid", 1.0, 0.3, None),
+    ("sigmoid", 1.25, 1.25, None),
+    ("sigmoid", 6.25, 6.25, None),
+    ("arctan", 1.0, 1.0, None),
+    ("arctan", 0.35, 0.35, None),
+]
+NORSE_OK = [
+    ("fast-sigmoid", 1.0, 0.5, None),
+    ("triangular", 0.3, 1.0, None),
+    ("triangular", 2.5, 1.0, None),
+    ("sigmoid", 1.0, 0.7, None),
+    ("sigmoid", 1.0, 3.0, None),
+    ("gaussian", 2.0 / SQRT_PI, 0.4, None),
+    ("gaussian", 2.0 / SQRT_PI, 2.5, None),
+]
+SPIKINGJELLY_OK = [
+    ("sigmoid", 1.0, 1.0, None),
+    ("arctan", 0.7, 0.7, None),
+    ("fast-sigmoid", 0.8, 0.8, None),
+    ("fast-sigmoid", 0.37, 0.5, None),
+    ("fast-sigmoid", 3.0, 0.5, None),
+    ("exponential", 1.5, 1.5, None),
+    ("gaussian", 0.6, 0.6, None),
+    ("triangular", 2.0, 2.0, None),
+    ("triangular", 0.45, 0.45, None),
+    ("rectangular", 0.75, 0.75, None),
+    ("q-pseudospike", 1.0, 1.0, 1.56),
+    ("q-pseudospike", 1.0, 1.0, 3.0),
+]
 
 
 def _sg(shape, d, s, tail) -> SurrogateGradient:
@@ -93,14 +114,42 @@ def test_to_spikingjelly_has_the_same_backward_and_round_trips(case):
 
 
 # native surrogates, built by the peers: from_X must reproduce their backward, and to_X(from_X(...)) rebuild them
-SNNTORCH_NATIVE = [("fast_sigmoid", {"slope": 25}), ("fast_sigmoid", {"slope": 3.5}), ("sigmoid", {"slope": 25}),
-                   ("sigmoid", {"slope": 0.6}), ("atan", {"alpha": 2.0}), ("atan", {"alpha": 7.0})]
-NORSE_NATIVE = [("super", 100.0), ("triangle", 0.3), ("triangle", 1.7), ("tanh", 1.0), ("tanh", 4.0),
-                ("heavi_erfc", 1.0), ("heavi_erfc", 3.0)]
-SPIKINGJELLY_NATIVE = [("Sigmoid", 4.0), ("Sigmoid", 0.9), ("ATan", 2.0), ("SoftSign", 2.0), ("SoftSign", 5.0),
-                       ("SuperSpike", 1.0), ("SuperSpike", 0.2), ("PiecewiseExp", 1.0), ("PiecewiseExp", 3.0),
-                       ("Erf", 2.0), ("Erf", 0.7), ("PiecewiseQuadratic", 1.0), ("PiecewiseQuadratic", 2.5),
-                       ("Rect", 1.0), ("Rect", 0.3), ("QPseudoSpike", 2.0), ("QPseudoSpike", 1.3)]
+SNNTORCH_NATIVE = [
+    ("fast_sigmoid", {"slope": 25}),
+    ("fast_sigmoid", {"slope": 3.5}),
+    ("sigmoid", {"slope": 25}),
+    ("sigmoid", {"slope": 0.6}),
+    ("atan", {"alpha": 2.0}),
+    ("atan", {"alpha": 7.0}),
+]
+NORSE_NATIVE = [
+    ("super", 100.0),
+    ("triangle", 0.3),
+    ("triangle", 1.7),
+    ("tanh", 1.0),
+    ("tanh", 4.0),
+    ("heavi_erfc", 1.0),
+    ("heavi_erfc", 3.0),
+]
+SPIKINGJELLY_NATIVE = [
+    ("Sigmoid", 4.0),
+    ("Sigmoid", 0.9),
+    ("ATan", 2.0),
+    ("SoftSign", 2.0),
+    ("SoftSign", 5.0),
+    ("SuperSpike", 1.0),
+    ("SuperSpike", 0.2),
+    ("PiecewiseExp", 1.0),
+    ("PiecewiseExp", 3.0),
+    ("Erf", 2.0),
+    ("Erf", 0.7),
+    ("PiecewiseQuadratic", 1.0),
+    ("PiecewiseQuadratic", 2.5),
+    ("Rect", 1.0),
+    ("Rect", 0.3),
+    ("QPseudoSpike", 2.0),
+    ("QPseudoSpike", 1.3),
+]
 
 
 @pytest.mark.parametrize("name,kwargs", SNNTORCH_NATIVE)
@@ -168,25 +217,40 @@ def test_converters_accept_float32_rounding_of_tied_parameters():
 @pytest.mark.parametrize(
     "convert,sg,match",
     [
-        (surrogate.to_snntorch, surrogate.get("fast-sigmoid", 0.37, 2.0),
-         r"snnTorch's fast_sigmoid has a fixed peak of 1: fast-sigmoid with dampening 0.37.*dampening 1, any sharp"),
+        (
+            surrogate.to_snntorch,
+            surrogate.get("fast-sigmoid", 0.37, 2.0),
+            r"snnTorch's fast_sigmoid has a fixed peak of 1: fast-sigmoid with dampening 0.37.*dampening 1, any sharp",
+        ),
         (surrogate.to_snntorch, surrogate.get("sigmoid", 0.5, 2.0), r"snnTorch's sigmoid has unit area.*dampening =="),
         (surrogate.to_snntorch, surrogate.get("arctan", 1.0, 2.0), r"snnTorch's atan has unit area"),
         (surrogate.to_snntorch, surrogate.get("triangular"), r"snnTorch 1.0 has no triangular surrogate"),
         (surrogate.to_snntorch, surrogate.get("q-pseudospike"), r"snnTorch 1.0 has no q-pseudospike"),
-        (surrogate.to_norse, surrogate.get("fast-sigmoid", 1.0, 12.5),
-         r"Norse's super \(SuperSpike\) computes 1/\(\|x\|\+1\)\^2 whatever alpha.*sharpness 12.5"),
+        (
+            surrogate.to_norse,
+            surrogate.get("fast-sigmoid", 1.0, 12.5),
+            r"Norse's super \(SuperSpike\) computes 1/\(\|x\|\+1\)\^2 whatever alpha.*sharpness 12.5",
+        ),
         (surrogate.to_norse, surrogate.get("triangular", 0.3, 2.0), r"Norse's triangle has a fixed width of 1"),
         (surrogate.to_norse, surrogate.get("sigmoid", 0.3, 2.0), r"Norse's tanh has a fixed peak of 1"),
         (surrogate.to_norse, surrogate.get("gaussian", 1.0, 2.0), r"Norse's heavi_erfc has a fixed peak of 2/sqrt"),
         (surrogate.to_norse, surrogate.get("arctan"), r"Norse 1.1 has no arctan surrogate"),
         (surrogate.to_spikingjelly, surrogate.get("sigmoid", 0.3, 2.0), r"SpikingJelly's Sigmoid has unit area"),
-        (surrogate.to_spikingjelly, surrogate.get("fast-sigmoid", 0.3, 2.0),
-         r"SpikingJelly's SoftSign and SuperSpike.*dampening == sharpness, or sharpness 0.5"),
-        (surrogate.to_spikingjelly, surrogate.get("q-pseudospike", 0.5, 1.0, 2.0),
-         r"SpikingJelly's QPseudoSpike.*dampening 1, sharpness 1, any tail"),
-        (surrogate.to_snntorch, surrogate.get("fast-sigmoid", 1.0, torch.tensor([1.0, 2.0])),
-         r"sg.sharpness is per-neuron \(2 different values\), but snnTorch takes one surrogate per layer"),
+        (
+            surrogate.to_spikingjelly,
+            surrogate.get("fast-sigmoid", 0.3, 2.0),
+            r"SpikingJelly's SoftSign and SuperSpike.*dampening == sharpness, or sharpness 0.5",
+        ),
+        (
+            surrogate.to_spikingjelly,
+            surrogate.get("q-pseudospike", 0.5, 1.0, 2.0),
+            r"SpikingJelly's QPseudoSpike.*dampening 1, sharpness 1, any tail",
+        ),
+        (
+            surrogate.to_snntorch,
+            surrogate.get("fast-sigmoid", 1.0, torch.tensor([1.0, 2.0])),
+            r"sg.sharpness is per-neuron \(2 different values\), but snnTorch takes one surrogate per layer",
+        ),
     ],
 )
 def test_what_a_library_cannot_express_is_named(convert, sg, match):

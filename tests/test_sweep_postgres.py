@@ -32,8 +32,10 @@ def _pg_bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:
         return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    candidates = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
     return candidates[-1] if candidates else None
 
 
@@ -82,9 +84,23 @@ def postgres_url():
         done = as_owner([initdb, "-D", str(data), "-A", "trust", "-U", "spikestab", "-E", "UTF8", "--no-sync"])
         if done.returncode != 0:
             _unavailable(f"initdb failed: {done.stderr.strip()[-500:]}")
-        done = as_owner([pg_ctl, "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
-                         "-o", f"'-h 127.0.0.1 -p {port} -k {root} -F'" if prefix[:1] == ["su"] else
-                         f"-h 127.0.0.1 -p {port} -k {root} -F", "start"])
+        done = as_owner(
+            [
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(root / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"'-h 127.0.0.1 -p {port} -k {root} -F'"
+                if prefix[:1] == ["su"]
+                else f"-h 127.0.0.1 -p {port} -k {root} -F",
+                "start",
+            ]
+        )
         if done.returncode != 0:
             log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
             _unavailable(f"pg_ctl start failed: {done.stderr.strip()[-300:]} {log[-300:]}")
@@ -99,8 +115,25 @@ def postgres_url():
 def test_two_machines_share_one_postgres_sweep(tmp_path, postgres_url):
     grid = ["--grid", "threshold=0.5,1.0", "--grid", "seed=0,1"]
     outs = [tmp_path / "machine-a" / "sweep", tmp_path / "machine-b" / "sweep"]
-    cmds = [[sys.executable, "-m", "spikestab.cli", "sweep", "--out", str(out), "--storage", postgres_url,
-             "--study", "shared", "--heartbeat", "2", *grid, *cli_args()] for out in outs]
+    cmds = [
+        [
+            sys.executable,
+            "-m",
+            "spikestab.cli",
+            "sweep",
+            "--out",
+            str(out),
+            "--storage",
+            postgres_url,
+            "--study",
+            "shared",
+            "--heartbeat",
+            "2",
+            *grid,
+            *cli_args(),
+        ]
+        for out in outs
+    ]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for cmd in cmds]
     logs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), logs

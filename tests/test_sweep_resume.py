@@ -19,8 +19,12 @@ from spikestab.train.checkpoint import load_latest_checkpoint
 from sweep_tiny import cli_args
 
 # a bigger tiny run (8 epochs, 23 steps each, a checkpoint every 2 steps: ~1.5 s) so the kill lands mid-trial
-SLOW = cli_args(epochs=8, layers=[64], checkpoint_every=2,
-                task_options={"n_classes": 3, "n_units": 20, "n_steps": 50, "samples_per_class": 150})
+SLOW = cli_args(
+    epochs=8,
+    layers=[64],
+    checkpoint_every=2,
+    task_options={"n_classes": 3, "n_units": 20, "n_steps": 50, "samples_per_class": 150},
+)
 
 
 def _epochs_done(run):
@@ -29,8 +33,21 @@ def _epochs_done(run):
 
 def test_killed_worker_rerun_resumes_only_the_missing_trials(tmp_path):
     out = tmp_path / "kill"
-    cmd = [sys.executable, "-m", "spikestab.cli", "sweep", "--out", str(out), "--grid", "threshold=0.5,0.7,1.0",
-           "--heartbeat", "1", "--grace", "2", *SLOW]
+    cmd = [
+        sys.executable,
+        "-m",
+        "spikestab.cli",
+        "sweep",
+        "--out",
+        str(out),
+        "--grid",
+        "threshold=0.5,0.7,1.0",
+        "--heartbeat",
+        "1",
+        "--grace",
+        "2",
+        *SLOW,
+    ]
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     trials_dir = out / "trials"
@@ -66,7 +83,10 @@ def test_killed_worker_rerun_resumes_only_the_missing_trials(tmp_path):
     for t in trials:
         by_point.setdefault(t.params["threshold"], []).append(t)
     assert {k: [t.state for t in v] for k, v in by_point.items()} == {
-        0.5: [TrialState.COMPLETE], 0.7: [TrialState.FAIL, TrialState.COMPLETE], 1.0: [TrialState.COMPLETE]}
+        0.5: [TrialState.COMPLETE],
+        0.7: [TrialState.FAIL, TrialState.COMPLETE],
+        1.0: [TrialState.COMPLETE],
+    }
     retry = by_point[0.7][1]
     assert retry.system_attrs["failed_trial"] == by_point[0.7][0].number
     assert retry.user_attrs["resumed_from_step"] == killed_at["global_step"]

@@ -45,8 +45,16 @@ def test_grid_on_two_workers_runs_every_point_once(tmp_path, capsys):
         assert t.value == results["val"]["accuracy"] and results["config"]["threshold"] == t.params["threshold"]
         assert results["config"]["seed"] == t.params["seed"] and results["config"]["threads"] == 1
         assert len(t.intermediate_values) == FIXED["epochs"]  # the objective was reported every epoch
-    assert summary["counts"] == {"points": 4, "complete": 4, "pruned": 0, "failed": 0, "waiting": 0,
-                                 "running": 0, "retried": 0, "duplicates": 0}
+    assert summary["counts"] == {
+        "points": 4,
+        "complete": 4,
+        "pruned": 0,
+        "failed": 0,
+        "waiting": 0,
+        "running": 0,
+        "retried": 0,
+        "duplicates": 0,
+    }
 
     # a rerun of the same sweep runs nothing; one with another fixed option or grid is refused
     stamps = {d.name: (d / "results.json").stat().st_mtime_ns for d in dirs}
@@ -107,8 +115,10 @@ def test_the_queue_never_hands_a_trial_out_twice(tmp_path):
     for i in range(45):
         study.enqueue_trial({"x": i})
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", POPPER, url, "q", str(go)], stdout=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", POPPER, url, "q", str(go)], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
     time.sleep(0.5)
     while not go.exists():
         go.touch()
@@ -166,8 +176,9 @@ def test_a_trial_failed_as_stale_while_alive_is_taken_over_by_its_retry(tmp_path
     storage = open_storage(url, heartbeat=2)
     study = prepare_study(storage, url, "late", plan, log=lambda line: None)
     trial, trial_id = pop_trial(study, storage, url)
-    ctx = WorkerContext(storage=url, study="late", out=str(out), plan=asdict(plan), heartbeat=2, poll=0.1,
-                        started=time.time())
+    ctx = WorkerContext(
+        storage=url, study="late", out=str(out), plan=asdict(plan), heartbeat=2, poll=0.1, started=time.time()
+    )
     lines = []
 
     def log(line):  # when training starts, another worker fails the trial as stale and queues it again

@@ -14,10 +14,22 @@ from sweep_tiny import FIXED, cli_args
 def test_names_values_and_points():
     assert canonical("init-rate") == canonical("init_rate") == canonical("--init-rate") == "init_rate"
     assert canonical("task-option.n_units") == canonical("task_options.n_units") == "task_options.n_units"
-    grid = parse_grid(["init-rate=0.05,0.1", "stabilize=none;I,II;I,II,III,IV", "layers=16;16,16",
-                       "recurrent=true,false", "task_option.n_units=12,20"])
-    assert grid == {"init_rate": [0.05, 0.1], "stabilize": [None, "I,II", "I,II,III,IV"],
-                    "layers": ["16", "16,16"], "recurrent": [True, False], "task_options.n_units": [12, 20]}
+    grid = parse_grid(
+        [
+            "init-rate=0.05,0.1",
+            "stabilize=none;I,II;I,II,III,IV",
+            "layers=16;16,16",
+            "recurrent=true,false",
+            "task_option.n_units=12,20",
+        ]
+    )
+    assert grid == {
+        "init_rate": [0.05, 0.1],
+        "stabilize": [None, "I,II", "I,II,III,IV"],
+        "layers": ["16", "16,16"],
+        "recurrent": [True, False],
+        "task_options.n_units": [12, 20],
+    }
     points = grid_points(grid)
     assert len(points) == 2 * 3 * 2 * 2 * 2 and points[0] == {k: v[0] for k, v in grid.items()}
     cfg = apply(FIXED, {"task_options.n_units": 12, "dampening": 0.5})
@@ -25,7 +37,8 @@ def test_names_values_and_points():
     space = parse_space(["lr=1e-4:1e-2:log", "epochs=1:3", "sg=fast-sigmoid,exponential"])
     assert space["lr"] == {"low": 1e-4, "high": 1e-2, "log": True} and space["epochs"]["low"] == 1
     assert {json.dumps(p, sort_keys=True) for p in space_probes(space)} >= {
-        json.dumps({"lr": 1e-2, "epochs": 1, "sg": "fast-sigmoid"}, sort_keys=True)}
+        json.dumps({"lr": 1e-2, "epochs": 1, "sg": "fast-sigmoid"}, sort_keys=True)
+    }
 
 
 def test_setting_slug_is_stable_readable_and_distinct():
@@ -102,7 +115,10 @@ def test_continuing_a_sweep_started_before_a_training_option_existed():
     saved = {"grid": {"seed": [0, 1]}, "fixed": {"task": "randman", "lr": 0.01}}
     compare_spec(saved, mine, "sweep.json")  # the saved sweep ran with the default: no difference
     with pytest.raises(ValueError, match="on_nonfinite: saved 'stop' vs now 'skip'"):
-        compare_spec({**saved, "fixed": {**saved["fixed"], "on_nonfinite": "stop"}},
-                     {**mine, "fixed": {**mine["fixed"], "on_nonfinite": "skip"}}, "sweep.json")
+        compare_spec(
+            {**saved, "fixed": {**saved["fixed"], "on_nonfinite": "stop"}},
+            {**mine, "fixed": {**mine["fixed"], "on_nonfinite": "skip"}},
+            "sweep.json",
+        )
     with pytest.raises(ValueError, match="lr"):
         compare_spec({**saved, "fixed": {**saved["fixed"], "lr": 0.02}}, mine, "sweep.json")

@@ -20,9 +20,17 @@ def tiny_task(input_dropout: float = 0.0):
     lat, labels = spiking_randman(n_classes=3, n_units=12, n_steps=20, dim=1, samples_per_class=40, seed=0)
     ds = SpikeDataset.from_latencies(lat, labels, base_steps=20)
     idx = torch.arange(len(labels)).tolist()
-    return SimpleNamespace(name="randman", kind="classification", input_size=12, output_size=3, class_names=None,
-                           train=ds.subset(idx[:84], input_dropout=input_dropout), val=ds.subset(idx[84:102]),
-                           test=ds.subset(idx[102:]), n_steps=20)
+    return SimpleNamespace(
+        name="randman",
+        kind="classification",
+        input_size=12,
+        output_size=3,
+        class_names=None,
+        train=ds.subset(idx[:84], input_dropout=input_dropout),
+        val=ds.subset(idx[84:102]),
+        test=ds.subset(idx[102:]),
+        n_steps=20,
+    )
 
 
 def separable_task():
@@ -37,9 +45,17 @@ def separable_task():
         own = slice(4 * c, 4 * c + 4)
         lat[i, own] = np.where(rng.random(4) < 0.9, rng.integers(0, 10, 4), -1)
     ds = SpikeDataset.from_latencies(lat, labels, base_steps=20)
-    return SimpleNamespace(name="separable", kind="classification", input_size=12, output_size=3, class_names=None,
-                           train=ds.subset(range(90)), val=ds.subset(range(90, 120)), test=ds.subset(range(120, 150)),
-                           n_steps=20)
+    return SimpleNamespace(
+        name="separable",
+        kind="classification",
+        input_size=12,
+        output_size=3,
+        class_names=None,
+        train=ds.subset(range(90)),
+        val=ds.subset(range(90, 120)),
+        test=ds.subset(range(120, 150)),
+        n_steps=20,
+    )
 
 
 CHANCE_MARGIN = 0.4  # on separable_task, training must reach chance (1/3) + 0.4 test accuracy
@@ -48,13 +64,34 @@ CHANCE_MARGIN = 0.4  # on separable_task, training must reach chance (1/3) + 0.4
 def tiny_lm_task():
     g = torch.Generator().manual_seed(0)
     ids = lambda n: torch.randint(0, 30, (n,), generator=g)  # noqa: E731
-    return SimpleNamespace(name="ptb", kind="language", input_size=16, output_size=30, class_names=None,
-                           train=ids(400), val=ids(120), test=ids(120), n_steps=10)
+    return SimpleNamespace(
+        name="ptb",
+        kind="language",
+        input_size=16,
+        output_size=30,
+        class_names=None,
+        train=ids(400),
+        val=ids(120),
+        test=ids(120),
+        n_steps=10,
+    )
 
 
 def cfg_for(tmp_path, name="run", **kw):
-    base = dict(task="randman", layers="2x16", epochs=3, batch_size=16, eval_batch_size=64, lr=5e-3, dropout=0.2,
-                checkpoint_every=3, progress=False, out=str(tmp_path / name), seed=3, threads=1)
+    base = dict(
+        task="randman",
+        layers="2x16",
+        epochs=3,
+        batch_size=16,
+        eval_batch_size=64,
+        lr=5e-3,
+        dropout=0.2,
+        checkpoint_every=3,
+        progress=False,
+        out=str(tmp_path / name),
+        seed=3,
+        threads=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -67,6 +104,7 @@ def interrupt_at(step):
     def hook(trainer, global_step):
         if global_step == step:
             raise Interrupt(f"killed at step {global_step}")
+
     return hook
 
 
@@ -125,13 +163,15 @@ def test_resume_after_kill_is_identical(tmp_path, kill_step):
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert res_cut["test"] == res_full["test"]
-    assert _strip_times(read_jsonl(tmp_path / "full/metrics.jsonl")) == \
-        _strip_times(read_jsonl(tmp_path / "cut/metrics.jsonl"))
+    assert _strip_times(read_jsonl(tmp_path / "full/metrics.jsonl")) == _strip_times(
+        read_jsonl(tmp_path / "cut/metrics.jsonl")
+    )
 
 
 def test_language_model_resume_is_identical(tmp_path):
-    kw = dict(task="ptb", layers="16", batch_size=4, seq_len=10, epochs=2, checkpoint_every=4, eval_batch_size=4,
-              eval_every=3)
+    kw = dict(
+        task="ptb", layers="16", batch_size=4, seq_len=10, epochs=2, checkpoint_every=4, eval_batch_size=4, eval_every=3
+    )
     full = Trainer(cfg_for(tmp_path, "full", **kw), tiny_lm_task(), log=lambda s: None)
     res_full = full.fit()
     cfg = cfg_for(tmp_path, "cut", **kw)
@@ -145,8 +185,9 @@ def test_language_model_resume_is_identical(tmp_path):
     assert res_full["test"]["perplexity"] > 1.0
     evals = [r for r in read_jsonl(tmp_path / "cut/metrics.jsonl") if r["kind"] == "eval"]
     assert [r["step"] for r in evals] == [3, 6, 9, 12, 15, 18]  # every 3 global steps; 10 windows per epoch
-    assert _strip_times(read_jsonl(tmp_path / "full/metrics.jsonl")) == \
-        _strip_times(read_jsonl(tmp_path / "cut/metrics.jsonl"))
+    assert _strip_times(read_jsonl(tmp_path / "full/metrics.jsonl")) == _strip_times(
+        read_jsonl(tmp_path / "cut/metrics.jsonl")
+    )
 
 
 def test_refuses_overwrite_and_foreign_resume(tmp_path):
@@ -235,8 +276,9 @@ def test_default_stabilizes_with_the_recipe_and_warns_about_a_silent_network(tmp
     assert res["stability"]["report"]["conditions"] == ["D", "G"]
     assert all(0.01 <= r <= 0.99 for r in res["stability"]["initial_rates"]) and "warnings" not in res["stability"]
     logs.clear()
-    res = Trainer(cfg_for(tmp_path, "silent", epochs=1, stabilize="none", threshold=100.0), tiny_task(),
-                  log=logs.append).fit()
+    res = Trainer(
+        cfg_for(tmp_path, "silent", epochs=1, stabilize="none", threshold=100.0), tiny_task(), log=logs.append
+    ).fit()
     assert res["stability"]["initial_rates"][0] < 0.01
     assert any("nearly silent" in w for w in res["stability"]["warnings"])
     assert any(line.startswith("warning: layer 0 is nearly silent") for line in logs)

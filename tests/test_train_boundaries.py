@@ -19,6 +19,7 @@ from test_train_cli import TINY
 
 def strict_json(path):
     """The file parsed as strict JSON: NaN / Infinity literals are an error."""
+
     def refuse(name):
         raise AssertionError(f"{path} holds the non-JSON literal {name}")
 
@@ -27,10 +28,12 @@ def strict_json(path):
 
 def poison_grad(param, steps, trainer_ref):
     """Make ``param``'s gradient NaN at the given global steps (1-based, as in metrics.jsonl)."""
+
     def hook(grad):
         if trainer_ref[0].global_step + 1 in steps:
             return grad * float("nan")
         return grad
+
     param.register_hook(hook)
 
 
@@ -216,8 +219,9 @@ def test_out_naming_a_file_fails_before_the_data_loads(tmp_path, capsys, monkeyp
 def test_language_model_divergence_stops_with_a_named_layer(tmp_path):
     from test_train import tiny_lm_task
 
-    kw = dict(task="ptb", layers="16", batch_size=4, seq_len=10, epochs=2, eval_batch_size=4, lr=3e37,
-              checkpoint_every=1)
+    kw = dict(
+        task="ptb", layers="16", batch_size=4, seq_len=10, epochs=2, eval_batch_size=4, lr=3e37, checkpoint_every=1
+    )
     with pytest.raises(NonFiniteError, match=r"training stopped at step \d+ \(epoch 1/2") as err:
         Trainer(cfg_for(tmp_path, **kw), tiny_lm_task(), log=lambda s: None).fit()
     assert err.value.record["layer"] in ("embedding", "stack.layers.0")
@@ -231,8 +235,9 @@ def test_skip_mode_resumes_to_the_same_run(tmp_path):
 
     def trainer(name, on_step=None):
         ref = []
-        tr = Trainer(cfg_for(tmp_path, name, on_nonfinite="skip", lr=10.0), tiny_task(), on_step=on_step,
-                     log=lambda s: None)
+        tr = Trainer(
+            cfg_for(tmp_path, name, on_nonfinite="skip", lr=10.0), tiny_task(), on_step=on_step, log=lambda s: None
+        )
         ref.append(tr)
         poison_grad(tr.model.readout.weight, {2, 8}, ref)
         return tr

@@ -8,9 +8,31 @@ import torch
 from spikestab.cli import main
 from spikestab.files import read_jsonl
 
-TINY = ["--task", "randman", "--task-option", "n_classes=3", "--task-option", "n_units=12", "--task-option",
-        "n_steps=20", "--task-option", "samples_per_class=30", "--layers", "2x16", "--epochs", "2",
-        "--batch-size", "16", "--lr", "5e-3", "--no-progress", "--sparsity", "l1_rate:0.05:linear", "--threads", "1"]
+TINY = [
+    "--task",
+    "randman",
+    "--task-option",
+    "n_classes=3",
+    "--task-option",
+    "n_units=12",
+    "--task-option",
+    "n_steps=20",
+    "--task-option",
+    "samples_per_class=30",
+    "--layers",
+    "2x16",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+    "--lr",
+    "5e-3",
+    "--no-progress",
+    "--sparsity",
+    "l1_rate:0.05:linear",
+    "--threads",
+    "1",
+]
 
 
 def test_train_cli_end_to_end(tmp_path, capsys):
@@ -28,8 +50,15 @@ def test_train_cli_end_to_end(tmp_path, capsys):
 
 
 def test_config_file_and_flag_override(tmp_path):
-    cfg = {"task": "randman", "task_options": {"n_classes": 3, "n_units": 12, "n_steps": 20, "samples_per_class": 30},
-           "layers": [16], "epochs": 1, "batch_size": 16, "lr": 0.01, "progress": False}
+    cfg = {
+        "task": "randman",
+        "task_options": {"n_classes": 3, "n_units": 12, "n_steps": 20, "samples_per_class": 30},
+        "layers": [16],
+        "epochs": 1,
+        "batch_size": 16,
+        "lr": 0.01,
+        "progress": False,
+    }
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     out = tmp_path / "run"
     assert (
@@ -39,18 +68,21 @@ def test_config_file_and_flag_override(tmp_path):
     assert saved["lr"] == 0.002 and saved["layers"] == [16] and saved["epochs"] == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--task", "cifar"], "task must be one of"),
-    (["--task", "randman", "--sg", "relu"], "sg must be one of"),
-    (["--task", "randman", "--layers", "2x128x3"], "layers must look like"),
-    (["--task", "randman", "--sparsity", "l1_rate"], "sparsity must look like"),
-    (["--task", "shd", "--data-dir", "/nonexistent/shd"], "put shd_train.h5 and shd_test.h5"),
-    (["--task", "randman", "--task-option", "colour=3"], "unknown option"),
-    (["--config", "/nonexistent.json"], "does not exist"),
-    (["--task", "randman", "--time-checkpoint", "-2"], "time_checkpoint must be an integer >= 0"),
-    (["--task", "randman", "--regime", "medium"], "regime must be one of"),
-    (["--task", "randman", "--regime", "sparse", "--stabilize", "III"], "applies to the recommended recipe"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--task", "cifar"], "task must be one of"),
+        (["--task", "randman", "--sg", "relu"], "sg must be one of"),
+        (["--task", "randman", "--layers", "2x128x3"], "layers must look like"),
+        (["--task", "randman", "--sparsity", "l1_rate"], "sparsity must look like"),
+        (["--task", "shd", "--data-dir", "/nonexistent/shd"], "put shd_train.h5 and shd_test.h5"),
+        (["--task", "randman", "--task-option", "colour=3"], "unknown option"),
+        (["--config", "/nonexistent.json"], "does not exist"),
+        (["--task", "randman", "--time-checkpoint", "-2"], "time_checkpoint must be an integer >= 0"),
+        (["--task", "randman", "--regime", "medium"], "regime must be one of"),
+        (["--task", "randman", "--regime", "sparse", "--stabilize", "III"], "applies to the recommended recipe"),
+    ],
+)
 def test_train_cli_errors(tmp_path, capsys, args, message):
     assert main(["train", *args, "--out", str(tmp_path / "run")]) == 2
     assert message in capsys.readouterr().err
@@ -98,9 +130,34 @@ def test_train_cli_beats_chance_on_a_separable_task(tmp_path, capsys, monkeypatc
 
     monkeypatch.setattr(spikestab.data, "load_task", lambda *args, **kwargs: separable_task())
     out = tmp_path / "run"
-    assert main(["train", "--task", "randman", "--layers", "2x16", "--epochs", "10", "--batch-size", "16",
-                 "--lr", "5e-3", "--dropout", "0.2", "--seed", "3", "--no-progress", "--threads", "1",
-                 "--no-figures", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "randman",
+                "--layers",
+                "2x16",
+                "--epochs",
+                "10",
+                "--batch-size",
+                "16",
+                "--lr",
+                "5e-3",
+                "--dropout",
+                "0.2",
+                "--seed",
+                "3",
+                "--no-progress",
+                "--threads",
+                "1",
+                "--no-figures",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     assert res["test"]["accuracy"] >= 1 / 3 + CHANCE_MARGIN and res["val"]["accuracy"] >= 1 / 3 + CHANCE_MARGIN
     assert f"test accuracy {res['test']['accuracy']:.4f}" in capsys.readouterr().out

@@ -79,12 +79,29 @@ def test_wheel_installs_and_runs_the_demo(wheel, tmp_path):
     _run([*pip, "--no-deps", str(wheel)], tmp_path, env, 300)
     _run([*pip, *_requirements(wheel), *DEMO_PACKAGES], tmp_path, env, 600)
 
-    where = _run([str(py), "-c", "import spikestab, torch; print(spikestab.__file__, torch.__version__)"],
-                 tmp_path, env, 120)
+    where = _run(
+        [str(py), "-c", "import spikestab, torch; print(spikestab.__file__, torch.__version__)"], tmp_path, env, 120
+    )
     assert str(venv) in where and str(ROOT) not in where and "+cpu" in where, where
     out = tmp_path / "demo"
-    log = _run([str(venv / "bin/spikestab"), "demo", "--out", str(out), "--source", "digits", "--epochs", "1",
-                "--width", "16", "--no-progress"], tmp_path, env, 600)
+    log = _run(
+        [
+            str(venv / "bin/spikestab"),
+            "demo",
+            "--out",
+            str(out),
+            "--source",
+            "digits",
+            "--epochs",
+            "1",
+            "--width",
+            "16",
+            "--no-progress",
+        ],
+        tmp_path,
+        env,
+        600,
+    )
     assert "stabilized" in log and "naive" in log
     assert (out / "demo.json").is_file() and (out / "figures" / "val_accuracy.png").is_file()
     # the C time loops were compiled from the installed sources into SPIKESTAB_CACHE

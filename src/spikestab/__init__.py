@@ -7,7 +7,17 @@ from .neurons import ALIF, LIF, SLSTM, ALIFCell, LIFCell, NeuronState, SLSTMStat
 from .surrogate import SurrogateGradient
 
 __all__ = [
-    "surrogate", "SurrogateGradient", "LIF", "ALIF", "LIFCell", "ALIFCell", "NeuronState", "SLSTM", "SLSTMState",
-    "SNNConfig", "SNNClassifier", "SNNLanguageModel",
+    "surrogate",
+    "SurrogateGradient",
+    "LIF",
+    "ALIF",
+    "LIFCell",
+    "ALIFCell",
+    "NeuronState",
+    "SLSTM",
+    "SLSTMState",
+    "SNNConfig",
+    "SNNClassifier",
+    "SNNLanguageModel",
 ]
 __version__ = "0.1.0"

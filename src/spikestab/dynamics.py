@@ -61,8 +61,13 @@ def check_reset(reset: str) -> str:
     return reset
 
 
-def time_constant_from(tau: float | Tensor | None, alpha: float | Tensor | None, name: str = "tau",
-                       default_tau: float | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+def time_constant_from(
+    tau: float | Tensor | None,
+    alpha: float | Tensor | None,
+    name: str = "tau",
+    default_tau: float | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """The time constant tau (steps) in ``dtype`` from either ``tau`` or ``alpha`` = exp(-1/tau), not both
     (validated as :func:`decay_from` does). A given tau is kept as given (no round trip through alpha,
     so a float64 layer runs with exactly exp(-1/tau)); a given alpha becomes -1/log(alpha) in float64."""
@@ -72,14 +77,17 @@ def time_constant_from(tau: float | Tensor | None, alpha: float | Tensor | None,
     return tau_from_alpha(torch.as_tensor(alpha, dtype=torch.float64)).to(dtype)
 
 
-def decay_from(tau: float | Tensor | None, alpha: float | Tensor | None, name: str = "tau",
-               default_tau: float | None = None) -> Tensor:
+def decay_from(
+    tau: float | Tensor | None, alpha: float | Tensor | None, name: str = "tau", default_tau: float | None = None
+) -> Tensor:
     """Per-step decay factor exp(-1/tau) (float32) from either ``tau`` (steps, > 0) or ``alpha`` (in
     (0, 1)), not both; neither: ``default_tau`` (when given)."""
     aname = "alpha" if name == "tau" else name.replace("tau", "alpha")
     if tau is not None and alpha is not None:
-        raise ValueError(f"give {name} or {aname}, not both (got {name}={_show(tau)} and {aname}={_show(alpha)}); "
-                         f"{aname} = exp(-1/{name})")
+        raise ValueError(
+            f"give {name} or {aname}, not both (got {name}={_show(tau)} and {aname}={_show(alpha)}); "
+            f"{aname} = exp(-1/{name})"
+        )
     if tau is None and alpha is None:
         if default_tau is None:
             raise ValueError(f"give {name} (time steps, > 0) or {aname} (in (0, 1))")
@@ -94,8 +102,10 @@ def decay_from(tau: float | Tensor | None, alpha: float | Tensor | None, name: s
         raise ValueError(f"{name} must be finite and > 0 (time steps, accepted range (0, inf)), got {tau!r}")
     decay = torch.exp(-1.0 / t)
     if (decay >= 1.0).any():  # 1/tau below half a float32 ulp of 1: no leak at all, and log(alpha) = 0
-        raise ValueError(f"{name} must be at most about 3.3e7 time steps (beyond, exp(-1/{name}) rounds to 1 in "
-                         f"float32); got {tau!r}")
+        raise ValueError(
+            f"{name} must be at most about 3.3e7 time steps (beyond, exp(-1/{name}) rounds to 1 in "
+            f"float32); got {tau!r}"
+        )
     return decay
 
 
@@ -140,4 +150,3 @@ def step(current: Tensor, state: NeuronState, weight_hh: Tensor | None, dyn: Dyn
         v = dyn.alpha * v_prev + current
     z = dyn.spike_fn(v - thr)
     return NeuronState(v, z, a)
-

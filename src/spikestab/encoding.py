@@ -48,8 +48,9 @@ def latency_raster(steps: np.ndarray, n_steps: int = N_LATENCY_STEPS) -> Tensor:
     return out
 
 
-def rate_encode(x: Tensor | np.ndarray, n_steps: int, max_rate: float = 1.0,
-                generator: torch.Generator | None = None) -> Tensor:
+def rate_encode(
+    x: Tensor | np.ndarray, n_steps: int, max_rate: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
     """Bernoulli rate code: [n_steps, *x.shape] float32 spikes, each step independently 1 with probability
     ``max_rate * x`` (x in [0, 1]; ``max_rate`` in (0, 1]). Pass a seeded ``generator`` for reproducibility."""
     p = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x, dtype=torch.float32)

@@ -20,8 +20,18 @@ from dataclasses import dataclass
 from torch import Tensor
 
 __all__ = [
-    "l1_rate", "l2_population", "LOSSES", "Schedule", "ConstantSchedule", "StepSchedule", "LinearRamp",
-    "CosineRamp", "SCHEDULES", "make_schedule", "SparsityLoss", "parse_sparsity",
+    "l1_rate",
+    "l2_population",
+    "LOSSES",
+    "Schedule",
+    "ConstantSchedule",
+    "StepSchedule",
+    "LinearRamp",
+    "CosineRamp",
+    "SCHEDULES",
+    "make_schedule",
+    "SparsityLoss",
+    "parse_sparsity",
 ]
 
 
@@ -194,8 +204,12 @@ class SparsityLoss:
         return s * total, s
 
     def to_dict(self) -> dict:
-        return {"variant": self.variant, "targets": self.targets, "weights": self.weights,
-                "schedule": self.schedule.to_dict()}
+        return {
+            "variant": self.variant,
+            "targets": self.targets,
+            "weights": self.weights,
+            "schedule": self.schedule.to_dict(),
+        }
 
 
 def parse_sparsity(spec: str, n_layers: int, total_epochs: float) -> SparsityLoss:

@@ -96,8 +96,10 @@ class Difference:
     def text(self, scale: float = 100.0, unit: str = " points", digits: int = 1) -> str:
         """``+2.1 points (95 % CI -0.3 to +4.5; paired t, n = 5, p = 0.08)``."""
         lo, hi = (scale * c for c in self.ci)
-        return (f"{scale * self.estimate:+.{digits}f}{unit} ({100 * self.level:.0f} % CI {lo:+.{digits}f} to "
-                f"{hi:+.{digits}f}; {self.test}, n = {self.n}, {format_p(self.p)})")
+        return (
+            f"{scale * self.estimate:+.{digits}f}{unit} ({100 * self.level:.0f} % CI {lo:+.{digits}f} to "
+            f"{hi:+.{digits}f}; {self.test}, n = {self.n}, {format_p(self.p)})"
+        )
 
 
 def format_p(p: float) -> str:
@@ -110,12 +112,22 @@ def _t_difference(test: str, n: int, estimate: float, se: float, df: float, leve
         raise ValueError(f"level must be in (0, 1), got {level}")
     if se == 0.0:  # identical values: no spread to test against
         p = 1.0 if estimate == 0.0 else 0.0
-        return Difference(test, n, df, estimate, 0.0, (estimate, estimate), level,
-                          math.copysign(math.inf, estimate) if estimate else 0.0, p)
+        return Difference(
+            test,
+            n,
+            df,
+            estimate,
+            0.0,
+            (estimate, estimate),
+            level,
+            math.copysign(math.inf, estimate) if estimate else 0.0,
+            p,
+        )
     t = estimate / se
     half = _t_quantile(0.5 + level / 2, df) * se
-    return Difference(test, n, df, estimate, se, (estimate - half, estimate + half), level, t,
-                      min(1.0, 2 * _t_sf(abs(t), df)))
+    return Difference(
+        test, n, df, estimate, se, (estimate - half, estimate + half), level, t, min(1.0, 2 * _t_sf(abs(t), df))
+    )
 
 
 def one_sample(values: Sequence[float], level: float = 0.95, null: float = 0.0) -> Difference:
@@ -164,12 +176,15 @@ class Equivalence:
 
     def text(self, scale: float = 100.0, unit: str = " points", digits: int = 1) -> str:
         lo, hi = (scale * c for c in self.ci)
-        return (f"TOST ({self.test}, margin +-{scale * self.margin:.{digits}f}{unit}): "
-                f"{100 * (1 - 2 * self.alpha):.0f} % CI {lo:+.{digits}f} to {hi:+.{digits}f}, {format_p(self.p)}")
+        return (
+            f"TOST ({self.test}, margin +-{scale * self.margin:.{digits}f}{unit}): "
+            f"{100 * (1 - 2 * self.alpha):.0f} % CI {lo:+.{digits}f} to {hi:+.{digits}f}, {format_p(self.p)}"
+        )
 
 
-def equivalence(a: Sequence[float], b: Sequence[float] | None, margin: float, *, paired_arms: bool = True,
-                alpha: float = ALPHA) -> Equivalence:
+def equivalence(
+    a: Sequence[float], b: Sequence[float] | None, margin: float, *, paired_arms: bool = True, alpha: float = ALPHA
+) -> Equivalence:
     """TOST of a - b against +- ``margin`` (> 0). ``b`` None: ``a`` are already differences."""
     if margin <= 0:
         raise ValueError(f"margin must be > 0, got {margin}")
@@ -248,8 +263,9 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> Correlation:
     return Correlation(r, len(xs), min(1.0, p))
 
 
-def directional(d: Difference, claimed: Literal["greater", "less"], alpha: float = ALPHA,
-                equiv: Equivalence | None = None) -> Verdict:
+def directional(
+    d: Difference, claimed: Literal["greater", "less"], alpha: float = ALPHA, equiv: Equivalence | None = None
+) -> Verdict:
     """A claim that a > b ("greater") or a < b ("less"), from the test of a - b: held when significant at
     ``alpha`` in the claimed direction; not held when significant the other way or when ``equiv`` shows
     equivalence within its margin; inconclusive otherwise."""

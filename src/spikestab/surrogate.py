@@ -363,8 +363,17 @@ def get(
 # Each maps a peer's surrogate derivative g(x) exactly onto dampening * f(sharpness * x), x = v - threshold.
 
 _SNNTORCH_NAMES = ["atan", "fast_sigmoid", "sigmoid"]
-_SPIKINGJELLY_NAMES = ["ATan", "Erf", "PiecewiseExp", "PiecewiseQuadratic", "QPseudoSpike", "Rect", "Sigmoid",
-                       "SoftSign", "SuperSpike"]
+_SPIKINGJELLY_NAMES = [
+    "ATan",
+    "Erf",
+    "PiecewiseExp",
+    "PiecewiseQuadratic",
+    "QPseudoSpike",
+    "Rect",
+    "Sigmoid",
+    "SoftSign",
+    "SuperSpike",
+]
 _NORSE_METHODS = ["heavi_erfc", "super", "tanh", "triangle"]
 # Norse's heavi_erfc derivative 2/sqrt(pi) exp(-(k x)^2) is the gaussian shape with this fixed peak.
 _ERFC_PEAK = 2.0 / _SQRT_PI
@@ -381,8 +390,9 @@ def _native_name(fn: object) -> str | None:
     return None
 
 
-def from_snntorch(name: str | Callable[[Tensor], Tensor], slope: float | None = None,
-                  alpha: float | None = None) -> SurrogateGradient:
+def from_snntorch(
+    name: str | Callable[[Tensor], Tensor], slope: float | None = None, alpha: float | None = None
+) -> SurrogateGradient:
     """snnTorch 1.0 surrogates, by name and parameters or as the object ``snntorch.surrogate`` returned.
 
     - ``fast_sigmoid(slope=k)``: g = 1/(k|x|+1)^2  -> fast-sigmoid, dampening 1, sharpness k/2.
@@ -395,8 +405,10 @@ def from_snntorch(name: str | Callable[[Tensor], Tensor], slope: float | None = 
     if not isinstance(name, str):
         fn, name = name, _native_name(name)
         if name is None:
-            raise ValueError(f"name must be a surrogate name or an object built by snntorch.surrogate "
-                             f"({', '.join(_SNNTORCH_NAMES)}), got {fn!r}")
+            raise ValueError(
+                f"name must be a surrogate name or an object built by snntorch.surrogate "
+                f"({', '.join(_SNNTORCH_NAMES)}), got {fn!r}"
+            )
         params = inspect.getclosurevars(fn).nonlocals  # type: ignore[arg-type]
         slope, alpha = params.get("slope"), params.get("alpha")
     if name == "fast_sigmoid":
@@ -412,9 +424,11 @@ def from_snntorch(name: str | Callable[[Tensor], Tensor], slope: float | None = 
         _check_positive("alpha", a)
         return get("arctan", a / 2.0, a / 2.0)
     if name == "triangular":
-        raise ValueError("name 'triangular': snnTorch 1.0's triangular surrogate has derivative +threshold below "
-                         "the threshold and -threshold above it, which no spikestab shape is; accepted names "
-                         f"{_SNNTORCH_NAMES}")
+        raise ValueError(
+            "name 'triangular': snnTorch 1.0's triangular surrogate has derivative +threshold below "
+            "the threshold and -threshold above it, which no spikestab shape is; accepted names "
+            f"{_SNNTORCH_NAMES}"
+        )
     raise ValueError(f"name must be one of {_SNNTORCH_NAMES}, got {name!r}")
 
 
@@ -434,8 +448,10 @@ def from_spikingjelly(name: str | nn.Module, alpha: float | None = None) -> Surr
     if not isinstance(name, str):
         module, name = name, type(name).__name__
         if getattr(module, "spiking", False) is not True or not hasattr(module, "alpha"):
-            raise ValueError(f"name must be a class name or a SpikingJelly surrogate module in spiking mode with an "
-                             f"alpha ({', '.join(_SPIKINGJELLY_NAMES)}), got {module!r}")
+            raise ValueError(
+                f"name must be a class name or a SpikingJelly surrogate module in spiking mode with an "
+                f"alpha ({', '.join(_SPIKINGJELLY_NAMES)}), got {module!r}"
+            )
         alpha = float(module.alpha)  # type: ignore[arg-type]  # a float attribute of the peer module
     if name not in _SPIKINGJELLY_NAMES:
         raise ValueError(f"name must be one of {_SPIKINGJELLY_NAMES}, got {name!r}")
@@ -447,9 +463,15 @@ def from_spikingjelly(name: str | nn.Module, alpha: float | None = None) -> Surr
         return get("q-pseudospike", 1.0, 1.0, tail=a)
     if name == "SuperSpike":
         return get("fast-sigmoid", a, 0.5)
-    shape, scale = {"Sigmoid": ("sigmoid", 0.25), "ATan": ("arctan", 0.5), "SoftSign": ("fast-sigmoid", 0.5),
-                    "PiecewiseExp": ("exponential", 0.5), "Erf": ("gaussian", 1.0 / _SQRT_PI),
-                    "PiecewiseQuadratic": ("triangular", 1.0), "Rect": ("rectangular", 1.0)}[name]
+    shape, scale = {
+        "Sigmoid": ("sigmoid", 0.25),
+        "ATan": ("arctan", 0.5),
+        "SoftSign": ("fast-sigmoid", 0.5),
+        "PiecewiseExp": ("exponential", 0.5),
+        "Erf": ("gaussian", 1.0 / _SQRT_PI),
+        "PiecewiseQuadratic": ("triangular", 1.0),
+        "Rect": ("rectangular", 1.0),
+    }[name]
     return get(shape, a * scale, a * scale)
 
 
@@ -480,8 +502,10 @@ def from_norse(method: str = "super", alpha: float = 100.0, alpha_in_backward: b
     if method == "heavi_erfc":
         return get("gaussian", _ERFC_PEAK, a / _SQRT_PI)
     if method == "circ":
-        raise ValueError(f"method 'circ': Norse's circ derivative (1+(x/alpha)^2)^(-3/2) is no spikestab shape; "
-                         f"accepted methods {_NORSE_METHODS}")
+        raise ValueError(
+            f"method 'circ': Norse's circ derivative (1+(x/alpha)^2)^(-3/2) is no spikestab shape; "
+            f"accepted methods {_NORSE_METHODS}"
+        )
     raise ValueError(f"method must be one of {_NORSE_METHODS}, got {method!r}")
 
 
@@ -491,8 +515,10 @@ def _scalar_params(sg: SurrogateGradient, library: str) -> tuple[float, float]:
     for name in ("dampening", "sharpness"):
         t = getattr(sg, name).detach().reshape(-1)
         if not bool((t == t[0]).all()):
-            raise ValueError(f"sg.{name} is per-neuron ({t.numel()} different values), but {library} takes one "
-                             f"surrogate per layer: a per-neuron {name} cannot be expressed")
+            raise ValueError(
+                f"sg.{name} is per-neuron ({t.numel()} different values), but {library} takes one "
+                f"surrogate per layer: a per-neuron {name} cannot be expressed"
+            )
         values.append(float(t[0]))
     return values[0], values[1]
 
@@ -501,10 +527,13 @@ def _tied(a: float, b: float) -> bool:
     return abs(a - b) <= PEER_RTOL * max(abs(a), abs(b))
 
 
-def _refuse(library: str, native: str, rule: str, sg: SurrogateGradient, d: float, s: float,
-            accepted: str) -> ValueError:
-    return ValueError(f"{library}'s {native} {rule}: {sg.shape} with dampening {d:.6g}, sharpness {s:.6g} cannot be "
-                      f"expressed (accepted: {accepted})")
+def _refuse(
+    library: str, native: str, rule: str, sg: SurrogateGradient, d: float, s: float, accepted: str
+) -> ValueError:
+    return ValueError(
+        f"{library}'s {native} {rule}: {sg.shape} with dampening {d:.6g}, sharpness {s:.6g} cannot be "
+        f"expressed (accepted: {accepted})"
+    )
 
 
 def snntorch_params(sg: SurrogateGradient) -> tuple[str, dict[str, float]]:
@@ -522,11 +551,14 @@ def snntorch_params(sg: SurrogateGradient) -> tuple[str, dict[str, float]]:
     if sg.shape in ("sigmoid", "arctan"):
         native, (arg, scale) = {"sigmoid": ("sigmoid", ("slope", 4.0)), "arctan": ("atan", ("alpha", 2.0))}[sg.shape]
         if not _tied(d, s):
-            raise _refuse("snnTorch", native, "has unit area (its peak is tied to its width)", sg, d, s,
-                          "dampening == sharpness")
+            raise _refuse(
+                "snnTorch", native, "has unit area (its peak is tied to its width)", sg, d, s, "dampening == sharpness"
+            )
         return native, {arg: scale * s}
-    raise ValueError(f"snnTorch 1.0 has no {sg.shape} surrogate (sg.shape accepted: fast-sigmoid with dampening 1; "
-                     "sigmoid or arctan with dampening == sharpness)")
+    raise ValueError(
+        f"snnTorch 1.0 has no {sg.shape} surrogate (sg.shape accepted: fast-sigmoid with dampening 1; "
+        "sigmoid or arctan with dampening == sharpness)"
+    )
 
 
 def to_snntorch(sg: SurrogateGradient) -> Callable[[Tensor], Tensor]:
@@ -549,8 +581,15 @@ def to_norse(sg: SurrogateGradient) -> tuple[str, float]:
     d, s = _scalar_params(sg, "Norse")
     if sg.shape == "fast-sigmoid":
         if not (_tied(d, 1.0) and _tied(s, 0.5)):
-            raise _refuse("Norse", "super (SuperSpike)", "computes 1/(|x|+1)^2 whatever alpha", sg, d, s,
-                          "dampening 1, sharpness 0.5")
+            raise _refuse(
+                "Norse",
+                "super (SuperSpike)",
+                "computes 1/(|x|+1)^2 whatever alpha",
+                sg,
+                d,
+                s,
+                "dampening 1, sharpness 0.5",
+            )
         return "super", 100.0
     if sg.shape == "triangular":
         if not _tied(s, 1.0):
@@ -562,12 +601,21 @@ def to_norse(sg: SurrogateGradient) -> tuple[str, float]:
         return "tanh", 2.0 * s
     if sg.shape == "gaussian":
         if not _tied(d, _ERFC_PEAK):
-            raise _refuse("Norse", "heavi_erfc", f"has a fixed peak of 2/sqrt(pi) = {_ERFC_PEAK:.6g}", sg, d, s,
-                          "dampening 2/sqrt(pi), any sharpness")
+            raise _refuse(
+                "Norse",
+                "heavi_erfc",
+                f"has a fixed peak of 2/sqrt(pi) = {_ERFC_PEAK:.6g}",
+                sg,
+                d,
+                s,
+                "dampening 2/sqrt(pi), any sharpness",
+            )
         return "heavi_erfc", _SQRT_PI * s
-    raise ValueError(f"Norse 1.1 has no {sg.shape} surrogate (sg.shape accepted: fast-sigmoid with dampening 1 and "
-                     "sharpness 0.5; triangular with sharpness 1; sigmoid with dampening 1; gaussian with dampening "
-                     "2/sqrt(pi))")
+    raise ValueError(
+        f"Norse 1.1 has no {sg.shape} surrogate (sg.shape accepted: fast-sigmoid with dampening 1 and "
+        "sharpness 0.5; triangular with sharpness 1; sigmoid with dampening 1; gaussian with dampening "
+        "2/sqrt(pi))"
+    )
 
 
 def spikingjelly_params(sg: SurrogateGradient) -> tuple[str, dict[str, float]]:
@@ -583,21 +631,42 @@ def spikingjelly_params(sg: SurrogateGradient) -> tuple[str, dict[str, float]]:
     d, s = _scalar_params(sg, "SpikingJelly")
     if sg.shape == "q-pseudospike":
         if not (_tied(d, 1.0) and _tied(s, 1.0)):
-            raise _refuse("SpikingJelly", "QPseudoSpike", "has peak 1 and unit area (alpha is the tail q)", sg, d, s,
-                          "dampening 1, sharpness 1, any tail")
+            raise _refuse(
+                "SpikingJelly",
+                "QPseudoSpike",
+                "has peak 1 and unit area (alpha is the tail q)",
+                sg,
+                d,
+                s,
+                "dampening 1, sharpness 1, any tail",
+            )
         return "QPseudoSpike", {"alpha": float(sg.tail)}
-    native, scale = {"sigmoid": ("Sigmoid", 4.0), "arctan": ("ATan", 2.0), "fast-sigmoid": ("SoftSign", 2.0),
-                     "exponential": ("PiecewiseExp", 2.0), "gaussian": ("Erf", _SQRT_PI),
-                     "triangular": ("PiecewiseQuadratic", 1.0), "rectangular": ("Rect", 1.0)}[sg.shape]
+    native, scale = {
+        "sigmoid": ("Sigmoid", 4.0),
+        "arctan": ("ATan", 2.0),
+        "fast-sigmoid": ("SoftSign", 2.0),
+        "exponential": ("PiecewiseExp", 2.0),
+        "gaussian": ("Erf", _SQRT_PI),
+        "triangular": ("PiecewiseQuadratic", 1.0),
+        "rectangular": ("Rect", 1.0),
+    }[sg.shape]
     if _tied(d, s):
         return native, {"alpha": scale * s}
     if sg.shape == "fast-sigmoid":
         if _tied(s, 0.5):
             return "SuperSpike", {"alpha": d}
-        raise _refuse("SpikingJelly", "SoftSign and SuperSpike", "have unit area or a fixed width of 1", sg, d, s,
-                      "dampening == sharpness, or sharpness 0.5")
-    raise _refuse("SpikingJelly", native, "has unit area (its peak is tied to its width)", sg, d, s,
-                  "dampening == sharpness")
+        raise _refuse(
+            "SpikingJelly",
+            "SoftSign and SuperSpike",
+            "have unit area or a fixed width of 1",
+            sg,
+            d,
+            s,
+            "dampening == sharpness, or sharpness 0.5",
+        )
+    raise _refuse(
+        "SpikingJelly", native, "has unit area (its peak is tied to its width)", sg, d, s, "dampening == sharpness"
+    )
 
 
 def to_spikingjelly(sg: SurrogateGradient) -> nn.Module:

@@ -7,5 +7,14 @@ datasets time-first, ``lm_batches`` cuts token streams into stateful windows.
 from .loader import SpikeDataset, SpikeLoader, lm_batches, make_loader
 from .tasks import TASKS, Task, default_data_dir, load_task, task_options
 
-__all__ = ["load_task", "Task", "TASKS", "task_options", "default_data_dir", "SpikeDataset", "SpikeLoader",
-           "make_loader", "lm_batches"]
+__all__ = [
+    "load_task",
+    "Task",
+    "TASKS",
+    "task_options",
+    "default_data_dir",
+    "SpikeDataset",
+    "SpikeLoader",
+    "make_loader",
+    "lm_batches",
+]

@@ -101,25 +101,33 @@ def membrane_transfer(omega: np.ndarray, x: np.ndarray) -> np.ndarray:
     r0 = _BM_DAMPING * np.sqrt(c0 * m)
 
     def xi(pos):
-        return c0 * np.exp(-alpha * pos) - a - m * w ** 2 - 1j * w * r0 * np.exp(-alpha * pos / 2)
+        return c0 * np.exp(-alpha * pos) - a - m * w**2 - 1j * w * r0 * np.exp(-alpha * pos / 2)
 
     def g(pos):
         return w * np.sqrt(_BM_RHO / (h * xi(pos)))
 
     def pressure(pos):
-        root_am = np.sqrt(a + m * w ** 2)
+        root_am = np.sqrt(a + m * w**2)
         decay = np.exp(-alpha * pos / 2)
-        inner = (-alpha * np.sqrt(c0 - a - w * (m * w + 1j * r0))
-                 + 1j * alpha * (2 * a + w * (2 * m * w + 1j * r0)) / (2 * root_am))
-        outer = 0.5 * alpha / decay * (-2 * np.sqrt(c0 * decay ** 2 - a - m * w ** 2 - 1j * decay * w * r0)
-                                       + 1j * (2 * a + w * (2 * m * w + 1j * decay * r0)) / root_am)
-        phase = (2 * g(0.0) / alpha
-                 - 2j * np.sqrt(2.0) * w * np.log(inner / outer) / (alpha * np.sqrt(2 * h * (m * w ** 2 + a))))
+        inner = -alpha * np.sqrt(c0 - a - w * (m * w + 1j * r0)) + 1j * alpha * (2 * a + w * (2 * m * w + 1j * r0)) / (
+            2 * root_am
+        )
+        outer = (
+            0.5
+            * alpha
+            / decay
+            * (
+                -2 * np.sqrt(c0 * decay**2 - a - m * w**2 - 1j * decay * w * r0)
+                + 1j * (2 * a + w * (2 * m * w + 1j * decay * r0)) / root_am
+            )
+        )
+        phase = 2 * g(0.0) / alpha - 2j * np.sqrt(2.0) * w * np.log(inner / outer) / (
+            alpha * np.sqrt(2 * h * (m * w**2 + a))
+        )
         return np.sqrt(phase / g(pos)) * special.hankel1(0, phase)
 
     k = 2 * w.real / alpha * np.sqrt(2 / (h * c0))  # 4 pi f / alpha * sqrt(2 / (h c0))
-    z = (np.sqrt(2 * c0 / h) * (1j * special.j0(k) + special.y0(k))
-         / (special.j1(k) - 1j * special.y1(k)))
+    z = np.sqrt(2 * c0 / h) * (1j * special.j0(k) + special.y0(k)) / (special.j1(k) - 1j * special.y1(k))
     return 2 * w / xi(x) * pressure(x) / pressure(0.0) * z
 
 
@@ -142,26 +150,25 @@ def _transfer_table(half_rate: int, n_channels: int) -> tuple[np.ndarray, np.nda
     x = channel_positions(n_channels)
     table = np.empty((n_channels, len(freqs)), dtype=np.complex64)
     for lo in range(0, n_channels, 100):  # chunks keep the complex128 temporaries small
-        table[lo:lo + 100] = membrane_transfer(2 * np.pi * freqs[None, :], x[lo:lo + 100, None])
+        table[lo : lo + 100] = membrane_transfer(2 * np.pi * freqs[None, :], x[lo : lo + 100, None])
     return freqs, table
 
 
 def prepare(audio: np.ndarray, level: float = RMS_LEVEL) -> np.ndarray:
     """RMS-normalise to `level` and apply a Hann ramp over each half (lauscher's first two stages)."""
     x = np.asarray(audio, dtype=np.float64)
-    rms = np.sqrt(np.mean(x ** 2))
+    rms = np.sqrt(np.mean(x**2))
     if not np.isfinite(rms) or rms == 0:
         raise ValueError("audio: must be finite and not all zeros")
     x = x * (level / rms)
     half = len(x) // 2
     ramp = np.hanning(2 * half)[:half]
     x[:half] *= ramp
-    x[len(x) - half:] *= ramp[::-1]
+    x[len(x) - half :] *= ramp[::-1]
     return x
 
 
-def basilar_membrane(signal: np.ndarray, sample_rate: int,
-                     n_channels: int = N_CHANNELS) -> tuple[np.ndarray, int]:
+def basilar_membrane(signal: np.ndarray, sample_rate: int, n_channels: int = N_CHANNELS) -> tuple[np.ndarray, int]:
     """Membrane velocity per channel: (float32 [channels, len(signal)//2+1], output rate fs//2).
 
     The signal is zero-padded so that the inverse FFT has a fast length (lauscher uses exactly
@@ -181,8 +188,8 @@ def basilar_membrane(signal: np.ndarray, sample_rate: int,
     spectrum = fft.rfft(signal)[:n_bins].astype(np.complex64)
     out = np.empty((n_channels, n_out), dtype=np.float32)
     for lo in range(0, n_channels, 100):  # chunks bound the complex temporaries
-        v = _filter_spectrum(table[lo:lo + 100], i0, frac, spectrum)
-        out[lo:lo + 100] = fft.ifft(v, axis=1, overwrite_x=True)[:, :n_out].real
+        v = _filter_spectrum(table[lo : lo + 100], i0, frac, spectrum)
+        out[lo : lo + 100] = fft.ifft(v, axis=1, overwrite_x=True)[:, :n_out].real
     return out, half_rate
 
 

@@ -76,8 +76,10 @@ class Remote:
         for algorithm, digest in self.checksums.items():
             n = DIGEST_LENGTHS.get(algorithm)
             if n is None or len(digest) != n or any(c not in "0123456789abcdef" for c in digest):
-                raise ValueError(f"{self.name}: {algorithm} checksum {digest!r} is not a lower-case hex digest "
-                                 f"of a known algorithm ({', '.join(DIGEST_LENGTHS)})")
+                raise ValueError(
+                    f"{self.name}: {algorithm} checksum {digest!r} is not a lower-case hex digest "
+                    f"of a known algorithm ({', '.join(DIGEST_LENGTHS)})"
+                )
 
 
 @dataclass(frozen=True)
@@ -93,30 +95,67 @@ class RemoteDataset:
 DATASETS: dict[str, RemoteDataset] = {
     "shd": RemoteDataset(
         "SHD",
-        (Remote("shd_train.h5.zip", ZENKELAB + "shd_train.h5.zip", {"md5": "f3252aeb598ac776c1b526422d90eecb"},
-                "shd_train.h5"),
-         Remote("shd_test.h5.zip", ZENKELAB + "shd_test.h5.zip", {"md5": "1503a5064faa34311c398fb0a1ed0a6f"},
-                "shd_test.h5")),
+        (
+            Remote(
+                "shd_train.h5.zip",
+                ZENKELAB + "shd_train.h5.zip",
+                {"md5": "f3252aeb598ac776c1b526422d90eecb"},
+                "shd_train.h5",
+            ),
+            Remote(
+                "shd_test.h5.zip",
+                ZENKELAB + "shd_test.h5.zip",
+                {"md5": "1503a5064faa34311c398fb0a1ed0a6f"},
+                "shd_test.h5",
+            ),
+        ),
         "https://zenkelab.org/resources/spiking-heidelberg-datasets-shd/",
-        "Spiking Heidelberg Digits (Cramer et al. 2020), CC BY 4.0"),
+        "Spiking Heidelberg Digits (Cramer et al. 2020), CC BY 4.0",
+    ),
     "ssc": RemoteDataset(
         "SSC",
-        (Remote("ssc_train.h5.zip", ZENKELAB + "ssc_train.h5.zip", {"md5": "d102be95e7144fcc0553d1f45ba94170"},
-                "ssc_train.h5"),
-         Remote("ssc_valid.h5.zip", ZENKELAB + "ssc_valid.h5.zip", {"md5": "b4eee3516a4a90dd0c71a6ac23a8ae43"},
-                "ssc_valid.h5"),
-         Remote("ssc_test.h5.zip", ZENKELAB + "ssc_test.h5.zip", {"md5": "a35ff1e9cffdd02a20eb850c17c37748"},
-                "ssc_test.h5")),
+        (
+            Remote(
+                "ssc_train.h5.zip",
+                ZENKELAB + "ssc_train.h5.zip",
+                {"md5": "d102be95e7144fcc0553d1f45ba94170"},
+                "ssc_train.h5",
+            ),
+            Remote(
+                "ssc_valid.h5.zip",
+                ZENKELAB + "ssc_valid.h5.zip",
+                {"md5": "b4eee3516a4a90dd0c71a6ac23a8ae43"},
+                "ssc_valid.h5",
+            ),
+            Remote(
+                "ssc_test.h5.zip",
+                ZENKELAB + "ssc_test.h5.zip",
+                {"md5": "a35ff1e9cffdd02a20eb850c17c37748"},
+                "ssc_test.h5",
+            ),
+        ),
         "https://zenkelab.org/resources/spiking-heidelberg-datasets-shd/",
-        "Spiking Speech Commands (Cramer et al. 2020), CC BY 4.0"),
+        "Spiking Speech Commands (Cramer et al. 2020), CC BY 4.0",
+    ),
     "nmnist": RemoteDataset(
         "NMNIST",
-        (Remote("train.zip", MENDELEY + "39c25547-014b-4137-a934-9d29fa53c7a0/file_downloaded",
-                {"md5": "20959b8e626244a1b502305a9e6e2031"}, "Train"),
-         Remote("test.zip", MENDELEY + "05a4d654-7e03-4c15-bdfa-9bb2bcbea494/file_downloaded",
-                {"md5": "69ca8762b2fe404d9b9bad1103e97832"}, "Test")),
+        (
+            Remote(
+                "train.zip",
+                MENDELEY + "39c25547-014b-4137-a934-9d29fa53c7a0/file_downloaded",
+                {"md5": "20959b8e626244a1b502305a9e6e2031"},
+                "Train",
+            ),
+            Remote(
+                "test.zip",
+                MENDELEY + "05a4d654-7e03-4c15-bdfa-9bb2bcbea494/file_downloaded",
+                {"md5": "69ca8762b2fe404d9b9bad1103e97832"},
+                "Test",
+            ),
+        ),
         "https://www.garrickorchard.com/datasets/n-mnist",
-        "N-MNIST (Orchard et al. 2015), CC BY-SA 4.0"),
+        "N-MNIST (Orchard et al. 2015), CC BY-SA 4.0",
+    ),
 }
 
 
@@ -126,8 +165,15 @@ def dataset_folder(name: str, root: str | os.PathLike | None = None) -> Path:
     return (Path(root).expanduser() if root is not None else default_data_dir(name)) / spec.folder
 
 
-def download(name: str, root: str | os.PathLike | None = None, *, base_url: str | None = None,
-             retries: int = 3, timeout: float = 60.0, progress: bool = True) -> Path:
+def download(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    base_url: str | None = None,
+    retries: int = 3,
+    timeout: float = 60.0,
+    progress: bool = True,
+) -> Path:
     """Fetch, check and unpack dataset ``name`` (a key of ``DATASETS``); returns its folder.
 
     Files already unpacked are left alone; an archive already in the folder (a finished download, or one
@@ -135,14 +181,27 @@ def download(name: str, root: str | os.PathLike | None = None, *, base_url: str 
     (before anything is written), ``ChecksumError`` for a file whose digest differs from the published one
     and ``DownloadError`` when the transfer fails (the message says where to put the files by hand)."""
     spec = _spec(name)
-    return fetch_dataset(spec, dataset_folder(name, root), base_url=base_url, retries=retries, timeout=timeout,
-                         progress=progress,
-                         command=f"spikestab download {name}" + (f" --root {root}" if root is not None else ""))
+    return fetch_dataset(
+        spec,
+        dataset_folder(name, root),
+        base_url=base_url,
+        retries=retries,
+        timeout=timeout,
+        progress=progress,
+        command=f"spikestab download {name}" + (f" --root {root}" if root is not None else ""),
+    )
 
 
-def fetch_dataset(spec: RemoteDataset, folder: str | os.PathLike, *, base_url: str | None = None,
-                  retries: int = 3, timeout: float = 60.0, progress: bool = True,
-                  command: str = "the same download") -> Path:
+def fetch_dataset(
+    spec: RemoteDataset,
+    folder: str | os.PathLike,
+    *,
+    base_url: str | None = None,
+    retries: int = 3,
+    timeout: float = 60.0,
+    progress: bool = True,
+    command: str = "the same download",
+) -> Path:
     """``download`` for any ``RemoteDataset`` into ``folder`` (see the module docstring for the rules)."""
     folder = Path(folder)
     base = _check_arguments(folder, base_url, retries, timeout)
@@ -225,9 +284,20 @@ def _transfer_once(url: str, part: Path, timeout: float, progress: bool) -> None
             have = 0
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
-        with open(part, "ab" if resumed else "wb") as fh, \
-                tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[:-5],
-                     file=sys.stderr, disable=not progress, leave=False) as bar:
+        with (
+            open(part, "ab" if resumed else "wb") as fh,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=part.name[:-5],
+                file=sys.stderr,
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             while True:
                 try:
                     chunk = response.read(CHUNK)
@@ -238,8 +308,9 @@ def _transfer_once(url: str, part: Path, timeout: float, progress: bool) -> None
                 fh.write(chunk)
                 bar.update(len(chunk))
     if total is not None and part.stat().st_size != total:
-        raise _Interrupted(f"{url}: transfer cut after {part.stat().st_size} of {total} bytes (kept in {part}; "
-                           f"run again to resume)")
+        raise _Interrupted(
+            f"{url}: transfer cut after {part.stat().st_size} of {total} bytes (kept in {part}; run again to resume)"
+        )
 
 
 def _range_start(response: http.client.HTTPResponse) -> int | None:
@@ -307,15 +378,18 @@ def _by_hand(spec: RemoteDataset, folder: Path, command: str) -> str:
     lines = [f"To install it by hand, download these files elsewhere (described at {spec.page}):"]
     for r in spec.files:
         lines.append(f"  {r.url}  -> {folder / r.name}  ({', '.join(f'{a} {d}' for a, d in r.checksums.items())})")
-    lines.append(f"then run `{command}` again: it checks and unpacks them without the network "
-                 f"(or unpack them into {folder} yourself).")
+    lines.append(
+        f"then run `{command}` again: it checks and unpacks them without the network "
+        f"(or unpack them into {folder} yourself)."
+    )
     return "\n".join(lines)
 
 
 def _cmd(args: argparse.Namespace) -> int:
     try:
-        folder = download(args.dataset, args.root, base_url=args.base_url, retries=args.retries,
-                          progress=not args.no_progress)
+        folder = download(
+            args.dataset, args.root, base_url=args.base_url, retries=args.retries, progress=not args.no_progress
+        )
     except DownloadError as err:
         print(f"spikestab download: error: {err}", file=sys.stderr)
         return 1
@@ -324,19 +398,27 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("download", help="fetch a real dataset (SHD, SSC, N-MNIST) into the data cache",
-                       description="Fetch the official archives of a real dataset into the data cache, check "
-                                   "them against their published checksums (a file that differs is deleted), "
-                                   "resume a cut transfer, and unpack them where `spikestab train --task shd` "
-                                   "and tonic find them. Offline, the error says which files to put where.")
+    p = sub.add_parser(
+        "download",
+        help="fetch a real dataset (SHD, SSC, N-MNIST) into the data cache",
+        description="Fetch the official archives of a real dataset into the data cache, check "
+        "them against their published checksums (a file that differs is deleted), "
+        "resume a cut transfer, and unpack them where `spikestab train --task shd` "
+        "and tonic find them. Offline, the error says which files to put where.",
+    )
     p.add_argument("dataset", choices=sorted(DATASETS), help="the dataset")
-    p.add_argument("--root", default=None,
-                   help="data folder (files go to ROOT/SHD, ROOT/SSC or ROOT/NMNIST; pass the same folder to "
-                        "`spikestab train --data-dir`); default $SPIKESTAB_DATA/<dataset>, "
-                        "i.e. ~/.cache/spikestab/data/<dataset>")
-    p.add_argument("--base-url", default=None,
-                   help=f"fetch <BASE_URL>/<archive name> instead of the official URLs (a mirror; "
-                        f"default ${BASE_URL_ENV} if set)")
+    p.add_argument(
+        "--root",
+        default=None,
+        help="data folder (files go to ROOT/SHD, ROOT/SSC or ROOT/NMNIST; pass the same folder to "
+        "`spikestab train --data-dir`); default $SPIKESTAB_DATA/<dataset>, "
+        "i.e. ~/.cache/spikestab/data/<dataset>",
+    )
+    p.add_argument(
+        "--base-url",
+        default=None,
+        help=f"fetch <BASE_URL>/<archive name> instead of the official URLs (a mirror; default ${BASE_URL_ENV} if set)",
+    )
     p.add_argument("--retries", type=int, default=3, help="resume a cut transfer this many times")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd)

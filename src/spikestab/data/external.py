@@ -61,10 +61,19 @@ def _events(rasters: list[np.ndarray], labels: np.ndarray, n_steps: int, **kwarg
     return SpikeDataset.from_events(events, labels, n_steps, rasters[0].shape[1], counts=counts, **kwargs)
 
 
-def task_from_datasets(train: Sequence, test: Sequence, val: Sequence | None = None, *,
-                       val_fraction: float = 0.1, seed: int = 0, n_steps: int | None = None,
-                       class_names: Sequence[str] | None = None, name: str = "external", time_repeat: int = 1,
-                       input_dropout: float = 0.0) -> Task:
+def task_from_datasets(
+    train: Sequence,
+    test: Sequence,
+    val: Sequence | None = None,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    n_steps: int | None = None,
+    class_names: Sequence[str] | None = None,
+    name: str = "external",
+    time_repeat: int = 1,
+    input_dropout: float = 0.0,
+) -> Task:
     """A classification ``Task`` from train/test (and optionally val) splits of ``(raster, label)`` samples.
 
     Without ``val``, a seeded ``val_fraction`` of ``train`` becomes the validation split. ``n_steps``
@@ -87,8 +96,12 @@ def task_from_datasets(train: Sequence, test: Sequence, val: Sequence | None = N
     n_classes = max(int(labels.max()) for _, labels in splits.values()) + 1
     if class_names is not None and len(class_names) < n_classes:
         raise ValueError(f"class_names has {len(class_names)} names for labels up to {n_classes - 1}")
-    data = {s: _events(rasters, labels, int(n_steps), time_repeat=time_repeat,
-                       input_dropout=input_dropout if s == "train" else 0.0) for s, (rasters, labels) in splits.items()}
+    data = {
+        s: _events(
+            rasters, labels, int(n_steps), time_repeat=time_repeat, input_dropout=input_dropout if s == "train" else 0.0
+        )
+        for s, (rasters, labels) in splits.items()
+    }
     full = data.pop("train")
     if "val" in data:
         train_part, val_part = full, data["val"]
@@ -100,8 +113,16 @@ def task_from_datasets(train: Sequence, test: Sequence, val: Sequence | None = N
         train_part = full.subset(order[n_val:])
         val_part = full.subset(order[:n_val], input_dropout=0.0)
     names = list(class_names) if class_names is not None else [str(c) for c in range(n_classes)]
-    return Task(name=name, kind="classification", input_size=full.n_channels, output_size=len(names),
-                class_names=names, train=train_part, val=val_part, test=data["test"],
-                n_steps=int(n_steps) * int(time_repeat), time_repeat=int(time_repeat),
-                info=dict(source=name, samples={"train": len(train_part), "val": len(val_part),
-                                                "test": len(data["test"])}))
+    return Task(
+        name=name,
+        kind="classification",
+        input_size=full.n_channels,
+        output_size=len(names),
+        class_names=names,
+        train=train_part,
+        val=val_part,
+        test=data["test"],
+        n_steps=int(n_steps) * int(time_repeat),
+        time_repeat=int(time_repeat),
+        info=dict(source=name, samples={"train": len(train_part), "val": len(val_part), "test": len(data["test"])}),
+    )

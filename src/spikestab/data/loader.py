@@ -25,19 +25,35 @@ class SpikeDataset(Dataset):
     with which ``make_loader`` deletes each input entry of a batch (set on training splits only).
     """
 
-    def __init__(self, steps: np.ndarray, channels: np.ndarray, offsets: np.ndarray, labels: np.ndarray,
-                 base_steps: int, n_channels: int, counts: np.ndarray | None = None, *,
-                 time_repeat: int = 1, input_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        steps: np.ndarray,
+        channels: np.ndarray,
+        offsets: np.ndarray,
+        labels: np.ndarray,
+        base_steps: int,
+        n_channels: int,
+        counts: np.ndarray | None = None,
+        *,
+        time_repeat: int = 1,
+        input_dropout: float = 0.0,
+    ) -> None:
         if base_steps < 1 or n_channels < 1:
             raise ValueError(f"base_steps and n_channels must be >= 1, got {base_steps}, {n_channels}")
         check_options(time_repeat, input_dropout)
         steps, channels = np.asarray(steps), np.asarray(channels)
         offsets = np.asarray(offsets, dtype=np.int64)
-        if offsets[0] != 0 or offsets[-1] != len(steps) or len(steps) != len(channels) \
-                or len(offsets) != len(labels) + 1 or np.any(np.diff(offsets) < 0):
+        if (
+            offsets[0] != 0
+            or offsets[-1] != len(steps)
+            or len(steps) != len(channels)
+            or len(offsets) != len(labels) + 1
+            or np.any(np.diff(offsets) < 0)
+        ):
             raise ValueError("offsets must run from 0 to the number of events, one entry per sample + 1")
-        if len(steps) and (steps.min() < 0 or steps.max() >= base_steps
-                           or channels.min() < 0 or channels.max() >= n_channels):
+        if len(steps) and (
+            steps.min() < 0 or steps.max() >= base_steps or channels.min() < 0 or channels.max() >= n_channels
+        ):
             raise ValueError(f"events must lie in steps [0, {base_steps - 1}], channels [0, {n_channels - 1}]")
         self.steps = np.asarray(steps, dtype=np.int16 if base_steps <= 2**15 else np.int32)
         self.channels = np.asarray(channels, dtype=np.int16 if n_channels <= 2**15 else np.int32)
@@ -48,8 +64,7 @@ class SpikeDataset(Dataset):
         self.time_repeat, self.input_dropout = int(time_repeat), float(input_dropout)
 
     @classmethod
-    def from_latencies(cls, latencies: np.ndarray, labels: np.ndarray, base_steps: int,
-                       **kwargs) -> SpikeDataset:
+    def from_latencies(cls, latencies: np.ndarray, labels: np.ndarray, base_steps: int, **kwargs) -> SpikeDataset:
         """One spike at most per channel: ``latencies[i, c]`` is the step at which channel c of sample i
         fires, or -1 for no spike (sl-MNIST latency code, Randman)."""
         latencies = np.asarray(latencies)
@@ -58,18 +73,34 @@ class SpikeDataset(Dataset):
         return cls(latencies[sample, chan], chan, offsets, labels, base_steps, latencies.shape[1], **kwargs)
 
     @classmethod
-    def from_events(cls, events: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], labels: np.ndarray,
-                    base_steps: int, n_channels: int, counts: bool = False, **kwargs) -> SpikeDataset:
+    def from_events(
+        cls,
+        events: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+        labels: np.ndarray,
+        base_steps: int,
+        n_channels: int,
+        counts: bool = False,
+        **kwargs,
+    ) -> SpikeDataset:
         """Samples given as (steps, channels, counts) triples with unique (step, channel) pairs, as
         returned by ``shd.bin_events``; ``counts=False`` keeps a binary raster."""
         lengths = [len(e[0]) for e in events]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
         def cat(k: int, dtype: type) -> np.ndarray:  # per-sample casts keep the peak memory small
             return np.concatenate([np.asarray(e[k], dtype) for e in events]) if events else np.zeros(0, dtype)
 
         small = np.int16 if max(base_steps, n_channels) <= 2**15 else np.int32
-        return cls(cat(0, small), cat(1, small), offsets, labels, base_steps, n_channels,
-                   cat(2, np.float32) if counts else None, **kwargs)
+        return cls(
+            cat(0, small),
+            cat(1, small),
+            offsets,
+            labels,
+            base_steps,
+            n_channels,
+            cat(2, np.float32) if counts else None,
+            **kwargs,
+        )
 
     @property
     def n_steps(self) -> int:
@@ -86,10 +117,17 @@ class SpikeDataset(Dataset):
         """A new dataset holding the given samples in the given order (for splits)."""
         idx = np.asarray(indices, dtype=np.int64)
         pos, lens = self._positions(idx)
-        return SpikeDataset(self.steps[pos], self.channels[pos], np.concatenate([[0], np.cumsum(lens)]),
-                            self.labels[idx], self.base_steps, self.n_channels,
-                            None if self.counts is None else self.counts[pos], time_repeat=self.time_repeat,
-                            input_dropout=self.input_dropout if input_dropout is None else input_dropout)
+        return SpikeDataset(
+            self.steps[pos],
+            self.channels[pos],
+            np.concatenate([[0], np.cumsum(lens)]),
+            self.labels[idx],
+            self.base_steps,
+            self.n_channels,
+            None if self.counts is None else self.counts[pos],
+            time_repeat=self.time_repeat,
+            input_dropout=self.input_dropout if input_dropout is None else input_dropout,
+        )
 
     def densify(self, indices: Sequence[int]) -> torch.Tensor:
         """Dense time-first batch ``[n_steps, len(indices), n_channels]`` float32 (no dropout)."""
@@ -98,8 +136,11 @@ class SpikeDataset(Dataset):
         x = torch.zeros(self.base_steps, len(idx), self.n_channels)
         b = np.repeat(np.arange(len(idx)), lens)
         values = torch.ones(len(pos)) if self.counts is None else torch.from_numpy(self.counts[pos])
-        x[torch.from_numpy(self.steps[pos].astype(np.int64)), torch.from_numpy(b),
-          torch.from_numpy(self.channels[pos].astype(np.int64))] = values
+        x[
+            torch.from_numpy(self.steps[pos].astype(np.int64)),
+            torch.from_numpy(b),
+            torch.from_numpy(self.channels[pos].astype(np.int64)),
+        ] = values
         return x.repeat_interleave(self.time_repeat, dim=0) if self.time_repeat > 1 else x
 
     def _positions(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,8 +169,9 @@ class SpikeLoader:
     ``set_epoch`` chooses it explicitly.
     """
 
-    def __init__(self, dataset: SpikeDataset, batch_size: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False) -> None:
+    def __init__(
+        self, dataset: SpikeDataset, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False
+    ) -> None:
         if not isinstance(dataset, SpikeDataset):
             raise ValueError(f"dataset must be a SpikeDataset, got {type(dataset).__name__}")
         if int(batch_size) != batch_size or batch_size < 1:
@@ -153,22 +195,24 @@ class SpikeLoader:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         p = self.dataset.input_dropout
         for k in range(len(self)):
-            idx = order[k * self.batch_size:(k + 1) * self.batch_size]
+            idx = order[k * self.batch_size : (k + 1) * self.batch_size]
             x = self.dataset.densify(idx)
             if p > 0:
                 x = x * (torch.rand(x.shape, generator=gen) >= p)
             yield x, torch.from_numpy(self.dataset.labels[idx])
 
 
-def make_loader(dataset: SpikeDataset, batch_size: int, shuffle: bool, seed: int = 0,
-                drop_last: bool = False) -> SpikeLoader:
+def make_loader(
+    dataset: SpikeDataset, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False
+) -> SpikeLoader:
     """Seeded batch iterator over a ``SpikeDataset``; input dropout (deleting each input entry with the
     dataset's ``input_dropout`` probability, without rescaling, so spikes stay spikes) is applied here."""
     return SpikeLoader(dataset, batch_size, shuffle, seed, drop_last)
 
 
-def lm_batches(ids: torch.Tensor, batch_size: int, seq_len: int, *,
-               time_repeat: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def lm_batches(
+    ids: torch.Tensor, batch_size: int, seq_len: int, *, time_repeat: int = 1
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Contiguous, stateful language-model windows ``(inputs [T, B], targets [T, B])``.
 
     The token stream is cut into ``batch_size`` equal rows (row b = tokens b*n .. b*n+n-1), and windows of
@@ -187,11 +231,11 @@ def lm_batches(ids: torch.Tensor, batch_size: int, seq_len: int, *,
         raise ValueError(f"need at least batch_size + 1 = {batch_size + 1} tokens, got {len(ids)}")
     n = (len(ids) - 1) // batch_size
     inputs = ids[: n * batch_size].view(batch_size, n).t()
-    targets = ids[1: n * batch_size + 1].view(batch_size, n).t()
+    targets = ids[1 : n * batch_size + 1].view(batch_size, n).t()
 
     def windows() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, n, seq_len):
-            x, y = inputs[start:start + seq_len], targets[start:start + seq_len]
+            x, y = inputs[start : start + seq_len], targets[start : start + seq_len]
             if time_repeat > 1:
                 x, y = x.repeat_interleave(time_repeat, 0), y.repeat_interleave(time_repeat, 0)
             yield x.contiguous(), y.contiguous()

@@ -75,9 +75,14 @@ def _run_chunk(job: tuple[str, int, int]) -> tuple[int, float]:
         seconds += len(audio) / rate
     path = _part_path(_WORK["parts"], split, start, stop)
     tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, times=np.concatenate(times), units=np.concatenate(units),
-             offsets=np.concatenate([[0], np.cumsum(counts)]),
-             labels=np.array([u.label for u in utterances]), speakers=np.array([u.speaker.id for u in utterances]))
+    np.savez(
+        tmp,
+        times=np.concatenate(times),
+        units=np.concatenate(units),
+        offsets=np.concatenate([[0], np.cumsum(counts)]),
+        labels=np.array([u.label for u in utterances]),
+        speakers=np.array([u.speaker.id for u in utterances]),
+    )
     os.replace(tmp, path)
     return len(utterances), seconds
 
@@ -91,8 +96,9 @@ def _merge(parts: Path, split: str, jobs: list[tuple[str, int, int]], out: Path,
             units += np.split(part["units"], off[1:-1])
             labels.append(part["labels"])
             speakers.append(part["speakers"])
-    shd.write_shd(out / f"shd_{split}.h5", times, units, np.concatenate(labels), np.concatenate(speakers),
-                  synth.KEYS, meta)
+    shd.write_shd(
+        out / f"shd_{split}.h5", times, units, np.concatenate(labels), np.concatenate(speakers), synth.KEYS, meta
+    )
     (out / f"shd_{split}.h5.zip").touch()  # tonic's offline existence check (data.md section 3)
     return len(times)
 
@@ -104,10 +110,16 @@ def _progress(done: int, total: int, fresh: int, started: float, stream) -> None
     print(f"make-shd: {done}/{total} utterances, {rate:.1f}/s, eta {eta:.0f} s", end=end, file=stream, flush=True)
 
 
-def generate(out: str | os.PathLike, settings: Settings, *, workers: int = 2, chunk: int = 40,
-             source: Source = synth.synthesize,
-             speakers: tuple[list[synth.Speaker], list[synth.Speaker]] | None = None,
-             log=sys.stderr) -> dict:
+def generate(
+    out: str | os.PathLike,
+    settings: Settings,
+    *,
+    workers: int = 2,
+    chunk: int = 40,
+    source: Source = synth.synthesize,
+    speakers: tuple[list[synth.Speaker], list[synth.Speaker]] | None = None,
+    log=sys.stderr,
+) -> dict:
     """Generate (or finish) the dataset in `out`; returns the summary also written to out/make_shd.json.
 
     `source` turns an utterance into audio (espeak-ng by default); `speakers` overrides the (train,
@@ -122,24 +134,30 @@ def generate(out: str | os.PathLike, settings: Settings, *, workers: int = 2, ch
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
         if summary["settings"] != config:
-            raise ValueError(f"--out {out} already holds a dataset made with other settings "
-                             f"({summary_path}); choose another directory")
+            raise ValueError(
+                f"--out {out} already holds a dataset made with other settings "
+                f"({summary_path}); choose another directory"
+            )
         print(f"make-shd: {out} is complete already", file=log)
         return summary
     train_spk, test_spk = speakers or synth.make_speakers(settings.seed, settings.test_speakers)
     all_speakers = sorted(train_spk + test_spk, key=lambda s: s.id)
     if [s.id for s in all_speakers] != list(range(len(all_speakers))):
         raise ValueError("speakers: ids must be 0..n-1 across train and test")
-    plans = {"train": synth.plan(train_spk, settings.per_class, settings.seed, split=0),
-             "test": synth.plan(test_spk, settings.test_per_class, settings.seed, split=1)}
+    plans = {
+        "train": synth.plan(train_spk, settings.per_class, settings.seed, split=0),
+        "test": synth.plan(test_spk, settings.test_per_class, settings.seed, split=1),
+    }
     parts = out / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
     for stale in [*parts.glob("*.tmp.npz"), *(out / "SHD").glob(".shd_*.h5.*.tmp")]:
         stale.unlink()  # half-written by a killed run (never renamed into place, so never read)
     config_path = parts / "settings.json"
     if config_path.is_file() and json.loads(config_path.read_text()) != config:
-        raise ValueError(f"{parts} holds an unfinished run with other settings; use the same settings to "
-                         f"resume it, another --out, or delete {parts}")
+        raise ValueError(
+            f"{parts} holds an unfinished run with other settings; use the same settings to "
+            f"resume it, another --out, or delete {parts}"
+        )
     _atomic_json(config_path, config)
     jobs = {s: [(s, a, min(a + chunk, len(plans[s]))) for a in range(0, len(plans[s]), chunk)] for s in SPLITS}
     todo = [j for s in SPLITS for j in jobs[s] if not _part_path(parts, *j).is_file()]
@@ -168,15 +186,27 @@ def generate(out: str | os.PathLike, settings: Settings, *, workers: int = 2, ch
             pool.join()
     elapsed = time.time() - started
 
-    meta = dict(gender=[s.gender for s in all_speakers], age=np.zeros(len(all_speakers)),
-                body_height=np.full(len(all_speakers), np.nan))
+    meta = dict(
+        gender=[s.gender for s in all_speakers],
+        age=np.zeros(len(all_speakers)),
+        body_height=np.full(len(all_speakers), np.nan),
+    )
     folder = out / "SHD"
     counts = {s: _merge(parts, s, jobs[s], folder, meta) for s in SPLITS}
-    summary = dict(settings=config, samples=counts, keys=list(synth.KEYS),
-                   speakers={s: [asdict(p) for p in spk] for s, spk in zip(SPLITS, (train_spk, test_spk))},
-                   files=[str(folder / f"shd_{s}.h5") for s in SPLITS],
-                   last_run=dict(utterances=fresh, seconds=round(elapsed, 2), audio_seconds=round(audio_seconds, 2),
-                                 utterances_per_s=round(fresh / elapsed, 2) if fresh else None, workers=workers))
+    summary = dict(
+        settings=config,
+        samples=counts,
+        keys=list(synth.KEYS),
+        speakers={s: [asdict(p) for p in spk] for s, spk in zip(SPLITS, (train_spk, test_spk))},
+        files=[str(folder / f"shd_{s}.h5") for s in SPLITS],
+        last_run=dict(
+            utterances=fresh,
+            seconds=round(elapsed, 2),
+            audio_seconds=round(audio_seconds, 2),
+            utterances_per_s=round(fresh / elapsed, 2) if fresh else None,
+            workers=workers,
+        ),
+    )
     _atomic_json(summary_path, summary)
     shutil.rmtree(parts)
     print(f"make-shd: wrote {counts['train']} train and {counts['test']} test samples to {folder}", file=log)
@@ -222,8 +252,13 @@ def _make_shd_cmd(args: argparse.Namespace) -> int:
         raise ValueError(f"--test-speakers: expected a fraction in (0, 1), got {args.test_speakers}")
     if not synth.espeak_available():
         raise ValueError("espeak-ng not found: install it with `make espeak` (apt-get install -y espeak-ng)")
-    settings = Settings(per_class=args.per_class, test_per_class=test_per_class, seed=args.seed,
-                        test_speakers=args.test_speakers, augment=synth.CLEAN if args.clean else synth.Augment())
+    settings = Settings(
+        per_class=args.per_class,
+        test_per_class=test_per_class,
+        seed=args.seed,
+        test_speakers=args.test_speakers,
+        augment=synth.CLEAN if args.clean else synth.Augment(),
+    )
     summary = generate(args.out, settings, workers=args.workers, chunk=args.chunk)
     print(json.dumps(dict(samples=summary["samples"], files=summary["files"], last_run=summary["last_run"])))
     return 0
@@ -236,22 +271,33 @@ def _encode_audio_cmd(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("make-shd", help="synthesise spoken digits (espeak-ng) into an SHD-format dataset",
-                       description=__doc__.split("\n\n")[1])
+    p = sub.add_parser(
+        "make-shd",
+        help="synthesise spoken digits (espeak-ng) into an SHD-format dataset",
+        description=__doc__.split("\n\n")[1],
+    )
     p.add_argument("--out", required=True, help="output directory (files go to OUT/SHD)")
     p.add_argument("--per-class", type=int, default=200, help="training utterances per class (default 200)")
-    p.add_argument("--test-per-class", type=int, default=None, help="test utterances per class "
-                   "(default per-class // 4)")
+    p.add_argument(
+        "--test-per-class", type=int, default=None, help="test utterances per class (default per-class // 4)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of speakers, augmentation and the cochlear model")
     p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
-    p.add_argument("--test-speakers", type=float, default=0.25, help="fraction of speakers held out for the "
-                   "test split (default 0.25)")
+    p.add_argument(
+        "--test-speakers",
+        type=float,
+        default=0.25,
+        help="fraction of speakers held out for the test split (default 0.25)",
+    )
     p.add_argument("--clean", action="store_true", help="no pitch/speed jitter, reverberation or noise")
     p.add_argument("--chunk", type=int, default=40, help="utterances per resumable part (default 40)")
     p.set_defaults(func=_make_shd_cmd)
-    q = sub.add_parser("encode-audio", help="encode audio files (wav, flac, ...) into an SHD-format h5 file",
-                       description="Encode audio files with the cochlear model into one SHD h5 file; each "
-                                   "file's class is the name of the folder it is in.")
+    q = sub.add_parser(
+        "encode-audio",
+        help="encode audio files (wav, flac, ...) into an SHD-format h5 file",
+        description="Encode audio files with the cochlear model into one SHD h5 file; each "
+        "file's class is the name of the folder it is in.",
+    )
     q.add_argument("files", nargs="+", metavar="FILES")
     q.add_argument("--out", required=True, help="output .h5 file")
     q.add_argument("--seed", type=int, default=0, help="seed of the stochastic nerve fibres (file i uses seed+i)")

@@ -39,13 +39,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     shape = tuple(int(s) for s in np.frombuffer(raw, ">u4", ndim, 4))
     expected = 4 + 4 * ndim + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
-        raise ValueError(f"{path}: idx file has {len(raw)} bytes but its header {shape} implies {expected} "
-                         "(truncated or corrupt)")
+        raise ValueError(
+            f"{path}: idx file has {len(raw)} bytes but its header {shape} implies {expected} (truncated or corrupt)"
+        )
     data = np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape)
     if dtype.kind == "f" and not np.isfinite(data).all():
         first = tuple(int(i) for i in np.argwhere(~np.isfinite(data))[0])
-        raise ValueError(f"{path}: non-finite value {data[first]} at index {first} of this idx file's {dtype} "
-                         f"array {shape} (a NaN or inf pixel or label would pass silently into the spikes)")
+        raise ValueError(
+            f"{path}: non-finite value {data[first]} at index {first} of this idx file's {dtype} "
+            f"array {shape} (a NaN or inf pixel or label would pass silently into the spikes)"
+        )
     return data
 
 
@@ -56,9 +59,11 @@ def _idx_path(folder: Path, split: str, kind: str) -> Path:
         for candidate in (folder / (name + ".gz"), folder / name):
             if candidate.is_file():
                 return candidate
-    raise FileNotFoundError(f"no {names[0]}[.gz] in {folder}: put the MNIST or Fashion-MNIST idx files "
-                            "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
-                            f"and t10k-labels-idx1-ubyte.gz (gz or uncompressed) in {folder}")
+    raise FileNotFoundError(
+        f"no {names[0]}[.gz] in {folder}: put the MNIST or Fashion-MNIST idx files "
+        "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+        f"and t10k-labels-idx1-ubyte.gz (gz or uncompressed) in {folder}"
+    )
 
 
 def load_idx_folder(folder: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -66,16 +71,20 @@ def load_idx_folder(folder: str | os.PathLike) -> dict[str, tuple[np.ndarray, np
     images flattened to ``[n, rows*cols]`` float in [0, 1]."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"MNIST data folder not found: {folder} (it should hold train-images-idx3-"
-                                "ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
-                                "t10k-labels-idx1-ubyte.gz)")
+        raise FileNotFoundError(
+            f"MNIST data folder not found: {folder} (it should hold train-images-idx3-"
+            "ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+            "t10k-labels-idx1-ubyte.gz)"
+        )
     out = {}
     for split, name in (("train", "train"), ("t10k", "test")):
         images = read_idx(_idx_path(folder, split, "images-idx3"))
         labels = read_idx(_idx_path(folder, split, "labels-idx1"))
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(f"{folder}: {split} images {images.shape} and labels {labels.shape} do not "
-                             "match (expected [n, rows, cols] and [n])")
+            raise ValueError(
+                f"{folder}: {split} images {images.shape} and labels {labels.shape} do not "
+                "match (expected [n, rows, cols] and [n])"
+            )
         out[name] = (images.reshape(len(images), -1).astype(np.float32) / 255.0, labels.astype(np.int64))
     return out
 

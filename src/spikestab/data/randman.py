@@ -30,13 +30,26 @@ def _manifold(rng: np.random.Generator, n_units: int, dim: int, alpha: float, pr
     return evaluate
 
 
-def spiking_randman(n_classes: int = 10, n_units: int = 20, n_steps: int = 100, dim: int = 1,
-                    alpha: float = 2.0, samples_per_class: int = 1000, step_frac: float = 1.0,
-                    prec: float = 1e-3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def spiking_randman(
+    n_classes: int = 10,
+    n_units: int = 20,
+    n_steps: int = 100,
+    dim: int = 1,
+    alpha: float = 2.0,
+    samples_per_class: int = 1000,
+    step_frac: float = 1.0,
+    prec: float = 1e-3,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Generate a shuffled Randman data set: ``(latencies [n, n_units] int32, labels [n] int64)``, with
     ``latencies[i, u]`` the single step at which unit u fires in sample i. Same arguments, same data."""
-    checks = {"n_classes": (n_classes, 2), "n_units": (n_units, 1), "n_steps": (n_steps, 1),
-              "dim": (dim, 1), "samples_per_class": (samples_per_class, 2)}
+    checks = {
+        "n_classes": (n_classes, 2),
+        "n_units": (n_units, 1),
+        "n_steps": (n_steps, 1),
+        "dim": (dim, 1),
+        "samples_per_class": (samples_per_class, 2),
+    }
     for name, (value, low) in checks.items():
         if int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value}")

@@ -59,8 +59,10 @@ def check_spike_times(times: Sequence[np.ndarray], where: str) -> None:
     hit = _first_bad(times, lambda t: ~(np.isfinite(t) & (t >= 0)))
     if hit is not None:
         sample, spike, value = hit
-        raise ValueError(f"{where} of sample {sample} holds the spike time {_show(float(value))} (spike {spike}); "
-                         f"spike times must be finite seconds >= 0")
+        raise ValueError(
+            f"{where} of sample {sample} holds the spike time {_show(float(value))} (spike {spike}); "
+            f"spike times must be finite seconds >= 0"
+        )
 
 
 def read_shd(path: str | os.PathLike, n_channels: int = N_CHANNELS) -> dict[str, Any]:
@@ -87,16 +89,20 @@ def read_shd(path: str | os.PathLike, n_channels: int = N_CHANNELS) -> dict[str,
             units = [np.asarray(u, dtype=np.int32) for u in f["spikes/units"][()]]
             labels = np.asarray(f["labels"][()], dtype=np.int64)
             n = len(labels)
-            speakers = (np.asarray(f["extra/speaker"][()], dtype=np.int64) if "extra/speaker" in f
-                        else np.full(n, -1, dtype=np.int64))
+            speakers = (
+                np.asarray(f["extra/speaker"][()], dtype=np.int64)
+                if "extra/speaker" in f
+                else np.full(n, -1, dtype=np.int64)
+            )
             keys = [k.decode() if isinstance(k, bytes) else str(k) for k in f["extra/keys"][()]]
-            meta = ({k: np.asarray(v[()]) for k, v in f["extra/meta_info"].items()}
-                    if "extra/meta_info" in f else {})
+            meta = {k: np.asarray(v[()]) for k, v in f["extra/meta_info"].items()} if "extra/meta_info" in f else {}
     except OSError as err:  # h5py raises OSError on truncated or non-HDF5 files
         raise ValueError(f"{path} is not a readable HDF5 file (corrupt or truncated?): {err}") from err
     if not (len(times) == len(units) == n == len(speakers)):
-        raise ValueError(f"{path}: inconsistent sample counts: times {len(times)}, units {len(units)}, "
-                         f"labels {n}, speakers {len(speakers)}")
+        raise ValueError(
+            f"{path}: inconsistent sample counts: times {len(times)}, units {len(units)}, "
+            f"labels {n}, speakers {len(speakers)}"
+        )
     for i, (t, u) in enumerate(zip(times, units)):
         if len(t) != len(u):
             raise ValueError(f"{path}: sample {i} has {len(t)} spike times but {len(u)} units")
@@ -106,14 +112,22 @@ def read_shd(path: str | os.PathLike, n_channels: int = N_CHANNELS) -> dict[str,
     hit = _first_bad(units, lambda u: (u < 0) | (u >= n_channels))
     if hit is not None:
         sample, spike, value = hit
-        raise ValueError(f"{path}: spikes/units of sample {sample} holds the unit {int(value)} (spike {spike}); "
-                         f"units must lie in [0, {n_channels - 1}]")
+        raise ValueError(
+            f"{path}: spikes/units of sample {sample} holds the unit {int(value)} (spike {spike}); "
+            f"units must lie in [0, {n_channels - 1}]"
+        )
     return dict(times=times, units=units, labels=labels, speakers=speakers, keys=keys, meta=meta)
 
 
-def write_shd(path: str | os.PathLike, times: Sequence[np.ndarray], units: Sequence[np.ndarray],
-              labels: Sequence[int], speakers: Sequence[int], keys: Sequence[str],
-              meta: dict[str, Sequence] | None = None) -> Path:
+def write_shd(
+    path: str | os.PathLike,
+    times: Sequence[np.ndarray],
+    units: Sequence[np.ndarray],
+    labels: Sequence[int],
+    speakers: Sequence[int],
+    keys: Sequence[str],
+    meta: dict[str, Sequence] | None = None,
+) -> Path:
     """Write samples in the exact SHD h5 layout, atomically (temporary file, then ``os.replace``).
 
     ``meta`` holds the per-speaker arrays ``gender`` (str), ``age`` (int), ``body_height`` (float); when
@@ -125,8 +139,10 @@ def write_shd(path: str | os.PathLike, times: Sequence[np.ndarray], units: Seque
     speakers = np.asarray(speakers)
     n = len(labels)
     if not (len(times) == len(units) == n == len(speakers)):
-        raise ValueError(f"times, units, labels and speakers must have one entry per sample; got "
-                         f"{len(times)}, {len(units)}, {n}, {len(speakers)}")
+        raise ValueError(
+            f"times, units, labels and speakers must have one entry per sample; got "
+            f"{len(times)}, {len(units)}, {n}, {len(speakers)}"
+        )
     if n and (labels.min() < 0 or labels.max() >= len(keys)):
         raise ValueError(f"labels must lie in [0, {len(keys) - 1}] (one class name per label in keys)")
     if n and (speakers.min() < 0 or speakers.max() > np.iinfo(np.uint16).max):
@@ -169,8 +185,9 @@ def write_shd(path: str | os.PathLike, times: Sequence[np.ndarray], units: Seque
     return path
 
 
-def bin_events(times: np.ndarray, units: np.ndarray, *, dt: float = 4e-3, n_steps: int = 250,
-               n_channels: int = N_CHANNELS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bin_events(
+    times: np.ndarray, units: np.ndarray, *, dt: float = 4e-3, n_steps: int = 250, n_channels: int = N_CHANNELS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bin one sample's spikes into ``n_steps`` bins of ``dt`` seconds, as sparse (step, channel, count).
 
     Spike at time t goes to step ``floor(t / dt)``; spikes at or after ``n_steps * dt`` (and negative
@@ -183,8 +200,7 @@ def bin_events(times: np.ndarray, units: np.ndarray, *, dt: float = 4e-3, n_step
     times = np.asarray(times, dtype=np.float64)
     units = np.asarray(units, dtype=np.int64)
     if len(units) and (units.min() < 0 or units.max() >= n_channels):
-        raise ValueError(f"units must lie in [0, {n_channels - 1}], got range "
-                         f"[{units.min()}, {units.max()}]")
+        raise ValueError(f"units must lie in [0, {n_channels - 1}], got range [{units.min()}, {units.max()}]")
     steps = np.floor(times / dt).astype(np.int64)
     keep = (steps >= 0) & (steps < n_steps)
     flat = steps[keep] * n_channels + units[keep]
@@ -192,8 +208,15 @@ def bin_events(times: np.ndarray, units: np.ndarray, *, dt: float = 4e-3, n_step
     return cells // n_channels, cells % n_channels, counts
 
 
-def bin_spikes(times: np.ndarray, units: np.ndarray, *, dt: float = 4e-3, n_steps: int = 250,
-               n_channels: int = N_CHANNELS, counts: bool = False) -> np.ndarray:
+def bin_spikes(
+    times: np.ndarray,
+    units: np.ndarray,
+    *,
+    dt: float = 4e-3,
+    n_steps: int = 250,
+    n_channels: int = N_CHANNELS,
+    counts: bool = False,
+) -> np.ndarray:
     """Dense ``[n_steps, n_channels]`` float32 raster of one sample: 1 where a channel fires in a bin
     (or the spike count with ``counts=True``). See ``bin_events`` for the binning rule."""
     step, chan, cnt = bin_events(times, units, dt=dt, n_steps=n_steps, n_channels=n_channels)

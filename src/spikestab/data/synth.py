@@ -22,16 +22,81 @@ ENGLISH = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight
 GERMAN = ("null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun")
 # class names written to extra/keys (ASCII, as in the SHD files); label = index
 KEYS = ENGLISH + tuple(w.replace("ü", "ue") for w in GERMAN)
-ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
-           "en-us-nyc")
+ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
 # espeak-ng 1.51 variants that sound like a human talker (robotic, whispering and joke variants left out)
 VARIANTS = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3",
-    "klatt4", "adam", "Alex", "Alicia", "Andrea", "Andy", "Annie", "antonio", "aunty", "belinda", "benjamin",
-    "boris", "caleb", "david", "Denis", "Diogo", "ed", "edward", "Gene", "gustave", "Henrique", "Hugo",
-    "iven", "iven2", "Jacky", "john", "Lee", "linda", "marcelo", "Marco", "Mario", "max", "Michael", "michel",
-    "miguel", "Mike", "Nguyen", "pablo", "paul", "pedro", "quincy", "rob", "robert", "steph", "steph2",
-    "steph3", "Storm", "zac", "anika", "grandpa", "grandma", "norbert", "sandro", "shelby", "travis", "victor",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "klatt4",
+    "adam",
+    "Alex",
+    "Alicia",
+    "Andrea",
+    "Andy",
+    "Annie",
+    "antonio",
+    "aunty",
+    "belinda",
+    "benjamin",
+    "boris",
+    "caleb",
+    "david",
+    "Denis",
+    "Diogo",
+    "ed",
+    "edward",
+    "Gene",
+    "gustave",
+    "Henrique",
+    "Hugo",
+    "iven",
+    "iven2",
+    "Jacky",
+    "john",
+    "Lee",
+    "linda",
+    "marcelo",
+    "Marco",
+    "Mario",
+    "max",
+    "Michael",
+    "michel",
+    "miguel",
+    "Mike",
+    "Nguyen",
+    "pablo",
+    "paul",
+    "pedro",
+    "quincy",
+    "rob",
+    "robert",
+    "steph",
+    "steph2",
+    "steph3",
+    "Storm",
+    "zac",
+    "anika",
+    "grandpa",
+    "grandma",
+    "norbert",
+    "sandro",
+    "shelby",
+    "travis",
+    "victor",
 )
 
 
@@ -98,8 +163,9 @@ def variant_genders() -> dict[str, str]:
     """Gender ("male"/"female") of each installed espeak-ng variant, from ``espeak-ng --voices=variant``."""
     if not espeak_available():
         raise RuntimeError("espeak-ng is not installed: run `make espeak` (apt-get install -y espeak-ng)")
-    listing = subprocess.run(["espeak-ng", "--voices=variant"], check=True, capture_output=True,
-                             text=True).stdout.splitlines()[1:]
+    listing = subprocess.run(
+        ["espeak-ng", "--voices=variant"], check=True, capture_output=True, text=True
+    ).stdout.splitlines()[1:]
     genders = {}
     for line in listing:
         cols = line.split()
@@ -118,9 +184,17 @@ def make_speakers(seed: int, test_fraction: float = 0.25) -> tuple[list[Speaker]
         raise RuntimeError(f"espeak-ng lacks the voice variants {missing}; espeak-ng 1.51 is expected")
     rng = np.random.default_rng([seed, 0x5EED])
     order = rng.permutation(len(VARIANTS))
-    speakers = [Speaker(id=i, variant=VARIANTS[k], accent=ACCENTS[int(rng.integers(len(ACCENTS)))],
-                        pitch=int(rng.integers(20, 81)), speed=int(rng.integers(120, 211)),
-                        gender=genders[VARIANTS[k]]) for i, k in enumerate(order)]
+    speakers = [
+        Speaker(
+            id=i,
+            variant=VARIANTS[k],
+            accent=ACCENTS[int(rng.integers(len(ACCENTS)))],
+            pitch=int(rng.integers(20, 81)),
+            speed=int(rng.integers(120, 211)),
+            gender=genders[VARIANTS[k]],
+        )
+        for i, k in enumerate(order)
+    ]
     n_test = max(1, round(test_fraction * len(speakers)))
     return speakers[n_test:], speakers[:n_test]
 
@@ -131,10 +205,12 @@ def plan(speakers: list[Speaker], per_class: int, seed: int, split: int) -> list
     if per_class < 1:
         raise ValueError(f"per_class: expected >= 1, got {per_class}")
     rng = np.random.default_rng([seed, split])
-    seeds = rng.integers(0, 2 ** 31 - 1, size=per_class * len(KEYS))
+    seeds = rng.integers(0, 2**31 - 1, size=per_class * len(KEYS))
     n = len(KEYS)
-    return [Utterance(label=i % n, speaker=speakers[(i // n + i % n) % len(speakers)], seed=int(seeds[i]))
-            for i in range(len(seeds))]
+    return [
+        Utterance(label=i % n, speaker=speakers[(i // n + i % n) % len(speakers)], seed=int(seeds[i]))
+        for i in range(len(seeds))
+    ]
 
 
 def espeak(text: str, voice: str, variant: str, pitch: int, speed: int) -> tuple[np.ndarray, int]:
@@ -150,7 +226,7 @@ def espeak(text: str, voice: str, variant: str, pitch: int, speed: int) -> tuple
 def trim(audio: np.ndarray, rate: int, floor_db: float = -50.0) -> np.ndarray:
     """Cut leading and trailing parts quieter than `floor_db` below the peak."""
     loud = np.flatnonzero(np.abs(audio) > np.abs(audio).max() * 10 ** (floor_db / 20))
-    return audio[loud[0]: loud[-1] + 1] if len(loud) else audio
+    return audio[loud[0] : loud[-1] + 1] if len(loud) else audio
 
 
 def synthesize(utt: Utterance, augment: Augment = Augment()) -> tuple[np.ndarray, int]:
@@ -163,12 +239,12 @@ def synthesize(utt: Utterance, augment: Augment = Augment()) -> tuple[np.ndarray
     speed = int(round(spk.speed * (1 + rng.uniform(-augment.speed_jitter, augment.speed_jitter))))
     audio, rate = espeak(utt.text, utt.voice, spk.variant, pitch, max(speed, 80))
     x = trim(audio.astype(np.float64), rate)
-    level = np.sqrt(np.mean(x ** 2))
+    level = np.sqrt(np.mean(x**2))
     if rng.random() < augment.reverb_prob:  # exponentially decaying noise tail (60 dB over rt60)
         rt60 = rng.uniform(*augment.rt60)
         t = np.arange(int(rt60 * rate)) / rate
         tail = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
-        tail *= rng.uniform(0.3, 1.0) / np.sqrt(np.sum(tail ** 2))
+        tail *= rng.uniform(0.3, 1.0) / np.sqrt(np.sum(tail**2))
         x = np.concatenate([x, np.zeros(len(tail))])
         x = x + fftconvolve(x, tail)[: len(x)]
     pad = [int(rng.uniform(*augment.pad) * rate) for _ in range(2)]

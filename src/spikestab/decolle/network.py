@@ -53,8 +53,14 @@ def dense_decolle(input_size: int, hidden: tuple[int, ...], n_classes: int, **la
     return DecolleNet(layers)
 
 
-def conv_decolle(in_shape: tuple[int, int, int], channels: tuple[int, ...], n_classes: int, kernel: int = 7,
-                 pooling: tuple[int, ...] | None = None, **layer_kw) -> DecolleNet:
+def conv_decolle(
+    in_shape: tuple[int, int, int],
+    channels: tuple[int, ...],
+    n_classes: int,
+    kernel: int = 7,
+    pooling: tuple[int, ...] | None = None,
+    **layer_kw,
+) -> DecolleNet:
     """Convolutional DECOLLE network (DECOLLE's LeNet-like stack: 'same' padding, max pooling per layer),
     inputs [B, C, H, W] per step."""
     pooling = tuple(pooling) if pooling is not None else (1,) * len(channels)

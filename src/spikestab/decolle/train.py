@@ -61,8 +61,15 @@ def _one_hot(labels: Tensor, n_classes: int, like: Tensor) -> Tensor:
     return F.one_hot(labels.long(), n_classes).to(like.dtype)
 
 
-def train_epoch(net: DecolleNet, optimizer: torch.optim.Optimizer, batches: Iterable[tuple[Tensor, Tensor]],
-                epoch: int, burn_in: int, rate_control: RateControl | None = None, online: bool = True) -> dict:
+def train_epoch(
+    net: DecolleNet,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    epoch: int,
+    burn_in: int,
+    rate_control: RateControl | None = None,
+    online: bool = True,
+) -> dict:
     """One epoch of DECOLLE training on ``batches`` of (x [T, B, ...], labels [B]). The first ``burn_in``
     steps only run the dynamics; after them every step's summed local losses (plus rate terms) are
     back-propagated and, ``online``, applied at once (otherwise accumulated and applied once per batch).
@@ -131,5 +138,8 @@ def evaluate(net: DecolleNet, batches: Iterable[tuple[Tensor, Tensor]], burn_in:
         examples += len(labels)
     if examples == 0:
         raise ValueError("batches is empty")
-    return {"accuracy": [c / examples for c in correct], "loss": [v / steps for v in loss],
-            "rate": [v / steps for v in rate]}
+    return {
+        "accuracy": [c / examples for c in correct],
+        "loss": [v / steps for v in loss],
+        "rate": [v / steps for v in rate],
+    }

@@ -87,9 +87,18 @@ def _positive(name: str, value: float) -> float:
     return float(value)
 
 
-def weight_moments(n_ff: int, n_rec: int, *, mu_u: Tensor | float, sigma_u: Tensor | float | None, nu: float,
-                   eps_bar: Tensor | float, eps_hat: Tensor | float, alpha: float = 0.9,
-                   threshold: Tensor | float = 1.0) -> dict[str, tuple[Tensor, Tensor]]:
+def weight_moments(
+    n_ff: int,
+    n_rec: int,
+    *,
+    mu_u: Tensor | float,
+    sigma_u: Tensor | float | None,
+    nu: float,
+    eps_bar: Tensor | float,
+    eps_hat: Tensor | float,
+    alpha: float = 0.9,
+    threshold: Tensor | float = 1.0,
+) -> dict[str, tuple[Tensor, Tensor]]:
     """{"ff": (mu_w, sigma_w), "rec": (...)} per post-synaptic neuron (float64) for a target membrane mean
     ``mu_u`` and spread ``sigma_u``. ``sigma_u=None`` is the paper's mu_U = threshold case (sigma_w^2 =
     share threshold^2 / (N nu eps_hat)). Raises ValueError naming the quantity when the input rate, the
@@ -101,8 +110,9 @@ def weight_moments(n_ff: int, n_rec: int, *, mu_u: Tensor | float, sigma_u: Tens
         raise ValueError(f"fan-ins must be n_ff >= 1 and n_rec >= 0, got {n_ff}, {n_rec}")
     ebar, ehat = torch.as_tensor(eps_bar, dtype=torch.float64), torch.as_tensor(eps_hat, dtype=torch.float64)
     if not (torch.isfinite(ebar).all() and torch.isfinite(ehat).all() and (ebar > 0).all() and (ehat > 0).all()):
-        raise ValueError(f"eps_bar and eps_hat (PSP kernel integrals) must be finite and > 0, got {eps_bar!r}, "
-                         f"{eps_hat!r}")
+        raise ValueError(
+            f"eps_bar and eps_hat (PSP kernel integrals) must be finite and > 0, got {eps_bar!r}, {eps_hat!r}"
+        )
     mu = torch.as_tensor(mu_u, dtype=torch.float64)
     if not torch.isfinite(mu).all():
         raise ValueError(f"mu_u must be finite, got {mu_u!r}")
@@ -119,10 +129,12 @@ def weight_moments(n_ff: int, n_rec: int, *, mu_u: Tensor | float, sigma_u: Tens
             var = share[kind] * torch.as_tensor(sigma_u, dtype=torch.float64) ** 2 / (n * nu * ehat) - mu_w**2
         if share[kind] > 0 and not (var > 0).all():
             need = torch.sqrt(mu_w**2 * n * nu * ehat / share[kind]).max().item()
-            raise ValueError(f"infeasible variance: the {kind} weight variance sigma_w^2 = share sigma_U^2 / "
-                             f"(N nu eps_hat) "
-                             f"- mu_w^2 is {var.min().item():.3g} < 0 for mu_U = {mu.max().item():.3g}, nu = {nu:g}; "
-                             f"sigma_U must exceed {need:.3g} (or lower |mu_U|)")
+            raise ValueError(
+                f"infeasible variance: the {kind} weight variance sigma_w^2 = share sigma_U^2 / "
+                f"(N nu eps_hat) "
+                f"- mu_w^2 is {var.min().item():.3g} < 0 for mu_U = {mu.max().item():.3g}, nu = {nu:g}; "
+                f"sigma_U must exceed {need:.3g} (or lower |mu_U|)"
+            )
         out[kind] = (mu_w.expand_as(var).clone(), var.clamp_min(0.0).sqrt())
     return out
 
@@ -160,14 +172,18 @@ class FluctuationReport:
         return {"nu": self.nu, "alpha": self.alpha, "epsilon": self.epsilon, "layers": [asdict(p) for p in self.layers]}
 
     def __str__(self) -> str:
-        rows = [f"fluctuation-driven init: nu = {self.nu:g} spikes/step, alpha = {self.alpha:g}"
-                + (f", epsilon = {self.epsilon:g}" if self.epsilon is not None else ""),
-                "layer neuron  n_ff n_rec  mu_w_ff  sigma_w_ff  target mu_U  sigma_U | measured mu_U  sigma_U  rate"]
+        rows = [
+            f"fluctuation-driven init: nu = {self.nu:g} spikes/step, alpha = {self.alpha:g}"
+            + (f", epsilon = {self.epsilon:g}" if self.epsilon is not None else ""),
+            "layer neuron  n_ff n_rec  mu_w_ff  sigma_w_ff  target mu_U  sigma_U | measured mu_U  sigma_U  rate",
+        ]
         for p in self.layers:
             m = p.measured
-            meas = (f"{m['mu_u']:13.3g}  {m['sigma_u']:7.3g}  {m['rate']:.3f}" if m else "  (not measured)")
-            rows.append(f"{p.index:5d} {p.neuron:6s} {p.n_ff:5d} {p.n_rec:5d} {p.mu_w_ff:8.3g} {p.sigma_w_ff:11.3g} "
-                        f"{p.target_mu_u:12.3g} {p.target_sigma_u:8.3g} | {meas}")
+            meas = f"{m['mu_u']:13.3g}  {m['sigma_u']:7.3g}  {m['rate']:.3f}" if m else "  (not measured)"
+            rows.append(
+                f"{p.index:5d} {p.neuron:6s} {p.n_ff:5d} {p.n_rec:5d} {p.mu_w_ff:8.3g} {p.sigma_w_ff:11.3g} "
+                f"{p.target_mu_u:12.3g} {p.target_sigma_u:8.3g} | {meas}"
+            )
         return "\n".join(rows)
 
 
@@ -183,9 +199,18 @@ def _rec_fan_in(layer: SpikingNeurons) -> int:
 
 
 @torch.no_grad()
-def fluctuation_init(model: nn.Module, nu: float, mu_u: float | str = 0.0, *, xi: float | None = None,
-                     sigma_u: float | None = None, alpha: float = 0.9, epsilon: float | None = None,
-                     match_moments: bool = False, generator: torch.Generator | None = None) -> FluctuationReport:
+def fluctuation_init(
+    model: nn.Module,
+    nu: float,
+    mu_u: float | str = 0.0,
+    *,
+    xi: float | None = None,
+    sigma_u: float | None = None,
+    alpha: float = 0.9,
+    epsilon: float | None = None,
+    match_moments: bool = False,
+    generator: torch.Generator | None = None,
+) -> FluctuationReport:
     """Draw every spiking layer's weights (W_ih, and W_hh when recurrent) from normals whose moments put the
     free membrane potential at mean ``mu_u`` (a number, or ``"threshold"``: each layer's threshold, the
     paper's condition I) and spread ``sigma_u``, or (threshold - mu_U) / ``xi`` (give one; neither: sigma_u =
@@ -225,8 +250,10 @@ def fluctuation_init(model: nn.Module, nu: float, mu_u: float | str = 0.0, *, xi
         paper_case = False
         if xi is not None:
             if (mu > thr).any():
-                raise ValueError(f"mu_u must be at most the threshold ({thr.min().item():g}) when xi is given (xi = "
-                                 f"(threshold - mu_U) / sigma_U > 0), got mu_u = {mu.max().item():g} in layer {index}")
+                raise ValueError(
+                    f"mu_u must be at most the threshold ({thr.min().item():g}) when xi is given (xi = "
+                    f"(threshold - mu_U) / sigma_U > 0), got mu_u = {mu.max().item():g} in layer {index}"
+                )
             paper_case = bool((mu == thr).all())
             if not paper_case and (mu == thr).any():
                 raise ValueError(f"mu_u equals the threshold for some neurons of layer {index} only; use one threshold")
@@ -237,8 +264,9 @@ def fluctuation_init(model: nn.Module, nu: float, mu_u: float | str = 0.0, *, xi
         ebar, ehat = (torch.full_like(thr, epsilon),) * 2 if epsilon is not None else psp_integrals(a, s)
         n_ff, n_rec = layer.input_size, _rec_fan_in(layer)
         try:
-            moments = weight_moments(n_ff, n_rec, mu_u=mu, sigma_u=spread, nu=nu, eps_bar=ebar, eps_hat=ehat,
-                                     alpha=alpha, threshold=thr)
+            moments = weight_moments(
+                n_ff, n_rec, mu_u=mu, sigma_u=spread, nu=nu, eps_bar=ebar, eps_hat=ehat, alpha=alpha, threshold=thr
+            )
         except ValueError as err:
             raise ValueError(f"layer {index}: {err}") from None
         for kind, weight in (("ff", layer.weight_ih), ("rec", layer.weight_hh)):
@@ -252,14 +280,32 @@ def fluctuation_init(model: nn.Module, nu: float, mu_u: float | str = 0.0, *, xi
                 noise = (noise - (noise * mask).sum(1, keepdim=True) / n) * mask
                 noise = noise / ((noise**2).sum(1, keepdim=True) / n).sqrt()
             weight.copy_((m[:, None] + sd[:, None] * noise).to(weight.dtype))
-        promised = cast(Tensor, sum(n * nu * ehat * (moments[k][1] ** 2 + moments[k][0] ** 2)
-                                    for k, n in (("ff", n_ff), ("rec", n_rec)) if k in moments)).sqrt()
+        promised = cast(
+            Tensor,
+            sum(
+                n * nu * ehat * (moments[k][1] ** 2 + moments[k][0] ** 2)
+                for k, n in (("ff", n_ff), ("rec", n_rec))
+                if k in moments
+            ),
+        ).sqrt()
         rec = moments.get("rec")
-        plans.append(LayerPlan(
-            index, "cuba" if isinstance(layer, CubaLIF) else "lif", n_ff, n_rec, float(ebar.mean()), float(ehat.mean()),
-            float(moments["ff"][0].mean()), float(moments["ff"][1].mean()),
-            None if rec is None else float(rec[0].mean()), None if rec is None else float(rec[1].mean()),
-            float(mu.mean()), float(promised.mean()), paper_case))
+        plans.append(
+            LayerPlan(
+                index,
+                "cuba" if isinstance(layer, CubaLIF) else "lif",
+                n_ff,
+                n_rec,
+                float(ebar.mean()),
+                float(ehat.mean()),
+                float(moments["ff"][0].mean()),
+                float(moments["ff"][1].mean()),
+                None if rec is None else float(rec[0].mean()),
+                None if rec is None else float(rec[1].mean()),
+                float(mu.mean()),
+                float(promised.mean()),
+                paper_case,
+            )
+        )
     return FluctuationReport(nu, alpha, epsilon, plans)
 
 
@@ -289,8 +335,11 @@ def membrane_stats(u: Tensor, burn_in: int) -> dict[str, float]:
     root of the per-neuron variance over time and batch, averaged over neurons; ``across`` is the std of the
     per-neuron means (the part of the total spread the theory leaves out)."""
     u = u[burn_in:].double().reshape(-1, u.shape[-1])
-    return {"mu_u": float(u.mean()), "sigma_u": float(u.var(0, unbiased=False).mean().sqrt()),
-            "across": float(u.mean(0).std())}
+    return {
+        "mu_u": float(u.mean()),
+        "sigma_u": float(u.var(0, unbiased=False).mean().sqrt()),
+        "across": float(u.mean(0).std()),
+    }
 
 
 def burn_in_steps(layer: SpikingNeurons, length: int) -> int:

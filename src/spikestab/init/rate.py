@@ -90,11 +90,17 @@ def calibrate_firing_rate(
         _set_bias(layer, base + offset + root.x)
         tr = record(layer, x)
         per = tr.z.mean((0, 1))
-        results.append({
-            "layer": idx, "target": rate, "rate": tr.rate, "bias_mean": float(layer.bias.detach().mean()),
-            "feasible": abs(tr.rate - rate) <= tol, "simulations": evals,
-            "neuron_rate_std": float(per.std()) if per.numel() > 1 else 0.0,
-        })
+        results.append(
+            {
+                "layer": idx,
+                "target": rate,
+                "rate": tr.rate,
+                "bias_mean": float(layer.bias.detach().mean()),
+                "feasible": abs(tr.rate - rate) <= tol,
+                "simulations": evals,
+                "neuron_rate_std": float(per.std()) if per.numel() > 1 else 0.0,
+            }
+        )
     return results
 
 
@@ -152,6 +158,9 @@ def train_bias_for_rate(
         model.train(was_training)
     final = history[-1]
     return {
-        "history": history, "steps": len(history), "rates": final,
-        "feasible": all(abs(r - rate) <= tol for r in final), "max_error": max(abs(r - rate) for r in final),
+        "history": history,
+        "steps": len(history),
+        "rates": final,
+        "feasible": all(abs(r - rate) <= tol for r in final),
+        "max_error": max(abs(r - rate) for r in final),
     }

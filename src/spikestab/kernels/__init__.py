@@ -15,5 +15,15 @@ from .event import run_event
 from .fused import run_fused
 from .reference import run_reference
 
-__all__ = ["BACKENDS", "Kernel", "prepare", "run_auto", "run_event", "run_fused", "run_reference", "select",
-           "sparse", "sparse_projection"]
+__all__ = [
+    "BACKENDS",
+    "Kernel",
+    "prepare",
+    "run_auto",
+    "run_event",
+    "run_fused",
+    "run_reference",
+    "select",
+    "sparse",
+    "sparse_projection",
+]

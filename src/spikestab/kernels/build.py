@@ -29,8 +29,17 @@ import threading
 import warnings
 from importlib import resources
 
-__all__ = ["CACHE_ENV", "FLAGS", "NativeBuildWarning", "cache_dir", "compiler", "failure", "library",
-           "library_path", "sources"]
+__all__ = [
+    "CACHE_ENV",
+    "FLAGS",
+    "NativeBuildWarning",
+    "cache_dir",
+    "compiler",
+    "failure",
+    "library",
+    "library_path",
+    "sources",
+]
 
 CACHE_ENV = "SPIKESTAB_CACHE"
 # -march=native: the tag includes the CPU model. -ffp-contract=off: no fused multiply-adds beyond the
@@ -52,8 +61,9 @@ _failure: str | None = None
 def sources() -> dict[str, str]:
     """The C sources and headers by file name (package data, read with importlib.resources)."""
     folder = resources.files("spikestab.kernels") / "csrc"
-    return {f.name: f.read_text() for f in sorted(folder.iterdir(), key=lambda f: f.name)
-            if f.name.endswith((".c", ".h"))}
+    return {
+        f.name: f.read_text() for f in sorted(folder.iterdir(), key=lambda f: f.name) if f.name.endswith((".c", ".h"))
+    }
 
 
 def compiler() -> str | None:
@@ -108,11 +118,13 @@ def _compile(cc: str, src: dict[str, str], path: str) -> None:
                 f.write(text)
         units = [name for name in src if name.endswith(".c")]
         # relative names, run in tmp: the library's bytes do not depend on the temporary folder's name
-        proc = subprocess.run([cc, *FLAGS, *units, "-o", "spikes.so", *LIBS], cwd=tmp, capture_output=True,
-                              text=True, check=False)
+        proc = subprocess.run(
+            [cc, *FLAGS, *units, "-o", "spikes.so", *LIBS], cwd=tmp, capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"{os.path.basename(cc)} exited with status {proc.returncode}:\n"
-                               f"{(proc.stderr or proc.stdout).strip()}")
+            raise RuntimeError(
+                f"{os.path.basename(cc)} exited with status {proc.returncode}:\n{(proc.stderr or proc.stdout).strip()}"
+            )
         out = os.path.join(tmp, "spikes.so")
         with open(out + ".sha256", "w") as f:
             f.write(_file_hash(out))
@@ -148,9 +160,12 @@ def library() -> ctypes.CDLL | None:
                 _lib = load()
             except (OSError, RuntimeError) as err:
                 _failure = str(err)
-                warnings.warn(f"spikestab: the native kernels could not be built, so the torch time loop "
-                              f"(backend 'fused') runs instead of the C loops (backend 'event'); {_failure}",
-                              NativeBuildWarning, stacklevel=3)
+                warnings.warn(
+                    f"spikestab: the native kernels could not be built, so the torch time loop "
+                    f"(backend 'fused') runs instead of the C loops (backend 'event'); {_failure}",
+                    NativeBuildWarning,
+                    stacklevel=3,
+                )
         return _lib
 
 

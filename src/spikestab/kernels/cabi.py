@@ -42,9 +42,27 @@ class ForwardArgs(ctypes.Structure):
 
     _fields_ = _fields(
         [("T", _I64), ("B", _I64), ("H", _I64)],
-        [(name, _P) for name in ("current", "wt", "alpha", "threshold", "rho", "beta", "v0", "z0", "a0", "volts",
-                                 "spikes", "thresholds", "pre_reset", "a_out")],
-        [("spikes_before_last", _I64), ("reset", _I32), ("threads", _I32)])
+        [
+            (name, _P)
+            for name in (
+                "current",
+                "wt",
+                "alpha",
+                "threshold",
+                "rho",
+                "beta",
+                "v0",
+                "z0",
+                "a0",
+                "volts",
+                "spikes",
+                "thresholds",
+                "pre_reset",
+                "a_out",
+            )
+        ],
+        [("spikes_before_last", _I64), ("reset", _I32), ("threads", _I32)],
+    )
 
 
 class BackwardArgs(ctypes.Structure):
@@ -52,11 +70,42 @@ class BackwardArgs(ctypes.Structure):
 
     _fields_ = _fields(
         [("T", _I64), ("B", _I64), ("H", _I64)],
-        [(name, _P) for name in ("w", "alpha", "threshold", "rho", "beta", "volts", "spikes", "thresholds",
-                                 "pre_reset", "v0", "z0", "g_spikes", "g_volts", "g_vT", "g_zT", "g_aT", "work",
-                                 "g_alpha", "g_thr", "g_v0", "g_z0", "g_a0")],
-        [("sg_dampening", _F32), ("sg_sharpness", _F32), ("sg_shape", _I32), ("reset", _I32), ("grad_reset", _I32),
-         ("threads", _I32)])
+        [
+            (name, _P)
+            for name in (
+                "w",
+                "alpha",
+                "threshold",
+                "rho",
+                "beta",
+                "volts",
+                "spikes",
+                "thresholds",
+                "pre_reset",
+                "v0",
+                "z0",
+                "g_spikes",
+                "g_volts",
+                "g_vT",
+                "g_zT",
+                "g_aT",
+                "work",
+                "g_alpha",
+                "g_thr",
+                "g_v0",
+                "g_z0",
+                "g_a0",
+            )
+        ],
+        [
+            ("sg_dampening", _F32),
+            ("sg_sharpness", _F32),
+            ("sg_shape", _I32),
+            ("reset", _I32),
+            ("grad_reset", _I32),
+            ("threads", _I32),
+        ],
+    )
 
 
 # the order of enum spk_abi in the header
@@ -91,9 +140,12 @@ def library() -> ctypes.CDLL | None:
                 sizes = {s.__name__: (ctypes.sizeof(s), lib.spk_abi_size(i)) for i, s in enumerate(_ABI)}
                 bad = {k: v for k, v in sizes.items() if v[0] != v[1]}
                 if bad:
-                    warnings.warn(f"spikestab: the native kernels' structs differ from their ctypes mirror "
-                                  f"(python, C bytes: {bad}); the torch time loop (backend 'fused') runs instead",
-                                  build.NativeBuildWarning, stacklevel=2)
+                    warnings.warn(
+                        f"spikestab: the native kernels' structs differ from their ctypes mirror "
+                        f"(python, C bytes: {bad}); the torch time loop (backend 'fused') runs instead",
+                        build.NativeBuildWarning,
+                        stacklevel=2,
+                    )
                 else:
                     _configured = lib
         return _configured

@@ -51,8 +51,19 @@ def segment_steps(value: bool | int, steps: int) -> int:
     return max(1, math.ceil(math.sqrt(steps))) if value is True else int(value)
 
 
-def _segment(weight_ih: Tensor, bias: Tensor, weight_hh: Tensor | None, dyn: Dynamics, backend: str,
-             sparse_x: bool, return_voltage: bool, x: Tensor, v: Tensor, z: Tensor, a: Tensor | None):
+def _segment(
+    weight_ih: Tensor,
+    bias: Tensor,
+    weight_hh: Tensor | None,
+    dyn: Dynamics,
+    backend: str,
+    sparse_x: bool,
+    return_voltage: bool,
+    x: Tensor,
+    v: Tensor,
+    z: Tensor,
+    a: Tensor | None,
+):
     """One segment: input projection and kernel from the state (v, z, a)."""
     current, kernel = prepare(x, weight_ih, bias, backend, sparse_x)
     spikes, volts, state = kernel(current, weight_hh, dyn, NeuronState(v, z, a), return_voltage)

@@ -62,8 +62,9 @@ def sparse_projection(x: Tensor, weight: Tensor, bias: Tensor, backend: str) -> 
     return backend == "event" or sparse.density(x) <= sparse.EVENT_DENSITY
 
 
-def prepare(x: Tensor, weight: Tensor, bias: Tensor, backend: str,
-            sparse_x: bool | None = None) -> tuple[Tensor, Kernel]:
+def prepare(
+    x: Tensor, weight: Tensor, bias: Tensor, backend: str, sparse_x: bool | None = None
+) -> tuple[Tensor, Kernel]:
     """The input current x W^T + b of all steps and the kernel to run it with (``select(backend)``).
 
     The projection is event-driven when ``sparse_x`` is true, dense when false, and chosen by

@@ -25,8 +25,15 @@ from . import build, cabi, sparse
 from .fused import LoopConfig, needs_reference, recurrent_weight_grad, surrogate_gradient
 from .reference import run_reference
 
-__all__ = ["RESET_CODES", "SURROGATE_CODES", "EventSequence", "event_blocker", "run_event", "sequence_backward",
-           "sequence_forward"]
+__all__ = [
+    "RESET_CODES",
+    "SURROGATE_CODES",
+    "EventSequence",
+    "event_blocker",
+    "run_event",
+    "sequence_backward",
+    "sequence_forward",
+]
 
 # enum spk_reset of csrc/spikestab.h follows the order of RESETS
 RESET_CODES = {name: code for code, name in enumerate(RESETS)}
@@ -36,9 +43,19 @@ SURROGATE_CODES = {"fast-sigmoid": 0, "triangular": 1, "rectangular": 2}
 _SG_GIVEN = -1
 
 
-def sequence_forward(current: Tensor, wt: Tensor | None, alpha: Tensor, threshold: Tensor, rho: Tensor | None,
-                     beta: Tensor | None, v0: Tensor, z0: Tensor, a0: Tensor | None, reset: str,
-                     keep_pre_reset: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None, float]:
+def sequence_forward(
+    current: Tensor,
+    wt: Tensor | None,
+    alpha: Tensor,
+    threshold: Tensor,
+    rho: Tensor | None,
+    beta: Tensor | None,
+    v0: Tensor,
+    z0: Tensor,
+    a0: Tensor | None,
+    reset: str,
+    keep_pre_reset: bool,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None, float]:
     """The forward time loop in one C call. current [T, B, H]; wt = W_hh^T [H, H] or None; per-neuron
     parameters [H]; state [B, H] (all contiguous float32). Returns voltages and spikes [T, B, H], the
     adaptive thresholds [T, B, H] (ALIF), the pre-reset voltages (``keep_pre_reset``), the final
@@ -51,19 +68,51 @@ def sequence_forward(current: Tensor, wt: Tensor | None, alpha: Tensor, threshol
     a_out = torch.empty_like(v0) if adaptive else None
     p = cabi.ptr
     args = cabi.ForwardArgs(
-        T=steps, B=batch, H=hidden, current=p(current), wt=p(wt), alpha=p(alpha), threshold=p(threshold), rho=p(rho),
-        beta=p(beta), v0=p(v0), z0=p(z0), a0=p(a0), volts=p(volts), spikes=p(spikes), thresholds=p(thresholds),
-        pre_reset=p(pre_reset), a_out=p(a_out), reset=RESET_CODES[reset], threads=cabi.threads())
+        T=steps,
+        B=batch,
+        H=hidden,
+        current=p(current),
+        wt=p(wt),
+        alpha=p(alpha),
+        threshold=p(threshold),
+        rho=p(rho),
+        beta=p(beta),
+        v0=p(v0),
+        z0=p(z0),
+        a0=p(a0),
+        volts=p(volts),
+        spikes=p(spikes),
+        thresholds=p(thresholds),
+        pre_reset=p(pre_reset),
+        a_out=p(a_out),
+        reset=RESET_CODES[reset],
+        threads=cabi.threads(),
+    )
     cabi.call("spk_lif_forward", ctypes.byref(args))
     density = args.spikes_before_last / max((steps - 1) * batch * hidden, 1)
     return volts, spikes, thresholds, pre_reset, a_out, density
 
 
-def sequence_backward(work: Tensor, w: Tensor | None, alpha: Tensor, threshold: Tensor, rho: Tensor | None,
-                      beta: Tensor | None, volts: Tensor, spikes: Tensor, thresholds: Tensor | None,
-                      pre_reset: Tensor | None, v0: Tensor, z0: Tensor, grads: dict[str, Tensor | None],
-                      reset: str, grad_reset: bool, want_alpha: bool, want_thr: bool,
-                      surrogate: tuple[str, float, float] | None) -> dict[str, Tensor | None]:
+def sequence_backward(
+    work: Tensor,
+    w: Tensor | None,
+    alpha: Tensor,
+    threshold: Tensor,
+    rho: Tensor | None,
+    beta: Tensor | None,
+    volts: Tensor,
+    spikes: Tensor,
+    thresholds: Tensor | None,
+    pre_reset: Tensor | None,
+    v0: Tensor,
+    z0: Tensor,
+    grads: dict[str, Tensor | None],
+    reset: str,
+    grad_reset: bool,
+    want_alpha: bool,
+    want_thr: bool,
+    surrogate: tuple[str, float, float] | None,
+) -> dict[str, Tensor | None]:
     """The backward time loop in one C call. ``work`` [T, B, H] receives the gradient of the input
     current; it holds the surrogate gradient at entry unless ``surrogate`` = (shape, dampening,
     sharpness) names one of ``SURROGATE_CODES``, evaluated in C; w = W_hh [H, H] or None; ``grads`` holds
@@ -83,12 +132,38 @@ def sequence_backward(work: Tensor, w: Tensor | None, alpha: Tensor, threshold: 
     )
     p = cabi.ptr
     args = cabi.BackwardArgs(
-        T=steps, B=batch, H=hidden, w=p(w), alpha=p(alpha), threshold=p(threshold), rho=p(rho), beta=p(beta),
-        volts=p(volts), spikes=p(spikes), thresholds=p(thresholds), pre_reset=p(pre_reset), v0=p(v0), z0=p(z0),
-        g_spikes=p(grads["spikes"]), g_volts=p(grads["volts"]), g_vT=p(grads["v"]), g_zT=p(grads["z"]),
-        g_aT=p(grads["a"]), work=p(work), g_alpha=p(out["alpha"]), g_thr=p(out["thr"]), g_v0=p(out["v0"]),
-        g_z0=p(out["z0"]), g_a0=p(out["a0"]), sg_dampening=damp, sg_sharpness=sharp, sg_shape=shape,
-        reset=RESET_CODES[reset], grad_reset=int(grad_reset), threads=cabi.threads())
+        T=steps,
+        B=batch,
+        H=hidden,
+        w=p(w),
+        alpha=p(alpha),
+        threshold=p(threshold),
+        rho=p(rho),
+        beta=p(beta),
+        volts=p(volts),
+        spikes=p(spikes),
+        thresholds=p(thresholds),
+        pre_reset=p(pre_reset),
+        v0=p(v0),
+        z0=p(z0),
+        g_spikes=p(grads["spikes"]),
+        g_volts=p(grads["volts"]),
+        g_vT=p(grads["v"]),
+        g_zT=p(grads["z"]),
+        g_aT=p(grads["a"]),
+        work=p(work),
+        g_alpha=p(out["alpha"]),
+        g_thr=p(out["thr"]),
+        g_v0=p(out["v0"]),
+        g_z0=p(out["z0"]),
+        g_a0=p(out["a0"]),
+        sg_dampening=damp,
+        sg_sharpness=sharp,
+        sg_shape=shape,
+        reset=RESET_CODES[reset],
+        grad_reset=int(grad_reset),
+        threads=cabi.threads(),
+    )
     cabi.call("spk_lif_backward", ctypes.byref(args))
     return out
 
@@ -103,7 +178,8 @@ class EventSequence(torch.autograd.Function):
         wt = weight_hh.t().contiguous() if weight_hh is not None else None
         keep_pre_reset = cfg.reset == "multiplicative_all" and not cfg.detach_reset
         volts, spikes, thresholds, pre_reset, a_last, ctx.density = sequence_forward(
-            current, wt, alpha, threshold, cfg.rho, cfg.beta_adapt, v0, z0, a0, cfg.reset, keep_pre_reset)
+            current, wt, alpha, threshold, cfg.rho, cfg.beta_adapt, v0, z0, a0, cfg.reset, keep_pre_reset
+        )
         ctx.cfg = cfg
         ctx.save_for_backward(volts, spikes, thresholds, pre_reset, weight_hh, alpha, threshold, v0, z0)
         return spikes, volts if cfg.return_voltage else None, volts[-1].clone(), spikes[-1].clone(), a_last
@@ -116,18 +192,44 @@ class EventSequence(torch.autograd.Function):
         in_c = sg.shape in SURROGATE_CODES and sg.dampening.numel() == 1 and sg.sharpness.numel() == 1
         surrogate = (sg.shape, float(sg.dampening), float(sg.sharpness)) if in_c else None
         work = torch.empty_like(volts) if in_c else surrogate_gradient(sg, volts, thresholds, threshold)
-        grads = {k: None if g is None else g.contiguous() for k, g in
-                 (("spikes", g_spikes), ("volts", g_volts), ("v", g_v_final), ("z", g_z_final), ("a", g_a_final))}
+        grads = {
+            k: None if g is None else g.contiguous()
+            for k, g in (("spikes", g_spikes), ("volts", g_volts), ("v", g_v_final), ("z", g_z_final), ("a", g_a_final))
+        }
         want_alpha, want_thr = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
-        out = sequence_backward(work, weight_hh, alpha, threshold, cfg.rho, cfg.beta_adapt, volts, spikes,
-                                thresholds, pre_reset, v0, z0, grads, cfg.reset, not cfg.detach_reset,
-                                want_alpha, want_thr, surrogate)
+        out = sequence_backward(
+            work,
+            weight_hh,
+            alpha,
+            threshold,
+            cfg.rho,
+            cfg.beta_adapt,
+            volts,
+            spikes,
+            thresholds,
+            pre_reset,
+            v0,
+            z0,
+            grads,
+            cfg.reset,
+            not cfg.detach_reset,
+            want_alpha,
+            want_thr,
+            surrogate,
+        )
         g_w = None
         if weight_hh is not None and ctx.needs_input_grad[1]:
             g_w = recurrent_weight_grad(work, spikes, z0, ctx.density)
-        return (work, g_w, out["alpha"].sum(0) if want_alpha else None, out["thr"].sum(0) if want_thr else None,
-                out["v0"] if ctx.needs_input_grad[4] else None, out["z0"] if ctx.needs_input_grad[5] else None,
-                out["a0"] if ctx.needs_input_grad[6] else None, None)
+        return (
+            work,
+            g_w,
+            out["alpha"].sum(0) if want_alpha else None,
+            out["thr"].sum(0) if want_thr else None,
+            out["v0"] if ctx.needs_input_grad[4] else None,
+            out["z0"] if ctx.needs_input_grad[5] else None,
+            out["a0"] if ctx.needs_input_grad[6] else None,
+            None,
+        )
 
 
 def event_blocker(current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState) -> str | None:
@@ -164,8 +266,10 @@ def run_event(
         return run_reference(current, weight_hh, dyn, state, return_voltage)
     reason = event_blocker(current, weight_hh, dyn, state)
     if reason is not None:
-        raise RuntimeError(f"backend 'event' cannot run here: {reason}; backend 'auto' takes the torch loop "
-                           "where the C loops cannot run")
+        raise RuntimeError(
+            f"backend 'event' cannot run here: {reason}; backend 'auto' takes the torch loop "
+            "where the C loops cannot run"
+        )
     hidden = current.shape[-1]
 
     def per_neuron(t: Tensor) -> Tensor:
@@ -177,6 +281,13 @@ def run_event(
     a0 = state.a.contiguous() if dyn.adaptive else None
     w = weight_hh.contiguous() if weight_hh is not None else None
     z, v, v_last, z_last, a_last = EventSequence.apply(
-        current.contiguous(), w, per_neuron(dyn.alpha), per_neuron(dyn.threshold), state.v.contiguous(),
-        state.z.contiguous(), a0, cfg)
+        current.contiguous(),
+        w,
+        per_neuron(dyn.alpha),
+        per_neuron(dyn.threshold),
+        state.v.contiguous(),
+        state.z.contiguous(),
+        a0,
+        cfg,
+    )
     return z, v, NeuronState(v_last, z_last, a_last if dyn.adaptive else state.a)

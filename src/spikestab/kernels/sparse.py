@@ -19,8 +19,17 @@ from torch import Tensor
 
 from . import cabi
 
-__all__ = ["EVENT_DENSITY", "HIDDEN_EVENT_DENSITY", "NonZeros", "density", "event_linear", "runs_natively",
-           "nonzeros", "sparse_mm", "sparse_mm_t"]
+__all__ = [
+    "EVENT_DENSITY",
+    "HIDDEN_EVENT_DENSITY",
+    "NonZeros",
+    "density",
+    "event_linear",
+    "runs_natively",
+    "nonzeros",
+    "sparse_mm",
+    "sparse_mm_t",
+]
 
 # Below this fraction of non-zero inputs the event-driven input projection (index + product + weight
 # gradient) costs less CPU than the dense one; the measured crossover is 15-20 % (docs/results/kernels.md,
@@ -90,8 +99,9 @@ def sparse_mm(x: NonZeros, wt: Tensor, bias: Tensor | None = None) -> Tensor:
     """x [R, N] @ wt [N, H] (+ bias [H]) from the non-zeros of x (wt, bias contiguous float32); each
     output sums its terms from zero in column order, then adds the bias."""
     out = torch.empty(x.shape[0], wt.shape[1])
-    cabi.call("spk_csr_mm", ctypes.byref(_csr(x)), cabi.ptr(wt), wt.shape[1], cabi.ptr(bias), cabi.ptr(out),
-              cabi.threads())
+    cabi.call(
+        "spk_csr_mm", ctypes.byref(_csr(x)), cabi.ptr(wt), wt.shape[1], cabi.ptr(bias), cabi.ptr(out), cabi.threads()
+    )
     return out
 
 

@@ -47,8 +47,9 @@ class CubaState(NamedTuple):
     i: Tensor
 
 
-def cuba_step(current: Tensor, state: CubaState, weight_hh: Tensor | None, dyn: Dynamics,
-              alpha_syn: Tensor) -> CubaState:
+def cuba_step(
+    current: Tensor, state: CubaState, weight_hh: Tensor | None, dyn: Dynamics, alpha_syn: Tensor
+) -> CubaState:
     """Advance one step; ``current`` [B, H] is W_ih x_t + b."""
     syn = alpha_syn * state.i + current
     if weight_hh is not None:
@@ -57,8 +58,9 @@ def cuba_step(current: Tensor, state: CubaState, weight_hh: Tensor | None, dyn: 
     return CubaState(new.v, new.z, syn)
 
 
-def run_cuba_reference(current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, alpha_syn: Tensor,
-                       state: CubaState, return_voltage: bool) -> tuple[Tensor, Tensor | None, CubaState]:
+def run_cuba_reference(
+    current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, alpha_syn: Tensor, state: CubaState, return_voltage: bool
+) -> tuple[Tensor, Tensor | None, CubaState]:
     """Plain autograd loop over ``current`` [T, B, H]: spikes, voltages (or None) and the final state."""
     spikes, volts = [], []
     for t in range(current.shape[0]):
@@ -102,12 +104,22 @@ class CubaLIF(SpikingNeurons):
     ``checkpoint`` must stay False (accepted so that the models factory can pass its options through).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, *args, tau_syn: float | Tensor | None = None,
-                 alpha_syn: float | Tensor | None = None, learn_tau_syn: bool = False,
-                 checkpoint: bool | int = False, **kwargs) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *args,
+        tau_syn: float | Tensor | None = None,
+        alpha_syn: float | Tensor | None = None,
+        learn_tau_syn: bool = False,
+        checkpoint: bool | int = False,
+        **kwargs,
+    ) -> None:
         if checkpoint:
-            raise ValueError(f"checkpoint must be False for CubaLIF (segment checkpointing is implemented for "
-                             f"LIF/ALIF only), got {checkpoint!r}")
+            raise ValueError(
+                f"checkpoint must be False for CubaLIF (segment checkpointing is implemented for "
+                f"LIF/ALIF only), got {checkpoint!r}"
+            )
         super().__init__(input_size, hidden_size, *args, **kwargs)
         if tau_syn is None and alpha_syn is None:
             tau_syn = self.tau.detach() / 2.0
@@ -124,13 +136,20 @@ class CubaLIF(SpikingNeurons):
         return torch.exp(-1.0 / self.tau_syn)
 
     def dynamics(self) -> Dynamics:
-        raise ValueError("CubaLIF has a synaptic current the LIF/ALIF stability conditions and measurements do not "
-                         "model; use stabilize='none' with net 'cuba' (spikestab.init.fluctuation initialises it)")
+        raise ValueError(
+            "CubaLIF has a synaptic current the LIF/ALIF stability conditions and measurements do not "
+            "model; use stabilize='none' with net 'cuba' (spikestab.init.fluctuation initialises it)"
+        )
 
     def membrane_dynamics(self) -> Dynamics:
         """The LIF membrane part of the step (decay, threshold, reset, surrogate)."""
-        return Dynamics(alpha=self.alpha, threshold=self.threshold, spike_fn=self.spike_fn, reset=self.reset,
-                        detach_reset=self.detach_reset)
+        return Dynamics(
+            alpha=self.alpha,
+            threshold=self.threshold,
+            spike_fn=self.spike_fn,
+            reset=self.reset,
+            detach_reset=self.detach_reset,
+        )
 
     def initial_state(self, batch: int, like: Tensor) -> CubaState:  # type: ignore[override]
         zeros = like.new_zeros(batch, self.hidden_size)

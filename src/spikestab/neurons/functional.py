@@ -14,5 +14,14 @@ from ..dynamics import (
     time_constant_from,
 )
 
-__all__ = ["RESETS", "Dynamics", "NeuronState", "check_reset", "decay_from", "initial_state", "step",
-           "tau_from_alpha", "time_constant_from"]
+__all__ = [
+    "RESETS",
+    "Dynamics",
+    "NeuronState",
+    "check_reset",
+    "decay_from",
+    "initial_state",
+    "step",
+    "tau_from_alpha",
+    "time_constant_from",
+]

@@ -70,8 +70,10 @@ def prepare_input(x: Tensor, input_size: int, dtype: torch.dtype, rank: int = 3,
     if x.is_floating_point() and _autocast_on(x.device.type):
         return x
     call = f"x.float() (or x.to({dtype}))" if dtype == torch.float32 else f"x.to({dtype})"
-    raise ValueError(f"x has dtype {x.dtype} but the layer computes in {dtype}: pass {call}, or convert the "
-                     f"layer with layer.to({x.dtype})")
+    raise ValueError(
+        f"x has dtype {x.dtype} but the layer computes in {dtype}: pass {call}, or convert the "
+        f"layer with layer.to({x.dtype})"
+    )
 
 
 def _check_sg_shape(spike_fn: SurrogateGradient, hidden: int) -> None:
@@ -79,8 +81,10 @@ def _check_sg_shape(spike_fn: SurrogateGradient, hidden: int) -> None:
     for name in ("dampening", "sharpness"):
         shape = tuple(getattr(spike_fn, name).shape)
         if shape not in ((), (1,), (hidden,)):
-            raise ValueError(f"spike_fn.{name} must be a scalar or have shape ({hidden},) for a layer of {hidden} "
-                             f"neurons, got shape {shape}")
+            raise ValueError(
+                f"spike_fn.{name} must be a scalar or have shape ({hidden},) for a layer of {hidden} "
+                f"neurons, got shape {shape}"
+            )
 
 
 def _per_neuron(value: float | Tensor, hidden: int, name: str, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -176,16 +180,18 @@ class SpikingNeurons(nn.Module):
         self._init_adaptation(tau_adapt, beta_adapt, dtype)
         self.reset_parameters()
 
-    def _init_adaptation(self, tau_adapt: float | Tensor | None, beta_adapt: float | Tensor | None,
-                         dtype: torch.dtype) -> None:
+    def _init_adaptation(
+        self, tau_adapt: float | Tensor | None, beta_adapt: float | Tensor | None, dtype: torch.dtype
+    ) -> None:
         """ALIF's buffers: rho = exp(-1/tau_adapt) and beta_adapt, checked (ValueError naming the range); a
         layer without adaptation refuses them (ValueError: they would do nothing)."""
         given = [name for name, value in (("tau_adapt", tau_adapt), ("beta_adapt", beta_adapt)) if value is not None]
         if not self.adaptive:
             if given:
                 what = "is an ALIF option" if len(given) == 1 else "are ALIF options"
-                raise ValueError(f"{' and '.join(given)} {what}; {type(self).__name__} has no adaptation "
-                                 f"(use ALIF or ALIFCell)")
+                raise ValueError(
+                    f"{' and '.join(given)} {what}; {type(self).__name__} has no adaptation (use ALIF or ALIFCell)"
+                )
             return
         tau_adapt = TAU_ADAPT if tau_adapt is None else tau_adapt
         beta_adapt = BETA_ADAPT if beta_adapt is None else beta_adapt
@@ -284,11 +290,22 @@ class _LayerMixin(SpikingNeurons):
             x = x.transpose(0, 1)
         state = self._check_state(state, x.shape[1], x)
         if self.checkpoint and self.custom_current:
-            raise ValueError("checkpoint must be False for a layer that overrides input_current (the checkpointed "
-                             f"segments recompute W_ih x + b themselves), got {self.checkpoint!r}")
+            raise ValueError(
+                "checkpoint must be False for a layer that overrides input_current (the checkpointed "
+                f"segments recompute W_ih x + b themselves), got {self.checkpoint!r}"
+            )
         if self.checkpoint:
-            z, v, state = run_checkpointed(x, self.weight_ih, self.bias, self.recurrent_weight(), self.dynamics(),
-                                           state, self.backend, return_voltage, self.checkpoint)
+            z, v, state = run_checkpointed(
+                x,
+                self.weight_ih,
+                self.bias,
+                self.recurrent_weight(),
+                self.dynamics(),
+                state,
+                self.backend,
+                return_voltage,
+                self.checkpoint,
+            )
         else:
             current, kernel = self.sequence_current(x)
             z, v, state = kernel(current, self.recurrent_weight(), self.dynamics(), state, return_voltage)

@@ -62,8 +62,9 @@ def tanh_spike(v: Tensor, spike_fn: Callable[[Tensor], Tensor]) -> Tensor:
     return 2.0 * spike_fn(v) - 1.0
 
 
-def run_slstm(wx: Tensor, weight_hh: Tensor, state: SLSTMState, spike_fn: Callable[[Tensor], Tensor]
-              ) -> tuple[Tensor, Tensor, SLSTMState]:
+def run_slstm(
+    wx: Tensor, weight_hh: Tensor, state: SLSTMState, spike_fn: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, Tensor, SLSTMState]:
     """The recurrence over a sequence: ``wx`` [T, B, 4H] is W x_t + b for every step (gate blocks f, i, o,
     candidate); returns outputs h [T, B, H], cell states c [T, B, H] and the last state. ``spike_fn`` is
     H with its SG (any callable: the tests pass a smooth one to compare with finite differences)."""
@@ -136,8 +137,9 @@ class _FusedSLSTM(torch.autograd.Function):
         return flat, grad_w, gh, gc, None
 
 
-def run_slstm_fused(wx: Tensor, weight_hh: Tensor, state: SLSTMState, sg: SurrogateGradient
-                    ) -> tuple[Tensor, Tensor, SLSTMState]:
+def run_slstm_fused(
+    wx: Tensor, weight_hh: Tensor, state: SLSTMState, sg: SurrogateGradient
+) -> tuple[Tensor, Tensor, SLSTMState]:
     """``run_slstm`` with ``sg``'s step and SG, its backward written by hand (``_FusedSLSTM``); the SG's
     dampening and sharpness get no gradient (use ``run_slstm`` for a learnable SG)."""
     hs, cs, h, c = _FusedSLSTM.apply(wx, weight_hh, state.h, state.c, sg)
@@ -154,8 +156,14 @@ class SLSTM(nn.Module):
     """Spiking LSTM layer over a whole sequence (module doc). ``spike_fn`` is the gates' H with its SG
     (default fast-sigmoid); its dampening / sharpness are scalars or per-neuron (shape (hidden_size,))."""
 
-    def __init__(self, input_size: int, hidden_size: int, spike_fn: SurrogateGradient | None = None,
-                 bias: bool = True, batch_first: bool = False) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        spike_fn: SurrogateGradient | None = None,
+        bias: bool = True,
+        batch_first: bool = False,
+    ) -> None:
         super().__init__()
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
@@ -163,12 +171,15 @@ class SLSTM(nn.Module):
         self.spike_fn = spike_fn if spike_fn is not None else SurrogateGradient("fast-sigmoid")
         if not isinstance(self.spike_fn, SurrogateGradient):
             raise ValueError(  # noqa: TRY004 (bad input is a ValueError throughout spikestab)
-                f"spike_fn must be a spikestab.surrogate.SurrogateGradient, got {type(spike_fn).__name__}")
+                f"spike_fn must be a spikestab.surrogate.SurrogateGradient, got {type(spike_fn).__name__}"
+            )
         for name in ("dampening", "sharpness"):
             shape = tuple(getattr(self.spike_fn, name).shape)
             if shape not in ((), (1,), (hidden_size,)):
-                raise ValueError(f"spike_fn.{name} must be a scalar or have shape ({hidden_size},) for a layer of "
-                                 f"{hidden_size} neurons, got shape {shape}")
+                raise ValueError(
+                    f"spike_fn.{name} must be a scalar or have shape ({hidden_size},) for a layer of "
+                    f"{hidden_size} neurons, got shape {shape}"
+                )
         self.weight_ih = nn.Parameter(torch.empty(GATES * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(GATES * hidden_size, hidden_size))
         if bias:

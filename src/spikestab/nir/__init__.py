@@ -22,6 +22,8 @@ def require_nir() -> ModuleType:
     try:
         import nir
     except ImportError as err:
-        raise ImportError("spikestab.nir needs the optional dependency 'nir' (Neuromorphic Intermediate "
-                          "Representation): pip install 'spikestab[nir]'") from err
+        raise ImportError(
+            "spikestab.nir needs the optional dependency 'nir' (Neuromorphic Intermediate "
+            "Representation): pip install 'spikestab[nir]'"
+        ) from err
     return nir

@@ -74,9 +74,11 @@ def _sequential_layers(model: nn.Sequential) -> tuple[list[SpikingNeurons], nn.L
         elif isinstance(child, nn.Linear) and layers and readout is None:
             readout = child
         else:
-            raise ValueError(f"model[{name}] ({type(child).__name__}): an nn.Sequential exports as spikestab spiking "
-                             "layers (each with its own input weights), then at most one nn.Linear readout last "
-                             "(Dropout and Identity are skipped)")
+            raise ValueError(
+                f"model[{name}] ({type(child).__name__}): an nn.Sequential exports as spikestab spiking "
+                "layers (each with its own input weights), then at most one nn.Linear readout last "
+                "(Dropout and Identity are skipped)"
+            )
     if not layers:
         raise ValueError("model (nn.Sequential) must contain at least one spikestab spiking layer")
     return layers, readout
@@ -84,8 +86,10 @@ def _sequential_layers(model: nn.Sequential) -> tuple[list[SpikingNeurons], nn.L
 
 def _layers_of(model: nn.Module) -> tuple[list[SpikingNeurons], nn.Linear | None, str]:
     if isinstance(model, SNNLanguageModel):
-        raise ValueError("model SNNLanguageModel is not supported: its embedding and tied output projection have "
-                         "no NIR node (export model.stack instead)")
+        raise ValueError(
+            "model SNNLanguageModel is not supported: its embedding and tied output projection have "
+            "no NIR node (export model.stack instead)"
+        )
     if isinstance(model, SNNClassifier):
         return list(model.stack.layers), model.readout, "SNNClassifier"
     if isinstance(model, SpikingStack):
@@ -94,19 +98,22 @@ def _layers_of(model: nn.Module) -> tuple[list[SpikingNeurons], nn.Linear | None
         return (*_sequential_layers(model), "Sequential")
     if isinstance(model, SpikingNeurons):
         return [model], None, _layer_name(model, "model")
-    raise ValueError(f"model must be a spikestab SNNClassifier, SpikingStack, LIF/ALIF/CubaLIF layer or cell, or an "
-                     f"nn.Sequential of them, got {type(model).__name__}")
+    raise ValueError(
+        f"model must be a spikestab SNNClassifier, SpikingStack, LIF/ALIF/CubaLIF layer or cell, or an "
+        f"nn.Sequential of them, got {type(model).__name__}"
+    )
 
 
 def _layer_name(layer: nn.Module, where: str) -> str:
     for name, cls in LAYER_TYPES.items():
         if isinstance(layer, cls) and type(layer).adaptive == cls.adaptive:
             if layer.custom_current:
-                raise ValueError(f"{where} ({type(layer).__name__}) overrides input_current, which NIR's Affine "
-                                 "projection cannot express")
+                raise ValueError(
+                    f"{where} ({type(layer).__name__}) overrides input_current, which NIR's Affine "
+                    "projection cannot express"
+                )
             return name
-    raise ValueError(f"{where} must be a spikestab LIF, ALIF, CubaLIF, LIFCell or ALIFCell, got "
-                     f"{type(layer).__name__}")
+    raise ValueError(f"{where} must be a spikestab LIF, ALIF, CubaLIF, LIFCell or ALIFCell, got {type(layer).__name__}")
 
 
 def _check_sample(sample: Tensor | None, width: int) -> None:
@@ -121,14 +128,26 @@ def _check_sample(sample: Tensor | None, width: int) -> None:
 def _layer_metadata(layer: SpikingNeurons, kind: str, exact: bool, dt: float, form: str) -> dict:
     sg = layer.spike_fn
     meta = {
-        "library": "spikestab", "spikestab_layer": kind, "reset": layer.reset, "nir_exact": exact, "dt": dt,
-        "form": form, "detach_reset": layer.detach_reset, "recurrent": layer.recurrent,
+        "library": "spikestab",
+        "spikestab_layer": kind,
+        "reset": layer.reset,
+        "nir_exact": exact,
+        "dt": dt,
+        "form": form,
+        "detach_reset": layer.detach_reset,
+        "recurrent": layer.recurrent,
         "recurrent_diagonal": bool(layer.recurrent and bool(layer.recurrent_mask.diagonal().all())),
-        "bias": isinstance(layer.bias, nn.Parameter), "learn_tau": layer.tau.requires_grad,
-        "learn_threshold": layer.threshold.requires_grad, "batch_first": layer.batch_first,
-        "backend": layer.backend, "checkpoint": json.dumps(getattr(layer, "checkpoint", False)),
-        "tau_steps": _np(layer.tau), "surrogate": sg.shape, "dampening": _meta_value(sg.dampening),
-        "sharpness": _meta_value(sg.sharpness), "surrogate_learnable": isinstance(sg.dampening, nn.Parameter),
+        "bias": isinstance(layer.bias, nn.Parameter),
+        "learn_tau": layer.tau.requires_grad,
+        "learn_threshold": layer.threshold.requires_grad,
+        "batch_first": layer.batch_first,
+        "backend": layer.backend,
+        "checkpoint": json.dumps(getattr(layer, "checkpoint", False)),
+        "tau_steps": _np(layer.tau),
+        "surrogate": sg.shape,
+        "dampening": _meta_value(sg.dampening),
+        "sharpness": _meta_value(sg.sharpness),
+        "surrogate_learnable": isinstance(sg.dampening, nn.Parameter),
     }
     if sg.shape == "q-pseudospike":
         meta["tail"] = float(sg.tail)
@@ -148,22 +167,35 @@ def _check_form(layers: list[SpikingNeurons], kinds: list[str], form: str, stric
     reader = {"snntorch": "snnTorch's import_from_nir", "norse": "Norse's from_nir"}[form]
     for i, (layer, kind) in enumerate(zip(layers, kinds)):
         if FAMILY[kind] == "alif":
-            raise ValueError(f"layer {i} ({kind}): {reader} reads no adaptive neuron (no LI, Threshold or Scale "
-                             "node); export it with form='nir'")
+            raise ValueError(
+                f"layer {i} ({kind}): {reader} reads no adaptive neuron (no LI, Threshold or Scale "
+                "node); export it with form='nir'"
+            )
         if form == "snntorch" and kind == "CubaLIF":
-            raise ValueError(f"layer {i} (CubaLIF): form='snntorch' writes LIF layers only; export it with "
-                             "form='nir'")
+            raise ValueError(f"layer {i} (CubaLIF): form='snntorch' writes LIF layers only; export it with form='nir'")
         if form == "snntorch" and not bool((layer.threshold == layer.threshold.reshape(-1)[0]).all()):
-            raise ValueError(f"layer {i} ({kind}) has per-neuron thresholds; {reader} takes one threshold per "
-                             "layer")
+            raise ValueError(f"layer {i} ({kind}) has per-neuron thresholds; {reader} takes one threshold per layer")
         if layer.reset != "multiplicative" and strict:
-            raise ValueError(f"layer {i} ({kind}, reset={layer.reset!r}): {reader} resets every neuron it reads to "
-                             "0 (spikestab's 'multiplicative'); pass strict=False to export it anyway as a layer "
-                             "that resets to 0, whose spikes differ (docs/nir.md)")
+            raise ValueError(
+                f"layer {i} ({kind}, reset={layer.reset!r}): {reader} resets every neuron it reads to "
+                "0 (spikestab's 'multiplicative'); pass strict=False to export it anyway as a layer "
+                "that resets to 0, whose spikes differ (docs/nir.md)"
+            )
 
 
-def _add_layer(nir, nodes: dict, edges: list, source: str, layer: SpikingNeurons, i: int, digits: int, kind: str,
-               dt: float, strict: bool, form: str) -> tuple[str, bool]:
+def _add_layer(
+    nir,
+    nodes: dict,
+    edges: list,
+    source: str,
+    layer: SpikingNeurons,
+    i: int,
+    digits: int,
+    kind: str,
+    dt: float,
+    strict: bool,
+    form: str,
+) -> tuple[str, bool]:
     """Add layer i's nodes after ``source``; returns (name of the node that emits its spikes, exact)."""
     if layer.reset not in RESETS:
         raise ValueError(f"layer {i} ({kind}) has unknown reset {layer.reset!r}; expected one of {list(RESETS)}")
@@ -176,7 +208,8 @@ def _add_layer(nir, nodes: dict, edges: list, source: str, layer: SpikingNeurons
         raise ValueError(
             f"layer {i} ({kind}, reset={layer.reset!r}) has no exact NIR equivalent; pass strict=False to export "
             f"it anyway: import_nir restores it exactly from metadata, other NIR readers see "
-            f"{APPROXIMATION[(family, layer.reset)]}")
+            f"{APPROXIMATION[(family, layer.reset)]}"
+        )
     p, spikes = f"layer{i:0{digits}d}", f"layer{i:0{digits}d}_spikes"
     dtype = layer.weight_ih.dtype
     np_dtype = _np(layer.weight_ih[:0]).dtype
@@ -192,8 +225,11 @@ def _add_layer(nir, nodes: dict, edges: list, source: str, layer: SpikingNeurons
     if form == "norse" and core == "lif":
         r = np.ones(h)
     zeros = np.zeros(h, dtype=np_dtype)
-    nodes[f"{p}_input"] = nir.Affine(weight=arr(scale[:, None] * _np(layer.weight_ih.to(torch.float64))),
-                                     bias=arr(scale * _np(layer.bias.to(torch.float64))), metadata={"role": "input"})
+    nodes[f"{p}_input"] = nir.Affine(
+        weight=arr(scale[:, None] * _np(layer.weight_ih.to(torch.float64))),
+        bias=arr(scale * _np(layer.bias.to(torch.float64))),
+        metadata={"role": "input"},
+    )
     edges.append((source, f"{p}_input"))
     if core == "lif":
         membrane = spikes
@@ -201,8 +237,15 @@ def _add_layer(nir, nodes: dict, edges: list, source: str, layer: SpikingNeurons
     elif core == "cuba":
         membrane = spikes
         tau_syn, w_in = mapping.synapse_to_nir(_np(layer.alpha_syn.to(torch.float64)), dt)
-        nodes[spikes] = nir.CubaLIF(tau_syn=arr(tau_syn), tau_mem=arr(tau), r=arr(r), v_leak=zeros, v_threshold=thr,
-                                    v_reset=zeros.copy(), w_in=arr(w_in))
+        nodes[spikes] = nir.CubaLIF(
+            tau_syn=arr(tau_syn),
+            tau_mem=arr(tau),
+            r=arr(r),
+            v_leak=zeros,
+            v_threshold=thr,
+            v_reset=zeros.copy(),
+            w_in=arr(w_in),
+        )
     else:
         membrane = f"{p}_membrane"
         nodes[membrane] = nir.LI(tau=arr(tau), r=arr(r), v_leak=zeros, metadata={"role": "membrane"})
@@ -235,16 +278,23 @@ def _nest_recurrent(nir, nodes: dict, edges: list, p: str, spikes: str, h: int) 
     here in graph order is read as it is."""
     rec = f"{p}_rec"
     sub = nir.NIRGraph(
-        nodes={"input": nir.Input(np.array([h])), "lif": nodes.pop(spikes), "w_rec": nodes.pop(rec),
-               "output": nir.Output(np.array([h]))},
-        edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")], type_check=False)
+        nodes={
+            "input": nir.Input(np.array([h])),
+            "lif": nodes.pop(spikes),
+            "w_rec": nodes.pop(rec),
+            "output": nir.Output(np.array([h])),
+        },
+        edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
+        type_check=False,
+    )
     edges[:] = [(a, f"{p}_rleaky" if b == spikes else b) for a, b in edges if {a, b} != {spikes, rec}]
     nodes[f"{p}_rleaky"] = sub
     return f"{p}_rleaky"
 
 
-def export_nir(model: nn.Module, sample: Tensor | None = None, dt: float | None = None, strict: bool = True,
-               form: str = "nir"):
+def export_nir(
+    model: nn.Module, sample: Tensor | None = None, dt: float | None = None, strict: bool = True, form: str = "nir"
+):
     """Export a spikestab model to a ``nir.NIRGraph`` (needs the ``nir`` extra).
 
     ``model``: an SNNClassifier (layers, then its Affine readout, applied at every step), a SpikingStack,
@@ -268,8 +318,10 @@ def export_nir(model: nn.Module, sample: Tensor | None = None, dt: float | None 
     if not isinstance(dt, (int, float)) or isinstance(dt, bool) or not math.isfinite(dt) or dt <= 0:
         raise ValueError(f"dt must be a finite number > 0 (time per step), got {dt!r}")
     if form == "snntorch" and dt != mapping.SNNTORCH_DT:
-        raise ValueError(f"dt must be {mapping.SNNTORCH_DT:g} for form='snntorch' (snnTorch 1.0's importer steps by "
-                         f"1e-4 whatever the graph says), got {dt!r}")
+        raise ValueError(
+            f"dt must be {mapping.SNNTORCH_DT:g} for form='snntorch' (snnTorch 1.0's importer steps by "
+            f"1e-4 whatever the graph says), got {dt!r}"
+        )
     dt = float(dt)
     layers, readout, model_name = _layers_of(model)
     kinds = [_layer_name(layer, f"layer {i}") for i, layer in enumerate(layers)]
@@ -292,8 +344,14 @@ def export_nir(model: nn.Module, sample: Tensor | None = None, dt: float | None 
     edges.append((source, "output"))
     from .. import __version__
 
-    meta = {"library": "spikestab", "spikestab_version": __version__, "model": model_name, "dt": dt,
-            "nir_exact": all_exact, "form": form}
+    meta = {
+        "library": "spikestab",
+        "spikestab_version": __version__,
+        "model": model_name,
+        "dt": dt,
+        "nir_exact": all_exact,
+        "form": form,
+    }
     if isinstance(model, SNNClassifier):
         meta["config"] = json.dumps(model.config.to_dict(), default=str)
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)

@@ -89,8 +89,10 @@ def _parse_neuron(nir, nodes: dict, succ: dict, pred: dict, proj: str, m: str) -
             continue
         qn = nodes[q]
         if not isinstance(qn, (nir.Linear, nir.Affine)) or pred[q] != [spike] or succ[q] != [m]:
-            raise ValueError(f"node {q!r} ({type(qn).__name__}) feeds the membrane {m!r} but is not a Linear or "
-                             f"Affine from the spikes of {spike!r} (the only recurrent loop spikestab reads)")
+            raise ValueError(
+                f"node {q!r} ({type(qn).__name__}) feeds the membrane {m!r} but is not a Linear or "
+                f"Affine from the spikes of {spike!r} (the only recurrent loop spikestab reads)"
+            )
         spec["loops"].append(q)
         internal.add(q)
     if core == "li":
@@ -98,10 +100,19 @@ def _parse_neuron(nir, nodes: dict, succ: dict, pred: dict, proj: str, m: str) -
         if extra:
             c = extra[0]
             a = pred[c][0] if len(pred[c]) == 1 else None
-            if (len(extra) != 1 or not isinstance(nodes[c], nir.Scale) or a is None
-                    or not isinstance(nodes[a], nir.LI) or pred[a] != [spike] or succ[a] != [c] or succ[c] != [spike]):
-                raise ValueError(f"Threshold node {spike!r} has inputs {pred[spike]}: spikestab reads the membrane "
-                                 "alone, or with an adaptation LI (fed by the spikes) through a Scale")
+            if (
+                len(extra) != 1
+                or not isinstance(nodes[c], nir.Scale)
+                or a is None
+                or not isinstance(nodes[a], nir.LI)
+                or pred[a] != [spike]
+                or succ[a] != [c]
+                or succ[c] != [spike]
+            ):
+                raise ValueError(
+                    f"Threshold node {spike!r} has inputs {pred[spike]}: spikestab reads the membrane "
+                    "alone, or with an adaptation LI (fed by the spikes) through a Scale"
+                )
             spec["adapt"] = (a, c)
             internal |= {a, c}
     spec["internal"] = internal
@@ -120,16 +131,19 @@ def _parse(nir, nodes: dict, edges: list) -> tuple[list[dict], str | None, int]:
         raise ValueError(f"the graph must have one Input and one Output node, got inputs {inputs}, outputs {outputs}")
     shape = np.asarray(nodes[inputs[0]].input_type["input"]).reshape(-1)
     if shape.size < 1:
-        raise ValueError(f"the Input node must have a shape [..., N] (spikestab layers are fully connected; leading "
-                         f"batch or time dimensions that exporters copy from their sample are ignored), got {shape}")
+        raise ValueError(
+            f"the Input node must have a shape [..., N] (spikestab layers are fully connected; leading "
+            f"batch or time dimensions that exporters copy from their sample are ignored), got {shape}"
+        )
     specs: list[dict] = []
     seen = {inputs[0], outputs[0]}
     cur, internal, readout = inputs[0], set(), None
     while True:
         nxt = [n for n in succ[cur] if n not in internal]
         if len(nxt) != 1:
-            raise ValueError(f"node {cur!r} must feed exactly one node onward (a projection or the Output), "
-                             f"feeds {nxt}")
+            raise ValueError(
+                f"node {cur!r} must feed exactly one node onward (a projection or the Output), feeds {nxt}"
+            )
         n = nxt[0]
         if n == outputs[0]:
             break
@@ -151,8 +165,10 @@ def _parse(nir, nodes: dict, edges: list) -> tuple[list[dict], str | None, int]:
         raise ValueError("the graph has no spiking layer (LIF, CubaLIF, or LI -> Threshold) before its Output")
     left = sorted(set(nodes) - seen)
     if left:
-        raise ValueError(f"nodes {left} are not on the chain Input -> [projection -> neuron]* -> [readout] -> Output "
-                         "that spikestab reads")
+        raise ValueError(
+            f"nodes {left} are not on the chain Input -> [projection -> neuron]* -> [readout] -> Output "
+            "that spikestab reads"
+        )
     return specs, readout, int(shape[-1])
 
 
@@ -182,19 +198,24 @@ def _choose_reset(spec: dict, meta: dict, family: str, reset_loop: bool, request
     spike = spec["spike"]
     if spec["core"] in ("lif", "cuba") and _get(meta, "form", "nir") != "nir":
         if _get(meta, "norse_reset_method") == "reset_subtract":
-            raise ValueError(f"node {spike!r} was written for Norse's from_nir with reset_method=reset_subtract "
-                             "(export_nir form='norse'); export with form='nir' for import_nir")
+            raise ValueError(
+                f"node {spike!r} was written for Norse's from_nir with reset_method=reset_subtract "
+                "(export_nir form='norse'); export with form='nir' for import_nir"
+            )
         reset = check_reset(str(_get(meta, "reset", "multiplicative")))
         if requested is not None and requested != reset:
             raise ValueError(f"node {spike!r}: reset={requested!r} contradicts the graph's metadata reset={reset!r}")
         return reset
     if requested is not None:
         if spec["core"] not in ("lif", "cuba"):
-            raise ValueError(f"node {spike!r}: reset= applies to layers read from NIR LIF and CubaLIF nodes; this "
-                             "layer is an LI -> Threshold whose reset the graph states")
+            raise ValueError(
+                f"node {spike!r}: reset= applies to layers read from NIR LIF and CubaLIF nodes; this "
+                "layer is an LI -> Threshold whose reset the graph states"
+            )
         if "reset" in meta and check_reset(str(_get(meta, "reset"))) != requested:
-            raise ValueError(f"node {spike!r}: reset={requested!r} contradicts the graph's metadata "
-                             f"reset={_get(meta, 'reset')!r}")
+            raise ValueError(
+                f"node {spike!r}: reset={requested!r} contradicts the graph's metadata reset={_get(meta, 'reset')!r}"
+            )
         return requested
     structure = (spec["core"], reset_loop)
     allowed = [r for (fam, r), (core, loop, _) in STRUCTURE.items() if fam == family and (core, loop) == structure]
@@ -207,8 +228,10 @@ def _choose_reset(spec: dict, meta: dict, family: str, reset_loop: bool, request
         return reset
     exact = [r for r in allowed if STRUCTURE[(family, r)][2]]
     if not exact:
-        raise ValueError(f"node {spike!r}: {described} has no spikestab equivalent (spikestab's ALIF subtracts "
-                         "the adaptive threshold, not the fixed one; metadata reset= can declare spikestab's dynamics)")
+        raise ValueError(
+            f"node {spike!r}: {described} has no spikestab equivalent (spikestab's ALIF subtracts "
+            "the adaptive threshold, not the fixed one; metadata reset= can declare spikestab's dynamics)"
+        )
     return exact[0]
 
 
@@ -222,23 +245,36 @@ def _spike_fn(meta: dict, default: SurrogateGradient) -> SurrogateGradient:
         return default.with_params()
     shape = str(_get(meta, "surrogate"))
     tail = _get(meta, "tail") if "tail" in meta else None
-    dampening, sharpness = (torch.as_tensor(np.asarray(meta.get(k, 1.0), dtype=np.float32))
-                            for k in ("dampening", "sharpness"))
-    return SurrogateGradient(shape, dampening, sharpness, None if tail is None else float(tail),
-                             learnable=_flag(meta, "surrogate_learnable", False))
+    dampening, sharpness = (
+        torch.as_tensor(np.asarray(meta.get(k, 1.0), dtype=np.float32)) for k in ("dampening", "sharpness")
+    )
+    return SurrogateGradient(
+        shape,
+        dampening,
+        sharpness,
+        None if tail is None else float(tail),
+        learnable=_flag(meta, "surrogate_learnable", False),
+    )
 
 
 def _euler(node, name: str, hidden: int, dt: float, tau_attr: str = "tau") -> tuple[np.ndarray, ...]:
-    return mapping.euler_from_nir(_per_neuron(getattr(node, tau_attr), hidden, name),
-                                  _per_neuron(node.r, hidden, name), _per_neuron(node.v_leak, hidden, name), dt, name)
+    return mapping.euler_from_nir(
+        _per_neuron(getattr(node, tau_attr), hidden, name),
+        _per_neuron(node.r, hidden, name),
+        _per_neuron(node.v_leak, hidden, name),
+        dt,
+        name,
+    )
 
 
 def _layer_kind(spec: dict, meta: dict) -> str:
     family = "alif" if spec["adapt"] is not None else ("cuba" if spec["core"] == "cuba" else "lif")
     kind = str(_get(meta, "spikestab_layer", {"alif": "ALIF", "cuba": "CubaLIF", "lif": "LIF"}[family]))
     if kind not in LAYER_TYPES or FAMILY[kind] != family:
-        raise ValueError(f"node {spec['spike']!r}: metadata spikestab_layer={kind!r} is not a spikestab layer matching "
-                         f"the graph ({family}); expected one of {sorted(LAYER_TYPES)}")
+        raise ValueError(
+            f"node {spec['spike']!r}: metadata spikestab_layer={kind!r} is not a spikestab layer matching "
+            f"the graph ({family}); expected one of {sorted(LAYER_TYPES)}"
+        )
     return kind
 
 
@@ -253,18 +289,26 @@ def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float, reading: d
     if spec["core"] == "cuba":
         decay, gain, drift = _euler(mem, mem_name, hidden, dt, "tau_mem")
         if np.any(drift != 0):
-            raise ValueError(f"node {mem_name!r}: v_leak must be 0 for a CubaLIF (spikestab's CUBA layer has no "
-                             "constant drive on its membrane)")
-        decay_s, gain_s = mapping.synapse_from_nir(_per_neuron(mem.tau_syn, hidden, mem_name),
-                                                   _per_neuron(mem.w_in, hidden, mem_name), dt, mem_name,
-                                                   reading["unscaled_synapse"])
+            raise ValueError(
+                f"node {mem_name!r}: v_leak must be 0 for a CubaLIF (spikestab's CUBA layer has no "
+                "constant drive on its membrane)"
+            )
+        decay_s, gain_s = mapping.synapse_from_nir(
+            _per_neuron(mem.tau_syn, hidden, mem_name),
+            _per_neuron(mem.w_in, hidden, mem_name),
+            dt,
+            mem_name,
+            reading["unscaled_synapse"],
+        )
         gain = mapping.snap_unit(gain * gain_s)
         tau_syn = mapping.prefer(meta.get("tau_syn_steps"), mapping.steps_from_decay(decay_s))
     else:
         decay, gain, drift = _euler(mem, mem_name, hidden, dt)
     if spec["core"] != "li" and np.any(_per_neuron(mem.v_reset, hidden, mem_name) != 0):
-        raise ValueError(f"node {mem_name!r}: v_reset must be 0 (spikestab resets to 0 or subtracts), got "
-                         f"{np.asarray(mem.v_reset).reshape(-1)[:4]}...")
+        raise ValueError(
+            f"node {mem_name!r}: v_reset must be 0 (spikestab resets to 0 or subtracts), got "
+            f"{np.asarray(mem.v_reset).reshape(-1)[:4]}..."
+        )
     w_ih, bias = gain[:, None] * w_ih, gain * bias + drift
     rec = reset = None
     for q in spec["loops"]:
@@ -284,19 +328,25 @@ def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float, reading: d
     tau = mapping.prefer(meta.get("tau_steps"), mapping.steps_from_decay(decay))
     recurrent = rec is not None or bool(_get(meta, "recurrent", False))
     rec = np.zeros((hidden, hidden)) if rec is None else rec
-    kw = dict(recurrent=recurrent, tau=torch.tensor(tau, dtype=torch.float32),
-              threshold=torch.tensor(thr, dtype=torch.float32), reset=reset_name,
-              detach_reset=_flag(meta, "detach_reset", True), spike_fn=_spike_fn(meta, reading["surrogate"]),
-              bias=_flag(meta, "bias", bool(np.any(bias != 0))), batch_first=_flag(meta, "batch_first", False),
-              learn_tau=_flag(meta, "learn_tau", False), learn_threshold=_flag(meta, "learn_threshold", False),
-              recurrent_diagonal=_flag(meta, "recurrent_diagonal", False) or bool(np.any(np.diag(rec) != 0)),
-              backend=str(_get(meta, "backend", "auto")))
+    kw = dict(
+        recurrent=recurrent,
+        tau=torch.tensor(tau, dtype=torch.float32),
+        threshold=torch.tensor(thr, dtype=torch.float32),
+        reset=reset_name,
+        detach_reset=_flag(meta, "detach_reset", True),
+        spike_fn=_spike_fn(meta, reading["surrogate"]),
+        bias=_flag(meta, "bias", bool(np.any(bias != 0))),
+        batch_first=_flag(meta, "batch_first", False),
+        learn_tau=_flag(meta, "learn_tau", False),
+        learn_threshold=_flag(meta, "learn_threshold", False),
+        recurrent_diagonal=_flag(meta, "recurrent_diagonal", False) or bool(np.any(np.diag(rec) != 0)),
+        backend=str(_get(meta, "backend", "auto")),
+    )
     cls = LAYER_TYPES[kind]
     if cls in (LIF, ALIF):
         kw["checkpoint"] = json.loads(str(_get(meta, "checkpoint", "false")))
     if tau_syn is not None:
-        kw.update(tau_syn=torch.tensor(tau_syn, dtype=torch.float32),
-                  learn_tau_syn=_flag(meta, "learn_tau_syn", False))
+        kw.update(tau_syn=torch.tensor(tau_syn, dtype=torch.float32), learn_tau_syn=_flag(meta, "learn_tau_syn", False))
     rho = None
     if family == "alif":
         a_name, c_name = spec["adapt"]
@@ -306,8 +356,10 @@ def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float, reading: d
         beta = -_per_neuron(nodes[c_name].scale, hidden, c_name) * mapping.snap_unit(gain_a / (1.0 - decay_a))
         rho = mapping.prefer(meta.get("rho"), decay_a)
         beta = mapping.prefer(meta.get("beta_adapt"), beta)
-        kw.update(tau_adapt=torch.tensor(mapping.steps_from_decay(rho), dtype=torch.float32),
-                  beta_adapt=torch.tensor(beta, dtype=torch.float32))
+        kw.update(
+            tau_adapt=torch.tensor(mapping.steps_from_decay(rho), dtype=torch.float32),
+            beta_adapt=torch.tensor(beta, dtype=torch.float32),
+        )
     try:
         layer = cls(width, hidden, **kw)
     except ValueError as err:
@@ -328,8 +380,11 @@ def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float, reading: d
 
 
 def _config(gmeta: dict, layers: list[SpikingNeurons], input_size: int, output_size: int) -> SNNConfig:
-    sizes = {"input_size": input_size, "output_size": output_size,
-             "hidden_sizes": tuple(layer.hidden_size for layer in layers)}
+    sizes = {
+        "input_size": input_size,
+        "output_size": output_size,
+        "hidden_sizes": tuple(layer.hidden_size for layer in layers),
+    }
     if "config" in gmeta:
         try:
             stored = json.loads(str(_get(gmeta, "config")))
@@ -340,11 +395,20 @@ def _config(gmeta: dict, layers: list[SpikingNeurons], input_size: int, output_s
     first = layers[0]
     sg = first.spike_fn
     net = "alif" if first.adaptive else ("cuba" if isinstance(first, CubaLIF) else "lif")
-    kw = dict(net=net, dropout=0.0, recurrent=first.recurrent,
-              tau=float(first.tau.mean()), threshold=float(first.threshold.mean()), reset=first.reset,
-              detach_reset=first.detach_reset, surrogate=sg.shape, dampening=float(sg.dampening.mean()),
-              sharpness=float(sg.sharpness.mean()), tail=sg.tail if sg.shape == "q-pseudospike" else None,
-              bias=isinstance(first.bias, nn.Parameter))
+    kw = dict(
+        net=net,
+        dropout=0.0,
+        recurrent=first.recurrent,
+        tau=float(first.tau.mean()),
+        threshold=float(first.threshold.mean()),
+        reset=first.reset,
+        detach_reset=first.detach_reset,
+        surrogate=sg.shape,
+        dampening=float(sg.dampening.mean()),
+        sharpness=float(sg.sharpness.mean()),
+        tail=sg.tail if sg.shape == "q-pseudospike" else None,
+        bias=isinstance(first.bias, nn.Parameter),
+    )
     if first.adaptive:
         kw.update(tau_adapt=float((-1.0 / torch.log(first.rho)).mean()), beta_adapt=float(first.beta_adapt.mean()))
     return SNNConfig(**sizes, **kw)
@@ -352,8 +416,11 @@ def _config(gmeta: dict, layers: list[SpikingNeurons], input_size: int, output_s
 
 # The surrogate gradient of a layer whose graph has none in its metadata: that of the writer's default neuron
 # (snnTorch's atan(alpha=2), Norse's SuperSpike), spikestab's default fast-sigmoid otherwise.
-SOURCE_SURROGATE = {"nir": SurrogateGradient, "snntorch": lambda: from_snntorch("atan", alpha=2.0),
-                    "norse": lambda: from_norse("super")}
+SOURCE_SURROGATE = {
+    "nir": SurrogateGradient,
+    "snntorch": lambda: from_snntorch("atan", alpha=2.0),
+    "norse": lambda: from_norse("super"),
+}
 
 
 def _reset_reader(source: str, reset, n_layers: int):
@@ -376,8 +443,10 @@ def _reset_reader(source: str, reset, n_layers: int):
         if name is None or source != "snntorch":
             return name
         if spec["core"] != "lif":
-            raise ValueError(f"node {spec['spike']!r}: source='snntorch' reads LIF nodes (Leaky, RLeaky), not "
-                             f"{spec['core'].upper()} neurons")
+            raise ValueError(
+                f"node {spec['spike']!r}: source='snntorch' reads LIF nodes (Leaky, RLeaky), not "
+                f"{spec['core'].upper()} neurons"
+            )
         return mapping.SNNTORCH_RESETS[name][recurrent]
 
     return read
@@ -418,8 +487,11 @@ def import_nir(graph, dt: float | None = None, source: str = "nir", reset=None) 
         raise ValueError(f"dt must be a finite number > 0 (NIR time per step), got {dt!r}")
     nodes, edges = _flatten(nir, graph)
     specs, readout, width = _parse(nir, nodes, edges)
-    reading = {"unscaled_synapse": source == "norse", "reset": _reset_reader(source, reset, len(specs)),
-               "surrogate": SOURCE_SURROGATE[source]()}
+    reading = {
+        "unscaled_synapse": source == "norse",
+        "reset": _reset_reader(source, reset, len(specs)),
+        "surrogate": SOURCE_SURROGATE[source](),
+    }
     layers = []
     for spec in specs:
         layers.append(_build_layer(nir, nodes, spec, width, float(dt), reading))

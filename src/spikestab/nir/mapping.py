@@ -26,8 +26,11 @@ NORSE_DT = 1e-6  # Norse 1.1's to_nir(dt=1e-3) writes tau = dt/tau_inv, so its 1
 SOURCE_DT = {"nir": DEFAULT_DT, "snntorch": SNNTORCH_DT, "norse": NORSE_DT}
 # snnTorch's reset_mechanism -> spikestab's reset, for a Leaky (no loop) and an RLeaky (loop): RLeaky's "zero"
 # also drops that step's input after a spike, Leaky's only the old voltage (snntorch/_neurons, _base_zero).
-SNNTORCH_RESETS = {"subtract": ("subtract", "subtract"), "zero": ("multiplicative", "multiplicative_all"),
-                   "none": ("none", "none")}
+SNNTORCH_RESETS = {
+    "subtract": ("subtract", "subtract"),
+    "zero": ("multiplicative", "multiplicative_all"),
+    "none": ("none", "none"),
+}
 
 # A ratio this close to 1 is 1: the float64 rounding of dt*r/tau for parameters spikestab itself wrote.
 UNIT_RTOL = 1e-6
@@ -55,8 +58,9 @@ def synapse_to_nir(alpha_syn: np.ndarray, dt: float) -> tuple[np.ndarray, np.nda
     return tau_syn, tau_syn / dt
 
 
-def euler_from_nir(tau: np.ndarray, r: np.ndarray, v_leak: np.ndarray, dt: float,
-                   name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def euler_from_nir(
+    tau: np.ndarray, r: np.ndarray, v_leak: np.ndarray, dt: float, name: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One Euler step of an NIR LI/LIF node as ``v_t = decay v_{t-1} + gain I_t + drift``.
 
     Returns (decay, gain, drift), each per neuron; ``gain`` is exactly 1 where it is within
@@ -64,8 +68,10 @@ def euler_from_nir(tau: np.ndarray, r: np.ndarray, v_leak: np.ndarray, dt: float
     """
     tau = np.asarray(tau, dtype=np.float64)
     if not np.all(np.isfinite(tau)) or np.any(tau <= dt):
-        raise ValueError(f"node {name!r}: tau must be finite and larger than dt={dt:g} (one Euler step then "
-                         f"decays by 1 - dt/tau in (0, 1)), got min tau {float(np.min(tau)):g}")
+        raise ValueError(
+            f"node {name!r}: tau must be finite and larger than dt={dt:g} (one Euler step then "
+            f"decays by 1 - dt/tau in (0, 1)), got min tau {float(np.min(tau)):g}"
+        )
     step = dt / tau
     decay = 1.0 - step
     gain = snap_unit(step * np.asarray(r, dtype=np.float64))
@@ -80,8 +86,9 @@ def snap_unit(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def synapse_from_nir(tau_syn: np.ndarray, w_in: np.ndarray, dt: float, name: str,
-                     unscaled_input: bool) -> tuple[np.ndarray, np.ndarray]:
+def synapse_from_nir(
+    tau_syn: np.ndarray, w_in: np.ndarray, dt: float, name: str, unscaled_input: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """(decay, input gain) of one Euler step of a NIR CubaLIF synapse, ``i_t = decay i_{t-1} + gain I_t``.
 
     The gain is ``dt w_in / tau_syn`` (Euler), or ``w_in`` with ``unscaled_input`` (Norse 1.1's LIFCell adds its
@@ -89,8 +96,10 @@ def synapse_from_nir(tau_syn: np.ndarray, w_in: np.ndarray, dt: float, name: str
     tau_syn > dt."""
     tau_syn = np.asarray(tau_syn, dtype=np.float64)
     if not np.all(np.isfinite(tau_syn)) or np.any(tau_syn <= dt):
-        raise ValueError(f"node {name!r}: tau_syn must be finite and larger than dt={dt:g}, got min tau_syn "
-                         f"{float(np.min(tau_syn)):g}")
+        raise ValueError(
+            f"node {name!r}: tau_syn must be finite and larger than dt={dt:g}, got min tau_syn "
+            f"{float(np.min(tau_syn)):g}"
+        )
     w_in = np.asarray(w_in, dtype=np.float64)
     return 1.0 - dt / tau_syn, snap_unit(w_in if unscaled_input else dt / tau_syn * w_in)
 

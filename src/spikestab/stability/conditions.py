@@ -248,8 +248,14 @@ def _paper_ii(weight_ih: Tensor, k: int, mu: Tensor, input_moment2: float) -> Co
     sigma2 = 2.0 * weight_ih.shape[1] * var_ih * input_moment2 / k - (mu**2).mean().item() / 2.0
     if sigma2 >= 0:
         return ConditionResult(*_II, sigma2, True)
-    return ConditionResult(*_II, 0.0, False, fallback="variance 0 (the formula gave a negative variance)",
-                           residual=None, extra={"formula_value": sigma2})
+    return ConditionResult(
+        *_II,
+        0.0,
+        False,
+        fallback="variance 0 (the formula gave a negative variance)",
+        residual=None,
+        extra={"formula_value": sigma2},
+    )
 
 
 def _current_moments(spikes: Tensor, pattern: Tensor, mask: Tensor, mu: Tensor) -> tuple[float, float, float]:
@@ -285,8 +291,9 @@ def _measured_ii(va: float, vb: float, cab: float, target: float) -> ConditionRe
         return ConditionResult(*_II, sigma**2, True)
     sigma = max(0.0, -cab / vb)
     pred = va + 2 * sigma * cab + sigma**2 * vb
-    return ConditionResult(*_II, sigma**2, False, fallback="sigma >= 0 minimising the variance mismatch",
-                           residual=pred / target - 1.0)
+    return ConditionResult(
+        *_II, sigma**2, False, fallback="sigma >= 0 minimising the variance mismatch", residual=pred / target - 1.0
+    )
 
 
 # --- condition III ------------------------------------------------------------------------------------
@@ -342,8 +349,11 @@ def condition_iii(
     damp, no_neg = _row_dampening(w, leak, thr, reset, variant)
     damp = damp.clamp(_F32.tiny, _F32.max)  # representable in the SG's float32 (extreme weights only)
     gain = (alpha + w_pos @ damp).max()
-    counts = {"no_positive_input": int((~has_input).sum()), "no_negative_input": int(no_neg.sum()),
-              "no_leak": int(no_leak.sum())}
+    counts = {
+        "no_positive_input": int((~has_input).sum()),
+        "no_negative_input": int(no_neg.sum()),
+        "no_leak": int(no_leak.sum()),
+    }
     return ConditionResult(
         "III",
         "worst-case transition gain",
@@ -362,8 +372,10 @@ def _check_iii_inputs(w: Tensor, alpha: Tensor, thr: Tensor) -> None:
     if not torch.isfinite(w).all():
         raise ValueError("weight_hh must be finite (no NaN or inf)")
     if not torch.isfinite(alpha).all() or (alpha < 0).any() or (alpha > 1).any():
-        raise ValueError(f"alpha must be in [0, 1] (the per-step decay exp(-1/tau)), got min {alpha.min().item():g}, "
-                         f"max {alpha.max().item():g}")
+        raise ValueError(
+            f"alpha must be in [0, 1] (the per-step decay exp(-1/tau)), got min {alpha.min().item():g}, "
+            f"max {alpha.max().item():g}"
+        )
     if not torch.isfinite(thr).all() or (thr <= 0).any():
         raise ValueError(f"threshold must be finite and > 0 (accepted range (0, inf)), got min {thr.min().item():g}")
 
@@ -573,22 +585,32 @@ def condition_iv(
     extra: dict[str, Any] = {
         "bracket": [lo_b, hi_b],
         "best_gain": res.value + 1.0,
-        "gain_at_initial": gain(float(spike_fn.sharpness.detach().double().mean()) if solve_for == "sharpness"
-                                else spike_fn.tail),
+        "gain_at_initial": gain(
+            float(spike_fn.sharpness.detach().double().mean()) if solve_for == "sharpness" else spike_fn.tail
+        ),
     }
     if solve_for == "sharpness":
         extra["residual_at_sharpness_1"] = gain(1.0) - 1.0
         if bounds is not None:  # what the official code's solver returns, next to the argmin above
             per_neuron = _paper_gain_per_neuron(spike_fn, weight_hh, alpha, threshold, reset, detach_reset, bounds)
             extra["official_code_sharpness"], extra["official_code_intended"] = official_sharpness_search(
-                per_neuron, weight_hh.shape[0])
+                per_neuron, weight_hh.shape[0]
+            )
     note = ""
     if sg_values is not None:
         extra["uniform_mode_gain"] = terms.uniform_mode_gain(sg_values(res.x))
         note = _uniform_mode_note(extra["uniform_mode_gain"])
     return ConditionResult(
-        "IV", "mean-square transition gain", 1.0, solve_for, float(res.x), res.feasible,
-        fallback=None if res.feasible else res.fallback, residual=res.value, note=note, extra=extra,
+        "IV",
+        "mean-square transition gain",
+        1.0,
+        solve_for,
+        float(res.x),
+        res.feasible,
+        fallback=None if res.feasible else res.fallback,
+        residual=res.value,
+        note=note,
+        extra=extra,
     )
 
 
@@ -599,9 +621,16 @@ def _with_value(spike_fn: SurrogateGradient, solve_for: str, value: float) -> Su
     return spike_fn.with_params(tail=value)
 
 
-def _paper_gain(spike_fn: SurrogateGradient, solve_for: str, weight_hh: Tensor, alpha: Tensor, threshold: Tensor,
-                reset: str, detach_reset: bool, bounds: tuple[Tensor, Tensor]
-                ) -> tuple[Callable[[float], float], tuple[float, float]]:
+def _paper_gain(
+    spike_fn: SurrogateGradient,
+    solve_for: str,
+    weight_hh: Tensor,
+    alpha: Tensor,
+    threshold: Tensor,
+    reset: str,
+    detach_reset: bool,
+    bounds: tuple[Tensor, Tensor],
+) -> tuple[Callable[[float], float], tuple[float, float]]:
     """Paper mode: the mean-square gain as a function of the solved-for value (voltage uniform between
     the bounds, E[SG^2] in closed form), and the default bracket."""
     lo, hi = (b.double() for b in bounds)
@@ -619,9 +648,15 @@ def _paper_gain(spike_fn: SurrogateGradient, solve_for: str, weight_hh: Tensor, 
     return gain, PAPER_SHARPNESS_BRACKET if solve_for == "sharpness" else TAIL_BRACKET
 
 
-def _paper_gain_per_neuron(spike_fn: SurrogateGradient, weight_hh: Tensor, alpha: Tensor, threshold: Tensor,
-                           reset: str, detach_reset: bool, bounds: tuple[Tensor, Tensor]
-                           ) -> Callable[[Tensor], Tensor]:
+def _paper_gain_per_neuron(
+    spike_fn: SurrogateGradient,
+    weight_hh: Tensor,
+    alpha: Tensor,
+    threshold: Tensor,
+    reset: str,
+    detach_reset: bool,
+    bounds: tuple[Tensor, Tensor],
+) -> Callable[[Tensor], Tensor]:
     """Paper mode, per neuron: sharpness candidates [C, H] -> residual [C, H] of neuron j's term of the
     mean-square gain (leak + (row c_j + th_j^2) E_j[SG^2](sharpness) - 1)."""
     lo, hi = (b.double() for b in bounds)
@@ -637,9 +672,13 @@ def _paper_gain_per_neuron(spike_fn: SurrogateGradient, weight_hh: Tensor, alpha
     return residual
 
 
-def official_sharpness_search(residual: Callable[[Tensor], Tensor], neurons: int,
-                              candidates: int = OFFICIAL_CANDIDATES, seed: int = 0,
-                              chunk: int = 2_000) -> tuple[float, float]:
+def official_sharpness_search(
+    residual: Callable[[Tensor], Tensor],
+    neurons: int,
+    candidates: int = OFFICIAL_CANDIDATES,
+    seed: int = 0,
+    chunk: int = 2_000,
+) -> tuple[float, float]:
     """Condition IV's sharpness as the official code's default solver computes it, and as it intends to.
 
     The code draws ``candidates`` sharpness values per neuron uniformly from PAPER_SHARPNESS_BRACKET, takes
@@ -656,8 +695,7 @@ def official_sharpness_search(residual: Callable[[Tensor], Tensor], neurons: int
     best_x = torch.zeros(neurons, dtype=torch.float64)
     best_i = torch.zeros(neurons, dtype=torch.long)
     for done in range(0, candidates, chunk):
-        draws = lo + (hi - lo) * torch.rand(min(chunk, candidates - done), neurons, generator=gen,
-                                            dtype=torch.float64)
+        draws = lo + (hi - lo) * torch.rand(min(chunk, candidates - done), neurons, generator=gen, dtype=torch.float64)
         val, idx = (residual(draws) ** 2).min(0)
         better = val < best_r
         best_r = torch.where(better, val, best_r)
@@ -686,5 +724,7 @@ def _measured_sg(spike_fn: SurrogateGradient, solve_for: str, u: Tensor) -> Call
 def _uniform_mode_note(gain: float) -> str:
     if gain <= 1.05:
         return ""
-    return (f"the recurrent mean gives J an outlier gain {gain:.3g} along the uniform direction that the "
-            f"mean-square gain does not see: expect BPTT growth near {math.log(gain):.3g} per step")
+    return (
+        f"the recurrent mean gives J an outlier gain {gain:.3g} along the uniform direction that the "
+        f"mean-square gain does not see: expect BPTT growth near {math.log(gain):.3g} per step"
+    )

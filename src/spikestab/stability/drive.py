@@ -31,9 +31,20 @@ from .conditions import ConditionResult
 from .measure import measure_gradient_growth, record
 from .solvers import find_root, scan_root
 
-__all__ = ["condition_d", "condition_g", "threshold_for_rate", "dampening_for_growth", "check_d_targets",
-           "check_g_targets", "g_not_applicable", "growth_target", "THRESHOLD_RANGE", "SATURATION_MARGIN",
-           "DAMPENING_RANGE", "GROWTH_RATIO"]
+__all__ = [
+    "condition_d",
+    "condition_g",
+    "threshold_for_rate",
+    "dampening_for_growth",
+    "check_d_targets",
+    "check_g_targets",
+    "g_not_applicable",
+    "growth_target",
+    "THRESHOLD_RANGE",
+    "SATURATION_MARGIN",
+    "DAMPENING_RANGE",
+    "GROWTH_RATIO",
+]
 
 THRESHOLD_RANGE = (1e-3, 1e3)  # factors of the layer's current threshold searched by D
 SCAN_POINTS = 25  # log-spaced thresholds D scans from the top of THRESHOLD_RANGE down
@@ -71,8 +82,9 @@ def condition_d(layer: SpikingNeurons, x: Tensor, rate: float = 0.5, rate_tol: f
         _set_threshold(layer, theta)
         return record(layer, x, current=current).rate
 
-    return threshold_for_rate(rate_at, lambda theta: _set_threshold(layer, theta), layer.threshold.detach(), rate,
-                              rate_tol)
+    return threshold_for_rate(
+        rate_at, lambda theta: _set_threshold(layer, theta), layer.threshold.detach(), rate, rate_tol
+    )
 
 
 def check_d_targets(rate: float, rate_tol: float) -> None:
@@ -83,8 +95,13 @@ def check_d_targets(rate: float, rate_tol: float) -> None:
         raise ValueError(f"rate_tol must be > 0, got {rate_tol!r}")
 
 
-def threshold_for_rate(rate_at: Callable[[float], float], set_threshold: Callable[[float], None], threshold: Tensor,
-                       rate: float = 0.5, rate_tol: float = 0.01) -> ConditionResult:
+def threshold_for_rate(
+    rate_at: Callable[[float], float],
+    set_threshold: Callable[[float], None],
+    threshold: Tensor,
+    rate: float = 0.5,
+    rate_tol: float = 0.01,
+) -> ConditionResult:
     """Condition D on any spiking population: ``rate_at(theta)`` simulates it with threshold theta and
     returns its firing rate, ``set_threshold`` sets the chosen one, ``threshold`` is the current threshold
     (its mean is where the search starts; the result has its shape).
@@ -128,17 +145,30 @@ def threshold_for_rate(rate_at: Callable[[float], float], set_threshold: Callabl
         theta = find_root(lambda t: cached(t) - goal, theta, above, ftol=rate_tol / 4, log=True, max_iter=40).x
     reached = cached(theta)
     set_threshold(theta)
-    res = ConditionResult("D", "initial firing rate (through the threshold)", rate, "threshold",
-                          torch.full_like(threshold, theta), abs(reached - rate) <= rate_tol,
-                          residual=reached - rate, measured=reached)
+    res = ConditionResult(
+        "D",
+        "initial firing rate (through the threshold)",
+        rate,
+        "threshold",
+        torch.full_like(threshold, theta),
+        abs(reached - rate) <= rate_tol,
+        residual=reached - rate,
+        measured=reached,
+    )
     res.extra["threshold_factor"] = theta / start
     if not res.feasible:
-        res.fallback = (f"the largest threshold with a rate {SATURATION_MARGIN:g} below the highest reachable "
-                        f"({highest:.3g}), or half of it" if reached < rate
-                        else f"threshold with the closest rate in [{lo:.3g}, {hi:.3g}]")
-        res.note = (f"rate {reached:.3g}: {rate} is not reachable {SATURATION_MARGIN:g} below the highest rate any "
-                    f"threshold gives ({highest:.3g}; neurons whose net drive stays negative never fire)"
-                    if reached < rate else f"rate {reached:.3g} stays above {rate} for every threshold up to {hi:.3g}")
+        res.fallback = (
+            f"the largest threshold with a rate {SATURATION_MARGIN:g} below the highest reachable "
+            f"({highest:.3g}), or half of it"
+            if reached < rate
+            else f"threshold with the closest rate in [{lo:.3g}, {hi:.3g}]"
+        )
+        res.note = (
+            f"rate {reached:.3g}: {rate} is not reachable {SATURATION_MARGIN:g} below the highest rate any "
+            f"threshold gives ({highest:.3g}; neurons whose net drive stays negative never fire)"
+            if reached < rate
+            else f"rate {reached:.3g} stays above {rate} for every threshold up to {hi:.3g}"
+        )
     return res
 
 
@@ -147,8 +177,14 @@ def growth_target(layer: SpikingNeurons, ratio: float = GROWTH_RATIO) -> float:
     return ratio * float(torch.log(layer.alpha.detach().double()).mean())
 
 
-def condition_g(layer: SpikingNeurons, x: Tensor, target: float | None = None, ratio: float = GROWTH_RATIO,
-                tol: float = 2e-3, max_batch: int = 8) -> ConditionResult:
+def condition_g(
+    layer: SpikingNeurons,
+    x: Tensor,
+    target: float | None = None,
+    ratio: float = GROWTH_RATIO,
+    tol: float = 2e-3,
+    max_batch: int = 8,
+) -> ConditionResult:
     """Set the layer's SG dampening (one value for all neurons, the SG's shape and sharpness kept) so that
     the BPTT gradient growth per step measured on x [T, B, I] (``measure_gradient_growth``, the first
     ``max_batch`` samples) is ``target`` (default ``growth_target(layer, ratio)``), by
@@ -193,9 +229,16 @@ def check_g_targets(ratio: float, target: float | None, tol: float) -> None:
 
 def g_not_applicable(goal: float, dampening: float) -> ConditionResult:
     """Condition G's result for a population without recurrence (left unchanged)."""
-    return ConditionResult("G", "BPTT gradient growth per step", goal, "dampening", dampening, False,
-                           fallback="unchanged: layer has no recurrent weights",
-                           note="without recurrence the growth is the leak's log(alpha) for any dampening")
+    return ConditionResult(
+        "G",
+        "BPTT gradient growth per step",
+        goal,
+        "dampening",
+        dampening,
+        False,
+        fallback="unchanged: layer has no recurrent weights",
+        note="without recurrence the growth is the leak's log(alpha) for any dampening",
+    )
 
 
 def dampening_for_growth(growth_at: Callable[[float], float], goal: float, tol: float = 2e-3) -> ConditionResult:
@@ -207,8 +250,16 @@ def dampening_for_growth(growth_at: Callable[[float], float], goal: float, tol: 
     # falsi over the whole range converges on only slowly
     root = scan_root(lambda d: growth_at(d) - goal, *DAMPENING_RANGE, points=16, log=True, ftol=tol, max_iter=40)
     reached = root.value + goal
-    res = ConditionResult("G", "BPTT gradient growth per step", goal, "dampening", root.x,
-                          root.feasible and abs(root.value) <= tol, residual=root.value, measured=reached)
+    res = ConditionResult(
+        "G",
+        "BPTT gradient growth per step",
+        goal,
+        "dampening",
+        root.x,
+        root.feasible and abs(root.value) <= tol,
+        residual=root.value,
+        measured=reached,
+    )
     if not res.feasible:
         res.fallback = f"dampening with the closest growth in {list(DAMPENING_RANGE)}"
         res.note = f"growth {reached:.3g}/step is the closest to {goal:.3g} any dampening in the range reaches"

@@ -264,8 +264,14 @@ def jacobian_at(layer: SpikingNeurons, trace: Trace, t: int, v_prev: Tensor | No
 
 
 def measure_jacobian(
-    layer: SpikingNeurons, x: Tensor, steps: int = 8, max_batch: int = 8, probes: int = 16,
-    exact: bool = False, seed: int = 0, trace: Trace | None = None,
+    layer: SpikingNeurons,
+    x: Tensor,
+    steps: int = 8,
+    max_batch: int = 8,
+    probes: int = 16,
+    exact: bool = False,
+    seed: int = 0,
+    trace: Trace | None = None,
 ) -> dict:
     """Mean-square transition gain E ||J^T u||^2 / ||u||^2 of ``layer`` on input x [T, B, I], with J the
     exact autograd Jacobian dv_t/dv_{t-1} at ``steps`` time steps spread over the second half of the
@@ -419,8 +425,9 @@ def measure_layers(model: nn.Module, batch, jacobian_steps: int = 4, max_batch: 
 RATIO_ENTRIES = 2**21
 
 
-def measure_layer(layer: SpikingNeurons, x: Tensor, jacobian_steps: int = 4, max_batch: int = 8,
-                  trace: Trace | None = None) -> dict:
+def measure_layer(
+    layer: SpikingNeurons, x: Tensor, jacobian_steps: int = 4, max_batch: int = 8, trace: Trace | None = None
+) -> dict:
     """:func:`measure_layers` for one layer on its input x [T, B, I] (``trace``: its recorded run on x,
     if already known). The variance ratio uses at most ``RATIO_ENTRIES`` (step, sample, neuron)
     entries."""

@@ -59,5 +59,10 @@ class Timings:
 
     def as_dict(self) -> dict[str, float]:
         """The parts plus ``total_s``, the time since this object was made."""
-        return {"total_s": time.perf_counter() - self.start, "apply_s": self.apply_s,
-                "conditions_s": self.conditions_s, "capture_s": self.capture_s, "measure_s": self.measure_s}
+        return {
+            "total_s": time.perf_counter() - self.start,
+            "apply_s": self.apply_s,
+            "conditions_s": self.conditions_s,
+            "capture_s": self.capture_s,
+            "measure_s": self.measure_s,
+        }

@@ -51,8 +51,9 @@ class _Fit:
         mu, pattern, std = split_recurrent(layer.weight_hh.detach(), mask)
         with torch.no_grad():
             in_cur = layer.input_current(xs)
-        return cls(layer, xs, mask, mu, pattern, std, int(mask.sum(1).max().item()), in_cur,
-                   layer.recurrent_weight().detach())
+        return cls(
+            layer, xs, mask, mu, pattern, std, int(mask.sum(1).max().item()), in_cur, layer.recurrent_weight().detach()
+        )
 
     @torch.no_grad()
     def apply(self, mu: Tensor | None = None) -> None:
@@ -78,9 +79,16 @@ def _condition_i(fit: _Fit, opts: StabilizeOptions, timings: Timings) -> Conditi
     layer = fit.layer
     beta = layer.beta_adapt if layer.adaptive else None
     with timings.part("conditions_s"):
-        res = condition_i(fit.w_eff, layer.alpha.detach(), layer.threshold.detach(), layer.reset, rate=opts.rate,
-                          beta_adapt=beta, fan_in=fit.fan_in,
-                          input_mean=None if opts.mode == "paper" else fit.in_cur.mean((0, 1)))
+        res = condition_i(
+            fit.w_eff,
+            layer.alpha.detach(),
+            layer.threshold.detach(),
+            layer.reset,
+            rate=opts.rate,
+            beta_adapt=beta,
+            fan_in=fit.fan_in,
+            input_mean=None if opts.mode == "paper" else fit.in_cur.mean((0, 1)),
+        )
     chosen = torch.as_tensor(res.chosen)
     fit.mu = chosen if opts.mode == "paper" else chosen.mean().expand_as(chosen).clone()
     return res
@@ -91,8 +99,9 @@ def _paper_ii(fit: _Fit, layer_index: int, timings: Timings) -> ConditionResult:
     (Bernoulli(1/2) spikes)."""
     moment2 = float((fit.xs.double() ** 2).mean()) if layer_index == 0 else 0.5
     with timings.part("conditions_s"):
-        res = condition_ii(fit.layer.weight_ih.detach(), fit.w_eff, mean=fit.mu, input_moment2=moment2,
-                           fan_in=fit.fan_in)
+        res = condition_ii(
+            fit.layer.weight_ih.detach(), fit.w_eff, mean=fit.mu, input_moment2=moment2, fan_in=fit.fan_in
+        )
     fit.std = math.sqrt(res.chosen)
     return res
 
@@ -142,9 +151,15 @@ class _Rounds:
         """Condition II on the spikes of ``tr``; False when it has no feasible spread (stop the rounds)."""
         fit = self.fit
         with self.timings.part("conditions_s"):
-            self.res_ii = condition_ii(fit.layer.weight_ih.detach(), fit.w_eff, mean=fit.mu,
-                                       spikes=tr.previous("z")[1:], pattern=fit.pattern, input_var=self.var_in,
-                                       mask=fit.mask)
+            self.res_ii = condition_ii(
+                fit.layer.weight_ih.detach(),
+                fit.w_eff,
+                mean=fit.mu,
+                spikes=tr.previous("z")[1:],
+                pattern=fit.pattern,
+                input_var=self.var_in,
+                mask=fit.mask,
+            )
         fit.std = math.sqrt(self.res_ii.chosen)
         fit.apply()
         return self.res_ii.feasible
@@ -165,8 +180,14 @@ class _Rounds:
         # rate per unit of shift x fan-in: carried over rounds and layers as the first step's slope
         fan_in = max(fit.fan_in, 1)
         slope = None if self.slope_hint is None else self.slope_hint / fan_in
-        self.root = solve_increasing(rate_gap, self.shift, self.step, ftol=self.opts.rate_tol, slope=slope,
-                                     y0=None if tr is None else tr.rate - rate)
+        self.root = solve_increasing(
+            rate_gap,
+            self.shift,
+            self.step,
+            ftol=self.opts.rate_tol,
+            slope=slope,
+            y0=None if tr is None else tr.rate - rate,
+        )
         found = secant_slope(self.root.history, self.root.x)
         if found:
             self.slope_hint = found * fan_in
@@ -210,17 +231,26 @@ def _finish_i(res_i: ConditionResult, rounds: _Rounds, tr: Trace) -> ConditionRe
     res_i.feasible = abs(tr.rate - rate) <= rounds.opts.rate_tol
     if not res_i.feasible:
         res_i.fallback = "closest rate reached by shifting the recurrent mean" + (
-            "" if root is None or root.feasible else " (no sign change)")
+            "" if root is None or root.feasible else " (no sign change)"
+        )
         if tr.rate == 0.0:
-            res_i.note = ("the layer stays silent: without spikes the recurrent mean has no effect; raise the "
-                          "input drive (bias via calibrate_firing_rate, or a lower threshold)")
+            res_i.note = (
+                "the layer stays silent: without spikes the recurrent mean has no effect; raise the "
+                "input drive (bias via calibrate_firing_rate, or a lower threshold)"
+            )
     res_i.extra["mean_shift"] = rounds.shift
     return res_i
 
 
-def apply_i_ii(layer: SpikingNeurons, xs: Tensor, conds: tuple[str, ...], opts: StabilizeOptions, layer_index: int,
-               timings: Timings, slope_hint: float | None = None
-               ) -> tuple[list[ConditionResult], Trace | None, float | None]:
+def apply_i_ii(
+    layer: SpikingNeurons,
+    xs: Tensor,
+    conds: tuple[str, ...],
+    opts: StabilizeOptions,
+    layer_index: int,
+    timings: Timings,
+    slope_hint: float | None = None,
+) -> tuple[list[ConditionResult], Trace | None, float | None]:
     """Conditions I and/or II (those in ``conds``) on ``layer``, in place, from its input ``xs``.
 
     Returns their results, the trace of the final weights on ``xs`` in measured mode (later conditions

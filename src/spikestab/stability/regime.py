@@ -30,9 +30,23 @@ from ..neurons.layers import SpikingNeurons
 from .drive import condition_d
 from .measure import layer_input, record
 
-__all__ = ["RegimeChoice", "choose_regime", "regime_from_scan", "count_readability", "check_probe", "REGIMES",
-           "DENSE_READABILITY", "SPARSE_RATE", "SPARSE_GROWTH_RATIO", "DENSE_RATE", "SCAN_FACTORS",
-           "MIN_PROBE_SAMPLES", "TIMING_CODE_SE", "regime_targets", "validate_regime"]
+__all__ = [
+    "RegimeChoice",
+    "choose_regime",
+    "regime_from_scan",
+    "count_readability",
+    "check_probe",
+    "REGIMES",
+    "DENSE_READABILITY",
+    "SPARSE_RATE",
+    "SPARSE_GROWTH_RATIO",
+    "DENSE_RATE",
+    "SCAN_FACTORS",
+    "MIN_PROBE_SAMPLES",
+    "TIMING_CODE_SE",
+    "regime_targets",
+    "validate_regime",
+]
 
 REGIMES = ("auto", "dense", "sparse")  # "auto": measured by choose_regime
 DENSE_RATE = 0.5  # the paper's initial rate (condition D's target in the dense regime)
@@ -59,13 +73,16 @@ def check_probe(inputs: Tensor, labels: Tensor) -> int:
     """Validate a labelled probe set (inputs [T, B, ...], labels [B] class indices); returns the number of
     classes. Raises ValueError naming the argument."""
     if not isinstance(inputs, Tensor) or inputs.dim() < 2:
-        raise ValueError(f"probe inputs must be a tensor [T, B, ...], got {type(inputs).__name__}"
-                         f"{'' if not isinstance(inputs, Tensor) else ' of shape ' + str(tuple(inputs.shape))}")
+        raise ValueError(
+            f"probe inputs must be a tensor [T, B, ...], got {type(inputs).__name__}"
+            f"{'' if not isinstance(inputs, Tensor) else ' of shape ' + str(tuple(inputs.shape))}"
+        )
     if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
         raise ValueError("probe labels must be a 1-d integer tensor of class indices [B]")
     if labels.shape[0] != inputs.shape[1]:
-        raise ValueError(f"probe labels must have one entry per sample: {labels.shape[0]} labels for "
-                         f"{inputs.shape[1]} samples")
+        raise ValueError(
+            f"probe labels must have one entry per sample: {labels.shape[0]} labels for {inputs.shape[1]} samples"
+        )
     if labels.shape[0] < MIN_PROBE_SAMPLES:
         raise ValueError(f"the probe needs at least {MIN_PROBE_SAMPLES} labelled samples, got {labels.shape[0]}")
     if int(labels.min()) < 0:
@@ -133,23 +150,42 @@ class RegimeChoice:
         return f"a dense start {kept} {self.ratio:.2f} of the best count readability of layer 0"
 
     def to_dict(self) -> dict:
-        return {"regime": self.regime, "dense_readability": self.dense_readability, "dense_rate": self.dense_rate,
-                "best_readability": self.best_readability, "best_factor": self.best_factor, "ratio": self.ratio,
-                "threshold_ratio": DENSE_READABILITY, "samples": self.samples, "classes": self.classes,
-                "chance": 1.0 / self.classes, "input_readability": self.input_readability,
-                "baseline": self.baseline, "timing_code": self.timing_code, "reason": self.reason,
-                "scan": [list(s) for s in self.scan]}
+        return {
+            "regime": self.regime,
+            "dense_readability": self.dense_readability,
+            "dense_rate": self.dense_rate,
+            "best_readability": self.best_readability,
+            "best_factor": self.best_factor,
+            "ratio": self.ratio,
+            "threshold_ratio": DENSE_READABILITY,
+            "samples": self.samples,
+            "classes": self.classes,
+            "chance": 1.0 / self.classes,
+            "input_readability": self.input_readability,
+            "baseline": self.baseline,
+            "timing_code": self.timing_code,
+            "reason": self.reason,
+            "scan": [list(s) for s in self.scan],
+        }
 
     def __str__(self) -> str:
-        return (f"regime {self.regime}: {self.reason} (layer 0 at rate {self.dense_rate:.2f}: "
-                f"{self.dense_readability:.3f}, best {self.best_readability:.3f} at {self.best_factor:g} x its "
-                f"threshold, dense needs >= {DENSE_READABILITY:g} of it; input counts {self.input_readability:.3f}, "
-                f"no information {self.baseline:.3f}; {self.samples} samples)")
+        return (
+            f"regime {self.regime}: {self.reason} (layer 0 at rate {self.dense_rate:.2f}: "
+            f"{self.dense_readability:.3f}, best {self.best_readability:.3f} at {self.best_factor:g} x its "
+            f"threshold, dense needs >= {DENSE_READABILITY:g} of it; input counts {self.input_readability:.3f}, "
+            f"no information {self.baseline:.3f}; {self.samples} samples)"
+        )
 
 
 @torch.no_grad()
-def choose_regime(model: nn.Module, layer: SpikingNeurons, inputs: Tensor, labels: Tensor,
-                  dense_rate: float = DENSE_RATE, solve_batch: int = 8) -> RegimeChoice:
+def choose_regime(
+    model: nn.Module,
+    layer: SpikingNeurons,
+    inputs: Tensor,
+    labels: Tensor,
+    dense_rate: float = DENSE_RATE,
+    solve_batch: int = 8,
+) -> RegimeChoice:
     """Measure the count readability of ``layer`` (the model's first spiking layer) on the labelled probe
     set (inputs [T, B, ...] as the model takes them, labels [B]) for each threshold of ``SCAN_FACTORS``
     and at condition D's threshold for the dense start's rate ``dense_rate`` (solved on the first
@@ -177,8 +213,9 @@ def choose_regime(model: nn.Module, layer: SpikingNeurons, inputs: Tensor, label
         layer.spike_fn = fn
 
 
-def regime_from_scan(spikes_at: Callable[[float], Tensor], dense_spikes: Callable[[], Tensor], inputs: Tensor,
-                     labels: Tensor) -> RegimeChoice:
+def regime_from_scan(
+    spikes_at: Callable[[float], Tensor], dense_spikes: Callable[[], Tensor], inputs: Tensor, labels: Tensor
+) -> RegimeChoice:
     """The regime of any first spiking population: ``spikes_at(factor)`` returns its spikes [T, B, H] on
     the probe set with its threshold scaled by ``factor`` (each of ``SCAN_FACTORS``), ``dense_spikes()``
     its spikes at condition D's threshold for the dense rate, ``inputs`` [T, B, ...] the input it reads
@@ -193,8 +230,18 @@ def regime_from_scan(spikes_at: Callable[[float], Tensor], dense_spikes: Callabl
     best = max(scan, key=lambda s: s[2])
     baseline = float(torch.bincount(labels).max()) / labels.shape[0]
     flat = inputs.reshape(inputs.shape[0], inputs.shape[1], -1)
-    choice = RegimeChoice("dense", dense, dense_rate, best[2], best[0], int(labels.shape[0]), classes,
-                          count_readability(flat, labels, classes), baseline, scan)
+    choice = RegimeChoice(
+        "dense",
+        dense,
+        dense_rate,
+        best[2],
+        best[0],
+        int(labels.shape[0]),
+        classes,
+        count_readability(flat, labels, classes),
+        baseline,
+        scan,
+    )
     if choice.timing_code or not choice.ratio >= DENSE_READABILITY:
         choice.regime = "sparse"
     return choice
@@ -211,4 +258,3 @@ def validate_regime(regime: str) -> None:
     """Raise ValueError unless ``regime`` is one of ``REGIMES``."""
     if regime not in REGIMES:
         raise ValueError(f"regime must be one of {list(REGIMES)}, got {regime!r}")
-

@@ -20,15 +20,26 @@ SATURATED_RATE = 0.99  # above this: the layer is saturated (its spikes carry al
 def rate_warning(layer: int, rate: float) -> str | None:
     """A warning for a layer whose initial firing rate is outside [SILENT_RATE, SATURATED_RATE], else None."""
     if rate < SILENT_RATE:
-        return (f"layer {layer} is nearly silent: initial firing rate {rate:.4g} < {SILENT_RATE:g}; "
-                "stabilize with the recommended recipe (conditions D,G; --stabilize auto) or lower the threshold")
+        return (
+            f"layer {layer} is nearly silent: initial firing rate {rate:.4g} < {SILENT_RATE:g}; "
+            "stabilize with the recommended recipe (conditions D,G; --stabilize auto) or lower the threshold"
+        )
     if rate > SATURATED_RATE:
-        return (f"layer {layer} is saturated: initial firing rate {rate:.4g} > {SATURATED_RATE:g}; "
-                "raise the threshold or stabilize with the recommended recipe (--stabilize auto)")
+        return (
+            f"layer {layer} is saturated: initial firing rate {rate:.4g} > {SATURATED_RATE:g}; "
+            "raise the threshold or stabilize with the recommended recipe (--stabilize auto)"
+        )
     return None
 
-MEASURED_BY = {"I": "firing_rate", "II": "variance_ratio", "III": "worst_case_gain", "IV": "mean_square_gain",
-               "D": "firing_rate", "G": "growth_per_step"}
+
+MEASURED_BY = {
+    "I": "firing_rate",
+    "II": "variance_ratio",
+    "III": "worst_case_gain",
+    "IV": "mean_square_gain",
+    "D": "firing_rate",
+    "G": "growth_per_step",
+}
 
 
 @dataclass
@@ -53,7 +64,11 @@ class LayerReport:
 
     def to_dict(self) -> dict:
         return {
-            "layer": self.index, "name": self.name, "kind": self.kind, "width": self.width, "reset": self.reset,
+            "layer": self.index,
+            "name": self.name,
+            "kind": self.kind,
+            "width": self.width,
+            "reset": self.reset,
             "conditions": {c.condition: c.to_dict() for c in self.conditions},
             "measurements": {k: finite_or_none(v) if isinstance(v, float) else v for k, v in self.measurements.items()},
             "notes": list(self.notes),
@@ -78,7 +93,9 @@ class StabilityReport:
 
     def to_dict(self) -> dict:
         return {
-            "mode": self.mode, "conditions": list(self.conditions), "regime": self.regime,
+            "mode": self.mode,
+            "conditions": list(self.conditions),
+            "regime": self.regime,
             "layers": [layer.to_dict() for layer in self.layers],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
@@ -100,8 +117,10 @@ class StabilityReport:
             raise
 
     def __str__(self) -> str:
-        head = (f"{'layer':<14} {'cond':<4} {'parameter':<22} {'chosen':>10} {'quantity':<38} {'target':>7} "
-                f"{'measured':>9} {'feasible':<8} fallback")
+        head = (
+            f"{'layer':<14} {'cond':<4} {'parameter':<22} {'chosen':>10} {'quantity':<38} {'target':>7} "
+            f"{'measured':>9} {'feasible':<8} fallback"
+        )
         lines = [f"stability report ({self.mode} mode)"]
         if self.regime is not None:
             lines.append(self.regime["summary"])

@@ -40,6 +40,7 @@ CONDITIONS = ("D", "I", "II", "III", "IV", "G")  # every condition, in the order
 RECIPE = ("D", "G")  # the recommended recipe: `conditions=None`, "auto" on the command line
 MODES = ("paper", "measured")
 
+
 @contextmanager
 def _replaying(traces: dict[SpikingNeurons, Trace]):
     """While active, a sequence layer called on exactly the input of its recorded ``Trace`` (from the
@@ -52,8 +53,13 @@ def _replaying(traces: dict[SpikingNeurons, Trace]):
             continue
 
         def forward(x, state=None, return_voltage=False, _layer=layer, _tr=tr, _orig=layer.forward):
-            if (state is None and not return_voltage and isinstance(x, Tensor) and x.shape == _tr.x.shape
-                    and torch.equal(x, _tr.x)):
+            if (
+                state is None
+                and not return_voltage
+                and isinstance(x, Tensor)
+                and x.shape == _tr.x.shape
+                and torch.equal(x, _tr.x)
+            ):
                 final = NeuronState(_tr.v[-1], _tr.z[-1], _tr.a[-1] if _tr.a is not None else None)
                 return _tr.z, final
             return _orig(x, state, return_voltage)
@@ -95,8 +101,9 @@ def resolve_conditions(conditions: Iterable[str] | str | None) -> tuple[str, ...
     return tuple(c for c in CONDITIONS if c in conds)
 
 
-def _validate(model: nn.Module, conditions: Iterable[str] | str | None,
-              opts: StabilizeOptions) -> tuple[list[SpikingNeurons], tuple[str, ...]]:
+def _validate(
+    model: nn.Module, conditions: Iterable[str] | str | None, opts: StabilizeOptions
+) -> tuple[list[SpikingNeurons], tuple[str, ...]]:
     """The model's spikestab spiking layers (none for a model of other libraries' neurons) and the
     conditions to apply; ValueError for any bad argument, before anything changes."""
     if opts.mode not in MODES:
@@ -128,15 +135,21 @@ def _peers(model: nn.Module, layers: list[SpikingNeurons], batch_dim: int) -> li
     model mixing both kinds, for one without spiking layers, and for ``batch_dim`` on a spikestab model."""
     peers = find_peer_neurons(model)
     if peers and layers:
-        raise ValueError(f"model mixes spikestab spiking layers with other libraries' neurons ({peers[0].name}: "
-                         f"{peers[0].kind}): stabilise a model of one kind")
+        raise ValueError(
+            f"model mixes spikestab spiking layers with other libraries' neurons ({peers[0].name}: "
+            f"{peers[0].kind}): stabilise a model of one kind"
+        )
     if not peers and not layers:
         listed = "; ".join(f"{lib} {', '.join(classes)}" for lib, classes in SUPPORTED.items())
-        raise ValueError(f"model must contain at least one spiking layer: spikestab's (LIF, ALIF, LIFCell, "
-                         f"ALIFCell, ...) or another library's ({listed})")
+        raise ValueError(
+            f"model must contain at least one spiking layer: spikestab's (LIF, ALIF, LIFCell, "
+            f"ALIFCell, ...) or another library's ({listed})"
+        )
     if layers and batch_dim != 1:
-        raise ValueError(f"batch_dim applies to models of other libraries' neurons; spikestab layers take "
-                         f"[T, B, ...] (or batch_first=True), got batch_dim={batch_dim!r}")
+        raise ValueError(
+            f"batch_dim applies to models of other libraries' neurons; spikestab layers take "
+            f"[T, B, ...] (or batch_first=True), got batch_dim={batch_dim!r}"
+        )
     return peers
 
 
@@ -174,9 +187,17 @@ def _iv_inputs(layer: SpikingNeurons, w: Tensor, trace: Trace | None) -> dict:
     alpha, thr = layer.alpha.detach(), layer.threshold.detach()
     if trace is None:
         return {"bounds": paper_voltage_bounds(layer.weight_ih.detach(), w, alpha, thr, layer.reset)}
-    return {"terms": TransitionTerms.from_trace(
-        trace, w, alpha, layer.reset, layer.detach_reset,
-        rho=layer.rho if layer.adaptive else None, beta_adapt=layer.beta_adapt if layer.adaptive else None)}
+    return {
+        "terms": TransitionTerms.from_trace(
+            trace,
+            w,
+            alpha,
+            layer.reset,
+            layer.detach_reset,
+            rho=layer.rho if layer.adaptive else None,
+            beta_adapt=layer.beta_adapt if layer.adaptive else None,
+        )
+    }
 
 
 def _iv_note(res: ConditionResult, solve_for: str, with_iii: bool) -> str:
@@ -184,21 +205,37 @@ def _iv_note(res: ConditionResult, solve_for: str, with_iii: bool) -> str:
     best, value = res.extra["best_gain"], res.chosen
     prefix = f"{res.note}; " if res.note else ""
     if with_iii and best < 1.0:
-        return prefix + (f"III and IV conflict: with III's dampening the best reachable mean-square gain is "
-                         f"{best:.4g} (at {solve_for} {value:.4g})")
+        return prefix + (
+            f"III and IV conflict: with III's dampening the best reachable mean-square gain is "
+            f"{best:.4g} (at {solve_for} {value:.4g})"
+        )
     return prefix + f"no root in the bracket: best reachable mean-square gain {best:.4g} (at {solve_for} {value:.4g})"
 
 
-def _apply_iv(layer: SpikingNeurons, xs: Tensor, opts: StabilizeOptions, with_iii: bool, timings: Timings,
-              trace: Trace | None = None) -> ConditionResult:
+def _apply_iv(
+    layer: SpikingNeurons,
+    xs: Tensor,
+    opts: StabilizeOptions,
+    with_iii: bool,
+    timings: Timings,
+    trace: Trace | None = None,
+) -> ConditionResult:
     """Condition IV: the sharpness (or tail) for a unit mean-square transition gain."""
     w = layer.recurrent_weight()
     w = torch.zeros(layer.hidden_size, layer.hidden_size) if w is None else w.detach()
     if opts.mode == "measured" and trace is None:
         trace = record(layer, xs)
     with timings.part("conditions_s"):
-        res = condition_iv(layer.spike_fn, w, layer.alpha.detach(), layer.threshold.detach(), layer.reset,
-                           solve_for=opts.solve_for, detach_reset=layer.detach_reset, **_iv_inputs(layer, w, trace))
+        res = condition_iv(
+            layer.spike_fn,
+            w,
+            layer.alpha.detach(),
+            layer.threshold.detach(),
+            layer.reset,
+            solve_for=opts.solve_for,
+            detach_reset=layer.detach_reset,
+            **_iv_inputs(layer, w, trace),
+        )
     if opts.solve_for == "sharpness":
         layer.spike_fn = layer.spike_fn.with_params(sharpness=torch.tensor(float(res.chosen)))
     else:
@@ -208,8 +245,15 @@ def _apply_iv(layer: SpikingNeurons, xs: Tensor, opts: StabilizeOptions, with_ii
     return res
 
 
-def _apply_conditions(layer: SpikingNeurons, xs: Tensor, idx: int, conds: tuple[str, ...], opts: StabilizeOptions,
-                      timings: Timings, slope_hint: float | None) -> tuple[list[ConditionResult], float | None]:
+def _apply_conditions(
+    layer: SpikingNeurons,
+    xs: Tensor,
+    idx: int,
+    conds: tuple[str, ...],
+    opts: StabilizeOptions,
+    timings: Timings,
+    slope_hint: float | None,
+) -> tuple[list[ConditionResult], float | None]:
     """Every condition of ``conds`` on one layer, in order, from its input ``xs`` (the solve batch)."""
     rate, rate_tol, growth_ratio = opts.rate, opts.rate_tol, opts.growth_ratio
     results: list[ConditionResult] = []
@@ -240,8 +284,15 @@ def _verify(layer: SpikingNeurons, x: Tensor, lr: LayerReport, opts: StabilizeOp
         lr.notes.append(warning)
 
 
-def _stabilize_layers(model: nn.Module, batch, layers: list[SpikingNeurons], conds: tuple[str, ...],
-                      opts: StabilizeOptions, report: StabilityReport, timings: Timings) -> None:
+def _stabilize_layers(
+    model: nn.Module,
+    batch,
+    layers: list[SpikingNeurons],
+    conds: tuple[str, ...],
+    opts: StabilizeOptions,
+    report: StabilityReport,
+    timings: Timings,
+) -> None:
     """Layer by layer: capture the input (the layers below replayed from their records), apply the
     conditions on the solve batch, record the output on the whole batch, verify."""
     replay: dict[SpikingNeurons, Trace] = {}
@@ -251,8 +302,9 @@ def _stabilize_layers(model: nn.Module, batch, layers: list[SpikingNeurons], con
             x = layer_input(model, batch, idx)
         lr = LayerReport(idx, type(layer).__name__, layer.hidden_size, layer.reset)
         with timings.part("apply_s"):
-            lr.conditions, slope_hint = _apply_conditions(layer, x[:, :opts.solve_batch], idx, conds, opts, timings,
-                                                          slope_hint)
+            lr.conditions, slope_hint = _apply_conditions(
+                layer, x[:, : opts.solve_batch], idx, conds, opts, timings, slope_hint
+            )
         if opts.measure or idx + 1 < len(layers):
             with timings.part("capture_s"):
                 replay[layer] = record(layer, x)  # the layer's output on the whole batch: the next layer's input
@@ -263,8 +315,9 @@ def _stabilize_layers(model: nn.Module, batch, layers: list[SpikingNeurons], con
         report.layers.append(lr)
 
 
-def _recipe_regime(model: nn.Module, first: SpikingNeurons, opts: StabilizeOptions,
-                   probe: tuple[Tensor, Tensor] | None, regime: str) -> tuple[StabilizeOptions, dict]:
+def _recipe_regime(
+    model: nn.Module, first: SpikingNeurons, opts: StabilizeOptions, probe: tuple[Tensor, Tensor] | None, regime: str
+) -> tuple[StabilizeOptions, dict]:
     """The recipe's options for its regime (measured, forced, or dense for want of a probe) and the report's
     regime entry."""
     entry: dict
@@ -352,19 +405,32 @@ def stabilize(
         >>> stabilize(model, x).conditions   # the recommended recipe
         ('D', 'G')
     """
-    opts = StabilizeOptions(mode, rate, growth_ratio, solve_for, iii_variant, rate_tol, ratio_tol, max_rounds,
-                            solve_batch, measure, jacobian_steps)
+    opts = StabilizeOptions(
+        mode,
+        rate,
+        growth_ratio,
+        solve_for,
+        iii_variant,
+        rate_tol,
+        ratio_tol,
+        max_rounds,
+        solve_batch,
+        measure,
+        jacobian_steps,
+    )
     layers, conds = _validate(model, conditions, opts)
     validate_regime(regime)
     if conds != RECIPE and (probe is not None or regime != "auto"):
-        raise ValueError(f"probe and regime apply to the recommended recipe {list(RECIPE)} only, "
-                         f"not to conditions {list(conds)}")
+        raise ValueError(
+            f"probe and regime apply to the recommended recipe {list(RECIPE)} only, not to conditions {list(conds)}"
+        )
     if probe is not None and not (isinstance(probe, (tuple, list)) and len(probe) == 2):
         raise ValueError(f"probe must be a pair (inputs [T, B, ...], labels [B]), got {type(probe).__name__}")
     peers = _peers(model, layers, batch_dim)
     if peers:
-        return stabilize_peer(model, batch, peers, conds, opts, None if probe is None else (probe[0], probe[1]),
-                              regime, batch_dim)
+        return stabilize_peer(
+            model, batch, peers, conds, opts, None if probe is None else (probe[0], probe[1]), regime, batch_dim
+        )
     if probe is not None:
         check_probe(*probe)
     _first_input(model, batch)
