@@ -165,3 +165,84 @@ def test_c_enums_follow_the_python_vocabularies():
     assert enum("spk_reset") == {r.replace("_", "-"): i for i, r in enumerate(RESETS)}
     assert RESET_CODES == {r: i for i, r in enumerate(RESETS)}
     assert {k: v for k, v in enum("spk_surrogate").items() if v >= 0} == SURROGATE_CODES
+
+
+MARKER_SOURCE = """
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((constructor)) static void planted(void) {
+    FILE *f = fopen(getenv("PLANTED_MARKER"), "w");
+    if (f) { fputs("ran", f); fclose(f); }
+}
+"""
+
+
+def _plant_library(folder: Path) -> Path:
+    """A library with a load-time constructor (it writes $PLANTED_MARKER) under the name the cache looks
+    up in ``folder``, with a matching .sha256: what someone who can write to a shared cache leaves."""
+    import hashlib
+
+    cc = build.compiler()
+    (folder / "planted.c").write_text(MARKER_SOURCE)
+    target = Path(build.library_path(str(folder), cc))
+    subprocess.run([cc, "-shared", "-fPIC", "planted.c", "-o", target.name], cwd=folder, check=True)
+    (folder / "planted.c").unlink()
+    target.with_name(target.name + ".sha256").write_text(hashlib.sha256(target.read_bytes()).hexdigest())
+    return target
+
+
+def _load_in_child(cache: Path, marker: Path) -> subprocess.CompletedProcess:
+    return _run_python(
+        """
+        import warnings
+        warnings.simplefilter("always")
+        from spikestab.kernels import cabi
+        assert cabi.library() is not None
+        print("ok")
+        """,
+        {build.CACHE_ENV: str(cache), "PLANTED_MARKER": str(marker)},
+    )
+
+
+def test_a_cache_folder_others_can_write_is_not_loaded_from(tmp_path):
+    cache = tmp_path / "shared"
+    cache.mkdir()
+    planted = _plant_library(cache)
+    planted.chmod(0o755)
+    cache.chmod(0o777)  # a shared cache anyone can write to
+    marker = tmp_path / "marker"
+    proc = _load_in_child(cache, marker)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    assert not marker.exists(), "the planted library ran"
+    assert "UntrustedCacheWarning" in proc.stderr and f"chmod go-w {cache}" in proc.stderr, proc.stderr
+    assert "writable by group" in proc.stderr, proc.stderr
+
+
+def test_a_cached_library_others_can_write_is_rebuilt_not_loaded(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    cache.chmod(0o700)
+    planted = _plant_library(cache)
+    planted.chmod(0o757)  # the folder is private, the library file is writable by others
+    marker = tmp_path / "marker"
+    proc = _load_in_child(cache, marker)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    assert not marker.exists(), "the planted library ran"
+    assert "not loading the cached library" in proc.stderr and "writable by others" in proc.stderr, proc.stderr
+    assert build.untrusted(str(planted)) is None  # rebuilt in place, mode 0755
+    assert oct(planted.stat().st_mode & 0o777) == "0o755"
+
+
+def test_a_library_or_folder_of_another_user_is_untrusted(tmp_path):
+    """Ownership is compared with the given user id (a real second user needs root to set up)."""
+    lib = tmp_path / "lib.so"
+    lib.write_bytes(b"\x7fELF")
+    lib.chmod(0o755)
+    me = os.getuid()
+    assert build.untrusted(str(lib), uid=me) is None
+    assert build.untrusted(str(tmp_path), uid=me) is None
+    for path in (lib, tmp_path):
+        problem = build.untrusted(str(path), uid=me + 1)
+        assert problem == f"{path} belongs to user id {me}, not to the current user ({me + 1})"
+    lib.chmod(0o775)
+    assert build.untrusted(str(lib), uid=me) == f"{lib} is writable by group (mode 775)"

@@ -11,6 +11,15 @@ was built. A cached library whose bytes do not match (truncated by a full disk, 
 by an interrupted copy) is rebuilt, never loaded: loading a truncated ELF file can kill the process
 with SIGBUS.
 
+The cache is trusted only as far as its owner: a library is loaded only from a cache folder that
+belongs to the current user and that neither group nor others can write, and only when the library
+file itself belongs to the user and is not writable by group or others (the rule ssh applies to its
+keys). Anyone who could write there could otherwise run code in every process that loads the kernels.
+A folder that fails the check is not used: a warning (:class:`UntrustedCacheWarning`) names it, says
+how to fix it (``chmod go-w``, or a ``$SPIKESTAB_CACHE`` of one's own) and the library is built into a
+private temporary folder for this process. A library file that fails the check in a trusted folder is
+rebuilt in place. Libraries this module builds are written with mode 0755, their folder with 0700.
+
 A build that fails warns once (:class:`NativeBuildWarning`) with the compiler's message and names the
 fallback (the torch time loop of backend "fused"); :func:`library` then returns None for the rest of the
 process, and :func:`failure` says why.
@@ -23,6 +32,7 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -33,12 +43,14 @@ __all__ = [
     "CACHE_ENV",
     "FLAGS",
     "NativeBuildWarning",
+    "UntrustedCacheWarning",
     "cache_dir",
     "compiler",
     "failure",
     "library",
     "library_path",
     "sources",
+    "untrusted",
 ]
 
 CACHE_ENV = "SPIKESTAB_CACHE"
@@ -50,6 +62,10 @@ LIBS = ("-lm",)
 
 class NativeBuildWarning(RuntimeWarning):
     """The native kernels could not be built or loaded; the torch loops run instead."""
+
+
+class UntrustedCacheWarning(RuntimeWarning):
+    """A cached library or its folder could be written by someone else and is not loaded."""
 
 
 _lock = threading.Lock()
@@ -108,6 +124,19 @@ def _intact(path: str) -> bool:
         return False
 
 
+def untrusted(path: str, uid: int | None = None) -> str | None:
+    """Why ``path`` (the cache folder or a library in it) cannot be trusted, or None when it belongs to
+    user ``uid`` (default: the current user) and neither group nor others can write it."""
+    uid = os.getuid() if uid is None else uid
+    st = os.stat(path)
+    if st.st_uid != uid:
+        return f"{path} belongs to user id {st.st_uid}, not to the current user ({uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        who = "group" if st.st_mode & stat.S_IWGRP else "others"
+        return f"{path} is writable by {who} (mode {st.st_mode & 0o777:o})"
+    return None
+
+
 def _compile(cc: str, src: dict[str, str], path: str) -> None:
     """Compile ``src`` into ``path`` (and its hash file), atomically: concurrent builders never see a
     partial file. Raises RuntimeError with the compiler's message when it fails."""
@@ -126,8 +155,10 @@ def _compile(cc: str, src: dict[str, str], path: str) -> None:
                 f"{os.path.basename(cc)} exited with status {proc.returncode}:\n{(proc.stderr or proc.stdout).strip()}"
             )
         out = os.path.join(tmp, "spikes.so")
+        os.chmod(out, 0o755)  # whatever the umask: a library others can write would not be trusted
         with open(out + ".sha256", "w") as f:
             f.write(_file_hash(out))
+        os.chmod(out + ".sha256", 0o644)
         os.replace(out, path)
         os.replace(out + ".sha256", path + ".sha256")
 
@@ -138,16 +169,45 @@ def load(folder: str | None = None) -> ctypes.CDLL:
     cc = compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set $CC, or install cc or gcc)")
-    folder = cache_dir() if folder is None else folder
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError:  # read-only home (some CI runners): build per process in the temporary folder
-        folder = tempfile.mkdtemp(prefix="spikestab-")
+    folder = _trusted_folder(cache_dir() if folder is None else folder)
     src = sources()
     path = library_path(folder, cc, src)
-    if not _intact(path):
+    if not (_intact(path) and _trusted_library(path)):
         _compile(cc, src, path)
     return ctypes.CDLL(path)
+
+
+def _trusted_folder(folder: str) -> str:
+    """``folder``, created private when missing; a private temporary folder instead when it cannot be
+    created (read-only home, some CI runners) or when others could write to it (with a warning)."""
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError:
+        return tempfile.mkdtemp(prefix="spikestab-")
+    problem = untrusted(folder)
+    if problem is None:
+        return folder
+    warnings.warn(
+        f"spikestab: not using the kernel cache: {problem}; anyone who can write there could run code in "
+        f"this process. Fix it with `chmod go-w {folder}` (as its owner) or set ${CACHE_ENV} to a folder of "
+        f"your own; the kernels are built into a private temporary folder for now",
+        UntrustedCacheWarning,
+        stacklevel=4,
+    )
+    return tempfile.mkdtemp(prefix="spikestab-")
+
+
+def _trusted_library(path: str) -> bool:
+    """Whether the cached library ``path`` may be loaded; warns (and it is rebuilt) when others could
+    have written it."""
+    problem = untrusted(path)
+    if problem is not None:
+        warnings.warn(
+            f"spikestab: not loading the cached library: {problem}; it is rebuilt",
+            UntrustedCacheWarning,
+            stacklevel=4,
+        )
+    return problem is None
 
 
 def library() -> ctypes.CDLL | None:
