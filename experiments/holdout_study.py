@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import holdout_resume
 
 from spikestab import stats
 from spikestab.sweep import report, run_sweep
@@ -604,6 +605,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         p.error(f"--configs: unknown {unknown}; known: {', '.join(every)}")
     folder = common.RESULTS / "holdout" / args.scale
+    holdout_resume.resume(common, report, args.scale)
     results = {}
     for name in every:  # every configuration is read, only the chosen ones run
         run = not args.summarise and name in names
