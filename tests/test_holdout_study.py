@@ -3,6 +3,8 @@ agrees with independent recomputations from the per-run records it writes."""
 
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,6 +60,34 @@ def test_holdout_smoke_scale(tmp_path):
     assert len(summary["best_of_k"]["smoke-a"]) == 2
     long = json.loads((out / "smoke-a.json").read_text())["arms"]
     assert len(long["long-auto"]) == 2 and len(long["long-grid-best"]) == 2
+    _resumes_from_committed_files(tmp_path, env, out, summary)
+
+
+def _resumes_from_committed_files(tmp_path, env, out, summary):
+    """A fresh machine has the committed databases and records but no run folders (protocol amendment 2):
+    the analysis reads the same records and gives the same summary, and trains nothing again."""
+    runs = tmp_path / "runs" / "holdout" / "smoke"
+    committed = tmp_path / "docs" / "results" / "sweep_databases" / "holdout" / "smoke"
+    for db in runs.glob("*/*/sweep.db"):
+        (committed / db.parent.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(db, committed / db.parent.parent.name / f"{db.parent.name}.db")
+    shutil.rmtree(runs)
+    records = {name: json.loads((out / f"{name}.json").read_text()) for name in ("smoke-a", "smoke-b")}
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "holdout_study.py"), "--scale", "smoke"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    to_run = [int(n) for n in re.findall(r"(\d+) to run", again.stdout + again.stderr)]
+    assert to_run and not any(to_run)
+    assert not list(runs.glob("*/*/trials/*"))
+    for name, before in records.items():
+        assert json.loads((out / f"{name}.json").read_text()) == before
+    assert json.loads((out / "summary.json").read_text()) == summary
 
 
 def test_fixed_setting_is_the_headlines():
