@@ -428,22 +428,10 @@ def markdown(summary: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["rows"]:
-        a = r["arms"]
-
-        def cell(arm: str) -> str:
-            return a[arm]["text"] + f" (n {a[arm]['n']})" if arm in a else "-"
-
-        p = r["grid_best_params"]
-        setting = "" if not p else " (" + ", ".join(f"{k[:4]} {v:g}" for k, v in sorted(p.items())) + ")"
-        mg, mf = r["minus"].get("grid-best"), r["minus"].get("fixed")
-        comp = r.get("compute")
         lines.append(
-            f"| {r['config']} | {cell('auto')} | {a['grid']['n'] if 'grid' in a else 0} | "
-            f"{cell('grid-best')}{setting} | {cell('fixed')} | "
-            f"{cell('dense')} | {cell('sparse')} | {mg['text'] if mg else '-'} | "
-            f"{mf['text'] if mf else '-'} | {_worth(r)} | "
-            + (f"1/{1 / comp['fraction_seconds']:.0f} ({comp['grid_runs']} runs)" if comp else "-")
-            + " |"
+            f"| {r['config']} | {_arm(r, 'auto')} | {r['arms']['grid']['n'] if 'grid' in r['arms'] else 0} | "
+            f"{_arm(r, 'grid-best')}{_setting(r)} | {_arm(r, 'fixed')} | {_arm(r, 'dense')} | "
+            f"{_arm(r, 'sparse')} | {_minus(r, 'grid-best')} | {_minus(r, 'fixed')} | {_worth(r)} | {_compute(r)} |"
         )
     lines += [
         "",
@@ -510,10 +498,62 @@ def markdown(summary: dict) -> str:
         f"right on {ru['right']} of {ru['decided']} seeds against {ru['current_right']} for the current rule; "
         f"the two differ on {ru['differ']}.",
     ]
-    lines += ["", "## Pass criteria (stated in protocol.md before the runs)", ""]
-    for k, v in crit.items():
-        lines.append(f"- {k}: {'not judged yet (no complete data)' if v is None else v}")
+    lines += ["", "## Pass criteria (stated in protocol.md before the runs)", "", *_criteria(crit)]
     return "\n".join(lines) + "\n"
+
+
+def readme_markdown(summary: dict) -> str:
+    """The README's out-of-sample table: per configuration auto against the re-run best grid setting and the
+    frozen fixed setting, the pooled difference with its equivalence test, the pass criteria."""
+    crit = summary["criteria"]
+    lines = [
+        f"Scale `{summary['scale']}`: {crit['configurations_complete']} of {crit['configurations_planned']} "
+        "configurations complete"
+        + ("" if crit["complete"] else " (study running: every verdict provisional)")
+        + ". Test accuracy %, mean +- sample std over the fresh evaluation seeds; differences paired per seed, "
+        "95 % t CI.",
+        "",
+        "| configuration | auto | grid-best re-run (setting) | fixed (d) | auto - grid-best | auto - fixed | "
+        "auto compute / grid |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["rows"]:
+        lines.append(
+            f"| {r['config']} | {_arm(r, 'auto')} | {_arm(r, 'grid-best')}{_setting(r)} | {_arm(r, 'fixed')} | "
+            f"{_minus(r, 'grid-best')} | {_minus(r, 'fixed')} | {_compute(r)} |"
+        )
+    pooled = summary["pooled"]["grid-best"]["by_configuration"]
+    if pooled:
+        lines += [
+            "",
+            f"Pooled over configurations, auto - grid-best: {pooled['text']}; {pooled['tost_text']}: "
+            f"non-inferior at 2 points: {'yes' if pooled['non_inferior'] else 'no'}.",
+        ]
+    return "\n".join([*lines, "", "Pass criteria (stated before the runs):", "", *_criteria(crit)]) + "\n"
+
+
+def _criteria(crit: dict) -> list[str]:
+    return [f"- {k}: {'not judged yet (no complete data)' if v is None else v}" for k, v in crit.items()]
+
+
+def _arm(row: dict, arm: str) -> str:
+    a = row["arms"].get(arm)
+    return f"{a['text']} (n {a['n']})" if a else "-"
+
+
+def _setting(row: dict) -> str:
+    p = row["grid_best_params"]
+    return "" if not p else " (" + ", ".join(f"{k[:4]} {v:g}" for k, v in sorted(p.items())) + ")"
+
+
+def _minus(row: dict, arm: str) -> str:
+    m = row["minus"].get(arm)
+    return m["text"] if m else "-"
+
+
+def _compute(row: dict) -> str:
+    comp = row.get("compute")
+    return f"1/{1 / comp['fraction_seconds']:.0f} ({comp['grid_runs']} runs)" if comp else "-"
 
 
 def _interval(ax: Any, x: float, mean: float, ci: list[float], fmt: str, color: str) -> None:
@@ -628,6 +668,7 @@ def write_summary(results: dict[str, dict], scale: str, folder: Path) -> None:
     figures(summary, folder)
     if scale == "cpu":
         copy_databases(scale)
+        common.replace_block(common.OUT / "README.md", "holdout_study.py", readme_markdown(summary))
 
 
 if __name__ == "__main__":

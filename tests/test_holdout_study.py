@@ -100,3 +100,18 @@ def test_fixed_setting_is_the_headlines():
     committed = json.loads((ROOT / "docs" / "results" / "headline" / "cpu" / "summary.json").read_text())
     frozen = dict(kv.split("=") for kv in committed["fixed_setting"].split(","))
     assert {k: float(v) for k, v in frozen.items()} == holdout_study.FIXED_D
+
+
+def test_readme_table_is_the_committed_summary():
+    """README's out-of-sample table is what holdout_study.py renders from the committed summary.json (a hand
+    edit, or a summary committed without regenerating the README, fails here)."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import common
+        import holdout_study
+    finally:
+        sys.path.pop(0)
+    summary = json.loads((ROOT / "docs" / "results" / "holdout" / "cpu" / "summary.json").read_text())
+    table = holdout_study.readme_markdown(summary)
+    assert "| mnist-lif-1x128 |" in table
+    assert common.replace_block(ROOT / "README.md", "holdout_study.py", table, check=True)

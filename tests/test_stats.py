@@ -146,8 +146,9 @@ def test_bad_input_is_refused():
 
 
 def test_docs_verdict_blocks_are_regenerated_from_the_committed_data():
-    """docs/RESULTS.md's claims table and README's headline table are what experiments/verdicts.py computes
-    from the committed results (a hand edit or a changed result without regeneration fails here)."""
+    """docs/RESULTS.md's claims table and docs/results/headline.md's in-sample table are what
+    experiments/verdicts.py computes from the committed results (a hand edit or a changed result without
+    regeneration fails here)."""
     import subprocess
     import sys
     from pathlib import Path
