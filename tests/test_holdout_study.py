@@ -16,16 +16,17 @@ from scipy import stats as ss
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _study(env: dict) -> subprocess.CompletedProcess:
+    """holdout_study.py at smoke scale (run or continue) under ``env``."""
+    script = ROOT / "experiments" / "holdout_study.py"
+    return subprocess.run(
+        [sys.executable, str(script), "--scale", "smoke"], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_holdout_smoke_scale(tmp_path):
     env = {**os.environ, "SPIKESTAB_EXPERIMENT_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "holdout_study.py"), "--scale", "smoke"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = _study(env)
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "docs" / "results" / "holdout" / "smoke"
     summary = json.loads((out / "summary.json").read_text())
@@ -73,14 +74,7 @@ def _resumes_from_committed_files(tmp_path, env, out, summary):
         shutil.copyfile(db, committed / db.parent.parent.name / f"{db.parent.name}.db")
     shutil.rmtree(runs)
     records = {name: json.loads((out / f"{name}.json").read_text()) for name in ("smoke-a", "smoke-b")}
-    again = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "holdout_study.py"), "--scale", "smoke"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    again = _study(env)
     assert again.returncode == 0, again.stderr[-3000:]
     to_run = [int(n) for n in re.findall(r"(\d+) to run", again.stdout + again.stderr)]
     assert to_run and not any(to_run)
