@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from .report import collect
 from .storage import check_heartbeat, default_url, masked, open_storage
 from .study import Plan, check_sweep_json, make_plan, prepare_study, write_sweep_json
-from .worker import WorkerContext, run_worker, worker_command
+from .worker import WorkerContext, run_worker, worker_launch
 
 
 def run_sweep(
@@ -113,8 +113,10 @@ def _run_workers(ctx: WorkerContext, workers: int, log: Callable[[str], None]) -
     if workers == 1:
         run_worker(ctx, log)
         return
-    env = {**os.environ, "OMP_NUM_THREADS": str(ctx.threads)}
-    procs = [subprocess.Popen(worker_command(replace(ctx, index=i)), env=env) for i in range(workers)]
+    procs = []
+    for i in range(workers):
+        command, secret = worker_launch(replace(ctx, index=i))
+        procs.append(subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": str(ctx.threads), **secret}))
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:  # the terminal sent SIGINT to the workers too: let them re-queue

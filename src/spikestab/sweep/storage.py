@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import re
 import threading
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import optuna
 from optuna.storages import RDBStorage
@@ -33,14 +35,57 @@ def default_url(out: str | Path) -> str:
     return f"sqlite:///{(Path(out).resolve() / DB_NAME)}"
 
 
-def masked(url: str) -> str:
-    """The URL without its password (for logs and sweep.json)."""
-    try:
-        from sqlalchemy.engine import make_url
+def _credentials(url: str) -> tuple[int, int] | None:
+    """Where the password of ``url`` starts and ends: after the user name's ``:`` up to the last ``@``
+    (no URL parser: a URL that does not parse, or a password holding ``@`` or ``/``, hides as much)."""
+    start = url.find("://") + 3 if "://" in url else 0
+    end = url.rfind("@")
+    colon = url.find(":", start, end)
+    return None if end < start or colon < 0 else (colon + 1, end)
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+
+def masked(url: str) -> str:
+    """``url`` with its password (and any ``password=`` query value) replaced by ``***``, for every
+    message, log line and file; it needs no parsable URL."""
+    span = _credentials(url)
+    if span is not None:
+        url = url[: span[0]] + "***" + url[span[1] :]
+    return re.sub(r"(password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """``text`` (a driver's message) with the password of ``url`` replaced by ``***`` wherever it occurs."""
+    span = _credentials(url)
+    secrets = [url[span[0] : span[1]]] if span else []
+    secrets += re.findall(r"password=([^&]*)", url, flags=re.IGNORECASE)
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "***").replace(unquote(secret), "***")
+    return text
+
+
+def _check_password_escaped(url: str) -> None:
+    """ValueError when the password of ``url`` holds an unescaped ``@`` or ``/``: SQLAlchemy would end the
+    password there and take the rest for the host (and connect to it)."""
+    span = _credentials(url)
+    if span is None:
+        return
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url).password
+    except Exception:  # opening it fails and says so, masked
+        return
+    if parsed is not None and str(parsed) != unquote(url[span[0] : span[1]]):
+        raise ValueError(
+            f"--storage {masked(url)!r}: its password holds an unescaped '@' or '/'; percent-encode them "
+            "(@ as %40, / as %2F) or leave the password out of the URL and set PGPASSWORD"
+        )
+
+
+def engine_url(url: str) -> str:
+    """The URL SQLAlchemy is given: ``postgresql://`` names psycopg 3 (the ``sweeps`` extra's driver)
+    whatever SQLAlchemy's default driver is; every other URL as given."""
+    return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -76,6 +121,7 @@ def open_storage(url: str, heartbeat: int = 30, grace: int | None = None) -> RDB
     (default 4 heartbeats) is failed and re-queued (up to MAX_RETRY times) by the next worker that
     looks. A URL that cannot be opened is a ValueError naming ``--storage``."""
     grace = check_heartbeat(heartbeat, grace)
+    _check_password_escaped(url)
     engine: dict = {}
     path = _sqlite_path(url)
     if url.startswith("sqlite"):
@@ -92,7 +138,7 @@ def open_storage(url: str, heartbeat: int = 30, grace: int | None = None) -> RDB
         try:
             with _quiet():
                 return RDBStorage(
-                    url,
+                    engine_url(url),
                     engine_kwargs=engine,
                     heartbeat_interval=heartbeat,
                     grace_period=grace,
@@ -105,8 +151,19 @@ def open_storage(url: str, heartbeat: int = 30, grace: int | None = None) -> RDB
         except Exception as err:  # sqlalchemy / driver errors of many kinds: one clear message
             failure = err
             break
-    detail = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
-    raise ValueError(f"--storage {masked(url)!r} cannot be opened ({type(failure).__name__}: {detail})") from None
+    detail = _scrubbed(str(failure).strip().splitlines()[0] if str(failure).strip() else "", url)
+    hint = _driver_hint(failure)
+    raise ValueError(f"--storage {masked(url)!r} cannot be opened ({type(failure).__name__}: {detail}){hint}") from None
+
+
+def _driver_hint(failure: Exception | None) -> str:
+    """What is missing and how to install it, when the database driver cannot be imported."""
+    if not isinstance(failure, ImportError):
+        return ""
+    return (
+        f"; {failure.__cause__ or failure}: install the database driver (pip install 'spikestab[sweeps]' "
+        "installs psycopg 3, which postgresql:// URLs use)"
+    )
 
 
 def _retry_callback():

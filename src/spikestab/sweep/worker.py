@@ -1,7 +1,8 @@
 """A sweep worker: take a queued trial, train it in its own run directory (continuing any checkpoint
 there), report the objective to Optuna after every epoch (the pruner may stop it), tell the result;
 repeat until no trial is queued or running. ``--workers N`` starts N of these as
-``python -m spikestab.sweep CONTEXT_JSON``.
+``python -m spikestab.sweep CONTEXT_JSON``, the storage URL (which may hold a password) passed in the
+environment variable ``SPIKESTAB_SWEEP_STORAGE``, never on the command line where ``ps`` shows it.
 
 A worker with nothing left to start keeps waiting while other trials run: one whose worker died
 (no heartbeat for the grace period) is failed and queued again, and this worker resumes it.
@@ -35,11 +36,13 @@ from .storage import Heartbeat, fail_stale, open_storage, pop_trial, requeue
 from .study import Plan, make_pruner, make_sampler
 
 Log = Callable[[str], None]
+STORAGE_ENV = "SPIKESTAB_SWEEP_STORAGE"  # how a worker process receives the storage URL
 
 
 @dataclass
 class WorkerContext:
-    """Everything a worker process needs (JSON-able: it travels on the command line)."""
+    """Everything a worker process needs (JSON-able: it travels on the command line, all but the storage
+    URL, which travels in the environment: :func:`worker_launch`)."""
 
     storage: str
     study: str
@@ -297,12 +300,19 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def worker_command(ctx: WorkerContext) -> list[str]:
-    return [sys.executable, "-m", "spikestab.sweep", json.dumps(asdict(ctx))]
+def worker_launch(ctx: WorkerContext) -> tuple[list[str], dict[str, str]]:
+    """A worker process's command line (the context without the storage URL) and the environment
+    variables that carry the URL."""
+    public = {k: v for k, v in asdict(ctx).items() if k != "storage"}
+    return [sys.executable, "-m", "spikestab.sweep", json.dumps(public)], {STORAGE_ENV: ctx.storage}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ctx = WorkerContext(**json.loads((argv or sys.argv[1:])[0]))
+    url = os.environ.pop(STORAGE_ENV, None)  # not inherited further (data loader processes, ...)
+    if not url:
+        print(f"spikestab.sweep worker: {STORAGE_ENV} (the storage URL) is not set", file=sys.stderr)
+        return 2
+    ctx = WorkerContext(storage=url, **json.loads((argv or sys.argv[1:])[0]))
     try:
         run_worker(ctx, log=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
