@@ -41,7 +41,7 @@ TINY = {
     "lr": 1e-2,
     "dropout": 0.0,
     "threads": 1,
-    "stabilize": "",
+    "conditions": "",
 }
 
 

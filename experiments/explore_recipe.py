@@ -128,7 +128,7 @@ def main() -> None:
         threads=1,
         progress=False,
         checkpoint_every=10000,
-        stabilize="none",
+        conditions="none",
     )
     base.update(spec)
     base["out"] = "runs/explore/" + str(abs(hash(json.dumps([spec, recipe], sort_keys=True))))

@@ -82,7 +82,7 @@ def fixed_config(name: str, scale: str, shd_dir: str | None) -> dict:
         "dropout": 0.3,
         "dampening": 0.3,
         "sharpness": 1.0,
-        "stabilize": "none" if net == "slstm" else "D",
+        "conditions": "none" if net == "slstm" else "D",
     }
     if net == "slstm":
         fixed["layers"] = ",".join(str(matched_width(w)) for w in parse_layers(fixed["layers"]))
@@ -100,7 +100,7 @@ def runs_of(rows: list[dict]) -> list[dict]:
         for trial, test in zip(row["trials"], row["test"]):
             out.append(
                 {
-                    "sg": row["params"]["sg"],
+                    "sg": row["params"]["surrogate"],  # the records keep their "sg" key
                     "lr": row["params"]["lr"],
                     "seed": trial["seed"],
                     "val_perplexity": perplexity(trial["val_loss"]),
@@ -169,7 +169,7 @@ def near_best(results: dict[str, dict]) -> dict[str, dict]:
 
 def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict:
     fixed = fixed_config(name, scale, shd_dir)
-    grid = {"seed": SEEDS[scale], "sg": SGS, "lr": LRS[scale]}  # seed first: every seed-0 point runs first
+    grid = {"seed": SEEDS[scale], "surrogate": SGS, "lr": LRS[scale]}  # seed first: every seed-0 point runs first
     rows = common.sweep(common.RUNS / "fig2" / scale / name, fixed, grid, workers)
     runs = runs_of(rows)
     return {

@@ -58,7 +58,7 @@ def fixed_config(scale: str) -> dict:
         "dropout": 0.3,
         "dampening": 0.3,
         "sharpness": 1.0,
-        "stabilize": "none",
+        "conditions": "none",
     }
 
 
@@ -88,7 +88,7 @@ def runs_of(out: Path) -> list[dict]:
             res = json.loads((run_dir / "results.json").read_text())
             runs.append(
                 {
-                    "sg": s["params"]["sg"],
+                    "sg": s["params"]["surrogate"],  # the records keep their "sg" key
                     "sparsity": MODE[s["params"]["sparsity"]],
                     "f0": s["params"]["init_rate"],
                     "seed": t["seed"],
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     args = common.parse_args(__doc__, None, None, argv)
     scale = args.scale
     fixed = fixed_config(scale)
-    grid = {"seed": SEEDS[scale], "sg": SGS[scale], "sparsity": list(SPARSITY.values()), "init_rate": F0[scale]}
+    grid = {"seed": SEEDS[scale], "surrogate": SGS[scale], "sparsity": list(SPARSITY.values()), "init_rate": F0[scale]}
     out = common.RUNS / "fig3" / scale
     common.sweep(out, fixed, grid, args.workers)
     runs = runs_of(out)

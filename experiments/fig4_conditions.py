@@ -42,7 +42,7 @@ SEEDS = {"smoke": [0], "cpu": [0, 1, 2]}
 
 
 def label(row: dict, mode: str) -> str:
-    cond = row["params"]["stabilize"] or "none"  # the sweep stores "none" as null
+    cond = row["params"]["conditions"] or "none"  # the sweep stores "none" as null
     if mode == "bias":
         return "bias rate 1/2" + ("" if cond == "none" else f" + {cond}")
     return cond.replace(",", "+") + (" (paper)" if mode == "paper" else "")
@@ -63,7 +63,7 @@ def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict
         fix = {**fixed, "stability_mode": "paper" if mode == "paper" else "measured"}
         if mode == "bias":
             fix["init_rate"] = 0.5
-        for row in common.sweep(base / mode, fix, {"stabilize": settings, "seed": SEEDS[scale]}, workers):
+        for row in common.sweep(base / mode, fix, {"conditions": settings, "seed": SEEDS[scale]}, workers):
             rows.append({**row, "setting": label(row, mode)})
     return {"config": name, "scale": scale, "fixed": fixed, "seeds": SEEDS[scale], "settings": rows}
 

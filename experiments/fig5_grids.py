@@ -49,40 +49,40 @@ def predictions(fixed: dict) -> dict[str, dict[str, dict]]:
     """The value each condition predicts for each panel, on the seed-0 network and its first batch
     (an infeasible condition's value is its fallback, e.g. the end of the searched bracket)."""
     out: dict[str, dict[str, dict]] = {"dampening": {}, "sharpness": {}, "tail": {}}
-    task = load_config_task(TrainConfig(**{**fixed, "stabilize": "none"}))  # the same data for every model
+    task = load_config_task(TrainConfig(**{**fixed, "conditions": "none"}))  # the same data for every model
     with tempfile.TemporaryDirectory() as tmp:
 
         def model_and_batch(**kw):
-            cfg = TrainConfig(**{**fixed, **kw, "stabilize": "none", "out": tmp, "seed": 0})
+            cfg = TrainConfig(**{**fixed, **kw, "conditions": "none", "out": tmp, "seed": 0})
             tr = Trainer(cfg, task, log=lambda s: None)
             tr.model.eval()
             batch = tr.first_batch()
             stabilize(tr.model, batch, ("D",))
             return tr.model, batch
 
-        model, batch = model_and_batch(sg="fast-sigmoid", dampening=1.0, sharpness=1.0)
+        model, batch = model_and_batch(surrogate="fast-sigmoid", dampening=1.0, sharpness=1.0)
         out["dampening"]["III (paper)"] = _mean_chosen(
             stabilize(copy.deepcopy(model), batch, ("III",), mode="paper"), "III"
         )
         out["dampening"]["III (measured)"] = _mean_chosen(stabilize(copy.deepcopy(model), batch, ("III",)), "III")
         out["dampening"]["G"] = _mean_chosen(stabilize(copy.deepcopy(model), batch, ("G",)), "G")
         for sg in SG:
-            model, batch = model_and_batch(sg=sg, dampening=0.3, sharpness=1.0)
+            model, batch = model_and_batch(surrogate=sg, dampening=0.3, sharpness=1.0)
             out["sharpness"][f"IV {sg}"] = _mean_chosen(stabilize(copy.deepcopy(model), batch, ("IV",)), "IV")
-        model, batch = model_and_batch(sg="exponential", dampening=0.3, sharpness=1.0)
+        model, batch = model_and_batch(surrogate="exponential", dampening=0.3, sharpness=1.0)
         out["sharpness"]["IV exponential (paper)"] = _mean_chosen(stabilize(model, batch, ("IV",), mode="paper"), "IV")
-        model, batch = model_and_batch(sg="q-pseudospike", dampening=0.3, sharpness=1.0, tail=2.0)
+        model, batch = model_and_batch(surrogate="q-pseudospike", dampening=0.3, sharpness=1.0, tail=2.0)
         out["tail"]["IV tail"] = _mean_chosen(stabilize(model, batch, ("IV",), solve_for="tail"), "IV")
     return out
 
 
 def run(scale: str, workers: int) -> dict:
-    fixed = {**common.task("sl-mnist", scale), "stabilize": "D"}
+    fixed = {**common.task("sl-mnist", scale), "conditions": "D"}
     base = common.RUNS / "fig5" / scale
     panels = {}
     for option, (values, extra, shapes) in PANELS.items():
         vals = values if scale == "cpu" else values[1:3]
-        grid = {option: vals, "sg": shapes, "seed": SEEDS[scale]}
+        grid = {option: vals, "surrogate": shapes, "seed": SEEDS[scale]}
         panels[option] = common.sweep(base / option, {**fixed, **extra}, grid, workers)
     return {"scale": scale, "fixed": fixed, "panels": panels, "predictions": predictions(fixed)}
 
@@ -101,10 +101,10 @@ def markdown(res: dict) -> str:
         ]
         values = sorted({r["params"][option] for r in rows})
         out.append("|---|" + "---|" * len(values))
-        for sg in sorted({r["params"]["sg"] for r in rows}):
+        for sg in sorted({r["params"]["surrogate"] for r in rows}):
             cells = []
             for v in values:
-                r = next(r for r in rows if r["params"]["sg"] == sg and r["params"][option] == v)
+                r = next(r for r in rows if r["params"]["surrogate"] == sg and r["params"][option] == v)
                 cells.append(f"{100 * r['test_mean']:.1f} +- {100 * r['test_std']:.1f}")
             out.append(f"| {sg} | " + " | ".join(cells) + " |")
         preds = ", ".join(
@@ -118,8 +118,8 @@ def markdown(res: dict) -> str:
 def figure(res: dict, path: Path) -> Path:
     fig, axes = common.figure(1, 3, figsize=(11, 3.4))
     for ax, (option, rows) in zip(axes, res["panels"].items()):
-        for sg in sorted({r["params"]["sg"] for r in rows}):
-            mine = sorted((r for r in rows if r["params"]["sg"] == sg), key=lambda r: r["params"][option])
+        for sg in sorted({r["params"]["surrogate"] for r in rows}):
+            mine = sorted((r for r in rows if r["params"]["surrogate"] == sg), key=lambda r: r["params"][option])
             ax.errorbar(
                 [r["params"][option] for r in mine],
                 [100 * r["test_mean"] for r in mine],

@@ -4,7 +4,7 @@
   (a) the defaults a snnTorch user starts from: Leaky(beta=0.95) (tau = -1/ln 0.95 = 19.5 steps),
       threshold 1, fast_sigmoid(slope=25) converted with ``from_snntorch`` (dampening 1, sharpness 12.5),
       no stabilisation (spikestab's Glorot initialisation: spikestab has no nn.Linear initialiser);
-  (b) ``--stabilize auto`` (the recommended recipe), one run per seed;
+  (b) ``--conditions auto`` (the recommended recipe), one run per seed;
   (c) the best setting of a grid over threshold x dampening x sharpness for that task (chosen by
       validation accuracy, reported on test);
   (d) the one fixed grid setting with the best validation accuracy averaged over all configurations.
@@ -53,10 +53,10 @@ def snntorch_defaults() -> dict:
     return {
         "tau": round(-1.0 / math.log(0.95), 4),
         "threshold": 1.0,
-        "sg": "fast-sigmoid",
+        "surrogate": "fast-sigmoid",
         "dampening": float(sg.dampening),
         "sharpness": float(sg.sharpness),
-        "stabilize": "none",
+        "conditions": "none",
     }
 
 
@@ -76,13 +76,13 @@ def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict
         "snntorch": common.sweep(
             base / "snntorch", {**fixed, **snntorch_defaults()}, {"seed": seeds["recipe"]}, workers
         )[0],
-        "auto": common.sweep(base / AUTO_SWEEP, {**fixed, "stabilize": "auto"}, {"seed": seeds["recipe"]}, workers)[0],
-        "grid": common.sweep(base / "grid", {**fixed, "stabilize": "none"}, {**grid, "seed": seeds["grid"]}, workers),
+        "auto": common.sweep(base / AUTO_SWEEP, {**fixed, "conditions": "auto"}, {"seed": seeds["recipe"]}, workers)[0],
+        "grid": common.sweep(base / "grid", {**fixed, "conditions": "none"}, {**grid, "seed": seeds["grid"]}, workers),
     }
     for value in ADDED_SHARPNESS.get(name, ()) if scale == "cpu" else ():
         out["grid"] += common.sweep(
             base / f"grid-sharpness-{value:g}",
-            {**fixed, "stabilize": "none"},
+            {**fixed, "conditions": "none"},
             {**grid, "sharpness": [value], "seed": seeds["grid"]},
             workers,
         )

@@ -1,5 +1,5 @@
 """The recipe's regime choice checked: per configuration, test accuracy (mean +- std over seeds) of
-``--stabilize auto`` with its measured regime, and of the recipe forced dense (``--regime dense``, the
+``--conditions auto`` with its measured regime, and of the recipe forced dense (``--regime dense``, the
 earlier recipe) and forced sparse (``--regime sparse``), with the regime ``auto`` chose per seed. The
 configurations include tasks the choice was not decided on (scikit-learn's 8x8 digits as a latency code,
 Randman with spikestab's default 20 units on a 1-d manifold), so the table says whether the measurement
@@ -41,7 +41,7 @@ SEEDS = {"smoke": [0], "cpu": [0, 1, 2]}
 
 def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict:
     task, extra = CONFIGS[name]
-    fixed = {**common.task(task, scale, shd_dir), **(extra if scale == "cpu" else {}), "stabilize": "auto"}
+    fixed = {**common.task(task, scale, shd_dir), **(extra if scale == "cpu" else {}), "conditions": "auto"}
     base = common.RUNS / "regime" / scale / name
     out = {"config": name, "scale": scale, "fixed": fixed}
     for regime in REGIMES:

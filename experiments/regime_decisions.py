@@ -50,7 +50,7 @@ def main() -> None:
                 **common.task(task, "cpu", args.shd_dir),
                 **spec,
                 "seed": seed,
-                "stabilize": "auto",
+                "conditions": "auto",
                 "out": str(common.RUNS / "regime_decisions"),
             }
             trainer = Trainer(TrainConfig(**fixed), log=lambda s: None)

@@ -25,6 +25,7 @@ from typing import Any
 import common
 
 from spikestab import stats
+from spikestab.train.config import migrate
 
 CPU = common.ROOT / "docs" / "results"
 DB = CPU / "sweep_databases"
@@ -37,7 +38,8 @@ def load(rel: str) -> Any:
 
 
 def db_runs(path: Path) -> list[dict]:
-    """Every complete trial of the one study in an Optuna SQLite file: params (seed apart), seed, val, test."""
+    """Every complete trial of the one study in an Optuna SQLite file: params (seed apart; an old database's
+    option names read as the current ones), seed, val, test."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -46,7 +48,7 @@ def db_runs(path: Path) -> list[dict]:
     study = optuna.load_study(study_name=summary.study_name, storage=url)
     return [
         {
-            "params": {k: v for k, v in t.params.items() if k != "seed"},
+            "params": {k: v for k, v in migrate(t.params).items() if k != "seed"},
             "seed": t.params.get("seed"),
             "val": t.value,
             "test": t.user_attrs.get("result", {}).get("test_accuracy"),
@@ -89,7 +91,9 @@ def claim2_3_4_8() -> list[Row]:
     for sg in ("fast-sigmoid", "exponential"):
         for value in (1.0, 1.5):
             v, e = directional(
-                *pair(by_seed(damp, sg=sg, dampening=value), by_seed(damp, sg=sg, dampening=0.3)), "less", paired=True
+                *pair(by_seed(damp, surrogate=sg, dampening=value), by_seed(damp, surrogate=sg, dampening=0.3)),
+                "less",
+                paired=True,
             )
             out.append(
                 {
@@ -101,7 +105,10 @@ def claim2_3_4_8() -> list[Row]:
             )
     for value in (1.0, 1.5):
         v, e = directional(
-            *pair(by_seed(damp, sg="fast-sigmoid", dampening=value), by_seed(damp, sg="exponential", dampening=value)),
+            *pair(
+                by_seed(damp, surrogate="fast-sigmoid", dampening=value),
+                by_seed(damp, surrogate="exponential", dampening=value),
+            ),
             "greater",
             paired=True,
         )
@@ -125,7 +132,9 @@ def claim2_3_4_8() -> list[Row]:
     )
     for sg in ("exponential", "fast-sigmoid"):
         v, e = directional(
-            *pair(by_seed(sharp, sg=sg, sharpness=1.0), by_seed(sharp, sg=sg, sharpness=0.25)), "greater", paired=True
+            *pair(by_seed(sharp, surrogate=sg, sharpness=1.0), by_seed(sharp, surrogate=sg, sharpness=0.25)),
+            "greater",
+            paired=True,
         )
         out.append(
             {
@@ -138,7 +147,8 @@ def claim2_3_4_8() -> list[Row]:
     for value in (0.25, 0.5):
         v, e = directional(
             *pair(
-                by_seed(sharp, sg="fast-sigmoid", sharpness=value), by_seed(sharp, sg="exponential", sharpness=value)
+                by_seed(sharp, surrogate="fast-sigmoid", sharpness=value),
+                by_seed(sharp, surrogate="exponential", sharpness=value),
             ),
             "greater",
             paired=True,

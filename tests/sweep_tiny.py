@@ -1,7 +1,7 @@
 """Tiny randman runs for the sweep tests (each trial well under a second or two on one thread)."""
 
 TASK_OPTIONS = {"n_classes": 3, "n_units": 20, "n_steps": 30, "samples_per_class": 60}
-# stabilize: none, explicitly, whatever the default becomes (the tests rely on plain initialisation)
+# conditions: none, explicitly, whatever the default becomes (the tests rely on plain initialisation)
 FIXED = {
     "task": "randman",
     "task_options": TASK_OPTIONS,
@@ -11,7 +11,7 @@ FIXED = {
     "lr": 1e-2,
     "dropout": 0.0,
     "threads": 1,
-    "stabilize": "",
+    "conditions": "",
 }
 
 

@@ -48,7 +48,7 @@ def hand_loop(x, w_ih, b, w_hh, alpha, alpha_syn, thr, reset, damp=1.0, sharp=1.
     [
         (False, "reference", "subtract"),
         (False, "fused", "subtract"),
-        (False, "event", "multiplicative"),
+        (False, "native", "multiplicative"),
         (True, "auto", "subtract"),
         (True, "auto", "none"),
     ],

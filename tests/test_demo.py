@@ -31,8 +31,8 @@ def test_demo_end_to_end(tmp_path, capsys):
     # measured 0.228 stabilised vs 0.044 naive test accuracy; the bars are chance + 0.08 and naive + 0.1
     stabilized, naive = (summary["runs"][k]["test_accuracy"] for k in ("stabilized", "naive"))
     assert stabilized >= 0.18 and stabilized >= naive + 0.1
-    assert summary["runs"]["stabilized"]["config"]["stabilize"] == ["auto"]
-    assert summary["runs"]["naive"]["config"]["stabilize"] == []  # stabilisation off
+    assert summary["runs"]["stabilized"]["config"]["conditions"] == ["auto"]
+    assert summary["runs"]["naive"]["config"]["conditions"] == []  # stabilisation off
     assert summary["stability_report"] is not None
     for name in ("val_accuracy", "sg_shapes", "stabilized_raster", "naive_firing_rates", "naive_learning_curves"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
@@ -47,4 +47,4 @@ def test_demo_bad_input(capsys, tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--epochs", "0"]) == 2
     assert "epochs, width and batch size must be >= 1" in capsys.readouterr().err
     assert main(["demo", "--out", str(tmp_path), "--conditions", "V"]) == 2
-    assert "stabilize must be" in capsys.readouterr().err
+    assert "conditions must be" in capsys.readouterr().err

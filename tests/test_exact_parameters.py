@@ -18,7 +18,7 @@ class _Task:
 
 @pytest.mark.parametrize("name", ["q-pseudospike", "ntail", "qpseudospike", "q_pseudospike"])
 def test_tail_reaches_every_layer_under_any_name_of_the_shape(name):
-    cfg = TrainConfig(task="randman", sg=name, tail=3.0, layers=(5, 4), epochs=1)
+    cfg = TrainConfig(task="randman", surrogate=name, tail=3.0, layers=(5, 4), epochs=1)
     for layer in spiking_layers(build_model(network_config(cfg, _Task()), _Task.kind)):
         assert layer.spike_fn.shape == "q-pseudospike"
         assert layer.spike_fn.tail == 3.0

@@ -7,8 +7,8 @@ import torch
 
 from spikestab import kernels
 from spikestab.dynamics import RESETS, NeuronState
-from spikestab.kernels import run_auto, run_event, run_fused, sparse
-from spikestab.kernels.event import event_blocker
+from spikestab.kernels import run_auto, run_fused, run_native, sparse
+from spikestab.kernels.native import native_blocker
 from spikestab.neurons.layers import ALIF, LIF
 from spikestab.surrogate import SHAPES, SurrogateGradient
 
@@ -115,25 +115,25 @@ def test_fused_equals_reference_float64(reset, cls, detach):
 @pytest.mark.parametrize("reset", RESETS)
 @pytest.mark.parametrize("cls", [LIF, ALIF])
 @pytest.mark.parametrize("detach", [True, False])
-def test_event_driven_equals_reference(reset, cls, detach):
+def test_native_equals_reference(reset, cls, detach):
     assert sparse.runs_natively(torch.zeros(1)), "the C loops must build here (gcc is a CI requirement)"
-    _compare(_layer(cls, True, reset, detach, "fast-sigmoid"), torch.float32, 1e-5, backend="event", binary=True)
+    _compare(_layer(cls, True, reset, detach, "fast-sigmoid"), torch.float32, 1e-5, backend="native", binary=True)
 
 
 @pytest.mark.parametrize("reset", RESETS)
 @pytest.mark.parametrize("cls", [LIF, ALIF])
 @pytest.mark.parametrize("detach", [True, False])
-def test_event_driven_feed_forward_equals_reference(reset, cls, detach):
+def test_native_feed_forward_equals_reference(reset, cls, detach):
     """Feed-forward layers: the C loops without a recurrent product."""
-    _compare(_layer(cls, False, reset, detach, "fast-sigmoid"), torch.float32, 1e-5, backend="event", binary=True)
+    _compare(_layer(cls, False, reset, detach, "fast-sigmoid"), torch.float32, 1e-5, backend="native", binary=True)
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 @pytest.mark.parametrize("cls,reset", [(ALIF, "subtract"), (LIF, "multiplicative_all")])
-def test_event_loops_with_every_surrogate_shape(shape, cls, reset):
+def test_native_loops_with_every_surrogate_shape(shape, cls, reset):
     """The C backward evaluates the rational shapes (``sparse.SURROGATE_CODES``) itself; the others
     come from torch. Per-step ALIF thresholds and the pre-reset voltages enter both."""
-    _compare(_layer(cls, True, reset, False, shape), torch.float32, 1e-5, backend="event", binary=True)
+    _compare(_layer(cls, True, reset, False, shape), torch.float32, 1e-5, backend="native", binary=True)
 
 
 @pytest.mark.parametrize("hidden", [7, 150])  # below one column block; two blocks and a tail
@@ -184,7 +184,7 @@ def test_auto_uses_event_products_only_for_sparse_inputs():
 
     assert projection(sparse_x, "auto") == ("_EventLinearBackward", run_auto)
     assert projection(dense_x, "auto")[1] is run_auto and projection(dense_x, "auto")[0] != "_EventLinearBackward"
-    assert projection(dense_x, "event") == ("_EventLinearBackward", run_event)
+    assert projection(dense_x, "native") == ("_EventLinearBackward", run_native)
     assert projection(sparse_x, "fused")[1] is run_fused and projection(sparse_x, "fused")[0] != "_EventLinearBackward"
     # float64: dense projection; run_auto then takes the torch loop (C loops: float32 only)
     assert projection(sparse_x.double(), "auto") == ("ViewBackward0", run_auto)
@@ -197,7 +197,7 @@ def test_learnable_surrogate_falls_back_to_reference_gradients():
 
 
 def test_auto_runs_the_c_loops_and_falls_back_to_the_torch_loop():
-    """ "auto" runs the event kernel where it can; where the C loops cannot run (here float64) it is
+    """ "auto" runs the native kernel where it can; where the C loops cannot run (here float64) it is
     exactly the torch loop of "fused"."""
     assert kernels.select("auto") is run_auto
     layer = _layer(LIF, True, "subtract", False, "fast-sigmoid", dtype=torch.float64)
@@ -302,28 +302,28 @@ def _compare_runs(layer, x, state, weights, backend, tol=1e-5):
 @pytest.mark.parametrize("reset", RESETS)
 @pytest.mark.parametrize("cls", [LIF, ALIF])
 @pytest.mark.parametrize("batch,steps,threads", [(1, 1, 1), (13, 9, 3), (32, 6, 2), (5, 12, 1)])
-def test_event_loops_equal_reference_at_any_width_batch_and_thread_count(reset, cls, batch, steps, threads):
+def test_native_loops_equal_reference_at_any_width_batch_and_thread_count(reset, cls, batch, steps, threads):
     """The C time loops tile batch rows by thread count (1 to 6 rows per register tile) and neurons
     by 16-column panels: every tiling, T = 1 and B = 1, state in and out, against the reference."""
     layer, x, state, weights = _wide_case(cls, reset, False, batch, steps)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        z = _compare_runs(layer, x, state, weights, "event")
+        z = _compare_runs(layer, x, state, weights, "native")
     finally:
         torch.set_num_threads(before)
     assert 0.0 < z.mean() < 1.0
 
 
 @pytest.mark.parametrize("rec_scale,in_scale,expect", [(0.2, 0.3, "sparse"), (4.0, 1.0, "dense")])
-def test_event_loops_with_sparse_and_dense_hidden_spikes(rec_scale, in_scale, expect):
+def test_native_loops_with_sparse_and_dense_hidden_spikes(rec_scale, in_scale, expect):
     """The recurrent products skip silent columns: a few % of hidden spikes, or about half spiking."""
     layer, x, state, weights = _wide_case(LIF, "subtract", True, 8, 30, rec_scale=rec_scale, in_scale=in_scale)
-    rate = _compare_runs(layer, x, state, weights, "event").mean().item()
+    rate = _compare_runs(layer, x, state, weights, "native").mean().item()
     assert (rate < 0.1) if expect == "sparse" else (0.3 < rate < 0.7), rate
 
 
-def test_event_loops_without_any_spike():
+def test_native_loops_without_any_spike():
     """No input and no initial spikes: empty non-zero lists everywhere; gradients still reach the
     state, the leak and the threshold; the weight gradients are exactly zero."""
     layer, x, state, weights = _wide_case(ALIF, "subtract", False, 4, 10)
@@ -331,19 +331,19 @@ def test_event_loops_without_any_spike():
     with torch.no_grad():
         layer.bias.zero_()
     state = NeuronState(state.v * 0.1, torch.zeros_like(state.z), state.a)
-    z = _compare_runs(layer, x, state, weights, "event")
+    z = _compare_runs(layer, x, state, weights, "native")
     assert not z.any()
 
 
-def test_explicit_event_refuses_float64_and_auto_takes_the_torch_loop():
-    """An explicit backend "event" that cannot run raises (no silent fallback); "auto" runs the torch
+def test_explicit_native_refuses_float64_and_auto_takes_the_torch_loop():
+    """An explicit backend "native" that cannot run raises (no silent fallback); "auto" runs the torch
     loop there, equal to the reference."""
     layer, x, state, weights = _wide_case(LIF, "multiplicative", False, 3, 8)
     state64 = NeuronState(*(s.double() for s in state[:2]))
     _compare_runs(layer.double(), x.double(), state64, [w.double() for w in weights], "auto", 1e-12)
-    with pytest.raises(RuntimeError, match="backend 'event' cannot run here: .*CPU float32"):
-        _compare_runs(layer.double(), x.double(), state64, [w.double() for w in weights], "event", 1e-12)
-    assert "float32" in event_blocker(
+    with pytest.raises(RuntimeError, match="backend 'native' cannot run here: .*CPU float32"):
+        _compare_runs(layer.double(), x.double(), state64, [w.double() for w in weights], "native", 1e-12)
+    assert "float32" in native_blocker(
         torch.zeros(4, 3, 40, dtype=torch.float64),
         None,
         layer.double().dynamics(),

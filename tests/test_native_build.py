@@ -107,13 +107,13 @@ def test_failed_build_warns_once_names_the_fallback_and_explicit_event_raises(tm
         msgs = [str(w.message) for w in got if issubclass(w.category, build.NativeBuildWarning)]
         assert len(msgs) == 1, msgs
         assert "the fake compiler refuses" in msgs[0] and "'fused'" in msgs[0], msgs[0]
-        event = LIF(5, 8, backend="event")
+        event = LIF(5, 8, backend="native")
         try:
             event(x)
         except RuntimeError as err:
-            assert "backend 'event' cannot run here" in str(err) and "fake compiler" in str(err), err
+            assert "backend 'native' cannot run here" in str(err) and "fake compiler" in str(err), err
         else:
-            raise AssertionError("an explicit 'event' backend without the library must raise")
+            raise AssertionError("an explicit 'native' backend without the library must raise")
         print("ok")
     """,
         {"CC": str(fake), build.CACHE_ENV: str(tmp_path / "cache")},
@@ -154,7 +154,7 @@ def test_c_enums_follow_the_python_vocabularies():
     import re
 
     from spikestab.dynamics import RESETS
-    from spikestab.kernels.event import RESET_CODES, SURROGATE_CODES
+    from spikestab.kernels.native import RESET_CODES, SURROGATE_CODES
 
     header = build.sources()["spikestab.h"]
 

@@ -253,9 +253,9 @@ class _ShiftedCurrent:
 
 
 @pytest.mark.parametrize("base,cell", [(spikestab.LIF, spikestab.LIFCell), (spikestab.ALIF, spikestab.ALIFCell)])
-@pytest.mark.parametrize("backend", ["auto", "reference", "fused", "event"])
+@pytest.mark.parametrize("backend", ["auto", "reference", "fused", "native"])
 def test_overridden_input_current_is_used_by_the_sequence_layer_and_record(base, cell, backend):
-    # sparse float32 input: "auto" and "event" would otherwise take the event-driven projection, which
+    # sparse float32 input: "auto" and "native" would otherwise take the event-driven projection, which
     # computes x W^T + b itself and bypassed the override
     from spikestab.stability.measure import record
 

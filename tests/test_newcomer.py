@@ -119,7 +119,7 @@ def test_stabilize_save_keeps_the_stabilised_model(tmp_path, capsys):
     ]
     assert main([*args, "--save", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "spikestab train --task TASK --net lif --layers 2x16 --stabilize D,G" in out
+    assert "spikestab train --task TASK --net lif --layers 2x16 --conditions D,G" in out
     ck = torch.load(path, weights_only=True)
     model = SNNClassifier(SNNConfig(**ck["config"]))
     load_model_state(model, ck["state_dict"])

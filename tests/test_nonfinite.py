@@ -13,7 +13,7 @@ from spikestab.neurons.layers import ALIF, LIF, ALIFCell, LIFCell
 from spikestab.neurons.slstm import SLSTM
 from spikestab.surrogate import SurrogateGradient, heaviside
 
-BACKENDS = ["reference", "fused", "event", "auto"]
+BACKENDS = ["reference", "fused", "native", "auto"]
 STEPS, BATCH, INPUTS, HIDDEN = 24, 4, 12, 10
 NAN, INF = float("nan"), float("inf")
 
@@ -69,7 +69,7 @@ def test_non_finite_input_gives_nan_spikes_from_its_step_on(value, cls, recurren
     assert torch.equal(z[~expected], z_clean[~expected])
 
 
-@pytest.mark.parametrize("backend", ["fused", "event"])
+@pytest.mark.parametrize("backend", ["fused", "native"])
 def test_non_finite_input_in_checkpointed_segments(backend):
     x, (t0, b0, i0) = _input(seed=5)
     layer = _layer(ALIF, True, backend, checkpoint=5)
@@ -121,7 +121,7 @@ def _grads(layer, x, grad_spikes):
 @pytest.mark.parametrize("value", [NAN, INF])
 @pytest.mark.parametrize("cls", [LIF, ALIF])
 @pytest.mark.parametrize("recurrent", [False, True])
-@pytest.mark.parametrize("backend", ["fused", "event", "auto"])
+@pytest.mark.parametrize("backend", ["fused", "native", "auto"])
 def test_non_finite_gradient_reaches_the_same_gradients_as_the_reference(value, cls, recurrent, backend):
     """dL/dz[t0, b0, h0] = NaN or inf (with a finite input): the non-finite entries of the gradients of
     x, W_ih, W_hh, b, tau and the threshold are those of the reference loop, where 0 * NaN is NaN in

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from spikestab import kernels
-from spikestab.kernels import checkpoint as checkpoint_module
-from spikestab.kernels import sparse
-from spikestab.kernels.checkpoint import segment_steps
+from spikestab.kernels import segments, sparse
+from spikestab.kernels.segments import segment_steps
 from spikestab.models import SNNClassifier, SNNConfig
 from spikestab.neurons.functional import NeuronState
 from spikestab.neurons.layers import ALIF, LIF
@@ -108,7 +107,7 @@ def test_checkpointed_other_resets(cls, reset):
 
 
 @pytest.mark.parametrize("cls", [LIF, ALIF])
-def test_checkpointed_event_driven_and_reference_backends(cls):
+def test_checkpointed_native_and_reference_backends(cls):
     assert sparse.runs_natively(torch.zeros(1)), "the C loops must build here (gcc is a CI requirement)"
     _compare(_layer(cls, True, "subtract", False), 4, backend="auto", binary=True)
     _compare(_layer(cls, True, "multiplicative", True), 4, backend="reference")
@@ -132,7 +131,7 @@ def test_bad_checkpoint_raises(bad):
         SNNClassifier(SNNConfig(3, 2, hidden_sizes=(4,), checkpoint=bad))
 
 
-@pytest.mark.parametrize("backend", ["auto", "event", "fused", "reference"])
+@pytest.mark.parametrize("backend", ["auto", "native", "fused", "reference"])
 def test_segments_project_as_the_whole_input(backend, monkeypatch):
     """Every segment (and its recomputation) computes the projection the way the non-checkpointed
     layer does for the whole x, also when a segment's own density would choose the other way (here:
@@ -148,7 +147,7 @@ def test_segments_project_as_the_whole_input(backend, monkeypatch):
         seen.append(sparse_x)
         return kernels.prepare(x, weight, bias, be, sparse_x)
 
-    monkeypatch.setattr(checkpoint_module, "prepare", spy)
+    monkeypatch.setattr(segments, "prepare", spy)
     z, _ = layer(mixed.requires_grad_(True))
     z.sum().backward()
     assert len(seen) == 8 and set(seen) == {whole}  # 4 segments, each run once more in backward

@@ -193,11 +193,11 @@ def test_language_model_and_config_with_slstm():
     assert logits.shape == (12, 3, 40) and isinstance(states[0], SLSTMState)
     logits2, _ = lm(tokens, states)  # stateful across batches
     assert not torch.equal(logits, logits2)
-    assert TrainConfig(net="slstm", stabilize="none").net == "slstm"
-    with pytest.raises(ValueError, match="net 'slstm' takes stabilize 'none' and no init_rate"):
+    assert TrainConfig(net="slstm", conditions="none").net == "slstm"
+    with pytest.raises(ValueError, match="net 'slstm' takes conditions 'none' and no init_rate"):
         TrainConfig(net="slstm")  # the default stabilize is the LIF recipe
-    with pytest.raises(ValueError, match="net 'slstm' takes stabilize 'none' and no init_rate"):
-        TrainConfig(net="slstm", stabilize="none", init_rate=0.5)
+    with pytest.raises(ValueError, match="net 'slstm' takes conditions 'none' and no init_rate"):
+        TrainConfig(net="slstm", conditions="none", init_rate=0.5)
 
 
 def test_trains_through_the_trainer(tmp_path):
@@ -208,7 +208,7 @@ def test_trains_through_the_trainer(tmp_path):
         task_options={"n_units": 10, "n_steps": 20, "samples_per_class": 20, "n_classes": 3},
         net="slstm",
         layers="2x6",
-        stabilize="none",
+        conditions="none",
         epochs=2,
         batch_size=16,
         lr=1e-2,

@@ -190,7 +190,7 @@ def test_cli_paper_preset_and_bad_conditions(capsys):
                 "40",
                 "--preset",
                 "paper",
-                "--mode",
+                "--stability-mode",
                 "paper",
                 "--conditions",
                 "III,IV",

@@ -144,20 +144,20 @@ def test_pruned_trial_keeps_its_checkpoint(tmp_path):
 
 def test_random_search_names_run_dirs_by_setting(tmp_path):
     out = tmp_path / "search"
-    space = {"lr": (1e-3, 3e-2, "log"), "sg": ["fast-sigmoid", "exponential"]}
+    space = {"lr": (1e-3, 3e-2, "log"), "surrogate": ["fast-sigmoid", "exponential"]}
     run_sweep(out, {**FIXED, "epochs": 2}, space=space, sampler="random", trials=3, sampler_seed=0)
     trials = _db_trials(out, "search")
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
     for t in trials:
-        assert 1e-3 <= t.params["lr"] <= 3e-2 and t.params["sg"] in space["sg"]
+        assert 1e-3 <= t.params["lr"] <= 3e-2 and t.params["surrogate"] in space["surrogate"]
         run = out / "trials" / t.user_attrs["setting"]
-        assert t.user_attrs["setting"].startswith(f"lr={t.params['lr']:.4g}_sg={t.params['sg']}__")
+        assert t.user_attrs["setting"].startswith(f"lr={t.params['lr']:.4g}_surrogate={t.params['surrogate']}__")
         assert json.loads((run / "config.json").read_text())["lr"] == t.params["lr"]
     run_sweep(out, {**FIXED, "epochs": 2}, space=space, sampler="random", trials=3, sampler_seed=0)
     assert len(_db_trials(out, "search")) == 3
     data = report(out)
     assert data["replicate"] is None and sum(s["n"] for s in data["settings"]) == 3
-    assert {os.path.basename(f) for f in data["figures"]} == {"val_accuracy_vs_lr.png", "val_accuracy_vs_sg.png"}
+    assert {os.path.basename(f) for f in data["figures"]} == {"val_accuracy_vs_lr.png", "val_accuracy_vs_surrogate.png"}
 
 
 def test_a_trial_failed_as_stale_while_alive_is_taken_over_by_its_retry(tmp_path):

@@ -17,7 +17,7 @@ def test_names_values_and_points():
     grid = parse_grid(
         [
             "init-rate=0.05,0.1",
-            "stabilize=none;I,II;I,II,III,IV",
+            "conditions=none;I,II;I,II,III,IV",
             "layers=16;16,16",
             "recurrent=true,false",
             "task_option.n_units=12,20",
@@ -25,7 +25,7 @@ def test_names_values_and_points():
     )
     assert grid == {
         "init_rate": [0.05, 0.1],
-        "stabilize": [None, "I,II", "I,II,III,IV"],
+        "conditions": [None, "I,II", "I,II,III,IV"],
         "layers": ["16", "16,16"],
         "recurrent": [True, False],
         "task_options.n_units": [12, 20],
@@ -34,10 +34,10 @@ def test_names_values_and_points():
     assert len(points) == 2 * 3 * 2 * 2 * 2 and points[0] == {k: v[0] for k, v in grid.items()}
     cfg = apply(FIXED, {"task_options.n_units": 12, "dampening": 0.5})
     assert cfg["task_options"]["n_units"] == 12 and cfg["dampening"] == 0.5 and FIXED["task_options"]["n_units"] == 20
-    space = parse_space(["lr=1e-4:1e-2:log", "epochs=1:3", "sg=fast-sigmoid,exponential"])
+    space = parse_space(["lr=1e-4:1e-2:log", "epochs=1:3", "surrogate=fast-sigmoid,exponential"])
     assert space["lr"] == {"low": 1e-4, "high": 1e-2, "log": True} and space["epochs"]["low"] == 1
     assert {json.dumps(p, sort_keys=True) for p in space_probes(space)} >= {
-        json.dumps({"lr": 1e-2, "epochs": 1, "sg": "fast-sigmoid"}, sort_keys=True)
+        json.dumps({"lr": 1e-2, "epochs": 1, "surrogate": "fast-sigmoid"}, sort_keys=True)
     }
 
 
@@ -45,7 +45,7 @@ def test_setting_slug_is_stable_readable_and_distinct():
     a = setting_slug({"dampening": 0.5, "seed": 1})
     assert a == setting_slug({"dampening": 0.5, "seed": 1}) and a.startswith("dampening=0.5_seed=1__")
     assert setting_slug({"dampening": 0.5, "seed": 1}) != setting_slug({"dampening": 0.50000001, "seed": 1})
-    assert "/" not in setting_slug({"layers": "16/16", "stabilize": "I,II"})
+    assert "/" not in setting_slug({"layers": "16/16", "conditions": "I,II"})
 
 
 def test_plan_validates_every_point_and_names_the_objective():
@@ -71,12 +71,12 @@ def test_plan_validates_every_point_and_names_the_objective():
         (["--grid", "dampening=1,1"], "--grid dampening: a value is repeated"),
         ([], "give --grid NAME=V1,V2"),
         (["--grid", "dampening=-1,1"], "--grid point dampening=-1: dampening must be a finite number > 0"),
-        (["--grid", "sg=fast-sigmoid,relu"], "--grid point sg=relu: sg must be one of"),
+        (["--grid", "surrogate=fast-sigmoid,relu"], "--grid point surrogate=relu: surrogate must be one of"),
         (["--grid", "seed=0,x"], "--grid seed: seed takes int values, got 'x'"),
         (["--grid", "task-option.colour=1,2"], "--grid point colour=1: unknown option(s) ['colour']"),
         (["--grid", "seed=0,1", "--space", "lr=0.001:0.01", "--trials", "2"], "not both"),
         (["--space", "lr=0.01:0.001", "--trials", "2"], "--space lr: the range needs finite LOW < HIGH"),
-        (["--space", "sg=1:2", "--trials", "2"], "sg is not numeric"),
+        (["--space", "surrogate=1:2", "--trials", "2"], "surrogate is not numeric"),
         (["--space", "lr=0.001:0.01"], "--trials must be an integer >= 1"),
         (["--space", "lr=0.001:0.01", "--trials", "2", "--sampler", "grid"], "--sampler must be one of"),
         (["--grid", "seed=0,1", "--sampler", "tpe"], "--sampler tpe searches a --space"),

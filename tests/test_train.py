@@ -221,10 +221,10 @@ def test_bad_configs():
         TrainConfig(layers="0x128")
     with pytest.raises(ValueError, match="task must be one of"):
         TrainConfig(task="cifar")
-    with pytest.raises(ValueError, match="sg must be one of"):
-        TrainConfig(sg="relu")
-    with pytest.raises(ValueError, match="stabilize must be"):
-        TrainConfig(stabilize="I,V")
+    with pytest.raises(ValueError, match="surrogate must be one of"):
+        TrainConfig(surrogate="relu")
+    with pytest.raises(ValueError, match="conditions must be"):
+        TrainConfig(conditions="I,V")
     with pytest.raises(ValueError, match="sparsity variant"):
         TrainConfig(sparsity="l0:0.1")
     with pytest.raises(ValueError, match="unknown keys"):
@@ -239,7 +239,7 @@ def test_sparsity_ramp_moves_rates_toward_target(tmp_path):
     final, initial = {}, None
     for name, spec in (("off", None), ("on", f"l1_rate:{target}:linear:2")):
         tr = Trainer(
-            cfg_for(tmp_path, name, threshold=0.3, epochs=4, dropout=0.0, sparsity=spec, stabilize="none"),
+            cfg_for(tmp_path, name, threshold=0.3, epochs=4, dropout=0.0, sparsity=spec, conditions="none"),
             tiny_task(),
             log=lambda s: None,
         )
@@ -255,7 +255,7 @@ def test_sparsity_ramp_moves_rates_toward_target(tmp_path):
 
 
 def test_stabilize_and_init_rate_are_applied_before_training(tmp_path):
-    cfg = cfg_for(tmp_path, epochs=1, stabilize="III", init_rate=0.3)
+    cfg = cfg_for(tmp_path, epochs=1, conditions="III", init_rate=0.3)
     tr = Trainer(cfg, tiny_task(), log=lambda s: None)
     res = tr.fit()
     saved = json.loads((tmp_path / "run/stability.json").read_text())
@@ -272,22 +272,22 @@ def test_stabilize_and_init_rate_are_applied_before_training(tmp_path):
 def test_default_stabilizes_with_the_recipe_and_warns_about_a_silent_network(tmp_path):
     logs: list[str] = []
     res = Trainer(cfg_for(tmp_path, "auto", epochs=1), tiny_task(), log=logs.append).fit()
-    assert res["config"]["stabilize"] == ["auto"]
+    assert res["config"]["conditions"] == ["auto"]
     assert res["stability"]["report"]["conditions"] == ["D", "G"]
     assert all(0.01 <= r <= 0.99 for r in res["stability"]["initial_rates"]) and "warnings" not in res["stability"]
     logs.clear()
     res = Trainer(
-        cfg_for(tmp_path, "silent", epochs=1, stabilize="none", threshold=100.0), tiny_task(), log=logs.append
+        cfg_for(tmp_path, "silent", epochs=1, conditions="none", threshold=100.0), tiny_task(), log=logs.append
     ).fit()
     assert res["stability"]["initial_rates"][0] < 0.01
     assert any("nearly silent" in w for w in res["stability"]["warnings"])
     assert any(line.startswith("warning: layer 0 is nearly silent") for line in logs)
 
 
-def test_stabilize_none_survives_the_config_round_trip_and_resume(tmp_path):
-    # regression: config.json stores stabilize as a list, and [] was refused when a run was resumed
-    cfg = cfg_for(tmp_path, "none", epochs=2, stabilize="none")
-    assert TrainConfig.from_dict(cfg.to_dict()).stabilize == () and TrainConfig(stabilize=[]).stabilize == ()
+def test_conditions_none_survives_the_config_round_trip_and_resume(tmp_path):
+    # regression: config.json stores conditions as a list, and [] was refused when a run was resumed
+    cfg = cfg_for(tmp_path, "none", epochs=2, conditions="none")
+    assert TrainConfig.from_dict(cfg.to_dict()).conditions == () and TrainConfig(conditions=[]).conditions == ()
 
     def stop_after_first_epoch(trainer, step):
         if step == 6:
@@ -296,4 +296,4 @@ def test_stabilize_none_survives_the_config_round_trip_and_resume(tmp_path):
     with pytest.raises(Interrupt):
         Trainer(cfg, tiny_task(), log=lambda s: None, on_step=stop_after_first_epoch).fit()
     res = Trainer(cfg, tiny_task(), log=lambda s: None).fit(resume=True)
-    assert res["epochs_done"] == 2 and res["config"]["stabilize"] == []
+    assert res["epochs_done"] == 2 and res["config"]["conditions"] == []

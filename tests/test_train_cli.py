@@ -72,7 +72,7 @@ def test_config_file_and_flag_override(tmp_path):
     "args, message",
     [
         (["--task", "cifar"], "task must be one of"),
-        (["--task", "randman", "--sg", "relu"], "sg must be one of"),
+        (["--task", "randman", "--surrogate", "relu"], "surrogate must be one of"),
         (["--task", "randman", "--layers", "2x128x3"], "layers must look like"),
         (["--task", "randman", "--sparsity", "l1_rate"], "sparsity must look like"),
         (["--task", "shd", "--data-dir", "/nonexistent/shd"], "put shd_train.h5 and shd_test.h5"),
@@ -80,7 +80,7 @@ def test_config_file_and_flag_override(tmp_path):
         (["--config", "/nonexistent.json"], "does not exist"),
         (["--task", "randman", "--time-checkpoint", "-2"], "time_checkpoint must be an integer >= 0"),
         (["--task", "randman", "--regime", "medium"], "regime must be one of"),
-        (["--task", "randman", "--regime", "sparse", "--stabilize", "III"], "applies to the recommended recipe"),
+        (["--task", "randman", "--regime", "sparse", "--conditions", "III"], "applies to the recommended recipe"),
     ],
 )
 def test_train_cli_errors(tmp_path, capsys, args, message):

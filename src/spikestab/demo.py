@@ -54,9 +54,9 @@ def demo_configs(
     )
     return {
         "stabilized": TrainConfig(
-            **common, stabilize=conditions, init_rate=init_rate, out=str(Path(out) / "stabilized")
+            **common, conditions=conditions, init_rate=init_rate, out=str(Path(out) / "stabilized")
         ),
-        "naive": TrainConfig(**common, stabilize=(), out=str(Path(out) / "naive")),
+        "naive": TrainConfig(**common, conditions=(), out=str(Path(out) / "naive")),
     }
 
 

@@ -222,7 +222,7 @@ def library() -> ctypes.CDLL | None:
                 _failure = str(err)
                 warnings.warn(
                     f"spikestab: the native kernels could not be built, so the torch time loop "
-                    f"(backend 'fused') runs instead of the C loops (backend 'event'); {_failure}",
+                    f"(backend 'fused') runs instead of the C loops (backend 'native'); {_failure}",
                     NativeBuildWarning,
                     stacklevel=3,
                 )

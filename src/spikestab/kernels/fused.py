@@ -11,7 +11,7 @@ one reduction after it. Plain torch ops, so it runs unchanged on CUDA tensors.
 Falls back to the reference loop (automatically) when the surrogate's dampening/sharpness or the
 ALIF buffers rho/beta_adapt require gradients: those gradients are left to autograd.
 
-``kernels.event`` runs the same equations with both time loops in C and shares this module's
+``kernels.native`` runs the same equations with both time loops in C and shares this module's
 ``LoopConfig``, ``surrogate_gradient`` and ``recurrent_weight_grad``.
 """
 

@@ -1,4 +1,5 @@
-"""The event-driven sequence kernel (backend "event"): both time loops of a LIF/ALIF layer in C.
+"""The native sequence kernel (backend "native"): both time loops of a LIF/ALIF layer in C, on sparse and
+dense spikes alike (the backend was called "event" before; ``kernels.dispatch`` still reads that name).
 
 Same contract and equations as ``run_fused`` (``kernels.fused``), with the forward and backward time
 loops each one call into the native library (``csrc/lif.c``, through the structs of ``kernels.cabi``):
@@ -9,7 +10,7 @@ in the same order, so its spikes equal the reference loop's bit for bit. The bac
 rational surrogate-gradient shapes itself (``SURROGATE_CODES``); the others are computed in torch first.
 
 It runs on CPU float32 tensors with scalar or per-neuron parameters once the library is built
-(``event_blocker`` says why not, otherwise); :func:`run_event` raises where it cannot run, backend "auto"
+(``native_blocker`` says why not, otherwise); :func:`run_native` raises where it cannot run, backend "auto"
 (``kernels.dispatch.run_auto``) takes the torch loop there instead.
 """
 
@@ -28,9 +29,9 @@ from .reference import run_reference
 __all__ = [
     "RESET_CODES",
     "SURROGATE_CODES",
-    "EventSequence",
-    "event_blocker",
-    "run_event",
+    "NativeSequence",
+    "native_blocker",
+    "run_native",
     "sequence_backward",
     "sequence_forward",
 ]
@@ -168,9 +169,9 @@ def sequence_backward(
     return out
 
 
-class EventSequence(torch.autograd.Function):
+class NativeSequence(torch.autograd.Function):
     """``FusedSequence`` with both time loops in C; CPU float32 only. Per-neuron parameters arrive
-    expanded to [H], state and weights contiguous (``run_event`` prepares them)."""
+    expanded to [H], state and weights contiguous (``run_native`` prepares them)."""
 
     @staticmethod
     def forward(ctx, current, weight_hh, alpha, threshold, v0, z0, a0, cfg: LoopConfig):  # type: ignore[override]
@@ -232,7 +233,7 @@ class EventSequence(torch.autograd.Function):
         )
 
 
-def event_blocker(current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState) -> str | None:
+def native_blocker(current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState) -> str | None:
     """Why the C loops cannot run on these tensors, or None when they can: the native library is not
     built, a tensor is not CPU float32, or a shape is other than [T, B, H] current (T >= 1), [B, H]
     state, [H, H] weights and scalar or [H] parameters."""
@@ -256,18 +257,18 @@ def event_blocker(current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, stat
     return None
 
 
-def run_event(
+def run_native(
     current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState, return_voltage: bool
 ) -> tuple[Tensor, Tensor | None, NeuronState]:
     """``run_fused`` with both time loops in C (same arguments and results; ``run_reference`` when
     ``needs_reference(dyn)``, as for ``run_fused``). Raises RuntimeError, naming the reason, where the
-    C loops cannot run (``event_blocker``)."""
+    C loops cannot run (``native_blocker``)."""
     if needs_reference(dyn):
         return run_reference(current, weight_hh, dyn, state, return_voltage)
-    reason = event_blocker(current, weight_hh, dyn, state)
+    reason = native_blocker(current, weight_hh, dyn, state)
     if reason is not None:
         raise RuntimeError(
-            f"backend 'event' cannot run here: {reason}; backend 'auto' takes the torch loop "
+            f"backend 'native' cannot run here: {reason}; backend 'auto' takes the torch loop "
             "where the C loops cannot run"
         )
     hidden = current.shape[-1]
@@ -280,7 +281,7 @@ def run_event(
     cfg = LoopConfig(dyn.spike_fn, dyn.reset, dyn.detach_reset, rho, beta, return_voltage)
     a0 = state.a.contiguous() if dyn.adaptive else None
     w = weight_hh.contiguous() if weight_hh is not None else None
-    z, v, v_last, z_last, a_last = EventSequence.apply(
+    z, v, v_last, z_last, a_last = NativeSequence.apply(
         current.contiguous(),
         w,
         per_neuron(dyn.alpha),

@@ -6,7 +6,7 @@ diagonal masked out unless ``recurrent_diagonal=True``). Sequences are time-firs
 ``(spikes, voltages, state)``.
 
 Sequence layers take ``checkpoint`` (default False): True or a segment length k (steps) runs the
-sequence in checkpointed segments (``kernels.checkpoint``: segments of k steps, ceil(sqrt(T)) for
+sequence in checkpointed segments (``kernels.segments``: segments of k steps, ceil(sqrt(T)) for
 True), keeping for backward only each segment's input state instead of per-step activations, at the
 cost of one more forward pass during backward. Same spikes and gradients.
 
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .. import kernels
 from ..dynamics import Dynamics, NeuronState, check_reset, decay_from, initial_state, step, time_constant_from
-from ..kernels.checkpoint import check_checkpoint, run_checkpointed
+from ..kernels.segments import check_checkpoint, run_checkpointed
 from ..surrogate import SurrogateGradient
 
 
@@ -151,8 +151,8 @@ class SpikingNeurons(nn.Module):
         self.detach_reset = bool(detach_reset)
         self.recurrent = bool(recurrent)
         self.batch_first = bool(batch_first)
-        kernels.select(backend)  # validates the name now, not at the first forward
-        self.backend = backend
+        self.backend = kernels.canonical_backend(backend)  # an old name read (and warned about) once
+        kernels.select(self.backend)  # validates the name now, not at the first forward
         thr = _per_neuron(threshold, hidden_size, "threshold", dtype)
         if not torch.isfinite(thr).all() or (thr <= 0).any():
             raise ValueError(f"threshold must be finite and > 0 (accepted range (0, inf)), got {threshold!r}")

@@ -13,6 +13,7 @@ from ..data.tasks import TASKS as DATA_TASKS
 from ..dynamics import RESETS
 from ..models import NETS, SNNConfig, SNNLanguageModel, build_model, parse_layers
 from ..presets import paper_config, paper_defaults
+from ..train.flags import add_alias
 from ..train.task import PROBE_SAMPLES, probe_set
 from .conditions import SOLVE_FOR
 from .regime import MIN_PROBE_SAMPLES, REGIMES
@@ -74,7 +75,9 @@ def _cmd(args: argparse.Namespace) -> int:
     # the probe decides the recipe's regime: only the recipe with --regime auto measures it
     model, batch, probe = build(args, args.probe_samples if is_recipe and args.regime == "auto" else 0)
     recipe = {"regime": args.regime, "probe": probe} if is_recipe else {}
-    report = stabilize(model, batch, conds, mode=args.mode, solve_for=args.solve_for, rate=args.rate, **recipe)
+    report = stabilize(
+        model, batch, conds, mode=args.stability_mode, solve_for=args.solve_for, rate=args.rate, **recipe
+    )
     print(report)
     options = {k: v for k, v in vars(args).items() if k != "func"}
     if args.json:
@@ -109,8 +112,9 @@ def save_model(model, path: str, report: dict, options: dict) -> None:
         f"  model = {cls}(SNNConfig(**ck['config'])); load_model_state(model, ck['state_dict'])\n"
         f"to train such a network on a task, `spikestab train` applies the same conditions at its start: "
         f"spikestab train --task TASK --net {options['net']} --layers {options['layers']} "
-        f"--stabilize {options['conditions']} --stability-mode {options['mode']} --reset {options['reset']} "
-        f"--sg {options['surrogate']} --dampening {options['dampening']} --out runs/NAME"
+        f"--conditions {options['conditions']} --stability-mode {options['stability_mode']} "
+        f"--reset {options['reset']} --surrogate {options['surrogate']} --dampening {options['dampening']} "
+        f"--out runs/NAME"
     )
 
 
@@ -121,17 +125,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Build a network for a task (or random input), apply stability conditions "
         "on one batch and print what each condition chose and measured. --save keeps "
         "the stabilised model; `spikestab train` applies the same conditions itself "
-        "(--stabilize) before it trains.",
+        "(--conditions) before it trains.",
     )
     p.add_argument("--task", default="random", help=f"{', '.join(TASKS)} (random: no data needed)")
     p.add_argument("--net", choices=sorted(NETS), default="lif", help="neuron model")
     p.add_argument("--layers", default="2x128", help="widths, e.g. 2x256 or 128,256")
     p.add_argument(
-        "--mode",
+        "--stability-mode",
         choices=list(MODES),
         default="measured",
         help="measured: conditions solved on the batch's own voltages; paper: the paper's closed forms",
     )
+    add_alias(p, "--mode", "--stability-mode", dest="stability_mode", choices=list(MODES))
     p.add_argument(
         "--conditions",
         default="auto",

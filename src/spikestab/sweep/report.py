@@ -27,10 +27,6 @@ from .study import SPEC_ATTR, SWEEP_JSON
 REPLICATE = "seed"
 
 
-def _params(t: optuna.trial.FrozenTrial) -> dict:
-    return t.system_attrs.get("fixed_params") or t.params
-
-
 def _stat_text(mean: float | None, std: float | None, n: int) -> str:
     if mean is None:
         return "-"
@@ -39,9 +35,10 @@ def _stat_text(mean: float | None, std: float | None, n: int) -> str:
 
 def collect(study: optuna.Study) -> dict:
     """The sweep's settings, best setting and trial counts, from the study alone (no files read)."""
-    spec = study.user_attrs.get(SPEC_ATTR)
-    if spec is None:
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if stored is None:
         raise ValueError(f"study {study.study_name!r} was not made by spikestab sweep")
+    spec = sp.migrate_spec(stored)  # an old sweep's option names read as the current ones
     grid, names = spec.get("grid"), list(spec.get("grid") or spec.get("space") or {})
     replicate = REPLICATE if grid and REPLICATE in names else None
     axes = [n for n in names if n != replicate]
@@ -88,7 +85,7 @@ def _points(study: optuna.Study) -> tuple[dict[str, list[Trial]], dict[str, int]
     points: dict[str, list[Trial]] = {}
     unsampled = {"waiting": 0, "running": 0}
     for t in study.get_trials(deepcopy=False):
-        params = _params(t)
+        params = sp.trial_params(t)
         if params:
             points.setdefault(sp.params_key(params), []).append(t)
         elif t.state in (TrialState.WAITING, TrialState.RUNNING):
@@ -115,7 +112,7 @@ def _add_point(
 ) -> None:
     """Count a point's trials and add its completed one (if any) to its setting (the point less the
     replicate axis)."""
-    params = _params(members[0])
+    params = sp.trial_params(members[0])
     done = [t for t in members if t.state == TrialState.COMPLETE]
     outcome = _outcome(members)
     counts[outcome] += 1

@@ -5,14 +5,16 @@ A swept NAME is a ``spikestab train`` option or TrainConfig field in either spel
 ``init_rate``, ``--init-rate``) or ``task_options.KEY`` (``task-option.KEY``); fields that do not
 change what a run computes (``out``, ``threads``, ... see ``NON_RESULT_FIELDS``) cannot be swept.
 Values are separated by commas, or by semicolons when a value itself holds commas
-(``stabilize=none;I,II;I,II,III,IV``, ``layers=16;16,16``); ``none`` stands for None / no conditions.
+(``conditions=none;I,II;I,II,III,IV``, ``layers=16;16,16``); ``none`` stands for None / no conditions.
+An old name (``train.config.RENAMED``: ``sg``, ``stabilize``) is read as its new one, with a note; trials
+an old sweep queued under an old name keep it (``queued_name``).
 
 >>> canonical("init-rate"), canonical("--dampening"), canonical("task-option.n_units")
 ('init_rate', 'dampening', 'task_options.n_units')
 >>> parse_grid(["dampening=0.5,1", "seed=0,1"])
 {'dampening': [0.5, 1.0], 'seed': [0, 1]}
->>> parse_space(["lr=1e-4:1e-2:log", "sg=fast-sigmoid,exponential"])
-{'lr': {'low': 0.0001, 'high': 0.01, 'log': True}, 'sg': {'choices': ['fast-sigmoid', 'exponential']}}
+>>> parse_space(["lr=1e-4:1e-2:log", "surrogate=fast-sigmoid,exponential"])
+{'lr': {'low': 0.0001, 'high': 0.01, 'log': True}, 'surrogate': {'choices': ['fast-sigmoid', 'exponential']}}
 >>> setting_slug({"dampening": 0.5, "seed": 1})
 'dampening=0.5_seed=1__8ce6403f'
 """
@@ -28,14 +30,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
-from ..train.config import NON_RESULT_FIELDS, TrainConfig
+from ..train.config import NON_RESULT_FIELDS, RENAMED, TrainConfig, migrate
 from ..train.flags import flag_dest, option_types
 
 TASK_OPTION = "task_options."
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
 # fields that accept None ("none" on the command line)
-_OPTIONAL = {name for name, f in _FIELDS.items() if f.default is None} | {"stabilize"}
-JOINED = ("layers", "stabilize")  # list-valued fields: a grid value is their text spec, e.g. "16,16"
+_OPTIONAL = {name for name, f in _FIELDS.items() if f.default is None} | {"conditions"}
+JOINED = ("layers", "conditions")  # list-valued fields: a grid value is their text spec, e.g. "16,16"
+OLD_NAMES = {new: old for old, new in RENAMED.items()}
 Value = Any  # None | bool | int | float | str
 
 
@@ -291,3 +294,21 @@ def setting_slug(params: Mapping[str, Value], max_len: int = 80) -> str:
     text = "_".join(f"{_short(k)}={fmt_value(v)}" for k, v in params.items()) or "default"
     text = re.sub(r"[^A-Za-z0-9._,=+-]", "-", text)[:max_len]
     return f"{text}__{digest}"
+
+
+def trial_params(trial: Any) -> dict:
+    """A trial's swept values (its queued ones where it was queued) under the current names (an old
+    sweep's "sg" read as "surrogate")."""
+    return migrate(trial.system_attrs.get("fixed_params") or trial.params)
+
+
+def queued_name(name: str, queued: Mapping[str, Value]) -> str:
+    """The name a trial's queued values hold option ``name`` under: its old name (``RENAMED``) in a trial
+    an old sweep queued, ``name`` otherwise."""
+    old = OLD_NAMES.get(name)
+    return old if old is not None and name not in queued and old in queued else name
+
+
+def migrate_spec(spec: Mapping[str, Any]) -> dict:
+    """A stored sweep definition (``study.Plan.spec``) with old field names read as the new ones."""
+    return {**spec, **{k: migrate(spec[k]) for k in ("fixed", "grid", "space") if spec.get(k)}}

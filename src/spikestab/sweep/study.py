@@ -21,7 +21,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from ..files import atomic_write_json
-from ..train.config import NON_RESULT_FIELDS, TrainConfig, with_defaults
+from ..train.config import NON_RESULT_FIELDS, TrainConfig, migrate, with_defaults
 from . import space as sp
 from .storage import masked, queue_lock
 
@@ -136,7 +136,9 @@ def make_plan(
     trials: int | None = None,
     prune: str | None = None,
 ) -> Plan:
-    """Check a sweep completely (ValueError naming the argument) and return it as a Plan."""
+    """Check a sweep completely (ValueError naming the argument) and return it as a Plan (``fixed`` may use
+    old field names, ``train.config.RENAMED``)."""
+    fixed = migrate(fixed)
     unknown = sorted(set(fixed) - {f for f in TrainConfig.__dataclass_fields__})
     if unknown:
         raise ValueError(f"fixed options {unknown} are not TrainConfig fields")
@@ -167,7 +169,7 @@ def make_plan(
     cfgs = sp.check_points(fixed, points, flag)
     objective, direction = _objective(cfgs, points, flag)
     names = list(checked_grid or checked_space or {})
-    # list fields (layers, stabilize) as their text spec, the form grid values take too
+    # list fields (layers, conditions) as their text spec, the form grid values take too
     full = {
         k: sp.parse_value(k, v) if k in sp.JOINED else v for k, v in sp.strip_swept(cfgs[0].to_dict(), names).items()
     }
@@ -184,7 +186,9 @@ def make_plan(
 
 
 def compare_spec(saved: dict, mine: dict, where: str) -> None:
-    """ValueError naming every field where the stored sweep differs from this one."""
+    """ValueError naming every field where the stored sweep differs from this one (the stored spec's old
+    field names read as the new ones)."""
+    saved = sp.migrate_spec(saved)
 
     def flat(spec: dict, fill: dict | None = None) -> dict:
         out = {f"{k}": v for k, v in spec.items() if k != "fixed"}
@@ -224,15 +228,11 @@ def _wait_attr(study: optuna.Study, key: str, timeout: float) -> Any:
         time.sleep(0.2)
 
 
-def _trial_params(trial: optuna.trial.FrozenTrial) -> dict:
-    return trial.system_attrs.get("fixed_params") or trial.params
-
-
 def queue(study: optuna.Study, plan: Plan) -> int:
     """Queue the grid points (or empty search slots) that no trial holds yet; returns how many."""
     trials = study.get_trials(deepcopy=False)
     if plan.grid:
-        have = {sp.params_key(_trial_params(t)) for t in trials}
+        have = {sp.params_key(sp.trial_params(t)) for t in trials}
         todo = [p for p in plan.points() if sp.params_key(p) not in have]
         for point in todo:
             study.enqueue_trial(point, user_attrs={"setting": sp.setting_slug(point)})
@@ -247,13 +247,13 @@ def requeue_failed(study: optuna.Study, plan: Plan) -> int:
     """Queue again every setting whose trials all failed (``--retry-failed``); returns how many."""
     groups: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False):
-        groups.setdefault(sp.params_key(_trial_params(t)), []).append(t)
+        groups.setdefault(sp.params_key(sp.trial_params(t)), []).append(t)
     count = 0
     for members in groups.values():
         if all(t.state == TrialState.FAIL for t in members):
             last = members[-1]
             study.enqueue_trial(
-                _trial_params(last),
+                last.system_attrs.get("fixed_params") or last.params,  # as queued: the worker reads old names
                 user_attrs={"setting": last.user_attrs.get("setting", ""), "requeued_from": last.number},
             )
             count += 1

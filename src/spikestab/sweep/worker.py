@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -58,10 +58,12 @@ class WorkerContext:
     poll: float = 1.0  # seconds between looks at the queue while other trials run
 
 
-def suggest(trial: optuna.Trial, plan: Plan) -> dict:
-    """The trial's values of the swept options (fixed for queued grid points and retries)."""
+def suggest(trial: optuna.Trial, plan: Plan, queued: Mapping[str, Any] | None = None) -> dict:
+    """The trial's values of the swept options (fixed for queued grid points and retries: ``queued``, the
+    trial's queued values, whose names an old sweep wrote in its old spelling, ``space.queued_name``)."""
     params = {}
-    for name, dist in plan.distributions().items():
+    for option, dist in plan.distributions().items():
+        name = sp.queued_name(option, queued or {})
         if isinstance(dist, CategoricalDistribution):
             params[name] = trial.suggest_categorical(name, dist.choices)
         elif isinstance(dist, IntDistribution):
@@ -157,7 +159,7 @@ def run_trial(
     t_start = time.perf_counter()
     with Heartbeat(storage, trial_id):
         try:
-            params = suggest(trial, plan)
+            params = suggest(trial, plan, storage.get_trial(trial_id).system_attrs.get("fixed_params"))
             slug = sp.setting_slug(params)
             run_dir = Path(ctx.out) / "trials" / slug
             trial.set_user_attr("setting", slug)

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a spiking network on a task",
         description="Train a stacked LIF/ALIF network, stabilised before training by the "
-        "recommended recipe (--stabilize); writes checkpoints, metrics.jsonl, "
+        "recommended recipe (--conditions); writes checkpoints, metrics.jsonl, "
         "results.json and figures under --out (docs/run_folder.md explains each file). "
         "`spikestab tasks` lists the tasks and their options. Epochs are counted from 1 "
         "on the console and from 0 in metrics.jsonl and results.json.",

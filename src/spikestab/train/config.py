@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from ..data.tasks import TASKS as TASK_LOADERS
 from ..dynamics import RESETS
@@ -17,7 +19,7 @@ from ..stability.stabilize import MODES, RECIPE, resolve_conditions
 from ..surrogate import SHAPES, canonical_shape
 from .fields import POSITIVE, Check, Range, fraction, integer, one_of, option, rows
 
-__all__ = ["TASKS", "TrainConfig", "parse_conditions", "parse_layers", "with_defaults"]
+__all__ = ["RENAMED", "TASKS", "TrainConfig", "migrate", "parse_conditions", "parse_layers", "with_defaults"]
 
 TASKS = tuple(TASK_LOADERS)  # the names data.load_task accepts
 ON_NONFINITE = ("stop", "skip")
@@ -25,6 +27,24 @@ LR_MAX = 3.4e37  # AdamW's first update is lr / (1 - beta1) = 10 lr, and float32
 
 # fields that do not change what a run computes: they may differ when a run is resumed
 NON_RESULT_FIELDS = ("out", "data_dir", "checkpoint_every", "progress", "max_minutes", "threads")
+
+# names renamed to one vocabulary (issue 23): old field -> new field, and old -> new values of a field.
+# Run folders, sweep databases and result files written before keep the old ones; ``migrate`` reads them.
+RENAMED = {"sg": "surrogate", "stabilize": "conditions"}
+RENAMED_VALUES = {"backend": {"event": "native"}}
+
+
+def migrate(stored: Mapping[str, Any]) -> dict:
+    """A stored config (or sweep point) with the old names of ``RENAMED`` / ``RENAMED_VALUES`` read as
+    the new ones: the one place old run folders, sweep databases and result files are translated.
+    ValueError when a dict holds both an old name and its new one."""
+    out: dict[str, Any] = {}
+    for key, value in stored.items():
+        new = RENAMED.get(key, key)
+        if new != key and new in stored:
+            raise ValueError(f"config holds both {key!r} and {new!r} (the new name of {key!r}); keep {new!r}")
+        out[new] = RENAMED_VALUES.get(new, {}).get(value, value) if isinstance(value, str) else value
+    return out
 
 
 def parse_conditions(spec: str | list | tuple | None) -> tuple[str, ...]:
@@ -38,7 +58,7 @@ def parse_conditions(spec: str | list | tuple | None) -> tuple[str, ...]:
     try:
         resolve_conditions(items)
     except ValueError as err:
-        raise ValueError(f"stabilize must be 'auto', 'none' or a comma-separated list of conditions: {err}") from None
+        raise ValueError(f"conditions must be 'auto', 'none' or a comma-separated list of conditions: {err}") from None
     return items
 
 
@@ -56,11 +76,11 @@ LR = Range(
     )
 )
 MINUTES = Range((Check(lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "> 0"),))
-STABILIZE_HELP = (
+CONDITIONS_HELP = (
     "conditions applied before training: auto (the recommended recipe D,G), none, or a list such as I,II,III,IV"
 )
 REGIME_HELP = (
-    "start of the recipe (--stabilize auto): auto (dense rate 1/2 or sparse rate 0.03, chosen by "
+    "start of the recipe (--conditions auto): auto (dense rate 1/2 or sparse rate 0.03, chosen by "
     "measuring how readable a dense start leaves the classes), dense, sparse"
 )
 NONFINITE_HELP = (
@@ -80,14 +100,14 @@ class TrainConfig:
     task_options: dict = option(help="task options (--task-option KEY=VALUE)", flag=None, factory=dict)
     time_repeat: int = option(1, "repeat every input frame k times", integer(1), int)
     input_dropout: float = option(0.0, "drop input spikes (training only)", fraction(), float)
-    net: str = option("lif", "lif | alif | cuba | slstm (spiking LSTM; with --stabilize none)", one_of(NETS, sort=True))
+    net: str = option("lif", "lif | alif | cuba | slstm (spiking LSTM; with --conditions none)", one_of(NETS, sort=True))
     layers: tuple[int, ...] = option((128, 128), "widths: NxW (2x256) or W1,W2 (256,128)")
     recurrent: bool = option(True, "feed-forward spiking layers", flag=bool)
     tau: float = option(20.0, "membrane time constant in steps", POSITIVE, float)
     threshold: float = option(1.0, "firing threshold", POSITIVE, float)
     reset: str = option("subtract", " | ".join(RESETS), one_of(RESETS))
     dropout: float = option(0.1, "dropout before every spiking layer", fraction(), float)
-    sg: str = option(
+    surrogate: str = option(
         "fast-sigmoid",
         "surrogate-gradient shape (fast-sigmoid, exponential, ...)",
         one_of(SHAPES, key=canonical_shape, sort=True),
@@ -95,8 +115,8 @@ class TrainConfig:
     dampening: float = option(1.0, "SG peak height gamma", POSITIVE, float)
     sharpness: float = option(1.0, "SG inverse width beta", POSITIVE, float)
     tail: float | None = option(None, "q of the q-pseudospike SG", TAIL, float)
-    stabilize: tuple[str, ...] = option(("auto",), STABILIZE_HELP)  # () or "none": off
-    stability_mode: str = option("measured", " | ".join(MODES), one_of(MODES))
+    conditions: tuple[str, ...] = option(("auto",), CONDITIONS_HELP)  # () or "none": off
+    stability_mode: str = option("measured", "how the conditions are solved: " + " | ".join(MODES), one_of(MODES))
     regime: str = option("auto", REGIME_HELP, one_of(REGIMES))
     init_rate: float | None = option(
         None, "calibrate the initial firing rate to this value", fraction(open_low=True, optional=True), float
@@ -115,7 +135,9 @@ class TrainConfig:
     seq_len: int = option(100, "language-model window length", integer(1), int)
     seed: int = option(0, "seed of initialisation, dropout and batch order", integer(0), int)
     data_seed: int = option(0, "seed of generated data and shuffled splits", integer(0), int)
-    backend: str = option("auto", "layer kernel backend (auto picks the fastest)")
+    backend: str = option(
+        "auto", "layer kernel backend: auto (picks the fastest) | native (the C time loops) | fused | reference"
+    )
     time_checkpoint: int = option(
         0,
         "recompute the spiking layers in segments of K steps during backward (0: off; less memory, ~1.7x time)",
@@ -135,7 +157,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.layers = parse_layers(self.layers)
-        self.stabilize = parse_conditions(self.stabilize)
+        self.conditions = parse_conditions(self.conditions)
         self.validate()
 
     def validate(self) -> None:
@@ -145,16 +167,16 @@ class TrainConfig:
             problem = f.metadata["range"].problem(name, getattr(self, name))
             if problem:
                 raise ValueError(problem)
-        if self.net == "slstm" and (self.stabilize or self.init_rate is not None):
+        if self.net == "slstm" and (self.conditions or self.init_rate is not None):
             raise ValueError(
-                "net 'slstm' takes stabilize 'none' and no init_rate: the stability conditions and the "
-                f"rate calibration are for LIF/ALIF layers (got stabilize={list(self.stabilize)!r}, "
+                "net 'slstm' takes conditions 'none' and no init_rate: the stability conditions and the "
+                f"rate calibration are for LIF/ALIF layers (got conditions={list(self.conditions)!r}, "
                 f"init_rate={self.init_rate!r})"
             )
-        if self.regime != "auto" and (not self.stabilize or resolve_conditions(self.stabilize) != RECIPE):
+        if self.regime != "auto" and (not self.conditions or resolve_conditions(self.conditions) != RECIPE):
             raise ValueError(
-                f"regime {self.regime!r} applies to the recommended recipe (stabilize 'auto') only, "
-                f"got stabilize={list(self.stabilize)!r}"
+                f"regime {self.regime!r} applies to the recommended recipe (conditions 'auto') only, "
+                f"got conditions={list(self.conditions)!r}"
             )
         if self.sparsity:
             parse_sparsity(self.sparsity, len(self.layers), self.epochs)
@@ -162,7 +184,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["layers"] = list(self.layers)
-        d["stabilize"] = list(self.stabilize)
+        d["conditions"] = list(self.conditions)
         return d
 
     def result_fields(self) -> dict:
@@ -170,7 +192,10 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in NON_RESULT_FIELDS}
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """The config of a dict of fields; old names (``RENAMED``, e.g. a run folder's "sg") are read as
+        the new ones."""
+        d = migrate(d)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -200,6 +225,8 @@ DEFAULT_RESULT_FIELDS = {
 }
 
 
-def with_defaults(saved: dict) -> dict:
-    """``saved`` (a stored config dict) with every result field it lacks set to that field's default."""
+def with_defaults(saved: Mapping[str, Any]) -> dict:
+    """``saved`` (a stored config dict, old names read as the new ones) with every result field it lacks
+    set to that field's default."""
+    saved = migrate(saved)
     return {**{k: v for k, v in DEFAULT_RESULT_FIELDS.items() if k not in saved}, **saved}

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
+from collections.abc import Sequence
 from dataclasses import Field, fields
 from pathlib import Path
+from typing import Any
 
-from .config import TrainConfig
+from .config import RENAMED, RENAMED_VALUES, TrainConfig
 from .fields import rows
 
 
@@ -27,9 +31,49 @@ def option_types() -> dict[str, type]:
 
 
 def flag_dest(name: str) -> str | None:
-    """The config field of a flag or field name (``--init-rate``, ``init-rate``, ``init_rate``), or None."""
+    """The config field of a flag or field name (``--init-rate``, ``init-rate``, ``init_rate``), or None;
+    an old name (``RENAMED``: ``sg``, ``--stabilize``) gives its new field, with a deprecation note."""
     text = name.lstrip("-").replace("-", "_")
+    if text in RENAMED:
+        deprecated(name, RENAMED[text].replace("_", "-") if name.startswith("--") else RENAMED[text])
+        text = RENAMED[text]
     return text if text in option_types() else None
+
+
+def deprecated(old: str, new: str) -> None:
+    """Say on stderr (and as a DeprecationWarning) that ``old`` is an alias kept for one release of ``new``."""
+    text = f"{old} is deprecated and will be removed in the next release; use {new}"
+    print(f"spikestab: note: {text}", file=sys.stderr)
+    warnings.warn(text, DeprecationWarning, stacklevel=3)
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old flag kept one release: parses like ``new`` (into its dest), with a deprecation note."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str = "", **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        deprecated(str(option), self.new)
+        setattr(namespace, self.dest, values)
+
+
+def add_alias(p: argparse.ArgumentParser | argparse._ArgumentGroup, old: str, new: str, **kwargs: Any) -> None:
+    """Flag ``old``, kept one release, sets what flag ``new`` sets (``kwargs``: its dest, type, ...)."""
+    p.add_argument(old, action=DeprecatedAlias, new=new, help=argparse.SUPPRESS, **kwargs)
+
+
+def new_value(name: str, value: Any) -> Any:
+    """A flag value with an old spelling (``RENAMED_VALUES``: ``--backend event``) read as the new one,
+    with a deprecation note."""
+    renamed = RENAMED_VALUES.get(name, {})
+    if isinstance(value, str) and value in renamed:
+        deprecated(f"{flag_of(name)} {value}", f"{flag_of(name)} {renamed[value]}")
+        return renamed[value]
+    return value
 
 
 def _task_option(text: str) -> tuple[str, object]:
@@ -66,6 +110,10 @@ def add_config_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, exc
             p.add_argument(flag_of(name), dest=name, action=action, default=argparse.SUPPRESS, help=_help(f))
         else:
             p.add_argument(flag_of(name), dest=name, type=typ, default=argparse.SUPPRESS, help=_help(f))
+    for old, new in RENAMED.items():
+        if new not in exclude:
+            old_flag = "--" + old.replace("_", "-")
+            add_alias(p, old_flag, flag_of(new), dest=new, type=option_types()[new], default=argparse.SUPPRESS)
     p.add_argument(
         "--task-option",
         dest="task_option",
@@ -83,7 +131,7 @@ def config_dict_from_args(args: argparse.Namespace, exclude: tuple[str, ...] = (
     TrainConfig fields (not yet validated); ``exclude`` drops fields the caller owns."""
     base = TrainConfig.from_json(args.config_file).to_dict() if args.config_file else {}
     names = {f.name for f in fields(TrainConfig)} - set(exclude)
-    given = {k: v for k, v in vars(args).items() if k in names}
+    given = {k: new_value(k, v) for k, v in vars(args).items() if k in names}
     base.update(given)
     if args.task_option:
         base["task_options"] = {**base.get("task_options", {}), **dict(args.task_option)}

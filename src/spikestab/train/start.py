@@ -26,11 +26,11 @@ def initialise(model: SpikingModel, cfg: TrainConfig, batch: Tensor, probe: Prob
     model.eval()
     if cfg.init_rate is not None:
         result["init_rate"] = calibrate_firing_rate(model, batch, rate=cfg.init_rate)
-    if cfg.stabilize:
+    if cfg.conditions:
         recipe: dict[str, Any] = {}
-        if resolve_conditions(cfg.stabilize) == RECIPE:
+        if resolve_conditions(cfg.conditions) == RECIPE:
             recipe = {"regime": cfg.regime, "probe": probe() if cfg.regime == "auto" else None}
-        report = stabilize(model, batch, conditions=cfg.stabilize, mode=cfg.stability_mode, **recipe)
+        report = stabilize(model, batch, conditions=cfg.conditions, mode=cfg.stability_mode, **recipe)
         log(str(report))
         result["report"] = report.to_dict()
         result["report_text"] = str(report)

@@ -81,7 +81,7 @@ def network_config(cfg: TrainConfig, task: Any) -> SNNConfig:
         tau=cfg.tau,
         threshold=cfg.threshold,
         reset=cfg.reset,
-        surrogate=cfg.sg,
+        surrogate=cfg.surrogate,
         dampening=cfg.dampening,
         sharpness=cfg.sharpness,
         tail=cfg.tail,
