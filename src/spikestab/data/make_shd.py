@@ -132,22 +132,73 @@ def generate(
     config = json.loads(json.dumps(settings.to_dict()))  # as stored (tuples become lists)
     summary_path = out / "make_shd.json"
     if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary["settings"] != config:
-            raise ValueError(
-                f"--out {out} already holds a dataset made with other settings "
-                f"({summary_path}); choose another directory"
-            )
-        print(f"make-shd: {out} is complete already", file=log)
-        return summary
+        return _finished(summary_path, config, log)
     train_spk, test_spk = speakers or synth.make_speakers(settings.seed, settings.test_speakers)
-    all_speakers = sorted(train_spk + test_spk, key=lambda s: s.id)
-    if [s.id for s in all_speakers] != list(range(len(all_speakers))):
-        raise ValueError("speakers: ids must be 0..n-1 across train and test")
+    all_speakers = _all_speakers(train_spk, test_spk)
     plans = {
         "train": synth.plan(train_spk, settings.per_class, settings.seed, split=0),
         "test": synth.plan(test_spk, settings.test_per_class, settings.seed, split=1),
     }
+    parts = _parts_folder(out, config)
+    jobs = {s: [(s, a, min(a + chunk, len(plans[s]))) for a in range(0, len(plans[s]), chunk)] for s in SPLITS}
+    todo = [j for s in SPLITS for j in jobs[s] if not _part_path(parts, *j).is_file()]
+    total = sum(len(p) for p in plans.values())
+    done = total - sum(stop - start for _, start, stop in todo)
+    if done:
+        print(f"make-shd: resuming, {done}/{total} utterances already done", file=log)
+
+    _WORK.update(plans=plans, source=source, augment=settings.augment, parts=parts)
+    cochlea.encode(np.sin(np.arange(2205.0)), 22050)  # build the filter table and load the compiled code once
+    run = _run_chunks(todo, workers, done, total, log)
+    run["workers"] = workers
+    folder, meta = out / "SHD", _speaker_meta(all_speakers)
+    counts = {s: _merge(parts, s, jobs[s], folder, meta) for s in SPLITS}
+    summary = dict(
+        settings=config,
+        samples=counts,
+        keys=list(synth.KEYS),
+        speakers={s: [asdict(p) for p in spk] for s, spk in zip(SPLITS, (train_spk, test_spk))},
+        files=[str(folder / f"shd_{s}.h5") for s in SPLITS],
+        last_run=run,
+    )
+    _atomic_json(summary_path, summary)
+    shutil.rmtree(parts)
+    print(f"make-shd: wrote {counts['train']} train and {counts['test']} test samples to {folder}", file=log)
+    return summary
+
+
+def _finished(summary_path: Path, config: dict, log) -> dict:
+    """The summary of a dataset already complete in ``summary_path``'s folder, if made with ``config``."""
+    summary = json.loads(summary_path.read_text())
+    if summary["settings"] != config:
+        raise ValueError(
+            f"--out {summary_path.parent} already holds a dataset made with other settings "
+            f"({summary_path}); choose another directory"
+        )
+    print(f"make-shd: {summary_path.parent} is complete already", file=log)
+    return summary
+
+
+def _all_speakers(train_spk: list[synth.Speaker], test_spk: list[synth.Speaker]) -> list[synth.Speaker]:
+    """Both splits' speakers by id; ValueError unless the ids are 0..n-1."""
+    all_speakers = sorted(train_spk + test_spk, key=lambda s: s.id)
+    if [s.id for s in all_speakers] != list(range(len(all_speakers))):
+        raise ValueError("speakers: ids must be 0..n-1 across train and test")
+    return all_speakers
+
+
+def _speaker_meta(speakers: list[synth.Speaker]) -> dict:
+    """The SHD files' per-speaker extra fields (ages and heights unknown)."""
+    return dict(
+        gender=[s.gender for s in speakers],
+        age=np.zeros(len(speakers)),
+        body_height=np.full(len(speakers), np.nan),
+    )
+
+
+def _parts_folder(out: Path, config: dict) -> Path:
+    """``out/.parts`` for this run: created, cleared of half-written files, holding ``config``; ValueError if
+    it holds an unfinished run with other settings."""
     parts = out / ".parts"
     parts.mkdir(parents=True, exist_ok=True)
     for stale in [*parts.glob("*.tmp.npz"), *(out / "SHD").glob(".shd_*.h5.*.tmp")]:
@@ -159,15 +210,12 @@ def generate(
             f"resume it, another --out, or delete {parts}"
         )
     _atomic_json(config_path, config)
-    jobs = {s: [(s, a, min(a + chunk, len(plans[s]))) for a in range(0, len(plans[s]), chunk)] for s in SPLITS}
-    todo = [j for s in SPLITS for j in jobs[s] if not _part_path(parts, *j).is_file()]
-    total = sum(len(p) for p in plans.values())
-    done = total - sum(stop - start for _, start, stop in todo)
-    if done:
-        print(f"make-shd: resuming, {done}/{total} utterances already done", file=log)
+    return parts
 
-    _WORK.update(plans=plans, source=source, augment=settings.augment, parts=parts)
-    cochlea.encode(np.sin(np.arange(2205.0)), 22050)  # build the filter table and load the compiled code once
+
+def _run_chunks(todo: list[tuple[str, int, int]], workers: int, done: int, total: int, log) -> dict:
+    """Run the chunks still to do (in ``workers`` forked processes), printing progress; returns what this
+    run did (utterances, seconds, audio seconds, rate)."""
     started, audio_seconds, fresh = time.time(), 0.0, 0
     if workers == 1 or len(todo) <= 1:
         results = map(_run_chunk, todo)
@@ -185,32 +233,12 @@ def generate(
             pool.terminate()
             pool.join()
     elapsed = time.time() - started
-
-    meta = dict(
-        gender=[s.gender for s in all_speakers],
-        age=np.zeros(len(all_speakers)),
-        body_height=np.full(len(all_speakers), np.nan),
+    return dict(
+        utterances=fresh,
+        seconds=round(elapsed, 2),
+        audio_seconds=round(audio_seconds, 2),
+        utterances_per_s=round(fresh / elapsed, 2) if fresh else None,
     )
-    folder = out / "SHD"
-    counts = {s: _merge(parts, s, jobs[s], folder, meta) for s in SPLITS}
-    summary = dict(
-        settings=config,
-        samples=counts,
-        keys=list(synth.KEYS),
-        speakers={s: [asdict(p) for p in spk] for s, spk in zip(SPLITS, (train_spk, test_spk))},
-        files=[str(folder / f"shd_{s}.h5") for s in SPLITS],
-        last_run=dict(
-            utterances=fresh,
-            seconds=round(elapsed, 2),
-            audio_seconds=round(audio_seconds, 2),
-            utterances_per_s=round(fresh / elapsed, 2) if fresh else None,
-            workers=workers,
-        ),
-    )
-    _atomic_json(summary_path, summary)
-    shutil.rmtree(parts)
-    print(f"make-shd: wrote {counts['train']} train and {counts['test']} test samples to {folder}", file=log)
-    return summary
 
 
 def _read_mono(path: Path) -> tuple[np.ndarray, int]:

@@ -197,6 +197,33 @@ def _add_layer(
     form: str,
 ) -> tuple[str, bool]:
     """Add layer i's nodes after ``source``; returns (name of the node that emits its spikes, exact)."""
+    core, reset_loop, exact = _structure(layer, i, kind, strict, form)
+    p, spikes = f"layer{i:0{digits}d}", f"layer{i:0{digits}d}_spikes"
+    np_dtype = _np(layer.weight_ih[:0]).dtype
+    h = layer.hidden_size
+    tau, r = mapping.membrane_to_nir(_np(layer.alpha.to(torch.float64)), dt)
+    # Norse's LIF reader ignores r: the form "norse" writes r = 1 and puts r into the weights feeding the node
+    scale = r if form == "norse" and core == "lif" else np.ones(h)
+    if form == "norse" and core == "lif":
+        r = np.ones(h)
+    nodes[f"{p}_input"] = nir.Affine(
+        weight=np.asarray(scale[:, None] * _np(layer.weight_ih.to(torch.float64)), dtype=np_dtype),
+        bias=np.asarray(scale * _np(layer.bias.to(torch.float64)), dtype=np_dtype),
+        metadata={"role": "input"},
+    )
+    edges.append((source, f"{p}_input"))
+    membrane = _neuron_nodes(nir, nodes, edges, p, spikes, core, layer, tau, r, dt)
+    edges.append((f"{p}_input", membrane))
+    _loop_nodes(nir, nodes, edges, p, spikes, membrane, layer, reset_loop, scale, dt)
+    nodes[spikes].metadata = _layer_metadata(layer, kind, exact, dt, form)
+    if form == "snntorch" and layer.recurrent:
+        return _nest_recurrent(nir, nodes, edges, p, spikes, h), exact
+    return spikes, exact
+
+
+def _structure(layer: SpikingNeurons, i: int, kind: str, strict: bool, form: str) -> tuple[str, bool, bool]:
+    """Layer i's NIR structure in ``form``: (core node kind, whether a reset loop is drawn, exact);
+    ValueError for an unknown reset, or an inexact export with ``strict`` in the form "nir"."""
     if layer.reset not in RESETS:
         raise ValueError(f"layer {i} ({kind}) has unknown reset {layer.reset!r}; expected one of {list(RESETS)}")
     family = FAMILY[kind]
@@ -210,64 +237,73 @@ def _add_layer(
             f"it anyway: import_nir restores it exactly from metadata, other NIR readers see "
             f"{APPROXIMATION[(family, layer.reset)]}"
         )
-    p, spikes = f"layer{i:0{digits}d}", f"layer{i:0{digits}d}_spikes"
-    dtype = layer.weight_ih.dtype
+    return core, reset_loop, exact
+
+
+def _neuron_nodes(
+    nir, nodes: dict, edges: list, p: str, spikes: str, core: str, layer: SpikingNeurons, tau, r, dt: float
+) -> str:
+    """The layer's neuron node(s) (a LIF, a CubaLIF, or an LI membrane and a Threshold); returns the name
+    of the node whose state is the membrane voltage."""
     np_dtype = _np(layer.weight_ih[:0]).dtype
-    h = layer.hidden_size
-
-    def arr(x) -> np.ndarray:
-        return np.asarray(x, dtype=np_dtype)
-
-    thr = _np(layer.threshold.to(dtype))
-    tau, r = mapping.membrane_to_nir(_np(layer.alpha.to(torch.float64)), dt)
-    # Norse's LIF reader ignores r: the form "norse" writes r = 1 and puts r into the weights feeding the node
-    scale = r if form == "norse" and core == "lif" else np.ones(h)
-    if form == "norse" and core == "lif":
-        r = np.ones(h)
-    zeros = np.zeros(h, dtype=np_dtype)
-    nodes[f"{p}_input"] = nir.Affine(
-        weight=arr(scale[:, None] * _np(layer.weight_ih.to(torch.float64))),
-        bias=arr(scale * _np(layer.bias.to(torch.float64))),
-        metadata={"role": "input"},
-    )
-    edges.append((source, f"{p}_input"))
+    thr = _np(layer.threshold.to(layer.weight_ih.dtype))
+    zeros = np.zeros(layer.hidden_size, dtype=np_dtype)
+    tau, r = np.asarray(tau, dtype=np_dtype), np.asarray(r, dtype=np_dtype)
     if core == "lif":
-        membrane = spikes
-        nodes[spikes] = nir.LIF(tau=arr(tau), r=arr(r), v_leak=zeros, v_threshold=thr, v_reset=zeros.copy())
-    elif core == "cuba":
-        membrane = spikes
+        nodes[spikes] = nir.LIF(tau=tau, r=r, v_leak=zeros, v_threshold=thr, v_reset=zeros.copy())
+        return spikes
+    if core == "cuba":
         tau_syn, w_in = mapping.synapse_to_nir(_np(layer.alpha_syn.to(torch.float64)), dt)
         nodes[spikes] = nir.CubaLIF(
-            tau_syn=arr(tau_syn),
-            tau_mem=arr(tau),
-            r=arr(r),
+            tau_syn=np.asarray(tau_syn, dtype=np_dtype),
+            tau_mem=tau,
+            r=r,
             v_leak=zeros,
             v_threshold=thr,
             v_reset=zeros.copy(),
-            w_in=arr(w_in),
+            w_in=np.asarray(w_in, dtype=np_dtype),
         )
-    else:
-        membrane = f"{p}_membrane"
-        nodes[membrane] = nir.LI(tau=arr(tau), r=arr(r), v_leak=zeros, metadata={"role": "membrane"})
-        nodes[spikes] = nir.Threshold(threshold=thr)
-        edges.append((membrane, spikes))
-    edges.append((f"{p}_input", membrane))
+        return spikes
+    membrane = f"{p}_membrane"
+    nodes[membrane] = nir.LI(tau=tau, r=r, v_leak=zeros, metadata={"role": "membrane"})
+    nodes[spikes] = nir.Threshold(threshold=thr)
+    edges.append((membrane, spikes))
+    return membrane
+
+
+def _loop_nodes(
+    nir,
+    nodes: dict,
+    edges: list,
+    p: str,
+    spikes: str,
+    membrane: str,
+    layer: SpikingNeurons,
+    reset_loop: bool,
+    scale: np.ndarray,
+    dt: float,
+) -> None:
+    """The loops from the layer's spikes back into it: adaptation (ALIF), the reset, the recurrent weights."""
+    np_dtype = _np(layer.weight_ih[:0]).dtype
     if layer.adaptive:
         tau_a, r_a = mapping.trace_to_nir(_np(layer.rho.to(torch.float64)), dt)
-        nodes[f"{p}_adapt"] = nir.LI(tau=arr(tau_a), r=arr(r_a), v_leak=zeros.copy(), metadata={"role": "adaptation"})
-        nodes[f"{p}_adapt_scale"] = nir.Scale(scale=-_np(layer.beta_adapt.to(dtype)), metadata={"role": "adaptation"})
+        nodes[f"{p}_adapt"] = nir.LI(
+            tau=np.asarray(tau_a, dtype=np_dtype),
+            r=np.asarray(r_a, dtype=np_dtype),
+            v_leak=np.zeros(layer.hidden_size, dtype=np_dtype),
+            metadata={"role": "adaptation"},
+        )
+        beta = -_np(layer.beta_adapt.to(layer.weight_ih.dtype))
+        nodes[f"{p}_adapt_scale"] = nir.Scale(scale=beta, metadata={"role": "adaptation"})
         edges += [(spikes, f"{p}_adapt"), (f"{p}_adapt", f"{p}_adapt_scale"), (f"{p}_adapt_scale", spikes)]
     if reset_loop:
+        thr = _np(layer.threshold.to(layer.weight_ih.dtype))
         nodes[f"{p}_reset"] = nir.Linear(weight=np.diag(-thr), metadata={"role": "reset"})
         edges += [(spikes, f"{p}_reset"), (f"{p}_reset", membrane)]
     if layer.recurrent:
         w_hh = scale[:, None] * _np(layer.recurrent_weight().to(torch.float64))
-        nodes[f"{p}_rec"] = nir.Linear(weight=arr(w_hh), metadata={"role": "recurrent"})
+        nodes[f"{p}_rec"] = nir.Linear(weight=np.asarray(w_hh, dtype=np_dtype), metadata={"role": "recurrent"})
         edges += [(spikes, f"{p}_rec"), (f"{p}_rec", membrane)]
-    nodes[spikes].metadata = _layer_metadata(layer, kind, exact, dt, form)
-    if form == "snntorch" and layer.recurrent:
-        return _nest_recurrent(nir, nodes, edges, p, spikes, h), exact
-    return spikes, exact
 
 
 def _nest_recurrent(nir, nodes: dict, edges: list, p: str, spikes: str, h: int) -> str:

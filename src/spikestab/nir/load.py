@@ -285,42 +285,9 @@ def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float, reading: d
     w_ih, bias = _weights(nodes[spec["proj"]], None, width, spec["proj"])
     hidden = w_ih.shape[0]  # a scalar threshold or tau (Norse writes them so) is shared by the layer's neurons
     thr = _per_neuron(mem.v_threshold if spec["core"] != "li" else nodes[spike].threshold, hidden, spike)
-    tau_syn = None
-    if spec["core"] == "cuba":
-        decay, gain, drift = _euler(mem, mem_name, hidden, dt, "tau_mem")
-        if np.any(drift != 0):
-            raise ValueError(
-                f"node {mem_name!r}: v_leak must be 0 for a CubaLIF (spikestab's CUBA layer has no "
-                "constant drive on its membrane)"
-            )
-        decay_s, gain_s = mapping.synapse_from_nir(
-            _per_neuron(mem.tau_syn, hidden, mem_name),
-            _per_neuron(mem.w_in, hidden, mem_name),
-            dt,
-            mem_name,
-            reading["unscaled_synapse"],
-        )
-        gain = mapping.snap_unit(gain * gain_s)
-        tau_syn = mapping.prefer(meta.get("tau_syn_steps"), mapping.steps_from_decay(decay_s))
-    else:
-        decay, gain, drift = _euler(mem, mem_name, hidden, dt)
-    if spec["core"] != "li" and np.any(_per_neuron(mem.v_reset, hidden, mem_name) != 0):
-        raise ValueError(
-            f"node {mem_name!r}: v_reset must be 0 (spikestab resets to 0 or subtracts), got "
-            f"{np.asarray(mem.v_reset).reshape(-1)[:4]}..."
-        )
+    decay, gain, drift, tau_syn = _membrane(mem, mem_name, spec["core"], meta, hidden, dt, reading)
     w_ih, bias = gain[:, None] * w_ih, gain * bias + drift
-    rec = reset = None
-    for q in spec["loops"]:
-        w, b = _weights(nodes[q], hidden, hidden, q)
-        w = gain[:, None] * w
-        bias = bias + gain * b  # a loop's bias acts at every step, as the layer's own bias does
-        role = _get(_meta(nodes[q]), "role")
-        is_reset = spec["core"] == "li" and role != "recurrent" and np.array_equal(w, np.diag(-thr))
-        if is_reset and reset is None:
-            reset = w
-        else:
-            rec = w if rec is None else rec + w
+    rec, reset, bias = _loops(nodes, spec, hidden, gain, thr, bias)
     kind = _layer_kind(spec, meta)
     family = FAMILY[kind]
     requested = reading["reset"](spec, rec is not None, meta)
@@ -349,13 +316,7 @@ def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float, reading: d
         kw.update(tau_syn=torch.tensor(tau_syn, dtype=torch.float32), learn_tau_syn=_flag(meta, "learn_tau_syn", False))
     rho = None
     if family == "alif":
-        a_name, c_name = spec["adapt"]
-        decay_a, gain_a, drift_a = _euler(nodes[a_name], a_name, hidden, dt)
-        if np.any(drift_a != 0):
-            raise ValueError(f"node {a_name!r}: v_leak must be 0 for an adaptation trace")
-        beta = -_per_neuron(nodes[c_name].scale, hidden, c_name) * mapping.snap_unit(gain_a / (1.0 - decay_a))
-        rho = mapping.prefer(meta.get("rho"), decay_a)
-        beta = mapping.prefer(meta.get("beta_adapt"), beta)
+        rho, beta = _adaptation(nodes, spec["adapt"], meta, hidden, dt)
         kw.update(
             tau_adapt=torch.tensor(mapping.steps_from_decay(rho), dtype=torch.float32),
             beta_adapt=torch.tensor(beta, dtype=torch.float32),
@@ -366,17 +327,81 @@ def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float, reading: d
         raise ValueError(f"node {spike!r}: {err}") from err
     dtype = torch.float64 if np.asarray(nodes[spec["proj"]].weight).dtype == np.float64 else torch.float32
     layer.to(dtype)
+    _fill(layer, w_ih, bias, tau, rec, rho, tau_syn)
+    return layer
+
+
+def _membrane(mem, mem_name: str, core: str, meta: dict, hidden: int, dt: float, reading: dict) -> tuple:
+    """The membrane node's per-step (decay, input gain, constant drift) and, for a CubaLIF, its synaptic time
+    constant in steps (None otherwise); ValueError for what spikestab's layers cannot hold (a drift on a
+    CubaLIF, a reset to anything but 0)."""
+    tau_syn = None
+    if core == "cuba":
+        decay, gain, drift = _euler(mem, mem_name, hidden, dt, "tau_mem")
+        if np.any(drift != 0):
+            raise ValueError(
+                f"node {mem_name!r}: v_leak must be 0 for a CubaLIF (spikestab's CUBA layer has no "
+                "constant drive on its membrane)"
+            )
+        decay_s, gain_s = mapping.synapse_from_nir(
+            _per_neuron(mem.tau_syn, hidden, mem_name),
+            _per_neuron(mem.w_in, hidden, mem_name),
+            dt,
+            mem_name,
+            reading["unscaled_synapse"],
+        )
+        gain = mapping.snap_unit(gain * gain_s)
+        tau_syn = mapping.prefer(meta.get("tau_syn_steps"), mapping.steps_from_decay(decay_s))
+    else:
+        decay, gain, drift = _euler(mem, mem_name, hidden, dt)
+    if core != "li" and np.any(_per_neuron(mem.v_reset, hidden, mem_name) != 0):
+        raise ValueError(
+            f"node {mem_name!r}: v_reset must be 0 (spikestab resets to 0 or subtracts), got "
+            f"{np.asarray(mem.v_reset).reshape(-1)[:4]}..."
+        )
+    return decay, gain, drift, tau_syn
+
+
+def _loops(nodes: dict, spec: dict, hidden: int, gain: np.ndarray, thr: np.ndarray, bias: np.ndarray) -> tuple:
+    """The layer's loops from its spikes back to its membrane, scaled by the membrane's input ``gain``:
+    (recurrent weights or None, the reset loop's weights or None, ``bias`` plus the loops' biases)."""
+    rec = reset = None
+    for q in spec["loops"]:
+        w, b = _weights(nodes[q], hidden, hidden, q)
+        w = gain[:, None] * w
+        bias = bias + gain * b  # a loop's bias acts at every step, as the layer's own bias does
+        role = _get(_meta(nodes[q]), "role")
+        is_reset = spec["core"] == "li" and role != "recurrent" and np.array_equal(w, np.diag(-thr))
+        if is_reset and reset is None:
+            reset = w
+        else:
+            rec = w if rec is None else rec + w
+    return rec, reset, bias
+
+
+def _adaptation(nodes: dict, names: tuple[str, str], meta: dict, hidden: int, dt: float) -> tuple:
+    """An ALIF's adaptation (rho, beta) from its trace node and scale node ``names``."""
+    a_name, c_name = names
+    decay_a, gain_a, drift_a = _euler(nodes[a_name], a_name, hidden, dt)
+    if np.any(drift_a != 0):
+        raise ValueError(f"node {a_name!r}: v_leak must be 0 for an adaptation trace")
+    beta = -_per_neuron(nodes[c_name].scale, hidden, c_name) * mapping.snap_unit(gain_a / (1.0 - decay_a))
+    return mapping.prefer(meta.get("rho"), decay_a), mapping.prefer(meta.get("beta_adapt"), beta)
+
+
+def _fill(layer: SpikingNeurons, w_ih, bias, tau, rec, rho, tau_syn) -> None:
+    """Copy the read values into the built layer exactly (the constructor's exp/log round trip of tau may
+    move an ulp)."""
     with torch.no_grad():
         layer.weight_ih.copy_(torch.from_numpy(w_ih))
         layer.bias.copy_(torch.from_numpy(bias))
-        layer.tau.copy_(torch.from_numpy(tau))  # exact: the constructor's exp/log round trip may move an ulp
+        layer.tau.copy_(torch.from_numpy(tau))
         if layer.weight_hh is not None:
             layer.weight_hh.copy_(torch.from_numpy(rec))
         if rho is not None:
             layer.rho.copy_(torch.from_numpy(rho))
         if tau_syn is not None:
             layer.tau_syn.copy_(torch.from_numpy(tau_syn))
-    return layer
 
 
 def _config(gmeta: dict, layers: list[SpikingNeurons], input_size: int, output_size: int) -> SNNConfig:
