@@ -14,6 +14,7 @@ import io
 import multiprocessing
 import os
 import random
+import re
 import signal
 from pathlib import Path
 
@@ -291,3 +292,78 @@ def test_a_run_killed_before_its_first_checkpoint_leaves_no_temporary_on_resume(
     assert not (out / "checkpoint.pt").exists() and list(out.glob(".*.tmp*"))
     Trainer(cfg, tiny_task(0.1), log=lambda s: None).fit(resume=True)
     _no_temporaries(out)
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    """A finished one-trial sweep (its sweep.db, sweep.json and run folder), copied by each test."""
+    from spikestab.sweep import run_sweep
+    from sweep_tiny import FIXED
+
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    run_sweep(out, {**FIXED, "epochs": 1}, {"seed": [0]}, log=lambda line: None)
+    return out
+
+
+def _damage(db: Path, how: str) -> None:
+    size = db.stat().st_size
+    with open(db, "r+b") as f:
+        if how == "emptied":
+            f.truncate(0)
+        elif how.startswith("truncated"):  # what a full disk or a cut copy leaves
+            f.truncate(int(size * float(how.split(":")[1])) if how != "truncated:header" else 50)
+        else:  # bytes overwritten in the middle
+            f.seek(size // 2)
+            f.write(bytes(range(256)) * 8)
+
+
+@pytest.mark.parametrize("how", ["emptied", "truncated:header", "truncated:0.3", "truncated:0.9", "overwritten"])
+def test_a_damaged_sweep_database_is_a_clear_error_naming_it(tmp_path, finished_sweep, capsys, how):
+    """sweep-report and a rerun of the sweep (its resume) stop with a message naming the file, before any
+    trial runs and without writing to it (an emptied file once got fresh tables and the sweep ran again)."""
+    import shutil
+
+    from spikestab.sweep import report, run_sweep
+    from sweep_tiny import FIXED
+
+    out = tmp_path / "s"
+    shutil.copytree(finished_sweep, out)
+    db = out / "sweep.db"
+    _damage(db, how)
+    before = db.read_bytes()
+    expected = "is empty (0 bytes)" if how == "emptied" else "is damaged"
+    with pytest.raises(ValueError, match=f"the sweep database {db} {re.escape(expected)}"):
+        report(out)
+    with pytest.raises(ValueError, match=f"the sweep database {db} {re.escape(expected)}"):
+        run_sweep(out, {**FIXED, "epochs": 1}, {"seed": [0]}, log=lambda line: None)
+    assert main(["sweep-report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"the sweep database {db}" in err and "Traceback" not in err, err
+    assert db.read_bytes() == before
+
+
+def test_a_sweep_database_whose_writer_was_killed_mid_transaction_opens(tmp_path, finished_sweep):
+    """A worker SIGKILLed inside a write leaves a hot journal: the damage check rolls it back (a read-only
+    check once called the intact database damaged) and the sweep reads as before."""
+    import shutil
+    import sqlite3
+
+    from spikestab.sweep import report
+
+    out = tmp_path / "s"
+    shutil.copytree(finished_sweep, out)
+
+    def writer():
+        con = sqlite3.connect(out / "sweep.db", isolation_level=None)
+        con.execute("PRAGMA cache_size = 1")  # spill pages to the file, so the journal is needed
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("CREATE TABLE junk (x)")
+        con.executemany("INSERT INTO junk VALUES (?)", [(os.urandom(500),) for _ in range(2000)])
+        _die()
+
+    assert _in_child(writer) == -signal.SIGKILL
+    assert (out / "sweep.db-journal").stat().st_size > 0
+    data = report(out, write=False)
+    assert data["counts"]["complete"] == 1
+    with sqlite3.connect(out / "sweep.db") as con:
+        assert "junk" not in {row[0] for row in con.execute("SELECT name FROM sqlite_master")}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import re
+import sqlite3
 import threading
 import time
 import warnings
@@ -97,6 +98,37 @@ def _sqlite_path(url: str) -> Path | None:
     return None if not database or database == ":memory:" else Path(database)
 
 
+def check_sqlite_file(path: Path) -> None:
+    """ValueError naming ``path`` when the SQLite sweep database there is damaged (truncated, overwritten:
+    SQLite's quick check fails) or holds no Optuna tables (emptied) while the ``sweep.json`` beside it
+    records a sweep started there. Only reads (a read-write connection all the same: a writer killed in
+    a transaction leaves a hot journal, which only a writable connection rolls back; read-only, SQLite
+    reports such an intact database as unwritable)."""
+    from .study import SWEEP_JSON
+
+    size = path.stat().st_size
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=120)) as con:
+            check = con.execute("PRAGMA quick_check").fetchall()
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        check, tables = [(str(err),)], set()
+    remedy = (
+        f"restore it from a copy, or move it away to record the sweep anew (the runs under "
+        f"{path.parent / 'trials'} are reused, each resumed from its checkpoint)"
+    )
+    if check != [("ok",)]:
+        detail = "; ".join(str(r[0]) for r in check[:3])
+        raise ValueError(f"the sweep database {path} is damaged ({detail}; {size} bytes): {remedy}")
+    record = path.parent / SWEEP_JSON
+    if "studies" not in tables and record.is_file():
+        what = "is empty (0 bytes)" if size == 0 else "holds no Optuna tables"
+        raise ValueError(
+            f"the sweep database {path} {what}, but {record} records a sweep started there, so the database "
+            f"was emptied or replaced: {remedy}"
+        )
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Optuna flags heartbeats and fail_stale_trials as experimental; the docs say so once instead."""
@@ -128,6 +160,8 @@ def open_storage(url: str, heartbeat: int = 30, grace: int | None = None) -> RDB
         engine = {"connect_args": {"timeout": 120}}  # wait for other workers' writes, not "database is locked"
         if path is not None and not path.parent.is_dir():
             raise ValueError(f"--storage {url!r}: folder {str(path.parent)!r} does not exist")
+        if path is not None and path.exists():
+            check_sqlite_file(path)
     elif url.startswith("postgresql") or url.startswith("mysql"):
         engine = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
