@@ -186,7 +186,7 @@ def canonical_shape(name: str) -> str:
 
 
 def _check_positive(name: str, value: float | Tensor, strict: bool = True) -> None:
-    t = torch.as_tensor(value, dtype=torch.float64)
+    t = torch.as_tensor(value, dtype=torch.float64, device="cpu")  # a check on the host
     bound, accepted = ("> 0", "(0, inf)") if strict else (">= 0", "[0, inf)")
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} must be finite and {bound} (accepted range {accepted}), got {value!r}")
@@ -331,10 +331,11 @@ class SurrogateGradient(nn.Module):
         return self._uniform_moment(self._functions[1], 1, lo, hi, dampening, sharpness)
 
     def _uniform_moment(self, anti: ShapeFn, power: int, lo, hi, dampening, sharpness) -> Tensor:
-        d = self.dampening if dampening is None else torch.as_tensor(dampening)
-        s = self.sharpness if sharpness is None else torch.as_tensor(sharpness)
-        lo_t = torch.as_tensor(lo, dtype=torch.float64)
-        hi_t = torch.as_tensor(hi, dtype=torch.float64)
+        dev = self.dampening.device
+        d = self.dampening if dampening is None else torch.as_tensor(dampening, device=dev)
+        s = self.sharpness if sharpness is None else torch.as_tensor(sharpness, device=dev)
+        lo_t = torch.as_tensor(lo, dtype=torch.float64, device=dev)
+        hi_t = torch.as_tensor(hi, dtype=torch.float64, device=dev)
         d = d.to(torch.float64)
         s = s.to(torch.float64)
         width = (hi_t - lo_t).clamp_min(1e-12)

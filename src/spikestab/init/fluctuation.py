@@ -198,6 +198,13 @@ def _rec_fan_in(layer: SpikingNeurons) -> int:
     return int(layer.recurrent_mask.sum(1).max().item())
 
 
+def _normal(weight: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal float64 draws of ``weight``'s shape on ``weight``'s device, from ``generator`` on its
+    own device (the global CPU generator when None, so that a seed gives the same weights on every device)."""
+    where = generator.device if generator is not None else torch.device("cpu")
+    return torch.randn(weight.shape, generator=generator, dtype=torch.float64, device=where).to(weight.device)
+
+
 @torch.no_grad()
 def fluctuation_init(
     model: nn.Module,
@@ -273,7 +280,7 @@ def fluctuation_init(
             if kind not in moments:
                 continue
             m, sd = moments[kind]
-            noise = torch.randn(weight.shape, generator=generator, dtype=torch.float64)
+            noise = _normal(weight, generator)
             if match_moments:
                 mask = layer.recurrent_mask.double() if kind == "rec" else torch.ones_like(noise)
                 n = mask.sum(1, keepdim=True)

@@ -25,6 +25,7 @@ __all__ = [
     "NonZeros",
     "density",
     "event_linear",
+    "native_kind",
     "runs_natively",
     "nonzeros",
     "sparse_mm",
@@ -39,10 +40,15 @@ EVENT_DENSITY = 0.15
 HIDDEN_EVENT_DENSITY = 0.2
 
 
+def native_kind(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """Whether the C kernels take tensors of this device and dtype: the CPU and float32 only."""
+    return torch.device(device).type == "cpu" and dtype == torch.float32
+
+
 def runs_natively(*tensors: Tensor | None) -> bool:
-    """True when the C kernels can run on these tensors: all on the CPU in float32 (None is ignored) and
-    the native library built and loaded."""
-    ok = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors if t is not None)
+    """True when the C kernels can run on these tensors: all of the ``native_kind`` (CPU float32; None is
+    ignored) and the native library built and loaded."""
+    ok = all(native_kind(t.device, t.dtype) for t in tensors if t is not None)
     return ok and cabi.library() is not None
 
 
@@ -75,9 +81,11 @@ def nonzeros(x: Tensor) -> NonZeros:
     """The non-zeros of x [R, N] (contiguous float32), indexed in chunks of rows."""
     rows, n = x.shape
     step = max(1, _INDEX_CHUNK // max(n, 1))
-    rowptr = torch.zeros(rows + 1, dtype=torch.int64)
+    rowptr = torch.zeros(rows + 1, dtype=torch.int64, device=x.device)
     # room for every entry of a chunk: only the pages written (about nnz entries) are touched
-    cols_buf, vals_buf = torch.empty(min(rows, step) * n, dtype=torch.int32), torch.empty(min(rows, step) * n)
+    size = min(rows, step) * n
+    cols_buf = torch.empty(size, dtype=torch.int32, device=x.device)
+    vals_buf = torch.empty(size, dtype=x.dtype, device=x.device)
     cols, vals, base = [], [], 0
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
@@ -91,14 +99,14 @@ def nonzeros(x: Tensor) -> NonZeros:
         vals.append(vals_buf[:nnz].clone())
         base += nnz
     if not cols:
-        return NonZeros(rowptr, torch.empty(0, dtype=torch.int32), torch.empty(0), (rows, n))
+        return NonZeros(rowptr, cols_buf[:0].clone(), vals_buf[:0].clone(), (rows, n))
     return NonZeros(rowptr, torch.cat(cols), torch.cat(vals), (rows, n))
 
 
 def sparse_mm(x: NonZeros, wt: Tensor, bias: Tensor | None = None) -> Tensor:
     """x [R, N] @ wt [N, H] (+ bias [H]) from the non-zeros of x (wt, bias contiguous float32); each
     output sums its terms from zero in column order, then adds the bias."""
-    out = torch.empty(x.shape[0], wt.shape[1])
+    out = torch.empty(x.shape[0], wt.shape[1], dtype=wt.dtype, device=wt.device)
     cabi.call(
         "spk_csr_mm", ctypes.byref(_csr(x)), cabi.ptr(wt), wt.shape[1], cabi.ptr(bias), cabi.ptr(out), cabi.threads()
     )
@@ -107,7 +115,7 @@ def sparse_mm(x: NonZeros, wt: Tensor, bias: Tensor | None = None) -> Tensor:
 
 def sparse_mm_t(x: NonZeros, g: Tensor) -> Tensor:
     """x [R, N]^T @ g [R, H] -> [N, H] from the non-zeros of x (g contiguous float32)."""
-    out = torch.empty(x.shape[1], g.shape[1])
+    out = torch.empty(x.shape[1], g.shape[1], dtype=g.dtype, device=g.device)
     cabi.call("spk_csr_mm_t", ctypes.byref(_csr(x)), cabi.ptr(g), g.shape[1], cabi.ptr(out), cabi.threads())
     return out
 

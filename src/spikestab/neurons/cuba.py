@@ -84,7 +84,7 @@ def synaptic_filter(current: Tensor, alpha_syn: Tensor, i0: Tensor) -> Tensor:
         k = torch.arange(T, device=current.device)
         lag = (k[:, None] - k[None, :]).to(current.dtype)
         beta = a[0].to(current.dtype)
-        filt = torch.where(lag >= 0, beta ** lag.clamp_min(0.0), torch.zeros((), dtype=current.dtype))
+        filt = torch.where(lag >= 0, beta ** lag.clamp_min(0.0), current.new_zeros(()))
         out = (filt @ current.reshape(T, -1)).reshape(current.shape)
         return out + (beta ** (k + 1).to(current.dtype))[:, None, None] * i0
     steps, i = [], i0

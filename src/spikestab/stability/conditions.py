@@ -268,7 +268,7 @@ def _current_moments(spikes: Tensor, pattern: Tensor, mask: Tensor, mu: Tensor) 
     row_mu = mu.reshape(-1).expand(m.shape[0]).to(z.dtype)
     # mean part: mu_j times the number of active unmasked inputs of j (no H x H product for the usual
     # masked diagonal)
-    if torch.equal(m, 1 - torch.eye(m.shape[0], dtype=m.dtype)):
+    if torch.equal(m, 1 - torch.eye(m.shape[0], dtype=m.dtype, device=m.device)):
         presyn = z.sum(1, keepdim=True) - z
     else:
         presyn = z @ m.t()
@@ -594,7 +594,7 @@ def condition_iv(
         if bounds is not None:  # what the official code's solver returns, next to the argmin above
             per_neuron = _paper_gain_per_neuron(spike_fn, weight_hh, alpha, threshold, reset, detach_reset, bounds)
             extra["official_code_sharpness"], extra["official_code_intended"] = official_sharpness_search(
-                per_neuron, weight_hh.shape[0]
+                per_neuron, weight_hh.shape[0], device=weight_hh.device
             )
     note = ""
     if sg_values is not None:
@@ -617,7 +617,7 @@ def condition_iv(
 def _with_value(spike_fn: SurrogateGradient, solve_for: str, value: float) -> SurrogateGradient:
     """The SG with its sharpness or tail (``solve_for``) set to ``value``."""
     if solve_for == "sharpness":
-        return spike_fn.with_params(sharpness=torch.tensor(value))
+        return spike_fn.with_params(sharpness=torch.tensor(value, device=spike_fn.sharpness.device))
     return spike_fn.with_params(tail=value)
 
 
@@ -678,6 +678,7 @@ def official_sharpness_search(
     candidates: int = OFFICIAL_CANDIDATES,
     seed: int = 0,
     chunk: int = 2_000,
+    device: torch.device | str = "cpu",
 ) -> tuple[float, float]:
     """Condition IV's sharpness as the official code's default solver computes it, and as it intends to.
 
@@ -686,16 +687,18 @@ def official_sharpness_search(
     with ``np.take(seeds, argmin)`` without an axis, i.e. in the *flattened* [candidates, neurons] array, so
     it returns values from the first rows whatever the residual: about the bracket's mean (0.95; the
     paper's Figure 5 draws 1.02). Returns (that value, the intended mean per-neuron argmin), from a seeded
-    generator. ``residual`` maps per-neuron candidates [C, neurons] to residuals [C, neurons]."""
+    generator. ``residual`` maps per-neuron candidates [C, neurons] on ``device`` to residuals [C, neurons];
+    the candidates are drawn on the CPU (the same on every device) and moved there."""
     gen = torch.Generator().manual_seed(seed)
     lo, hi = PAPER_SHARPNESS_BRACKET
     keep = -(-candidates // neurons)  # rows of the candidate array that flat indices < candidates reach
     head: list[Tensor] = []
-    best_r = torch.full((neurons,), math.inf, dtype=torch.float64)
-    best_x = torch.zeros(neurons, dtype=torch.float64)
-    best_i = torch.zeros(neurons, dtype=torch.long)
+    best_r = torch.full((neurons,), math.inf, dtype=torch.float64, device=device)
+    best_x = torch.zeros(neurons, dtype=torch.float64, device=device)
+    best_i = torch.zeros(neurons, dtype=torch.long, device=device)
     for done in range(0, candidates, chunk):
-        draws = lo + (hi - lo) * torch.rand(min(chunk, candidates - done), neurons, generator=gen, dtype=torch.float64)
+        unit = torch.rand(min(chunk, candidates - done), neurons, generator=gen, dtype=torch.float64, device="cpu")
+        draws = lo + (hi - lo) * unit.to(device)
         val, idx = (residual(draws) ** 2).min(0)
         better = val < best_r
         best_r = torch.where(better, val, best_r)

@@ -206,14 +206,14 @@ def condition_g(
         return g_not_applicable(goal, float(fn.dampening.mean()))
 
     def growth_at(dampening: float) -> float:
-        layer.spike_fn = fn.with_params(dampening=torch.tensor(dampening))
+        layer.spike_fn = fn.with_params(dampening=torch.tensor(dampening, device=fn.dampening.device))
         return measure_gradient_growth(layer, x, max_batch)["growth_per_step"]
 
     try:
         res = dampening_for_growth(growth_at, goal, tol)
     finally:
         layer.spike_fn = fn
-    layer.spike_fn = fn.with_params(dampening=torch.tensor(res.chosen))
+    layer.spike_fn = fn.with_params(dampening=torch.tensor(res.chosen, device=fn.dampening.device))
     return res
 
 

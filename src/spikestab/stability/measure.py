@@ -42,6 +42,7 @@ __all__ = [
     "measure_gradient_growth",
     "growth_from_norms",
     "measure_layers",
+    "seeded_normal",
 ]
 
 
@@ -258,7 +259,7 @@ def jacobian_at(layer: SpikingNeurons, trace: Trace, t: int, v_prev: Tensor | No
     with torch.enable_grad():
         v_t = _one_step(layer, trace, t, vp)
         h = v_t.shape[-1]
-        basis = torch.eye(h, dtype=v_t.dtype).unsqueeze(1).expand(h, *v_t.shape)
+        basis = torch.eye(h, dtype=v_t.dtype, device=v_t.device).unsqueeze(1).expand(h, *v_t.shape)
         (jac,) = torch.autograd.grad(v_t, vp, basis, is_grads_batched=True)
     return jac.permute(1, 0, 2).detach()
 
@@ -307,7 +308,7 @@ def measure_jacobian(
         vp = vp0.repeat(probes, 1).requires_grad_(True)
         with torch.enable_grad():
             v_t = _one_step(layer, trace, t, vp, reps=probes)
-            u = torch.randn((probes, *vp0.shape), generator=gen, dtype=v_t.dtype).reshape(v_t.shape)
+            u = seeded_normal((probes, *vp0.shape), gen, v_t).reshape(v_t.shape)
             (g,) = torch.autograd.grad(v_t, vp, u)
         gains.append(((g.double() ** 2).sum(-1) / (u.double() ** 2).sum(-1)).mean().item())
     return {"mean_square_gain": sum(gains) / len(gains), "steps": ts}
@@ -375,15 +376,22 @@ def measure_gradient_growth(layer: SpikingNeurons, x: Tensor, max_batch: int = 8
             for t in range(x.shape[0]):
                 state = step(current[t], state, w, dyn)
                 vs.append(state.v)
-            u = torch.randn(vs[-1].shape, generator=gen, dtype=vs[-1].dtype)
+            u = seeded_normal(vs[-1].shape, gen, vs[-1])
             grads = torch.autograd.grad((vs[-1] * u).sum(), vs)
         else:  # v_t = ... + I_t, so dL/dv_t = dL/dI_t: one kernel call and its (fused) backward
             current = current.requires_grad_(True)
             _, v, _ = kernels.select(layer.backend)(current, w, dyn, state, True)
-            u = torch.randn(v.shape[1:], generator=gen, dtype=v.dtype)
+            u = seeded_normal(v.shape[1:], gen, v)
             (g,) = torch.autograd.grad((v[-1] * u).sum(), current)
             grads = g.unbind(0)
     return growth_from_norms(torch.stack([g.double().norm() for g in grads]))
+
+
+def seeded_normal(shape: tuple[int, ...] | torch.Size, gen: torch.Generator, like: Tensor) -> Tensor:
+    """Standard normal draws of ``shape`` from the seeded CPU generator ``gen``, in ``like``'s dtype on
+    ``like``'s device: the same probe vectors on every device, so a measurement does not depend on where
+    it runs (beyond the rounding of the device's arithmetic)."""
+    return torch.randn(shape, generator=gen, dtype=like.dtype, device="cpu").to(like.device)
 
 
 def growth_from_norms(norms: Tensor) -> dict:
@@ -392,7 +400,7 @@ def growth_from_norms(norms: Tensor) -> dict:
     the gradient has neither underflowed nor overflowed (``measure_gradient_growth``'s fit)."""
     norms = norms.double().flip(0)  # index k = k steps back
     ok = torch.isfinite(norms) & (norms > norms[0] * 1e-30)  # drop underflowed and overflowed steps
-    k = torch.arange(len(norms), dtype=torch.float64)[ok]
+    k = torch.arange(len(norms), dtype=torch.float64, device=norms.device)[ok]
     y = norms[ok].log()
     if len(k) < 2:  # the gradient over- or underflowed within a step: growth +inf or -inf
         grew = bool((~torch.isfinite(norms[1:])).any()) or bool((norms[1:] > norms[0]).any())

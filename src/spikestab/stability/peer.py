@@ -23,7 +23,7 @@ from ..adapters import PeerNeurons, Tap
 from ..surrogate import SurrogateGradient
 from .conditions import ConditionResult
 from .drive import DAMPENING_RANGE, dampening_for_growth, g_not_applicable, threshold_for_rate
-from .measure import growth_from_norms
+from .measure import growth_from_norms, seeded_normal
 from .options import StabilizeOptions, Timings
 from .regime import check_probe, regime_from_scan, regime_targets
 from .report import LayerReport, StabilityReport, rate_warning
@@ -62,7 +62,7 @@ class Runner:
         tap = self.run(batch, index)[index]
         if tap.voltage is None or not tap.voltage.requires_grad:
             raise ValueError(f"{self.neurons[index].name}: its voltage does not depend on its state")
-        u = torch.randn(tap.voltage.shape, generator=torch.Generator().manual_seed(seed)).to(tap.voltage)
+        u = seeded_normal(tap.voltage.shape, torch.Generator().manual_seed(seed), tap.voltage)
         grads = torch.autograd.grad((tap.voltage * u).sum(), tap.perturbations, allow_unused=True)
         if tap.sequence:
             grads = tuple(
@@ -71,7 +71,10 @@ class Runner:
                 for g in (gs.unbind(0) if gs is not None else [None] * seq.shape[0])
             )
         norms = torch.stack(
-            [g.double().norm() if g is not None else torch.zeros((), dtype=torch.float64) for g in grads]
+            [
+                g.double().norm() if g is not None else torch.zeros((), dtype=torch.float64, device=tap.voltage.device)
+                for g in grads
+            ]
         )
         return growth_from_norms(norms)["growth_per_step"]
 
@@ -183,10 +186,10 @@ def _apply_g(runner: Runner, small: Tensor, idx: int, opts: StabilizeOptions, lr
     target is ``growth_ratio`` times the growth the leak alone gives, measured at the smallest dampening
     (log alpha for one decay; for a synaptic current and a membrane, what their two decays give together)."""
     n = runner.neurons[idx]
-    sg = _surrogate(n, lr.notes)
+    sg = _surrogate(n, lr.notes).to(small.device)
 
     def growth_at(dampening: float) -> float:
-        n.install(sg.with_params(dampening=torch.tensor(dampening)))
+        n.install(sg.with_params(dampening=torch.tensor(dampening, device=sg.dampening.device)))
         return runner.growth(small, idx)
 
     leak, high = growth_at(DAMPENING_RANGE[0]), growth_at(DAMPENING_RANGE[1])
@@ -203,7 +206,9 @@ def _apply_g(runner: Runner, small: Tensor, idx: int, opts: StabilizeOptions, lr
         )
     res = dampening_for_growth(growth_at, goal)
     res.extra["leak_growth"] = leak
-    lr.notes.append("G installed " + n.install(sg.with_params(dampening=torch.tensor(res.chosen))))
+    lr.notes.append(
+        "G installed " + n.install(sg.with_params(dampening=torch.tensor(res.chosen, device=sg.dampening.device)))
+    )
     return res
 
 
@@ -315,4 +320,4 @@ def apply_report(model: nn.Module, report: StabilityReport | dict) -> None:
             n.set_threshold(float(conds["D"]["chosen"]))
         if "G" in conds and not (conds["G"].get("fallback") or "").startswith("unchanged"):
             sg = _surrogate(n, [])
-            n.install(sg.with_params(dampening=torch.tensor(float(conds["G"]["chosen"]))))
+            n.install(sg.with_params(dampening=torch.tensor(float(conds["G"]["chosen"]), device=sg.dampening.device)))

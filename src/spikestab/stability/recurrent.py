@@ -89,7 +89,7 @@ def _condition_i(fit: _Fit, opts: StabilizeOptions, timings: Timings) -> Conditi
             fan_in=fit.fan_in,
             input_mean=None if opts.mode == "paper" else fit.in_cur.mean((0, 1)),
         )
-    chosen = torch.as_tensor(res.chosen)
+    chosen = torch.as_tensor(res.chosen, device=layer.weight_ih.device)
     fit.mu = chosen if opts.mode == "paper" else chosen.mean().expand_as(chosen).clone()
     return res
 

@@ -100,10 +100,12 @@ def count_readability(spikes: Tensor, labels: Tensor, classes: int, folds: int =
     line up with them). Deterministic. What a linear readout of time-averaged activity can tell apart."""
     counts = spikes.detach().float().mean(0).double()  # counts <= T: exact in float32
     counts = (counts - counts.mean(0)) / (counts.std(0) + 1e-6)
-    feats = torch.cat([counts, torch.ones(counts.shape[0], 1, dtype=counts.dtype)], 1)  # the bias as a feature
+    feats = torch.cat([counts, counts.new_ones(counts.shape[0], 1)], 1)  # the bias as a feature
     onehot = F.one_hot(labels, classes).double()
-    fold = torch.randperm(counts.shape[0], generator=torch.Generator().manual_seed(0)) % folds
-    penalty = torch.eye(feats.shape[1], dtype=feats.dtype)
+    # the same folds on every device: drawn from a seeded CPU generator
+    gen = torch.Generator().manual_seed(0)
+    fold = torch.randperm(counts.shape[0], generator=gen, device="cpu").to(counts.device) % folds
+    penalty = torch.eye(feats.shape[1], dtype=feats.dtype, device=feats.device)
     penalty[-1, -1] = 0.0  # the bias is not penalised
     correct = 0
     for k in range(folds):

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..adapters import SUPPORTED, find_peer_neurons
 from ..dynamics import NeuronState
+from ..kernels.devices import resolve_device
 from ..neurons.layers import SpikingNeurons, spiking_layers
 from .conditions import (
     III_VARIANTS,
@@ -153,6 +154,51 @@ def _peers(model: nn.Module, layers: list[SpikingNeurons], batch_dim: int) -> li
     return peers
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The one device of ``model``'s parameters and buffers (the CPU for a model without any); ValueError
+    for a model spread over several devices."""
+    devices = {t.device for t in (*model.parameters(), *model.buffers())}
+    if len(devices) > 1:
+        raise ValueError(
+            f"model has tensors on several devices ({', '.join(sorted(map(str, devices)))}): move it to one "
+            "(model.to(device)) or pass device="
+        )
+    return devices.pop() if devices else torch.device("cpu")
+
+
+def to_device(batch, device: torch.device):
+    """``batch`` (a tensor, or tuples / lists / dicts of them) with every tensor on ``device``; anything
+    else unchanged."""
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, (tuple, list)):
+        moved = [to_device(b, device) for b in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _tensors(batch) -> list[Tensor]:
+    """Every tensor of ``batch`` (a tensor, or tuples / lists / dicts of them)."""
+    if isinstance(batch, Tensor):
+        return [batch]
+    if isinstance(batch, (tuple, list)):
+        return [t for b in batch for t in _tensors(b)]
+    if isinstance(batch, dict):
+        return [t for b in batch.values() for t in _tensors(b)]
+    return []
+
+
+def check_on(batch, device: torch.device, name: str) -> None:
+    """ValueError, naming both devices, when a tensor of ``batch`` is not on the model's ``device``."""
+    for t in _tensors(batch):
+        if t.device != device:
+            raise ValueError(
+                f"{name} is on {t.device} but the model is on {device}: move one of them, or pass device= to move both"
+            )
+
+
 def _first_input(model: nn.Module, batch) -> Tensor:
     try:
         x = layer_input(model, batch, 0)
@@ -178,7 +224,9 @@ def _apply_iii(layer: SpikingNeurons, variant: str, timings: Timings) -> Conditi
         )
     with timings.part("conditions_s"):
         res = condition_iii(w.detach(), layer.alpha.detach(), layer.threshold.detach(), layer.reset, variant=variant)
-    layer.spike_fn = layer.spike_fn.with_params(dampening=torch.as_tensor(res.chosen).clone())
+    layer.spike_fn = layer.spike_fn.with_params(
+        dampening=torch.as_tensor(res.chosen, device=layer.spike_fn.dampening.device).clone()
+    )
     return res
 
 
@@ -222,7 +270,7 @@ def _apply_iv(
 ) -> ConditionResult:
     """Condition IV: the sharpness (or tail) for a unit mean-square transition gain."""
     w = layer.recurrent_weight()
-    w = torch.zeros(layer.hidden_size, layer.hidden_size) if w is None else w.detach()
+    w = layer.weight_ih.new_zeros(layer.hidden_size, layer.hidden_size) if w is None else w.detach()
     if opts.mode == "measured" and trace is None:
         trace = record(layer, xs)
     with timings.part("conditions_s"):
@@ -237,7 +285,9 @@ def _apply_iv(
             **_iv_inputs(layer, w, trace),
         )
     if opts.solve_for == "sharpness":
-        layer.spike_fn = layer.spike_fn.with_params(sharpness=torch.tensor(float(res.chosen)))
+        layer.spike_fn = layer.spike_fn.with_params(
+            sharpness=torch.tensor(float(res.chosen), device=layer.spike_fn.sharpness.device)
+        )
     else:
         layer.spike_fn = layer.spike_fn.with_params(tail=float(res.chosen))
     if not res.feasible:
@@ -352,6 +402,7 @@ def stabilize(
     probe: tuple[Tensor, Tensor] | None = None,
     regime: str = "auto",
     batch_dim: int = 1,
+    device: torch.device | str | None = None,
 ) -> StabilityReport:
     """Apply stability conditions to every spiking layer of ``model``, in place, layer by layer, and
     measure what each achieved. Returns a :class:`StabilityReport`. ``conditions=None`` (or "auto")
@@ -384,6 +435,13 @@ def stabilize(
     model's own forward pass and written into those libraries' own thresholds and SGs
     (``stability.peer``; docs/bring_your_own.md). ``batch`` (and the probe's inputs) must then be a tensor
     whose samples lie along ``batch_dim`` (1: time first, [T, B, ...]; 0: batch first).
+
+    ``device``: where everything runs (the captures, the regime probe, the conditions' simulations and the
+    measurements). None follows the model: its parameters' device (one device; ValueError for a model
+    spread over several), where ``batch`` and ``probe`` must be too (ValueError naming both devices
+    otherwise). Given ("cpu", "cuda", "cuda:N", "auto" or a ``torch.device``;
+    ``kernels.devices.resolve_device``), the model, ``batch`` and ``probe`` are moved there first (the
+    model in place).
 
     ``mode="paper"`` uses the official code's formulas (per-neuron means for I); ``mode="measured"`` takes
     expectations over the recorded dynamics and iterates I/II on the simulated network until the measured
@@ -420,6 +478,7 @@ def stabilize(
     )
     layers, conds = _validate(model, conditions, opts)
     validate_regime(regime)
+    target = model_device(model) if device is None else resolve_device(device)
     if conds != RECIPE and (probe is not None or regime != "auto"):
         raise ValueError(
             f"probe and regime apply to the recommended recipe {list(RECIPE)} only, not to conditions {list(conds)}"
@@ -427,12 +486,17 @@ def stabilize(
     if probe is not None and not (isinstance(probe, (tuple, list)) and len(probe) == 2):
         raise ValueError(f"probe must be a pair (inputs [T, B, ...], labels [B]), got {type(probe).__name__}")
     peers = _peers(model, layers, batch_dim)
-    if peers:
-        return stabilize_peer(
-            model, batch, peers, conds, opts, None if probe is None else (probe[0], probe[1]), regime, batch_dim
-        )
-    if probe is not None:
+    if device is None:
+        check_on(batch, target, "batch")
+        check_on(probe, target, "probe")
+    if probe is not None and not peers:
         check_probe(*probe)
+    if device is not None:
+        model.to(target)
+        batch = to_device(batch, target)
+        probe = None if probe is None else (to_device(probe[0], target), to_device(probe[1], target))
+    if peers:
+        return stabilize_peer(model, batch, peers, conds, opts, probe, regime, batch_dim)
     _first_input(model, batch)
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
     spike_fns = [layer.spike_fn for layer in layers]
