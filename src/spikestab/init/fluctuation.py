@@ -236,37 +236,13 @@ def fluctuation_init(
         >>> round(rep.layers[0].target_sigma_u, 6)
         1.0
     """
-    nu = _positive("nu (input rate, spikes per step)", nu)
-    if epsilon is not None:
-        epsilon = _positive("epsilon (the PSP-integral override)", epsilon)
-    if xi is not None and sigma_u is not None:
-        raise ValueError(f"give xi or sigma_u, not both (got xi={xi!r}, sigma_u={sigma_u!r})")
-    if xi is not None:
-        _positive("xi (distance to threshold in standard deviations)", xi)
-    if sigma_u is not None:
-        _positive("sigma_u (target membrane standard deviation)", sigma_u)
-    if not (mu_u == "threshold" or (isinstance(mu_u, (int, float)) and math.isfinite(mu_u))):
-        raise ValueError(f"mu_u must be a finite number or 'threshold', got {mu_u!r}")
+    nu, epsilon = _check_arguments(nu, mu_u, xi, sigma_u, epsilon)
     layers = spiking_layers(model)
     if not layers:
         raise ValueError("model must contain at least one spikestab spiking layer (LIF, ALIF, CubaLIF)")
     plans = []
     for index, layer in enumerate(layers):
-        thr = layer.threshold.detach().double()
-        mu = thr if mu_u == "threshold" else torch.full_like(thr, float(mu_u))
-        paper_case = False
-        if xi is not None:
-            if (mu > thr).any():
-                raise ValueError(
-                    f"mu_u must be at most the threshold ({thr.min().item():g}) when xi is given (xi = "
-                    f"(threshold - mu_U) / sigma_U > 0), got mu_u = {mu.max().item():g} in layer {index}"
-                )
-            paper_case = bool((mu == thr).all())
-            if not paper_case and (mu == thr).any():
-                raise ValueError(f"mu_u equals the threshold for some neurons of layer {index} only; use one threshold")
-            spread = None if paper_case else (thr - mu) / xi
-        else:
-            spread = torch.full_like(thr, 1.0 if sigma_u is None else float(sigma_u))
+        thr, mu, spread, paper_case = _target(layer, index, mu_u, xi, sigma_u)
         a, s = _decays(layer)
         ebar, ehat = (torch.full_like(thr, epsilon),) * 2 if epsilon is not None else psp_integrals(a, s)
         n_ff, n_rec = layer.input_size, _rec_fan_in(layer)
@@ -276,17 +252,7 @@ def fluctuation_init(
             )
         except ValueError as err:
             raise ValueError(f"layer {index}: {err}") from None
-        for kind, weight in (("ff", layer.weight_ih), ("rec", layer.weight_hh)):
-            if kind not in moments:
-                continue
-            m, sd = moments[kind]
-            noise = _normal(weight, generator)
-            if match_moments:
-                mask = layer.recurrent_mask.double() if kind == "rec" else torch.ones_like(noise)
-                n = mask.sum(1, keepdim=True)
-                noise = (noise - (noise * mask).sum(1, keepdim=True) / n) * mask
-                noise = noise / ((noise**2).sum(1, keepdim=True) / n).sqrt()
-            weight.copy_((m[:, None] + sd[:, None] * noise).to(weight.dtype))
+        _draw(layer, moments, generator, match_moments)
         promised = cast(
             Tensor,
             sum(
@@ -314,6 +280,60 @@ def fluctuation_init(
             )
         )
     return FluctuationReport(nu, alpha, epsilon, plans)
+
+
+def _check_arguments(
+    nu: float, mu_u: float | str, xi: float | None, sigma_u: float | None, epsilon: float | None
+) -> tuple[float, float | None]:
+    """``fluctuation_init``'s arguments checked (ValueError naming the first bad one): (nu, epsilon)."""
+    nu = _positive("nu (input rate, spikes per step)", nu)
+    if epsilon is not None:
+        epsilon = _positive("epsilon (the PSP-integral override)", epsilon)
+    if xi is not None and sigma_u is not None:
+        raise ValueError(f"give xi or sigma_u, not both (got xi={xi!r}, sigma_u={sigma_u!r})")
+    if xi is not None:
+        _positive("xi (distance to threshold in standard deviations)", xi)
+    if sigma_u is not None:
+        _positive("sigma_u (target membrane standard deviation)", sigma_u)
+    if not (mu_u == "threshold" or (isinstance(mu_u, (int, float)) and math.isfinite(mu_u))):
+        raise ValueError(f"mu_u must be a finite number or 'threshold', got {mu_u!r}")
+    return nu, epsilon
+
+
+def _target(
+    layer: SpikingNeurons, index: int, mu_u: float | str, xi: float | None, sigma_u: float | None
+) -> tuple[Tensor, Tensor, Tensor | None, bool]:
+    """Layer ``index``'s threshold, target membrane mean and spread (None in the paper's case: mu_U at the
+    threshold with xi given), and whether it is the paper's case."""
+    thr = layer.threshold.detach().double()
+    mu = thr if mu_u == "threshold" else torch.full_like(thr, float(mu_u))
+    if xi is None:
+        return thr, mu, torch.full_like(thr, 1.0 if sigma_u is None else float(sigma_u)), False
+    if (mu > thr).any():
+        raise ValueError(
+            f"mu_u must be at most the threshold ({thr.min().item():g}) when xi is given (xi = "
+            f"(threshold - mu_U) / sigma_U > 0), got mu_u = {mu.max().item():g} in layer {index}"
+        )
+    paper_case = bool((mu == thr).all())
+    if not paper_case and (mu == thr).any():
+        raise ValueError(f"mu_u equals the threshold for some neurons of layer {index} only; use one threshold")
+    return thr, mu, None if paper_case else (thr - mu) / xi, paper_case
+
+
+def _draw(layer: SpikingNeurons, moments: dict, generator: torch.Generator | None, match_moments: bool) -> None:
+    """Draw the layer's W_ih (and W_hh) from normals of ``moments`` (per neuron: mean, std), in place;
+    ``match_moments``: each neuron's incoming weights shifted and scaled to exactly those moments."""
+    for kind, weight in (("ff", layer.weight_ih), ("rec", layer.weight_hh)):
+        if kind not in moments:
+            continue
+        m, sd = moments[kind]
+        noise = _normal(weight, generator)
+        if match_moments:
+            mask = layer.recurrent_mask.double() if kind == "rec" else torch.ones_like(noise)
+            n = mask.sum(1, keepdim=True)
+            noise = (noise - (noise * mask).sum(1, keepdim=True) / n) * mask
+            noise = noise / ((noise**2).sum(1, keepdim=True) / n).sqrt()
+        weight.copy_((m[:, None] + sd[:, None] * noise).to(weight.dtype))
 
 
 def free_membrane(layer: SpikingNeurons, x: Tensor, presynaptic: Tensor | None = None) -> Tensor:
