@@ -45,6 +45,9 @@ from spikestab.regularizers import l1_rate, l2_population
 from spikestab.stability import stabilize
 from spikestab.stability.stabilize import model_device, to_device
 from spikestab.surrogate import SurrogateGradient
+from test_adapters import NETS as PEER_NETS
+from test_adapters import Logits
+from test_adapters import data as peer_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -276,25 +279,16 @@ def test_recipe_with_its_regime_probe_names_its_devices():
     assert report.regime["measured"]
 
 
-def test_peer_model_recipe_names_its_devices():
-    snn = pytest.importorskip("snntorch")
-
-    class Peer(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc, self.lif, self.out = nn.Linear(N, H), snn.RLeaky(beta=0.9, linear_features=H), nn.Linear(H, 3)
-
-        def forward(self, x):
-            spk, mem = self.lif.init_rleaky()
-            outs = []
-            for t in range(x.shape[0]):
-                spk, mem = self.lif(self.fc(x[t]), spk, mem)
-                outs.append(self.out(spk))
-            return torch.stack(outs)
-
-    torch.manual_seed(2)
+@pytest.mark.parametrize(
+    "name", ["snntorch-rleaky", "norse-lsnnrecurrentcell", "norse-lifrecurrent", "spikingjelly-container"]
+)
+def test_peer_model_recipe_names_its_devices(name):
+    """The recipe on snnTorch, Norse and SpikingJelly models (test_adapters' networks, one per adapter and
+    kind of loop): spikestab's lines of the peer path and the adapters."""
+    torch.manual_seed(0)
+    net = Logits(PEER_NETS[name][0]())
     with device_checked():
-        stabilize(Peer(), spikes(30, 4, N, rate=0.2))
+        stabilize(net, peer_data())
 
 
 def test_calibrations_name_their_devices():

@@ -33,7 +33,8 @@ class SpikingJellyNeurons(PeerNeurons):
         return "subtract" if v_reset is None else f"to v_reset={v_reset:g}"
 
     def threshold(self) -> Tensor:
-        return torch.as_tensor(float(self.module.v_threshold))
+        """SpikingJelly keeps the threshold as a Python number: a 0-dim tensor on the host."""
+        return torch.as_tensor(float(self.module.v_threshold), device="cpu")
 
     def set_threshold(self, value: float) -> None:
         self.module.v_threshold = float(value)

@@ -243,7 +243,7 @@ def native_blocker(current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, sta
     per_neuron = [dyn.alpha, dyn.threshold] + ([dyn.rho, dyn.beta_adapt] if dyn.adaptive else [])
     states = [state.v, state.z] + ([state.a] if dyn.adaptive else [])
     tensors = [current, weight_hh, *per_neuron, *states]
-    if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors if t is not None):
+    if not all(sparse.native_kind(t.device, t.dtype) for t in tensors if t is not None):
         kinds = sorted({f"{t.device.type} {t.dtype}" for t in tensors if t is not None})
         return f"the C loops run on CPU float32 tensors only, got {', '.join(kinds)}"
     if any(p.dim() > 1 or p.numel() not in (1, hidden) for p in per_neuron):
