@@ -18,6 +18,7 @@ from ..stability.regime import REGIMES
 from ..stability.stabilize import MODES, RECIPE, resolve_conditions
 from ..surrogate import SHAPES, canonical_shape
 from .fields import POSITIVE, Check, Range, fraction, integer, one_of, option, rows
+from .loggers import LOGGERS
 
 __all__ = ["RENAMED", "TASKS", "TrainConfig", "migrate", "parse_conditions", "parse_layers", "with_defaults"]
 
@@ -26,7 +27,7 @@ ON_NONFINITE = ("stop", "skip")
 LR_MAX = 3.4e37  # AdamW's first update is lr / (1 - beta1) = 10 lr, and float32 ends at 3.4e38
 
 # fields that do not change what a run computes: they may differ when a run is resumed
-NON_RESULT_FIELDS = ("out", "data_dir", "checkpoint_every", "progress", "max_minutes", "threads")
+NON_RESULT_FIELDS = ("out", "data_dir", "checkpoint_every", "progress", "max_minutes", "threads", "log")
 
 # names renamed to one vocabulary (issue 23): old field -> new field, and old -> new values of a field.
 # Run folders, sweep databases and result files written before keep the old ones; ``migrate`` reads them.
@@ -45,6 +46,14 @@ def migrate(stored: Mapping[str, Any]) -> dict:
             raise ValueError(f"config holds both {key!r} and {new!r} (the new name of {key!r}); keep {new!r}")
         out[new] = RENAMED_VALUES.get(new, {}).get(value, value) if isinstance(value, str) else value
     return out
+
+
+def parse_log(spec: str | list | tuple | None) -> tuple[str, ...]:
+    """``tensorboard,csv`` -> ("tensorboard", "csv") (each once, in the order given); ``none``, empty or
+    None -> ()."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec or ())
+    names = [str(s).strip() for s in items if str(s).strip()]
+    return () if names == ["none"] else tuple(dict.fromkeys(names))
 
 
 def parse_conditions(spec: str | list | tuple | None) -> tuple[str, ...]:
@@ -72,6 +81,14 @@ LR = Range(
             lambda v: v <= LR_MAX,
             f"a finite number in (0, {LR_MAX:g}]",
             " (AdamW's first step is lr / (1 - 0.9), which must fit in float32)",
+        ),
+    )
+)
+LOG = Range(
+    (
+        Check(
+            lambda v: isinstance(v, tuple) and all(x in LOGGERS for x in v),
+            f"'none' or a comma-separated list of {', '.join(LOGGERS)}",
         ),
     )
 )
@@ -151,6 +168,12 @@ class TrainConfig:
     )
     max_minutes: float | None = option(None, "stop training after this many minutes, then test", MINUTES, float)
     progress: bool = option(True, "no progress bar (default: a bar per epoch)", flag=bool)
+    log: tuple[str, ...] = option(
+        (),
+        "copies of metrics.jsonl for other tools: tensorboard (event files in OUT/tensorboard), csv "
+        "(OUT/metrics.csv); comma-separated (default: none)",
+        LOG,
+    )
     threads: int | None = option(
         None, "torch CPU threads (1 is often fastest on a shared machine)", integer(1, optional="torch's default"), int
     )
@@ -158,6 +181,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.layers = parse_layers(self.layers)
         self.conditions = parse_conditions(self.conditions)
+        self.log = parse_log(self.log)
         self.validate()
 
     def validate(self) -> None:
@@ -185,6 +209,7 @@ class TrainConfig:
         d = asdict(self)
         d["layers"] = list(self.layers)
         d["conditions"] = list(self.conditions)
+        d["log"] = list(self.log)
         return d
 
     def result_fields(self) -> dict:

@@ -27,6 +27,7 @@ from ..regularizers import SparsityLoss, parse_sparsity
 from . import nonfinite as nf
 from .config import TrainConfig
 from .evaluate import evaluate, sample_activity
+from .loggers import check_installed
 from .metrics import MetricsLog
 from .progress import Progress
 from .run_folder import RunFolder
@@ -63,6 +64,7 @@ class Trainer:
         self.cfg = cfg
         self.on_step, self.on_epoch, self.log = on_step, on_epoch, log
         self.folder = RunFolder(cfg.out, log=log)  # checks --out before any data loads
+        check_installed(cfg.log)  # --log tensorboard without its package: said before any work
         self.out = self.folder.out
         if cfg.threads is not None:
             # tiny per-step ops: on a shared CPU one thread is often many times faster than two
@@ -169,7 +171,14 @@ class Trainer:
         ck = self.check_out_dir(resume) if self.writes else None
         if self.parallel is not None:  # every rank continues rank 0's checkpoint
             ck = self.parallel.broadcast(ck)
-        metrics = self.folder.open(resume)
+        metrics = self.folder.open(resume, self.cfg.log)
+        try:
+            return self._fit(ck, metrics)
+        finally:
+            metrics.close()
+
+    def _fit(self, ck: dict | None, metrics: MetricsLog) -> dict:
+        """``fit`` from checkpoint ``ck`` (None: a fresh start) with the run's metrics log open."""
         if ck is None:
             self._start(metrics)
         elif not self._continue(ck, metrics):
