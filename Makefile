@@ -4,7 +4,7 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := test,data,plots,sweeps,audio,nir
+EXTRAS := test,data,plots,sweeps,audio,nir,log
 # The peer libraries whose networks spikestab.adapters stabilises and whose NIR graphs spikestab.nir reads,
 # so that their tests run in CI. --no-deps: their requirements (torchvision, torchaudio) would replace the
 # pinned CPU torch; what they import at run time is in the extras above or listed here (loguru).

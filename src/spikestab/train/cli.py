@@ -11,6 +11,7 @@ from pathlib import Path
 from .distributed import main as distributed_main
 from .distributed import under_torchrun
 from .flags import add_config_options, config_from_args
+from .loggers import check_installed
 from .report import report
 from .trainer import Trainer
 
@@ -66,6 +67,7 @@ def _where(trainer: Trainer | None) -> str:
 
 def _cmd(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    check_installed(cfg.log)  # before any process starts
     if args.nproc is not None or under_torchrun():  # data-parallel: train/distributed.py
         return distributed_main(cfg, args.nproc, args.resume, args.figures)
     trainer = None

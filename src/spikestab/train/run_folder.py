@@ -8,7 +8,7 @@ with the best validation loss; ``config.json``, ``stability.json`` and ``results
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from ..files import atomic_torch_save, atomic_write_json, previous_path, remove_
 from ..models import load_model_state
 from .checkpoint import load_checkpoint, load_latest_checkpoint
 from .config import TrainConfig, with_defaults
+from .loggers import open_loggers
 from .metrics import MetricsLog
 
 
@@ -72,14 +73,16 @@ class RunFolder:
             )
         return ck
 
-    def open(self, resume: bool) -> MetricsLog:
+    def open(self, resume: bool, log: Sequence[str] = ()) -> MetricsLog:
         """Create the folder; on resume, remove the temporaries of writes a killed run left unfinished (also
-        of one killed before its first checkpoint). Returns the metrics log."""
+        of one killed before its first checkpoint). Returns the metrics log, copied to the loggers ``log``
+        names (``loggers.py``: metrics.csv, tensorboard/)."""
         if self.writes:
             self.out.mkdir(parents=True, exist_ok=True)
             if resume:
                 remove_stale_temporaries(self.out)
-        return MetricsLog(self.out / "metrics.jsonl", enabled=self.writes)
+        loggers = open_loggers(log, self.out) if self.writes else []
+        return MetricsLog(self.out / "metrics.jsonl", enabled=self.writes, loggers=loggers)
 
     def write_json(self, name: str, obj: Any) -> None:
         """``obj`` as strict JSON in ``out/name`` (this process writes)."""
