@@ -28,6 +28,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 DB_NAME = "sweep.db"
+SWEEP_JSON = "sweep.json"  # the sweep's definition, beside its database (written by study.write_sweep_json)
 MAX_RETRY = 3  # a trial whose worker died is retried this many times (then it stays FAIL)
 
 
@@ -104,8 +105,6 @@ def check_sqlite_file(path: Path) -> None:
     records a sweep started there. Only reads (a read-write connection all the same: a writer killed in
     a transaction leaves a hot journal, which only a writable connection rolls back; read-only, SQLite
     reports such an intact database as unwritable)."""
-    from .study import SWEEP_JSON
-
     size = path.stat().st_size
     try:
         with contextlib.closing(sqlite3.connect(path, timeout=120)) as con:

@@ -23,11 +23,10 @@ from optuna.trial import TrialState
 from ..files import atomic_write_json
 from ..train.config import NON_RESULT_FIELDS, TrainConfig, migrate, with_defaults
 from . import space as sp
-from .storage import masked, queue_lock
+from .storage import SWEEP_JSON, masked, queue_lock
 
 SPEC_ATTR = "spikestab_sweep"  # study user attribute: the definition a rerun must match
 QUEUED_ATTR = "spikestab_queued"  # study user attribute: set once every point is queued
-SWEEP_JSON = "sweep.json"
 SAMPLERS = ("tpe", "random")
 
 
