@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +185,31 @@ def test_make_shd_with_espeak_end_to_end(tmp_path):
     assert data["keys"] == list(synth.KEYS)
     assert min(len(u) for u in data["units"]) > 500  # every word produced a spike pattern
     assert Path(summary["files"][1]).is_file()
+
+
+def test_encode_audio_names_every_file_it_cannot_encode_before_encoding_any(tmp_path, capsys):
+    soundfile = pytest.importorskip("soundfile")
+    (tmp_path / "yes").mkdir()
+    t = np.arange(1600) / 16000
+    good = tmp_path / "yes" / "good.wav"
+    soundfile.write(good, 0.3 * np.sin(2 * np.pi * 440 * t), 16000)
+    text = tmp_path / "yes" / "notes.txt"
+    text.write_text("a text file, not audio\n")
+    renamed = tmp_path / "yes" / "fake.wav"
+    renamed.write_text("a text file named .wav\n")
+    short = tmp_path / "yes" / "short.wav"
+    soundfile.write(short, np.ones(10) * 0.1, 16000)
+    slow = tmp_path / "yes" / "slow.wav"
+    soundfile.write(slow, 0.3 * np.sin(2 * np.pi * 440 * t), 4000)
+    out = tmp_path / "mine.h5"
+    assert main(["encode-audio", str(good), str(text), str(renamed), str(short), str(slow), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(good) + ":" not in err, err
+    assert f"{text}: not an audio file soundfile can read" in err and f"{renamed}: not an audio file" in err
+    assert f"{short}: 10 samples; at least 16 are needed" in err
+    assert f"{slow}: sample rate 4000 Hz; expected 8000..192000 Hz" in err
+    silent = tmp_path / "yes" / "silent.wav"
+    soundfile.write(silent, np.zeros(1600), 16000)
+    with pytest.raises(ValueError, match=re.escape(f"FILES: {silent}: audio: must be finite and not all zeros")):
+        make_shd.encode_files([str(good), str(silent)], out, log=io.StringIO())
+    assert not out.exists()

@@ -88,3 +88,34 @@ def test_writer_refuses_the_spike_times_the_reader_refuses(tmp_path):
     with pytest.raises(ValueError, match=re.escape("times of sample 0 holds the spike time NaN (spike 1)")):
         write_shd(tmp_path / "x.h5", times, [np.array([1, 2]), np.array([3])], [0, 1], [0, 0], KEYS)
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_overwritten_bytes_anywhere_are_a_clear_error_naming_the_file(tmp_path):
+    """64 bytes overwritten at every 128th offset: each damaged copy either still reads as valid SHD
+    samples (the bytes fell in unused space or into spike values still in range) or raises ValueError
+    naming the file; h5py's RuntimeError, KeyError and TypeError used to escape."""
+    good = _good_file(tmp_path / "good.h5", n=20)
+    data = good.read_bytes()
+    refused = 0
+    for offset in range(0, len(data), 128):
+        bad = tmp_path / f"bad_{offset}.h5"
+        bad.write_bytes(data[:offset] + bytes([0xA5]) * 64 + data[offset + 64 :])
+        try:
+            read_shd(bad)
+        except ValueError as err:
+            assert str(bad) in str(err), err
+            refused += 1
+    assert refused >= 5
+
+
+@pytest.mark.parametrize("n_train, n_test, bad", [(0, 4, "train"), (1, 4, "train"), (4, 0, "test")])
+def test_shd_files_with_too_few_samples_name_the_file(tmp_path, n_train, n_test, bad):
+    """An empty file (or one training sample: the 95/5 split leaves no training batch) once ended in
+    a StopIteration when training started."""
+    from spikestab.data import load_task
+
+    _good_file(tmp_path / "shd_train.h5", n=n_train)
+    _good_file(tmp_path / "shd_test.h5", n=n_test)
+    n = n_train if bad == "train" else n_test
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / f'shd_{bad}.h5'} holds {n} sample(s)")):
+        load_task("shd", tmp_path)

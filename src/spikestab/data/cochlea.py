@@ -44,6 +44,8 @@ except ImportError as err:  # pragma: no cover - numba is in the "audio" extra
 
 N_CHANNELS = 700
 RMS_LEVEL = 0.3
+MIN_SAMPLES = 16  # the shortest waveform encode() takes
+RATES = (8000, 192000)  # the sample rates (Hz) encode() takes
 
 # Basilar membrane (Sieroka et al. 2006), SI-like model units as in lauscher.
 _BM_A, _BM_ALPHA, _BM_RHO, _BM_LENGTH = 3500.0, 3.0, 1.0, 3.5
@@ -346,10 +348,10 @@ def encode(audio: np.ndarray, sample_rate: int, *, n_channels: int = N_CHANNELS,
     ``audio`` 1-D float samples at ``sample_rate`` Hz (8 kHz to 192 kHz); returns the spikes sorted by
     time then unit, with time resolution 1/(sample_rate // 2)."""
     audio = np.asarray(audio)
-    if audio.ndim != 1 or len(audio) < 16:
-        raise ValueError(f"audio: expected a 1-D waveform of at least 16 samples, got shape {audio.shape}")
-    if int(sample_rate) != sample_rate or not 8000 <= sample_rate <= 192000:
-        raise ValueError(f"sample_rate: expected an integer in 8000..192000 Hz, got {sample_rate}")
+    if audio.ndim != 1 or len(audio) < MIN_SAMPLES:
+        raise ValueError(f"audio: expected a 1-D waveform of at least {MIN_SAMPLES} samples, got shape {audio.shape}")
+    if int(sample_rate) != sample_rate or not RATES[0] <= sample_rate <= RATES[1]:
+        raise ValueError(f"sample_rate: expected an integer in {RATES[0]}..{RATES[1]} Hz, got {sample_rate}")
     if not 1 <= n_channels <= 4096:
         raise ValueError(f"n_channels: expected 1..4096, got {n_channels}")
     velocity, rate = basilar_membrane(prepare(audio), int(sample_rate), n_channels)

@@ -248,19 +248,43 @@ def _read_mono(path: Path) -> tuple[np.ndarray, int]:
     return audio.mean(axis=1), int(rate)  # several channels are averaged to mono
 
 
+def _audio_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be encoded, from its header alone (no decoding): not found, not an audio
+    file soundfile reads, too short, or a sample rate the cochlear model does not take; None if fine."""
+    import soundfile
+
+    from .cochlea import MIN_SAMPLES, RATES
+
+    if not path.is_file():
+        return "not found"
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.SoundFileError, RuntimeError) as err:
+        return f"not an audio file soundfile can read ({str(err).removeprefix(f'Error opening {str(path)!r}: ')})"
+    if info.frames < MIN_SAMPLES:
+        return f"{info.frames} samples; at least {MIN_SAMPLES} are needed"
+    if not RATES[0] <= info.samplerate <= RATES[1]:
+        return f"sample rate {info.samplerate} Hz; expected {RATES[0]}..{RATES[1]} Hz"
+    return None
+
+
 def encode_files(files: list[str], out: str | os.PathLike, *, seed: int = 0, log=sys.stderr) -> Path:
-    """Encode audio files into one SHD h5 file; a file's class is the name of its folder."""
+    """Encode audio files into one SHD h5 file; a file's class is the name of its folder. Every file is
+    checked (:func:`_audio_problem`) before any is encoded; a ValueError names each bad one."""
     from . import cochlea
 
     paths = [Path(f) for f in files]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise ValueError(f"FILES: not found: {', '.join(missing)}")
+    problems = [f"{p}: {why}" for p in paths if (why := _audio_problem(p)) is not None]
+    if problems:
+        raise ValueError("FILES: " + "; ".join(problems))
     keys = sorted({p.resolve().parent.name for p in paths})
     times, units, labels = [], [], []
     for i, path in enumerate(paths):
         audio, rate = _read_mono(path)
-        spikes = cochlea.encode(audio, rate, seed=seed + i)
+        try:
+            spikes = cochlea.encode(audio, rate, seed=seed + i)
+        except ValueError as err:  # e.g. silence: nothing to normalise
+            raise ValueError(f"FILES: {path}: {err}") from None
         times.append(spikes.times)
         units.append(spikes.units)
         labels.append(keys.index(path.resolve().parent.name))

@@ -83,21 +83,35 @@ def read_shd(path: str | os.PathLike, n_channels: int = N_CHANNELS) -> dict[str,
     try:
         with h5py.File(path, "r") as f:
             missing = [k for k in ("spikes/times", "spikes/units", "labels", "extra/keys") if k not in f]
-            if missing:
-                raise ValueError(f"{path} is not an SHD file: missing datasets {missing}")
-            times = [np.asarray(t, dtype=np.float32) for t in f["spikes/times"][()]]
-            units = [np.asarray(u, dtype=np.int32) for u in f["spikes/units"][()]]
-            labels = np.asarray(f["labels"][()], dtype=np.int64)
-            n = len(labels)
-            speakers = (
-                np.asarray(f["extra/speaker"][()], dtype=np.int64)
-                if "extra/speaker" in f
-                else np.full(n, -1, dtype=np.int64)
-            )
-            keys = [k.decode() if isinstance(k, bytes) else str(k) for k in f["extra/keys"][()]]
-            meta = {k: np.asarray(v[()]) for k, v in f["extra/meta_info"].items()} if "extra/meta_info" in f else {}
-    except OSError as err:  # h5py raises OSError on truncated or non-HDF5 files
-        raise ValueError(f"{path} is not a readable HDF5 file (corrupt or truncated?): {err}") from err
+            data = None if missing else _datasets(f)
+    except Exception as err:  # damaged files: h5py raises OSError, RuntimeError, KeyError, TypeError, ...
+        raise ValueError(
+            f"{path} is not a readable HDF5 file (corrupt or truncated?): {type(err).__name__}: {err}"
+        ) from err
+    if data is None:
+        raise ValueError(f"{path} is not an SHD file: missing datasets {missing}")
+    _check(path, data, n_channels)
+    return data
+
+
+def _datasets(f: Any) -> dict[str, Any]:
+    """The arrays of an open SHD h5 file (see :func:`read_shd`)."""
+    labels = np.asarray(f["labels"][()], dtype=np.int64)
+    speaker = f["extra/speaker"][()] if "extra/speaker" in f else np.full(len(labels), -1)
+    return dict(
+        times=[np.asarray(t, dtype=np.float32) for t in f["spikes/times"][()]],
+        units=[np.asarray(u, dtype=np.int32) for u in f["spikes/units"][()]],
+        labels=labels,
+        speakers=np.asarray(speaker, dtype=np.int64),
+        keys=[k.decode() if isinstance(k, bytes) else str(k) for k in f["extra/keys"][()]],
+        meta={k: np.asarray(v[()]) for k, v in f["extra/meta_info"].items()} if "extra/meta_info" in f else {},
+    )
+
+
+def _check(path: Path, data: dict[str, Any], n_channels: int) -> None:
+    """ValueError naming ``path`` when the arrays read from it do not form SHD samples."""
+    times, units, labels, speakers, keys = (data[k] for k in ("times", "units", "labels", "speakers", "keys"))
+    n = len(labels)
     if not (len(times) == len(units) == n == len(speakers)):
         raise ValueError(
             f"{path}: inconsistent sample counts: times {len(times)}, units {len(units)}, "
@@ -116,7 +130,6 @@ def read_shd(path: str | os.PathLike, n_channels: int = N_CHANNELS) -> dict[str,
             f"{path}: spikes/units of sample {sample} holds the unit {int(value)} (spike {spike}); "
             f"units must lie in [0, {n_channels - 1}]"
         )
-    return dict(times=times, units=units, labels=labels, speakers=speakers, keys=keys, meta=meta)
 
 
 def write_shd(

@@ -88,6 +88,12 @@ def _shd(
     if dt <= 0 or int(n_steps) != n_steps or n_steps < 1:
         raise ValueError(f"dt must be > 0 and n_steps an integer >= 1, got dt={dt}, n_steps={n_steps}")
     files = {s: shd.read_shd(folder / f"shd_{s}.h5") for s in ("train", "test")}
+    for split, least in (("train", 2), ("test", 1)):  # train: split 95/5 into training and validation
+        if len(files[split]["labels"]) < least:
+            raise ValueError(
+                f"{folder / f'shd_{split}.h5'} holds {len(files[split]['labels'])} sample(s); it needs at least "
+                f"{least}" + (" (split 95/5 into training and validation samples)" if split == "train" else "")
+            )
     if files["train"]["keys"] != files["test"]["keys"]:
         raise ValueError(f"{folder}: shd_train.h5 and shd_test.h5 have different extra/keys")
 
