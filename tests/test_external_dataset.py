@@ -12,6 +12,7 @@ import tonic
 import torch
 from torch.utils.data import TensorDataset
 
+from spikestab.cli import main
 from spikestab.data.external import task_from_datasets
 from spikestab.train import TrainConfig, Trainer
 
@@ -128,3 +129,41 @@ def test_bad_datasets_are_refused_with_the_sample_named():
         task_from_datasets(good, good, class_names=["only"])
     with pytest.raises(ValueError, match="val_fraction must lie in"):
         task_from_datasets(good, good, val_fraction=1.0)
+
+
+def test_an_external_run_names_its_dataset_and_resumes_from_python_only(tmp_path, capsys):
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(48) % 2
+    x = (torch.rand(48, 12, 6, generator=g) < 0.3).float()
+    x[y == 1, :, :3] = 0
+    train, test = TensorDataset(x[:40], y[:40]), TensorDataset(x[40:], y[40:])
+    task = task_from_datasets(train, test, name="rows", description="d")
+    out = tmp_path / "run"
+    options = dict(layers=(8,), epochs=2, batch_size=8, out=str(out), progress=False, threads=1, checkpoint_every=2)
+
+    def stop(trainer, step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(TrainConfig(**options), task=task, on_step=stop, log=lambda s: None).fit()
+    recorded = json.loads((out / "config.json").read_text())["external_task"]
+    assert recorded == {"name": "rows", "description": "d", "input_size": 6, "classes": 2, "n_steps": 12,
+                        "samples": {"train": 36, "val": 4, "test": 8}}  # fmt: skip
+
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert main(["train", "--resume", "--out", str(out)]) == 2  # the CLI cannot rebuild the user's dataset
+    err = capsys.readouterr().err
+    assert "dataset 'rows' (d) handed to Trainer from Python" in err and "fit(resume=True)" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == files  # nothing written
+
+    other = task_from_datasets(train, test, name="other")
+    with pytest.raises(ValueError, match="different config.*external_task"):
+        Trainer(TrainConfig(**options), task=other, log=lambda s: None).fit(resume=True)
+    with pytest.raises(ValueError, match="the config records the dataset"):
+        Trainer(TrainConfig.from_json(out / "config.json"), task=other)
+
+    Trainer(TrainConfig.from_json(out / "config.json"), task=task, log=lambda s: None).fit(resume=True)
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "rows" and results["config"]["external_task"] == recorded
+    assert results["global_steps"] == 10

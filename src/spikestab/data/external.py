@@ -6,8 +6,11 @@ tonic ``ToFrame`` output ``[T, polarity, H, W]`` becomes ``[T, 2 H W]``) and who
 sample is read once and kept as sparse events (``SpikeDataset``); spike counts above 1 are kept as counts.
 Samples shorter than the longest one (or than ``n_steps``) end in silent steps.
 
-``cfg.task`` of the ``TrainConfig`` is then only a label in the run's config.json: the data are the ones
-handed to the ``Trainer``, which loads nothing itself when a task is given.
+The ``Trainer`` loads nothing itself when a task is given, and records the dataset (``name``,
+``description``, sizes and sample counts: ``task.info["external"]``) as the run's ``external_task`` in
+config.json and results.json; ``cfg.task`` is then unused. Such a run resumes from Python with the same
+datasets (``Trainer(cfg, task=...).fit(resume=True)``); ``spikestab train --resume`` refuses it, since it
+cannot rebuild them.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ def task_from_datasets(
     n_steps: int | None = None,
     class_names: Sequence[str] | None = None,
     name: str = "external",
+    description: str = "",
     time_repeat: int = 1,
     input_dropout: float = 0.0,
 ) -> Task:
@@ -78,7 +82,8 @@ def task_from_datasets(
 
     Without ``val``, a seeded ``val_fraction`` of ``train`` becomes the validation split. ``n_steps``
     (default: the longest sample) is the number of time steps of every sample; ``class_names`` default to
-    the class ids. ``time_repeat`` and ``input_dropout`` act as in ``load_task``. Bad input raises
+    the class ids; ``name`` and ``description`` say what the data are in the run's files. ``time_repeat``
+    and ``input_dropout`` act as in ``load_task``. Bad input raises
     ValueError naming the split, the sample and the argument."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
@@ -113,6 +118,15 @@ def task_from_datasets(
         train_part = full.subset(order[n_val:])
         val_part = full.subset(order[:n_val], input_dropout=0.0)
     names = list(class_names) if class_names is not None else [str(c) for c in range(n_classes)]
+    samples = {"train": len(train_part), "val": len(val_part), "test": len(data["test"])}
+    external = dict(
+        name=name,
+        description=description,
+        input_size=full.n_channels,
+        classes=len(names),
+        n_steps=int(n_steps) * int(time_repeat),
+        samples=samples,
+    )
     return Task(
         name=name,
         kind="classification",
@@ -124,5 +138,5 @@ def task_from_datasets(
         test=data["test"],
         n_steps=int(n_steps) * int(time_repeat),
         time_repeat=int(time_repeat),
-        info=dict(source=name, samples={"train": len(train_part), "val": len(val_part), "test": len(data["test"])}),
+        info=dict(source=name, samples=samples, external=external),
     )

@@ -92,6 +92,14 @@ LOG = Range(
         ),
     )
 )
+EXTERNAL = Range(
+    (
+        Check(
+            lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("name"), str)),
+            "None or a dict with the dataset's 'name' (recorded by Trainer from data.task_from_datasets)",
+        ),
+    )
+)
 MINUTES = Range((Check(lambda v: v is None or (isinstance(v, (int, float)) and v > 0), "> 0"),))
 CONDITIONS_HELP = (
     "conditions applied before training: auto (the recommended recipe D,G), none, or a list such as I,II,III,IV"
@@ -115,6 +123,9 @@ class TrainConfig:
     task: str = option("sl-mnist", f"one of {', '.join(TASKS)}", one_of(TASKS))
     data_dir: str | None = option(None, "folder with the task's files")
     task_options: dict = option(help="task options (--task-option KEY=VALUE)", flag=None, factory=dict)
+    external_task: dict | None = option(
+        None, "the dataset handed to Trainer from Python (data.task_from_datasets); task is then unused", EXTERNAL, None
+    )
     time_repeat: int = option(1, "repeat every input frame k times", integer(1), int)
     input_dropout: float = option(0.0, "drop input spikes (training only)", fraction(), float)
     net: str = option("lif", "lif | alif | cuba | slstm (spiking LSTM; with --conditions none)", one_of(NETS, sort=True))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -71,7 +71,7 @@ def check_installed(names: Iterable[str]) -> None:
 def open_loggers(names: Iterable[str], out: Path) -> list[Logger]:
     """The loggers ``names`` writing into run folder ``out``."""
     check_installed(names)
-    kinds = {"csv": CsvLog, "tensorboard": TensorBoardLog}
+    kinds: dict[str, Callable[[Path], Logger]] = {"csv": CsvLog, "tensorboard": TensorBoardLog}
     return [kinds[name](out) for name in names]
 
 

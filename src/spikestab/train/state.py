@@ -98,7 +98,7 @@ class RunState:
     def results(self, cfg: TrainConfig, val: dict | None, test: dict | None, stopped: bool) -> dict:
         """results.json: the tested weights' scores and how the run went."""
         return {
-            "task": cfg.task,
+            "task": cfg.external_task["name"] if cfg.external_task else cfg.task,
             "config": cfg.to_dict(),
             "epochs_done": self.epoch,
             "global_steps": self.global_step,

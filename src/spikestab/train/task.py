@@ -7,6 +7,7 @@ model) and the score (accuracy of the time-averaged logits or perplexity)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ __all__ = [
     "PROBE_SAMPLES",
     "SCORES",
     "load_config_task",
+    "with_external_task",
     "network_config",
     "probe_set",
     "train_batches",
@@ -51,6 +53,8 @@ def load_config_task(cfg: TrainConfig) -> Any:
         sort_keys=True,
         default=str,
     )
+    if cfg.external_task is not None:
+        raise ValueError(external_refusal(cfg.external_task))
     if key in _LAST_TASK:
         return _LAST_TASK[key]
     try:
@@ -67,6 +71,32 @@ def load_config_task(cfg: TrainConfig) -> Any:
     _LAST_TASK.clear()
     _LAST_TASK[key] = task
     return task
+
+
+def external_refusal(dataset: dict) -> str:
+    """Why a run of a dataset handed to Trainer from Python cannot be loaded from its config alone."""
+    about = f" ({dataset['description']})" if dataset.get("description") else ""
+    return (
+        f"this run trained on the dataset {dataset['name']!r}{about} handed to Trainer from Python "
+        "(data.task_from_datasets), which spikestab cannot rebuild from the run's config; continue it from "
+        "Python with the same datasets: Trainer(TrainConfig.from_json(OUT / 'config.json'), "
+        "task=task_from_datasets(...)).fit(resume=True)"
+    )
+
+
+def with_external_task(cfg: TrainConfig, task: Any) -> TrainConfig:
+    """``cfg`` with the dataset of an external ``task`` (``data.task_from_datasets``) recorded as
+    ``external_task``, so that config.json and results.json name it and a resume compares it; ``cfg`` itself
+    for a built-in task. ValueError when ``cfg`` already records another dataset."""
+    dataset = getattr(task, "info", {}).get("external")
+    if dataset is None:
+        return cfg
+    if cfg.external_task is not None and cfg.external_task != dataset:
+        raise ValueError(
+            f"external_task: the config records the dataset {cfg.external_task!r}, but the task handed to "
+            f"Trainer is {dataset!r}"
+        )
+    return dataclasses.replace(cfg, external_task=dataset)
 
 
 def network_config(cfg: TrainConfig, task: Any) -> SNNConfig:

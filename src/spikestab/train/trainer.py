@@ -34,7 +34,7 @@ from .run_folder import RunFolder
 from .start import initialise
 from .state import RunState
 from .step import Parallel, add_step, epoch_record, make_optimizer, train_step
-from .task import SCORES, load_config_task, network_config, probe_set, train_batches
+from .task import SCORES, load_config_task, network_config, probe_set, train_batches, with_external_task
 
 # re-exported: the names callers have imported from this module
 __all__ = ["EpochHook", "NonFiniteError", "StepHook", "Trainer", "load_config_task", "load_model_state"]
@@ -47,7 +47,8 @@ EpochHook = Callable[["Trainer", dict], None]
 class Trainer:
     """Train one configuration on one task, writing everything under ``cfg.out``.
 
-    ``task`` defaults to ``load_config_task(cfg)``; ``on_step(trainer, global_step)`` is called after
+    ``task`` defaults to ``load_config_task(cfg)``; a task of ``data.task_from_datasets`` is recorded in
+    ``cfg.external_task`` (``task.with_external_task``); ``on_step(trainer, global_step)`` is called after
     every optimisation step (and after any checkpoint of that step), e.g. to interrupt a run in tests;
     ``on_epoch(trainer, record)`` after every epoch's checkpoint with that epoch's metrics record (a
     sweep reports the objective to its pruner there; an exception it raises stops the run, checkpoint kept).
@@ -61,7 +62,7 @@ class Trainer:
         log: Callable[[str], None] = print,
         on_epoch: EpochHook | None = None,
     ) -> None:
-        self.cfg = cfg
+        self.cfg = cfg = with_external_task(cfg, task)  # a dataset handed from Python: named in config.json
         self.on_step, self.on_epoch, self.log = on_step, on_epoch, log
         self.folder = RunFolder(cfg.out, log=log)  # checks --out before any data loads
         check_installed(cfg.log)  # --log tensorboard without its package: said before any work
