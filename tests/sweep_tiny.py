@@ -11,7 +11,7 @@ FIXED = {
     "lr": 1e-2,
     "dropout": 0.0,
     "threads": 1,
-    "conditions": "",
+    "conditions": "none",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from ..train.flags import add_alias
 from ..train.task import PROBE_SAMPLES, probe_set
 from .conditions import SOLVE_FOR
 from .regime import MIN_PROBE_SAMPLES, REGIMES
-from .stabilize import CONDITIONS, MODES, RECIPE, resolve_conditions, stabilize
+from .stabilize import CHOOSES, CONDITIONS, MODES, RECIPE, resolve_conditions, stabilize
 
 TASKS = ("random", *DATA_TASKS)  # "random": a random spike batch, no data needed
 
@@ -55,7 +56,8 @@ def build(args: argparse.Namespace, probe_samples: int = 0):
     sizes = parse_layers(args.layers)
     batch, n_in, n_out, kind, probe = _random_batch(args) if args.task == "random" else _task_batch(args, probe_samples)
     torch.manual_seed(args.seed)
-    kw = dict(net=args.net, reset=args.reset, surrogate=args.surrogate, dampening=args.dampening, dropout=0.0)
+    dampening = 1.0 if args.dampening is None else args.dampening
+    kw = dict(net=args.net, reset=args.reset, surrogate=args.surrogate, dampening=dampening, dropout=0.0)
     cfg = paper_config(n_in, n_out, sizes, **kw) if args.preset == "paper" else SNNConfig(n_in, n_out, sizes, **kw)
     model = build_model(cfg, kind)  # a language model's embedding is as wide as its last layer
     if args.preset == "paper":
@@ -63,17 +65,62 @@ def build(args: argparse.Namespace, probe_samples: int = 0):
     return model, batch, probe
 
 
-def _cmd(args: argparse.Namespace) -> int:
-    if args.save and (Path(args.save).is_dir() or not Path(args.save).parent.is_dir()):
-        raise ValueError(f"--save must name a file in an existing folder, got {args.save!r}")
-    conds = tuple(c.strip() for c in args.conditions.split(",") if c.strip())  # "auto": the recipe
+def _check_file(flag: str, path: str | None, makes_folders: bool = False) -> None:
+    """ValueError unless ``path`` (of ``flag``) names a file that can be written: in an existing folder
+    (``makes_folders``: or one that can be created), writable, not on a virtual file system."""
+    if path is None:
+        return
+    p = Path(path)
+    folder = next((f for f in p.parents if f.exists()), Path.cwd()) if makes_folders else p.parent
+    if not path.strip() or p.is_dir() or not folder.is_dir():
+        where = "a folder that exists or can be created" if makes_folders else "an existing folder"
+        raise ValueError(f"{flag} must name a file in {where}, got {path!r}")
+    if str(p.resolve()).startswith(("/proc/", "/sys/", "/dev/")):
+        raise ValueError(f"{flag} {path!r} is on a virtual file system: choose a file on disk")
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ValueError(f"{flag} {path!r} cannot be written (no write permission): choose another file")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """ValueError for a size out of range or an output file that cannot be written, before any work."""
+    for flag, value in (("--steps", args.steps), ("--batch", args.batch), ("--inputs", args.inputs)):
+        if value < 1:
+            raise ValueError(f"{flag} must be an integer >= 1, got {value}")
     if args.probe_samples != 0 and args.probe_samples < MIN_PROBE_SAMPLES:
         raise ValueError(f"--probe-samples must be 0 (no probe) or >= {MIN_PROBE_SAMPLES}, got {args.probe_samples}")
-    is_recipe = resolve_conditions(conds) == RECIPE
+    _check_file("--json", args.json, makes_folders=True)
+    _check_file("--save", args.save)
+
+
+def _conditions(args: argparse.Namespace) -> tuple[str, ...]:
+    """The conditions to apply: the named ones, or the recipe without G when --dampening was given (the
+    recipe keeps it); ValueError for a named condition that would overwrite --dampening."""
+    conds = tuple(c.strip() for c in args.conditions.split(",") if c.strip())
+    if not conds:
+        raise ValueError("--conditions is empty: name 'auto' (the recipe) or conditions such as I,II,III,IV")
+    if args.dampening is None:
+        return conds
+    if conds == ("auto",):
+        print(f"kept as you set it: dampening={args.dampening} (condition G left out); the recipe applies D")
+        return tuple(c for c in RECIPE if CHOOSES[c] != "dampening")
+    for cond in resolve_conditions(conds):
+        if CHOOSES.get(cond) == "dampening":
+            raise ValueError(
+                f"condition {cond} chooses the dampening, and --dampening {args.dampening} was given: leave "
+                f"{cond} out of --conditions, or leave --dampening out to let {cond} choose it"
+            )
+    return conds
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    _check_args(args)
+    conds = _conditions(args)
+    is_recipe = set(resolve_conditions(conds)) <= set(RECIPE)
     if not is_recipe and args.regime != "auto":
         raise ValueError(f"--regime {args.regime} applies to the recommended recipe (--conditions auto) only")
-    # the probe decides the recipe's regime: only the recipe with --regime auto measures it
-    model, batch, probe = build(args, args.probe_samples if is_recipe and args.regime == "auto" else 0)
+    # the probe decides the recipe's regime: only the recipe with --regime auto measures it, by D's thresholds
+    measured = is_recipe and args.regime == "auto" and "D" in resolve_conditions(conds)
+    model, batch, probe = build(args, args.probe_samples if measured else 0)
     recipe = {"regime": args.regime, "probe": probe} if is_recipe else {}
     report = stabilize(
         model, batch, conds, mode=args.stability_mode, solve_for=args.solve_for, rate=args.rate, **recipe
@@ -105,6 +152,7 @@ def save_model(model, path: str, report: dict, options: dict) -> None:
         path,
     )
     cls = type(model).__name__
+    damp = "" if options["dampening"] is None else f" --dampening {options['dampening']}"
     print(
         f"saved the stabilised model to {path}; load it in Python with:\n"
         f"  from spikestab.models import {cls}, SNNConfig, load_model_state\n"
@@ -113,8 +161,7 @@ def save_model(model, path: str, report: dict, options: dict) -> None:
         f"to train such a network on a task, `spikestab train` applies the same conditions at its start: "
         f"spikestab train --task TASK --net {options['net']} --layers {options['layers']} "
         f"--conditions {options['conditions']} --stability-mode {options['stability_mode']} "
-        f"--reset {options['reset']} --surrogate {options['surrogate']} --dampening {options['dampening']} "
-        f"--out runs/NAME"
+        f"--reset {options['reset']} --surrogate {options['surrogate']}{damp} --out runs/NAME"
     )
 
 
@@ -165,7 +212,13 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--reset", default="subtract", help=", ".join(RESETS))
     p.add_argument("--surrogate", default="fast-sigmoid", help="SG shape (fast-sigmoid, exponential, ...)")
-    p.add_argument("--dampening", type=float, default=1.0, help="SG peak height before the conditions")
+    p.add_argument(
+        "--dampening",
+        type=float,
+        default=None,
+        help="SG peak height (default 1.0, chosen by condition G of the recipe or by III); a value given is "
+        "kept: the recipe leaves G out, and a condition that would choose it is refused",
+    )
 
 
 def _condition_options(p: argparse.ArgumentParser) -> None:

@@ -237,7 +237,7 @@ def _layer(
             lr.measurements = {"firing_rate": runner.rate(batch, idx), "growth_per_step": runner.growth(small, idx)}
         for c in lr.conditions:
             c.measured = lr.measurements["firing_rate" if c.condition == "D" else "growth_per_step"]
-        warning = rate_warning(idx, lr.measurements["firing_rate"])
+        warning = rate_warning(idx, lr.measurements["firing_rate"], "D" if "D" in conds else "open")
         if warning:
             lr.notes.append(warning)
     lr.notes += [f"{c.condition}: {c.note}" for c in lr.conditions if c.note]

@@ -17,19 +17,27 @@ SILENT_RATE = 0.01  # an initial firing rate below this: the layer is nearly sil
 SATURATED_RATE = 0.99  # above this: the layer is saturated (its spikes carry almost no information)
 
 
-def rate_warning(layer: int, rate: float) -> str | None:
-    """A warning for a layer whose initial firing rate is outside [SILENT_RATE, SATURATED_RATE], else None."""
+# what to do about a silent or saturated layer, by who set its threshold
+RATE_ADVICE = {
+    "open": "stabilize with the recommended recipe (conditions D,G; --conditions auto) or {move} the threshold",
+    "D": "condition D set the threshold and did not reach its target rate here (its note says why)",
+    "user": "{move} the threshold you set (--threshold), or leave it out so that the recipe's condition D chooses it",
+}
+
+
+def rate_warning(layer: int, rate: float, threshold_by: str = "open") -> str | None:
+    """A warning for a layer whose initial firing rate is outside [SILENT_RATE, SATURATED_RATE], else None.
+    ``threshold_by`` says who set the threshold, for the advice (``RATE_ADVICE``): "open" (no condition
+    chose it), "D" (condition D did), "user" (kept as the user set it)."""
     if rate < SILENT_RATE:
-        return (
-            f"layer {layer} is nearly silent: initial firing rate {rate:.4g} < {SILENT_RATE:g}; "
-            "stabilize with the recommended recipe (conditions D,G; --stabilize auto) or lower the threshold"
-        )
-    if rate > SATURATED_RATE:
-        return (
-            f"layer {layer} is saturated: initial firing rate {rate:.4g} > {SATURATED_RATE:g}; "
-            "raise the threshold or stabilize with the recommended recipe (--stabilize auto)"
-        )
-    return None
+        what = f"layer {layer} is nearly silent: initial firing rate {rate:.4g} < {SILENT_RATE:g}"
+        move = "lower"
+    elif rate > SATURATED_RATE:
+        what = f"layer {layer} is saturated: initial firing rate {rate:.4g} > {SATURATED_RATE:g}"
+        move = "raise"
+    else:
+        return None
+    return f"{what}; {RATE_ADVICE[threshold_by].format(move=move)}"
 
 
 MEASURED_BY = {

@@ -34,11 +34,23 @@ from .recurrent import apply_i_ii
 from .regime import RegimeChoice, check_probe, choose_regime, regime_targets, validate_regime
 from .report import MEASURED_BY, LayerReport, StabilityReport, rate_warning
 
-__all__ = ["stabilize", "CONDITIONS", "PAPER_CONDITIONS", "RECIPE", "MODES", "StabilizeOptions", "resolve_conditions"]
+__all__ = [
+    "stabilize",
+    "CHOOSES",
+    "CONDITIONS",
+    "PAPER_CONDITIONS",
+    "RECIPE",
+    "MODES",
+    "StabilizeOptions",
+    "resolve_conditions",
+]
 
 PAPER_CONDITIONS = ("I", "II", "III", "IV")
 CONDITIONS = ("D", "I", "II", "III", "IV", "G")  # every condition, in the order stabilize applies them
 RECIPE = ("D", "G")  # the recommended recipe: `conditions=None`, "auto" on the command line
+# the parameter each condition chooses (IV: the tail instead with solve_for="tail"); a value the user set is
+# kept by leaving its condition out of the recipe (``spikestab train`` does, ``TrainConfig.user_set``)
+CHOOSES = {"D": "threshold", "III": "dampening", "IV": "sharpness", "G": "dampening"}
 MODES = ("paper", "measured")
 
 
@@ -110,6 +122,11 @@ def _validate(
     if opts.mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {opts.mode!r}")
     conds = resolve_conditions(conditions)
+    if opts.mode == "paper" and not set(conds) & set(PAPER_CONDITIONS):
+        raise ValueError(
+            f"mode 'paper' applies to the paper's conditions {list(PAPER_CONDITIONS)}; conditions {list(conds)} "
+            "are measured only: leave mode at 'measured' or add one of the paper's conditions"
+        )
     check_rate(opts.rate)
     solve_for = opts.solve_for
     if solve_for not in SOLVE_FOR:
@@ -199,14 +216,38 @@ def check_on(batch, device: torch.device, name: str) -> None:
             )
 
 
-def _first_input(model: nn.Module, batch) -> Tensor:
+def _first_input(model: nn.Module, batch, first: SpikingNeurons) -> Tensor:
+    """The first spiking layer's input on ``batch``; ValueError for a batch the conditions cannot be solved
+    on: one that does not run, an empty one (no time step or no sample), another dtype than the layer's
+    (the layer converts spikes itself, the conditions' simulations do not), NaN or inf."""
     try:
         x = layer_input(model, batch, 0)
     except (RuntimeError, IndexError, TypeError) as err:
         raise ValueError(f"batch could not be run through the model: {err}") from err
+    if x.numel() == 0:
+        raise ValueError(
+            f"batch is empty: the first spiking layer receives shape {tuple(x.shape)}; the conditions need at "
+            "least one time step and one sample"
+        )
+    dtype = first.weight_ih.dtype
+    if x.dtype != dtype:
+        call = "batch.float()" if dtype == torch.float32 else f"batch.to({dtype})"
+        raise ValueError(
+            f"batch reaches the first spiking layer as {x.dtype} but the layer computes in {dtype}: pass "
+            f"{call}, or convert the model with model.to({x.dtype})"
+        )
     if x.is_floating_point() and not torch.isfinite(x).all():
         raise ValueError("batch must be finite: the first spiking layer receives NaN or inf")
     return x
+
+
+def _check_peer_batch(batch, batch_dim: int) -> None:
+    """ValueError for a batch of another library's model without a sample or a time step."""
+    if isinstance(batch, Tensor) and batch.dim() >= 2 and batch.numel() == 0:
+        raise ValueError(
+            f"batch is empty (shape {tuple(batch.shape)}, samples along dim {batch_dim}): the conditions "
+            "need at least one time step and one sample"
+        )
 
 
 def _apply_iii(layer: SpikingNeurons, variant: str, timings: Timings) -> ConditionResult:
@@ -329,7 +370,8 @@ def _verify(layer: SpikingNeurons, x: Tensor, lr: LayerReport, opts: StabilizeOp
     lr.measurements = measure_layer(layer, x, opts.jacobian_steps, opts.solve_batch, trace=full)
     for c in lr.conditions:
         c.measured = lr.measurements.get(MEASURED_BY[c.condition])
-    warning = rate_warning(lr.index, lr.measurements["firing_rate"])
+    chose = any(c.condition == "D" for c in lr.conditions)
+    warning = rate_warning(lr.index, lr.measurements["firing_rate"], "D" if chose else "open")
     if warning:
         lr.notes.append(warning)
 
@@ -363,6 +405,27 @@ def _stabilize_layers(
                 _verify(layer, x, lr, opts, replay[layer])
         lr.notes += [f"{c.condition}: {c.note}" for c in lr.conditions if c.note]
         report.layers.append(lr)
+
+
+def _check_recipe_options(conds: tuple[str, ...], probe, regime: str, peers: bool) -> None:
+    """ValueError for a probe or a regime that would be ignored: both set the targets of the recipe's
+    conditions D and G, applied together or one alone (the other parameter kept, see ``CHOOSES``); the probe
+    measures the regime by D's threshold scan, so it needs D; other libraries' neurons take them with the
+    whole recipe only."""
+    if probe is None and regime == "auto":
+        return
+    whole = list(RECIPE) if peers else f"{list(RECIPE)} (or one of them)"
+    if not set(conds) <= set(RECIPE) or (peers and conds != RECIPE):
+        raise ValueError(
+            f"probe and regime apply to the recommended recipe {whole} only, not to conditions {list(conds)}"
+        )
+    if probe is not None and "D" not in conds:
+        raise ValueError(
+            f"probe measures the recipe's regime by condition D's threshold scan, and conditions {list(conds)} "
+            "keep the threshold: leave the probe out (the dense start) or force regime='dense' or 'sparse'"
+        )
+    if not (isinstance(probe, (tuple, list)) and len(probe) == 2) and probe is not None:
+        raise ValueError(f"probe must be a pair (inputs [T, B, ...], labels [B]), got {type(probe).__name__}")
 
 
 def _recipe_regime(
@@ -479,13 +542,8 @@ def stabilize(
     layers, conds = _validate(model, conditions, opts)
     validate_regime(regime)
     target = model_device(model) if device is None else resolve_device(device)
-    if conds != RECIPE and (probe is not None or regime != "auto"):
-        raise ValueError(
-            f"probe and regime apply to the recommended recipe {list(RECIPE)} only, not to conditions {list(conds)}"
-        )
-    if probe is not None and not (isinstance(probe, (tuple, list)) and len(probe) == 2):
-        raise ValueError(f"probe must be a pair (inputs [T, B, ...], labels [B]), got {type(probe).__name__}")
     peers = _peers(model, layers, batch_dim)
+    _check_recipe_options(conds, probe, regime, bool(peers))
     if device is None:
         check_on(batch, target, "batch")
         check_on(probe, target, "probe")
@@ -496,14 +554,15 @@ def stabilize(
         batch = to_device(batch, target)
         probe = None if probe is None else (to_device(probe[0], target), to_device(probe[1], target))
     if peers:
+        _check_peer_batch(batch, batch_dim)
         return stabilize_peer(model, batch, peers, conds, opts, probe, regime, batch_dim)
-    _first_input(model, batch)
+    _first_input(model, batch, layers[0])
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
     spike_fns = [layer.spike_fn for layer in layers]
     report = StabilityReport(mode, conds)
     timings = Timings()
     try:
-        if conds == RECIPE:
+        if conds == RECIPE or regime != "auto" or probe is not None:  # also the targets of D or G alone
             opts, report.regime = _recipe_regime(model, layers[0], opts, probe, regime)
         _stabilize_layers(model, batch, layers, conds, opts, report, timings)
     except BaseException:

@@ -15,7 +15,7 @@ from ..dynamics import RESETS
 from ..models import NETS, parse_layers
 from ..regularizers import parse_sparsity
 from ..stability.regime import REGIMES
-from ..stability.stabilize import MODES, RECIPE, resolve_conditions
+from ..stability.stabilize import CHOOSES, MODES, PAPER_CONDITIONS, RECIPE, resolve_conditions
 from ..surrogate import SHAPES, canonical_shape
 from .fields import POSITIVE, Check, Range, fraction, integer, one_of, option, rows
 from .loggers import LOGGERS
@@ -27,7 +27,7 @@ ON_NONFINITE = ("stop", "skip")
 LR_MAX = 3.4e37  # AdamW's first update is lr / (1 - beta1) = 10 lr, and float32 ends at 3.4e38
 
 # fields that do not change what a run computes: they may differ when a run is resumed
-NON_RESULT_FIELDS = ("out", "data_dir", "checkpoint_every", "progress", "max_minutes", "threads", "log")
+NON_RESULT_FIELDS = ("out", "data_dir", "checkpoint_every", "progress", "max_minutes", "threads", "user_set", "log")
 
 # names renamed to one vocabulary (issue 23): old field -> new field, and old -> new values of a field.
 # Run folders, sweep databases and result files written before keep the old ones; ``migrate`` reads them.
@@ -58,7 +58,8 @@ def parse_log(spec: str | list | tuple | None) -> tuple[str, ...]:
 
 def parse_conditions(spec: str | list | tuple | None) -> tuple[str, ...]:
     """``I,II,III,IV`` -> ("I", "II", "III", "IV"); ``auto`` -> ("auto",) (the recommended recipe, kept by
-    name so a run records that it asked for it); ``none``, empty or None -> ()."""
+    name so a run records that it asked for it); ``none``, empty or None -> () (an empty text is how a
+    sweep stores an empty list; the flag refuses it: ``flags.config_dict_from_args``)."""
     if not spec or spec == "none" or list(spec) == ["none"]:  # None, "", (), [] (a saved config's list)
         return ()
     items = tuple(str(c).strip() for c in (spec.split(",") if isinstance(spec, str) else spec))
@@ -91,6 +92,9 @@ LOG = Range(
             f"'none' or a comma-separated list of {', '.join(LOGGERS)}",
         ),
     )
+)
+USER_SET = Range(
+    (Check(lambda v: isinstance(v, (tuple, list)) and all(isinstance(x, str) for x in v), "a list of field names"),)
 )
 EXTERNAL = Range(
     (
@@ -128,7 +132,9 @@ class TrainConfig:
     )
     time_repeat: int = option(1, "repeat every input frame k times", integer(1), int)
     input_dropout: float = option(0.0, "drop input spikes (training only)", fraction(), float)
-    net: str = option("lif", "lif | alif | cuba | slstm (spiking LSTM; with --conditions none)", one_of(NETS, sort=True))
+    net: str = option(
+        "lif", "lif | alif | cuba | slstm (spiking LSTM; with --conditions none)", one_of(NETS, sort=True)
+    )
     layers: tuple[int, ...] = option((128, 128), "widths: NxW (2x256) or W1,W2 (256,128)")
     recurrent: bool = option(True, "feed-forward spiking layers", flag=bool)
     tau: float = option(20.0, "membrane time constant in steps", POSITIVE, float)
@@ -188,10 +194,24 @@ class TrainConfig:
     threads: int | None = option(
         None, "torch CPU threads (1 is often fastest on a shared machine)", integer(1, optional="torch's default"), int
     )
+    # the fields the user set (flags typed, --config keys, sweep values, Python keywords; ``given``): the
+    # recipe keeps those it would choose (``kept``). None: the names passed to the constructor
+    user_set: tuple[str, ...] | None = option(None, "fields the user set", USER_SET, flag=None)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> TrainConfig:
+        """Note which fields the caller passed (positional ones by their order), for ``user_set``."""
+        obj = super().__new__(cls)
+        given = frozenset([f.name for f in fields(cls)][: len(args)]) | frozenset(kwargs)
+        object.__setattr__(obj, "_given", given)
+        return obj
 
     def __post_init__(self) -> None:
+        if self.user_set is None:
+            self.user_set = tuple(getattr(self, "_given", frozenset()) - {"user_set"})
         self.layers = parse_layers(self.layers)
         self.conditions = parse_conditions(self.conditions)
+        # a value other than the default was set by someone too (e.g. through dataclasses.replace)
+        self.user_set = tuple(sorted(set(self.user_set) | self._changed()))
         self.log = parse_log(self.log)
         self.validate()
 
@@ -215,11 +235,68 @@ class TrainConfig:
             )
         if self.sparsity:
             parse_sparsity(self.sparsity, len(self.layers), self.epochs)
+        self._validate_stability()
+
+    def _validate_stability(self) -> None:
+        """The rules between the conditions and the values the user set: a value a named condition would
+        choose, a stability mode or regime that would be ignored, a net the conditions do not model."""
+        if self.net == "cuba" and self.conditions:
+            raise ValueError(
+                "net 'cuba' takes conditions 'none': its synaptic current is not modelled by the stability "
+                f"conditions (got conditions={list(self.conditions)!r}; spikestab.init.fluctuation initialises it)"
+            )
+        applied = resolve_conditions(self.conditions) if self.conditions else ()
+        if self.stability_mode == "paper" and not set(applied) & set(PAPER_CONDITIONS):
+            raise ValueError(
+                f"stability_mode 'paper' applies to the paper's conditions {','.join(PAPER_CONDITIONS)} only and "
+                f"would be ignored with conditions {','.join(self.conditions) or 'none'}: leave --stability-mode "
+                "out, or name paper conditions (--conditions I,II,III,IV)"
+            )
+        if self.conditions == ("auto",):
+            if self.regime != "auto" and not self.recipe_conditions():
+                raise ValueError(
+                    f"regime {self.regime!r} sets the targets of the recipe's conditions D and G, and both "
+                    "parameters they choose were set (threshold, dampening): leave --regime out, or one of them"
+                )
+            return
+        for cond in applied:
+            name = CHOOSES.get(cond)
+            if name is not None and name in (self.user_set or ()):
+                raise ValueError(
+                    f"condition {cond} chooses the {name}, and {name}={getattr(self, name)!r} was set: leave "
+                    f"{cond} out of conditions, or leave {name} out to let {cond} choose it (with conditions "
+                    f"'auto' the recipe keeps a {name} you set and chooses the rest)"
+                )
+
+    def _changed(self) -> set[str]:
+        """The fields whose value differs from their default."""
+        out = set()
+        for f in fields(self):
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            if f.name != "user_set" and getattr(self, f.name) != default:
+                out.add(f.name)
+        return out
+
+    def kept(self) -> dict[str, Any]:
+        """The parameters the recipe would choose that the user set, with their values: they are kept, and
+        their conditions left out (``recipe_conditions``). Empty unless conditions are 'auto'."""
+        if self.conditions != ("auto",):
+            return {}
+        names = sorted({CHOOSES[c] for c in RECIPE} & set(self.user_set or ()))
+        return {name: getattr(self, name) for name in names}
+
+    def recipe_conditions(self) -> tuple[str, ...]:
+        """The conditions this run applies: the recipe's without those whose parameter is ``kept``, or the
+        named ones (none for 'none')."""
+        if self.conditions != ("auto",):
+            return resolve_conditions(self.conditions) if self.conditions else ()
+        return tuple(c for c in RECIPE if CHOOSES[c] not in self.kept())
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["layers"] = list(self.layers)
         d["conditions"] = list(self.conditions)
+        d["user_set"] = list(self.user_set or ())
         d["log"] = list(self.log)
         return d
 
@@ -229,8 +306,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """The config of a dict of fields; old names (``RENAMED``, e.g. a run folder's "sg") are read as
-        the new ones."""
+        """The config of a dict of fields, each set by the user unless ``d["user_set"]`` lists those that
+        were; old names (``RENAMED``, e.g. a run folder's "sg") are read as the new ones."""
         d = migrate(d)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
@@ -239,7 +316,10 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> TrainConfig:
+    def from_json(cls, path: str | Path, run: bool = False) -> TrainConfig:
+        """The config of a JSON file of fields (every field in it was set by the user); ``run``: a run
+        folder's config.json, whose ``user_set`` says which were, and which lacks it when written before
+        it was recorded (then the recipe chose every parameter: none was kept)."""
         p = Path(path)
         if not p.is_file():
             raise ValueError(f"config file {str(p)!r} does not exist")
@@ -249,6 +329,8 @@ class TrainConfig:
             raise ValueError(f"config file {str(p)!r} is not valid JSON: {err}") from None
         if not isinstance(d, dict):
             raise ValueError(f"config file {str(p)!r} must hold a JSON object")
+        if run:
+            d.setdefault("user_set", [])
         return cls.from_dict(d)
 
 

@@ -126,12 +126,25 @@ def add_config_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, exc
     p.add_argument("--config", dest="config_file", default=None, help="JSON file of config fields")
 
 
+def file_config(path: str) -> dict:
+    """The fields a ``--config`` file sets (checked as a whole config; a run's config.json sets those its
+    ``user_set`` lists)."""
+    cfg = TrainConfig.from_json(path)
+    d = cfg.to_dict()
+    return {k: d[k] for k in cfg.user_set or () if k in d}
+
+
 def config_dict_from_args(args: argparse.Namespace, exclude: tuple[str, ...] = ()) -> dict:
     """The JSON config (if any) overridden by the flags given on the command line, as a plain dict of
     TrainConfig fields (not yet validated); ``exclude`` drops fields the caller owns."""
-    base = TrainConfig.from_json(args.config_file).to_dict() if args.config_file else {}
+    base = file_config(args.config_file) if args.config_file else {}
     names = {f.name for f in fields(TrainConfig)} - set(exclude)
     given = {k: new_value(k, v) for k, v in vars(args).items() if k in names}
+    if isinstance(given.get("conditions"), str) and not given["conditions"].strip():
+        raise ValueError(
+            "--conditions is empty: pass --conditions none to train without stabilisation, or leave it out "
+            "for the recommended recipe (auto)"
+        )
     base.update(given)
     if args.task_option:
         base["task_options"] = {**base.get("task_options", {}), **dict(args.task_option)}
@@ -140,11 +153,13 @@ def config_dict_from_args(args: argparse.Namespace, exclude: tuple[str, ...] = (
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The JSON config (if any) overridden by the flags given on the command line; with ``--resume``, the
-    run folder's stored config.json underneath both."""
+    run folder's stored config.json underneath both. The fields set are those given, and on resume also
+    those the stored run had set (``TrainConfig.user_set``)."""
     given = config_dict_from_args(args)
     stored = Path(given.get("out", TrainConfig.out)) / "config.json"
     if getattr(args, "resume", False) and stored.is_file():
-        base = TrainConfig.from_json(stored).to_dict()
+        saved = TrainConfig.from_json(stored, run=True)
+        base = saved.to_dict()
         given["task_options"] = {**base["task_options"], **given.get("task_options", {})}
-        given = {**base, **given}
+        given = {**base, **given, "user_set": sorted(set(saved.user_set or ()) | set(given))}
     return TrainConfig.from_dict(given)

@@ -8,6 +8,7 @@ with the best validation loss; ``config.json``, ``stability.json`` and ``results
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,16 +22,54 @@ from .config import TrainConfig, with_defaults
 from .loggers import open_loggers
 from .metrics import MetricsLog
 
+VIRTUAL_ROOTS = ("/proc", "/sys", "/dev")  # the kernel's file systems: no run folder there
+NAME_MARGIN = 40  # bytes of the longest path a run writes inside its folder (".checkpoint.prev.pt.tmpPID", figures/...)
+
 
 def check_out_path(out: str | Path) -> None:
-    """ValueError unless ``out`` is (or can be created as) a folder: neither it nor a parent a file."""
+    """ValueError unless ``out`` is (or can be created as) a folder for a run: not empty, not under the
+    kernel's virtual file systems, within the file system's name and path lengths, neither it nor a
+    parent a file, and the nearest existing folder writable."""
+    if not str(out).strip():
+        raise ValueError("out is empty: name a folder for the run (--out runs/NAME)")
     out = Path(out)
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                where = "is a file" if p == out else f"cannot be created: {str(p)!r} is a file"
-                raise ValueError(f"out {str(out)!r} {where}, not a folder; choose a folder for the run (--out)")
-            return
+    resolved = out.expanduser().resolve()
+    for root in map(Path, VIRTUAL_ROOTS):
+        if resolved == root or root in resolved.parents:
+            raise ValueError(
+                f"out {str(out)!r} is under {root}, a virtual file system: choose a folder on disk (--out)"
+            )
+    existing = next((p for p in (out, *out.parents) if _exists(p)), Path.cwd())
+    _check_lengths(out, resolved, existing)
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"cannot be created: {str(existing)!r} is a file"
+        raise ValueError(f"out {str(out)!r} {where}, not a folder; choose a folder for the run (--out)")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"out {str(out)!r} cannot be written: {str(existing)!r} is not writable; choose another --out")
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; False for one the OS cannot even look up (a name too long)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def _check_lengths(out: Path, resolved: Path, existing: Path) -> None:
+    """ValueError for a folder name or a path longer than the file system of ``existing`` allows."""
+    name_max, path_max = os.pathconf(existing, "PC_NAME_MAX"), os.pathconf(existing, "PC_PATH_MAX")
+    longest = max(resolved.parts, key=lambda part: len(os.fsencode(part)))
+    if len(os.fsencode(longest)) > name_max:
+        raise ValueError(
+            f"out {str(out)[:60]!r}... has a folder name of {len(os.fsencode(longest))} bytes; the file system "
+            f"allows {name_max}: choose a shorter --out"
+        )
+    if len(os.fsencode(str(resolved))) + NAME_MARGIN > path_max:
+        raise ValueError(
+            f"out {str(out)[:60]!r}... is {len(os.fsencode(str(resolved)))} bytes long as an absolute path; the "
+            f"file system allows {path_max} (less {NAME_MARGIN} for the run's files): choose a shorter --out"
+        )
 
 
 class RunFolder:
@@ -38,10 +77,10 @@ class RunFolder:
     what it must and writes nothing."""
 
     def __init__(self, out: str | Path, writes: bool = True, log: Callable[[str], None] = print) -> None:
+        check_out_path(out)
         self.out = Path(out)
         self.writes = writes
         self.log = log
-        check_out_path(self.out)
         self.checkpoint = self.out / "checkpoint.pt"
         self.best = self.out / "best.pt"
         self.results = self.out / "results.json"

@@ -1,6 +1,7 @@
 """What a fresh run does to its model before the first step: calibrate the initial firing rate
-(``--init-rate``), apply the stability conditions (the recipe by default) at that operating point, and
-measure every layer's initial rate, warning when one is nearly silent or saturated."""
+(``--init-rate``), apply the stability conditions (the recipe by default, without the conditions whose
+parameter the user set: ``TrainConfig.kept``) at that operating point, and measure every layer's initial
+rate, warning when one is nearly silent or saturated."""
 
 from __future__ import annotations
 
@@ -12,11 +13,38 @@ from torch import Tensor
 
 from ..init import calibrate_firing_rate
 from ..models import SpikingModel
-from ..stability import RECIPE, resolve_conditions, stabilize
+from ..stability import stabilize
 from ..stability.report import rate_warning
+from ..stability.stabilize import CHOOSES, RECIPE
 from .config import TrainConfig
 
 Probe = Callable[[], "tuple[Tensor, Tensor] | None"]
+
+
+def kept_line(kept: dict[str, Any], conds: tuple[str, ...]) -> str:
+    """What the recipe keeps and what it still applies, in words."""
+    values = ", ".join(f"{k}={v!r}" for k, v in kept.items())
+    left_out = ", ".join(c for c in RECIPE if CHOOSES[c] in kept)
+    rest = f"the recipe applies {','.join(conds)}" if conds else "no condition is applied"
+    return f"kept as you set them: {values} (condition {left_out} left out); {rest}"
+
+
+def _stabilize(model: SpikingModel, cfg: TrainConfig, batch: Tensor, probe: Probe, log: Callable[[str], None]) -> dict:
+    """The conditions of ``cfg.recipe_conditions()`` on ``model``; stability.json's report entries."""
+    conds, kept = cfg.recipe_conditions(), cfg.kept()
+    result: dict[str, Any] = {}
+    if kept:
+        result["kept"] = kept
+        log(kept_line(kept, conds))
+    if not conds:
+        return result
+    recipe: dict[str, Any] = {}
+    if cfg.conditions == ("auto",) or conds == RECIPE:  # the regime sets D's and G's targets
+        measured = cfg.regime == "auto" and "D" in conds  # it is measured by D's threshold scan
+        recipe = {"regime": cfg.regime, "probe": probe() if measured else None}
+    report = stabilize(model, batch, conditions=conds, mode=cfg.stability_mode, **recipe)
+    log(str(report))
+    return {**result, "report": report.to_dict(), "report_text": str(report)}
 
 
 def initialise(model: SpikingModel, cfg: TrainConfig, batch: Tensor, probe: Probe, log: Callable[[str], None]) -> dict:
@@ -26,17 +54,11 @@ def initialise(model: SpikingModel, cfg: TrainConfig, batch: Tensor, probe: Prob
     model.eval()
     if cfg.init_rate is not None:
         result["init_rate"] = calibrate_firing_rate(model, batch, rate=cfg.init_rate)
-    if cfg.conditions:
-        recipe: dict[str, Any] = {}
-        if resolve_conditions(cfg.conditions) == RECIPE:
-            recipe = {"regime": cfg.regime, "probe": probe() if cfg.regime == "auto" else None}
-        report = stabilize(model, batch, conditions=cfg.conditions, mode=cfg.stability_mode, **recipe)
-        log(str(report))
-        result["report"] = report.to_dict()
-        result["report_text"] = str(report)
+    result.update(_stabilize(model, cfg, batch, probe, log))
     with torch.no_grad():
         result["initial_rates"] = [z.mean().item() for z in model.simulate(batch).spikes]
-    warnings = [w for i, r in enumerate(result["initial_rates"]) if (w := rate_warning(i, r))]
+    by = "user" if "threshold" in result.get("kept", {}) else "D" if "D" in cfg.recipe_conditions() else "open"
+    warnings = [w for i, r in enumerate(result["initial_rates"]) if (w := rate_warning(i, r, by))]
     if warnings:
         result["warnings"] = warnings
         for w in warnings:

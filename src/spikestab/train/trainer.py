@@ -172,6 +172,8 @@ class Trainer:
         ck = self.check_out_dir(resume) if self.writes else None
         if self.parallel is not None:  # every rank continues rank 0's checkpoint
             ck = self.parallel.broadcast(ck)
+        if ck is None:
+            self._prepare()  # before the folder's files: a start that fails leaves none
         metrics = self.folder.open(resume, self.cfg.log)
         try:
             return self._fit(ck, metrics)
@@ -199,12 +201,17 @@ class Trainer:
             self._end_epoch(metrics)
         return self._finish(metrics, stopped=stopped)
 
-    def _start(self, metrics: MetricsLog) -> None:
-        """A fresh run: empty metrics, the seed, and (rank 0) stabilisation written to stability.json."""
-        metrics.truncate(0)
+    def _prepare(self) -> None:
+        """A fresh run's seed and (rank 0) stabilisation, done before any file of the run is written, so that
+        a start that fails (input the conditions refuse, an empty data set) leaves no run behind."""
         torch.manual_seed(self.cfg.seed)  # training randomness never depends on what ran before fit()
         if self.writes:  # rank 0 stabilises; parallel.start gives the others its weights
             self.state.stability = self.stabilize()
+
+    def _start(self, metrics: MetricsLog) -> None:
+        """A fresh run's files: empty metrics and (rank 0) stability.json (``_prepare`` stabilised)."""
+        metrics.truncate(0)
+        if self.writes:
             self.folder.write_json("stability.json", self.state.stability)
 
     def _continue(self, ck: dict, metrics: MetricsLog) -> bool:
@@ -217,6 +224,8 @@ class Trainer:
         if ck["finished"]:
             metrics.truncate(metrics.lines - 1)  # the finished run's test record: testing comes at the end
             self.log(f"extending the finished run {self.out} from {s.epoch} to {self.cfg.epochs} epochs")
+        elif s.epoch >= self.cfg.epochs:  # e.g. checkpoint.prev.pt of a finished run: its last epoch's end
+            self.log(f"resuming {self.out}: all {self.cfg.epochs} epochs trained ({s.global_step} steps), testing")
         else:
             self.log(
                 f"resuming {self.out} at epoch {s.epoch + 1}/{self.cfg.epochs}, batch {s.step_in_epoch} done "
