@@ -20,7 +20,7 @@ from spikestab.init import calibrate_firing_rate, train_bias_for_rate
 from spikestab.models import SNNClassifier, SNNConfig
 from spikestab.neurons import RESETS
 from spikestab.presets import paper_config, paper_defaults
-from spikestab.stability import measure_firing_rate, stabilize
+from spikestab.stability import PAPER_CONDITIONS, measure_firing_rate, stabilize
 
 INPUT_RATES = {"subtract": 0.05, "multiplicative": 0.1, "multiplicative_all": 0.2, "none": 0.3}
 
@@ -110,7 +110,7 @@ def paper_mode(widths: list[int]) -> list[dict]:
             for reset in RESETS:
                 x = _spikes(200, 4, 80, 0.1)
                 model = _preset_model(net, reset, width, 80, 1.0, surrogate="exponential")
-                rep = stabilize(model, x, mode="paper").layers[0]
+                rep = stabilize(model, x, PAPER_CONDITIONS, mode="paper").layers[0]
                 m = rep.measurements
                 rows.append(
                     {
