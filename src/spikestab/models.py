@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .neurons import ALIF, LIF, SLSTM, NeuronState
 from .neurons.cuba import CubaLIF
+from .neurons.dropout import Dropout
 from .neurons.layers import BETA_ADAPT, TAU_ADAPT
 from .surrogate import SurrogateGradient, canonical_shape
 
@@ -133,7 +134,7 @@ class SpikingStack(nn.Module):
     def __init__(self, cfg: SNNConfig, input_size: int) -> None:
         super().__init__()
         self.layers = build_stack(cfg, input_size)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)  # torch's dropout, bit for bit, drawn in C
 
     def forward(self, x: Tensor, states: list[NeuronState] | None = None, record_voltage: bool = False):
         spikes, volts, new_states = [], [], []

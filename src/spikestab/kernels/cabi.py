@@ -18,7 +18,7 @@ from torch import Tensor
 
 from . import build
 
-__all__ = ["Csr", "ForwardArgs", "BackwardArgs", "library", "call", "ptr", "threads"]
+__all__ = ["Csr", "ForwardArgs", "BackwardArgs", "DropoutArgs", "library", "call", "ptr", "threads"]
 
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
@@ -108,8 +108,24 @@ class BackwardArgs(ctypes.Structure):
     )
 
 
+class DropoutArgs(ctypes.Structure):
+    """``spk_dropout_args``: dropout with torch's mt19937 draws (``kernels.dropout``)."""
+
+    _fields_ = [
+        ("n", _I64),
+        ("x", _P),
+        ("out", _P),
+        ("kept", _P),
+        ("mt", _P),
+        ("keep", ctypes.c_double),
+        ("left", _I32),
+        ("next", ctypes.c_uint32),
+        ("scale", _F32),
+    ]
+
+
 # the order of enum spk_abi in the header
-_ABI = (Csr, ForwardArgs, BackwardArgs)
+_ABI = (Csr, ForwardArgs, BackwardArgs, DropoutArgs)
 _SIGNATURES = {
     "spk_abi_size": ([_I32], ctypes.c_size_t),
     "spk_lif_forward": ([ctypes.POINTER(ForwardArgs)], ctypes.c_int),
@@ -117,6 +133,7 @@ _SIGNATURES = {
     "spk_csr_build": ([_P, ctypes.POINTER(Csr), ctypes.POINTER(_I64), _I32], ctypes.c_int),
     "spk_csr_mm": ([ctypes.POINTER(Csr), _P, _I64, _P, _P, _I32], ctypes.c_int),
     "spk_csr_mm_t": ([ctypes.POINTER(Csr), _P, _I64, _P, _I32], ctypes.c_int),
+    "spk_dropout": ([ctypes.POINTER(DropoutArgs)], ctypes.c_int),
 }
 _STATUS = {1: "a scratch allocation of the native kernels failed (out of memory)"}
 

@@ -283,6 +283,7 @@ size_t spk_abi_size(int32_t which) {
         case SPK_ABI_CSR: return sizeof(spk_csr);
         case SPK_ABI_FORWARD: return sizeof(spk_forward_args);
         case SPK_ABI_BACKWARD: return sizeof(spk_backward_args);
+        case SPK_ABI_DROPOUT: return sizeof(spk_dropout_args);
         default: return 0;
     }
 }

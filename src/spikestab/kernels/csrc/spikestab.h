@@ -82,7 +82,21 @@ typedef struct {
     int32_t threads;
 } spk_backward_args;
 
-enum spk_abi { SPK_ABI_CSR = 0, SPK_ABI_FORWARD = 1, SPK_ABI_BACKWARD = 2 };
+/* Dropout with torch's draws (dropout.c): out [n] = x * (kept ? scale : 0), the keep mask drawn from the
+   mt19937 state mt [624] / left / next of torch's CPU generator, which the call advances in place. */
+typedef struct {
+    int64_t n;
+    const float* x;           /* [n] */
+    float* out;               /* [n] out */
+    uint8_t* kept;            /* [n] out: 1 where kept, or NULL (then zero entries only advance the stream) */
+    uint32_t* mt;             /* [624] in/out */
+    double keep;              /* 1 - p */
+    int32_t left;             /* in/out: torch's engine counter */
+    uint32_t next;            /* in/out: index of the next word */
+    float scale;              /* the float32 1 / keep that torch's dropout multiplies by */
+} spk_dropout_args;
+
+enum spk_abi { SPK_ABI_CSR = 0, SPK_ABI_FORWARD = 1, SPK_ABI_BACKWARD = 2, SPK_ABI_DROPOUT = 3 };
 
 /* sizeof the struct named by which (enum spk_abi), 0 for an unknown one. */
 size_t spk_abi_size(int32_t which);
@@ -97,5 +111,6 @@ int spk_csr_build(const float* x, spk_csr* out, int64_t* nnz, int32_t threads);
 int spk_csr_mm(const spk_csr* x, const float* wt, int64_t h, const float* bias, float* out, int32_t threads);
 /* gwt [n, h] = x^T @ g [rows, h], from the non-zeros of x. */
 int spk_csr_mm_t(const spk_csr* x, const float* g, int64_t h, float* gwt, int32_t threads);
+int spk_dropout(spk_dropout_args* a);
 
 #endif
