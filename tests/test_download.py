@@ -240,3 +240,50 @@ def test_archive_members_outside_the_folder_are_refused(tmp_path, server, monkey
             progress=False,
         )
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "out" / "inside").exists()
+
+
+TRAIN_SHD = ["train", "--task", "shd", "--task-option", "n_steps=20", "--task-option", "dt=0.05", "--layers", "8"]
+TRAIN_SHD += ["--epochs", "1", "--batch-size", "8", "--no-progress", "--no-figures", "--threads", "1"]
+
+
+def test_train_download_fetches_missing_files_on_first_use_only(tmp_path, server, shd, monkeypatch, capsys):
+    monkeypatch.setenv("SPIKESTAB_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv(dl.BASE_URL_ENV, server.url)
+    assert main([*TRAIN_SHD, "--download", "--out", str(tmp_path / "run")]) == 0
+    folder = tmp_path / "cache" / "shd" / "SHD"
+    said = capsys.readouterr().out
+    assert f"shd: files not found; --download fetches the official SHD archives into {folder}" in said
+    assert (folder / "shd_train.h5").is_file() and (folder / "shd_test.h5").is_file()
+    assert (tmp_path / "run" / "results.json").is_file()
+    server.requests.clear()
+    assert main([*TRAIN_SHD, "--download", "--out", str(tmp_path / "again")]) == 0
+    assert server.requests == [] and "files not found" not in capsys.readouterr().out  # in place: no transfer
+    by_hand = tmp_path / "mine"  # files put in --data-dir itself (not in its SHD folder) count as there too
+    by_hand.mkdir()
+    for name in ("shd_train.h5", "shd_test.h5"):
+        (by_hand / name).write_bytes((folder / name).read_bytes())
+    assert main([*TRAIN_SHD, "--download", "--data-dir", str(by_hand), "--out", str(tmp_path / "third")]) == 0
+    assert server.requests == [] and not (by_hand / "SHD").exists()
+
+
+def test_train_without_files_names_the_folder_and_download(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    assert main([*TRAIN_SHD, "--data-dir", str(empty), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"put shd_train.h5 and shd_test.h5 (SHD h5 layout) in {empty} or {empty / 'SHD'}" in err
+    assert "spikestab train --task shd --download" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_download_refusals_come_before_any_work(tmp_path, shd, monkeypatch, capsys):
+    monkeypatch.setenv(dl.BASE_URL_ENV, _closed_port_url())
+    out, data = tmp_path / "run", tmp_path / "data"
+    assert main([*TRAIN_SHD, "--download", "--data-dir", str(data), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "could not reach" in err and f"-> {data / 'SHD' / 'shd_train.h5.zip'}" in err
+    assert not out.exists() and _files(data) == []
+    assert main(["train", "--task", "randman", "--download", "--out", str(out)]) == 2
+    assert "--download fetches the files of the task shd; task 'randman' reads no published files" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()

@@ -18,7 +18,8 @@ ABOUT: dict[str, tuple[str, str]] = {
     "shd": (
         "Spiking Heidelberg Digits: 700 cochlear channels binned into n_steps bins of dt seconds, 20 classes",
         f"shd_train.h5 and shd_test.h5 in --data-dir or --data-dir/SHD (default {default_data_dir('shd')}); "
-        f"`spikestab make-shd --out DIR` synthesises an offline stand-in (needs espeak-ng)",
+        "--download (or `spikestab download shd`) fetches the official files; "
+        "`spikestab make-shd --out DIR` synthesises an offline stand-in (needs espeak-ng)",
     ),
     "ptb": (
         "Penn Treebank next-word prediction (language model, perplexity)",

@@ -18,6 +18,10 @@ checked against their published checksums, then unpacked where spikestab's loade
   deleted. Archives are unpacked into a temporary folder, then renamed into place.
 - **Offline**: the error names the official URLs and the folder in which to put the archives by hand; the
   same command then checks and unpacks them without the network.
+- **On first use**: ``spikestab train --task shd --download`` calls ``fetch_task_files``, which downloads
+  only when the unpacked files are in neither ``<root>`` nor ``<root>/<FOLDER>`` (where the loader looks);
+  ``TASK_DATASETS`` says which training task reads which dataset (SSC and N-MNIST have no built-in task:
+  they train from Python through ``data.external.task_from_datasets``).
 - **Mirrors and tests**: ``base_url`` (or ``$SPIKESTAB_DATA_URL``) replaces the official locations by
   ``<base_url>/<archive name>``.
 """
@@ -33,7 +37,7 @@ import sys
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -157,6 +161,40 @@ DATASETS: dict[str, RemoteDataset] = {
         "N-MNIST (Orchard et al. 2015), CC BY-SA 4.0",
     ),
 }
+
+
+# the ``spikestab train`` tasks that read a dataset of this table: task -> dataset
+TASK_DATASETS = {"shd": "shd"}
+
+
+def installed(name: str, root: str | os.PathLike | None = None) -> bool:
+    """Whether dataset ``name``'s unpacked files are all in ``root`` or ``root/FOLDER`` (``root`` defaults to
+    ``default_data_dir(name)``): the two places the task's loader looks."""
+    spec = _spec(name)
+    base = Path(root).expanduser() if root is not None else default_data_dir(name)
+    return any(all((d / r.unpacks_to).exists() for r in spec.files) for d in (base, base / spec.folder))
+
+
+def fetch_task_files(
+    task: str, data_dir: str | os.PathLike | None = None, *, progress: bool = True, log: Callable[[str], None] = print
+) -> bool:
+    """``spikestab train --download``: fetch the official files of ``task`` into its data folder
+    (``data_dir``, default the cache) when they are missing, saying so; True when it downloaded. ValueError
+    for a task with no published files, ``DownloadError`` as ``download``."""
+    if task not in TASK_DATASETS:
+        raise ValueError(
+            f"--download fetches the files of the task{'s' * (len(TASK_DATASETS) > 1)} "
+            f"{', '.join(TASK_DATASETS)}; task {task!r} reads no published files (`spikestab tasks` says what it needs)"
+        )
+    name = TASK_DATASETS[task]
+    if installed(name, data_dir):
+        return False
+    log(
+        f"{task}: files not found; --download fetches the official {name.upper()} archives into "
+        f"{dataset_folder(name, data_dir)} and checks them against their published checksums"
+    )
+    download(name, data_dir, progress=progress)
+    return True
 
 
 def dataset_folder(name: str, root: str | os.PathLike | None = None) -> Path:

@@ -83,7 +83,8 @@ def _shd(
     )
     if folder is None:
         raise FileNotFoundError(
-            f"SHD files not found: put shd_train.h5 and shd_test.h5 (SHD h5 layout) in {root} or {root / 'SHD'}"
+            f"SHD files not found: put shd_train.h5 and shd_test.h5 (SHD h5 layout) in {root} or {root / 'SHD'}, "
+            "or let `spikestab train --task shd --download` (or `spikestab download shd`) fetch the official ones"
         )
     if dt <= 0 or int(n_steps) != n_steps or n_steps < 1:
         raise ValueError(f"dt must be > 0 and n_steps an integer >= 1, got dt={dt}, n_steps={n_steps}")

@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..data.download import DownloadError, fetch_task_files
 from .distributed import main as distributed_main
 from .distributed import under_torchrun
 from .flags import add_config_options, config_from_args
@@ -41,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="skip the figures (default: draw them under --out/figures)",
     )
     p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the task's official files (shd) into its data folder (--data-dir, default the cache) when "
+        "they are missing, checked against their published checksums (as `spikestab download`)",
+    )
+    p.add_argument(
         "--nproc",
         type=int,
         default=None,
@@ -68,6 +75,12 @@ def _where(trainer: Trainer | None) -> str:
 def _cmd(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     check_installed(cfg.log)  # before any process starts
+    if args.download:
+        try:
+            fetch_task_files(cfg.task, cfg.data_dir, progress=cfg.progress)
+        except DownloadError as err:
+            print(f"spikestab train: error: {err}", file=sys.stderr)
+            return 1
     if args.nproc is not None or under_torchrun():  # data-parallel: train/distributed.py
         return distributed_main(cfg, args.nproc, args.resume, args.figures)
     trainer = None
