@@ -14,6 +14,7 @@ from torch.utils.data import TensorDataset
 
 from spikestab.cli import main
 from spikestab.data.external import task_from_datasets
+from spikestab.sweep.space import canonical
 from spikestab.train import TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -167,3 +168,8 @@ def test_an_external_run_names_its_dataset_and_resumes_from_python_only(tmp_path
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "rows" and results["config"]["external_task"] == recorded
     assert results["global_steps"] == 10
+
+
+def test_external_task_is_recorded_not_swept():
+    with pytest.raises(ValueError, match="unknown option 'external_task'"):
+        canonical("external_task")

@@ -43,8 +43,9 @@ Value = Any  # None | bool | int | float | str
 
 
 def sweepable() -> list[str]:
-    """The TrainConfig fields a sweep may vary (plus ``task_options.KEY``)."""
-    return sorted(set(_FIELDS) - set(NON_RESULT_FIELDS) - {"task_options"})
+    """The TrainConfig fields a sweep may vary (plus ``task_options.KEY``): those with a ``spikestab train``
+    flag (not ``task_options`` nor ``external_task``, a dataset handed from Python) that change results."""
+    return sorted(set(option_types()) - set(NON_RESULT_FIELDS))
 
 
 def canonical(name: str) -> str:

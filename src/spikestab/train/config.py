@@ -187,8 +187,7 @@ class TrainConfig:
     progress: bool = option(True, "no progress bar (default: a bar per epoch)", flag=bool)
     log: tuple[str, ...] = option(
         (),
-        "copies of metrics.jsonl for other tools: tensorboard (event files in OUT/tensorboard), csv "
-        "(OUT/metrics.csv); comma-separated (default: none)",
+        "copies of metrics.jsonl for other tools, in OUT/tensorboard and OUT/metrics.csv (default: none)",
         LOG,
     )
     threads: int | None = option(
