@@ -81,7 +81,8 @@ def check_tensorboard(out):
 
 def test_tensorboard_and_csv_equal_metrics_jsonl(tmp_path):
     out = tmp_path / "run"
-    assert main(["train", "--config", str(config_file(tmp_path)), "--log", "tensorboard,csv", "--out", str(out)]) == 0
+    args = ["--config", str(config_file(tmp_path)), "--log", "tensorboard,csv", "--no-figures", "--out", str(out)]
+    assert main(["train", *args]) == 0
     assert TrainConfig.from_json(out / "config.json").log == ("tensorboard", "csv")
     check_csv(out)
     check_tensorboard(out)
