@@ -24,9 +24,9 @@ model is stabilised as ``spikestab train`` does (the recipe, ``--conditions auto
 rates, which decide the event-driven paths' cost, are those of a real run; one untimed step warms up.
 
 Each configuration is profiled with ``spikestab train``'s default dropout and without (bench_train's loop),
-and where there is dropout both as the epoch ran before issue 27's changes (``use_before``: torch's
-dropout) and now. Side by side, the same run before and now trains alternating epochs in one process: the
-ratio of their epoch times, and whether both ended on bitwise the same weights.
+both as the epoch ran before issue 27's changes (``epoch_path``: torch's dropout, batches built densely)
+and now. Side by side, the same run before and now trains alternating epochs in one process: the ratio of
+their epoch times, and whether both ended on bitwise the same weights.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/profile_epoch.py --out benchmarks/results
 """
@@ -338,23 +338,32 @@ def make_trainer(cfg: bench_train.Config, batches: int, out: str, dropout: float
     return Trainer(tcfg, task=task, log=lambda _: None)
 
 
-PATHS = {"before": "torch's dropout (the epoch before issue 27)", "now": "the current epoch"}
+PATHS = {"before": "torch's dropout, dense batches (the epoch before issue 27)", "now": "the current epoch"}
 
 
-def use_before(tr: Trainer) -> None:
-    """The trainer's epoch as it ran before issue 27's changes: torch's own dropout."""
-    tr.model.get_submodule("stack").dropout = nn.Dropout(tr.cfg.dropout)
+@contextmanager
+def epoch_path(tr: Trainer, path: str) -> Iterator[None]:
+    """Inside the block the trainer's epoch runs as ``path`` says: "now", or "before" issue 27's changes
+    (torch's nn.Dropout, batches built densely)."""
+    if path == "now":
+        yield
+        return
+    stack, make = tr.model.get_submodule("stack"), trainer_module.train_batches
+    dropout = stack.dropout
+    stack.dropout = nn.Dropout(tr.cfg.dropout)
+    trainer_module.train_batches = lambda *args, **kwargs: make(*args, **{**kwargs, "sparse": False})
+    try:
+        yield
+    finally:
+        trainer_module.train_batches, stack.dropout = make, dropout
 
 
-def start(cfg: bench_train.Config, batches: int, out: str, dropout: float, stabilize: bool, before: bool) -> Trainer:
-    """A trainer ready for its first epoch, as ``spikestab train`` starts one (seed, then stabilisation),
-    ``before`` issue 27's changes or now."""
+def start(cfg: bench_train.Config, batches: int, out: str, dropout: float, stabilize: bool) -> Trainer:
+    """A trainer ready for its first epoch, as ``spikestab train`` starts one (seed, then stabilisation)."""
     tr = make_trainer(cfg, batches, out, dropout)
     torch.manual_seed(tr.cfg.seed)
     if stabilize:
         tr.stabilize()
-    if before:
-        use_before(tr)
     tr.model.train()
     return tr
 
@@ -363,20 +372,20 @@ def profile_config(
     cfg: bench_train.Config, batches: int, epochs: int, stabilize: bool, dropout: float, before: bool = False
 ) -> dict:
     """Stabilise, warm up one step, then time ``epochs`` epochs stage by stage."""
+    path = "before" if before else "now"
     with tempfile.TemporaryDirectory() as tmp:
-        tr = start(cfg, batches, os.path.join(tmp, "run"), dropout, stabilize, before)
+        tr = start(cfg, batches, os.path.join(tmp, "run"), dropout, stabilize)
         metrics = tr.folder.open(resume=False)
         tr.train_step(next(iter(trainer_module.train_batches(tr.task, tr.cfg, 0))), 0.0)  # warm-up
         n_batches, runs = tr.batches_per_epoch(), []
         for _ in range(epochs):
             clock = Clock()
-            with instrumented(tr, clock), clock.stage(LOOP):
+            with epoch_path(tr, path), instrumented(tr, clock), clock.stage(LOOP):
                 tr._train_epoch(metrics, n_batches)
             runs.append({"wall": dict(clock.wall), "cpu": dict(clock.cpu)})
             rates = [r / max(tr.state.totals["steps"], 1) for r in tr.state.totals["rates"]]
             tr.state.next_epoch()
         n_layers = len(tr.cfg.layers)
-    path = "before" if before else "now"
     return {"config": cfg.name, "dropout": dropout, "path": path, **summarise(runs, n_layers, n_batches, rates)}
 
 
@@ -394,17 +403,18 @@ def side_by_side(cfg: bench_train.Config, batches: int, epochs: int, stabilize: 
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
         for path in ("before", "now"):
-            tr = start(cfg, batches, os.path.join(tmp, path), dropout, stabilize, path == "before")
+            tr = start(cfg, batches, os.path.join(tmp, path), dropout, stabilize)
             runs[path] = {"trainer": tr, "metrics": tr.folder.open(resume=False), "rng": torch.get_rng_state()}
             runs[path].update(wall_s=[], cpu_s=[])
         for _ in range(epochs):
-            for r in runs.values():
+            for path, r in runs.items():
                 tr = r["trainer"]
                 torch.set_rng_state(r["rng"])
-                w0, c0 = time.perf_counter(), time.process_time()
-                tr._train_epoch(r["metrics"], tr.batches_per_epoch())
-                r["wall_s"].append(time.perf_counter() - w0)
-                r["cpu_s"].append(time.process_time() - c0)
+                with epoch_path(tr, path):
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    tr._train_epoch(r["metrics"], tr.batches_per_epoch())
+                    r["wall_s"].append(time.perf_counter() - w0)
+                    r["cpu_s"].append(time.process_time() - c0)
                 r["rng"] = torch.get_rng_state()
                 tr.state.next_epoch()
         weights = [r["trainer"].model.state_dict() for r in runs.values()]
@@ -560,12 +570,11 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.configs:
         cfg = bench_train.CONFIGS[name]
         for dropout in args.dropouts:
-            # dropout 0 runs no dropout: before and now are the same epoch there
-            for before in (True, False) if dropout and not args.no_before else (False,):
+            for before in (False,) if args.no_before else (True, False):
                 res = profile_config(cfg, *common, dropout, before)
                 results["runs"].append(res)
                 print("\n".join(config_table(res)), flush=True)
-            if dropout and not args.no_before:
+            if not args.no_before:
                 results["side_by_side"].append(side_by_side(cfg, *common, dropout))
                 print("\n".join(side_table(results["side_by_side"][-1:])), flush=True)
     meta["load_average_end"] = os.getloadavg()

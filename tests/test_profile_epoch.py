@@ -51,15 +51,15 @@ def test_every_stage_timed_and_shares_add_up(tiny, tmp_path):
     assert json.loads((tmp_path / "profile_epoch.json").read_text())["runs"][0]["config"] == "shd-lif"
     assert "share of epoch" in (tmp_path / "profile_epoch.md").read_text()
     assert [(r["config"], r["dropout"], r["path"]) for r in out["runs"]] == [
-        ("shd-lif", 0.1, "before"),
-        ("shd-lif", 0.1, "now"),
-        ("shd-lif", 0.0, "now"),
-        ("shd-alif", 0.1, "before"),
-        ("shd-alif", 0.1, "now"),
-        ("shd-alif", 0.0, "now"),
+        (name, dropout, path)
+        for name in ("shd-lif", "shd-alif")
+        for dropout in (0.1, 0.0)
+        for path in ("before", "now")
     ]
-    # before (torch's dropout) and now, side by side: the same weights, epoch times of both
-    assert [(r["config"], r["same_weights"]) for r in out["side_by_side"]] == [("shd-lif", True), ("shd-alif", True)]
+    # before (torch's dropout, dense batches) and now, side by side: the same weights, epoch times of both
+    assert [(r["config"], r["same_weights"]) for r in out["side_by_side"]] == [
+        (name, True) for name in ("shd-lif", "shd-lif", "shd-alif", "shd-alif")
+    ]
     assert all(len(r[p]["cpu_s"]) == 1 and r["speedup_cpu"] > 0 for r in out["side_by_side"] for p in ("before", "now"))
     for run in out["runs"]:
         stages = run["stages"]

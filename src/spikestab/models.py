@@ -129,7 +129,9 @@ def build_stack(cfg: SNNConfig, input_size: int) -> nn.ModuleList:
 
 
 class SpikingStack(nn.Module):
-    """Dropout before each spiking layer; returns the last layer's spikes and every layer's record."""
+    """Dropout before each spiking layer; returns the last layer's spikes and every layer's record. The
+    input may be a sparse COO batch (``data.SpikeLoader(sparse=True)``): LIF and ALIF layers read it as it
+    is, other layers its ``to_dense()``."""
 
     def __init__(self, cfg: SNNConfig, input_size: int) -> None:
         super().__init__()
@@ -141,7 +143,10 @@ class SpikingStack(nn.Module):
         h = x
         for i, layer in enumerate(self.layers):
             st = None if states is None else states[i]
-            out = layer(self.dropout(h), st, return_voltage=record_voltage)
+            h = self.dropout(h)
+            if h.is_sparse and not isinstance(layer, (LIF, ALIF)):
+                h = h.to_dense()
+            out = layer(h, st, return_voltage=record_voltage)
             z, v, st = out if record_voltage else (out[0], None, out[1])
             spikes.append(z.abs() if isinstance(layer, SLSTM) else z)  # the sLSTM's signed spikes: |h| = o
             volts.append(v)

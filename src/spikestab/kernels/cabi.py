@@ -113,6 +113,8 @@ class DropoutArgs(ctypes.Structure):
 
     _fields_ = [
         ("n", _I64),
+        ("nnz", _I64),
+        ("index", _P),
         ("x", _P),
         ("out", _P),
         ("kept", _P),

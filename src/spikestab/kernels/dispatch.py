@@ -90,11 +90,15 @@ def prepare(
 
     The projection is event-driven when ``sparse_x`` is true, dense when false, and chosen by
     :func:`sparse_projection` when None (callers that run one sequence in pieces decide once for
-    the whole sequence and pass the answer, so that every piece computes the same way).
+    the whole sequence and pass the answer, so that every piece computes the same way). A sparse COO x
+    (a batch of spikes, ``data.SpikeLoader(sparse=True)``) is read as its dense form: the event-driven
+    projection takes its non-zeros as they are, the dense one (and a gradient for x) its ``to_dense()``.
     """
     kernel = select(backend)
     if sparse_x is None:
         sparse_x = sparse_projection(x, weight, bias, backend)
+    if x.is_sparse and (not sparse_x or x.requires_grad):
+        x = x.to_dense()
     if sparse_x:
         return sparse.event_linear(x, weight, bias), kernel
     return torch.nn.functional.linear(x, weight, bias), kernel

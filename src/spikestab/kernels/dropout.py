@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from . import cabi
+from .sparse import flat_positions
 
 __all__ = ["dropout", "reproduces_torch", "runs_exactly"]
 
@@ -37,15 +38,15 @@ def _scale(p: float) -> float:
     return torch.ones(1, device="cpu").div_(1.0 - p).item()
 
 
-def _draw(x: Tensor, p: float, with_mask: bool) -> tuple[Tensor, Tensor | None]:
-    """(x * noise, the keep mask as uint8 or None) from the default CPU generator, which is advanced as
-    ``torch.nn.functional.dropout(x, p)`` advances it."""
+def _advance(n: int, x: Tensor, out: Tensor, kept: Tensor | None, index: Tensor | None, p: float) -> None:
+    """The C pass over a tensor of n entries (x, out, kept: its entries, or those at the flat positions
+    ``index``), drawing from the default CPU generator and advancing it as torch's dropout would."""
     state = torch.get_rng_state().numpy().copy()
     mt = state[_MT : _MT + 8 * _WORDS].view(np.uint64).astype(np.uint32)
-    out = torch.empty_like(x)
-    kept = torch.empty(x.shape, dtype=torch.uint8, device=x.device) if with_mask else None
     args = cabi.DropoutArgs(
-        n=x.numel(),
+        n=n,
+        nnz=0 if index is None else index.numel(),
+        index=cabi.ptr(index),
         x=cabi.ptr(x),
         out=cabi.ptr(out),
         kept=cabi.ptr(kept),
@@ -60,7 +61,25 @@ def _draw(x: Tensor, p: float, with_mask: bool) -> tuple[Tensor, Tensor | None]:
     state[_NEXT : _NEXT + 8] = np.array([args.next], np.uint64).view(np.uint8)
     state[_MT : _MT + 8 * _WORDS] = mt.astype(np.uint64).view(np.uint8)
     torch.set_rng_state(torch.from_numpy(state))
+
+
+def _draw(x: Tensor, p: float, with_mask: bool) -> tuple[Tensor, Tensor | None]:
+    """(x * noise, the keep mask as uint8 or None) of a dense x."""
+    out = torch.empty_like(x)
+    kept = torch.empty(x.shape, dtype=torch.uint8, device=x.device) if with_mask else None
+    _advance(x.numel(), x, out, kept, None, p)
     return out, kept
+
+
+def _draw_sparse(x: Tensor, p: float) -> Tensor:
+    """The dropout of a sparse COO x as a sparse COO tensor holding the non-zeros of the dense result (the
+    dropped entries removed): the same draws as for ``x.to_dense()``."""
+    x = x.coalesce()
+    idx, vals = x.indices(), x.values().contiguous()
+    out = torch.empty_like(vals)
+    _advance(x.numel(), vals, out, None, flat_positions(idx, x.shape), p)
+    keep = out != 0
+    return torch.sparse_coo_tensor(idx[:, keep], out[keep], x.shape, is_coalesced=True, check_invariants=False)
 
 
 class _Dropout(torch.autograd.Function):
@@ -114,22 +133,27 @@ def _same_as_torch(with_grad: bool) -> bool:
 
 def runs_exactly(x: Tensor, p: float, training: bool) -> bool:
     """Whether :func:`dropout` runs its C pass on x (else it is torch's dropout): training with 0 < p < 1
-    on a non-empty contiguous CPU float32 tensor, in a process where the pass reproduces torch's draws."""
+    on a non-empty CPU float32 tensor, contiguous or sparse COO without a gradient, in a process where the
+    pass reproduces torch's draws."""
+    layout_ok = x.is_contiguous() if x.layout == torch.strided else x.is_sparse and not x.requires_grad
     return (
         training
         and 0.0 < p < 1.0
         and x.numel() > 0
         and x.device.type == "cpu"
         and x.dtype == torch.float32
-        and x.layout == torch.strided
-        and x.is_contiguous()
+        and layout_ok
         and reproduces_torch()
     )
 
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """``torch.nn.functional.dropout(x, p, training)``, bit for bit and with the same draws from the
-    default generator; computed in C where :func:`runs_exactly`."""
+    default generator; computed in C where :func:`runs_exactly`. A sparse COO x (a batch of spikes) gives
+    a sparse COO result whose ``to_dense()`` is torch's dropout of ``x.to_dense()``; x itself where torch
+    returns its input (``p == 0`` or not training)."""
+    if x.is_sparse and not runs_exactly(x, p, training):
+        return x if p == 0.0 or not training else torch.nn.functional.dropout(x.to_dense(), p, training)
     if not runs_exactly(x, p, training):
         return torch.nn.functional.dropout(x, p, training)
-    return _Dropout.apply(x, p)
+    return _draw_sparse(x, p) if x.is_sparse else _Dropout.apply(x, p)

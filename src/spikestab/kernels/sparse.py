@@ -23,8 +23,10 @@ __all__ = [
     "EVENT_DENSITY",
     "HIDDEN_EVENT_DENSITY",
     "NonZeros",
+    "coo_nonzeros",
     "density",
     "event_linear",
+    "flat_positions",
     "native_kind",
     "runs_natively",
     "nonzeros",
@@ -54,10 +56,37 @@ def runs_natively(*tensors: Tensor | None) -> bool:
 
 def density(x: Tensor) -> float:
     """Fraction of non-zero entries, estimated on evenly spaced rows (last dimension kept whole: a
-    contiguous read) holding about 65k entries."""
+    contiguous read) holding about 65k entries; the same rows and the same number for a sparse COO x."""
+    if x.is_sparse:
+        return _coo_density(x)
     rows = x.reshape(-1, x.shape[-1]) if x.dim() > 0 else x.reshape(1, 1)
-    sample = rows[:: max(1, rows.shape[0] // max(1, 65536 // max(rows.shape[1], 1)))]
+    sample = rows[:: _row_step(rows.shape[0], rows.shape[1])]
     return sample.count_nonzero().item() / max(sample.numel(), 1)
+
+
+def _row_step(rows: int, n: int) -> int:
+    """Every how many rows ``density`` reads one."""
+    return max(1, rows // max(1, 65536 // max(n, 1)))
+
+
+def _coo_density(x: Tensor) -> float:
+    n = x.shape[-1]
+    rows = x.numel() // max(n, 1)
+    step = _row_step(rows, n)
+    x = x.coalesce()
+    row = flat_positions(x.indices(), tuple(x.shape)) // max(n, 1)
+    count = int(((row % step == 0) & (x.values() != 0)).sum())
+    return count / max(-(-rows // step) * n, 1)
+
+
+def flat_positions(indices: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """The row-major flat position of every column of a COO ``indices`` [ndim, nnz] in a tensor of ``shape``
+    (increasing for coalesced indices)."""
+    flat, stride = torch.zeros_like(indices[0]), 1
+    for d in reversed(range(len(shape))):
+        flat += indices[d] * stride
+        stride *= shape[d]
+    return flat
 
 
 class NonZeros(NamedTuple):
@@ -103,6 +132,21 @@ def nonzeros(x: Tensor) -> NonZeros:
     return NonZeros(rowptr, torch.cat(cols), torch.cat(vals), (rows, n))
 
 
+def coo_nonzeros(x: Tensor) -> NonZeros:
+    """The compressed-row index of a sparse COO x [..., N] seen as [R, N] (R the product of the leading
+    sizes): what ``nonzeros(x.to_dense().reshape(-1, N))`` gives, without the dense tensor."""
+    x = x.coalesce()
+    n = x.shape[-1]
+    rows = x.numel() // max(n, 1)
+    vals = x.values()
+    keep = vals != 0
+    flat = flat_positions(x.indices(), tuple(x.shape))[keep]
+    row = flat // n
+    rowptr = torch.zeros(rows + 1, dtype=torch.int64, device=x.device)
+    rowptr[1:] = torch.bincount(row, minlength=rows).cumsum(0)
+    return NonZeros(rowptr, (flat - row * n).to(torch.int32), vals[keep].contiguous(), (rows, n))
+
+
 def sparse_mm(x: NonZeros, wt: Tensor, bias: Tensor | None = None) -> Tensor:
     """x [R, N] @ wt [N, H] (+ bias [H]) from the non-zeros of x (wt, bias contiguous float32); each
     output sums its terms from zero in column order, then adds the bias."""
@@ -125,7 +169,7 @@ class _EventLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
-        nz = nonzeros(x.reshape(-1, x.shape[-1]).contiguous())
+        nz = coo_nonzeros(x) if x.is_sparse else nonzeros(x.reshape(-1, x.shape[-1]).contiguous())
         out = sparse_mm(nz, weight.t().contiguous(), bias.contiguous())
         ctx.save_for_backward(weight)
         ctx.nz, ctx.x_shape = nz, x.shape
@@ -146,5 +190,6 @@ class _EventLinear(torch.autograd.Function):
 
 
 def event_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """``torch.nn.functional.linear(x, weight, bias)`` computed from the non-zeros of x only."""
+    """``torch.nn.functional.linear(x, weight, bias)`` computed from the non-zeros of x only (x dense, or a
+    sparse COO tensor that needs no gradient)."""
     return _EventLinear.apply(x, weight, bias)

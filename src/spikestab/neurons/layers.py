@@ -218,6 +218,8 @@ class SpikingNeurons(nn.Module):
         """The effective recurrent matrix (masked diagonal), [hidden, hidden]."""
         if self.weight_hh is None:
             return None
+        if self.recurrent_mask is None:
+            raise RuntimeError(f"{type(self).__name__} has recurrent weights but no recurrent_mask buffer")
         return self.weight_hh * self.recurrent_mask
 
     def dynamics(self) -> Dynamics:
@@ -286,9 +288,11 @@ class _LayerMixin(SpikingNeurons):
 
     def forward(self, x: Tensor, state: NeuronState | None = None, return_voltage: bool = False):
         x = self._prepare_input(x, 3)
+        if x.is_sparse and (self.batch_first or self.checkpoint or self.custom_current):
+            x = x.to_dense()  # a sparse COO batch is read by the time-first projection (kernels.prepare) only
         if self.batch_first:
             x = x.transpose(0, 1)
-        state = self._check_state(state, x.shape[1], x)
+        state = self._check_state(state, x.shape[1], self.weight_ih if x.is_sparse else x)
         if self.checkpoint and self.custom_current:
             raise ValueError(
                 "checkpoint must be False for a layer that overrides input_current (the checkpointed "

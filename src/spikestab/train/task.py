@@ -120,11 +120,13 @@ def network_config(cfg: TrainConfig, task: Any) -> SNNConfig:
     )
 
 
-def train_batches(task: Any, cfg: TrainConfig, epoch: int) -> Batches:
-    """Epoch ``epoch``'s training batches: the order and input-dropout masks depend only on (seed, epoch)."""
+def train_batches(task: Any, cfg: TrainConfig, epoch: int, sparse: bool = False) -> Batches:
+    """Epoch ``epoch``'s training batches: the order and input-dropout masks depend only on (seed, epoch);
+    ``sparse``: a classification task's inputs as sparse COO tensors (``data.SpikeLoader``; the same
+    batches for the model without building them densely)."""
     if task.kind == "language":
         return data.lm_batches(task.train, cfg.batch_size, cfg.seq_len, time_repeat=cfg.time_repeat)
-    loader = data.make_loader(task.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    loader = data.make_loader(task.train, cfg.batch_size, shuffle=True, seed=cfg.seed, sparse=sparse)
     loader.set_epoch(epoch)
     return loader
 

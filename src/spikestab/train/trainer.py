@@ -241,7 +241,8 @@ class Trainer:
         if s.step_in_epoch == 0:
             s.states = None  # a language model reads the text from its start each epoch
         stopped, t0 = False, time.monotonic()
-        for i, batch in enumerate(train_batches(self.task, cfg, s.epoch)):
+        # sparse batches (the same ones, not built densely) unless a data-parallel run shards them
+        for i, batch in enumerate(train_batches(self.task, cfg, s.epoch, sparse=self.parallel is None)):
             if i < s.step_in_epoch:
                 continue  # batches done before the checkpoint being resumed
             rec = self.train_step(batch, s.epoch + i / n_batches)

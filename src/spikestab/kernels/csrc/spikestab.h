@@ -82,12 +82,16 @@ typedef struct {
     int32_t threads;
 } spk_backward_args;
 
-/* Dropout with torch's draws (dropout.c): out [n] = x * (kept ? scale : 0), the keep mask drawn from the
-   mt19937 state mt [624] / left / next of torch's CPU generator, which the call advances in place. */
+/* Dropout with torch's draws (dropout.c): out = x * (kept ? scale : 0) over a tensor of n entries, the
+   keep mask drawn from the mt19937 state mt [624] / left / next of torch's CPU generator, which the call
+   advances in place as torch's dropout of all n entries would. index NULL: x, out (and kept) hold all n
+   entries; else only the nnz entries at the increasing flat positions index [nnz] (a sparse tensor). */
 typedef struct {
     int64_t n;
-    const float* x;           /* [n] */
-    float* out;               /* [n] out */
+    int64_t nnz;
+    const int64_t* index;     /* [nnz] or NULL */
+    const float* x;           /* [n] or [nnz] */
+    float* out;               /* [n] or [nnz] out */
     uint8_t* kept;            /* [n] out: 1 where kept, or NULL (then zero entries only advance the stream) */
     uint32_t* mt;             /* [624] in/out */
     double keep;              /* 1 - p */
