@@ -45,6 +45,8 @@ from spikestab.regularizers import l1_rate, l2_population
 from spikestab.stability import stabilize
 from spikestab.stability.stabilize import model_device, to_device
 from spikestab.surrogate import SurrogateGradient
+from spikestab.train import Trainer
+from spikestab.train.config import TrainConfig
 from test_adapters import NETS as PEER_NETS
 from test_adapters import Logits
 from test_adapters import data as peer_data
@@ -245,6 +247,40 @@ def test_checkpoint_saved_on_one_device_loads_on_another():
     back = model()
     load_model_state(back, torch.load(buffer, map_location="cpu", weights_only=True))
     assert torch.equal(back(x), expected)
+
+
+def test_a_reshaped_buffer_loads_on_the_model_device():
+    """``load_model_state`` of a stabilised state read onto the CPU (per-neuron SG buffers, which replace the
+    model's scalar ones) into a model on another device: the new buffers are made there."""
+    source = model()
+    stabilize(source, spikes(40, 4, N, rate=0.1), conditions="III", mode="paper")
+    target = model().to("meta")
+    load_model_state(target, source.state_dict())
+    assert {t.device.type for t in all_tensors(target)} == {"meta"}
+
+
+def test_trainer_run_and_resume_name_their_devices(tmp_path):
+    """A Trainer's run (stabilisation, training steps with the sparsity loss, evaluation, checkpoints,
+    best.pt, results) and its resume from the checkpoint make every tensor on the model's device (the
+    models are built outside the check: modules are built on the CPU and moved)."""
+    options = dict(n_classes=3, n_units=N, n_steps=T, samples_per_class=20)
+    cfg = TrainConfig(
+        task="randman",
+        task_options=options,
+        layers=(H, H),
+        epochs=1,
+        batch_size=16,
+        out=str(tmp_path / "run"),
+        progress=False,
+        checkpoint_every=2,
+        sparsity="l1_rate:0.05:linear",
+    )
+    trainer = Trainer(cfg, log=lambda _: None)
+    with device_checked():
+        trainer.fit()
+    more = Trainer(TrainConfig.from_dict({**cfg.to_dict(), "epochs": 2}), log=lambda _: None)
+    with device_checked():
+        assert more.fit(resume=True)["epochs_done"] == 2
 
 
 # ---------------------------------------------------------------- stabilize, calibration

@@ -244,10 +244,11 @@ def build_model(cfg: SNNConfig, kind: str = "classification") -> SpikingModel:
 
 def load_model_state(model: nn.Module, state: dict) -> None:
     """load_state_dict that first reshapes buffers whose shape the stability conditions changed
-    (e.g. a scalar SG dampening that condition III made per-neuron)."""
+    (e.g. a scalar SG dampening that condition III made per-neuron), on the device of the buffer they
+    replace (a checkpoint read onto the CPU loads into a model on a GPU)."""
     own = dict(model.named_buffers())
     for name, value in state.items():
         if name in own and own[name] is not None and own[name].shape != value.shape:
             owner, _, attr = name.rpartition(".")
-            model.get_submodule(owner).register_buffer(attr, value.clone())
+            model.get_submodule(owner).register_buffer(attr, value.to(own[name].device, copy=True))
     model.load_state_dict(state)

@@ -77,10 +77,10 @@ class ConditionResult:
     @property
     def chosen_mean(self) -> float:
         """The chosen value, or its mean over neurons."""
-        return float(torch.as_tensor(self.chosen, dtype=torch.float64).mean())
+        return float(torch.as_tensor(self.chosen, dtype=torch.float64, device="cpu").mean())  # a host number
 
     def to_dict(self) -> dict:
-        c = torch.as_tensor(self.chosen, dtype=torch.float64)
+        c = torch.as_tensor(self.chosen, dtype=torch.float64, device="cpu")  # the report's numbers: on the host
         out = {
             "condition": self.condition,
             "quantity": self.quantity,

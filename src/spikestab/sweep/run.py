@@ -12,6 +12,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from ..train.device import run_device
 from .report import collect
 from .storage import check_heartbeat, default_url, masked, open_storage
 from .study import Plan, check_sweep_json, make_plan, prepare_study, write_sweep_json
@@ -54,6 +55,7 @@ def run_sweep(
         raise ValueError(f"--workers must be an integer >= 1, got {workers!r}")
     check_heartbeat(heartbeat, grace)
     plan = make_plan(fixed, grid, space, sampler, trials, prune)
+    run_device(plan.fixed.get("device", "cpu"))  # a GPU torch does not see: refused before any trial
     out = Path(out)
     check_sweep_json(out, plan)
     url = storage or default_url(out)

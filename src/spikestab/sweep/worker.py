@@ -30,6 +30,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from ..files import read_jsonl
+from ..train.device import worker_device
 from ..train.progress import format_duration
 from . import space as sp
 from .storage import Heartbeat, fail_stale, open_storage, pop_trial, requeue
@@ -173,7 +174,13 @@ def run_trial(
             return storage.get_trial(trial_id).state
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg = TrainConfig.from_dict(
-            {**sp.apply(plan.fixed, params), "out": str(run_dir), "progress": False, "threads": ctx.threads}
+            {
+                **sp.apply(plan.fixed, params),
+                "out": str(run_dir),
+                "progress": False,
+                "threads": ctx.threads,
+                "device": worker_device(plan.fixed.get("device", "cpu"), ctx.index),  # several GPUs: in turn
+            }
         )
         what = sp.describe(params)
         with _dir_lock(run_dir):

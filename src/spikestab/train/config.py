@@ -17,6 +17,7 @@ from ..regularizers import parse_sparsity
 from ..stability.regime import REGIMES
 from ..stability.stabilize import CHOOSES, MODES, PAPER_CONDITIONS, RECIPE, resolve_conditions
 from ..surrogate import SHAPES, canonical_shape
+from .device import DEVICE, DEVICE_HELP
 from .fields import POSITIVE, Check, Range, fraction, integer, one_of, option, rows
 from .loggers import LOGGERS
 
@@ -27,7 +28,18 @@ ON_NONFINITE = ("stop", "skip")
 LR_MAX = 3.4e37  # AdamW's first update is lr / (1 - beta1) = 10 lr, and float32 ends at 3.4e38
 
 # fields that do not change what a run computes: they may differ when a run is resumed
-NON_RESULT_FIELDS = ("out", "data_dir", "checkpoint_every", "progress", "max_minutes", "threads", "user_set", "log")
+# (the device too: a run may continue on another one; results.json records where it ran)
+NON_RESULT_FIELDS = (
+    "out",
+    "data_dir",
+    "checkpoint_every",
+    "progress",
+    "max_minutes",
+    "threads",
+    "device",
+    "user_set",
+    "log",
+)
 
 # names renamed to one vocabulary (issue 23): old field -> new field, and old -> new values of a field.
 # Run folders, sweep databases and result files written before keep the old ones; ``migrate`` reads them.
@@ -193,6 +205,7 @@ class TrainConfig:
     threads: int | None = option(
         None, "torch CPU threads (1 is often fastest on a shared machine)", integer(1, optional="torch's default"), int
     )
+    device: str = option("cpu", DEVICE_HELP, DEVICE)
     # the fields the user set (flags typed, --config keys, sweep values, Python keywords; ``given``): the
     # recipe keeps those it would choose (``kept``). None: the names passed to the constructor
     user_set: tuple[str, ...] | None = option(None, "fields the user set", USER_SET, flag=None)

@@ -5,8 +5,8 @@ Every rank runs the same ``Trainer.fit`` on its share of each global batch; ``Tr
 
 - rank 0 alone checks the run folder, reads a checkpoint, calibrates the rate and applies the stability
   conditions; ``Parallel.broadcast`` / ``Parallel.start`` give every rank its checkpoint and its weights,
-  then wrap the model in ``DistributedDataParallel`` (gloo for the Trainer's CPU tensors; nccl would
-  serve CUDA ones, which the Trainer does not use yet);
+  then wrap the model in ``DistributedDataParallel``: on the CPU over gloo, on CUDA (``--device cuda``
+  or ``auto`` where torch sees a GPU) over nccl with one GPU per local rank (rank r on ``cuda:r``);
 - ``BatchShard`` (the distributed sampler) gives rank r the r-th of ``world_size`` contiguous slices of
   every global batch of ``batch_size`` samples, so the global batches, their order and their input-dropout
   masks are those of a one-process run; the loss is weighted by the slice's share so that the averaged
@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from ..models import Run, SNNClassifier, SNNLanguageModel, load_model_state
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
+from .device import check_ranks, describe, rank_device
 from .report import report
 from .trainer import StepHook, Trainer
 
@@ -144,11 +145,15 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def _device() -> torch.device:
-    """Where this rank trains. The Trainer keeps its model and batches on the CPU (it has no device
-    option yet), so every rank is a CPU rank on gloo; ``Parallel`` is written for a CUDA device as well
-    (one per local rank, nccl) for when it gets one."""
-    return torch.device("cpu")
+def _device(cfg: TrainConfig) -> torch.device:
+    """Where this rank trains (``device.rank_device``): its own GPU ``cuda:LOCAL_RANK`` when the run's
+    device is CUDA (made the rank's current device, as nccl needs), else the CPU. ValueError when this
+    machine's ranks cannot have a GPU each."""
+    check_ranks(cfg.device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    device = rank_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 def check_distributed_config(cfg: TrainConfig, world_size: int) -> None:
@@ -173,7 +178,7 @@ def train_worker(
 ) -> dict | None:
     """One rank of a data-parallel run (in a process started by ``launch`` or torchrun): join the process
     group, train, leave it. Returns the results on rank 0, None elsewhere."""
-    device = _device()
+    device = _device(cfg)
     backend = backend_for(device)
     dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
     try:
@@ -184,12 +189,15 @@ def train_worker(
             cfg.threads = max(1, (os.cpu_count() or 1) // local)
         if rank != 0:
             cfg.progress = False
-        trainer = Trainer(cfg, task, on_step=on_step, log=log if rank == 0 else (lambda _: None))
+        if rank == 0 and cfg.device == "auto":
+            print(f"spikestab: device auto: rank 0 trains on {describe(device)}", file=sys.stderr, flush=True)
+        trainer = Trainer(cfg, task, on_step=on_step, log=log if rank == 0 else (lambda _: None), device=device)
         assert isinstance(trainer.model, (SNNClassifier, SNNLanguageModel))
         trainer.parallel = Parallel(trainer.model, device)
         results = trainer.fit(resume=resume)
         if rank == 0:
-            log(f"data-parallel run: {world} processes ({backend}), global batch {cfg.batch_size}")
+            where = "one GPU each" if device.type == "cuda" else str(device)
+            log(f"data-parallel run: {world} processes ({backend}, {where}), global batch {cfg.batch_size}")
             report(trainer, results, figures)
             return results
         return None
@@ -230,6 +238,7 @@ def launch(cfg: TrainConfig, nproc: int, entry: Callable[..., Any] = train_worke
     if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
         raise ValueError(f"nproc must be an integer >= 1, got {nproc!r}")
     check_distributed_config(cfg, nproc)
+    check_ranks(cfg.device, nproc)  # one GPU per process: said before any process starts
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,

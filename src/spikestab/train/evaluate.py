@@ -1,5 +1,5 @@
 """Evaluation passes: a split's mean per-step cross-entropy, score (accuracy or perplexity) and firing
-rates; one sample's activity for the raster figure."""
+rates; one sample's activity for the raster figure. Both run on the model's device."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..models import SNNClassifier, SpikingModel
+from ..stability.stabilize import model_device, to_device
 from .config import TrainConfig
 from .step import task_loss
 from .task import SCORES, eval_batches, eval_score, sample_input
@@ -22,8 +23,9 @@ def evaluate(model: SpikingModel, task: Any, cfg: TrainConfig, split: str) -> di
     model.eval()
     total, count, correct = 0.0, 0, 0
     rate_sum = [0.0] * len(cfg.layers)
-    states = None
-    for inputs, targets in eval_batches(task, cfg, split):
+    states, device = None, model_device(model)
+    for batch in eval_batches(task, cfg, split):
+        inputs, targets = to_device(batch, device)
         out = model.simulate(inputs, states)
         states = out.states
         n = targets.numel()
@@ -47,10 +49,11 @@ def evaluate(model: SpikingModel, task: Any, cfg: TrainConfig, split: str) -> di
 def sample_activity(
     model: SpikingModel, task: Any, cfg: TrainConfig, split: str = "test", index: int = 0
 ) -> tuple[Tensor | None, list[Tensor]]:
-    """One sample's input [T, N] (None for token input) and every layer's spikes [T, H], eval mode."""
+    """One sample's input [T, N] (None for token input) and every layer's spikes [T, H] (on the CPU, for
+    the figures), eval mode."""
     was_training = model.training
     model.eval()
     inputs = sample_input(task, cfg, split, index)
-    spikes = model.simulate(inputs).spikes
+    spikes = model.simulate(inputs.to(model_device(model))).spikes
     model.train(was_training)
-    return (None if task.kind == "language" else inputs[:, 0]), [z[:, 0] for z in spikes]
+    return (None if task.kind == "language" else inputs[:, 0]), [z[:, 0].cpu() for z in spikes]

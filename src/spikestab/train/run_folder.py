@@ -19,6 +19,7 @@ from ..files import atomic_torch_save, atomic_write_json, previous_path, remove_
 from ..models import load_model_state
 from .checkpoint import load_checkpoint, load_latest_checkpoint
 from .config import TrainConfig, with_defaults
+from .device import host
 from .loggers import open_loggers
 from .metrics import MetricsLog
 
@@ -135,7 +136,7 @@ class RunFolder:
 
     def save_best(self, model: nn.Module) -> None:
         if self.writes:
-            atomic_torch_save(model.state_dict(), self.best)
+            atomic_torch_save(host(model.state_dict()), self.best)  # CPU tensors: loads on any device
 
     def load_best(self, model: nn.Module) -> bool:
         """Load best.pt into ``model`` (buffer shapes included); False when no epoch has written one."""

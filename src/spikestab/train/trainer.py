@@ -24,8 +24,10 @@ from torch import Tensor
 
 from ..models import build_model, load_model_state
 from ..regularizers import SparsityLoss, parse_sparsity
+from ..stability.stabilize import to_device
 from . import nonfinite as nf
 from .config import TrainConfig
+from .device import host, kernel_path, restore_rng, rng_state, run_device
 from .evaluate import evaluate, sample_activity
 from .loggers import check_installed
 from .metrics import MetricsLog
@@ -52,6 +54,8 @@ class Trainer:
     every optimisation step (and after any checkpoint of that step), e.g. to interrupt a run in tests;
     ``on_epoch(trainer, record)`` after every epoch's checkpoint with that epoch's metrics record (a
     sweep reports the objective to its pruner there; an exception it raises stops the run, checkpoint kept).
+    The run trains on ``cfg.device`` (``device.run_device``; ``device``: the one a data-parallel rank
+    takes), where the model, batches, stabilisation, evaluation and metrics follow it.
     """
 
     def __init__(
@@ -61,11 +65,15 @@ class Trainer:
         on_step: StepHook | None = None,
         log: Callable[[str], None] = print,
         on_epoch: EpochHook | None = None,
+        device: torch.device | None = None,
     ) -> None:
         self.cfg = cfg = with_external_task(cfg, task)  # a dataset handed from Python: named in config.json
         self.on_step, self.on_epoch, self.log = on_step, on_epoch, log
         self.folder = RunFolder(cfg.out, log=log)  # checks --out before any data loads
         check_installed(cfg.log)  # --log tensorboard without its package: said before any work
+        # a GPU torch does not see: said before any work; ``device``: a data-parallel rank's own GPU
+        self.device = device if device is not None else run_device(cfg.device)
+        self.kernel = kernel_path(cfg.net, self.device, cfg.backend)  # backend native on a GPU: refused here
         self.out = self.folder.out
         if cfg.threads is not None:
             # tiny per-step ops: on a shared CPU one thread is often many times faster than two
@@ -73,7 +81,7 @@ class Trainer:
         self.task = task if task is not None else load_config_task(cfg)
         self.kind: str = self.task.kind
         torch.manual_seed(cfg.seed)
-        self.model = build_model(network_config(cfg, self.task), self.kind)
+        self.model = build_model(network_config(cfg, self.task), self.kind).to(self.device)  # same weights anywhere
         self.sparsity: SparsityLoss | None = (
             parse_sparsity(cfg.sparsity, len(cfg.layers), cfg.epochs) if cfg.sparsity else None
         )
@@ -103,11 +111,11 @@ class Trainer:
 
     def first_batch(self) -> Tensor:
         """The model input of the first training batch (x [T, B, N] or tokens [T, B])."""
-        return next(iter(train_batches(self.task, self.cfg, 0)))[0]
+        return to_device(next(iter(train_batches(self.task, self.cfg, 0)))[0], self.device)
 
     def probe_set(self) -> tuple[Tensor, Tensor] | None:
         """The labelled samples the recipe chooses its regime on (``task.probe_set``)."""
-        return probe_set(self.task, self.cfg.batch_size, self.cfg.seed)
+        return to_device(probe_set(self.task, self.cfg.batch_size, self.cfg.seed), self.device)
 
     def stabilize(self) -> dict:
         """Calibrate, stabilise and measure the model before its first step (``start.initialise``, on the
@@ -120,7 +128,7 @@ class Trainer:
     def train_step(self, batch: tuple[Tensor, Tensor], epoch_float: float) -> dict:
         """One optimisation step (``step.train_step``) on the run's model, optimiser and language-model
         state; an applied step's values go into the epoch totals, a non-finite one is counted as skipped."""
-        s = self.state
+        s, batch = self.state, to_device(batch, self.device)
         rec, s.states, correct = train_step(
             self.model, self.optimizer, self.cfg, self.sparsity, self.parallel, batch, s.states, epoch_float
         )
@@ -152,12 +160,17 @@ class Trainer:
         self.model.load_state_dict(last)
         return val, test
 
+    def results(self, val: dict | None, test: dict | None, stopped: bool) -> dict:
+        """results.json (``RunState.results``) with where the run trained: the device and the kernel its
+        spiking layers took there (``device.kernel_path``)."""
+        return {**self.state.results(self.cfg, val, test, stopped), "device": str(self.device), "kernel": self.kernel}
+
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self, metrics: MetricsLog, finished: bool = False) -> None:
-        """Write checkpoint.pt (rank 0 of a data-parallel run); ``last_checkpoint`` says which step it holds."""
-        self.folder.save_checkpoint(
-            self.state.checkpoint(self.cfg, self.model, self.optimizer, metrics.lines, finished)
-        )
+        """Write checkpoint.pt (rank 0 of a data-parallel run), its tensors on the CPU (it continues on any
+        device); ``last_checkpoint`` says which step it holds."""
+        ck = self.state.checkpoint(self.cfg, self.model, self.optimizer, metrics.lines, finished)
+        self.folder.save_checkpoint(host({**ck, **rng_state(self.device)}))
         self.state.saved()
 
     def check_out_dir(self, resume: bool) -> dict | None:
@@ -217,7 +230,9 @@ class Trainer:
     def _continue(self, ck: dict, metrics: MetricsLog) -> bool:
         """Restore a checkpoint; False when it finished at ``cfg.epochs`` already (nothing to train)."""
         s = self.state
-        s.restore(ck, self.model, self.optimizer)
+        s.restore(ck, self.model, self.optimizer)  # the weights and the optimiser follow the model's device
+        restore_rng(ck, self.device)
+        s.states = to_device(s.states, self.device)
         metrics.truncate(ck["metrics_lines"])
         if ck["finished"] and s.epoch >= self.cfg.epochs:
             return False
@@ -296,7 +311,7 @@ class Trainer:
         metrics.write({"kind": "nonfinite", **record, **values})
         val, test = self._scores_of_best()
         self.folder.write_json(
-            "results.json", {**s.results(cfg, val, test, stopped=False), "stopped_by_nonfinite": record}
+            "results.json", {**self.results(val, test, stopped=False), "stopped_by_nonfinite": record}
         )
         raise nf.NonFiniteError(message, record)
 
@@ -353,7 +368,7 @@ class Trainer:
         test = self.evaluate("test")
         val = self.evaluate("val")
         self.model.load_state_dict(last)
-        results = self.state.results(self.cfg, val, test, stopped)
+        results = self.results(val, test, stopped)
         if not self.writes:
             return results
         if not already:
