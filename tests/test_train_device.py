@@ -224,3 +224,73 @@ def test_one_gpu_per_rank_and_sweep_workers_in_turn(two_gpus):
     with pytest.raises(ValueError, match="names one GPU, but --nproc 2 needs one GPU per process"):
         check_ranks("cuda:1", 2)
     check_ranks("cuda:1", 1)
+
+
+# ---------------------------------------------------------------- stabilize, demo, sweep
+
+STABILIZE = ["stabilize", "--steps", "30", "--batch", "4", "--inputs", "12", "--layers", "2x8"]
+
+
+def test_stabilize_device_cpu_is_the_report_without_the_flag(tmp_path, capsys):
+    reports = []
+    for extra in ([], ["--device", "cpu"]):
+        path = tmp_path / f"report{len(reports)}.json"
+        assert main([*STABILIZE, *extra, "--json", str(path), "--save", str(tmp_path / "m.pt")]) == 0
+        report = json.loads(path.read_text())
+        report.pop("config"), report.pop("timings", None)
+        reports.append(report)
+    assert reports[0] == reports[1]
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
+    assert {t.device.type for t in saved.values()} == {"cpu"}
+
+
+def test_stabilize_device_auto_says_where(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a GPU: auto takes it")
+    assert main([*STABILIZE, "--device", "auto"]) == 0
+    assert "spikestab: device auto: training on cpu (torch sees no CUDA device)" in capsys.readouterr().err
+
+
+@NO_CUDA
+@pytest.mark.parametrize(
+    "args",
+    [
+        [*STABILIZE, "--device", "cuda"],
+        ["demo", "--epochs", "1", "--width", "8", "--source", "digits", "--device", "cuda"],
+    ],
+)
+def test_stabilize_and_demo_refuse_cuda_without_cuda(tmp_path, capsys, args):
+    out = tmp_path / "out"
+    assert main([*args, *(["--json", str(out)] if args[0] == "stabilize" else ["--out", str(out)])]) == 2
+    assert "device 'cuda' asks for CUDA, but torch sees no CUDA device here" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_stabilize_refuses_an_unknown_device(capsys):
+    assert main([*STABILIZE, "--device", "gpu"]) == 2
+    assert "device must be one of 'auto', 'cpu', 'cuda', 'cuda:N', got 'gpu'" in capsys.readouterr().err
+
+
+@NO_CUDA
+def test_sweep_refuses_cuda_without_cuda_before_any_trial(tmp_path, capsys):
+    from sweep_tiny import cli_args
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--out", str(out), "--grid", "seed=0,1", *cli_args(), "--device", "cuda"]) == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_sweep_continues_on_another_device(tmp_path):
+    """The device is not part of a sweep's identity: a sweep run with auto is continued with cpu; each trial
+    records where it trained (auto: the CPU here)."""
+    from spikestab.sweep import run_sweep
+    from sweep_tiny import FIXED
+
+    out = tmp_path / "sweep"
+    fixed = {**FIXED, "epochs": 1}
+    run_sweep(out, {**fixed, "device": "auto"}, {"seed": [0, 1]}, log=lambda _: None)
+    summary = run_sweep(out, {**fixed, "device": "cpu"}, {"seed": [0, 1]}, log=lambda _: None)  # not refused
+    assert summary["counts"]["complete"] == 2
+    for trial in (out / "trials").iterdir():
+        assert json.loads((trial / "results.json").read_text())["device"] == "cpu"

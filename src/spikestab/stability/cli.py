@@ -14,6 +14,7 @@ from ..data.tasks import TASKS as DATA_TASKS
 from ..dynamics import RESETS
 from ..models import NETS, SNNConfig, SNNLanguageModel, build_model, parse_layers
 from ..presets import paper_config, paper_defaults
+from ..train.device import DEVICE_HELP, host, parse_device
 from ..train.flags import add_alias
 from ..train.task import PROBE_SAMPLES, probe_set
 from .conditions import SOLVE_FOR
@@ -114,6 +115,7 @@ def _conditions(args: argparse.Namespace) -> tuple[str, ...]:
 
 def _cmd(args: argparse.Namespace) -> int:
     _check_args(args)
+    device = parse_device(args.device)  # a GPU torch does not see: refused before any work
     conds = _conditions(args)
     is_recipe = set(resolve_conditions(conds)) <= set(RECIPE)
     if not is_recipe and args.regime != "auto":
@@ -123,7 +125,14 @@ def _cmd(args: argparse.Namespace) -> int:
     model, batch, probe = build(args, args.probe_samples if measured else 0)
     recipe = {"regime": args.regime, "probe": probe} if is_recipe else {}
     report = stabilize(
-        model, batch, conds, mode=args.stability_mode, solve_for=args.solve_for, rate=args.rate, **recipe
+        model,
+        batch,
+        conds,
+        mode=args.stability_mode,
+        solve_for=args.solve_for,
+        rate=args.rate,
+        device=device,  # the model (built on the CPU from the seed), the batch and the probe move there
+        **recipe,
     )
     print(report)
     options = {k: v for k, v in vars(args).items() if k != "func"}
@@ -143,7 +152,7 @@ def save_model(model, path: str, report: dict, options: dict) -> None:
     kind = "language" if isinstance(model, SNNLanguageModel) else "classification"
     atomic_torch_save(
         {
-            "state_dict": model.state_dict(),
+            "state_dict": host(model.state_dict()),  # CPU tensors: the file loads on any machine
             "config": dataclasses.asdict(model.config),
             "kind": kind,
             "report": report,
@@ -189,6 +198,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help=f"auto (the recommended recipe) or a comma-separated subset of {','.join(CONDITIONS)}",
     )
+    p.add_argument("--device", default="cpu", help=f"{DEVICE_HELP} (default: cpu)")
     p.add_argument("--json", default=None, help="write the report here as JSON")
     p.add_argument(
         "--save",

@@ -25,6 +25,7 @@ __all__ = [
     "check_ranks",
     "host",
     "kernel_path",
+    "parse_device",
     "rank_device",
     "restore_rng",
     "rng_state",
@@ -51,16 +52,26 @@ def describe(device: torch.device) -> str:
     return "cpu (torch sees no CUDA device)" if not torch.cuda.is_available() else str(device)
 
 
-def run_device(option: str) -> torch.device:
+def run_device(option: str, say: bool = True) -> torch.device:
     """The device of a run's ``--device`` option (``kernels.devices.resolve_device``: a ValueError naming
     what is accepted for a CUDA device torch does not see, before any work); ``auto`` says on stderr which
-    device it took. "cuda" without an index is the current CUDA device, named with its index."""
+    device it took (unless not ``say``). "cuda" without an index is the current CUDA device, named with its
+    index."""
     device = resolve_device(option)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    if option == "auto":
+    if option == "auto" and say:
         print(f"spikestab: device auto: training on {describe(device)}", file=sys.stderr, flush=True)
     return device
+
+
+def parse_device(option: str, say: bool = True) -> torch.device:
+    """``run_device`` of a command's ``--device`` (``spikestab stabilize``, ``demo``), its value first
+    checked against ``DEVICE`` (a ValueError naming the accepted values)."""
+    problem = DEVICE.problem("device", option)
+    if problem:
+        raise ValueError(problem)
+    return run_device(option, say)
 
 
 def check_ranks(option: str, nproc: int) -> None:
