@@ -4,10 +4,11 @@
    tau) of one forward+backward on the device (backend "fused", what "auto" runs off the CPU) against
    the CPU (backend "auto": the C loops), same weights and input. Reported: the fraction of spikes that
    differ and the largest absolute differences; "ok" when they agree to rounding (see ``_agrees``).
-2. training: a few optimisation steps of a stabilised network on the device for sl-MNIST (sklearn's 8x8
-   digits, offline, latency code) and an SHD-shaped synthetic task (Randman with SHD's 700 channels,
-   250 steps and 20 classes; the real SHD files where ``$SPIKESTAB_DATA/shd`` holds them), through
-   ``train_on_device``: a plain loop over the library's model, until ``Trainer`` takes a device.
+2. training: one epoch of ``spikestab train`` (the ``Trainer`` with ``device=``: the recipe's
+   stabilisation, AdamW steps, validation, checkpoints, the test) of a 2x128 LIF network on the device
+   for sl-MNIST (sklearn's 8x8 digits, offline, latency code) and an SHD-shaped synthetic task (Randman
+   with SHD's 700 channels, 250 steps and 20 classes; the real SHD files where ``$SPIKESTAB_DATA/shd``
+   holds them).
 3. timing: the a-lif / a-alif workloads of bench_layers.py (T=250, B=32, 700 -> 256, recurrent),
    forward+backward on the device: spikestab (auto), Norse (LIFRecurrent / LSNNRecurrent, torch.compile)
    and SpikingJelly (LIF in a LinearRecurrentContainer, which steps one time step at a time in torch;
@@ -29,6 +30,7 @@ import math
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,11 +39,11 @@ import torch
 from torch import Tensor, nn
 
 from spikestab.data import load_task
-from spikestab.data.loader import make_loader
+from spikestab.files import read_jsonl
 from spikestab.kernels.devices import path_for, resolve_device
-from spikestab.models import SNNClassifier, SNNConfig
 from spikestab.neurons import ALIF, LIF, RESETS
-from spikestab.stability import stabilize
+from spikestab.train import Trainer
+from spikestab.train.config import TrainConfig
 
 BUDGET_S = 480.0  # the whole check, on one GPU
 TAU, THRESHOLD, TAU_ADAPT, BETA_ADAPT, DT = 20.0, 1.0, 100.0, 1.8, 1e-3
@@ -107,67 +109,70 @@ def parity(device: torch.device, tiny: bool) -> list[dict]:
 # ---------------------------------------------------------------- 2. training
 
 
-def _tasks(tiny: bool) -> dict[str, Callable[[], object]]:
-    """sl-MNIST (offline digits) and SHD (its files where present, else an SHD-shaped Randman)."""
+def _tasks(tiny: bool) -> dict[str, tuple[dict, Callable[[], object]]]:
+    """sl-MNIST (offline digits) and SHD (its files where present, else an SHD-shaped Randman): each the
+    TrainConfig fields naming it and a loader of the task."""
     per_class = 30 if tiny else 200
     shd_like = dict(n_classes=20, n_units=700, n_steps=250, samples_per_class=per_class)
     if tiny:
         shd_like.update(n_units=40, n_steps=30)
 
-    def shd():
+    def shd() -> tuple[dict, object]:
         try:
-            return load_task("shd")
+            return {"task": "shd"}, load_task("shd")
         except FileNotFoundError:
-            return load_task("randman", **shd_like)
+            return {"task": "randman", "task_options": shd_like}, load_task("randman", **shd_like)
 
-    return {"sl-mnist": lambda: load_task("sl-mnist", source="digits"), "shd": shd}
+    def mnist() -> tuple[dict, object]:
+        return {"task": "sl-mnist", "task_options": {"source": "digits"}}, load_task("sl-mnist", source="digits")
+
+    return {"sl-mnist": mnist, "shd": shd}
 
 
-def train_on_device(task, device: torch.device, steps: int, hidden: int, batch: int) -> dict:
-    """``steps`` AdamW steps of a stabilised 2-layer LIF classifier on ``device`` (a plain loop over
-    the library's model; to be replaced by ``Trainer`` once it takes a device), then the test accuracy."""
-    torch.manual_seed(0)
-    model = SNNClassifier(SNNConfig(task.input_size, task.output_size, hidden_sizes=(hidden, hidden))).to(device)
-    loader = make_loader(task.train, batch, shuffle=True, seed=0, drop_last=True)
-    first = next(iter(loader))[0].to(device)
-    stabilize(model, first)  # the recipe, on the device of the model
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    losses, t0 = [], time.perf_counter()
-    model.train()
-    for i, (x, y) in enumerate(loader):
-        if i == steps:
-            break
-        logits = model(x.to(device))  # [T, B, C]: cross entropy at every step, as the trainer's loss
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), y.to(device).repeat(logits.shape[0]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    _sync(device)
-    train_s = time.perf_counter() - t0
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in make_loader(task.test, batch, shuffle=False):
-            correct += int((SNNClassifier.predict(model(x.to(device))) == y.to(device)).sum())
-            total += len(y)
+def train_epoch(fields: dict, task, device: torch.device, hidden: int, batch: int) -> dict:
+    """One epoch of ``spikestab train``'s Trainer on ``device`` (the recipe's stabilisation on the first
+    batch, AdamW steps, validation, the test of the best weights; the run folder in a temporary folder),
+    as the run's results.json and metrics.jsonl say it went."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(
+            **fields,
+            layers=(hidden, hidden),
+            epochs=1,
+            batch_size=batch,
+            lr=2e-3,
+            device=str(device),
+            out=str(Path(tmp) / "run"),
+            progress=False,
+            checkpoint_every=10**6,  # the epoch's end checkpoints (a round trip through the CPU)
+        )
+        t0 = time.perf_counter()
+        results = Trainer(cfg, task, log=lambda _: None).fit()
+        wall_s = time.perf_counter() - t0
+        losses = [r["loss"] for r in read_jsonl(Path(cfg.out) / "metrics.jsonl") if r["kind"] == "step"]
     return {
         "data": f"{task.name} ({task.info.get('source', 'files')})",
+        "epochs": results["epochs_done"],
         "steps": len(losses),
+        "batch_size": batch,
+        "train_samples": len(task.train),
         "first_loss": losses[0],
         "last_loss": losses[-1],
         "finite": all(math.isfinite(v) for v in losses),
-        "test_accuracy": correct / max(total, 1),
-        "train_s": train_s,
-        "path": path_for(device, torch.float32),
+        "test_accuracy": results["test"]["accuracy"],
+        "train_s": results["train_seconds"],
+        "wall_s": wall_s,
+        "device": results["device"],
+        "path": results["kernel"],
     }
 
 
 def training(device: torch.device, tiny: bool) -> list[dict]:
-    steps, hidden, batch = (3, 16, 16) if tiny else (100, 128, 64)
-    return [
-        {"task": name, **train_on_device(load(), device, steps, hidden, batch)} for name, load in _tasks(tiny).items()
-    ]
+    hidden, batch = (16, 256) if tiny else (128, 64)
+    rows = []
+    for name, load in _tasks(tiny).items():
+        fields, task = load()
+        rows.append({"task": name, **train_epoch(fields, task, device, hidden, batch)})
+    return rows
 
 
 # ---------------------------------------------------------------- 3. timing against the peers
@@ -353,8 +358,9 @@ def table(result: dict) -> str:
     lines += ["", "training"]
     for r in result["training"]:
         lines.append(
-            f"  {r['task']:<9} {r['steps']} steps  loss {r['first_loss']:.3f} -> {r['last_loss']:.3f}  "
-            f"test acc {r['test_accuracy']:.3f}  {r['train_s']:.1f} s  ({r['data']})"
+            f"  {r['task']:<9} 1 epoch, {r['steps']} steps  loss {r['first_loss']:.3f} -> {r['last_loss']:.3f}  "
+            f"test acc {r['test_accuracy']:.3f}  {r['train_s']:.1f} s training, {r['wall_s']:.1f} s in all  "
+            f"({r['data']}, {r['path']})"
         )
     lines += ["", "forward+backward"]
     for r in result["timing"]:
