@@ -26,10 +26,12 @@ __all__ = [
     "host",
     "kernel_path",
     "parse_device",
+    "random_state",
     "rank_device",
     "restore_rng",
     "rng_state",
     "run_device",
+    "set_random_state",
     "worker_device",
 ]
 
@@ -132,3 +134,15 @@ def restore_rng(ck: dict, device: torch.device) -> None:
     moved to the CPU, keeps the seeded state: the dropout masks then differ from the uninterrupted run's)."""
     if device.type == "cuda" and "cuda_rng" in ck:
         torch.cuda.set_rng_state(ck["cuda_rng"], device)
+
+
+def random_state(device: torch.device) -> dict:
+    """The state of every generator a step on ``device`` draws from (the CPU's, and the GPU's where the
+    model's dropout masks are drawn there), to replay a step (``step.replay``)."""
+    return {"rng": torch.get_rng_state(), **rng_state(device)}
+
+
+def set_random_state(state: dict, device: torch.device) -> None:
+    """Set the generators ``random_state`` saved."""
+    torch.set_rng_state(state["rng"])
+    restore_rng(state, device)

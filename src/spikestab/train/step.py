@@ -17,6 +17,7 @@ from ..neurons import NeuronState
 from ..regularizers import SparsityLoss
 from . import nonfinite as nf
 from .config import TrainConfig
+from .device import random_state, set_random_state
 from .task import SCORES, train_score
 
 Named = list[tuple[str, nn.Parameter]]
@@ -56,7 +57,7 @@ def train_step(
     weight = 1.0  # this rank's share of the global batch's loss
     if parallel is not None:
         inputs, targets, weight = parallel.shard(inputs, targets)
-    rng = torch.get_rng_state()  # to replay this forward pass if it has to be diagnosed
+    rng = random_state(inputs.device)  # to replay this forward pass if it has to be diagnosed
     out = (model.simulate if parallel is None else parallel.simulate)(inputs, states)
     loss, task, sp_val, sp_weight = losses(out, targets, sparsity, epoch)
     optimizer.zero_grad(set_to_none=True)
@@ -97,15 +98,15 @@ def detach_states(states: States) -> States:
     return [cast(Any, type(st))(*(t.detach() if t is not None else None for t in st)) for st in states]
 
 
-def replay(model: SpikingModel, inputs: Tensor, states: States, rng: Tensor) -> tuple[Tensor, list[Tensor]]:
+def replay(model: SpikingModel, inputs: Tensor, states: States, rng: dict) -> tuple[Tensor, list[Tensor]]:
     """The logits and voltages of a step's forward pass again, with its dropout masks (its RNG state)."""
-    after = torch.get_rng_state()
-    torch.set_rng_state(rng)
+    after = random_state(inputs.device)
+    set_random_state(rng, inputs.device)
     try:
         with torch.no_grad():
             out = model.simulate(inputs, states, record_voltage=True)
     finally:
-        torch.set_rng_state(after)
+        set_random_state(after, inputs.device)
     return out.logits, out.voltages or []
 
 
