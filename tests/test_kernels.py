@@ -349,3 +349,15 @@ def test_explicit_native_refuses_float64_and_auto_takes_the_torch_loop():
         layer.double().dynamics(),
         NeuronState(torch.zeros(3, 40), torch.zeros(3, 40)),
     )
+
+
+@pytest.mark.parametrize("backend", sorted(kernels.BACKENDS))
+def test_kernels_refuse_an_adaptive_run_without_its_adaptation_state(backend):
+    """An ALIF layer's dynamics with a state lacking ``a``, called on a kernel directly (the layers check
+    their state), is a ValueError naming what is missing on every backend."""
+    layer = _layer(ALIF, True, "subtract", True, "fast-sigmoid")
+    x, state, _ = _inputs(layer)
+    with pytest.raises(ValueError, match=r"missing \['state.a'\]"):
+        kernels.select(backend)(
+            layer.input_current(x), layer.recurrent_weight(), layer.dynamics(), NeuronState(*state[:2]), False
+        )

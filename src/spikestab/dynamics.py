@@ -125,17 +125,26 @@ def initial_state(batch: int, hidden: int, adaptive: bool, like: Tensor) -> Neur
     return NeuronState(zeros, zeros, zeros if adaptive else None)
 
 
+def adaptation(dyn: Dynamics, a: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """(rho, beta_adapt, a) of an adaptive layer, for its step: ValueError naming what is missing where
+    ``dyn`` has rho without beta_adapt or the state has no adaptation ``a`` (an ALIF step needs all three)."""
+    if dyn.rho is None or dyn.beta_adapt is None or a is None:
+        given = {"rho": dyn.rho, "beta_adapt": dyn.beta_adapt, "state.a": a}
+        missing = [name for name, t in given.items() if t is None]
+        raise ValueError(f"an adaptive (ALIF) step needs rho, beta_adapt and the state's a; missing {missing}")
+    return dyn.rho, dyn.beta_adapt, a
+
+
 def step(current: Tensor, state: NeuronState, weight_hh: Tensor | None, dyn: Dynamics) -> NeuronState:
     """Advance one time step. ``current`` [B, H] is W_ih x_t + b; returns the new state (v_t, z_t, a_t)."""
-    v_prev, z_prev, a_prev = state
+    v_prev, z_prev, a = state
     if weight_hh is not None:
         current = current + z_prev @ weight_hh.t()
-    if dyn.rho is not None:
-        a = dyn.rho * a_prev + (1.0 - dyn.rho) * z_prev
-        thr = dyn.threshold + dyn.beta_adapt * a
-    else:
-        a = a_prev
-        thr = dyn.threshold
+    thr = dyn.threshold
+    if dyn.adaptive:
+        rho, beta_adapt, a_prev = adaptation(dyn, a)
+        a = rho * a_prev + (1.0 - rho) * z_prev
+        thr = thr + beta_adapt * a
     z_reset = z_prev.detach() if dyn.detach_reset else z_prev
     if dyn.reset == "subtract":
         reset_current = thr * z_prev

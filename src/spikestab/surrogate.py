@@ -404,14 +404,14 @@ def from_snntorch(
     -threshold above it (snntorch/surrogate.py, ``Triangular.backward``), a step rather than a triangle.
     """
     if not isinstance(name, str):
-        fn, name = name, _native_name(name)
-        if name is None:
+        fn, native = name, _native_name(name)
+        if native is None:
             raise ValueError(
                 f"name must be a surrogate name or an object built by snntorch.surrogate "
                 f"({', '.join(_SNNTORCH_NAMES)}), got {fn!r}"
             )
-        params = inspect.getclosurevars(fn).nonlocals  # type: ignore[arg-type]
-        slope, alpha = params.get("slope"), params.get("alpha")
+        params = inspect.getclosurevars(fn).nonlocals
+        name, slope, alpha = native, params.get("slope"), params.get("alpha")
     if name == "fast_sigmoid":
         k = 25.0 if slope is None else float(slope)
         _check_positive("slope", k)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..dynamics import Dynamics, NeuronState
+from ..dynamics import Dynamics, NeuronState, adaptation
 from ..surrogate import SurrogateGradient, heaviside
 from . import sparse
 from .reference import run_reference
@@ -296,8 +296,10 @@ def run_fused(
     ``run_reference`` (which it defers to when ``needs_reference(dyn)``), dense products."""
     if needs_reference(dyn):
         return run_reference(current, weight_hh, dyn, state, return_voltage)
-    cfg = LoopConfig(dyn.spike_fn, dyn.reset, dyn.detach_reset, dyn.rho, dyn.beta_adapt, return_voltage)
-    a0 = state.a if dyn.adaptive else None
+    rho = beta_adapt = a0 = None
+    if dyn.adaptive:
+        rho, beta_adapt, a0 = adaptation(dyn, state.a)
+    cfg = LoopConfig(dyn.spike_fn, dyn.reset, dyn.detach_reset, rho, beta_adapt, return_voltage)
     z, v, v_last, z_last, a_last = FusedSequence.apply(
         current, weight_hh, dyn.alpha, dyn.threshold, state.v, state.z, a0, cfg
     )

@@ -21,7 +21,7 @@ import ctypes
 import torch
 from torch import Tensor
 
-from ..dynamics import RESETS, Dynamics, NeuronState
+from ..dynamics import RESETS, Dynamics, NeuronState, adaptation
 from . import build, cabi, sparse
 from .fused import LoopConfig, needs_reference, recurrent_weight_grad, surrogate_gradient
 from .reference import run_reference
@@ -240,11 +240,13 @@ def native_blocker(current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, sta
     if current.dim() != 3 or current.shape[0] == 0:
         return f"the input current must have shape [T >= 1, B, H], got {tuple(current.shape)}"
     steps, batch, hidden = current.shape
-    per_neuron = [dyn.alpha, dyn.threshold] + ([dyn.rho, dyn.beta_adapt] if dyn.adaptive else [])
-    states = [state.v, state.z] + ([state.a] if dyn.adaptive else [])
-    tensors = [current, weight_hh, *per_neuron, *states]
-    if not all(sparse.native_kind(t.device, t.dtype) for t in tensors if t is not None):
-        kinds = sorted({f"{t.device.type} {t.dtype}" for t in tensors if t is not None})
+    per_neuron, states = [dyn.alpha, dyn.threshold], [state.v, state.z]
+    if dyn.adaptive:
+        rho, beta_adapt, a = adaptation(dyn, state.a)
+        per_neuron, states = [*per_neuron, rho, beta_adapt], [*states, a]
+    tensors = [t for t in (current, weight_hh, *per_neuron, *states) if t is not None]
+    if not all(sparse.native_kind(t.device, t.dtype) for t in tensors):
+        kinds = sorted({f"{t.device.type} {t.dtype}" for t in tensors})
         return f"the C loops run on CPU float32 tensors only, got {', '.join(kinds)}"
     if any(p.dim() > 1 or p.numel() not in (1, hidden) for p in per_neuron):
         return f"per-neuron parameters must be scalars or of shape ({hidden},)"
@@ -276,10 +278,11 @@ def run_native(
     def per_neuron(t: Tensor) -> Tensor:
         return t.expand(hidden).contiguous()
 
-    rho = per_neuron(dyn.rho) if dyn.rho is not None else None
-    beta = per_neuron(dyn.beta_adapt) if dyn.beta_adapt is not None else None
+    rho = beta = a0 = None
+    if dyn.adaptive:
+        rho_t, beta_t, a = adaptation(dyn, state.a)
+        rho, beta, a0 = per_neuron(rho_t), per_neuron(beta_t), a.contiguous()
     cfg = LoopConfig(dyn.spike_fn, dyn.reset, dyn.detach_reset, rho, beta, return_voltage)
-    a0 = state.a.contiguous() if dyn.adaptive else None
     w = weight_hh.contiguous() if weight_hh is not None else None
     z, v, v_last, z_last, a_last = NativeSequence.apply(
         current.contiguous(),
