@@ -88,3 +88,5 @@ def test_bad_inputs():
         make_schedule("linear", 0)
     with pytest.raises(ValueError, match=r"\[T, B, N\]"):
         l1_rate(torch.ones(3, 4))
+    with pytest.raises(ValueError, match="n_layers must be >= 1"):
+        SparsityLoss("l1_rate", [], n_layers=0)

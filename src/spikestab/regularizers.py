@@ -187,6 +187,8 @@ class SparsityLoss:
     ) -> None:
         if variant not in LOSSES:
             raise ValueError(f"sparsity variant must be one of {sorted(LOSSES)}, got {variant!r}")
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1 (the layers whose spikes are penalised), got {n_layers}")
         self.variant = variant
         self.targets = _per_layer("targets", targets, n_layers)
         if any(t > 1 for t in self.targets):
@@ -200,8 +202,8 @@ class SparsityLoss:
             raise ValueError(f"spikes must hold one tensor per layer ({len(self.targets)}), got {len(spikes)}")
         s = float(self.schedule(epoch))
         fn = LOSSES[self.variant]
-        total = sum(fn(z, t, w) for z, t, w in zip(spikes, self.targets, self.weights))
-        return s * total, s
+        losses = [fn(z, t, w) for z, t, w in zip(spikes, self.targets, self.weights)]
+        return s * sum(losses[1:], losses[0]), s
 
     def to_dict(self) -> dict:
         return {
