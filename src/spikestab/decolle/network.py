@@ -25,6 +25,8 @@ class DecolleNet(nn.Module):
         """Zero states for a batch whose first step is ``x`` [B, ...] (runs the shapes through once)."""
         states, h = [], x
         for layer in self.layers:
+            if not isinstance(layer, DecolleLayer):
+                raise TypeError(f"DecolleNet.layers must hold DecolleLayer modules, found {type(layer).__name__}")
             st = layer.init_state(h)
             states.append(st)
             h = layer.pool(st.s)

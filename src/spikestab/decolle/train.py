@@ -91,7 +91,7 @@ def train_epoch(
         for t in range(burn_in, x.shape[0]):
             spikes, readouts, _, states = net.step(x[t], states)
             losses = local_losses(readouts, target)
-            total = sum(losses)
+            total = sum(losses[1:], losses[0])  # one loss per layer: a net has at least one
             for i, s in enumerate(spikes):
                 term = rate_control.term(s, epoch) if rate_control is not None else None
                 if term is not None:
