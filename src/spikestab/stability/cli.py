@@ -16,6 +16,7 @@ from ..models import NETS, SNNConfig, SNNLanguageModel, build_model, parse_layer
 from ..presets import paper_config, paper_defaults
 from ..train.device import DEVICE_HELP, host, parse_device
 from ..train.flags import add_alias
+from ..train.memory import check_fits
 from ..train.task import PROBE_SAMPLES, probe_set
 from .conditions import SOLVE_FOR
 from .regime import MIN_PROBE_SAMPLES, REGIMES
@@ -56,6 +57,7 @@ def build(args: argparse.Namespace, probe_samples: int = 0):
     samples (inputs, labels) of the task, or None."""
     sizes = parse_layers(args.layers)
     batch, n_in, n_out, kind, probe = _random_batch(args) if args.task == "random" else _task_batch(args, probe_samples)
+    check_fits(n_in, sizes, n_out, batch.shape[0], batch.shape[1], f"--layers {args.layers}")
     torch.manual_seed(args.seed)
     dampening = 1.0 if args.dampening is None else args.dampening
     kw = dict(net=args.net, reset=args.reset, surrogate=args.surrogate, dampening=dampening, dropout=0.0)

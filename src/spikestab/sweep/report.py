@@ -1,5 +1,6 @@
-"""``spikestab sweep-report``: every setting of a sweep (mean ± std over seeds), the best one, and the
-objective against each swept option, as JSON, Markdown and PNG under ``DIR/report/``.
+"""``spikestab sweep-report``: every setting of a sweep (mean ± std over seeds), the best one (or the
+settings tied with it: identical results, or not separated by a test over the seeds), and the objective
+against each swept option, as JSON, Markdown and PNG under ``DIR/report/``.
 
 ``seed``, when swept, is the replicate axis: a setting is the other swept values, its trials the seeds.
 Each grid point counts once: its first COMPLETE trial (a trial failed because its worker died, then
@@ -19,6 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .. import stats
 from ..files import atomic_write_json, atomic_write_text, json_safe
 from . import space as sp
 from .storage import DB_NAME, default_url, masked, open_storage
@@ -61,6 +63,7 @@ def collect(study: optuna.Study) -> dict:
     scored = [s for s in ordered if s["n"]]
     sign = -1.0 if spec["direction"] == "maximize" else 1.0
     best = min(scored, key=lambda s: sign * s["mean"]) if scored else None
+    ties = [t for s in scored if s is not best and (t := tie(best, s)) is not None] if best else []
     return {
         "study": study.study_name,
         "objective": spec["objective"],
@@ -71,12 +74,40 @@ def collect(study: optuna.Study) -> dict:
         "sampler": spec["sampler"],
         "settings": ordered,
         "best": best,
+        "ties": ties,
         "counts": counts,
         "spec": spec,
     }
 
 
 Trial = optuna.trial.FrozenTrial
+TIE_P = 0.05  # a setting whose difference from the best has p >= TIE_P is not separated from it
+
+
+def tie(best: dict, other: dict) -> dict | None:
+    """``other`` as a tie of ``best`` ({"label", "why"}), or None when the results separate them: a tie when
+    both gave identical values (seed by seed when seeds were swept), or, with two or more seeds each, when
+    the test of their difference (paired t over shared seeds, else Welch t; ``spikestab.stats``) has
+    p >= ``TIE_P``."""
+    a = {t["seed"]: t["value"] for t in best["trials"]}
+    b = {t["seed"]: t["value"] for t in other["trials"]}
+    same = a == b if None not in a else sorted(a.values()) == sorted(b.values())
+    if same or [t["value"] for t in best["trials"]] == [t["value"] for t in other["trials"]]:
+        return {"label": other["label"], "why": "identical results"}
+    if min(len(a), len(b)) < 2:
+        return None
+    try:
+        shared = sorted(a) if set(a) == set(b) and None not in a else None
+        d = (
+            stats.paired([a[k] for k in shared], [b[k] for k in shared])
+            if shared
+            else stats.welch(list(a.values()), list(b.values()))
+        )
+    except ValueError:  # a non-finite value: no test
+        return None
+    if d.p < TIE_P:
+        return None
+    return {"label": other["label"], "why": f"not separated ({d.test}, {stats.format_p(d.p)})"}
 
 
 def _points(study: optuna.Study) -> tuple[dict[str, list[Trial]], dict[str, int]]:
@@ -282,14 +313,24 @@ def _markdown(data: dict, figures: list[Path]) -> str:
             cells.append(", ".join(str(t["trial"]) for t in s["trials"]) or "-")
         cells.append(f"{s['pruned']} / {s['failed']} / {s['pending']}")
         lines.append("| " + " | ".join(cells) + " |")
-    best = data["best"]
-    lines += [
-        "",
-        f"**Best:** {best['label']}: {metric} {best['text']}" if best else "**Best:** no complete trial yet",
-        "",
-    ]
+    lines += ["", _best_line(data, metric), ""]
     lines += [f"![{p.stem}]({p.name})" for p in figures]
     return "\n".join(lines) + "\n"
+
+
+def _best_line(data: dict, metric: str) -> str:
+    """The report's verdict: the best setting, or a tie named as one (``tie``)."""
+    best, ties = data["best"], data["ties"]
+    if best is None:
+        return "**Best:** no complete trial yet"
+    scored = [s for s in data["settings"] if s["n"]]
+    if len(scored) > 1 and len(ties) == len(scored) - 1 and all(t["why"] == "identical results" for t in ties):
+        return f"**No best:** all {len(scored)} settings gave identical results ({metric} {best['text']})"
+    line = f"**Best:** {best['label']}: {metric} {best['text']}"
+    if ties:
+        tied = "; ".join(f"{t['label']} ({t['why']})" for t in ties)
+        line = f"**Best by mean, tied:** {best['label']}: {metric} {best['text']}; tied with {tied}"
+    return line
 
 
 def _locate(out: Path, storage: str | None, study_name: str | None) -> tuple[str, str]:

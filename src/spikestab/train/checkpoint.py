@@ -16,6 +16,13 @@ from ..neurons.slstm import SLSTMState
 # the classes a checkpoint may hold besides tensors and plain data: the language model's carried states
 # (NamedTuples of tensors: unpickling one only builds a tuple)
 CHECKPOINT_CLASSES = (NeuronState, CubaState, SLSTMState)
+# what every run checkpoint holds (``state.RunState.checkpoint``); one without them cannot be resumed
+RUN_KEYS = ("config", "model", "optimizer", "rng", "acc", "metrics_lines", "finished", "epoch", "global_step")
+
+
+def missing_keys(ck: object) -> list[str]:
+    """The ``RUN_KEYS`` a loaded run checkpoint lacks (all of them for anything but a dict)."""
+    return [k for k in RUN_KEYS if not isinstance(ck, dict) or k not in ck]
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -44,6 +51,9 @@ def load_latest_checkpoint(path: str | Path, log: Callable[[str], None] = print)
             ck = load_checkpoint(candidate)
         except ValueError as err:
             problems.append(str(err))
+            continue
+        if missing_keys(ck):
+            problems.append(f"checkpoint {str(candidate)!r} lacks {missing_keys(ck)} (not a complete run checkpoint)")
             continue
         if candidate != path:
             log(

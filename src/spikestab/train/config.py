@@ -222,9 +222,9 @@ class TrainConfig:
             self.user_set = tuple(getattr(self, "_given", frozenset()) - {"user_set"})
         self.layers = parse_layers(self.layers)
         self.conditions = parse_conditions(self.conditions)
+        self.log = parse_log(self.log)
         # a value other than the default was set by someone too (e.g. through dataclasses.replace)
         self.user_set = tuple(sorted(set(self.user_set) | self._changed()))
-        self.log = parse_log(self.log)
         self.validate()
 
     def validate(self) -> None:

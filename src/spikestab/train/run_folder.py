@@ -142,7 +142,13 @@ class RunFolder:
         """Load best.pt into ``model`` (buffer shapes included); False when no epoch has written one."""
         if not self.best.exists():
             return False
-        load_model_state(model, load_checkpoint(self.best))
+        try:
+            load_model_state(model, load_checkpoint(self.best))
+        except (RuntimeError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"{str(self.best)!r} does not hold this run's model weights ({type(err).__name__}: "
+                f"{' '.join(str(err).split())}); move it away to test the last weights instead"
+            ) from None
         return True
 
     def kept_checkpoint(self) -> str:

@@ -74,9 +74,15 @@ class RunState:
     def restore(self, ck: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Continue from checkpoint ``ck``: weights, optimiser, RNG and counters (a counter the checkpoint
         predates keeps its start value)."""
-        load_model_state(model, ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["rng"])
+        try:
+            load_model_state(model, ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
+            torch.set_rng_state(ck["rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:
+            raise ValueError(
+                f"the checkpoint does not fit the model and optimiser of this configuration ({type(err).__name__}: "
+                f"{' '.join(str(err).split())}); move the run folder away and start again, or choose another --out"
+            ) from None
         for key in RESUMED:
             setattr(self, key, ck.get(key, getattr(self, key)))
         self.watch.start, self.watch.growth = ck.get("loss_start"), ck.get("loss_growth")

@@ -20,6 +20,7 @@ from .. import data
 from ..models import SNNConfig
 from ..stability.regime import MIN_PROBE_SAMPLES
 from .config import TrainConfig
+from .memory import check_fits, layers_text
 
 __all__ = [
     "PROBE_SAMPLES",
@@ -73,6 +74,23 @@ def load_config_task(cfg: TrainConfig) -> Any:
     return task
 
 
+def check_splits(task: Any) -> None:
+    """ValueError, before any work, for a task a run cannot train and evaluate on: an empty split (a
+    language split needs two tokens: an input and its next), or a classification training split with
+    fewer than two classes."""
+    for split in ("train", "val", "test"):
+        data_ = getattr(task, split)
+        size = data_.numel() if isinstance(data_, Tensor) else len(data_)
+        if size < (2 if task.kind == "language" else 1):
+            raise ValueError(f"the {split} split of task {task.name!r} is empty ({size} samples): check its data")
+    labels = getattr(task.train, "labels", None)
+    if task.kind == "classification" and labels is not None and len(set(labels.tolist())) < 2:
+        raise ValueError(
+            f"the train split of task {task.name!r} holds one class only ({len(labels)} samples of class "
+            f"{labels[0]}): a classifier needs two or more"
+        )
+
+
 def external_refusal(dataset: dict) -> str:
     """Why a run of a dataset handed to Trainer from Python cannot be loaded from its config alone."""
     about = f" ({dataset['description']})" if dataset.get("description") else ""
@@ -100,7 +118,12 @@ def with_external_task(cfg: TrainConfig, task: Any) -> TrainConfig:
 
 
 def network_config(cfg: TrainConfig, task: Any) -> SNNConfig:
-    """The SNNConfig of the run's network (``models.build_model(network_config(cfg, task), task.kind)``)."""
+    """The SNNConfig of the run's network (``models.build_model(network_config(cfg, task), task.kind)``);
+    ValueError when it would need more memory than is available (``memory.check_fits``)."""
+    steps = cfg.seq_len if task.kind == "language" else task.n_steps
+    check_fits(
+        task.input_size, cfg.layers, task.output_size, steps, cfg.batch_size, f"layers {layers_text(cfg.layers)}"
+    )
     return SNNConfig(
         input_size=task.input_size,
         output_size=task.output_size,

@@ -36,7 +36,7 @@ from .run_folder import RunFolder
 from .start import initialise
 from .state import RunState
 from .step import Parallel, add_step, epoch_record, make_optimizer, train_step
-from .task import SCORES, load_config_task, network_config, probe_set, train_batches, with_external_task
+from .task import SCORES, check_splits, load_config_task, network_config, probe_set, train_batches, with_external_task
 
 # re-exported: the names callers have imported from this module
 __all__ = ["EpochHook", "NonFiniteError", "StepHook", "Trainer", "load_config_task", "load_model_state"]
@@ -79,6 +79,7 @@ class Trainer:
             # tiny per-step ops: on a shared CPU one thread is often many times faster than two
             torch.set_num_threads(cfg.threads)
         self.task = task if task is not None else load_config_task(cfg)
+        check_splits(self.task)  # an empty split or one class: said before any work
         self.kind: str = self.task.kind
         torch.manual_seed(cfg.seed)
         self.model = build_model(network_config(cfg, self.task), self.kind).to(self.device)  # same weights anywhere
