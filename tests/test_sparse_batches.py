@@ -20,12 +20,12 @@ from spikestab.train.trainer import Trainer
 native = pytest.mark.skipif(not sparse.runs_natively(), reason="native kernels not built")
 
 
-def dataset(samples: int = 12, steps: int = 20, channels: int = 30, counts: bool = True, **kwargs):
+def dataset(samples=12, steps=20, channels=30, counts=True, density=0.08, **kwargs) -> data.SpikeDataset:
     """Random events (values 1-3 with counts, some zero counts), each (step, channel) at most once."""
     rng = np.random.default_rng(samples + steps)
     events = []
     for _ in range(samples):
-        t, c = np.nonzero(rng.random((steps, channels)) < 0.08)
+        t, c = np.nonzero(rng.random((steps, channels)) < density)
         events.append((t, c, rng.integers(0, 4, len(t)).astype(np.float32)))
     labels = rng.integers(0, 3, samples)
     return data.SpikeDataset.from_events(events, labels, steps, channels, counts=counts, **kwargs)
@@ -57,6 +57,13 @@ def test_the_loader_yields_the_same_batches_sparse():
         assert xs.is_sparse and torch.equal(xs.to_dense(), x) and torch.equal(ys, y)
     with_dropout = dataset(input_dropout=0.2)  # masks drawn over the dense batch: dense batches
     assert not next(iter(data.make_loader(with_dropout, 5, shuffle=True, sparse=True)))[0].is_sparse
+
+
+def test_sparse_batches_where_they_pay():
+    sparse_ds, dense_ds = dataset(samples=20, steps=100, channels=400, counts=False, density=0.005), dataset()
+    assert sparse_ds.density < 0.01 < dense_ds.density
+    assert sparse_ds.density == pytest.approx(float(sparse_ds.densify(range(20)).count_nonzero()) / (20 * 100 * 400))
+    assert data.sparse_batches_pay(sparse_ds) and not data.sparse_batches_pay(dense_ds)
 
 
 def test_density_and_nonzeros_of_a_sparse_batch_are_the_dense_ones():
@@ -143,11 +150,12 @@ def fit(task: data.Task, net: str, dropout: float, sparse_batches: bool, out: st
 def test_training_on_sparse_batches_ends_on_the_weights_of_dense_batches(net, dropout, tmp_path, monkeypatch):
     seen = []
     make = trainer_module.train_batches
-    monkeypatch.setattr(trainer_module, "train_batches", lambda *a, **k: seen.append(k) or make(*a, **k))
+    monkeypatch.setattr(trainer_module, "train_batches", lambda *a, **k: seen.append(list(make(*a, **k))) or seen[-1])
+    monkeypatch.setattr(data.loader, "SPARSE_BATCH_DENSITY", 1.0)  # sparse batches for this 8 % dataset too
     train, test = dataset(samples=15, time_repeat=2), dataset(samples=6, time_repeat=2)
     task = data.Task("tiny", "classification", 30, 3, ["0", "1", "2"], train, test, test, train.n_steps)
     got = fit(task, net, dropout, True, str(tmp_path / "sparse"))
-    assert {"sparse": True} in seen  # the epochs read sparse batches
+    assert any(batches[0][0].is_sparse for batches in seen)  # the epochs read sparse batches
     want = fit(task, net, dropout, False, str(tmp_path / "dense"))
     for name, w in want.items():
         assert torch.equal(bits(got[name]), bits(w)) if w.is_floating_point() else torch.equal(got[name], w), name

@@ -4,7 +4,7 @@
 datasets time-first, ``lm_batches`` cuts token streams into stateful windows.
 """
 
-from .loader import SpikeDataset, SpikeLoader, lm_batches, make_loader
+from .loader import SpikeDataset, SpikeLoader, lm_batches, make_loader, sparse_batches_pay
 from .tasks import TASKS, Task, default_data_dir, load_task, task_options
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "SpikeDataset",
     "SpikeLoader",
     "make_loader",
+    "sparse_batches_pay",
     "lm_batches",
 ]

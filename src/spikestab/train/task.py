@@ -145,10 +145,11 @@ def network_config(cfg: TrainConfig, task: Any) -> SNNConfig:
 
 def train_batches(task: Any, cfg: TrainConfig, epoch: int, sparse: bool = False) -> Batches:
     """Epoch ``epoch``'s training batches: the order and input-dropout masks depend only on (seed, epoch);
-    ``sparse``: a classification task's inputs as sparse COO tensors (``data.SpikeLoader``; the same
-    batches for the model without building them densely)."""
+    ``sparse``: a classification task's inputs as sparse COO tensors where they pay
+    (``data.sparse_batches_pay``: the same batches for the model without building them densely)."""
     if task.kind == "language":
         return data.lm_batches(task.train, cfg.batch_size, cfg.seq_len, time_repeat=cfg.time_repeat)
+    sparse = sparse and data.sparse_batches_pay(task.train)
     loader = data.make_loader(task.train, cfg.batch_size, shuffle=True, seed=cfg.seed, sparse=sparse)
     loader.set_epoch(epoch)
     return loader

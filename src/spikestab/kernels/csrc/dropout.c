@@ -17,12 +17,21 @@ static inline uint32_t mt_twist(uint32_t u, uint32_t v) {
     return (((u & 0x80000000u) | (v & 0x7fffffffu)) >> 1) ^ ((v & 1u) ? 0x9908b0dfu : 0u);
 }
 
-/* A new block of 624 words (torch's mt19937_engine::next_state). */
-static void mt_next_state(uint32_t* s) {
-    uint32_t* p = s;
-    for (int j = MT_N - MT_M + 1; --j; p++) *p = p[MT_M] ^ mt_twist(p[0], p[1]);
-    for (int j = MT_M; --j; p++) *p = p[MT_M - MT_N] ^ mt_twist(p[0], p[1]);
-    *p = p[MT_M - MT_N] ^ mt_twist(p[0], s[0]);
+/* A new block of 624 words (torch's mt19937_engine::next_state, written with indices so that the compiler
+   vectorises it: each word reads the old value of the next one and a word 397 ahead or 227 behind). */
+static void mt_next_state(uint32_t* restrict s) {
+    int i;
+    for (i = 0; i < MT_N - MT_M; i++) s[i] = s[i + MT_M] ^ mt_twist(s[i], s[i + 1]);
+    for (; i < MT_N - 1; i++) s[i] = s[i + MT_M - MT_N] ^ mt_twist(s[i], s[i + 1]);
+    s[MT_N - 1] = s[MT_M - 1] ^ mt_twist(s[MT_N - 1], s[0]);
+}
+
+static inline uint32_t mt_temper(uint32_t y) {
+    y ^= (y >> 11);
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    y ^= (y >> 18);
+    return y;
 }
 
 /* One output: a new block when the engine's counter runs out, then the tempered next word. */
@@ -32,12 +41,7 @@ static inline uint32_t mt_draw(spk_dropout_args* g) {
         g->left = MT_N;
         g->next = 0;
     }
-    uint32_t y = g->mt[g->next++];
-    y ^= (y >> 11);
-    y ^= (y << 7) & 0x9d2c5680u;
-    y ^= (y << 15) & 0xefc60000u;
-    y ^= (y >> 18);
-    return y;
+    return mt_temper(g->mt[g->next++]);
 }
 
 /* Advance the stream by count outputs without tempering the words skipped. */
@@ -55,21 +59,50 @@ static void mt_skip(spk_dropout_args* g, int64_t count) {
     }
 }
 
-static inline int kept(spk_dropout_args* g) {
-    const uint64_t hi = mt_draw(g), lo = mt_draw(g);
-    const uint64_t bits = ((hi << 32) | lo) & ((UINT64_C(1) << 53) - 1);
-    return (double)bits * (1.0 / 9007199254740992.0) < g->keep;
+/* kept <=> (the draw's low 53 bits) * 2^-53 < keep <=> bits < ceil(keep * 2^53): the same test in integers. */
+static inline uint64_t keep_threshold(double keep) {
+    const double t = keep * 9007199254740992.0; /* exact: a power of two */
+    const uint64_t f = (uint64_t)t;
+    return (double)f == t ? f : f + 1;
 }
 
-/* Every entry drawn: the mask is returned (the input needs a gradient). */
+static inline int kept_bits(uint32_t hi, uint32_t lo, uint64_t threshold) {
+    return ((((uint64_t)hi << 32) | lo) & ((UINT64_C(1) << 53) - 1)) < threshold;
+}
+
+static inline int kept(spk_dropout_args* g, uint64_t threshold) {
+    const uint32_t hi = mt_draw(g), lo = mt_draw(g);
+    return kept_bits(hi, lo, threshold);
+}
+
+/* Every entry drawn: the mask is returned (the input needs a gradient). Pairs of words inside one block are
+   read straight from the state (a vectorisable loop); a pair across two blocks goes through mt_draw. */
 static void dropout_all(spk_dropout_args* a) {
     const float* x = a->x;
     float* out = a->out;
     uint8_t* mask = a->kept;
-    for (int64_t i = 0; i < a->n; i++) {
-        const int k = kept(a);
-        mask[i] = (uint8_t)k;
-        out[i] = x[i] * (k ? a->scale : 0.0f);
+    const uint64_t threshold = keep_threshold(a->keep);
+    const float scale = a->scale;
+    int64_t i = 0;
+    while (i < a->n) {
+        const int64_t pairs = (a->left - 1) / 2; /* whole pairs left in this block */
+        if (pairs == 0) {
+            const int k = kept(a, threshold);
+            mask[i] = (uint8_t)k;
+            out[i] = x[i] * (k ? scale : 0.0f);
+            i++;
+            continue;
+        }
+        const int64_t m = a->n - i < pairs ? a->n - i : pairs;
+        const uint32_t* w = a->mt + a->next;
+        for (int64_t j = 0; j < m; j++) {
+            const int k = kept_bits(mt_temper(w[2 * j]), mt_temper(w[2 * j + 1]), threshold);
+            mask[i + j] = (uint8_t)k;
+            out[i + j] = x[i + j] * (k ? scale : 0.0f);
+        }
+        a->left -= (int32_t)(2 * m);
+        a->next += (uint32_t)(2 * m);
+        i += m;
     }
 }
 
@@ -77,12 +110,13 @@ static void dropout_all(spk_dropout_args* a) {
 static void dropout_nonzeros(spk_dropout_args* a) {
     const float* x = a->x;
     float* out = a->out;
+    const uint64_t threshold = keep_threshold(a->keep);
     memcpy(out, x, (size_t)a->n * sizeof(float));
     int64_t done = 0; /* entries whose draws are taken or skipped */
     for (int64_t i = 0; i < a->n; i++) {
         if (x[i] == 0.0f) continue;
         mt_skip(a, 2 * (i - done));
-        out[i] = x[i] * (kept(a) ? a->scale : 0.0f);
+        out[i] = x[i] * (kept(a, threshold) ? a->scale : 0.0f);
         done = i + 1;
     }
     mt_skip(a, 2 * (a->n - done));
@@ -90,11 +124,12 @@ static void dropout_nonzeros(spk_dropout_args* a) {
 
 /* The entries of a sparse tensor: those at a->index drawn, the draws of the others skipped. */
 static void dropout_indexed(spk_dropout_args* a) {
+    const uint64_t threshold = keep_threshold(a->keep);
     int64_t done = 0;
     for (int64_t j = 0; j < a->nnz; j++) {
         const int64_t i = a->index[j];
         mt_skip(a, 2 * (i - done));
-        a->out[j] = a->x[j] * (kept(a) ? a->scale : 0.0f);
+        a->out[j] = a->x[j] * (kept(a, threshold) ? a->scale : 0.0f);
         done = i + 1;
     }
     mt_skip(a, 2 * (a->n - done));
