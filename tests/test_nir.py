@@ -413,6 +413,9 @@ def test_bad_input_is_a_value_error_naming_it():
     cfg = SNNConfig(input_size=4, output_size=5, hidden_sizes=(4,))
     with pytest.raises(ValueError, match="SNNLanguageModel"):
         export_nir(SNNLanguageModel(cfg))
+    slstm = SNNClassifier(SNNConfig(input_size=4, output_size=5, hidden_sizes=(4,), net="slstm"))
+    with pytest.raises(ValueError, match="layer 0 must be a spikestab LIF, .* got SLSTM"):
+        export_nir(slstm)
     with pytest.raises(ValueError, match="Linear"):
         export_nir(torch.nn.Linear(3, 2))
     layer = LIF(3, 4)

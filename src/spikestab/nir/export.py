@@ -15,7 +15,13 @@ from ..neurons import ALIF, LIF, ALIFCell, LIFCell, SpikingNeurons
 from ..neurons.cuba import CubaLIF
 from . import mapping
 
-LAYER_TYPES = {"LIF": LIF, "ALIF": ALIF, "LIFCell": LIFCell, "ALIFCell": ALIFCell, "CubaLIF": CubaLIF}
+LAYER_TYPES: dict[str, type[SpikingNeurons]] = {
+    "LIF": LIF,
+    "ALIF": ALIF,
+    "LIFCell": LIFCell,
+    "ALIFCell": ALIFCell,
+    "CubaLIF": CubaLIF,
+}
 FAMILY = {"LIF": "lif", "LIFCell": "lif", "ALIF": "alif", "ALIFCell": "alif", "CubaLIF": "cuba"}
 
 # (family, reset) -> (neuron core, reset loop, exact in NIR). Core "lif": one nir.LIF node (reset to 0);
@@ -91,9 +97,9 @@ def _layers_of(model: nn.Module) -> tuple[list[SpikingNeurons], nn.Linear | None
             "no NIR node (export model.stack instead)"
         )
     if isinstance(model, SNNClassifier):
-        return list(model.stack.layers), model.readout, "SNNClassifier"
+        return _stack_layers(model.stack), model.readout, "SNNClassifier"
     if isinstance(model, SpikingStack):
-        return list(model.layers), None, "SpikingStack"
+        return _stack_layers(model), None, "SpikingStack"
     if isinstance(model, nn.Sequential):
         return (*_sequential_layers(model), "Sequential")
     if isinstance(model, SpikingNeurons):
@@ -102,6 +108,16 @@ def _layers_of(model: nn.Module) -> tuple[list[SpikingNeurons], nn.Linear | None
         f"model must be a spikestab SNNClassifier, SpikingStack, LIF/ALIF/CubaLIF layer or cell, or an "
         f"nn.Sequential of them, got {type(model).__name__}"
     )
+
+
+def _stack_layers(stack: SpikingStack) -> list[SpikingNeurons]:
+    """The stack's layers; ValueError naming the first without a NIR node (an sLSTM)."""
+    layers = []
+    for i, layer in enumerate(stack.layers):
+        if not isinstance(layer, SpikingNeurons):
+            raise _not_a_layer(f"layer {i}", layer)
+        layers.append(layer)
+    return layers
 
 
 def _layer_name(layer: nn.Module, where: str) -> str:
@@ -113,7 +129,14 @@ def _layer_name(layer: nn.Module, where: str) -> str:
                     "projection cannot express"
                 )
             return name
-    raise ValueError(f"{where} must be a spikestab LIF, ALIF, CubaLIF, LIFCell or ALIFCell, got {type(layer).__name__}")
+    raise _not_a_layer(where, layer)
+
+
+def _not_a_layer(where: str, layer: nn.Module) -> ValueError:
+    """The error for a module at ``where`` that is none of ``LAYER_TYPES``."""
+    return ValueError(
+        f"{where} must be a spikestab LIF, ALIF, CubaLIF, LIFCell or ALIFCell, got {type(layer).__name__}"
+    )
 
 
 def _check_sample(sample: Tensor | None, width: int) -> None:
@@ -126,7 +149,7 @@ def _check_sample(sample: Tensor | None, width: int) -> None:
 
 
 def _layer_metadata(layer: SpikingNeurons, kind: str, exact: bool, dt: float, form: str) -> dict:
-    sg = layer.spike_fn
+    sg, mask = layer.spike_fn, layer.recurrent_mask
     meta = {
         "library": "spikestab",
         "spikestab_layer": kind,
@@ -136,7 +159,7 @@ def _layer_metadata(layer: SpikingNeurons, kind: str, exact: bool, dt: float, fo
         "form": form,
         "detach_reset": layer.detach_reset,
         "recurrent": layer.recurrent,
-        "recurrent_diagonal": bool(layer.recurrent and bool(layer.recurrent_mask.diagonal().all())),
+        "recurrent_diagonal": bool(layer.recurrent and mask is not None and bool(mask.diagonal().all())),
         "bias": isinstance(layer.bias, nn.Parameter),
         "learn_tau": layer.tau.requires_grad,
         "learn_threshold": layer.threshold.requires_grad,
@@ -253,6 +276,8 @@ def _neuron_nodes(
         nodes[spikes] = nir.LIF(tau=tau, r=r, v_leak=zeros, v_threshold=thr, v_reset=zeros.copy())
         return spikes
     if core == "cuba":
+        if not isinstance(layer, CubaLIF):
+            raise ValueError(f"the neuron core 'cuba' is CubaLIF's, got a {type(layer).__name__}")
         tau_syn, w_in = mapping.synapse_to_nir(_np(layer.alpha_syn.to(torch.float64)), dt)
         nodes[spikes] = nir.CubaLIF(
             tau_syn=np.asarray(tau_syn, dtype=np_dtype),
@@ -300,8 +325,9 @@ def _loop_nodes(
         thr = _np(layer.threshold.to(layer.weight_ih.dtype))
         nodes[f"{p}_reset"] = nir.Linear(weight=np.diag(-thr), metadata={"role": "reset"})
         edges += [(spikes, f"{p}_reset"), (f"{p}_reset", membrane)]
-    if layer.recurrent:
-        w_hh = scale[:, None] * _np(layer.recurrent_weight().to(torch.float64))
+    w_rec = layer.recurrent_weight()
+    if w_rec is not None:
+        w_hh = scale[:, None] * _np(w_rec.to(torch.float64))
         nodes[f"{p}_rec"] = nir.Linear(weight=np.asarray(w_hh, dtype=np_dtype), metadata={"role": "recurrent"})
         edges += [(spikes, f"{p}_rec"), (f"{p}_rec", membrane)]
 

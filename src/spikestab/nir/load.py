@@ -7,6 +7,7 @@ import json
 import math
 import os
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,7 +83,7 @@ def _parse_neuron(nir, nodes: dict, succ: dict, pred: dict, proj: str, m: str) -
         core, spike = "li", outs[0]
     else:
         raise _unsupported(m, node, "a neuron (LIF, CubaLIF, or LI followed by Threshold)")
-    spec = {"core": core, "proj": proj, "membrane": m, "spike": spike, "loops": [], "adapt": None}
+    spec: dict[str, Any] = {"core": core, "proj": proj, "membrane": m, "spike": spike, "loops": [], "adapt": None}
     internal = {m, spike}
     for q in pred[m]:
         if q == proj:
@@ -295,7 +296,7 @@ def _build_layer(nir, nodes: dict, spec: dict, width: int, dt: float, reading: d
     tau = mapping.prefer(meta.get("tau_steps"), mapping.steps_from_decay(decay))
     recurrent = rec is not None or bool(_get(meta, "recurrent", False))
     rec = np.zeros((hidden, hidden)) if rec is None else rec
-    kw = dict(
+    kw: dict[str, Any] = dict(
         recurrent=recurrent,
         tau=torch.tensor(tau, dtype=torch.float32),
         threshold=torch.tensor(thr, dtype=torch.float32),
@@ -401,11 +402,13 @@ def _fill(layer: SpikingNeurons, w_ih, bias, tau, rec, rho, tau_syn) -> None:
         if rho is not None:
             layer.rho.copy_(torch.from_numpy(rho))
         if tau_syn is not None:
+            if not isinstance(layer, CubaLIF):
+                raise ValueError(f"synaptic time constants were read for a {type(layer).__name__}, which has none")
             layer.tau_syn.copy_(torch.from_numpy(tau_syn))
 
 
 def _config(gmeta: dict, layers: list[SpikingNeurons], input_size: int, output_size: int) -> SNNConfig:
-    sizes = {
+    sizes: dict[str, Any] = {
         "input_size": input_size,
         "output_size": output_size,
         "hidden_sizes": tuple(layer.hidden_size for layer in layers),
@@ -420,7 +423,7 @@ def _config(gmeta: dict, layers: list[SpikingNeurons], input_size: int, output_s
     first = layers[0]
     sg = first.spike_fn
     net = "alif" if first.adaptive else ("cuba" if isinstance(first, CubaLIF) else "lif")
-    kw = dict(
+    kw: dict[str, Any] = dict(
         net=net,
         dropout=0.0,
         recurrent=first.recurrent,
@@ -522,17 +525,20 @@ def import_nir(graph, dt: float | None = None, source: str = "nir", reset=None) 
         layers.append(_build_layer(nir, nodes, spec, width, float(dt), reading))
         width = layers[-1].hidden_size
     name = str(_get(gmeta, "model", ""))
+    model: nn.Module
     if readout is not None:
         w, b = _weights(nodes[readout], None, width, readout)
-        model = SNNClassifier(_config(gmeta, layers, layers[0].input_size, w.shape[0]))
-        model.stack.layers = nn.ModuleList(layers)
-        model.readout = nn.Linear(width, w.shape[0]).to(layers[-1].weight_ih.dtype)
+        classifier = SNNClassifier(_config(gmeta, layers, layers[0].input_size, w.shape[0]))
+        classifier.stack.layers = nn.ModuleList(layers)
+        classifier.readout = nn.Linear(width, w.shape[0]).to(layers[-1].weight_ih.dtype)
         with torch.no_grad():
-            model.readout.weight.copy_(torch.from_numpy(w))
-            model.readout.bias.copy_(torch.from_numpy(b))
+            classifier.readout.weight.copy_(torch.from_numpy(w))
+            classifier.readout.bias.copy_(torch.from_numpy(b))
+        model = classifier
     elif len(layers) == 1 and name not in ("SpikingStack", "Sequential"):
         model = layers[0]
     else:
-        model = SpikingStack(_config(gmeta, layers, layers[0].input_size, width), layers[0].input_size)
-        model.layers = nn.ModuleList(layers)
+        stack = SpikingStack(_config(gmeta, layers, layers[0].input_size, width), layers[0].input_size)
+        stack.layers = nn.ModuleList(layers)
+        model = stack
     return model.eval()
