@@ -80,7 +80,9 @@ def test_grid_on_two_workers_runs_every_point_once(tmp_path, capsys):
     assert data["best"]["mean"] == max(statistics.fmean(v) for v in by_setting.values())
     assert data["replicate"] == "seed" and data["refs"][0]["value"] == 0.7
     md = (out / "report" / "report.md").read_text()
-    assert "| threshold | n | val_accuracy | per seed |" in md and "**Best:** threshold=" in md
+    assert "| threshold | n | val_accuracy | per seed |" in md
+    verdict = "**Best by mean, tied:** threshold=" if data["ties"] else "**Best:** threshold="
+    assert verdict in md  # two seeds rarely separate the settings: then the report names the tie
     assert json.loads((out / "report" / "report.json").read_text())["counts"]["complete"] == 4
     assert (out / "report" / "val_accuracy_vs_threshold.png").stat().st_size > 5000
     with pytest.raises(ValueError, match="--ref dampening: not a swept option"):

@@ -318,19 +318,24 @@ def _markdown(data: dict, figures: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _best_line(data: dict, metric: str) -> str:
-    """The report's verdict: the best setting, or a tie named as one (``tie``)."""
+def verdict(data: dict, metric: str) -> str:
+    """The sweep's verdict in words: the best setting, or a tie named as one (``tie``)."""
     best, ties = data["best"], data["ties"]
     if best is None:
-        return "**Best:** no complete trial yet"
+        return "Best: no complete trial yet"
     scored = [s for s in data["settings"] if s["n"]]
     if len(scored) > 1 and len(ties) == len(scored) - 1 and all(t["why"] == "identical results" for t in ties):
-        return f"**No best:** all {len(scored)} settings gave identical results ({metric} {best['text']})"
-    line = f"**Best:** {best['label']}: {metric} {best['text']}"
+        return f"No best: all {len(scored)} settings gave identical results ({metric} {best['text']})"
     if ties:
         tied = "; ".join(f"{t['label']} ({t['why']})" for t in ties)
-        line = f"**Best by mean, tied:** {best['label']}: {metric} {best['text']}; tied with {tied}"
-    return line
+        return f"Best by mean, tied: {best['label']}: {metric} {best['text']}; tied with {tied}"
+    return f"Best: {best['label']}: {metric} {best['text']}"
+
+
+def _best_line(data: dict, metric: str) -> str:
+    """The verdict as the report's Markdown line (its head in bold)."""
+    head, _, rest = verdict(data, metric).partition(": ")
+    return f"**{head}:** {rest}"
 
 
 def _locate(out: Path, storage: str | None, study_name: str | None) -> tuple[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from ..train.device import run_device
-from .report import collect
+from .report import collect, verdict
 from .storage import check_heartbeat, default_url, masked, open_storage
 from .study import Plan, check_sweep_json, make_plan, prepare_study, write_sweep_json
 from .worker import WorkerContext, run_worker, worker_launch
@@ -84,11 +84,10 @@ def run_sweep(
     )
     _run_workers(ctx, workers, log)
     summary = collect(study)
-    c, best = summary["counts"], summary["best"]
+    c, said = summary["counts"], verdict(summary, plan.objective)
     log(
         f"sweep {name!r}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
-        f"{c['running'] + c['waiting']} not finished"
-        + (f"; best {best['label']}: {plan.objective} {best['text']}" if best else "")
+        f"{c['running'] + c['waiting']} not finished" + (f"; {said[0].lower()}{said[1:]}" if summary["best"] else "")
     )
     return summary
 
