@@ -236,6 +236,18 @@ def test_transition_terms_equal_autograd_jacobian(cls, reset, detach):
     assert abs(terms.mean_square_gain(s) - exact.mean().item() / 16) < 1e-5 * max(1.0, exact.mean().item())
 
 
+def test_transition_terms_refuse_rho_without_beta_adapt():
+    """An ALIF layer's adaptation is rho and beta_adapt together: one alone is refused before any work (it
+    was ignored, or an AttributeError on None with a non-detached subtractive reset)."""
+    layer = ALIF(4, 6)
+    tr = record(layer, (torch.rand(10, 2, 4) < 0.3).float())
+    args = (tr, layer.recurrent_weight().detach(), layer.alpha.detach(), "subtract", False)
+    with pytest.raises(ValueError, match="rho and beta_adapt together"):
+        TransitionTerms.from_trace(*args, rho=layer.rho)
+    with pytest.raises(ValueError, match="rho and beta_adapt together"):
+        TransitionTerms.from_trace(*args, beta_adapt=layer.beta_adapt)
+
+
 def test_measure_jacobian_random_probes_match_exact():
     torch.manual_seed(0)
     layer = LIF(10, 48, tau=5.0, threshold=0.2, spike_fn=SurrogateGradient("gaussian", 0.8, 2.0))

@@ -474,6 +474,8 @@ class TransitionTerms:
     ) -> TransitionTerms:
         """Build the terms from a recorded run, over the steps ``start`` .. T-1 (default: second half)."""
         check_reset(reset)
+        if (rho is None) != (beta_adapt is None):
+            raise ValueError("give rho and beta_adapt together (an ALIF layer) or neither (LIF)")
         n_t = trace.v.shape[0]
         t0 = max(1, n_t // 2 if start is None else start)
         # float32: the sums below run over <= H terms per sample, far inside condition IV's tolerance
@@ -494,7 +496,7 @@ class TransitionTerms:
         if not detach_reset:
             if reset == "subtract":
                 thr_now = flat(trace.thr)
-                extra = 0.0 if rho is None else beta_adapt.float() * (1.0 - rho.float()) * z_prev
+                extra = 0.0 if rho is None or beta_adapt is None else beta_adapt.float() * (1.0 - rho.float()) * z_prev
                 ce = -(thr_now + extra)
             elif reset == "multiplicative":
                 ce = -alpha * v_prev
@@ -567,12 +569,10 @@ def condition_iv(
         raise ValueError(f"solve_for must be 'sharpness' or 'tail', got {solve_for!r}")
     if solve_for == "tail" and spike_fn.shape != "q-pseudospike":
         raise ValueError(f"solve_for='tail' needs the q-pseudospike shape, got {spike_fn.shape!r}")
-    if (bounds is None) == (terms is None):
-        raise ValueError("condition_iv needs exactly one of bounds (paper mode) or terms (measured mode)")
-    if bounds is not None:
+    if bounds is not None and terms is None:
         gain, default = _paper_gain(spike_fn, solve_for, weight_hh, alpha, threshold, reset, detach_reset, bounds)
         sg_values = None
-    else:
+    elif terms is not None and bounds is None:
         sg_values = _measured_sg(spike_fn, solve_for, terms.u)
         scale = terms.u.abs().median().item() or 1.0
 
@@ -580,6 +580,8 @@ def condition_iv(
             return terms.mean_square_gain(sg_values(value))
 
         default = (1e-3 / scale, 1e3 / scale) if solve_for == "sharpness" else TAIL_BRACKET
+    else:
+        raise ValueError("condition_iv needs exactly one of bounds (paper mode) or terms (measured mode)")
     lo_b, hi_b = bracket if bracket is not None else default
     res = scan_root(lambda x: gain(x) - 1.0, lo_b, hi_b, points=13, log=True, ftol=1e-4, max_iter=60)
     extra: dict[str, Any] = {
@@ -597,7 +599,7 @@ def condition_iv(
                 per_neuron, weight_hh.shape[0], device=weight_hh.device
             )
     note = ""
-    if sg_values is not None:
+    if terms is not None and sg_values is not None:
         extra["uniform_mode_gain"] = terms.uniform_mode_gain(sg_values(res.x))
         note = _uniform_mode_note(extra["uniform_mode_gain"])
     return ConditionResult(

@@ -202,7 +202,8 @@ def condition_g(
     check_g_targets(ratio, target, tol)
     goal = growth_target(layer, ratio) if target is None else float(target)
     fn = layer.spike_fn
-    if layer.recurrent_weight() is None or not bool(layer.recurrent_mask.any()):
+    mask = layer.recurrent_mask
+    if layer.recurrent_weight() is None or mask is None or not bool(mask.any()):
         return g_not_applicable(goal, float(fn.dampening.mean()))
 
     def growth_at(dampening: float) -> float:

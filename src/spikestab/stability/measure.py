@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import kernels
-from ..dynamics import NeuronState, step
+from ..dynamics import Dynamics, NeuronState, adaptation, step
 from ..neurons.layers import SpikingNeurons, require_spiking_layers, spiking_layers
 
 __all__ = [
@@ -122,18 +122,30 @@ def record(layer: SpikingNeurons, x: Tensor, current: Tensor | None = None, back
     dyn = layer.dynamics()
     w = layer.recurrent_weight()
     state = layer.initial_state(x.shape[1], current)
-    z, v, _ = kernel(current, w, dyn, state, True)
+    z, v = _with_voltages(kernel, current, w, dyn, state)
     z_prev = torch.cat([state.z.to(z.dtype)[None], z[:-1]])
+    a: Tensor | None = None
     if dyn.adaptive:
-        a_t, as_ = state.a, []
+        rho, beta_adapt, a_t = adaptation(dyn, state.a)
+        as_ = []
         for t in range(x.shape[0]):
-            a_t = dyn.rho * a_t + (1.0 - dyn.rho) * z_prev[t]
+            a_t = rho * a_t + (1.0 - rho) * z_prev[t]
             as_.append(a_t)
         a = torch.stack(as_)
-        thr = dyn.threshold + dyn.beta_adapt * a
+        thr = dyn.threshold + beta_adapt * a
     else:
-        a, thr = None, dyn.threshold.detach().expand_as(v)
+        thr = dyn.threshold.detach().expand_as(v)
     return Trace(x, current, None if w is None else w.detach(), v, z, thr, a)
+
+
+def _with_voltages(
+    kernel: kernels.Kernel, current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState
+) -> tuple[Tensor, Tensor]:
+    """Spikes and voltages [T, B, H] of ``kernel``'s run; RuntimeError if it returns no voltages."""
+    z, v, _ = kernel(current, weight_hh, dyn, state, True)
+    if v is None:
+        raise RuntimeError("the kernel returned no voltages although asked for them")
+    return z, v
 
 
 class _Captured(Exception):
@@ -380,7 +392,7 @@ def measure_gradient_growth(layer: SpikingNeurons, x: Tensor, max_batch: int = 8
             grads = torch.autograd.grad((vs[-1] * u).sum(), vs)
         else:  # v_t = ... + I_t, so dL/dv_t = dL/dI_t: one kernel call and its (fused) backward
             current = current.requires_grad_(True)
-            _, v, _ = kernels.select(layer.backend)(current, w, dyn, state, True)
+            _, v = _with_voltages(kernels.select(layer.backend), current, w, dyn, state)
             u = seeded_normal(v.shape[1:], gen, v)
             (g,) = torch.autograd.grad((v[-1] * u).sum(), current)
             grads = g.unbind(0)

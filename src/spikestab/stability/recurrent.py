@@ -35,6 +35,7 @@ class _Fit:
     """The layer's recurrent weights as mean, spread and pattern, and what the rounds reuse."""
 
     layer: SpikingNeurons
+    weight: Tensor  # the layer's recurrent weight parameter, written in place by apply
     xs: Tensor
     mask: Tensor
     mu: Tensor
@@ -47,18 +48,19 @@ class _Fit:
 
     @classmethod
     def of(cls, layer: SpikingNeurons, xs: Tensor) -> _Fit:
-        mask = layer.recurrent_mask
-        mu, pattern, std = split_recurrent(layer.weight_hh.detach(), mask)
+        """The fit of ``layer``'s recurrent weights; ValueError for a layer without them."""
+        weight, mask, w_eff = layer.weight_hh, layer.recurrent_mask, layer.recurrent_weight()
+        if weight is None or mask is None or w_eff is None:
+            raise ValueError(f"conditions I and II need recurrent weights; this {type(layer).__name__} has none")
+        mu, pattern, std = split_recurrent(weight.detach(), mask)
         with torch.no_grad():
             in_cur = layer.input_current(xs)
-        return cls(
-            layer, xs, mask, mu, pattern, std, int(mask.sum(1).max().item()), in_cur, layer.recurrent_weight().detach()
-        )
+        return cls(layer, weight, xs, mask, mu, pattern, std, int(mask.sum(1).max().item()), in_cur, w_eff.detach())
 
     @torch.no_grad()
     def apply(self, mu: Tensor | None = None) -> None:
         """Write mean ``mu`` (default: the current one) and the current spread into the layer."""
-        w = self.layer.weight_hh
+        w = self.weight
         w.copy_(compose_recurrent(self.mu if mu is None else mu, self.std, self.pattern, self.mask, w))
 
     def record(self) -> Trace:
@@ -117,7 +119,7 @@ class _Rounds:
     want_ii: bool
     slope_hint: float | None
     var_in: float = 0.0
-    base: Tensor | None = None
+    base: Tensor = field(init=False)  # the recurrent mean before the rounds' shifts
     shift: float = 0.0
     step: float = 0.0
     root: RootResult | None = None
@@ -256,7 +258,8 @@ def apply_i_ii(
     Returns their results, the trace of the final weights on ``xs`` in measured mode (later conditions
     reuse it: III and IV do not change the forward dynamics) and the rate's slope against the mean shift
     times the fan-in (``slope_hint`` in and out: the first bracket step of the next round or layer)."""
-    if layer.weight_hh is None or not bool(layer.recurrent_mask.any()):  # feed-forward, or one neuron
+    mask = layer.recurrent_mask
+    if layer.weight_hh is None or mask is None or not bool(mask.any()):  # feed-forward, or one neuron
         return _not_applicable(conds), None, slope_hint
     fit = _Fit.of(layer, xs)
     res_i = _condition_i(fit, opts, timings) if "I" in conds else None
