@@ -193,9 +193,10 @@ def _decays(layer: SpikingNeurons) -> tuple[Tensor, Tensor | None]:
 
 
 def _rec_fan_in(layer: SpikingNeurons) -> int:
-    if layer.weight_hh is None:
+    mask = layer.recurrent_mask
+    if layer.weight_hh is None or mask is None:
         return 0
-    return int(layer.recurrent_mask.sum(1).max().item())
+    return int(mask.sum(1).max().item())
 
 
 def _normal(weight: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -323,13 +324,15 @@ def _target(
 def _draw(layer: SpikingNeurons, moments: dict, generator: torch.Generator | None, match_moments: bool) -> None:
     """Draw the layer's W_ih (and W_hh) from normals of ``moments`` (per neuron: mean, std), in place;
     ``match_moments``: each neuron's incoming weights shifted and scaled to exactly those moments."""
-    for kind, weight in (("ff", layer.weight_ih), ("rec", layer.weight_hh)):
+    for kind, weight, connections in (("ff", layer.weight_ih, None), ("rec", layer.weight_hh, layer.recurrent_mask)):
         if kind not in moments:
             continue
+        if weight is None:
+            raise ValueError(f"moments for recurrent weights given, but this {type(layer).__name__} has none")
         m, sd = moments[kind]
         noise = _normal(weight, generator)
-        if match_moments:
-            mask = layer.recurrent_mask.double() if kind == "rec" else torch.ones_like(noise)
+        if match_moments:  # connections None: all of them
+            mask = torch.ones_like(noise) if connections is None else connections.double()
             n = mask.sum(1, keepdim=True)
             noise = (noise - (noise * mask).sum(1, keepdim=True) / n) * mask
             noise = noise / ((noise**2).sum(1, keepdim=True) / n).sqrt()
@@ -342,10 +345,11 @@ def free_membrane(layer: SpikingNeurons, x: Tensor, presynaptic: Tensor | None =
     t + 1, like z_t; None: the layer's own spikes on x)."""
     with torch.no_grad():
         current = layer.input_current(x.to(layer.weight_ih.dtype))
-        if layer.weight_hh is not None:
+        w_rec = layer.recurrent_weight()
+        if w_rec is not None:
             z = layer(x)[0] if presynaptic is None else presynaptic.to(current.dtype)
             z_prev = torch.cat([torch.zeros_like(z[:1]), z[:-1]])
-            current = current + z_prev @ layer.recurrent_weight().t()
+            current = current + z_prev @ w_rec.t()
         a, s = _decays(layer)
         i = torch.zeros_like(current[0])
         u = torch.zeros_like(current[0])
