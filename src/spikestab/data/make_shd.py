@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -217,6 +217,7 @@ def _run_chunks(todo: list[tuple[str, int, int]], workers: int, done: int, total
     """Run the chunks still to do (in ``workers`` forked processes), printing progress; returns what this
     run did (utterances, seconds, audio seconds, rate)."""
     started, audio_seconds, fresh = time.time(), 0.0, 0
+    results: Iterator[tuple[int, float]]
     if workers == 1 or len(todo) <= 1:
         results = map(_run_chunk, todo)
         pool = None

@@ -18,7 +18,7 @@ import numpy as np
 # the sl-MNIST latency code lives in spikestab.encoding (public); imported here for the task and old callers
 from ..encoding import N_LATENCY_STEPS, latency_encode  # noqa: F401
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}  # numpy dtype strings
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

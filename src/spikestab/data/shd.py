@@ -136,10 +136,10 @@ def write_shd(
     path: str | os.PathLike,
     times: Sequence[np.ndarray],
     units: Sequence[np.ndarray],
-    labels: Sequence[int],
-    speakers: Sequence[int],
+    labels: Sequence[int] | np.ndarray,
+    speakers: Sequence[int] | np.ndarray,
     keys: Sequence[str],
-    meta: dict[str, Sequence] | None = None,
+    meta: dict[str, Sequence | np.ndarray] | None = None,
 ) -> Path:
     """Write samples in the exact SHD h5 layout, atomically (temporary file, then ``os.replace``).
 
@@ -148,17 +148,16 @@ def write_shd(
     layout stays complete. Returns the path written.
     """
     path = Path(path)
-    labels = np.asarray(labels)
-    speakers = np.asarray(speakers)
-    n = len(labels)
-    if not (len(times) == len(units) == n == len(speakers)):
+    label_ids, speaker_ids = np.asarray(labels), np.asarray(speakers)
+    n = len(label_ids)
+    if not (len(times) == len(units) == n == len(speaker_ids)):
         raise ValueError(
             f"times, units, labels and speakers must have one entry per sample; got "
-            f"{len(times)}, {len(units)}, {n}, {len(speakers)}"
+            f"{len(times)}, {len(units)}, {n}, {len(speaker_ids)}"
         )
-    if n and (labels.min() < 0 or labels.max() >= len(keys)):
+    if n and (label_ids.min() < 0 or label_ids.max() >= len(keys)):
         raise ValueError(f"labels must lie in [0, {len(keys) - 1}] (one class name per label in keys)")
-    if n and (speakers.min() < 0 or speakers.max() > np.iinfo(np.uint16).max):
+    if n and (speaker_ids.min() < 0 or speaker_ids.max() > np.iinfo(np.uint16).max):
         raise ValueError("speakers must be ids in [0, 65535]")
     check_spike_times([np.asarray(t, dtype=np.float64) for t in times], "times")
     for i, (t, u) in enumerate(zip(times, units)):
@@ -167,7 +166,7 @@ def write_shd(
         if len(u) and (np.min(u) < 0 or np.max(u) > np.iinfo(np.uint16).max):
             raise ValueError(f"sample {i}: units must lie in [0, 65535]")
     if meta is None:
-        n_spk = int(speakers.max()) + 1 if n else 0
+        n_spk = int(speaker_ids.max()) + 1 if n else 0
         meta = dict(gender=["unknown"] * n_spk, age=np.zeros(n_spk), body_height=np.full(n_spk, np.nan))
     for k in ("gender", "age", "body_height"):
         if k not in meta:
@@ -185,8 +184,8 @@ def write_shd(
             for i, (t, u) in enumerate(zip(times, units)):
                 ts[i] = np.asarray(t, dtype=np.float16)
                 us[i] = np.asarray(u, dtype=np.uint16)
-            f["labels"] = labels.astype(np.uint16)
-            f["extra/speaker"] = speakers.astype(np.uint16)
+            f["labels"] = label_ids.astype(np.uint16)
+            f["extra/speaker"] = speaker_ids.astype(np.uint16)
             f["extra/keys"] = np.array([str(k).encode() for k in keys])
             f["extra/meta_info/gender"] = np.array([str(g).encode() for g in meta["gender"]])
             f["extra/meta_info/age"] = np.asarray(meta["age"]).astype(np.uint16)
