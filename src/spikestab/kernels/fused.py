@@ -289,13 +289,29 @@ class _Reverse:
         return _into(gi_out, gv), gv * self.alpha, None, g_a
 
 
+def autocast_on(device_type: str) -> bool:
+    """Whether ``torch.autocast`` is active for tensors of ``device_type``."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
 def run_fused(
     current: Tensor, weight_hh: Tensor | None, dyn: Dynamics, state: NeuronState, return_voltage: bool
 ) -> tuple[Tensor, Tensor | None, NeuronState]:
     """The torch time loop with the hand-written BPTT backward: same arguments and results as
-    ``run_reference`` (which it defers to when ``needs_reference(dyn)``), dense products."""
+    ``run_reference`` (which it defers to when ``needs_reference(dyn)``), dense products. Inside
+    ``torch.autocast`` (mixed precision: the input projection ran in bfloat16 / float16) the time loop runs
+    outside it, in the layer's dtype: voltages, the recurrent products, the SG derivative and the backward
+    keep full precision, and the current's gradient goes back in the current's dtype."""
     if needs_reference(dyn):
         return run_reference(current, weight_hh, dyn, state, return_voltage)
+    if autocast_on(current.device.type):
+        dtype = dyn.alpha.dtype
+        full = NeuronState(state.v.to(dtype), state.z.to(dtype), None if state.a is None else state.a.to(dtype))
+        with torch.autocast(current.device.type, enabled=False):
+            return run_fused(current.to(dtype), weight_hh, dyn, full, return_voltage)
     rho = beta_adapt = a0 = None
     if dyn.adaptive:
         rho, beta_adapt, a0 = adaptation(dyn, state.a)

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from .. import kernels
 from ..dynamics import Dynamics, NeuronState, check_reset, decay_from, initial_state, step, time_constant_from
+from ..kernels.fused import autocast_on
 from ..kernels.segments import check_checkpoint, run_checkpointed
 from ..surrogate import SurrogateGradient
 
@@ -42,13 +43,6 @@ def _check_size(name: str, value: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer (accepted range [1, inf)), got {value!r}")
     return value
-
-
-def _autocast_on(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4: no device argument
-        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
 
 
 def prepare_input(x: Tensor, input_size: int, dtype: torch.dtype, rank: int = 3, batch_first: bool = False) -> Tensor:
@@ -67,7 +61,7 @@ def prepare_input(x: Tensor, input_size: int, dtype: torch.dtype, rank: int = 3,
         return x
     if x.dtype == torch.bool or not (x.is_floating_point() or x.is_complex()):
         return x.to(dtype)  # spikes / counts: exact in any float dtype (integers up to 2**24 in float32)
-    if x.is_floating_point() and _autocast_on(x.device.type):
+    if x.is_floating_point() and autocast_on(x.device.type):
         return x
     call = f"x.float() (or x.to({dtype}))" if dtype == torch.float32 else f"x.to({dtype})"
     raise ValueError(

@@ -17,7 +17,7 @@ from ..regularizers import parse_sparsity
 from ..stability.regime import REGIMES
 from ..stability.stabilize import CHOOSES, MODES, PAPER_CONDITIONS, RECIPE, resolve_conditions
 from ..surrogate import SHAPES, canonical_shape
-from .device import DEVICE, DEVICE_HELP
+from .device import DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS
 from .fields import POSITIVE, Check, Range, fraction, integer, one_of, option, rows
 from .loggers import LOGGERS
 
@@ -184,6 +184,7 @@ class TrainConfig:
     backend: str = option(
         "auto", "layer kernel backend: auto (picks the fastest) | native (the C time loops) | fused | reference"
     )
+    precision: str = option("32", PRECISION_HELP, one_of(PRECISIONS))
     time_checkpoint: int = option(
         0,
         "recompute the spiking layers in segments of K steps during backward (0: off; less memory, ~1.7x time)",
@@ -234,6 +235,11 @@ class TrainConfig:
             problem = f.metadata["range"].problem(name, getattr(self, name))
             if problem:
                 raise ValueError(problem)
+        if self.net == "slstm" and self.precision != "32":
+            raise ValueError(
+                f"net 'slstm' trains in precision '32' only (its own time loop does not run under autocast), got "
+                f"precision {self.precision!r}"
+            )
         if self.net == "slstm" and (self.conditions or self.init_rate is not None):
             raise ValueError(
                 "net 'slstm' takes conditions 'none' and no init_rate: the stability conditions and the "

@@ -22,8 +22,11 @@ from .fields import Check, Range
 __all__ = [
     "DEVICE",
     "DEVICE_HELP",
+    "PRECISIONS",
+    "PRECISION_HELP",
     "check_ranks",
     "host",
+    "autocast",
     "kernel_path",
     "parse_device",
     "random_state",
@@ -36,6 +39,12 @@ __all__ = [
 ]
 
 CPU = torch.device("cpu")
+PRECISIONS = ("32", "bf16")  # float32; bfloat16 autocast of the projections (time loops in float32)
+PRECISION_HELP = (
+    "training arithmetic: 32 (float32) | bf16 (torch.autocast with bfloat16: the input and readout "
+    "projections in bfloat16; the spiking time loops, the surrogate gradient and the optimiser in float32; "
+    "on the torch loop: a GPU, or --backend fused on the CPU)"
+)
 DEVICE_HELP = "where the run trains: auto (CUDA when torch sees it, else the CPU) | cpu | cuda | cuda:N"
 DEVICE = Range(
     (
@@ -111,10 +120,24 @@ def worker_device(option: str, index: int) -> str:
     return str(device)
 
 
-def kernel_path(net: str, device: torch.device, backend: str) -> str | None:
+def kernel_path(net: str, device: torch.device, backend: str, precision: str = "32") -> str | None:
     """The kernel the run's spiking layers take on ``device`` in float32 (``kernels.devices.path_for``);
-    None for net "slstm", whose layers run their own torch loop on any device."""
-    return None if net == "slstm" else path_for(device, torch.float32, backend)
+    None for net "slstm", whose layers run their own torch loop on any device. ValueError for precision
+    "bf16" on the C loops, which compute in float32 only."""
+    path = None if net == "slstm" else path_for(device, torch.float32, backend)
+    if precision == "bf16" and path == "native":
+        raise ValueError(
+            f"precision 'bf16' runs on the torch time loop, but backend {backend!r} on {device} takes the C loops, "
+            "which compute in float32 only: pass --backend fused, train on a GPU (--device cuda), or leave "
+            "--precision out"
+        )
+    return path
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The forward passes' mixed precision: ``torch.autocast`` with bfloat16 on ``device`` for "bf16" (the
+    spiking layers run their time loops outside it, in float32: ``kernels.fused.run_fused``), off for "32"."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def host(obj: Any) -> Any:

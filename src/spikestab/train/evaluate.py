@@ -11,6 +11,7 @@ from torch import Tensor
 from ..models import SNNClassifier, SpikingModel
 from ..stability.stabilize import model_device, to_device
 from .config import TrainConfig
+from .device import autocast
 from .step import task_loss
 from .task import SCORES, eval_batches, eval_score, sample_input
 
@@ -26,10 +27,12 @@ def evaluate(model: SpikingModel, task: Any, cfg: TrainConfig, split: str) -> di
     states, device = None, model_device(model)
     for batch in eval_batches(task, cfg, split):
         inputs, targets = to_device(batch, device)
-        out = model.simulate(inputs, states)
+        with autocast(cfg.precision, device):
+            out = model.simulate(inputs, states)
+            batch_loss = task_loss(out.logits, targets).item()
         states = out.states
         n = targets.numel()
-        total += task_loss(out.logits, targets).item() * n
+        total += batch_loss * n
         count += n
         rate_sum = [r0 + z.mean().item() * n for r0, z in zip(rate_sum, out.spikes)]
         if task.kind == "classification":
@@ -54,6 +57,8 @@ def sample_activity(
     was_training = model.training
     model.eval()
     inputs = sample_input(task, cfg, split, index)
-    spikes = model.simulate(inputs.to(model_device(model))).spikes
+    device = model_device(model)
+    with autocast(cfg.precision, device):
+        spikes = model.simulate(inputs.to(device)).spikes
     model.train(was_training)
     return (None if task.kind == "language" else inputs[:, 0]), [z[:, 0].cpu() for z in spikes]

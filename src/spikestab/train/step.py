@@ -17,7 +17,7 @@ from ..neurons import NeuronState
 from ..regularizers import SparsityLoss
 from . import nonfinite as nf
 from .config import TrainConfig
-from .device import random_state, set_random_state
+from .device import autocast, random_state, set_random_state
 from .task import SCORES, train_score
 
 Named = list[tuple[str, nn.Parameter]]
@@ -58,8 +58,9 @@ def train_step(
     if parallel is not None:
         inputs, targets, weight = parallel.shard(inputs, targets)
     rng = random_state(inputs.device)  # to replay this forward pass if it has to be diagnosed
-    out = (model.simulate if parallel is None else parallel.simulate)(inputs, states)
-    loss, task, sp_val, sp_weight = losses(out, targets, sparsity, epoch)
+    with autocast(cfg.precision, inputs.device):  # --precision bf16: the projections in bfloat16
+        out = (model.simulate if parallel is None else parallel.simulate)(inputs, states)
+        loss, task, sp_val, sp_weight = losses(out, targets, sparsity, epoch)
     optimizer.zero_grad(set_to_none=True)
     (loss * weight).backward()
     values = [float(loss.detach()), float(task.detach()), sp_val, *[z.detach().mean().item() for z in out.spikes]]
@@ -71,7 +72,9 @@ def train_step(
         nonfinite = nf.bad_update(named)
     else:
         grad_norm = float(torch.linalg.vector_norm(norms))
-        nonfinite = nf.diagnose(model, values[0], named, norms, lambda: replay(model, inputs, states, rng))
+        nonfinite = nf.diagnose(
+            model, values[0], named, norms, lambda: replay(model, inputs, states, rng, cfg.precision)
+        )
         optimizer.zero_grad(set_to_none=True)  # the step is not applied
     rec = {
         "loss": values[0],
@@ -98,12 +101,15 @@ def detach_states(states: States) -> States:
     return [cast(Any, type(st))(*(t.detach() if t is not None else None for t in st)) for st in states]
 
 
-def replay(model: SpikingModel, inputs: Tensor, states: States, rng: dict) -> tuple[Tensor, list[Tensor]]:
-    """The logits and voltages of a step's forward pass again, with its dropout masks (its RNG state)."""
+def replay(
+    model: SpikingModel, inputs: Tensor, states: States, rng: dict, precision: str = "32"
+) -> tuple[Tensor, list[Tensor]]:
+    """The logits and voltages of a step's forward pass again, with its dropout masks (its RNG state) and
+    its ``precision``."""
     after = random_state(inputs.device)
     set_random_state(rng, inputs.device)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(precision, inputs.device):
             out = model.simulate(inputs, states, record_voltage=True)
     finally:
         set_random_state(after, inputs.device)

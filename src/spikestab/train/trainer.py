@@ -73,7 +73,8 @@ class Trainer:
         check_installed(cfg.log)  # --log tensorboard without its package: said before any work
         # a GPU torch does not see: said before any work; ``device``: a data-parallel rank's own GPU
         self.device = device if device is not None else run_device(cfg.device)
-        self.kernel = kernel_path(cfg.net, self.device, cfg.backend)  # backend native on a GPU: refused here
+        # backend native on a GPU, or bf16 on the C loops: refused here
+        self.kernel = kernel_path(cfg.net, self.device, cfg.backend, cfg.precision)
         self.out = self.folder.out
         if cfg.threads is not None:
             # tiny per-step ops: on a shared CPU one thread is often many times faster than two
