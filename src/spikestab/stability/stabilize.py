@@ -491,7 +491,11 @@ def stabilize(
     by measurement when ``probe`` = (inputs [T, B, ...], labels [B]), a few hundred labelled training
     samples, is given (``regime.choose_regime``: the dense start is kept if its first layer's spike counts
     stay nearly as readable as at the best threshold), and starts dense without one; "dense" or "sparse"
-    force it. ``probe`` and ``regime`` apply to the recipe only.
+    force it. ``probe`` and ``regime`` apply to the recipe only: to D and G together, or to one of them
+    alone when the parameter the other chooses is to be kept as the model has it (``CHOOSES``; e.g.
+    ``conditions=("D",)`` keeps the dampening the user set, as ``spikestab train`` does with
+    ``--dampening``); the probe measures by D's threshold scan, so it needs D. ``mode="paper"`` needs one of
+    the paper's conditions (D and G are measured only).
 
     ``model`` may instead hold spiking neurons of snnTorch, Norse or SpikingJelly (``adapters.SUPPORTED``)
     mixed with any torch layers: the recipe (conditions D and G, and the regime) is then measured on the
