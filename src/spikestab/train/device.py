@@ -1,6 +1,7 @@
-"""Where a run trains (``TrainConfig.device``): the option's accepted values, the device it resolves to
-(``auto`` says on stderr which one it took), the device of each rank of a data-parallel run and of each
-sweep worker, the kernel the run's layers take there, and the random state a checkpoint keeps for it.
+"""Where and how a run computes (``TrainConfig.device``, ``TrainConfig.precision``): the options' accepted
+values, the device an option resolves to (``auto`` says on stderr which one it took), the device of each
+rank of a data-parallel run and of each sweep worker, the kernel the run's layers take there, the
+forward passes' autocast for ``bf16``, and the random state a checkpoint keeps for the device.
 
 The model is built on the CPU from the seed and then moved, so its first weights are the same on every
 device; checkpoints hold CPU tensors (``host``) and are read with ``map_location="cpu"``, so a run
@@ -24,9 +25,10 @@ __all__ = [
     "DEVICE_HELP",
     "PRECISIONS",
     "PRECISION_HELP",
-    "check_ranks",
-    "host",
     "autocast",
+    "check_ranks",
+    "describe",
+    "host",
     "kernel_path",
     "parse_device",
     "random_state",
