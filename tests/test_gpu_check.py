@@ -31,10 +31,14 @@ def test_dry_run_on_the_cpu(tmp_path, one_thread):
     assert result["device"] == "cpu" and result["tiny"]
     assert {(r["neuron"], r["reset"]) for r in result["parity"]} == {(n, r) for n in ("LIF", "ALIF") for r in RESETS}
     assert all(r["ok"] and r["device_path"] == "fused" for r in result["parity"])
-    assert [r["task"] for r in result["training"]] == ["sl-mnist", "shd"]
+    assert [(r["task"], r["precision"]) for r in result["training"]] == [
+        ("sl-mnist", "32"),
+        ("shd", "32"),
+        ("sl-mnist", "bf16"),
+    ]
     for r in result["training"]:  # one epoch of the Trainer on the device, every step finite
         assert r["epochs"] == 1 and r["steps"] == -(-r["train_samples"] // r["batch_size"]) and r["finite"]
-        assert r["device"] == "cpu" and r["path"] == path_for("cpu")
+        assert r["device"] == "cpu" and r["path"] == (path_for("cpu") if r["precision"] == "32" else "fused")
     timed = [r for r in result["timing"] if "skipped" not in r]
     assert {r["workload"] for r in timed} == {"a-lif", "a-alif"}
     assert all(r["fwd_bwd_s"] > 0 for r in timed)
