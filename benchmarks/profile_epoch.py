@@ -2,13 +2,16 @@
 
 The three configurations of ``bench_train.py`` (sl-MNIST 5k 2x128 LIF, SHD-shaped 2x256 LIF and ALIF), each
 trained through the library's own ``Trainer`` (the loop ``spikestab train`` runs: its loader, dropout, the
-per-step cross-entropy, gradient norms, clipping, AdamW, the step records), one torch thread. Nothing in
+per-step cross-entropy, gradient norms, clipping, AdamW, the step records), one torch thread (``--threads``;
+with more, a stage's CPU time counts the calling thread's only). Nothing in
 ``train/`` is changed for the profile: the trainer's stages are wrapped from outside (module functions and
 instance methods replaced for the timed epochs, restored afterwards) and timed by explicit clocks:
 
-- data: producing each batch (``train_batches``: the loader's densified [T, B, N] batch);
+- data: producing each batch (``train_batches``: the loader's [T, B, N] batch, dense or, where that pays,
+  sparse COO);
 - forward: each layer's input projection (``sequence_current``: x W^T + b, event-driven where it pays) and
-  time loop (the kernel it returns), the readout, the rest of ``model.simulate`` (dropout, input checks);
+  time loop (the kernel it returns), the dropout before each layer, the readout, the rest of
+  ``model.simulate`` (input checks, states);
 - loss; backward, split by gradient hooks into loss, readout, and each layer's time loop and input
   projection (the hooks fire as the backward pass reaches each tensor);
 - optimizer: clipping (``apply_update`` less the step) and the AdamW step;
@@ -323,7 +326,8 @@ def shd_shaped_task(cfg: bench_train.Config, samples: int, seed: int = 1) -> dat
 
 
 def make_trainer(cfg: bench_train.Config, batches: int, out: str, dropout: float) -> Trainer:
-    """The library's Trainer for a bench_train configuration (one thread, no progress bar, ``dropout``)."""
+    """The library's Trainer for a bench_train configuration (torch's current thread count, no progress bar,
+    ``dropout``)."""
     task = data.load_task("sl-mnist") if cfg.mnist else shd_shaped_task(cfg, batches * cfg.batch)
     tcfg = TrainConfig(
         task="sl-mnist" if cfg.mnist else "shd",
@@ -331,7 +335,7 @@ def make_trainer(cfg: bench_train.Config, batches: int, out: str, dropout: float
         layers=(cfg.hidden, cfg.hidden),
         batch_size=cfg.batch,
         dropout=dropout,
-        threads=1,
+        threads=torch.get_num_threads(),  # --threads, which main sets
         progress=False,
         out=out,
     )
