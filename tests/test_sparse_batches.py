@@ -55,8 +55,9 @@ def test_the_loader_yields_the_same_batches_sparse():
     assert len(dense) == len(sparse_) == 3
     for (x, y), (xs, ys) in zip(dense, sparse_):
         assert xs.is_sparse and torch.equal(xs.to_dense(), x) and torch.equal(ys, y)
-    with_dropout = dataset(input_dropout=0.2)  # masks drawn over the dense batch: dense batches
-    assert not next(iter(data.make_loader(with_dropout, 5, shuffle=True, sparse=True)))[0].is_sparse
+    with_dropout = dataset(input_dropout=0.2)  # masks drawn over the dense batch
+    with pytest.raises(ValueError, match="sparse batches need a dataset without input dropout"):
+        data.make_loader(with_dropout, 5, shuffle=True, sparse=True)
 
 
 def test_sparse_batches_where_they_pay():
@@ -64,6 +65,7 @@ def test_sparse_batches_where_they_pay():
     assert sparse_ds.density < 0.01 < dense_ds.density
     assert sparse_ds.density == pytest.approx(float(sparse_ds.densify(range(20)).count_nonzero()) / (20 * 100 * 400))
     assert data.sparse_batches_pay(sparse_ds) and not data.sparse_batches_pay(dense_ds)
+    assert not data.sparse_batches_pay(sparse_ds.subset(range(20), input_dropout=0.1))
 
 
 def test_density_and_nonzeros_of_a_sparse_batch_are_the_dense_ones():

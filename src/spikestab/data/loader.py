@@ -197,9 +197,9 @@ def _row_major(t: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def sparse_batches_pay(dataset: SpikeDataset) -> bool:
-    """Whether sparse batches (``SpikeLoader(sparse=True)``) cost less than dense ones for this dataset: at
-    most ``SPARSE_BATCH_DENSITY`` of its entries non-zero."""
-    return dataset.density <= SPARSE_BATCH_DENSITY
+    """Whether sparse batches (``SpikeLoader(sparse=True)``) apply to this dataset (no input dropout) and cost
+    less than dense ones (at most ``SPARSE_BATCH_DENSITY`` of its entries non-zero)."""
+    return dataset.input_dropout == 0 and dataset.density <= SPARSE_BATCH_DENSITY
 
 
 def check_options(time_repeat: int, input_dropout: float) -> None:
@@ -217,7 +217,7 @@ class SpikeLoader:
     and a resumed run can replay an epoch: each ``iter()`` uses the current epoch and then advances it;
     ``set_epoch`` chooses it explicitly. ``sparse=True`` yields x as a sparse COO tensor
     (``SpikeDataset.sparse_batch``: the same batch without building its dense form; the spiking stack
-    reads it as it is) unless the dataset has input dropout, whose masks are drawn over the dense batch.
+    reads it as it is); not with input dropout, whose masks are drawn over the dense batch.
     """
 
     def __init__(
@@ -234,6 +234,11 @@ class SpikeLoader:
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
         self.dataset, self.batch_size, self.shuffle = dataset, int(batch_size), bool(shuffle)
+        if sparse and dataset.input_dropout > 0:
+            raise ValueError(
+                "sparse batches need a dataset without input dropout (its masks are drawn over the dense "
+                f"batch), got input_dropout={dataset.input_dropout}"
+            )
         self.seed, self.drop_last, self.epoch = int(seed), bool(drop_last), 0
         self.sparse = bool(sparse)
 
@@ -254,7 +259,7 @@ class SpikeLoader:
         p = self.dataset.input_dropout
         for k in range(len(self)):
             idx = order[k * self.batch_size : (k + 1) * self.batch_size]
-            if self.sparse and p == 0:
+            if self.sparse:
                 yield self.dataset.sparse_batch(idx), torch.from_numpy(self.dataset.labels[idx])
                 continue
             x = self.dataset.densify(idx)
