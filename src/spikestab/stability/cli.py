@@ -17,6 +17,7 @@ from ..presets import paper_config, paper_defaults
 from ..train.device import DEVICE_HELP, host, parse_device
 from ..train.flags import add_alias
 from ..train.memory import check_fits
+from ..train.run_folder import VIRTUAL_ROOTS
 from ..train.task import PROBE_SAMPLES, probe_set
 from .conditions import SOLVE_FOR
 from .regime import MIN_PROBE_SAMPLES, REGIMES
@@ -78,7 +79,7 @@ def _check_file(flag: str, path: str | None, makes_folders: bool = False) -> Non
     if not path.strip() or p.is_dir() or not folder.is_dir():
         where = "a folder that exists or can be created" if makes_folders else "an existing folder"
         raise ValueError(f"{flag} must name a file in {where}, got {path!r}")
-    if str(p.resolve()).startswith(("/proc/", "/sys/", "/dev/")):
+    if str(p.resolve()).startswith(tuple(root + "/" for root in VIRTUAL_ROOTS)):
         raise ValueError(f"{flag} {path!r} is on a virtual file system: choose a file on disk")
     if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise ValueError(f"{flag} {path!r} cannot be written (no write permission): choose another file")

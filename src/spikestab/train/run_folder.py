@@ -23,7 +23,7 @@ from .device import host
 from .loggers import open_loggers
 from .metrics import MetricsLog
 
-VIRTUAL_ROOTS = ("/proc", "/sys", "/dev")  # the kernel's file systems: no run folder there
+VIRTUAL_ROOTS = ("/proc", "/sys")  # the kernel's virtual file systems: no run folder there
 NAME_MARGIN = 40  # bytes of the longest path a run writes inside its folder (".checkpoint.prev.pt.tmpPID", figures/...)
 
 
