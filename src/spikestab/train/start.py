@@ -24,9 +24,10 @@ Probe = Callable[[], "tuple[Tensor, Tensor] | None"]
 def kept_line(kept: dict[str, Any], conds: tuple[str, ...]) -> str:
     """What the recipe keeps and what it still applies, in words."""
     values = ", ".join(f"{k}={v!r}" for k, v in kept.items())
-    left_out = ", ".join(c for c in RECIPE if CHOOSES[c] in kept)
+    left_out = [c for c in RECIPE if CHOOSES[c] in kept]
+    which = f"condition{'s' if len(left_out) > 1 else ''} {' and '.join(left_out)} left out"
     rest = f"the recipe applies {','.join(conds)}" if conds else "no condition is applied"
-    return f"kept as you set them: {values} (condition {left_out} left out); {rest}"
+    return f"kept as you set {'them' if len(kept) > 1 else 'it'}: {values} ({which}); {rest}"
 
 
 def _stabilize(model: SpikingModel, cfg: TrainConfig, batch: Tensor, probe: Probe, log: Callable[[str], None]) -> dict:
