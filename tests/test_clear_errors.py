@@ -129,7 +129,7 @@ def test_ctrl_c_during_set_up_stops_at_once_and_leaves_no_run(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 4  # the model is put back in linear time (load_state_dict took 9 s here)
     assert not out.exists()  # the start had written nothing
 
 

@@ -407,6 +407,21 @@ def _stabilize_layers(
         report.layers.append(lr)
 
 
+def _restore(model: nn.Module, layers: list[SpikingNeurons], spike_fns: list, snapshot: dict[str, Tensor]) -> None:
+    """Put ``model`` back as it was before ``stabilize``: the layers' SGs, then every tensor of ``snapshot``
+    copied in place, as ``load_state_dict`` does but in time linear in the layers (its per-module scan of
+    every key took minutes for thousands of layers, so that a Ctrl-C seemed ignored)."""
+    for layer, fn in zip(layers, spike_fns):
+        layer.spike_fn = fn
+    current = model.state_dict(keep_vars=True)
+    if current.keys() != snapshot.keys() or any(current[k].shape != v.shape for k, v in snapshot.items()):
+        model.load_state_dict(snapshot)  # a tensor replaced by one of another shape: the checked load
+        return
+    with torch.no_grad():
+        for key, value in snapshot.items():
+            current[key].copy_(value)
+
+
 def _check_recipe_options(conds: tuple[str, ...], probe, regime: str, peers: bool) -> None:
     """ValueError for a probe or a regime that would be ignored: both set the targets of the recipe's
     conditions D and G, applied together or one alone (the other parameter kept, see ``CHOOSES``); the probe
@@ -569,10 +584,8 @@ def stabilize(
         if conds == RECIPE or regime != "auto" or probe is not None:  # also the targets of D or G alone
             opts, report.regime = _recipe_regime(model, layers[0], opts, probe, regime)
         _stabilize_layers(model, batch, layers, conds, opts, report, timings)
-    except BaseException:
-        for layer, fn in zip(layers, spike_fns):
-            layer.spike_fn = fn
-        model.load_state_dict(snapshot)
+    except BaseException:  # also Ctrl-C: the model is put back at once
+        _restore(model, layers, spike_fns, snapshot)
         raise
     report.timings = timings.as_dict()
     return report
