@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "ALIASES",
+    "BOUNDED_SUPPORT",
     "DEFAULT_TAIL",
     "SHAPES",
     "canonical_shape",
@@ -162,6 +163,10 @@ SHAPES: dict[str, tuple[ShapeFn, ShapeFn, ShapeFn, Callable[[float], float]]] = 
     "q-pseudospike": (_qps_f, _qps_int, _qps_int_sq, lambda q: (q - 1.0) / (2.0 * q - 1.0)),
     "arctan": (_atan_f, _atan_int, _atan_int_sq, lambda q: 0.5),
 }
+
+# the shapes whose f is exactly zero outside a bounded interval (|u| <= 1 or 1/2): their surrogate
+# gradient is zero at most neurons and steps, which the native backward's sparse adjoint product uses
+BOUNDED_SUPPORT = frozenset({"rectangular", "triangular"})
 
 # other names of the shapes (other libraries' and the official code's spellings)
 ALIASES = {

@@ -98,8 +98,11 @@ class BackwardArgs(ctypes.Structure):
             )
         ],
         [
+            ("sg_nonzero", _I64),
+            ("sparse_rows", _I64),
             ("sg_dampening", _F32),
             ("sg_sharpness", _F32),
+            ("sparse_below", _F32),
             ("sg_shape", _I32),
             ("reset", _I32),
             ("grad_reset", _I32),

@@ -8,6 +8,10 @@ z W_hh^T, backward gI W_hh) visit only the active columns; the recurrent weight 
 spikes' non-zeros when they are sparse. The forward performs the torch loop's floating-point operations
 in the same order, so its spikes equal the reference loop's bit for bit. The backward evaluates the
 rational surrogate-gradient shapes itself (``SURROGATE_CODES``); the others are computed in torch first.
+With a surrogate gradient of bounded support (``surrogate.BOUNDED_SUPPORT``) the adjoint product
+gI_t W_hh is computed only at the neurons whose surrogate gradient at step t - 1 is non-zero (the others
+never use it) wherever that pays (``SPARSE_ADJOINT_BELOW``): the same gradients to float rounding
+(Perez-Nieves & Goodman 2021, "Sparse spiking gradient descent").
 
 It runs on CPU float32 tensors with scalar or per-neuron parameters once the library is built
 (``native_blocker`` says why not, otherwise); :func:`run_native` raises where it cannot run, backend "auto"
@@ -22,12 +26,14 @@ import torch
 from torch import Tensor
 
 from ..dynamics import RESETS, Dynamics, NeuronState, adaptation
+from ..surrogate import BOUNDED_SUPPORT
 from . import build, cabi, sparse
 from .fused import LoopConfig, needs_reference, recurrent_weight_grad, surrogate_gradient
 from .reference import run_reference
 
 __all__ = [
     "RESET_CODES",
+    "SPARSE_ADJOINT_BELOW",
     "SURROGATE_CODES",
     "NativeSequence",
     "native_blocker",
@@ -42,6 +48,11 @@ RESET_CODES = {name: code for code, name in enumerate(RESETS)}
 # spikestab.surrogate)
 SURROGATE_CODES = {"fast-sigmoid": 0, "triangular": 1, "rectangular": 2}
 _SG_GIVEN = -1
+# a tile's adjoint product gI_t W_hh runs over the neurons active at step t - 1 only when they number
+# fewer than this times the non-zeros of the tile's gI_t (the full product skips zero columns): one
+# selected dot product costs about 4x the full product's work per non-zero (it cannot share a weight
+# load across batch rows); measured break-even near 0.3 (docs/results/kernels.md)
+SPARSE_ADJOINT_BELOW = 0.25
 
 
 def sequence_forward(
@@ -113,13 +124,17 @@ def sequence_backward(
     want_alpha: bool,
     want_thr: bool,
     surrogate: tuple[str, float, float] | None,
-) -> dict[str, Tensor | None]:
+    sparse_below: float,
+) -> tuple[dict[str, Tensor | None], tuple[int, int]]:
     """The backward time loop in one C call. ``work`` [T, B, H] receives the gradient of the input
     current; it holds the surrogate gradient at entry unless ``surrogate`` = (shape, dampening,
     sharpness) names one of ``SURROGATE_CODES``, evaluated in C; w = W_hh [H, H] or None; ``grads`` holds
-    the incoming gradients "spikes", "volts" [T, B, H] and "v", "z", "a" [B, H] (None where absent).
-    Returns the gradients of v0, z0, a0 (ALIF) and, per batch row, of alpha and the threshold [B, H]
-    (when wanted). All tensors contiguous float32."""
+    the incoming gradients "spikes", "volts" [T, B, H] and "v", "z", "a" [B, H] (None where absent);
+    ``sparse_below`` (0: never): the adjoint product of a tile's step runs over the active neurons only
+    when they number fewer than ``sparse_below`` times the non-zeros of its gI. Returns the gradients of
+    v0, z0, a0 (ALIF) and, per batch row, of alpha and the threshold [B, H] (when wanted), and the counts
+    (non-zero surrogate-gradient entries, (row, step) adjoint products over the active neurons only).
+    All tensors contiguous float32."""
     steps, batch, hidden = work.shape
     out = {
         "v0": torch.empty_like(v0),
@@ -160,13 +175,14 @@ def sequence_backward(
         g_a0=p(out["a0"]),
         sg_dampening=damp,
         sg_sharpness=sharp,
+        sparse_below=sparse_below,
         sg_shape=shape,
         reset=RESET_CODES[reset],
         grad_reset=int(grad_reset),
         threads=cabi.threads(),
     )
     cabi.call("spk_lif_backward", ctypes.byref(args))
-    return out
+    return out, (args.sg_nonzero, args.sparse_rows)
 
 
 class NativeSequence(torch.autograd.Function):
@@ -198,7 +214,7 @@ class NativeSequence(torch.autograd.Function):
             for k, g in (("spikes", g_spikes), ("volts", g_volts), ("v", g_v_final), ("z", g_z_final), ("a", g_a_final))
         }
         want_alpha, want_thr = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
-        out = sequence_backward(
+        out, _ = sequence_backward(
             work,
             weight_hh,
             alpha,
@@ -217,6 +233,7 @@ class NativeSequence(torch.autograd.Function):
             want_alpha,
             want_thr,
             surrogate,
+            SPARSE_ADJOINT_BELOW if sg.shape in BOUNDED_SUPPORT else 0.0,
         )
         g_w = None
         if weight_hh is not None and ctx.needs_input_grad[1]:

@@ -240,23 +240,112 @@ static void step_backward(int reset, int64_t H, float* gi, const float* gz, floa
     if (g_thr) for (int64_t k = 0; k < H; ++k) g_thr[k] += gat[k];
 }
 
+/* The surrogate gradient of step t for a tile's rows into work (unless given there: SPK_SG_GIVEN);
+   returns its number of non-zeros. */
+static int64_t tile_surrogate(const spk_backward_args* p, int64_t t, int64_t b0, int rows) {
+    const int64_t H = p->H;
+    int64_t n = 0;
+    for (int r = 0; r < rows; ++r) {
+        const int64_t o = (t * p->B + b0 + r) * H;
+        if (p->sg_shape != SPK_SG_GIVEN)
+            surrogate(H, p->sg_shape, p->sg_dampening, p->sg_sharpness, p->volts + o,
+                      p->thresholds ? p->thresholds + o : p->threshold, p->work + o);
+        n += spk_count_nonzeros(p->work + o, H);
+    }
+    return n;
+}
+
+/* Whether a [n] holds only finite values (0 * a sums to 0 exactly then, to NaN otherwise). */
+static int all_finite(const float* a, int64_t n) {
+    v8 acc = vset(0.0f);
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) acc += vset(0.0f) * vld(a + k);
+    float s = 0.0f;
+    for (; k < n; ++k) s += 0.0f * a[k];
+    float t[8];
+    vst(t, acc);
+    for (int q = 0; q < 8; ++q) s += t[q];
+    return s == 0.0f;
+}
+
+/* gz [rows, H] = gi [rows, H] @ W_hh, the adjoint product of step t >= 1. The gradient of z_{t-1} enters
+   the rest of the backward only multiplied by the surrogate gradient of step t - 1 (sg_prev), so where
+   that is zero its W_hh part is never used: with sparse (wt = W_hh^T given) the product is one dot
+   product per neuron with a non-zero sg_prev, and 0 elsewhere. A non-finite gi would make the unused
+   entries NaN (0 * NaN is NaN in the dense form), so such a tile takes the full product. Returns 1 when
+   the product was taken over the active neurons only. */
+static int adjoint_product(int rows, int64_t H, const float* gi, const float* w, const float* wp,
+                           const float* wt, const float* sg_prev, int sparse, float* gz, int32_t* idx) {
+    if (sparse && wt && all_finite(gi, rows * H)) {
+        for (int r = 0; r < rows; ++r) spk_selected_mv(gi + r * H, H, wt, sg_prev + r * H, H, gz + r * H, idx);
+        return 1;
+    }
+    spk_sparse_rows_mm(rows, gi, H, H, w, wp, H, gz, H, idx);
+    return 0;
+}
+
+/* W_hh^T for the selected products (NULL where they cannot run: no recurrence, sparse_below 0, a
+   non-finite weight, whose 0 * inf the dense product would spread). *failed set when out of memory. */
+static float* transposed_weights(const spk_backward_args* p, int* failed) {
+    const int64_t H = p->H;
+    if (!p->w || p->sparse_below <= 0.0f || !all_finite(p->w, H * H)) return NULL;
+    float* wt = malloc(sizeof(float) * (size_t)(H * H));
+    if (!wt) *failed = 1;
+    else for (int64_t j = 0; j < H; ++j) for (int64_t k = 0; k < H; ++k) wt[k * H + j] = p->w[j * H + k];
+    return wt;
+}
+
+/* The reverse steps of one tile of rows (b0 .. b0 + rows), from its incoming gradients (set by
+   spk_lif_backward) to g_v0, g_z0, g_a0. The surrogate gradient is evaluated a step ahead, so that
+   the adjoint product of step t knows which neurons step t - 1 needs it at. Counts into nonzero and
+   sparse_rows. */
+static void tile_backward(const spk_backward_args* p, const float* wp, const float* wt, int64_t b0, int rows,
+                          float* gzp, float* gat, const float* zeros, int32_t* idx, int64_t* nonzero,
+                          int64_t* sparse_rows) {
+    const int64_t T = p->T, B = p->B, H = p->H;
+    const size_t n = (size_t)(rows * H);
+    float *gz = p->g_z0 + b0 * H, *gvn = p->g_v0 + b0 * H, *gan = p->rho ? p->g_a0 + b0 * H : NULL;
+    int64_t active = tile_surrogate(p, T - 1, b0, rows);
+    *nonzero += active;
+    for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t off = (t * B + b0) * H, prev = ((t - 1) * B + b0) * H;
+        const float* zp = t ? p->spikes + prev : p->z0 + b0 * H;
+        const float* vp = t ? p->volts + prev : p->v0 + b0 * H;
+        float* gi = p->work + off;
+        for (int r = 0; r < rows; ++r) {
+            const int64_t o = off + r * H, q = b0 * H + r * H;
+            const float* thr = p->thresholds ? p->thresholds + o : p->threshold;
+            step_backward(p->reset, H, gi + r * H, gz + r * H, gvn + r * H, gan ? gan + r * H : NULL, gzp + r * H,
+                          gat, zp + r * H, vp + r * H, thr, p->pre_reset ? p->pre_reset + o : NULL,
+                          p->g_volts ? p->g_volts + o : zeros, p->g_spikes && t ? p->g_spikes + prev + r * H : zeros,
+                          p->alpha, p->rho, p->beta, p->g_alpha ? p->g_alpha + q : NULL,
+                          p->g_thr ? p->g_thr + q : NULL, p->grad_reset);
+        }
+        if (t) {
+            active = tile_surrogate(p, t - 1, b0, rows);
+            *nonzero += active;
+        }
+        if (p->w) {
+            /* the dense product's work grows with the non-zeros of gi (it skips zero columns) */
+            const int sparse = t && p->sparse_below > 0.0f &&
+                               (float)active < p->sparse_below * (float)spk_count_nonzeros(gi, (int64_t)n);
+            if (adjoint_product(rows, H, gi, p->w, wp, wt, p->work + prev, sparse, gz, idx)) *sparse_rows += rows;
+        }
+        for (size_t j = 0; j < n; ++j) gz[j] = (p->w ? gz[j] : 0.0f) + gzp[j];
+    }
+}
+
 /* The backward time loop (spk_backward_args in spikestab.h; the reverse of spk_lif_forward, equations
    in spikestab/kernels/fused.py). The adjoint product gi_t W_hh visits only the columns where some row of
-   the tile has gi != 0. */
-int spk_lif_backward(const spk_backward_args* p) {
-    const int64_t T = p->T, B = p->B, H = p->H;
-    const float *w = p->w, *alpha = p->alpha, *thr0 = p->threshold, *rho = p->rho, *beta = p->beta,
-                *volts = p->volts, *spikes = p->spikes, *thresholds = p->thresholds, *pre_reset = p->pre_reset,
-                *v0 = p->v0, *z0 = p->z0, *g_spikes = p->g_spikes, *g_volts = p->g_volts, *g_vT = p->g_vT,
-                *g_zT = p->g_zT, *g_aT = p->g_aT;
-    float *work = p->work, *g_alpha = p->g_alpha, *g_thr = p->g_thr, *g_v0 = p->g_v0, *g_z0 = p->g_z0,
-          *g_a0 = p->g_a0;
-    const int reset = p->reset, grad_reset = p->grad_reset, sg_shape = p->sg_shape;
-    const float sg_damp = p->sg_dampening, sg_sharp = p->sg_sharpness;
+   the tile has gi != 0, and, below sparse_below, only the neurons active at step t - 1 (adjoint_product). */
+int spk_lif_backward(spk_backward_args* p) {
+    const int64_t B = p->B, H = p->H;
     float* wp = NULL;
-    if (w && !(wp = spk_pack(w, H, H, NR))) return SPK_NO_MEMORY;
+    if (p->w && !(wp = spk_pack(p->w, H, H, NR))) return SPK_NO_MEMORY;
     int failed = 0;
-    #pragma omp parallel num_threads(p->threads)
+    float* wt = transposed_weights(p, &failed);
+    int64_t nonzero = 0, sparse_rows = 0;
+    #pragma omp parallel num_threads(p->threads) if (!failed)
     {
         const share_t share = thread_share(B);
         /* scratch: gradients of z_{t-1} beside W_hh for a tile, of A_t for a row, a row of zeros (no
@@ -265,7 +354,8 @@ int spk_lif_backward(const spk_backward_args* p) {
         float* gat = malloc(sizeof(float) * (size_t)H);
         float* zeros = calloc((size_t)H, sizeof(float));
         int32_t* idx = malloc(sizeof(int32_t) * (size_t)(3 * H));
-        const int ok = gzp && gat && zeros && idx;
+        const int ok = gzp && gat && zeros && idx && !failed;
+        int64_t nz = 0, sr = 0;
         if (!ok) {
             #pragma omp atomic write
             failed = 1;
@@ -273,39 +363,26 @@ int spk_lif_backward(const spk_backward_args* p) {
         for (int64_t tile = 0; tile < share.tiles && ok; ++tile) {
             const int64_t b0 = tile_start(share, tile);
             const int rows = (int)(tile_start(share, tile + 1) - b0);
-            const size_t n = (size_t)(rows * H);
-            float* gz = g_z0 + b0 * H;   /* gradient of z_t, then of z_{t-1} */
-            float* gvn = g_v0 + b0 * H;  /* gradient of v_t through step t + 1 */
-            float* gan = rho ? g_a0 + b0 * H : NULL;
-            const int64_t last = ((T - 1) * B + b0) * H;
-            for (size_t j = 0; j < n; ++j) {
-                gvn[j] = g_vT ? g_vT[b0 * H + j] : 0.0f;
-                gz[j] = (g_zT ? g_zT[b0 * H + j] : 0.0f) + (g_spikes ? g_spikes[last + j] : 0.0f);
-                if (gan) gan[j] = g_aT ? g_aT[b0 * H + j] : 0.0f;
-                if (g_alpha) g_alpha[b0 * H + j] = 0.0f;
-                if (g_thr) g_thr[b0 * H + j] = 0.0f;
+            const int64_t last = ((p->T - 1) * B + b0) * H;
+            for (size_t j = 0; j < (size_t)(rows * H); ++j) {
+                const int64_t q = b0 * H + (int64_t)j;
+                p->g_v0[q] = p->g_vT ? p->g_vT[q] : 0.0f;
+                p->g_z0[q] = (p->g_zT ? p->g_zT[q] : 0.0f) + (p->g_spikes ? p->g_spikes[last + (int64_t)j] : 0.0f);
+                if (p->rho) p->g_a0[q] = p->g_aT ? p->g_aT[q] : 0.0f;
+                if (p->g_alpha) p->g_alpha[q] = 0.0f;
+                if (p->g_thr) p->g_thr[q] = 0.0f;
             }
-            for (int64_t t = T - 1; t >= 0; --t) {
-                const int64_t off = (t * B + b0) * H, prev = ((t - 1) * B + b0) * H;
-                const float* zp = t ? spikes + prev : z0 + b0 * H;
-                const float* vp = t ? volts + prev : v0 + b0 * H;
-                float* gi = work + off;
-                for (int r = 0; r < rows; ++r) {
-                    const int64_t o = off + r * H, q = b0 * H + r * H;
-                    const float* thr = thresholds ? thresholds + o : thr0;
-                    surrogate(H, sg_shape, sg_damp, sg_sharp, volts + o, thr, gi + r * H);
-                    step_backward(reset, H, gi + r * H, gz + r * H, gvn + r * H, gan ? gan + r * H : NULL, gzp + r * H,
-                                  gat, zp + r * H, vp + r * H, thr,
-                                  pre_reset ? pre_reset + o : NULL, g_volts ? g_volts + o : zeros,
-                                  g_spikes && t ? g_spikes + prev + r * H : zeros, alpha, rho, beta,
-                                  g_alpha ? g_alpha + q : NULL, g_thr ? g_thr + q : NULL, grad_reset);
-                }
-                if (w) spk_sparse_rows_mm(rows, gi, H, H, w, wp, H, gz, H, idx);
-                for (size_t j = 0; j < n; ++j) gz[j] = (w ? gz[j] : 0.0f) + gzp[j];
-            }
+            tile_backward(p, wp, wt, b0, rows, gzp, gat, zeros, idx, &nz, &sr);
         }
         free(gzp); free(gat); free(zeros); free(idx);
+        #pragma omp atomic
+        nonzero += nz;
+        #pragma omp atomic
+        sparse_rows += sr;
     }
     free(wp);
+    free(wt);
+    p->sg_nonzero = nonzero;
+    p->sparse_rows = sparse_rows;
     return failed ? SPK_NO_MEMORY : SPK_OK;
 }

@@ -83,6 +83,13 @@ static int64_t row_nonzeros(const float* a, int64_t n, int32_t* idx) {
     return nk;
 }
 
+int64_t spk_count_nonzeros(const float* a, int64_t n) {
+    int64_t total = 0, k = 0;
+    for (; k + 8 <= n; k += 8) total += __builtin_popcount(nonzero_mask(a + k));
+    for (; k < n; ++k) total += a[k] != 0.0f;
+    return total;
+}
+
 /* out[:n] = sum_j a[idx[j]] * b[idx[j], :n] (b row-major, row stride n), from zero in list order:
    the event-driven product of one row, 64 columns of accumulators in registers at a time. */
 static void gather_row(const float* a, const int32_t* idx, int64_t nk, const float* b, int64_t n, float* out) {
@@ -120,12 +127,7 @@ void spk_sparse_rows_mm(int R, const float* a, int64_t lda, int64_t K, const flo
     int32_t* restrict flags = scratch + K;
     int32_t* restrict uni = flags + K;
     int64_t total = 0;
-    for (int r = 0; r < R; ++r) {
-        const float* ar = a + r * lda;
-        int64_t k = 0;
-        for (; k + 8 <= K; k += 8) total += __builtin_popcount(nonzero_mask(ar + k));
-        for (; k < K; ++k) total += ar[k] != 0.0f;
-    }
+    for (int r = 0; r < R; ++r) total += spk_count_nonzeros(a + r * lda, K);
     for (int64_t k = 0; k < K; ++k) flags[k] = a[k] != 0.0f;
     for (int r = 1; r < R; ++r)
         for (int64_t k = 0; k < K; ++k) flags[k] |= a[r * lda + k] != 0.0f;
@@ -141,6 +143,47 @@ void spk_sparse_rows_mm(int R, const float* a, int64_t lda, int64_t K, const flo
     }
 }
 
+
+/* Horizontal sum of the 8 lanes of v. */
+static inline float hsum(v8 v) {
+    float t[8];
+    vst(t, v);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+}
+
+/* out[c] = a[:K] . bt[c*K : c*K + K] for the columns c of the list (each a dot product with a row of
+   bt = b^T), eight at a time so that eight independent sums share each load of a. */
+static void listed_dots(const float* a, int64_t K, const float* bt, const int32_t* cols, int64_t nc, float* out) {
+    int64_t j = 0;
+    for (; j + 8 <= nc; j += 8) {
+        v8 s[8];
+        for (int q = 0; q < 8; ++q) s[q] = vset(0.0f);
+        int64_t i = 0;
+        for (; i + 8 <= K; i += 8) {
+            const v8 av = vld(a + i);
+            for (int q = 0; q < 8; ++q) s[q] = vfma(av, vld(bt + cols[j + q] * K + i), s[q]);
+        }
+        for (int q = 0; q < 8; ++q) {
+            float r = hsum(s[q]);
+            for (int64_t k = i; k < K; ++k) r += a[k] * bt[cols[j + q] * K + k];
+            out[cols[j + q]] = r;
+        }
+    }
+    for (; j < nc; ++j) {
+        v8 s = vset(0.0f);
+        int64_t i = 0;
+        for (; i + 8 <= K; i += 8) s = vfma(vld(a + i), vld(bt + cols[j] * K + i), s);
+        float r = hsum(s);
+        for (int64_t k = i; k < K; ++k) r += a[k] * bt[cols[j] * K + k];
+        out[cols[j]] = r;
+    }
+}
+
+void spk_selected_mv(const float* a, int64_t K, const float* bt, const float* sel, int64_t n, float* out,
+                     int32_t* scratch) {
+    memset(out, 0, sizeof(float) * (size_t)n);
+    listed_dots(a, K, bt, scratch, row_nonzeros(sel, n, scratch), out);
+}
 
 /* Compressed rows of x [R,N] in one pass: rowptr [R+1] and the column and value of every non-zero,
    rows in order. cols/vals have room for R*N entries (untouched beyond what is written): each thread

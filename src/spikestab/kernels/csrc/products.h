@@ -13,4 +13,13 @@ float* spk_pack(const float* b, int64_t K, int64_t N, int64_t width);
 void spk_sparse_rows_mm(int R, const float* a, int64_t lda, int64_t K, const float* b, const float* bp,
                         int64_t n, float* out, int64_t ldo, int32_t* scratch);
 
+/* The number of non-zeros (NaN included) of a [n]. */
+int64_t spk_count_nonzeros(const float* a, int64_t n);
+
+/* out [n] = a [K] @ b [K, n] in the columns c where sel[c] != 0 (NaN included), 0 in the others: one
+   dot product of a with row c of bt = b^T [n, K] per selected column (summed in 8 lanes, then across
+   them: equal to the full product's entries to float rounding). scratch: n ints. */
+void spk_selected_mv(const float* a, int64_t K, const float* bt, const float* sel, int64_t n, float* out,
+                     int32_t* scratch);
+
 #endif

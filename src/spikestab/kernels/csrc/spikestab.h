@@ -75,7 +75,13 @@ typedef struct {
     float* g_v0;              /* [B,H] out */
     float* g_z0;              /* [B,H] out */
     float* g_a0;              /* [B,H] out */
+    int64_t sg_nonzero;       /* out: non-zero surrogate-gradient entries, all steps */
+    int64_t sparse_rows;      /* out: (row, step) adjoint products taken over the active neurons only */
     float sg_dampening, sg_sharpness;
+    float sparse_below;       /* the adjoint product gI_t W_hh of a tile's step is computed only at the
+                                 neurons whose surrogate gradient at step t - 1 is non-zero when they
+                                 number fewer than sparse_below times the non-zeros of the tile's gI_t
+                                 (0: never; the same result to float rounding, see lif.c) */
     int32_t sg_shape;         /* enum spk_surrogate */
     int32_t reset;            /* enum spk_reset */
     int32_t grad_reset;       /* 1: the reset term carries gradient (detach_reset=False) */
@@ -106,7 +112,7 @@ enum spk_abi { SPK_ABI_CSR = 0, SPK_ABI_FORWARD = 1, SPK_ABI_BACKWARD = 2, SPK_A
 size_t spk_abi_size(int32_t which);
 
 int spk_lif_forward(spk_forward_args* a);
-int spk_lif_backward(const spk_backward_args* a);
+int spk_lif_backward(spk_backward_args* a);
 
 /* The non-zeros of x [out->rows, out->n] into out (cols/vals with room for rows * n entries); their
    count into *nnz. */

@@ -1,0 +1,169 @@
+"""The native backward's sparse adjoint product (issue 27 item 4): with a surrogate gradient of bounded
+support the product gI_t W_hh is taken only at the neurons active at step t - 1; every gradient must
+equal the reference autograd loop's, at any sharpness, and unbounded shapes must keep the full product."""
+
+import copy
+
+import pytest
+import torch
+
+from spikestab.dynamics import RESETS, NeuronState
+from spikestab.kernels import native
+from spikestab.neurons.layers import ALIF, LIF
+from spikestab.surrogate import BOUNDED_SUPPORT, SurrogateGradient
+
+HIDDEN, INPUTS = 43, 30
+
+
+def _case(cls, reset, detach, shape, sharpness, batch=7, steps=16, seed=5):
+    """A recurrent layer 30 -> 43 (two 16-column panels and a tail; 43 = 5 * 8 + 3 for the dot
+    products) with learnable leak and threshold, binary input, a random initial state and random loss
+    weights on every output."""
+    g = torch.Generator().manual_seed(seed)
+    adapt = dict(tau_adapt=7.0, beta_adapt=0.7) if cls.adaptive else {}
+    layer = cls(
+        INPUTS,
+        HIDDEN,
+        recurrent=True,
+        tau=torch.linspace(3.0, 12.0, HIDDEN),
+        threshold=torch.linspace(0.6, 1.2, HIDDEN),
+        reset=reset,
+        detach_reset=detach,
+        spike_fn=SurrogateGradient(shape, dampening=0.8, sharpness=sharpness),
+        bias=True,
+        learn_tau=True,
+        learn_threshold=True,
+        backend="reference",
+        **adapt,
+    )
+    with torch.no_grad():
+        layer.weight_ih.copy_(torch.randn(HIDDEN, INPUTS, generator=g) * 0.6)
+        layer.weight_hh.copy_(torch.randn(HIDDEN, HIDDEN, generator=g) * 0.3)
+        layer.bias.uniform_(-0.2, 0.3, generator=g)
+    x = (torch.rand(steps, batch, INPUTS, generator=g) < 0.15).float()
+    state = NeuronState(
+        torch.rand(batch, HIDDEN, generator=g) * 0.8,
+        (torch.rand(batch, HIDDEN, generator=g) < 0.3).float(),
+        torch.rand(batch, HIDDEN, generator=g) * 0.5 if cls.adaptive else None,
+    )
+    weights = [torch.randn(steps, batch, HIDDEN, generator=g) for _ in range(2)]
+    weights += [torch.randn(batch, HIDDEN, generator=g) for _ in range(3)]
+    return layer, x, state, weights
+
+
+def _grads(layer, backend, x, state, weights):
+    """Gradients of a loss on spikes, voltages and the final state w.r.t. input, state and parameters."""
+    layer = copy.deepcopy(layer)
+    layer.backend = backend
+    x = x.clone().requires_grad_(True)
+    st = NeuronState(*(s.clone().requires_grad_(True) if s is not None else None for s in state))
+    z, v, (vT, zT, aT) = layer(x, st, return_voltage=True)
+    loss = (weights[0] * z).sum() + (weights[1] * v).sum() + (weights[2] * vT).sum() + (weights[3] * zT).sum()
+    if aT is not None:
+        loss = loss + (weights[4] * aT).sum()
+    loss.backward()
+    grads = {"x": x.grad, "v0": st.v.grad, "z0": st.z.grad, "a0": st.a.grad if st.a is not None else None}
+    grads.update({n: p.grad for n, p in layer.named_parameters()})
+    return grads
+
+
+@pytest.fixture
+def counts(monkeypatch):
+    """The (non-zero SG entries, sparse (row, step) products) of every native backward call."""
+    seen: list[tuple[int, int]] = []
+    inner = native.sequence_backward
+
+    def spy(*args):
+        out, c = inner(*args)
+        seen.append(c)
+        return out, c
+
+    monkeypatch.setattr(native, "sequence_backward", spy)
+    return seen
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _check(layer, x, state, weights, tol=2e-5):
+    ref = _grads(layer, "reference", x, state, weights)
+    got = _grads(layer, "native", x, state, weights)
+    assert got.keys() == ref.keys()
+    for name, g in ref.items():
+        if g is None:
+            assert got[name] is None or not got[name].any(), name
+        else:
+            assert _rel(got[name], g) < tol, (name, _rel(got[name], g))
+
+
+@pytest.mark.parametrize("shape", sorted(BOUNDED_SUPPORT))
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("cls", [LIF, ALIF])
+@pytest.mark.parametrize("detach", [True, False])
+def test_sparse_adjoint_equals_reference(counts, shape, reset, cls, detach):
+    """A sharpness where a few % to a fifth of the neurons are active: most products run sparse."""
+    layer, x, state, weights = _case(cls, reset, detach, shape, sharpness=6.0)
+    _check(layer, x, state, weights)
+    nonzero, sparse_rows = counts[-1]
+    cells, row_steps = x.shape[0] * x.shape[1] * HIDDEN, (x.shape[0] - 1) * x.shape[1]
+    assert 0.0 < nonzero / cells < 0.25, nonzero / cells
+    assert sparse_rows > row_steps // 2, (sparse_rows, row_steps)
+
+
+@pytest.mark.parametrize("cls", [LIF, ALIF])
+@pytest.mark.parametrize("sharpness,active", [(1e4, (0.0, 0.002)), (0.01, (0.999, 1.0))])
+@pytest.mark.parametrize("always", [False, True])
+def test_almost_nothing_or_everything_active(counts, monkeypatch, cls, sharpness, active, always):
+    """Nearly no active neuron (empty lists at most steps) or all of them; ``always`` forces the
+    selected products at every step (threshold above any fraction), so they are checked at full
+    activity too, where the dispatch itself takes the full product."""
+    if always:
+        monkeypatch.setattr(native, "SPARSE_ADJOINT_BELOW", 1e9)
+    layer, x, state, weights = _case(cls, "subtract", False, "triangular", sharpness)
+    _check(layer, x, state, weights)
+    nonzero, sparse_rows = counts[-1]
+    fraction = nonzero / (x.shape[0] * x.shape[1] * HIDDEN)
+    assert active[0] <= fraction <= active[1], fraction
+    row_steps = (x.shape[0] - 1) * x.shape[1]
+    if always:
+        assert sparse_rows == row_steps
+    elif fraction > 0.99:
+        assert sparse_rows == 0
+
+
+@pytest.mark.parametrize("batch,threads", [(1, 1), (13, 2), (32, 3)])
+def test_sparse_adjoint_at_any_batch_and_thread_count(counts, batch, threads):
+    """Tiles of 1 to 6 rows split over threads, B = 1 included."""
+    layer, x, state, weights = _case(ALIF, "multiplicative_all", False, "rectangular", 4.0, batch=batch, steps=9)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check(layer, x, state, weights)
+    finally:
+        torch.set_num_threads(before)
+    assert counts[-1][1] > 0
+
+
+@pytest.mark.parametrize("shape", ["fast-sigmoid", "gaussian"])
+def test_unbounded_shapes_take_the_full_product(counts, shape):
+    """The fast sigmoid is never zero (and the gaussian, evaluated in torch, rarely): full products."""
+    layer, x, state, weights = _case(LIF, "subtract", True, shape, sharpness=6.0)
+    _check(layer, x, state, weights)
+    assert counts[-1][1] == 0
+
+
+def test_non_finite_gradients_spread_as_in_the_full_product(counts, monkeypatch):
+    """A NaN in the incoming gradient (one batch row, one step) reaches the same entries with the
+    selected products as with the full one and the reference loop: a tile with a non-finite gI takes
+    the full product, where 0 * NaN is NaN."""
+    layer, x, state, weights = _case(LIF, "subtract", True, "triangular", sharpness=6.0)
+    weights[0][10, 2, 5] = float("nan")
+    ref = _grads(layer, "reference", x, state, weights)
+    monkeypatch.setattr(native, "SPARSE_ADJOINT_BELOW", 1e9)
+    got = _grads(layer, "native", x, state, weights)
+    assert counts[-1][1] > 0
+    assert 0 < ref["x"].isnan().sum() < ref["x"].numel()  # the other rows stay finite
+    for name, g in ref.items():
+        if g is not None:
+            assert torch.equal(got[name].isnan(), g.isnan()), name
