@@ -167,3 +167,22 @@ def test_non_finite_gradients_spread_as_in_the_full_product(counts, monkeypatch)
     for name, g in ref.items():
         if g is not None:
             assert torch.equal(got[name].isnan(), g.isnan()), name
+
+
+def test_a_non_finite_recurrent_weight_takes_the_full_product(counts, monkeypatch):
+    """W_hh[3, 7] infinite and neuron 7 never near its threshold (its spikes and SG stay 0, so the
+    forward skips the entry): the full adjoint product makes gz[7] non-finite and 0 * inf spreads NaN
+    from there; the selected products would skip neuron 7, so the call keeps the full product (the same
+    NaNs as with the selected products switched off)."""
+    layer, x, state, weights = _case(LIF, "subtract", True, "triangular", sharpness=6.0)
+    with torch.no_grad():
+        layer.weight_hh[3, 7] = float("inf")
+        layer.threshold[7] = 1e6
+    state = NeuronState(state.v, state.z.index_fill(1, torch.tensor([7]), 0.0), None)
+    got = _grads(layer, "native", x, state, weights)
+    assert counts[-1][1] == 0 and got["x"].isnan().any()
+    monkeypatch.setattr(native, "SPARSE_ADJOINT_BELOW", 0.0)
+    full = _grads(layer, "native", x, state, weights)
+    for name, g in full.items():
+        if g is not None:
+            assert torch.equal(got[name].isnan(), g.isnan()), name

@@ -50,9 +50,9 @@ SURROGATE_CODES = {"fast-sigmoid": 0, "triangular": 1, "rectangular": 2}
 _SG_GIVEN = -1
 # a tile's adjoint product gI_t W_hh runs over the neurons active at step t - 1 only when they number
 # fewer than this times the non-zeros of the tile's gI_t (the full product skips zero columns): one
-# selected dot product costs about 4x the full product's work per non-zero (it cannot share a weight
-# load across batch rows); measured break-even near 0.3 (docs/results/kernels.md)
-SPARSE_ADJOINT_BELOW = 0.25
+# selected dot product costs about 3x the full product's work per non-zero (it cannot share a weight
+# load across batch rows); measured break-even 0.33 (docs/results/kernels.md, "Sparse adjoint product")
+SPARSE_ADJOINT_BELOW = 0.3
 
 
 def sequence_forward(
@@ -133,7 +133,8 @@ def sequence_backward(
     ``sparse_below`` (0: never): the adjoint product of a tile's step runs over the active neurons only
     when they number fewer than ``sparse_below`` times the non-zeros of its gI. Returns the gradients of
     v0, z0, a0 (ALIF) and, per batch row, of alpha and the threshold [B, H] (when wanted), and the counts
-    (non-zero surrogate-gradient entries, (row, step) adjoint products over the active neurons only).
+    (non-zero surrogate-gradient entries, counted only where the selected products may run, else 0;
+    (row, step) adjoint products over the active neurons only).
     All tensors contiguous float32."""
     steps, batch, hidden = work.shape
     out = {

@@ -240,17 +240,20 @@ static void step_backward(int reset, int64_t H, float* gi, const float* gz, floa
     if (g_thr) for (int64_t k = 0; k < H; ++k) g_thr[k] += gat[k];
 }
 
-/* The surrogate gradient of step t for a tile's rows into work (unless given there: SPK_SG_GIVEN);
-   returns its number of non-zeros. */
+/* The surrogate gradient of one row at offset o into work (unless given there: SPK_SG_GIVEN). */
+static void row_surrogate(const spk_backward_args* p, int64_t o) {
+    if (p->sg_shape != SPK_SG_GIVEN)
+        surrogate(p->H, p->sg_shape, p->sg_dampening, p->sg_sharpness, p->volts + o,
+                  p->thresholds ? p->thresholds + o : p->threshold, p->work + o);
+}
+
+/* row_surrogate for the rows b0 .. b0 + rows of step t; returns the number of non-zeros. */
 static int64_t tile_surrogate(const spk_backward_args* p, int64_t t, int64_t b0, int rows) {
-    const int64_t H = p->H;
     int64_t n = 0;
     for (int r = 0; r < rows; ++r) {
-        const int64_t o = (t * p->B + b0 + r) * H;
-        if (p->sg_shape != SPK_SG_GIVEN)
-            surrogate(H, p->sg_shape, p->sg_dampening, p->sg_sharpness, p->volts + o,
-                      p->thresholds ? p->thresholds + o : p->threshold, p->work + o);
-        n += spk_count_nonzeros(p->work + o, H);
+        const int64_t o = (t * p->B + b0 + r) * p->H;
+        row_surrogate(p, o);
+        n += spk_count_nonzeros(p->work + o, p->H);
     }
     return n;
 }
@@ -296,16 +299,17 @@ static float* transposed_weights(const spk_backward_args* p, int* failed) {
 }
 
 /* The reverse steps of one tile of rows (b0 .. b0 + rows), from its incoming gradients (set by
-   spk_lif_backward) to g_v0, g_z0, g_a0. The surrogate gradient is evaluated a step ahead, so that
-   the adjoint product of step t knows which neurons step t - 1 needs it at. Counts into nonzero and
-   sparse_rows. */
+   spk_lif_backward) to g_v0, g_z0, g_a0. Where the selected products may run (wt given) the surrogate
+   gradient is evaluated a step ahead, so that the adjoint product of step t knows which neurons step
+   t - 1 needs it at, and its non-zeros counted into nonzero; elsewhere row by row just before its use
+   (not counted: the count costs a few % there). Counts into sparse_rows. */
 static void tile_backward(const spk_backward_args* p, const float* wp, const float* wt, int64_t b0, int rows,
                           float* gzp, float* gat, const float* zeros, int32_t* idx, int64_t* nonzero,
                           int64_t* sparse_rows) {
     const int64_t T = p->T, B = p->B, H = p->H;
     const size_t n = (size_t)(rows * H);
     float *gz = p->g_z0 + b0 * H, *gvn = p->g_v0 + b0 * H, *gan = p->rho ? p->g_a0 + b0 * H : NULL;
-    int64_t active = tile_surrogate(p, T - 1, b0, rows);
+    int64_t active = wt ? tile_surrogate(p, T - 1, b0, rows) : 0;
     *nonzero += active;
     for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t off = (t * B + b0) * H, prev = ((t - 1) * B + b0) * H;
@@ -315,19 +319,21 @@ static void tile_backward(const spk_backward_args* p, const float* wp, const flo
         for (int r = 0; r < rows; ++r) {
             const int64_t o = off + r * H, q = b0 * H + r * H;
             const float* thr = p->thresholds ? p->thresholds + o : p->threshold;
+            if (!wt) row_surrogate(p, o);
             step_backward(p->reset, H, gi + r * H, gz + r * H, gvn + r * H, gan ? gan + r * H : NULL, gzp + r * H,
                           gat, zp + r * H, vp + r * H, thr, p->pre_reset ? p->pre_reset + o : NULL,
                           p->g_volts ? p->g_volts + o : zeros, p->g_spikes && t ? p->g_spikes + prev + r * H : zeros,
                           p->alpha, p->rho, p->beta, p->g_alpha ? p->g_alpha + q : NULL,
                           p->g_thr ? p->g_thr + q : NULL, p->grad_reset);
         }
-        if (t) {
+        if (wt && t) {
             active = tile_surrogate(p, t - 1, b0, rows);
             *nonzero += active;
         }
         if (p->w) {
-            /* the dense product's work grows with the non-zeros of gi (it skips zero columns) */
-            const int sparse = t && p->sparse_below > 0.0f &&
+            /* the full product's work grows with the non-zeros of gi (it skips zero columns), at most n */
+            const float below = p->sparse_below * (float)n;
+            const int sparse = wt && t && (float)active < below &&
                                (float)active < p->sparse_below * (float)spk_count_nonzeros(gi, (int64_t)n);
             if (adjoint_product(rows, H, gi, p->w, wp, wt, p->work + prev, sparse, gz, idx)) *sparse_rows += rows;
         }

@@ -75,7 +75,8 @@ typedef struct {
     float* g_v0;              /* [B,H] out */
     float* g_z0;              /* [B,H] out */
     float* g_a0;              /* [B,H] out */
-    int64_t sg_nonzero;       /* out: non-zero surrogate-gradient entries, all steps */
+    int64_t sg_nonzero;       /* out: non-zero surrogate-gradient entries, all steps (0: not counted,
+                                 where the selected products cannot run) */
     int64_t sparse_rows;      /* out: (row, step) adjoint products taken over the active neurons only */
     float sg_dampening, sg_sharpness;
     float sparse_below;       /* the adjoint product gI_t W_hh of a tile's step is computed only at the
