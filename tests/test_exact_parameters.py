@@ -13,7 +13,7 @@ from spikestab.train import TrainConfig, network_config
 
 
 class _Task:
-    kind, input_size, output_size = "classification", 6, 3
+    kind, input_size, output_size, n_steps = "classification", 6, 3, 10
 
 
 @pytest.mark.parametrize("name", ["q-pseudospike", "ntail", "qpseudospike", "q_pseudospike"])

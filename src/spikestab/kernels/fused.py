@@ -290,11 +290,14 @@ class _Reverse:
 
 
 def autocast_on(device_type: str) -> bool:
-    """Whether ``torch.autocast`` is active for tensors of ``device_type``."""
+    """Whether ``torch.autocast`` is active for tensors of ``device_type`` (never for a device type autocast
+    does not know, such as ``meta``)."""
     try:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4: no device argument
         return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+    except RuntimeError:  # "unknown device type for autocast"
+        return False
 
 
 def run_fused(
