@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from spikestab import files
 from spikestab.cli import main
 from spikestab.data import load_task, make_shd, shd
 from spikestab.files import previous_path, read_jsonl
@@ -177,6 +178,21 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, c
     monkeypatch.undo()
     assert main(["train", "--resume", "--out", str(out)]) == 0
     same_run(out, reference)
+
+
+def test_disk_full_at_start_leaves_no_files_and_says_to_run_the_command_again(tmp_path, capsys, monkeypatch):
+    """The first write of the run (its config.json) fails: nothing is left in the folder (no empty
+    metrics.jsonl), and the advice is not a bare --resume, which would start a run with default options."""
+    out = tmp_path / "run"
+
+    def full(path, mode, write, keep_previous=False):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "_atomic_write", full)
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "disk full" in err and "run the same command again" in err and "--resume" not in err
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, monkeypatch, reference):

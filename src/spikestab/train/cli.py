@@ -72,6 +72,15 @@ def _where(trainer: Trainer | None) -> str:
     )
 
 
+def _then(out: str) -> str:
+    """How to continue a run that stopped: resume it once its config.json exists, else (stopped before the
+    run wrote it: nothing holds the options yet, and a bare --resume would start a default run) run the
+    same command again."""
+    if (Path(out) / "config.json").is_file():
+        return f"resume with: {resume_command(out)}"
+    return "nothing to resume yet: run the same command again"
+
+
 def _cmd(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     check_installed(cfg.log)  # before any process starts
@@ -88,18 +97,13 @@ def _cmd(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg)
         results = trainer.fit(resume=args.resume)  # refuses a foreign or existing run before writing anything
     except KeyboardInterrupt:
-        if (Path(cfg.out) / "config.json").is_file():
-            then = f"resume with: {resume_command(cfg.out)}"
-        else:  # stopped before the run wrote its config: nothing holds the options yet
-            then = "nothing to resume yet: run the same command again"
-        print(f"\nspikestab train: interrupted; {_where(trainer)}; {then}", file=sys.stderr)
+        print(f"\nspikestab train: interrupted; {_where(trainer)}; {_then(cfg.out)}", file=sys.stderr)
         return 130
     except OSError as err:
         if err.errno != errno.ENOSPC:
             raise
         print(
-            f"spikestab train: error: disk full ({err}); {_where(trainer)}; free some space, then resume "
-            f"with: {resume_command(cfg.out)}",
+            f"spikestab train: error: disk full ({err}); {_where(trainer)}; free some space, then {_then(cfg.out)}",
             file=sys.stderr,
         )
         return 1
