@@ -13,6 +13,7 @@ from spikestab.dynamics import initial_state
 from spikestab.kernels import run_fused, run_reference
 from spikestab.neurons import ALIF, LIF, RESETS
 from spikestab.train.checkpoint import load_checkpoint
+from train_tiny import tiny_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 T, B, N, H = 30, 4, 20, 16
@@ -45,30 +46,7 @@ def test_the_fused_loop_runs_in_float32_under_autocast(cls, reset):
     torch.testing.assert_close(fused["g_current"], reference["g_current"].to(torch.bfloat16))
 
 
-TINY = [
-    "--task",
-    "randman",
-    "--task-option",
-    "n_classes=3",
-    "--task-option",
-    "n_units=12",
-    "--task-option",
-    "n_steps=20",
-    "--task-option",
-    "samples_per_class=30",
-    "--layers",
-    "2x16",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "1",
-    "--no-progress",
-    "--threads",
-    "1",
-    "--no-figures",
-    "--backend",
-    "fused",
-]
+TINY = tiny_train("--epochs", "1", "--no-figures", "--backend", "fused")
 
 
 def test_train_in_bf16_on_the_torch_loop(tmp_path):

@@ -10,31 +10,9 @@ import torch
 from spikestab.cli import main
 from spikestab.files import read_jsonl
 from spikestab.train import Trainer
+from train_tiny import tiny_train
 
-TINY = [
-    "--task",
-    "randman",
-    "--task-option",
-    "n_classes=3",
-    "--task-option",
-    "n_units=12",
-    "--task-option",
-    "n_steps=20",
-    "--task-option",
-    "samples_per_class=30",
-    "--layers",
-    "2x16",
-    "--batch-size",
-    "16",
-    "--lr",
-    "5e-3",
-    "--no-progress",
-    "--threads",
-    "1",
-    "--checkpoint-every",
-    "2",
-    "--no-figures",
-]
+TINY = tiny_train("--lr", "5e-3", "--checkpoint-every", "2", "--no-figures")
 
 
 def same_run(a, b):

@@ -24,6 +24,7 @@ from spikestab.stability.regime import (
     choose_regime,
     count_readability,
 )
+from train_tiny import tiny_train
 
 CASES = [(net, reset, width) for width in (64, 256) for net in ("lif", "alif") for reset in RESETS]
 
@@ -197,28 +198,7 @@ def test_failure_after_the_regime_choice_leaves_the_model_exactly_as_it_was(monk
 def test_train_measures_the_regime_on_its_first_labelled_samples(tmp_path, capsys):
     from spikestab.cli import main
 
-    tiny = [
-        "--task",
-        "randman",
-        "--task-option",
-        "n_classes=3",
-        "--task-option",
-        "n_units=12",
-        "--task-option",
-        "n_steps=20",
-        "--task-option",
-        "samples_per_class=40",
-        "--layers",
-        "2x16",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--no-progress",
-        "--no-figures",
-        "--threads",
-        "1",
-    ]
+    tiny = tiny_train("--epochs", "1", "--no-figures", samples_per_class=40)
     assert main(["train", *tiny, "--out", str(tmp_path / "auto")]) == 0
     report = json.loads((tmp_path / "auto" / "results.json").read_text())["stability"]["report"]
     regime = report["regime"]

@@ -7,32 +7,9 @@ import torch
 
 from spikestab.cli import main
 from spikestab.files import read_jsonl
+from train_tiny import tiny_train
 
-TINY = [
-    "--task",
-    "randman",
-    "--task-option",
-    "n_classes=3",
-    "--task-option",
-    "n_units=12",
-    "--task-option",
-    "n_steps=20",
-    "--task-option",
-    "samples_per_class=30",
-    "--layers",
-    "2x16",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "16",
-    "--lr",
-    "5e-3",
-    "--no-progress",
-    "--sparsity",
-    "l1_rate:0.05:linear",
-    "--threads",
-    "1",
-]
+TINY = tiny_train("--epochs", "2", "--lr", "5e-3", "--sparsity", "l1_rate:0.05:linear")
 
 
 def test_train_cli_end_to_end(tmp_path, capsys):

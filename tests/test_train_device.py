@@ -19,35 +19,11 @@ from spikestab.train.device import check_ranks, kernel_path, rank_device, worker
 from spikestab.train.distributed import backend_for
 from spikestab.train.state import RunState
 from spikestab.train.step import make_optimizer
+from train_tiny import tiny_train
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where torch sees no GPU")
 
-TINY = [
-    "--task",
-    "randman",
-    "--task-option",
-    "n_classes=3",
-    "--task-option",
-    "n_units=12",
-    "--task-option",
-    "n_steps=20",
-    "--task-option",
-    "samples_per_class=30",
-    "--layers",
-    "2x16",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "2",
-    "--lr",
-    "5e-3",
-    "--no-progress",
-    "--threads",
-    "1",
-    "--checkpoint-every",
-    "2",
-    "--no-figures",
-]
+TINY = tiny_train("--epochs", "2", "--lr", "5e-3", "--checkpoint-every", "2", "--no-figures")
 
 
 def weights(folder, name: str) -> dict:

@@ -19,31 +19,11 @@ from spikestab.sweep.space import check_points
 from spikestab.train.config import TrainConfig
 from spikestab.train.flags import config_from_args
 from sweep_tiny import FIXED
+from train_tiny import tiny_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = [
-    "--task",
-    "randman",
-    "--task-option",
-    "n_classes=3",
-    "--task-option",
-    "n_units=12",
-    "--task-option",
-    "n_steps=20",
-    "--task-option",
-    "samples_per_class=30",
-    "--layers",
-    "2x16",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "16",
-    "--no-progress",
-    "--threads",
-    "1",
-    "--no-figures",
-]
+TINY = tiny_train("--epochs", "1", "--no-figures")
 
 
 def _config(argv):
