@@ -125,7 +125,7 @@ class SpikeDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.densify([index])[:, 0], int(self.labels[index])
 
-    def subset(self, indices: Sequence[int], *, input_dropout: float | None = None) -> SpikeDataset:
+    def subset(self, indices: Sequence[int] | np.ndarray, *, input_dropout: float | None = None) -> SpikeDataset:
         """A new dataset holding the given samples in the given order (for splits)."""
         idx = np.asarray(indices, dtype=np.int64)
         pos, lens = self._positions(idx)
@@ -141,7 +141,7 @@ class SpikeDataset(Dataset):
             input_dropout=self.input_dropout if input_dropout is None else input_dropout,
         )
 
-    def densify(self, indices: Sequence[int]) -> torch.Tensor:
+    def densify(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         """Dense time-first batch ``[n_steps, len(indices), n_channels]`` float32 (no dropout)."""
         idx = np.asarray(indices, dtype=np.int64)
         pos, lens = self._positions(idx)
@@ -155,7 +155,7 @@ class SpikeDataset(Dataset):
         ] = values
         return x.repeat_interleave(self.time_repeat, dim=0) if self.time_repeat > 1 else x
 
-    def sparse_batch(self, indices: Sequence[int]) -> torch.Tensor:
+    def sparse_batch(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         """``densify(indices)`` as a coalesced sparse COO tensor (float32, its non-zeros only): the same
         batch at a fraction of the memory (28 bytes per spike instead of 4 per entry) and of the time."""
         idx = np.asarray(indices, dtype=np.int64)

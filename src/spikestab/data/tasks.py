@@ -129,7 +129,7 @@ def _sl_mnist(
         raise ValueError(f"source must be one of {sources}, got {source!r}")
     if (source == "idx") != (data_dir is not None):
         raise ValueError("data_dir (a folder of idx files) goes with source='idx' and only with it")
-    if source == "idx":
+    if data_dir is not None:  # source "idx" (checked above)
         data = mnist.load_idx_folder(data_dir)
         (x, y), (xt, yt) = data["train"], data["test"]
         parts = _fraction_split(len(y), (0.8, 0.2), np.arange(len(y)))
