@@ -252,8 +252,8 @@ def _check_peer_batch(batch, batch_dim: int) -> None:
 
 def _apply_iii(layer: SpikingNeurons, variant: str, timings: Timings) -> ConditionResult:
     """Condition III: the per-neuron dampening from the weights alone."""
-    w = layer.recurrent_weight()
-    if w is None or not bool(layer.recurrent_mask.any()):
+    w, mask = layer.recurrent_weight(), layer.recurrent_mask
+    if w is None or mask is None or not bool(mask.any()):
         return ConditionResult(
             "III",
             "worst-case transition gain",
