@@ -1,5 +1,5 @@
 # The two README commands: `make demo` and `make test`. Each creates .venv on first use.
-# `make test` runs the linter (ruff), the type checker (mypy, on the public API), the documentation build
+# `make test` runs the linter (ruff), the type checker (mypy, the whole package), the documentation build
 # (mkdocs --strict: a broken reference fails) and then the test suite; `make docs` builds the site into site/.
 PY ?= python3.11
 VENV := .venv
