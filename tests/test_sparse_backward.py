@@ -2,8 +2,6 @@
 support the product gI_t W_hh is taken only at the neurons active at step t - 1; every gradient must
 equal the reference autograd loop's, at any sharpness, and unbounded shapes must keep the full product."""
 
-import copy
-
 import pytest
 import torch
 
@@ -11,6 +9,7 @@ from spikestab.dynamics import RESETS, NeuronState
 from spikestab.kernels import native
 from spikestab.neurons.layers import ALIF, LIF
 from spikestab.surrogate import BOUNDED_SUPPORT, SurrogateGradient
+from test_kernels import _run
 
 HIDDEN, INPUTS = 43, 30
 
@@ -52,19 +51,9 @@ def _case(cls, reset, detach, shape, sharpness, batch=7, steps=16, seed=5):
 
 
 def _grads(layer, backend, x, state, weights):
-    """Gradients of a loss on spikes, voltages and the final state w.r.t. input, state and parameters."""
-    layer = copy.deepcopy(layer)
-    layer.backend = backend
-    x = x.clone().requires_grad_(True)
-    st = NeuronState(*(s.clone().requires_grad_(True) if s is not None else None for s in state))
-    z, v, (vT, zT, aT) = layer(x, st, return_voltage=True)
-    loss = (weights[0] * z).sum() + (weights[1] * v).sum() + (weights[2] * vT).sum() + (weights[3] * zT).sum()
-    if aT is not None:
-        loss = loss + (weights[4] * aT).sum()
-    loss.backward()
-    grads = {"x": x.grad, "v0": st.v.grad, "z0": st.z.grad, "a0": st.a.grad if st.a is not None else None}
-    grads.update({n: p.grad for n, p in layer.named_parameters()})
-    return grads
+    """Gradients of test_kernels' loss on spikes, voltages and the final state w.r.t. input, state and
+    parameters."""
+    return _run(layer, backend, x, state, weights)[2]
 
 
 @pytest.fixture
