@@ -623,6 +623,19 @@ def _with_value(spike_fn: SurrogateGradient, solve_for: str, value: float) -> Su
     return spike_fn.with_params(tail=value)
 
 
+def _paper_terms(
+    weight_hh: Tensor, alpha: Tensor, threshold: Tensor, reset: str, detach_reset: bool
+) -> tuple[float, float, Tensor, Tensor]:
+    """Paper mode's mean-square gain is leak + (row c_j + th_j^2) E_j[SG^2] per neuron j: its leak term, the
+    reset's row factor, the column sums c_j of W_hh^2 and the reset term th_j^2 (zero for a detached or
+    non-subtractive reset), in float64."""
+    col = (weight_hh.double() ** 2).sum(0)
+    leak = (alpha.double() ** 2).mean().item() * (0.5 if reset in ("multiplicative", "multiplicative_all") else 1.0)
+    row = 0.5 if reset == "multiplicative_all" else 1.0
+    reset_sq = threshold.double() ** 2 if (reset == "subtract" and not detach_reset) else torch.zeros_like(col)
+    return leak, row, col, reset_sq
+
+
 def _paper_gain(
     spike_fn: SurrogateGradient,
     solve_for: str,
@@ -637,10 +650,7 @@ def _paper_gain(
     the bounds, E[SG^2] in closed form), and the default bracket."""
     lo, hi = (b.double() for b in bounds)
     damp = spike_fn.dampening.detach().double()
-    col = (weight_hh.double() ** 2).sum(0)
-    leak = (alpha.double() ** 2).mean().item() * (0.5 if reset in ("multiplicative", "multiplicative_all") else 1.0)
-    row = 0.5 if reset == "multiplicative_all" else 1.0
-    reset_sq = threshold.double() ** 2 if (reset == "subtract" and not detach_reset) else 0.0
+    leak, row, col, reset_sq = _paper_terms(weight_hh, alpha, threshold, reset, detach_reset)
 
     def gain(value: float) -> float:
         sg = _with_value(spike_fn, solve_for, value)
@@ -663,10 +673,7 @@ def _paper_gain_per_neuron(
     mean-square gain (leak + (row c_j + th_j^2) E_j[SG^2](sharpness) - 1)."""
     lo, hi = (b.double() for b in bounds)
     damp = spike_fn.dampening.detach().double()
-    col = (weight_hh.double() ** 2).sum(0)
-    leak = (alpha.double() ** 2).mean().item() * (0.5 if reset in ("multiplicative", "multiplicative_all") else 1.0)
-    row = 0.5 if reset == "multiplicative_all" else 1.0
-    reset_sq = threshold.double() ** 2 if (reset == "subtract" and not detach_reset) else torch.zeros_like(col)
+    leak, row, col, reset_sq = _paper_terms(weight_hh, alpha, threshold, reset, detach_reset)
 
     def residual(sharpness: Tensor) -> Tensor:
         return leak + (row * col + reset_sq) * spike_fn.mean_square(lo, hi, dampening=damp, sharpness=sharpness) - 1.0
