@@ -2,28 +2,17 @@
 ``spikestab sweep``, summary JSON, Markdown and figures (the cpu-scale results are committed)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from experiment_smoke import run_smoke
 
 
 @pytest.mark.parametrize(
     "script,folder,figure", [("fig4_conditions.py", "fig4", "fig4.png"), ("fig5_grids.py", "fig5", "fig5.png")]
 )
 def test_smoke_scale_writes_results(tmp_path, script, folder, figure):
-    env = {**os.environ, "SPIKESTAB_EXPERIMENT_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / script), "--scale", "smoke", "--workers", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = run_smoke(script, tmp_path, "--workers", "1")
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "docs" / "results" / folder / "smoke"
     assert (out / figure).stat().st_size > 1000 and "test accuracy" in (out / "summary.md").read_text()
@@ -39,15 +28,7 @@ def test_smoke_scale_writes_results(tmp_path, script, folder, figure):
 
 
 def _run_smoke(tmp_path, script):
-    env = {**os.environ, "SPIKESTAB_EXPERIMENT_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / script), "--scale", "smoke", "--workers", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = run_smoke(script, tmp_path, "--workers", "1")
     assert run.returncode == 0, run.stderr[-3000:]
 
 

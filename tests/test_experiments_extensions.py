@@ -2,27 +2,15 @@
 initialisation) runs end to end: summary JSON, Markdown and figures (the cpu-scale results are committed)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from experiment_smoke import run_smoke
 
 
 @pytest.mark.parametrize("script,folder", [("table1_decolle.py", "table1"), ("table2_fluctuation.py", "table2")])
 def test_smoke_scale_writes_results(tmp_path, script, folder):
-    env = {**os.environ, "SPIKESTAB_EXPERIMENT_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / script), "--scale", "smoke"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = run_smoke(script, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "docs" / "results" / folder / "smoke"
     assert (out / f"{folder}.png").stat().st_size > 1000 and "test accuracy" in (out / "summary.md").read_text()
@@ -41,12 +29,5 @@ def test_smoke_scale_writes_results(tmp_path, script, folder):
             assert all(0.0 <= r["test_mean"] <= 1.0 and r["n"] == 1 for r in rows.values())
             assert rows["mu_U = theta"]["target_mu_u"][0] == 1.0 and rows["default"]["target_mu_u"][0] == 0.0
     # a second run reuses the finished trials
-    again = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / script), "--scale", "smoke"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    again = run_smoke(script, tmp_path)
     assert again.returncode == 0 and "seed 0 epoch" not in again.stdout and "[table2]" not in again.stdout

@@ -3,35 +3,18 @@ against ``stabilize``, and the threshold x dampening grid) runs end to end and r
 summary, Markdown table and figure (the cpu-scale results are committed)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "experiments" / "peer_models.py"
+from experiment_smoke import run_smoke
 
 pytest.importorskip("snntorch")
 pytest.importorskip("norse")
 pytest.importorskip("spikingjelly")
 
 
-def _run(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), "--scale", "smoke", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
 def test_smoke_scale_writes_results_and_resumes(tmp_path):
-    env = {**os.environ, "SPIKESTAB_EXPERIMENT_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    first = _run(env, "--grid", "always")
+    first = run_smoke("peer_models.py", tmp_path, "--grid", "always", timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     out = tmp_path / "docs" / "results" / "peers" / "smoke"
     runs = sorted(p.name for p in (out / "records" / "randman").glob("*.json"))
@@ -53,5 +36,5 @@ def test_smoke_scale_writes_results_and_resumes(tmp_path):
     assert "| randman | SpikingJelly |" in (out / "peers.md").read_text()
     assert (out / "peers.png").stat().st_size > 1000
     # a second run reuses every finished run
-    again = _run(env, "--grid", "always")
+    again = run_smoke("peer_models.py", tmp_path, "--grid", "always", timeout=600)
     assert again.returncode == 0 and "seed 0" not in again.stdout and "| randman | Norse |" in again.stdout

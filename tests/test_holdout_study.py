@@ -2,31 +2,22 @@
 agrees with independent recomputations from the per-run records it writes."""
 
 import json
-import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from scipy import stats as ss
 
+from experiment_smoke import run_smoke
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _study(env: dict) -> subprocess.CompletedProcess:
-    """holdout_study.py at smoke scale (run or continue) under ``env``."""
-    script = ROOT / "experiments" / "holdout_study.py"
-    return subprocess.run(
-        [sys.executable, str(script), "--scale", "smoke"], env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 def test_holdout_smoke_scale(tmp_path):
-    env = {**os.environ, "SPIKESTAB_EXPERIMENT_OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    run = _study(env)
+    run = run_smoke("holdout_study.py", tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "docs" / "results" / "holdout" / "smoke"
     summary = json.loads((out / "summary.json").read_text())
@@ -61,10 +52,10 @@ def test_holdout_smoke_scale(tmp_path):
     assert len(summary["best_of_k"]["smoke-a"]) == 2
     long = json.loads((out / "smoke-a.json").read_text())["arms"]
     assert len(long["long-auto"]) == 2 and len(long["long-grid-best"]) == 2
-    _resumes_from_committed_files(tmp_path, env, out, summary)
+    _resumes_from_committed_files(tmp_path, out, summary)
 
 
-def _resumes_from_committed_files(tmp_path, env, out, summary):
+def _resumes_from_committed_files(tmp_path, out, summary):
     """A fresh machine has the committed databases and records but no run folders (protocol amendment 2):
     the analysis reads the same records and gives the same summary, and trains nothing again."""
     runs = tmp_path / "runs" / "holdout" / "smoke"
@@ -74,7 +65,7 @@ def _resumes_from_committed_files(tmp_path, env, out, summary):
         shutil.copyfile(db, committed / db.parent.parent.name / f"{db.parent.name}.db")
     shutil.rmtree(runs)
     records = {name: json.loads((out / f"{name}.json").read_text()) for name in ("smoke-a", "smoke-b")}
-    again = _study(env)
+    again = run_smoke("holdout_study.py", tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     to_run = [int(n) for n in re.findall(r"(\d+) to run", again.stdout + again.stderr)]
     assert to_run and not any(to_run)
