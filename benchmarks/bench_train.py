@@ -18,6 +18,9 @@ Configurations:
 
 Entries: spikestab (``backend="auto"``), snnTorch, Norse eager and compiled (``torch.compile`` of each
 layer module; the compilation happens in an untimed warm-up step and is reported apart), SpikingJelly.
+On sl-MNIST also spikestab fed its batches as ``spikestab train`` builds them there (sparse COO tensors
+of the same spikes, never densified: under 1 % of the entries are spikes); the dense batches are what
+every other entry gets.
 snnTorch and SpikingJelly have no ALIF neuron; Norse's LSNNRecurrent is not equivalent to spikestab's ALIF
 (bench_layers.py says how) and is timed as is.
 
@@ -52,8 +55,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_layers as layers  # the layer builders and their dynamics matching
 
 PEERS = ("snnTorch", "Norse", "Norse compiled", "SpikingJelly")
-ENTRIES = ("spikestab auto (event-driven)", *PEERS)
-SPIKESTAB = ENTRIES[0]
+SPIKESTAB = "spikestab auto (event-driven)"
+# spikestab's layers fed the batches as `spikestab train` builds them where they pay (sparse COO, never
+# densified: spikestab.data.loader.sparse_batches_pay); built like the SPIKESTAB entry
+SPARSE_BATCHES = "spikestab auto (sparse batches)"
+ENTRIES = (SPIKESTAB, SPARSE_BATCHES, *PEERS)
+BUILDER = {SPARSE_BATCHES: SPIKESTAB}  # entry -> its bench_layers builder, where the names differ
 
 
 @dataclass(frozen=True)
@@ -89,10 +96,11 @@ def n_batches(cfg: Config, batches: int) -> int:
     return MNIST_SAMPLES // cfg.batch if cfg.mnist else batches
 
 
-def epoch_batches(cfg: Config, batches: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """The epoch's (x [T, B, N], labels [B]), the same for every entry."""
+def epoch_batches(cfg: Config, batches: int, sparse: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+    """The epoch's (x [T, B, N], labels [B]), the same for every entry: dense, or (``sparse``, sl-MNIST only)
+    the same batches as sparse COO tensors."""
     if cfg.mnist:
-        yield from itertools.islice(layers._mnist_batches(cfg.batch), n_batches(cfg, batches))
+        yield from itertools.islice(layers._mnist_batches(cfg.batch, sparse), n_batches(cfg, batches))
         return
     g = torch.Generator().manual_seed(1)
     for _ in range(batches):
@@ -107,7 +115,9 @@ class Network:
     def __init__(self, name: str, cfg: Config) -> None:
         self.workloads = _layer_workloads(cfg)
         self.data = [layers._data(w) for w in self.workloads]  # seeded: the same weights for every entry
-        self.layers = [layers.ENTRIES[name][1](w, d) for w, d in zip(self.workloads, self.data)]
+        build = layers.ENTRIES[BUILDER.get(name, name)][1]
+        self.layers = [build(w, d) for w, d in zip(self.workloads, self.data)]
+        self.sparse = name == SPARSE_BATCHES
         torch.manual_seed(0)
         self.readout = nn.Linear(cfg.hidden, cfg.classes)
         # Adam's steps have the size of lr in the parameters' own units: a library whose weights are
@@ -132,10 +142,12 @@ class Network:
 
 
 def _check_and_warm_up(name: str, net: Network, cfg: Config, batches: int) -> dict:
-    """Layer 1 against spikestab on the first batch, then one untimed training step (compiles)."""
+    """Layer 1 against spikestab on the first batch (dense), then one untimed training step (compiles) on
+    the entry's own first batch."""
     x, y = next(epoch_batches(cfg, batches))
     net.data[0]["x"] = x
-    check = layers._check(name, net.layers[0], net.workloads[0], net.data[0])
+    check = layers._check(BUILDER.get(name, name), net.layers[0], net.workloads[0], net.data[0])
+    x, y = next(epoch_batches(cfg, batches, net.sparse))
     t0 = time.perf_counter()
     net.train_step(x, y)
     check["warmup_step_s"] = time.perf_counter() - t0
@@ -145,7 +157,7 @@ def _check_and_warm_up(name: str, net: Network, cfg: Config, batches: int) -> di
 
 def _epoch(net: Network, cfg: Config, batches: int) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
-    losses = [net.train_step(x, y) for x, y in epoch_batches(cfg, batches)]
+    losses = [net.train_step(x, y) for x, y in epoch_batches(cfg, batches, net.sparse)]
     out = {
         "wall_s": time.perf_counter() - t0,
         "cpu_s": time.process_time() - c0,
@@ -156,11 +168,11 @@ def _epoch(net: Network, cfg: Config, batches: int) -> dict:
     return out
 
 
-def _data_epoch(cfg: Config, batches: int) -> dict:
-    """The epoch's batches alone (densifying MNIST digits, drawing synthetic spikes): the part of every
-    entry's epoch that is not the network's."""
+def _data_epoch(cfg: Config, batches: int, sparse: bool = False) -> dict:
+    """The epoch's batches alone (densifying MNIST digits, drawing synthetic spikes; or the sparse
+    batches): the part of an entry's epoch that is not the network's."""
     t0, c0 = time.perf_counter(), time.process_time()
-    for _ in epoch_batches(cfg, batches):
+    for _ in epoch_batches(cfg, batches, sparse):
         pass
     return {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
 
@@ -170,7 +182,7 @@ def _probe_memory(config: str, name: str, steps: int) -> dict:
     setup (network, optimiser and batches built)."""
     cfg = CONFIGS[config]
     net = Network(name, cfg)
-    data = list(itertools.islice(epoch_batches(cfg, steps), steps))
+    data = list(itertools.islice(epoch_batches(cfg, steps, net.sparse), steps))
     layers._reset_peak_rss()
     base = layers._rss_bytes()
     for x, y in data:
@@ -186,14 +198,21 @@ def _memory(config: str, name: str, threads: int, steps: int) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _applies(name: str, cfg: Config) -> bool:
-    return layers._applies(name, _layer_workloads(cfg)[0])
+def _skip_reason(name: str, cfg: Config) -> str | None:
+    """Why ``name`` does not run on ``cfg``, or None."""
+    if name == SPARSE_BATCHES and not cfg.mnist:
+        return "5 % input rate: `spikestab train` keeps such batches dense"
+    if not layers._applies(BUILDER.get(name, name), _layer_workloads(cfg)[0]):
+        return "no equivalent neuron in this library"
+    return None
 
 
-def _summarise(rows: dict[str, dict], data: list[dict]) -> dict:
+def _summarise(rows: dict[str, dict], data: list[dict], sparse_data: list[dict]) -> dict:
     """Median epoch per entry and its ratios to the fastest peer (wall and CPU, written into ``rows``);
     returns the summary: the fastest peers and spikestab's speed-ups over them, on whole epochs and on
-    the epochs' CPU time less that of producing the batches (``data``, the same for every entry)."""
+    the epochs' CPU time less that of producing the batches (``data``, the same for every entry but the
+    sparse-batch one, whose own batches are ``sparse_data``); the sparse-batch entry's under
+    ``sparse_batches``."""
     timed = {n: r for n, r in rows.items() if "epochs" in r}
     for r in timed.values():
         r["wall_s"] = statistics.median(e["wall_s"] for e in r["epochs"])
@@ -208,27 +227,36 @@ def _summarise(rows: dict[str, dict], data: list[dict]) -> dict:
         r["cpu_vs_fastest_peer"] = r["cpu_s"] / peers[fastest_cpu]["cpu_s"]
     data_cpu = statistics.median(d["cpu_s"] for d in data) if data else 0.0
     summary = {"fastest_peer": fastest, "fastest_peer_cpu": fastest_cpu, "data_cpu_s": data_cpu}
-    mine = timed.get(SPIKESTAB)
+    if SPIKESTAB in timed:
+        summary.update(_speedups(timed[SPIKESTAB], peers, data_cpu, data_cpu))
+    if SPARSE_BATCHES in timed:
+        own = statistics.median(d["cpu_s"] for d in sparse_data) if sparse_data else 0.0
+        summary["sparse_batches"] = {"data_cpu_s": own, **_speedups(timed[SPARSE_BATCHES], peers, data_cpu, own)}
+    return summary
+
+
+def _speedups(mine: dict, peers: dict[str, dict], data_cpu: float, own_data_cpu: float) -> dict:
+    """One spikestab entry's speed-ups over the fastest eager peer and compiled Norse: wall, CPU, and CPU
+    without the batches (the peers' ``data_cpu``, the entry's own ``own_data_cpu``)."""
+    out: dict = {}
     eager = {n: r for n, r in peers.items() if "compiled" not in n}
-    if mine is None:
-        return summary
     if eager:
         e = min(eager, key=lambda n: eager[n]["wall_s"])
-        summary.update(
+        out.update(
             fastest_eager_peer=e,
             speedup_vs_fastest_eager=eager[e]["wall_s"] / mine["wall_s"],
             cpu_speedup_vs_fastest_eager=min(r["cpu_s"] for r in eager.values()) / mine["cpu_s"],
             net_cpu_speedup_vs_fastest_eager=(min(r["cpu_s"] for r in eager.values()) - data_cpu)
-            / (mine["cpu_s"] - data_cpu),
+            / (mine["cpu_s"] - own_data_cpu),
         )
-    if "Norse compiled" in timed:
-        nc = timed["Norse compiled"]
-        summary.update(
+    if "Norse compiled" in peers:
+        nc = peers["Norse compiled"]
+        out.update(
             speedup_vs_norse_compiled=nc["wall_s"] / mine["wall_s"],
             cpu_speedup_vs_norse_compiled=nc["cpu_s"] / mine["cpu_s"],
-            net_cpu_speedup_vs_norse_compiled=(nc["cpu_s"] - data_cpu) / (mine["cpu_s"] - data_cpu),
+            net_cpu_speedup_vs_norse_compiled=(nc["cpu_s"] - data_cpu) / (mine["cpu_s"] - own_data_cpu),
         )
-    return summary
+    return out
 
 
 def _markdown(results: dict) -> str:
@@ -281,27 +309,35 @@ def _markdown(results: dict) -> str:
                 f"{chk['spikes_equal']} ({chk['spike_mismatch']:.1e}) | {cos} |"
             )
         s = res["summary"]
-        if "speedup_vs_fastest_eager" in s or "speedup_vs_norse_compiled" in s:
-            parts = []
-            if "speedup_vs_fastest_eager" in s:
-                parts.append(
-                    f"{s['speedup_vs_fastest_eager']:.1f}x faster than the fastest eager peer "
-                    f"({s['fastest_eager_peer']}; CPU time {s['cpu_speedup_vs_fastest_eager']:.1f}x, "
-                    f"{s['net_cpu_speedup_vs_fastest_eager']:.1f}x without the batches' CPU time)"
-                )
-            if "speedup_vs_norse_compiled" in s:
-                parts.append(
-                    f"{s['speedup_vs_norse_compiled']:.1f}x faster than compiled Norse "
-                    f"(CPU time {s['cpu_speedup_vs_norse_compiled']:.1f}x, "
-                    f"{s['net_cpu_speedup_vs_norse_compiled']:.1f}x without the batches' CPU time)"
-                )
-            note = (
-                f"spikestab: {'; '.join(parts)}. Producing the epoch's batches alone takes "
-                f"{s['data_cpu_s']:.1f} s CPU (part of every entry's epoch)."
-            )
-            lines += ["", note]
+        notes = [(SPIKESTAB, s, "every entry's epoch but the sparse-batch one")]
+        if "sparse_batches" in s:
+            notes.append((SPARSE_BATCHES, s["sparse_batches"], "that entry's epoch"))
+        for entry, sp, whose in notes:
+            if "speedup_vs_fastest_eager" in sp or "speedup_vs_norse_compiled" in sp:
+                lines += ["", _speedup_note(entry, sp, whose)]
         lines.append("")
     return "\n".join(lines)
+
+
+def _speedup_note(entry: str, s: dict, whose: str) -> str:
+    """One entry's speed-ups over the fastest eager peer and compiled Norse, as a sentence."""
+    parts = []
+    if "speedup_vs_fastest_eager" in s:
+        parts.append(
+            f"{s['speedup_vs_fastest_eager']:.1f}x faster than the fastest eager peer "
+            f"({s['fastest_eager_peer']}; CPU time {s['cpu_speedup_vs_fastest_eager']:.1f}x, "
+            f"{s['net_cpu_speedup_vs_fastest_eager']:.1f}x without the batches' CPU time)"
+        )
+    if "speedup_vs_norse_compiled" in s:
+        parts.append(
+            f"{s['speedup_vs_norse_compiled']:.1f}x faster than compiled Norse "
+            f"(CPU time {s['cpu_speedup_vs_norse_compiled']:.1f}x, "
+            f"{s['net_cpu_speedup_vs_norse_compiled']:.1f}x without the batches' CPU time)"
+        )
+    return (
+        f"{entry}: {'; '.join(parts)}. Producing its epoch's batches alone takes {s['data_cpu_s']:.1f} s CPU "
+        f"(part of {whose})."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -347,17 +383,19 @@ def main(argv: list[str] | None = None) -> None:
         cfg = CONFIGS[cname]
         rows: dict[str, dict] = {}
         data: list[dict] = []
+        sparse_data: list[dict] = []
         results["configs"][cname] = {
             "batches": n_batches(cfg, args.batches),
             "entries": rows,
             "data": data,
+            "sparse_data": sparse_data,
             "summary": {},
         }
         nets: dict[str, Network] = {}
         for name in entries:
-            lib = layers.ENTRIES[name][0]
-            if not _applies(name, cfg):
-                rows[name] = {"skipped": "no equivalent neuron in this library"}
+            lib = layers.ENTRIES[BUILDER.get(name, name)][0]
+            if reason := _skip_reason(name, cfg):
+                rows[name] = {"skipped": reason}
             elif not layers._available(lib):
                 rows[name] = {"skipped": f"{lib} not installed (make bench-env)"}
             else:
@@ -371,12 +409,15 @@ def main(argv: list[str] | None = None) -> None:
                 nets[name] = net
                 print(f"{cname:9s} {name:30s} warm-up step {rows[name]['check']['warmup_step_s']:.1f} s", flush=True)
         for _ in range(args.repeats):
-            data.append(_data_epoch(cfg, args.batches))
-            print(
-                f"{cname:9s} {'(the batches alone)':30s} epoch {data[-1]['wall_s']:8.1f} s wall "
-                f"{data[-1]['cpu_s']:8.1f} s CPU",
-                flush=True,
-            )
+            forms = [(data, False, "(the batches alone)")]
+            if SPARSE_BATCHES in nets:
+                forms.append((sparse_data, True, "(the sparse batches alone)"))
+            for record, sparse, label in forms:
+                record.append(_data_epoch(cfg, args.batches, sparse))
+                print(
+                    f"{cname:9s} {label:30s} epoch {record[-1]['wall_s']:8.1f} s wall {record[-1]['cpu_s']:8.1f} s CPU",
+                    flush=True,
+                )
             for name, net in nets.items():
                 e = _epoch(net, cfg, args.batches)
                 rows[name]["epochs"].append(e)
@@ -386,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
             for name, row in rows.items():
                 if "epochs" in row and "compiled" not in name:
                     row["memory"] = _memory(cname, name, args.threads, args.probe_steps)
-        results["configs"][cname]["summary"] = _summarise(rows, data)
+        results["configs"][cname]["summary"] = _summarise(rows, data, sparse_data)
         results["meta"]["load_average_end"] = os.getloadavg()
         layers._write_atomic(os.path.join(args.out, "bench_train.json"), json.dumps(results, indent=1))
         layers._write_atomic(os.path.join(args.out, "bench_train.md"), _markdown(results))
