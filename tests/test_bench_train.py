@@ -57,8 +57,15 @@ def test_speedups_subtract_each_entrys_own_batches():
     assert s["fastest_peer"] == "Norse compiled" and s["fastest_eager_peer"] == "Norse"
     assert s["speedup_vs_fastest_eager"] == pytest.approx(11.0 / 3.0)
     assert s["net_cpu_speedup_vs_fastest_eager"] == pytest.approx((11.0 - 1.0) / (3.0 - 1.0))
+    # 10x Norse is 1.1 s CPU; beside its 1.0 s of batches, spikestab's 2.0 s would have to fit in 0.1 s
+    assert s["goal_cpu_s"] == pytest.approx(1.1) and s["goal_net_factor"] == pytest.approx(2.0 / 0.1)
     sb = s["sparse_batches"]
     assert sb["data_cpu_s"] == pytest.approx(0.3)
     assert sb["speedup_vs_norse_compiled"] == pytest.approx(7.0 / 2.0)
     # the peers' epochs less their (dense) batches, against this entry's epoch less its own batches
     assert sb["net_cpu_speedup_vs_norse_compiled"] == pytest.approx((7.0 - 1.0) / (2.0 - 0.3))
+    assert sb["goal_net_factor"] == pytest.approx((2.0 - 0.3) / (1.1 - 0.3))
+    # batches that alone take longer than the goal: no factor can reach it
+    slow = bench_train._summarise(rows, [{"cpu_s": 2.5, "wall_s": 2.5}], sparse)
+    assert slow["goal_net_factor"] is None
+    assert "batches alone take longer" in bench_train._speedup_note(bench_train.SPIKESTAB, slow, "every epoch")
