@@ -356,6 +356,65 @@ def _speedup_note(entry: str, s: dict, whose: str) -> str:
     return text
 
 
+README_ROW = "| One training epoch,"  # the README row this benchmark's results fill (``--readme``)
+
+
+def _versus(s: dict) -> str:
+    """One entry's whole-epoch speed-ups (wall) as README words."""
+    text = f"**{s['speedup_vs_fastest_eager']:.1f}x** the fastest eager peer ({s['fastest_eager_peer']})"
+    if "speedup_vs_norse_compiled" in s:
+        text += f", {s['speedup_vs_norse_compiled']:.1f}x compiled Norse"
+    return text
+
+
+def readme_row(results: dict) -> str:
+    """README's row for a bench_train run (``results`` as written to bench_train.json): per configuration
+    spikestab's speed-ups, with the sparse batches where that entry ran, and what the goal would take."""
+    meta, parts, goals = results["meta"], [], []
+    for cname, res in results["configs"].items():
+        s = res["summary"]
+        if "speedup_vs_fastest_eager" not in s:
+            continue
+        text = f"{cname} {_versus(s)}"
+        best = s.get("sparse_batches", s)  # spikestab as `spikestab train` runs it
+        if best is not s:
+            text += f"; fed the sparse batches `spikestab train` uses there, {_versus(best)}"
+        parts.append(text)
+        if best["speedup_vs_fastest_eager"] < GOAL_VS_EAGER:
+            factor = best.get("goal_net_factor")
+            goals.append(f"{cname} {'(batches alone too slow)' if factor is None else f'{factor:.1f}x'}")
+    load = f"load {meta['load_average_start'][0]:.1f} to {meta['load_average_end'][0]:.1f}"
+    goal = (
+        f"**Goal ({GOAL_VS_EAGER}x eager) not met**: spikestab's work beside the batches would have to be "
+        f"{', '.join(goals)} faster, and its layer kernels are most of it "
+        "([profile](benchmarks/results/profile_epoch.md))"
+        if goals
+        else f"**Goal ({GOAL_VS_EAGER}x eager) met**"
+    )
+    return (
+        f"{README_ROW} 2 recurrent layers + readout, AdamW, each library's plain loop, {meta['threads']} thread(s), "
+        f"{load}, same weights and matched dynamics (bench_layers builders) | spikestab `auto`, whole epoch (wall, "
+        f"median of {meta['repeats']}): {'; '.join(parts)}. {goal} | `make bench-env`, `{meta['command']}` "
+        "([table](benchmarks/results/bench_train.md)) |"
+    )
+
+
+def write_readme_row(path: str, results: dict, check: bool = False) -> bool:
+    """Replace the README line that starts with ``README_ROW`` by ``readme_row(results)`` (``check``: write
+    nothing); returns whether it was already that line."""
+    with open(path) as f:
+        lines = f.read().split("\n")
+    at = [i for i, line in enumerate(lines) if line.startswith(README_ROW)]
+    if len(at) != 1:
+        raise SystemExit(f"{path}: expected one line starting with {README_ROW!r}, found {len(at)}")
+    row = readme_row(results)
+    same = lines[at[0]] == row
+    if not same and not check:
+        lines[at[0]] = row
+        layers._write_atomic(path, "\n".join(lines))
+    return same
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -372,6 +431,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the per-entry memory subprocesses")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--probe", nargs=2, metavar=("CONFIG", "ENTRY"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--readme", metavar="PATH", help="only rewrite PATH's bench_train row from OUT/bench_train.json (no run)"
+    )
     args = ap.parse_args(argv)
     for flag in ("threads", "repeats", "batches", "probe_steps"):
         if getattr(args, flag) < 1:
@@ -379,6 +441,10 @@ def main(argv: list[str] | None = None) -> None:
     configs = layers.comma_list(args.configs, CONFIGS, "--configs")
     entries = layers.comma_list(args.entries, ENTRIES, "--entries")
     torch.set_num_threads(args.threads)
+    if args.readme:
+        with open(os.path.join(args.out, "bench_train.json")) as f:
+            write_readme_row(args.readme, json.load(f))
+        return
     if args.probe:
         print(json.dumps(_probe_memory(*args.probe, args.probe_steps)))
         return

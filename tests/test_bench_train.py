@@ -69,3 +69,29 @@ def test_speedups_subtract_each_entrys_own_batches():
     slow = bench_train._summarise(rows, [{"cpu_s": 2.5, "wall_s": 2.5}], sparse)
     assert slow["goal_net_factor"] is None
     assert "batches alone take longer" in bench_train._speedup_note(bench_train.SPIKESTAB, slow, "every epoch")
+
+
+def test_readme_row_from_results(tmp_path):
+    def row(*cpu: float) -> dict:
+        return {"epochs": [{"wall_s": c, "cpu_s": c} for c in cpu]}
+
+    mnist = {bench_train.SPIKESTAB: row(2.0), bench_train.SPARSE_BATCHES: row(1.7), "Norse": row(9.0)}
+    shd = {bench_train.SPIKESTAB: row(1.0), "Norse": row(5.0), "Norse compiled": row(2.5)}
+    results = {
+        "meta": {"threads": 1, "repeats": 1, "load_average_start": [0.5], "load_average_end": [0.7], "command": "X"},
+        "configs": {
+            "sl-mnist": {"summary": bench_train._summarise(mnist, [{"cpu_s": 0.4}], [{"cpu_s": 0.1}])},
+            "shd-lif": {"summary": bench_train._summarise(shd, [{"cpu_s": 0.2}], [])},
+        },
+    }
+    text = bench_train.readme_row(results)
+    assert text.startswith(bench_train.README_ROW) and text.count(" | ") == 2
+    assert "sl-mnist **4.5x** the fastest eager peer (Norse); fed the sparse batches" in text and "**5.3x**" in text
+    assert "shd-lif **5.0x** the fastest eager peer (Norse), 2.5x compiled Norse" in text
+    # the goal's factor is the sparse-batch entry's where it ran: (1.7 - 0.1) / (0.9 - 0.1)
+    assert "sl-mnist 2.0x, shd-lif 2.7x faster" in text and "not met" in text
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n| what | result | command |\n|---|---|---|\n| One training epoch, old | old | old |\n")
+    assert not bench_train.write_readme_row(str(readme), results)
+    assert bench_train.write_readme_row(str(readme), results, check=True)
+    assert readme.read_text().splitlines()[4] == text
