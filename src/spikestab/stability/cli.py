@@ -19,8 +19,8 @@ from ..train.flags import add_alias
 from ..train.memory import check_fits
 from ..train.run_folder import VIRTUAL_ROOTS
 from ..train.task import PROBE_SAMPLES, probe_set
-from .conditions import SOLVE_FOR
-from .regime import MIN_PROBE_SAMPLES, REGIMES
+from .conditions import SOLVE_FOR, check_rate
+from .regime import MIN_PROBE_SAMPLES, REGIMES, SPARSE_RATE
 from .stabilize import CHOOSES, CONDITIONS, MODES, RECIPE, resolve_conditions, stabilize
 
 TASKS = ("random", *DATA_TASKS)  # "random": a random spike batch, no data needed
@@ -92,6 +92,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} must be an integer >= 1, got {value}")
     if args.probe_samples != 0 and args.probe_samples < MIN_PROBE_SAMPLES:
         raise ValueError(f"--probe-samples must be 0 (no probe) or >= {MIN_PROBE_SAMPLES}, got {args.probe_samples}")
+    if args.sparse_rate is not None:
+        check_rate(args.sparse_rate, "--sparse-rate")
     _check_file("--json", args.json, makes_folders=True)
     _check_file("--save", args.save)
 
@@ -123,10 +125,17 @@ def _cmd(args: argparse.Namespace) -> int:
     is_recipe = set(resolve_conditions(conds)) <= set(RECIPE)
     if not is_recipe and args.regime != "auto":
         raise ValueError(f"--regime {args.regime} applies to the recommended recipe (--conditions auto) only")
+    if args.sparse_rate is not None and (args.regime == "dense" or "D" not in resolve_conditions(conds)):
+        raise ValueError(
+            "--sparse-rate is condition D's target in the recipe's sparse regime and would be ignored with "
+            f"--conditions {args.conditions} --regime {args.regime}: leave it out, or use --conditions auto "
+            "with --regime auto or sparse"
+        )
     # the probe decides the recipe's regime: only the recipe with --regime auto measures it, by D's thresholds
     measured = is_recipe and args.regime == "auto" and "D" in resolve_conditions(conds)
     model, batch, probe = build(args, args.probe_samples if measured else 0)
-    recipe = {"regime": args.regime, "probe": probe} if is_recipe else {}
+    sparse_rate = SPARSE_RATE if args.sparse_rate is None else args.sparse_rate
+    recipe = {"regime": args.regime, "probe": probe, "sparse_rate": sparse_rate} if is_recipe else {}
     report = stabilize(
         model,
         batch,
@@ -250,7 +259,13 @@ def _condition_options(p: argparse.ArgumentParser) -> None:
         choices=list(REGIMES),
         default="auto",
         help="start of the recipe: auto (dense or sparse, measured on labelled task samples; dense "
-        "with --task random), dense (rate --rate), sparse (rate 0.03)",
+        "with --task random), dense (rate --rate), sparse (rate --sparse-rate)",
+    )
+    p.add_argument(
+        "--sparse-rate",
+        type=float,
+        default=None,
+        help=f"the recipe's condition D target in its sparse regime (default {SPARSE_RATE})",
     )
     p.add_argument(
         "--probe-samples",

@@ -104,10 +104,10 @@ def finite_or_none(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def check_rate(rate: float) -> float:
-    """A firing rate target: a number in the open interval (0, 1); ValueError otherwise."""
+def check_rate(rate: float, name: str = "rate") -> float:
+    """A firing rate target: a number in the open interval (0, 1); ValueError naming ``name`` otherwise."""
     if not (isinstance(rate, (int, float)) and 0.0 < rate < 1.0):
-        raise ValueError(f"rate must be in the open interval (0, 1), got {rate!r}")
+        raise ValueError(f"{name} must be in the open interval (0, 1), got {rate!r}")
     return rate
 
 

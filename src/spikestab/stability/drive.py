@@ -42,6 +42,7 @@ __all__ = [
     "growth_target",
     "THRESHOLD_RANGE",
     "SATURATION_MARGIN",
+    "RATE_TOL_SHARE",
     "DAMPENING_RANGE",
     "GROWTH_RATIO",
 ]
@@ -53,6 +54,9 @@ SCAN_POINTS = 25  # log-spaced thresholds D scans from the top of THRESHOLD_RANG
 # makes every optimiser step huge relative to it (2 x 256 sl-MNIST: threshold 0.01, rate 0.46, did not
 # learn; 0.1, rate 0.43, trained to 87 %)
 SATURATION_MARGIN = 0.05
+# D's rate tolerance is at most the target divided by this: an absolute tolerance (0.01 by default) would
+# accept a silent layer for targets below half of it; 3 leaves every target >= 0.03 as it was
+RATE_TOL_SHARE = 3
 DAMPENING_RANGE = (1e-3, 30.0)  # absolute dampening values searched by G
 GROWTH_RATIO = 0.6  # G's default target: this fraction of the leak's own decay per step, mean(log alpha)
 # (0.6 chosen on sl-MNIST, 2x64 LIF, seeds 0-3: 85.1 % mean test accuracy vs 82.8 % at 0.5)
@@ -108,9 +112,10 @@ def threshold_for_rate(
 
     The rate falls as the threshold rises, so a bracketed root find on log(threshold) over
     ``THRESHOLD_RANGE`` times the current mean threshold finds the largest threshold whose rate reaches
-    ``rate_tol / 2`` below the target: a log-spaced scan down from the top of the range (the rate is flat
-    and, by a few thousandths, not monotone near its maximum, so a plain root find could stop anywhere on
-    that flat stretch), then a root find between the first scan point that reaches it and the one above.
+    ``rate_tol / 2`` below the target (``rate_tol`` at most ``rate / RATE_TOL_SHARE``): a log-spaced scan
+    down from the top of the range (the rate is flat and, by a few thousandths, not monotone near its
+    maximum, so a plain root find could stop anywhere on that flat stretch), then a root find between the
+    first scan point that reaches it and the one above.
     When the rate cannot reach the target inside the range (neurons whose net drive stays negative never
     fire, so the rate saturates below 1/2 as the threshold falls) or lies within ``SATURATION_MARGIN`` of
     the highest reachable rate (the rate at the bottom of the range), the goal becomes
@@ -119,6 +124,7 @@ def threshold_for_rate(
     highest rate, so that a population that can fire only rarely is not made silent.
     """
     check_d_targets(rate, rate_tol)
+    rate_tol = min(rate_tol, rate / RATE_TOL_SHARE)
     start = float(threshold.mean())
     lo, hi = start * THRESHOLD_RANGE[0], start * THRESHOLD_RANGE[1]
     rates: dict[float, float] = {}  # threshold -> simulated rate, so no threshold is simulated twice

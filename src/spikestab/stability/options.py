@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .drive import GROWTH_RATIO
+from .regime import SPARSE_RATE
 
 __all__ = ["StabilizeOptions", "Timings"]
 
@@ -28,6 +29,7 @@ class StabilizeOptions:
     solve_batch: int = 8
     measure: bool = True
     jacobian_steps: int = 4
+    sparse_rate: float = SPARSE_RATE  # D's target in the recipe's sparse regime
 
     @property
     def variant(self) -> str:

@@ -281,7 +281,7 @@ def stabilize_peer(
                 why = "forced" if regime != "auto" else "not measured (no labelled probe set): the dense default"
                 regime = "dense" if regime == "auto" else regime
                 report.regime = {"regime": regime, "measured": False, "summary": f"regime {regime}: {why}"}
-            rate, ratio = regime_targets(regime, opts.rate, opts.growth_ratio)
+            rate, ratio = regime_targets(regime, opts.rate, opts.growth_ratio, opts.sparse_rate)
             opts = dataclasses.replace(opts, rate=rate, growth_ratio=ratio)
         for idx in range(len(runner.neurons)):
             report.layers.append(_layer(runner, batch, idx, conds, opts, timings))

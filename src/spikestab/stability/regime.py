@@ -249,10 +249,13 @@ def regime_from_scan(
     return choice
 
 
-def regime_targets(regime: str, rate: float, growth_ratio: float) -> tuple[float, float]:
-    """(D's rate, G's growth ratio) of ``regime``: the given ones for "dense", the sparse constants else."""
+def regime_targets(
+    regime: str, rate: float, growth_ratio: float, sparse_rate: float = SPARSE_RATE
+) -> tuple[float, float]:
+    """(D's rate, G's growth ratio) of ``regime``: the given ones for "dense"; for "sparse" ``sparse_rate``
+    and ``SPARSE_GROWTH_RATIO``."""
     if regime == "sparse":
-        return SPARSE_RATE, SPARSE_GROWTH_RATIO
+        return sparse_rate, SPARSE_GROWTH_RATIO
     return rate, growth_ratio
 
 

@@ -31,7 +31,7 @@ from .measure import Trace, layer_input, measure_layer, record
 from .options import StabilizeOptions, Timings
 from .peer import stabilize_peer
 from .recurrent import apply_i_ii
-from .regime import RegimeChoice, check_probe, choose_regime, regime_targets, validate_regime
+from .regime import SPARSE_RATE, RegimeChoice, check_probe, choose_regime, regime_targets, validate_regime
 from .report import MEASURED_BY, LayerReport, StabilityReport, rate_warning
 
 __all__ = [
@@ -128,6 +128,7 @@ def _validate(
             "are measured only: leave mode at 'measured' or add one of the paper's conditions"
         )
     check_rate(opts.rate)
+    check_rate(opts.sparse_rate, "sparse_rate")
     solve_for = opts.solve_for
     if solve_for not in SOLVE_FOR:
         raise ValueError(f"solve_for must be 'sharpness' or 'tail', got {solve_for!r}")
@@ -457,7 +458,7 @@ def _recipe_regime(
         why = "forced" if regime != "auto" else "not measured (no labelled probe set): the dense default"
         regime = "dense" if regime == "auto" else regime
         entry = {"regime": regime, "measured": False, "summary": f"regime {regime}: {why}"}
-    rate, growth_ratio = regime_targets(regime, opts.rate, opts.growth_ratio)
+    rate, growth_ratio = regime_targets(regime, opts.rate, opts.growth_ratio, opts.sparse_rate)
     return dataclasses.replace(opts, rate=rate, growth_ratio=growth_ratio), entry
 
 
@@ -479,6 +480,7 @@ def stabilize(
     jacobian_steps: int = 4,
     probe: tuple[Tensor, Tensor] | None = None,
     regime: str = "auto",
+    sparse_rate: float = SPARSE_RATE,
     batch_dim: int = 1,
     device: torch.device | str | None = None,
 ) -> StabilityReport:
@@ -502,14 +504,14 @@ def stabilize(
       ``growth_ratio * mean(log alpha)`` (the leak's own decay times 0.6 by default). Not with III.
 
     The recommended recipe starts either dense (D at ``rate``, G at ``growth_ratio``) or sparse (D at
-    ``regime.SPARSE_RATE`` = 0.03, G at ``regime.SPARSE_GROWTH_RATIO`` = 0.9). ``regime="auto"`` chooses
-    by measurement when ``probe`` = (inputs [T, B, ...], labels [B]), a few hundred labelled training
-    samples, is given (``regime.choose_regime``: the dense start is kept if its first layer's spike counts
-    stay nearly as readable as at the best threshold), and starts dense without one; "dense" or "sparse"
-    force it. ``probe`` and ``regime`` apply to the recipe only: to D and G together, or to one of them
-    alone when the parameter the other chooses is to be kept as the model has it (``CHOOSES``; e.g.
-    ``conditions=("D",)`` keeps the dampening the user set, as ``spikestab train`` does with
-    ``--dampening``); the probe measures by D's threshold scan, so it needs D. ``mode="paper"`` needs one of
+    ``sparse_rate``, by default ``regime.SPARSE_RATE`` = 0.03; G at ``regime.SPARSE_GROWTH_RATIO`` = 0.9).
+    ``regime="auto"`` chooses by measurement when ``probe`` = (inputs [T, B, ...], labels [B]), a few
+    hundred labelled training samples, is given (``regime.choose_regime``: the dense start is kept if its
+    first layer's spike counts stay nearly as readable as at the best threshold), and starts dense without
+    one; "dense" or "sparse" force it. ``probe`` and ``regime`` apply to the recipe only: to D and G
+    together, or to one of them alone when the parameter the other chooses is to be kept as the model has
+    it (``CHOOSES``; e.g. ``conditions=("D",)`` keeps the dampening the user set, as ``spikestab train``
+    does with ``--dampening``); the probe measures by D's threshold scan, so it needs D. ``mode="paper"`` needs one of
     the paper's conditions (D and G are measured only).
 
     ``model`` may instead hold spiking neurons of snnTorch, Norse or SpikingJelly (``adapters.SUPPORTED``)
@@ -557,6 +559,7 @@ def stabilize(
         solve_batch,
         measure,
         jacobian_steps,
+        sparse_rate,
     )
     layers, conds = _validate(model, conditions, opts)
     validate_regime(regime)

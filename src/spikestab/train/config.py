@@ -14,7 +14,7 @@ from ..data.tasks import TASKS as TASK_LOADERS
 from ..dynamics import RESETS
 from ..models import NETS, parse_layers
 from ..regularizers import parse_sparsity
-from ..stability.regime import REGIMES
+from ..stability.regime import REGIMES, SPARSE_RATE
 from ..stability.stabilize import CHOOSES, MODES, PAPER_CONDITIONS, RECIPE, resolve_conditions
 from ..surrogate import SHAPES, canonical_shape
 from .device import DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS
@@ -121,7 +121,7 @@ CONDITIONS_HELP = (
     "conditions applied before training: auto (the recommended recipe D,G), none, or a list such as I,II,III,IV"
 )
 REGIME_HELP = (
-    "start of the recipe (--conditions auto): auto (dense rate 1/2 or sparse rate 0.03, chosen by "
+    "start of the recipe (--conditions auto): auto (dense rate 1/2 or sparse rate --sparse-rate, chosen by "
     "measuring how readable a dense start leaves the classes), dense, sparse"
 )
 NONFINITE_HELP = (
@@ -164,6 +164,9 @@ class TrainConfig:
     conditions: tuple[str, ...] = option(("auto",), CONDITIONS_HELP)  # () or "none": off
     stability_mode: str = option("measured", "how the conditions are solved: " + " | ".join(MODES), one_of(MODES))
     regime: str = option("auto", REGIME_HELP, one_of(REGIMES))
+    sparse_rate: float = option(
+        SPARSE_RATE, "condition D's target firing rate in the recipe's sparse regime", fraction(open_low=True), float
+    )
     init_rate: float | None = option(
         None, "calibrate the initial firing rate to this value", fraction(open_low=True, optional=True), float
     )
@@ -270,6 +273,7 @@ class TrainConfig:
                 f"would be ignored with conditions {','.join(self.conditions) or 'none'}: leave --stability-mode "
                 "out, or name paper conditions (--conditions I,II,III,IV)"
             )
+        self._validate_sparse_rate()
         if self.conditions == ("auto",):
             if self.regime != "auto" and not self.recipe_conditions():
                 raise ValueError(
@@ -285,6 +289,28 @@ class TrainConfig:
                     f"{cond} out of conditions, or leave {name} out to let {cond} choose it (with conditions "
                     f"'auto' the recipe keeps a {name} you set and chooses the rest)"
                 )
+
+    def _validate_sparse_rate(self) -> None:
+        """A sparse rate the user set must be used: by condition D of the recipe, in a regime that may be
+        sparse."""
+        if "sparse_rate" not in (self.user_set or ()):
+            return
+        recipe = bool(self.conditions) and resolve_conditions(self.conditions) == RECIPE
+        why = (
+            "the recipe is not applied"
+            if not recipe
+            else "the regime is dense"
+            if self.regime == "dense"
+            else "condition D is left out (threshold set)"
+            if "D" not in self.recipe_conditions()
+            else None
+        )
+        if why:
+            raise ValueError(
+                f"sparse_rate={self.sparse_rate!r} is condition D's target in the recipe's sparse regime and would be "
+                f"ignored here ({why}): leave --sparse-rate out, or use --conditions auto with --regime auto or "
+                "sparse and no --threshold"
+            )
 
     def _changed(self) -> set[str]:
         """The fields whose value differs from their default."""

@@ -42,7 +42,7 @@ def _stabilize(model: SpikingModel, cfg: TrainConfig, batch: Tensor, probe: Prob
     recipe: dict[str, Any] = {}
     if cfg.conditions == ("auto",) or conds == RECIPE:  # the regime sets D's and G's targets
         measured = cfg.regime == "auto" and "D" in conds  # it is measured by D's threshold scan
-        recipe = {"regime": cfg.regime, "probe": probe() if measured else None}
+        recipe = {"regime": cfg.regime, "probe": probe() if measured else None, "sparse_rate": cfg.sparse_rate}
     report = stabilize(model, batch, conditions=conds, mode=cfg.stability_mode, **recipe)
     log(str(report))
     return {**result, "report": report.to_dict(), "report_text": str(report)}
