@@ -96,6 +96,7 @@ def _diagnostics(run_dir: Path) -> dict[str, Any]:
     return {
         "seed": res["config"]["seed"],
         "val_loss": (res.get("val") or {}).get("loss"),
+        "val_accuracy": (res.get("val") or {}).get("accuracy"),
         "initial_rates": stab.get("initial_rates"),
         "final_rates": (res.get("test") or {}).get("rates"),
         "grad_norm_first100": mean_norm,
@@ -134,6 +135,39 @@ def sweep(out: Path, fixed: dict, grid: dict, workers: int, refs: list[str] | No
             row[key] = [statistics.fmean(v) for v in zip(*lists)] if lists else None
         rows.append(row)
     return rows
+
+
+def diverged_seeds(sweep_dir: Path) -> list[int]:
+    """Seeds of the sweep's trials that the trainer stopped on a non-finite gradient or loss."""
+    seeds = []
+    for path in sorted(sweep_dir.glob("trials/*/results.json")):
+        res = json.loads(path.read_text())
+        if res.get("stopped_by_nonfinite"):
+            seeds.append(int(res["config"]["seed"]))
+    return sorted(seeds)
+
+
+def run_arms(base: Path, fixed: dict, arms: dict[str, dict], seeds: list[int], workers: int, chance: float) -> dict:
+    """Each arm (options on top of ``fixed``) over ``seeds``, one resumed sweep per arm under ``base``: per arm
+    its options, seeds, test accuracies (a diverged run, stopped on a non-finite value, at ``chance`` and listed
+    in ``diverged``), validation accuracies, seconds, initial rates, the recipe's choices and regimes."""
+    out = {}
+    for arm, options in arms.items():
+        row = sweep(base / arm, {**fixed, **options}, {"seed": seeds}, workers)[0]
+        diverged = diverged_seeds(base / arm)
+        trials = row["trials"]
+        out[arm] = {
+            "options": options,
+            "seeds": [t["seed"] for t in trials] + diverged,
+            "test": row["test"] + [chance] * len(diverged),
+            "diverged": diverged,
+            "val": [t["val_accuracy"] for t in trials] + [chance] * len(diverged),
+            "seconds": [t["seconds"] for t in trials],
+            "initial_rates": [t["initial_rates"] for t in trials],
+            "chosen": [t["chosen"] for t in trials],
+            "regimes": [(t["regime"] or {}).get("regime") for t in trials],
+        }
+    return out
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -38,34 +38,10 @@ def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict
     task, extra = CONFIGS[name]
     fixed = {**common.task(task, scale, shd_dir), **(extra if scale == "cpu" else {})}
     fixed.update(conditions="auto", data_seed=DATA_SEED)
+    arms = {arm: {"surrogate": surrogate, "sharpness": sharpness} for arm, (surrogate, sharpness) in ARMS.items()}
     base = common.RUNS / "compact_sg" / scale / name
-    out: dict = {"config": name, "scale": scale, "fixed": fixed, "arms": {}}
-    for arm, (surrogate, sharpness) in ARMS.items():
-        row = common.sweep(
-            base / arm, {**fixed, "surrogate": surrogate, "sharpness": sharpness}, {"seed": SEEDS[scale]}, workers
-        )[0]
-        diverged = diverged_seeds(base / arm)
-        out["arms"][arm] = {
-            "surrogate": surrogate,
-            "sharpness": sharpness,
-            "seeds": [t["seed"] for t in row["trials"]] + diverged,
-            "test": row["test"] + [CHANCE[task]] * len(diverged),
-            "diverged": diverged,
-            "seconds": [t["seconds"] for t in row["trials"]],
-            "initial_rates": row["initial_rates"],
-            "chosen": [t["chosen"] for t in row["trials"]],
-        }
-    return out
-
-
-def diverged_seeds(sweep_dir: Path) -> list[int]:
-    """Seeds of the sweep's trials that the trainer stopped on a non-finite gradient or loss."""
-    seeds = []
-    for path in sorted(sweep_dir.glob("trials/*/results.json")):
-        res = json.loads(path.read_text())
-        if res.get("stopped_by_nonfinite"):
-            seeds.append(int(res["config"]["seed"]))
-    return sorted(seeds)
+    runs = common.run_arms(base, fixed, arms, SEEDS[scale], workers, CHANCE[task])
+    return {"config": name, "scale": scale, "fixed": fixed, "arms": runs}
 
 
 def _by_seed(arm: dict, key: str) -> dict[int, float]:

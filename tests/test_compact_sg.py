@@ -20,7 +20,8 @@ def test_compact_sg_smoke_scale(tmp_path):
         # every seed is in the analysis: finished runs with their accuracy, diverged ones at chance (10 %)
         assert sorted(arm["seeds"]) == [2700, 2701]
         assert all(arm["test"][arm["seeds"].index(s)] == 0.1 for s in arm["diverged"])
-        assert arm["surrogate"] in ("fast-sigmoid", "triangular")
+        assert arm["options"]["surrogate"] in ("fast-sigmoid", "triangular")
+        assert len(arm["val"]) == len(arm["test"])
     # every finished run was stabilised by the recipe (D and G chose threshold and dampening)
     assert all(set(c[0]) == {"D", "G"} for arm in res["arms"].values() for c in arm["chosen"])
     ref = dict(zip(res["arms"]["fast-sigmoid"]["seeds"], res["arms"]["fast-sigmoid"]["test"]))
