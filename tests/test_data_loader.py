@@ -72,7 +72,7 @@ def test_input_dropout_deletes_spikes_on_the_train_split_only():
 
 def test_bad_input_is_rejected_with_the_argument_named():
     ds, _ = _dataset()
-    with pytest.raises(ValueError, match="unknown task 'mnist'; known tasks: sl-mnist, shd, ptb, randman"):
+    with pytest.raises(ValueError, match="unknown task 'mnist'; known tasks: sl-mnist, shd, ssc, ptb, randman"):
         load_task("mnist")
     with pytest.raises(ValueError, match="time_repeat"):
         load_task("randman", time_repeat=0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import socket
 import threading
 import zipfile
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from spikestab.cli import main
 from spikestab.data import download as dl
@@ -24,13 +26,14 @@ from spikestab.data.shd import write_shd
 KEYS = ["zero", "one", "two", "three"]
 
 
-def _shd_zip(folder: Path, split: str, n: int, seed: int) -> bytes:
-    """The bytes of ``shd_<split>.h5.zip``: a zip holding one SHD-layout h5 file of ``n`` samples."""
+def _shd_zip(folder: Path, split: str, n: int, seed: int, name: str = "shd") -> bytes:
+    """The bytes of ``<name>_<split>.h5.zip``: a zip holding one SHD-layout h5 file of ``n`` samples."""
     rng = np.random.default_rng(seed)
     times = [np.sort(rng.uniform(0, 0.9, 60)) for _ in range(n)]
     units = [rng.integers(0, 700, 60) for _ in range(n)]
-    h5 = write_shd(folder / f"shd_{split}.h5", times, units, np.arange(n) % len(KEYS), rng.integers(0, 3, n), KEYS)
-    archive = folder / f"shd_{split}.h5.zip"
+    labels = np.arange(n) % len(KEYS)
+    h5 = write_shd(folder / f"{name}_{split}.h5", times, units, labels, rng.integers(0, 3, n), KEYS)
+    archive = folder / f"{name}_{split}.h5.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
         z.write(h5, h5.name)
     return archive.read_bytes()
@@ -81,24 +84,30 @@ def server():
     thread.join(5)
 
 
-@pytest.fixture
-def shd(tmp_path, server, monkeypatch):
-    """Two generated SHD archives on the server, and the table's SHD entry naming their SHA-256 digests."""
-    made = tmp_path / "made"
+def _serve(tmp_path, server, monkeypatch, name: str, sizes: dict[str, int]) -> dict[str, bytes]:
+    """Generated archives of dataset ``name`` (split -> samples) on the server, and the table's entry for
+    ``name`` naming their SHA-256 digests."""
+    made = tmp_path / f"made_{name}"
     made.mkdir()
-    blobs = {"train": _shd_zip(made, "train", 40, 0), "test": _shd_zip(made, "test", 12, 1)}
+    blobs = {split: _shd_zip(made, split, n, seed, name) for seed, (split, n) in enumerate(sizes.items())}
     files = tuple(
         dl.Remote(
-            f"shd_{s}.h5.zip",
-            f"https://example.invalid/shd_{s}.h5.zip",
+            f"{name}_{s}.h5.zip",
+            f"https://example.invalid/{name}_{s}.h5.zip",
             {"sha256": hashlib.sha256(b).hexdigest()},
-            f"shd_{s}.h5",
+            f"{name}_{s}.h5",
         )
         for s, b in blobs.items()
     )
-    monkeypatch.setitem(dl.DATASETS, "shd", dl.RemoteDataset("SHD", files, "https://example.invalid/shd"))
-    server.files.update({f"shd_{s}.h5.zip": b for s, b in blobs.items()})
+    monkeypatch.setitem(dl.DATASETS, name, dl.RemoteDataset(name.upper(), files, f"https://example.invalid/{name}"))
+    server.files.update({f"{name}_{s}.h5.zip": b for s, b in blobs.items()})
     return blobs
+
+
+@pytest.fixture
+def shd(tmp_path, server, monkeypatch):
+    """Two generated SHD archives on the server, and the table's SHD entry naming their SHA-256 digests."""
+    return _serve(tmp_path, server, monkeypatch, "shd", {"train": 40, "test": 12})
 
 
 def _files(root: Path) -> list[Path]:
@@ -283,7 +292,38 @@ def test_train_download_refusals_come_before_any_work(tmp_path, shd, monkeypatch
     assert "could not reach" in err and f"-> {data / 'SHD' / 'shd_train.h5.zip'}" in err
     assert not out.exists() and _files(data) == []
     assert main(["train", "--task", "randman", "--download", "--out", str(out)]) == 2
-    assert "--download fetches the files of the task shd; task 'randman' reads no published files" in (
+    assert "--download fetches the files of the tasks shd, ssc; task 'randman' reads no published files" in (
         capsys.readouterr().err
     )
     assert not out.exists()
+
+
+def test_ssc_task_downloads_and_trains_on_its_published_splits(tmp_path, server, monkeypatch, capsys):
+    """SSC: three published splits (train, valid, test), fetched by `spikestab train --task ssc --download`
+    and read as they are (no split of the training file), binned as SHD is."""
+    _serve(tmp_path, server, monkeypatch, "ssc", {"train": 30, "valid": 9, "test": 11})
+    monkeypatch.setenv("SPIKESTAB_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv(dl.BASE_URL_ENV, server.url)
+    train_ssc = ["train", "--task", "ssc", *TRAIN_SHD[3:]]
+    assert main([*train_ssc, "--download", "--out", str(tmp_path / "run")]) == 0
+    folder = tmp_path / "cache" / "ssc" / "SSC"
+    assert {p.name for p in folder.glob("*.h5")} == {"ssc_train.h5", "ssc_valid.h5", "ssc_test.h5"}
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["task"] == "ssc" and results["test"]["accuracy"] is not None
+    task = load_task("ssc", None, n_steps=20, dt=0.05)
+    assert (len(task.train), len(task.val), len(task.test), task.class_names) == (30, 9, 11, KEYS)
+    # the same file read as SHD's test split gives the same batches: one encoding for both tasks
+    shd_dir = tmp_path / "as_shd"
+    shd_dir.mkdir()
+    for ssc_split, shd_split in (("train", "train"), ("test", "test")):
+        (shd_dir / f"shd_{shd_split}.h5").write_bytes((folder / f"ssc_{ssc_split}.h5").read_bytes())
+    as_shd = load_task("shd", shd_dir, n_steps=20, dt=0.05)
+    assert torch.equal(as_shd.test.densify(range(11)), task.test.densify(range(11)))
+
+
+def test_ssc_without_files_names_its_three_files(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    assert main(["train", "--task", "ssc", "--data-dir", str(empty), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"put ssc_train.h5, ssc_valid.h5 and ssc_test.h5 (SSC h5 layout) in {empty} or {empty / 'SSC'}" in err
+    assert "spikestab train --task ssc --download" in err and not (tmp_path / "run").exists()

