@@ -16,7 +16,7 @@ import os
 import re
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,34 @@ def run_arms(base: Path, fixed: dict, arms: dict[str, dict], seeds: list[int], w
             "regimes": [(t["regime"] or {}).get("regime") for t in trials],
         }
     return out
+
+
+def load_results(folder: Path, configs: Sequence[str]) -> dict[str, dict]:
+    """The per-configuration JSON of a study in ``folder``, for the configurations written so far."""
+    return {n: json.loads((folder / f"{n}.json").read_text()) for n in configs if (folder / f"{n}.json").is_file()}
+
+
+def study_main(
+    doc: str,
+    study: str,
+    configs: Sequence[str],
+    smoke: str,
+    run_config: Callable[[str, str, str | None, int], dict],
+    summarise: Callable[[Path, str], tuple[dict, str]],
+    argv: list[str] | None,
+) -> tuple[argparse.Namespace, str]:
+    """The main of a study over configurations: run (or continue) the configurations asked for, each into
+    ``RESULTS/<study>/<scale>/<config>.json``, then write summary.json and summary.md from all written so
+    far (``--summarise``: only that) and print the summary; returns the arguments and the summary text."""
+    args = parse_args(doc, list(configs), smoke, argv, summarise=True)
+    folder = RESULTS / study / args.scale
+    for name in [] if args.summarise else args.names:
+        write_json(folder / f"{name}.json", run_config(name, args.scale, args.shd_dir, args.workers))
+    summary, text = summarise(folder, args.scale)
+    write_json(folder / "summary.json", summary)
+    (folder / "summary.md").write_text(text)
+    print(text)
+    return args, text
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -12,7 +12,6 @@ summary from the per-configuration JSON.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import common
@@ -121,7 +120,7 @@ def markdown(results: dict[str, dict], summary: dict, scale: str) -> str:
 
 def summarise(folder: Path, scale: str) -> tuple[dict, str]:
     """The summary (JSON) and its table from the per-configuration JSON in ``folder``."""
-    results = {f.stem: json.loads(f.read_text()) for f in sorted(folder.glob("*.json")) if f.stem in CONFIGS}
+    results = common.load_results(folder, list(CONFIGS))
     configs = {
         name: {"comparisons": {arm: compare(res, arm) for arm in ARMS if arm != REFERENCE}}
         for name, res in results.items()
@@ -130,16 +129,9 @@ def summarise(folder: Path, scale: str) -> tuple[dict, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = common.parse_args(__doc__, list(CONFIGS), "mnist-lif-2x128", argv, summarise=True)
-    folder = common.RESULTS / "compact_sg" / args.scale
-    for name in [] if args.summarise else args.names:
-        common.write_json(folder / f"{name}.json", run_config(name, args.scale, args.shd_dir, args.workers))
-    summary, text = summarise(folder, args.scale)
-    common.write_json(folder / "summary.json", summary)
-    (folder / "summary.md").write_text(text)
+    args, text = common.study_main(__doc__, "compact_sg", CONFIGS, "mnist-lif-2x128", run_config, summarise, argv)
     if args.scale == "cpu":
         common.replace_block(common.RESULTS / "kernels.md", "compact_sg.py", text)
-    print(text)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ sweeps; ``--summarise`` only rewrites the summary from the per-configuration JSO
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -155,21 +154,14 @@ def markdown(results: dict[str, dict], decision: dict, checked: dict, scale: str
 
 def summarise(folder: Path, scale: str) -> tuple[dict, str]:
     """The summary (JSON) and its table from the per-configuration JSON in ``folder``."""
-    results = {n: json.loads((folder / f"{n}.json").read_text()) for n in CONFIGS if (folder / f"{n}.json").is_file()}
+    results = common.load_results(folder, list(CONFIGS))
     decision = decide(results)
     checked = check(results, decision["chosen"])
     return {"decision": decision, "check": checked}, markdown(results, decision, checked, scale)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = common.parse_args(__doc__, list(CONFIGS), "randman-lif-2x96-c8-u80-d3", argv, summarise=True)
-    folder = common.RESULTS / "sparse_rate" / args.scale
-    for name in [] if args.summarise else args.names:
-        common.write_json(folder / f"{name}.json", run_config(name, args.scale, args.shd_dir, args.workers))
-    summary, text = summarise(folder, args.scale)
-    common.write_json(folder / "summary.json", summary)
-    (folder / "summary.md").write_text(text)
-    print(text)
+    common.study_main(__doc__, "sparse_rate", CONFIGS, "randman-lif-2x96-c8-u80-d3", run_config, summarise, argv)
 
 
 if __name__ == "__main__":
