@@ -376,6 +376,8 @@ def readme_row(results: dict) -> str:
         if "speedup_vs_fastest_eager" not in s:
             continue
         text = f"{cname} {_versus(s)}"
+        if CONFIGS[cname].adaptive:
+            text += " (Norse's LSNN is not spikestab's ALIF: speed only)"
         best = s.get("sparse_batches", s)  # spikestab as `spikestab train` runs it
         if best is not s:
             text += f"; fed the sparse batches `spikestab train` uses there, {_versus(best)}"

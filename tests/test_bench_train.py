@@ -3,6 +3,7 @@ gets, the same training step, and speed-ups that subtract each entry's own batch
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -95,3 +96,12 @@ def test_readme_row_from_results(tmp_path):
     assert not bench_train.write_readme_row(str(readme), results)
     assert bench_train.write_readme_row(str(readme), results, check=True)
     assert readme.read_text().splitlines()[4] == text
+
+
+def test_readme_row_is_the_committed_benchmark():
+    """README's epoch-benchmark row is what bench_train.py writes from the committed bench_train.json (a hand
+    edit, or results committed without `bench_train.py --readme README.md`, fail here)."""
+    root = os.path.join(os.path.dirname(__file__), "..")
+    with open(os.path.join(root, "benchmarks", "results", "bench_train.json")) as f:
+        results = json.load(f)
+    assert bench_train.write_readme_row(os.path.join(root, "README.md"), results, check=True)
