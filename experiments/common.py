@@ -166,6 +166,7 @@ def run_arms(base: Path, fixed: dict, arms: dict[str, dict], seeds: list[int], w
             "initial_rates": [t["initial_rates"] for t in trials],
             "chosen": [t["chosen"] for t in trials],
             "regimes": [(t["regime"] or {}).get("regime") for t in trials],
+            "timing_codes": [(t["regime"] or {}).get("timing_code") for t in trials],
         }
     return out
 

@@ -107,6 +107,33 @@ def check(results: dict[str, dict], chosen: str | None) -> dict:
     }
 
 
+RULE_R = {True: "rate-0.003", False: DEFAULT}  # amendment 1: the arm rule R runs, by the probe's timing code
+
+
+def rule_r(results: dict[str, dict]) -> dict:
+    """Amendment 1: rule R (0.003 where the regime probe found a timing code, else 0.03) against rate-0.03 in
+    test accuracy per (check configuration, seed), pooled; the probe's call must agree across the arms."""
+    checked = {n: r for n, r in results.items() if r["stage"] == "check"}
+    r_values, base, agree = [], [], True
+    for res in checked.values():
+        codes = {
+            arm: dict(zip(res["arms"][arm]["seeds"], res["arms"][arm].get("timing_codes", []))) for arm in CANDIDATES
+        }
+        ref = _by_seed(res["arms"][DEFAULT], "test")
+        for seed, code in codes[DEFAULT].items():
+            agree &= all(c.get(seed, code) == code for c in codes.values())
+            chosen = _by_seed(res["arms"][RULE_R[bool(code)]], "test")
+            if seed in chosen and seed in ref:
+                r_values.append(chosen[seed])
+                base.append(ref[seed])
+    out: dict = {"configs": sorted(checked), "probe_agrees_across_arms": agree, "n": len(base)}
+    if len(base) < 2:
+        return {**out, "verdict": "inconclusive", "text": f"{len(base)} pair(s): no test"}
+    d = stats.paired(r_values, base)
+    verdict = stats.directional(d, "greater")
+    return {**out, "verdict": verdict, "difference": d.estimate, "ci": list(d.ci), "p": d.p, "text": d.text()}
+
+
 def per_config(res: dict, arm: str, against: str) -> str:
     """``arm`` - ``against`` test accuracy on one configuration, paired per seed, as text."""
     both = pairs({"one": res}, arm, against, "test")
@@ -117,7 +144,7 @@ def per_config(res: dict, arm: str, against: str) -> str:
     return f"{100 * d.estimate:+.1f} ({lo:+.1f} to {hi:+.1f})"
 
 
-def markdown(results: dict[str, dict], decision: dict, checked: dict, scale: str) -> str:
+def markdown(results: dict[str, dict], decision: dict, checked: dict, followup: dict, scale: str) -> str:
     def cell(values: list[float]) -> str:
         return stats.describe(values).text() if values else "-"
 
@@ -148,6 +175,10 @@ def markdown(results: dict[str, dict], decision: dict, checked: dict, scale: str
         "",
         f"Check (test accuracy, chosen - rate-0.03, pooled over the check configurations): {checked['text']}; "
         f"verdict: **{checked['verdict']}**.",
+        "",
+        "Amendment 1, rule R (0.003 where the regime probe finds a timing code, else 0.03) - rate-0.03, test "
+        f"accuracy pooled over the check configurations: {followup['text']}; verdict: **{followup['verdict']}**"
+        f"{'' if followup['probe_agrees_across_arms'] else ' (the probe did not decide alike in every arm)'}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -157,7 +188,9 @@ def summarise(folder: Path, scale: str) -> tuple[dict, str]:
     results = common.load_results(folder, list(CONFIGS))
     decision = decide(results)
     checked = check(results, decision["chosen"])
-    return {"decision": decision, "check": checked}, markdown(results, decision, checked, scale)
+    followup = rule_r(results)
+    summary = {"decision": decision, "check": checked, "rule_r": followup}
+    return summary, markdown(results, decision, checked, followup, scale)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -79,3 +79,36 @@ def test_decision_and_check_on_hand_made_records():
     assert check["difference"] == pytest.approx((0.10 + 0.11 + 0.13) / 3)
     assert check["verdict"] == "held" and check["n"] == 3
     assert sparse_rate.check(results, "rate-0.03")["verdict"] == "no change"
+
+
+def test_rule_r_takes_the_low_rate_where_the_probe_found_a_timing_code():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        import sparse_rate
+    finally:
+        sys.path.pop(0)
+
+    def arm(test, codes):
+        return {"seeds": [1, 2, 3], "val": [0.0] * 3, "test": test, "timing_codes": codes}
+
+    timing, counts = [True] * 3, [False] * 3
+    results = {
+        "randman": {"stage": "check", "arms": {
+            "rate-0.03": arm([0.30, 0.32, 0.31], timing),
+            "rate-0.01": arm([0.0] * 3, timing),
+            "rate-0.003": arm([0.40, 0.45, 0.41], timing),
+        }},
+        "shd": {"stage": "check", "arms": {  # no timing code: R is rate-0.03 itself (difference 0)
+            "rate-0.03": arm([0.25, 0.26, 0.27], counts),
+            "rate-0.01": arm([0.9] * 3, counts),
+            "rate-0.003": arm([0.01] * 3, counts),
+        }},
+        "decided": {"stage": "decision", "arms": {a: arm([1.0] * 3, timing) for a in sparse_rate.CANDIDATES}},
+    }  # fmt: skip
+    r = sparse_rate.rule_r(results)
+    assert r["n"] == 6 and r["configs"] == ["randman", "shd"] and r["probe_agrees_across_arms"]
+    diffs = [0.10, 0.13, 0.10, 0.0, 0.0, 0.0]
+    assert r["difference"] == pytest.approx(sum(diffs) / 6)
+    assert r["p"] == pytest.approx(ss.ttest_1samp(diffs, 0.0).pvalue)
+    results["shd"]["arms"]["rate-0.01"]["timing_codes"] = [False, True, False]
+    assert not sparse_rate.rule_r(results)["probe_agrees_across_arms"]
