@@ -4,8 +4,9 @@ pre-registered protocol is docs/results/sparse_rate/protocol.md.
 
     python experiments/sparse_rate.py --scale cpu --shd-dir runs/shd_synth --workers 2
 
-Writes docs/results/sparse_rate/<scale>/<config>.json, summary.json and summary.md. Reruns continue the
-sweeps; ``--summarise`` only rewrites the summary from the per-configuration JSON.
+Writes docs/results/sparse_rate/<scale>/<config>.json, summary.json and summary.md, and at cpu scale the
+generated block of docs/results/sparse_rate.md. Reruns continue the sweeps; ``--summarise`` only rewrites
+the summary from the per-configuration JSON.
 """
 
 from __future__ import annotations
@@ -194,7 +195,11 @@ def summarise(folder: Path, scale: str) -> tuple[dict, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    common.study_main(__doc__, "sparse_rate", CONFIGS, "randman-lif-2x96-c8-u80-d3", run_config, summarise, argv)
+    args, text = common.study_main(
+        __doc__, "sparse_rate", CONFIGS, "randman-lif-2x96-c8-u80-d3", run_config, summarise, argv
+    )
+    if args.scale == "cpu":
+        common.replace_block(common.RESULTS / "sparse_rate.md", "sparse_rate.py", text)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,15 @@
 chance, and its paired analysis agrees with scipy's on the records it writes."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 from scipy import stats as ss
 
 from experiment_smoke import run_smoke
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_compact_sg_smoke_scale(tmp_path):
@@ -38,3 +42,16 @@ def test_compact_sg_smoke_scale(tmp_path):
         assert c["verdict"] in ("held", "not held", "inconclusive")
     text = (out / "summary.md").read_text()
     assert "| mnist-lif-2x128 | triangular-4 |" in text and "Decision (protocol): incomplete" in text
+
+
+def test_kernels_doc_table_is_the_committed_study():
+    """docs/results/kernels.md's compact-SG table is what compact_sg.py renders from the committed records."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import common
+        import compact_sg
+    finally:
+        sys.path.pop(0)
+    _, text = compact_sg.summarise(ROOT / "docs" / "results" / "compact_sg" / "cpu", "cpu")
+    assert "| shd-lif-2x256 | triangular-4 |" in text
+    assert common.replace_block(ROOT / "docs" / "results" / "kernels.md", "compact_sg.py", text, check=True)

@@ -112,3 +112,17 @@ def test_rule_r_takes_the_low_rate_where_the_probe_found_a_timing_code():
     assert r["p"] == pytest.approx(ss.ttest_1samp(diffs, 0.0).pvalue)
     results["shd"]["arms"]["rate-0.01"]["timing_codes"] = [False, True, False]
     assert not sparse_rate.rule_r(results)["probe_agrees_across_arms"]
+
+
+def test_results_page_table_is_the_committed_study():
+    """docs/results/sparse_rate.md's table is what sparse_rate.py renders from the committed records."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        import common
+        import sparse_rate
+    finally:
+        sys.path.pop(0)
+    root = EXPERIMENTS.parent
+    _, text = sparse_rate.summarise(root / "docs" / "results" / "sparse_rate" / "cpu", "cpu")
+    assert all(f"| {name} |" in text for name in sparse_rate.CONFIGS)
+    assert common.replace_block(root / "docs" / "results" / "sparse_rate.md", "sparse_rate.py", text, check=True)
