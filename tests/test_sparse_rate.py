@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from spikestab.cli import main
+from spikestab.data.randman import spiking_randman
 from spikestab.models import SNNClassifier, SNNConfig
 from spikestab.neurons import LIF
 from spikestab.stability import stabilize
 from spikestab.stability.drive import condition_d
-from spikestab.stability.regime import SPARSE_RATE
+from spikestab.stability.regime import SPARSE_RATE, TIMING_SPARSE_RATE, sparse_target
+from spikestab.stability.report import rate_warning
 from spikestab.train.config import TrainConfig
 from train_tiny import tiny_train
 
@@ -52,8 +54,9 @@ def test_recipe_aims_at_the_sparse_rate_given():
     assert rates == {SPARSE_RATE: [SPARSE_RATE] * 2, 0.01: [0.01] * 2}
 
 
-def test_default_sparse_rate_changes_nothing():
-    """The default is the old constant, and D's tolerance at 0.03 is the old 0.01: the same thresholds."""
+def test_default_sparse_rate_without_a_timing_code_changes_nothing():
+    """Unmeasured (forced sparse, no probe) the default is the old constant 0.03, and D's tolerance at 0.03
+    is the old 0.01: the same thresholds as before."""
     chosen = []
     for kwargs in ({}, {"sparse_rate": SPARSE_RATE}):
         model, x = _model_and_batch()
@@ -112,3 +115,44 @@ def test_stabilize_cli_sparse_rate(tmp_path, capsys):
     assert "--sparse-rate is condition D's target" in capsys.readouterr().err
     assert main(["stabilize", "--layers", "1x32", "--sparse-rate", "2"]) == 2
     assert "--sparse-rate must be in the open interval (0, 1)" in capsys.readouterr().err
+
+
+def test_sparse_target_rule():
+    assert sparse_target(None, timing_code=True) == TIMING_SPARSE_RATE == 0.003
+    assert sparse_target(None, timing_code=False) == SPARSE_RATE == 0.03
+    assert sparse_target(0.01, timing_code=True) == sparse_target(0.01, timing_code=False) == 0.01  # given: kept
+
+
+def _randman_probe():
+    """Randman (every channel fires once: the class is in the spike times, a timing code), time first."""
+    latencies, labels = spiking_randman(n_classes=4, n_units=50, n_steps=100, dim=2, samples_per_class=128)
+    x = torch.zeros(100, len(labels), 50)
+    x[torch.as_tensor(latencies).long(), torch.arange(len(labels))[:, None], torch.arange(50)] = 1.0
+    return x, torch.as_tensor(labels)
+
+
+@pytest.mark.parametrize("given, target", [(None, TIMING_SPARSE_RATE), (SPARSE_RATE, SPARSE_RATE)])
+def test_a_measured_timing_code_starts_at_the_timing_rate_unless_one_is_given(given, target):
+    """The sparse-rate study's rule R: where the probe finds a timing code, D aims at 0.003; a rate given
+    explicitly is kept."""
+    x, y = _randman_probe()
+    torch.manual_seed(3)
+    model = SNNClassifier(SNNConfig(50, 4, hidden_sizes=(64, 64), dropout=0.0))
+    report = stabilize(model, x[:, :32], probe=(x, y), sparse_rate=given)
+    assert report.regime["regime"] == "sparse" and report.regime["timing_code"]
+    for layer in report.layers:
+        d = layer.condition("D")
+        assert d.target == target and abs(d.measured - target) <= target / 3
+
+
+def test_a_sparse_start_the_recipe_meant_is_not_called_silent():
+    """Below SILENT_RATE only where D aimed there (a timing code's 0.003): silent then means under half of D's
+    target; without a target (or with 0.03 / 0.5) the bound stays SILENT_RATE."""
+    assert rate_warning(0, 0.002, "D", target=TIMING_SPARSE_RATE) is None
+    assert "nearly silent: initial firing rate 0.001 < 0.0015" in rate_warning(0, 0.001, "D", target=TIMING_SPARSE_RATE)
+    for target in (None, SPARSE_RATE, 0.5):
+        assert "nearly silent" in rate_warning(0, 0.005, "D", target=target)
+    x, y = _randman_probe()
+    torch.manual_seed(3)
+    report = stabilize(SNNClassifier(SNNConfig(50, 4, hidden_sizes=(64, 64), dropout=0.0)), x[:, :32], probe=(x, y))
+    assert not any("silent" in note for layer in report.layers for note in layer.notes)

@@ -20,7 +20,7 @@ from ..train.memory import check_fits
 from ..train.run_folder import VIRTUAL_ROOTS
 from ..train.task import PROBE_SAMPLES, probe_set
 from .conditions import SOLVE_FOR, check_rate
-from .regime import MIN_PROBE_SAMPLES, REGIMES, SPARSE_RATE
+from .regime import MIN_PROBE_SAMPLES, REGIMES, SPARSE_RATE, TIMING_SPARSE_RATE
 from .stabilize import CHOOSES, CONDITIONS, MODES, RECIPE, resolve_conditions, stabilize
 
 TASKS = ("random", *DATA_TASKS)  # "random": a random spike batch, no data needed
@@ -134,8 +134,7 @@ def _cmd(args: argparse.Namespace) -> int:
     # the probe decides the recipe's regime: only the recipe with --regime auto measures it, by D's thresholds
     measured = is_recipe and args.regime == "auto" and "D" in resolve_conditions(conds)
     model, batch, probe = build(args, args.probe_samples if measured else 0)
-    sparse_rate = SPARSE_RATE if args.sparse_rate is None else args.sparse_rate
-    recipe = {"regime": args.regime, "probe": probe, "sparse_rate": sparse_rate} if is_recipe else {}
+    recipe = {"regime": args.regime, "probe": probe, "sparse_rate": args.sparse_rate} if is_recipe else {}
     report = stabilize(
         model,
         batch,
@@ -265,7 +264,8 @@ def _condition_options(p: argparse.ArgumentParser) -> None:
         "--sparse-rate",
         type=float,
         default=None,
-        help=f"the recipe's condition D target in its sparse regime (default {SPARSE_RATE})",
+        help=f"the recipe's condition D target in its sparse regime (default {TIMING_SPARSE_RATE} where the "
+        f"input is a timing code, else {SPARSE_RATE})",
     )
     p.add_argument(
         "--probe-samples",

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .drive import GROWTH_RATIO
-from .regime import SPARSE_RATE
 
 __all__ = ["StabilizeOptions", "Timings"]
 
@@ -29,7 +28,7 @@ class StabilizeOptions:
     solve_batch: int = 8
     measure: bool = True
     jacobian_steps: int = 4
-    sparse_rate: float = SPARSE_RATE  # D's target in the recipe's sparse regime
+    sparse_rate: float | None = None  # D's target in the recipe's sparse regime (None: regime.sparse_target)
 
     @property
     def variant(self) -> str:

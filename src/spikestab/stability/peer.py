@@ -237,7 +237,10 @@ def _layer(
             lr.measurements = {"firing_rate": runner.rate(batch, idx), "growth_per_step": runner.growth(small, idx)}
         for c in lr.conditions:
             c.measured = lr.measurements["firing_rate" if c.condition == "D" else "growth_per_step"]
-        warning = rate_warning(idx, lr.measurements["firing_rate"], "D" if "D" in conds else "open")
+        chose = "D" in conds
+        warning = rate_warning(
+            idx, lr.measurements["firing_rate"], "D" if chose else "open", opts.rate if chose else None
+        )
         if warning:
             lr.notes.append(warning)
     lr.notes += [f"{c.condition}: {c.note}" for c in lr.conditions if c.note]
@@ -281,7 +284,8 @@ def stabilize_peer(
                 why = "forced" if regime != "auto" else "not measured (no labelled probe set): the dense default"
                 regime = "dense" if regime == "auto" else regime
                 report.regime = {"regime": regime, "measured": False, "summary": f"regime {regime}: {why}"}
-            rate, ratio = regime_targets(regime, opts.rate, opts.growth_ratio, opts.sparse_rate)
+            timing_code = bool(report.regime.get("timing_code"))
+            rate, ratio = regime_targets(regime, opts.rate, opts.growth_ratio, opts.sparse_rate, timing_code)
             opts = dataclasses.replace(opts, rate=rate, growth_ratio=ratio)
         for idx in range(len(runner.neurons)):
             report.layers.append(_layer(runner, batch, idx, conds, opts, timings))

@@ -25,12 +25,15 @@ RATE_ADVICE = {
 }
 
 
-def rate_warning(layer: int, rate: float, threshold_by: str = "open") -> str | None:
+def rate_warning(layer: int, rate: float, threshold_by: str = "open", target: float | None = None) -> str | None:
     """A warning for a layer whose initial firing rate is outside [SILENT_RATE, SATURATED_RATE], else None.
     ``threshold_by`` says who set the threshold, for the advice (``RATE_ADVICE``): "open" (no condition
-    chose it), "D" (condition D did), "user" (kept as the user set it)."""
-    if rate < SILENT_RATE:
-        what = f"layer {layer} is nearly silent: initial firing rate {rate:.4g} < {SILENT_RATE:g}"
+    chose it), "D" (condition D did), "user" (kept as the user set it). ``target``: condition D's rate,
+    where it chose the threshold; a start the recipe meant to be sparser than SILENT_RATE (a timing code's
+    sparse start) is silent only below half of it."""
+    silent = SILENT_RATE if target is None else min(SILENT_RATE, target / 2)
+    if rate < silent:
+        what = f"layer {layer} is nearly silent: initial firing rate {rate:.4g} < {silent:g}"
         move = "lower"
     elif rate > SATURATED_RATE:
         what = f"layer {layer} is saturated: initial firing rate {rate:.4g} > {SATURATED_RATE:g}"

@@ -31,7 +31,7 @@ from .measure import Trace, layer_input, measure_layer, record
 from .options import StabilizeOptions, Timings
 from .peer import stabilize_peer
 from .recurrent import apply_i_ii
-from .regime import SPARSE_RATE, RegimeChoice, check_probe, choose_regime, regime_targets, validate_regime
+from .regime import RegimeChoice, check_probe, choose_regime, regime_targets, validate_regime
 from .report import MEASURED_BY, LayerReport, StabilityReport, rate_warning
 
 __all__ = [
@@ -128,7 +128,8 @@ def _validate(
             "are measured only: leave mode at 'measured' or add one of the paper's conditions"
         )
     check_rate(opts.rate)
-    check_rate(opts.sparse_rate, "sparse_rate")
+    if opts.sparse_rate is not None:
+        check_rate(opts.sparse_rate, "sparse_rate")
     solve_for = opts.solve_for
     if solve_for not in SOLVE_FOR:
         raise ValueError(f"solve_for must be 'sharpness' or 'tail', got {solve_for!r}")
@@ -372,7 +373,9 @@ def _verify(layer: SpikingNeurons, x: Tensor, lr: LayerReport, opts: StabilizeOp
     for c in lr.conditions:
         c.measured = lr.measurements.get(MEASURED_BY[c.condition])
     chose = any(c.condition == "D" for c in lr.conditions)
-    warning = rate_warning(lr.index, lr.measurements["firing_rate"], "D" if chose else "open")
+    warning = rate_warning(
+        lr.index, lr.measurements["firing_rate"], "D" if chose else "open", opts.rate if chose else None
+    )
     if warning:
         lr.notes.append(warning)
 
@@ -458,7 +461,8 @@ def _recipe_regime(
         why = "forced" if regime != "auto" else "not measured (no labelled probe set): the dense default"
         regime = "dense" if regime == "auto" else regime
         entry = {"regime": regime, "measured": False, "summary": f"regime {regime}: {why}"}
-    rate, growth_ratio = regime_targets(regime, opts.rate, opts.growth_ratio, opts.sparse_rate)
+    timing_code = bool(entry.get("timing_code"))
+    rate, growth_ratio = regime_targets(regime, opts.rate, opts.growth_ratio, opts.sparse_rate, timing_code)
     return dataclasses.replace(opts, rate=rate, growth_ratio=growth_ratio), entry
 
 
@@ -480,7 +484,7 @@ def stabilize(
     jacobian_steps: int = 4,
     probe: tuple[Tensor, Tensor] | None = None,
     regime: str = "auto",
-    sparse_rate: float = SPARSE_RATE,
+    sparse_rate: float | None = None,
     batch_dim: int = 1,
     device: torch.device | str | None = None,
 ) -> StabilityReport:
@@ -504,7 +508,8 @@ def stabilize(
       ``growth_ratio * mean(log alpha)`` (the leak's own decay times 0.6 by default). Not with III.
 
     The recommended recipe starts either dense (D at ``rate``, G at ``growth_ratio``) or sparse (D at
-    ``sparse_rate``, by default ``regime.SPARSE_RATE`` = 0.03; G at ``regime.SPARSE_GROWTH_RATIO`` = 0.9).
+    ``sparse_rate``, by default ``regime.TIMING_SPARSE_RATE`` = 0.003 where the probe finds a timing code
+    and ``regime.SPARSE_RATE`` = 0.03 otherwise; G at ``regime.SPARSE_GROWTH_RATIO`` = 0.9).
     ``regime="auto"`` chooses by measurement when ``probe`` = (inputs [T, B, ...], labels [B]), a few
     hundred labelled training samples, is given (``regime.choose_regime``: the dense start is kept if its
     first layer's spike counts stay nearly as readable as at the best threshold), and starts dense without

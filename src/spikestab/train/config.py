@@ -14,7 +14,7 @@ from ..data.tasks import TASKS as TASK_LOADERS
 from ..dynamics import RESETS
 from ..models import NETS, parse_layers
 from ..regularizers import parse_sparsity
-from ..stability.regime import REGIMES, SPARSE_RATE
+from ..stability.regime import REGIMES, SPARSE_RATE, TIMING_SPARSE_RATE
 from ..stability.stabilize import CHOOSES, MODES, PAPER_CONDITIONS, RECIPE, resolve_conditions
 from ..surrogate import SHAPES, canonical_shape
 from .device import DEVICE, DEVICE_HELP, PRECISION_HELP, PRECISIONS
@@ -164,8 +164,12 @@ class TrainConfig:
     conditions: tuple[str, ...] = option(("auto",), CONDITIONS_HELP)  # () or "none": off
     stability_mode: str = option("measured", "how the conditions are solved: " + " | ".join(MODES), one_of(MODES))
     regime: str = option("auto", REGIME_HELP, one_of(REGIMES))
-    sparse_rate: float = option(
-        SPARSE_RATE, "condition D's target firing rate in the recipe's sparse regime", fraction(open_low=True), float
+    sparse_rate: float | None = option(
+        None,
+        f"condition D's target firing rate in the recipe's sparse regime (default {TIMING_SPARSE_RATE} where "
+        f"the input is a timing code, else {SPARSE_RATE})",
+        fraction(open_low=True, optional=True),
+        float,
     )
     init_rate: float | None = option(
         None, "calibrate the initial firing rate to this value", fraction(open_low=True, optional=True), float

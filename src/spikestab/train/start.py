@@ -59,7 +59,13 @@ def initialise(model: SpikingModel, cfg: TrainConfig, batch: Tensor, probe: Prob
     with torch.no_grad():
         result["initial_rates"] = [z.mean().item() for z in model.simulate(batch).spikes]
     by = "user" if "threshold" in result.get("kept", {}) else "D" if "D" in cfg.recipe_conditions() else "open"
-    warnings = [w for i, r in enumerate(result["initial_rates"]) if (w := rate_warning(i, r, by))]
+    layers = (result.get("report") or {}).get("layers", [])
+    targets = [layer["conditions"].get("D", {}).get("target") for layer in layers]  # D's rate per layer, if D ran
+    warnings = [
+        w
+        for i, r in enumerate(result["initial_rates"])
+        if (w := rate_warning(i, r, by, targets[i] if i < len(targets) else None))
+    ]
     if warnings:
         result["warnings"] = warnings
         for w in warnings:
