@@ -88,7 +88,7 @@ def test_readme_row_from_results(tmp_path):
     text = bench_train.readme_row(results)
     assert text.startswith(bench_train.README_ROW) and text.count(" | ") == 2
     assert "sl-mnist **4.5x** the fastest eager peer (Norse); fed the sparse batches" in text and "**5.3x**" in text
-    assert "shd-lif **5.0x** the fastest eager peer (Norse), 2.5x compiled Norse" in text
+    assert "shd-lif **5.0x** the fastest eager peer (Norse), 2.50x compiled Norse" in text
     # the goal's factor is the sparse-batch entry's where it ran: (1.7 - 0.1) / (0.9 - 0.1)
     assert "sl-mnist 2.0x, shd-lif 2.7x faster" in text and "not met" in text
     readme = tmp_path / "README.md"
