@@ -2,13 +2,12 @@
 chance, and its paired analysis agrees with scipy's on the records it writes."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from scipy import stats as ss
 
-from experiment_smoke import run_smoke
+from experiment_smoke import experiments, run_smoke
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,12 +45,7 @@ def test_compact_sg_smoke_scale(tmp_path):
 
 def test_kernels_doc_table_is_the_committed_study():
     """docs/results/kernels.md's compact-SG table is what compact_sg.py renders from the committed records."""
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        import common
-        import compact_sg
-    finally:
-        sys.path.pop(0)
+    common, compact_sg = experiments("common", "compact_sg")
     _, text = compact_sg.summarise(ROOT / "docs" / "results" / "compact_sg" / "cpu", "cpu")
     assert "| shd-lif-2x256 | triangular-4 |" in text
     assert common.replace_block(ROOT / "docs" / "results" / "kernels.md", "compact_sg.py", text, check=True)

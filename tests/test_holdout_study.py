@@ -5,13 +5,12 @@ import json
 import re
 import shutil
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
 from scipy import stats as ss
 
-from experiment_smoke import run_smoke
+from experiment_smoke import experiments, run_smoke
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,11 +76,7 @@ def _resumes_from_committed_files(tmp_path, out, summary):
 
 def test_fixed_setting_is_the_headlines():
     """(d) is frozen from the committed in-sample headline summary."""
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        import holdout_study
-    finally:
-        sys.path.pop(0)
+    (holdout_study,) = experiments("holdout_study")
     committed = json.loads((ROOT / "docs" / "results" / "headline" / "cpu" / "summary.json").read_text())
     frozen = dict(kv.split("=") for kv in committed["fixed_setting"].split(","))
     assert {k: float(v) for k, v in frozen.items()} == holdout_study.FIXED_D
@@ -90,12 +85,7 @@ def test_fixed_setting_is_the_headlines():
 def test_readme_table_is_the_committed_summary():
     """README's out-of-sample table is what holdout_study.py renders from the committed summary.json (a hand
     edit, or a summary committed without regenerating the README, fails here)."""
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        import common
-        import holdout_study
-    finally:
-        sys.path.pop(0)
+    common, holdout_study = experiments("common", "holdout_study")
     summary = json.loads((ROOT / "docs" / "results" / "holdout" / "cpu" / "summary.json").read_text())
     table = holdout_study.readme_markdown(summary)
     assert "| mnist-lif-1x128 |" in table

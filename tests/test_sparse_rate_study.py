@@ -3,15 +3,12 @@ and its decision and check follow the protocol on the records it writes (recompu
 
 import json
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 from scipy import stats as ss
 
-from experiment_smoke import run_smoke
+from experiment_smoke import EXPERIMENTS, experiments, run_smoke
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 DECISION, CHECK = "randman-lif-2x96-c8-u80-d3", "randman-lif-1x96-c6-u60-d4"
 
 
@@ -52,11 +49,7 @@ def test_sparse_rate_study_smoke_scale(tmp_path):
 
 
 def test_decision_and_check_on_hand_made_records():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        import sparse_rate
-    finally:
-        sys.path.pop(0)
+    (sparse_rate,) = experiments("sparse_rate")
 
     def arm(val, test):
         return {"seeds": [1, 2, 3], "val": val, "test": test}
@@ -82,11 +75,7 @@ def test_decision_and_check_on_hand_made_records():
 
 
 def test_rule_r_takes_the_low_rate_where_the_probe_found_a_timing_code():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        import sparse_rate
-    finally:
-        sys.path.pop(0)
+    (sparse_rate,) = experiments("sparse_rate")
 
     def arm(test, codes):
         return {"seeds": [1, 2, 3], "val": [0.0] * 3, "test": test, "timing_codes": codes}
@@ -116,12 +105,7 @@ def test_rule_r_takes_the_low_rate_where_the_probe_found_a_timing_code():
 
 def test_results_page_table_is_the_committed_study():
     """docs/results/sparse_rate.md's table is what sparse_rate.py renders from the committed records."""
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        import common
-        import sparse_rate
-    finally:
-        sys.path.pop(0)
+    common, sparse_rate = experiments("common", "sparse_rate")
     root = EXPERIMENTS.parent
     _, text = sparse_rate.summarise(root / "docs" / "results" / "sparse_rate" / "cpu", "cpu")
     assert all(f"| {name} |" in text for name in sparse_rate.CONFIGS)
