@@ -168,3 +168,20 @@ def test_readme_first_sweep_example_gives_a_result_per_grid_point(tmp_path):
     for g in swept:
         expected *= len(g.split("=", 1)[1].split(","))
     assert len(losses) == expected and len(set(losses)) == expected, losses
+
+
+def test_empty_conditions_in_a_config_file_is_refused_as_on_the_command_line(tmp_path, capsys):
+    """Issue 26's leftover: `--conditions ""` was refused, the same empty text from a --config file silently
+    meant 'none'. A run folder's config.json (conditions [] for none) still loads."""
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"conditions": " "}))
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--config", str(empty), "--out", str(out)]) == 2
+    assert "conditions is empty: write \"none\"" in capsys.readouterr().err and not out.exists()
+    none = tmp_path / "none.json"
+    none.write_text(json.dumps({"conditions": "none"}))
+    assert main(["train", *TINY, "--config", str(none), "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["conditions"] == []
+    assert TrainConfig.from_json(out / "config.json", run=True).conditions == ()
+    assert main(["train", *TINY, "--config", str(out / "config.json"), "--out", str(tmp_path / "again")]) == 0

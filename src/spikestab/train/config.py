@@ -379,6 +379,13 @@ class TrainConfig:
             raise ValueError(f"config file {str(p)!r} must hold a JSON object")
         if run:
             d.setdefault("user_set", [])
+        elif isinstance(d.get("conditions"), str) and not d["conditions"].strip():
+            # a run folder writes "none" as []; an empty text typed into a config file is refused as on the
+            # command line (stored sweeps read through from_dict, where old databases hold it, still accept it)
+            raise ValueError(
+                f"config file {str(p)!r}: conditions is empty: write \"none\" to train without stabilisation, "
+                "or leave it out for the recommended recipe (auto)"
+            )
         return cls.from_dict(d)
 
 
