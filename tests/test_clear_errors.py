@@ -111,6 +111,18 @@ def test_layers_beyond_the_memory_are_refused_with_the_estimate(tmp_path, monkey
     assert "--layers 100000x1 needs about" in capsys.readouterr().err
 
 
+def test_a_sweep_point_beyond_the_memory_is_refused_before_any_trial(tmp_path, monkeypatch, capsys):
+    """Issue 26's leftover: such a point failed trial by trial; the sweep now checks every point first."""
+    monkeypatch.setattr(memory, "available_memory", lambda: 2**30)
+    out = tmp_path / "sweep"
+    flags = [f for f in TINY if f not in ("--no-figures",)]
+    assert main(["sweep", "--out", str(out), "--grid", "layers=1x8,100000x1", *flags]) == 2
+    err = capsys.readouterr().err
+    assert "--grid point layers=100000x1: layers 100000x1 needs about" in err and "1.0 GiB of memory available" in err
+    assert not (out / "trials").exists()
+    assert main(["sweep", "--out", str(tmp_path / "fits"), "--grid", "layers=1x8,1x9", *flags]) == 0
+
+
 def test_ctrl_c_during_set_up_stops_at_once_and_leaves_no_run(tmp_path):
     out = tmp_path / "run"
     args = ["train", *TINY, "--layers", "3000x1", "--out", str(out)]

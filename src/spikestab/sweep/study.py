@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from ..files import atomic_write_json
 from ..train.config import NON_RESULT_FIELDS, TrainConfig, migrate, with_defaults
+from ..train.task import load_config_task, network_config
 from . import space as sp
 from .storage import SWEEP_JSON, masked, queue_lock
 
@@ -103,24 +104,24 @@ def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSamp
 
 
 def _objective(cfgs: list[TrainConfig], points: list[dict], flag: str) -> tuple[str, str]:
-    """Load every distinct data set of the points once (a missing file or a bad task option is bad input
-    now, not a failed trial later); the objective follows the task kind."""
-    from ..train.task import load_config_task
-
-    kinds: dict[str, str] = {}
+    """Load every distinct data set of the points once and check each point's network against the memory
+    available (a missing file, a bad task option or layers too large are bad input now, not failed trials
+    later); the objective follows the task kind."""
+    tasks: dict[str, Any] = {}
     for cfg, point in zip(cfgs, points):
         key = json.dumps(
             [cfg.task, cfg.data_dir, cfg.task_options, cfg.data_seed, cfg.time_repeat, cfg.input_dropout],
             sort_keys=True,
             default=str,
         )
-        if key not in kinds:
-            try:
-                kinds[key] = load_config_task(cfg).kind
-            except (ValueError, TypeError) as err:
-                raise ValueError(f"{flag} point {sp.describe(point)}: {err}") from None
+        try:
+            if key not in tasks:
+                tasks[key] = load_config_task(cfg)
+            network_config(cfg, tasks[key])
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{flag} point {sp.describe(point)}: {err}") from None
     objectives = {
-        ("val_perplexity", "minimize") if k == "language" else ("val_accuracy", "maximize") for k in kinds.values()
+        ("val_perplexity", "minimize") if t.kind == "language" else ("val_accuracy", "maximize") for t in tasks.values()
     }
     if len(objectives) > 1:
         raise ValueError("the sweep mixes language and classification tasks: their objectives differ")
