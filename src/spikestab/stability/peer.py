@@ -11,7 +11,6 @@ stabilised in the order the forward pass first calls them, each with the ones be
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -25,7 +24,7 @@ from .conditions import ConditionResult
 from .drive import DAMPENING_RANGE, dampening_for_growth, g_not_applicable, threshold_for_rate
 from .measure import growth_from_norms, seeded_normal
 from .options import StabilizeOptions, Timings
-from .regime import check_probe, regime_from_scan, regime_targets
+from .regime import check_probe, recipe_options, regime_from_scan, unmeasured_regime
 from .report import LayerReport, StabilityReport, rate_warning
 
 __all__ = ["stabilize_peer", "apply_report", "PEER_CONDITIONS"]
@@ -279,14 +278,9 @@ def stabilize_peer(
         if conds == ("D", "G"):
             if regime == "auto" and probe is not None:
                 report.regime = _regime(runner, probe, opts)
-                regime = report.regime["regime"]
             else:
-                why = "forced" if regime != "auto" else "not measured (no labelled probe set): the dense default"
-                regime = "dense" if regime == "auto" else regime
-                report.regime = {"regime": regime, "measured": False, "summary": f"regime {regime}: {why}"}
-            timing_code = bool(report.regime.get("timing_code"))
-            rate, ratio = regime_targets(regime, opts.rate, opts.growth_ratio, opts.sparse_rate, timing_code)
-            opts = dataclasses.replace(opts, rate=rate, growth_ratio=ratio)
+                report.regime = unmeasured_regime(regime)
+            opts = recipe_options(opts, report.regime)
         for idx in range(len(runner.neurons)):
             report.layers.append(_layer(runner, batch, idx, conds, opts, timings))
     except BaseException:

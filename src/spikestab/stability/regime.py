@@ -21,6 +21,7 @@ checked on tasks it was not decided on in that section.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from ..neurons.layers import SpikingNeurons
 from .drive import condition_d
 from .measure import layer_input, record
+from .options import StabilizeOptions
 
 __all__ = [
     "RegimeChoice",
@@ -48,7 +50,8 @@ __all__ = [
     "SCAN_FACTORS",
     "MIN_PROBE_SAMPLES",
     "TIMING_CODE_SE",
-    "regime_targets",
+    "recipe_options",
+    "unmeasured_regime",
     "validate_regime",
 ]
 
@@ -266,14 +269,21 @@ def sparse_target(sparse_rate: float | None, timing_code: bool) -> float:
     return TIMING_SPARSE_RATE if timing_code else SPARSE_RATE
 
 
-def regime_targets(
-    regime: str, rate: float, growth_ratio: float, sparse_rate: float | None = None, timing_code: bool = False
-) -> tuple[float, float]:
-    """(D's rate, G's growth ratio) of ``regime``: the given ones for "dense"; for "sparse"
-    ``sparse_target(sparse_rate, timing_code)`` and ``SPARSE_GROWTH_RATIO``."""
-    if regime == "sparse":
-        return sparse_target(sparse_rate, timing_code), SPARSE_GROWTH_RATIO
-    return rate, growth_ratio
+def unmeasured_regime(regime: str) -> dict:
+    """The report's regime entry where nothing was measured: ``regime`` forced, or dense ("auto") for want
+    of a labelled probe."""
+    why = "forced" if regime != "auto" else "not measured (no labelled probe set): the dense default"
+    regime = "dense" if regime == "auto" else regime
+    return {"regime": regime, "measured": False, "summary": f"regime {regime}: {why}"}
+
+
+def recipe_options(opts: StabilizeOptions, entry: dict) -> StabilizeOptions:
+    """``opts`` with D's rate and G's growth ratio of the report's regime ``entry``: unchanged for "dense";
+    for "sparse" ``sparse_target(opts.sparse_rate, the entry's timing code)`` and ``SPARSE_GROWTH_RATIO``."""
+    if entry["regime"] != "sparse":
+        return opts
+    rate = sparse_target(opts.sparse_rate, bool(entry.get("timing_code")))
+    return dataclasses.replace(opts, rate=rate, growth_ratio=SPARSE_GROWTH_RATIO)
 
 
 def validate_regime(regime: str) -> None:

@@ -5,7 +5,6 @@ published (paper and measured modes); without ``conditions`` the recommended rec
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from contextlib import contextmanager
 
@@ -31,7 +30,14 @@ from .measure import Trace, layer_input, measure_layer, record
 from .options import StabilizeOptions, Timings
 from .peer import stabilize_peer
 from .recurrent import apply_i_ii
-from .regime import RegimeChoice, check_probe, choose_regime, regime_targets, validate_regime
+from .regime import (
+    RegimeChoice,
+    check_probe,
+    choose_regime,
+    recipe_options,
+    unmeasured_regime,
+    validate_regime,
+)
 from .report import MEASURED_BY, LayerReport, StabilityReport, rate_warning
 
 __all__ = [
@@ -458,12 +464,8 @@ def _recipe_regime(
         regime = choice.regime
         entry = {**choice.to_dict(), "measured": True, "summary": str(choice)}
     else:
-        why = "forced" if regime != "auto" else "not measured (no labelled probe set): the dense default"
-        regime = "dense" if regime == "auto" else regime
-        entry = {"regime": regime, "measured": False, "summary": f"regime {regime}: {why}"}
-    timing_code = bool(entry.get("timing_code"))
-    rate, growth_ratio = regime_targets(regime, opts.rate, opts.growth_ratio, opts.sparse_rate, timing_code)
-    return dataclasses.replace(opts, rate=rate, growth_ratio=growth_ratio), entry
+        entry = unmeasured_regime(regime)
+    return recipe_options(opts, entry), entry
 
 
 def stabilize(
