@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal, cast
 
 import optuna
@@ -107,7 +108,9 @@ def _objective(cfgs: list[TrainConfig], points: list[dict], flag: str) -> tuple[
     """Load every distinct data set of the points once and check each point's network against the memory
     available (a missing file, a bad task option or layers too large are bad input now, not failed trials
     later); the objective follows the task kind."""
-    tasks: dict[str, Any] = {}
+    # per data setting only what network_config reads (not the splits: a grid over data settings would hold
+    # every data set at once)
+    shapes: dict[str, SimpleNamespace] = {}
     for cfg, point in zip(cfgs, points):
         key = json.dumps(
             [cfg.task, cfg.data_dir, cfg.task_options, cfg.data_seed, cfg.time_repeat, cfg.input_dropout],
@@ -115,13 +118,17 @@ def _objective(cfgs: list[TrainConfig], points: list[dict], flag: str) -> tuple[
             default=str,
         )
         try:
-            if key not in tasks:
-                tasks[key] = load_config_task(cfg)
-            network_config(cfg, tasks[key])
+            if key not in shapes:
+                task = load_config_task(cfg)
+                shapes[key] = SimpleNamespace(
+                    kind=task.kind, n_steps=task.n_steps, input_size=task.input_size, output_size=task.output_size
+                )
+            network_config(cfg, shapes[key])
         except (ValueError, TypeError) as err:
             raise ValueError(f"{flag} point {sp.describe(point)}: {err}") from None
     objectives = {
-        ("val_perplexity", "minimize") if t.kind == "language" else ("val_accuracy", "maximize") for t in tasks.values()
+        ("val_perplexity", "minimize") if t.kind == "language" else ("val_accuracy", "maximize")
+        for t in shapes.values()
     }
     if len(objectives) > 1:
         raise ValueError("the sweep mixes language and classification tasks: their objectives differ")
