@@ -252,12 +252,25 @@ def test_fused_lif_keeps_only_the_voltages(learn):
     assert ref >= (3 if learn else 2) * volts
 
 
-def _wide_case(cls, reset, detach, batch, steps, hidden=40, inputs=30, rec_scale=1.0, in_scale=1.0, seed=7):
-    """A layer wider than one register panel (40 = 16 + 16 + 8 neurons) with binary input, and the
-    random state and loss weights of ``_run``; the scales of the input and recurrent weights set how
-    dense the hidden spikes get."""
+def _wide_case(
+    cls,
+    reset,
+    detach,
+    batch,
+    steps,
+    hidden=40,
+    inputs=30,
+    rec_scale=1.0,
+    in_scale=1.0,
+    seed=7,
+    sg=None,
+    density=0.1,
+):
+    """A layer wider than one register panel (40 = 16 + 16 + 8 neurons) with binary input (``density``
+    non-zeros), and the random state and loss weights of ``_run``; the scales of the input and recurrent
+    weights set how dense the hidden spikes get; ``sg`` defaults to a fast sigmoid."""
     g = torch.Generator().manual_seed(seed)
-    sg = SurrogateGradient("fast-sigmoid", dampening=0.8, sharpness=1.3)
+    sg = sg or SurrogateGradient("fast-sigmoid", dampening=0.8, sharpness=1.3)
     layer = cls(
         inputs,
         hidden,
@@ -277,7 +290,7 @@ def _wide_case(cls, reset, detach, batch, steps, hidden=40, inputs=30, rec_scale
         layer.weight_ih.copy_(torch.randn(hidden, inputs, generator=g) * 0.6 * in_scale)
         layer.weight_hh.copy_(torch.randn(hidden, hidden, generator=g) * 0.3 * rec_scale)
         layer.bias.uniform_(-0.2 * in_scale, 0.3 * in_scale, generator=g)
-    x = (torch.rand(steps, batch, inputs, generator=g) < 0.1).float()
+    x = (torch.rand(steps, batch, inputs, generator=g) < density).float()
     state = NeuronState(
         torch.rand(batch, hidden, generator=g) * 0.8,
         (torch.rand(batch, hidden, generator=g) < 0.3).float(),

@@ -9,45 +9,17 @@ from spikestab.dynamics import RESETS, NeuronState
 from spikestab.kernels import native
 from spikestab.neurons.layers import ALIF, LIF
 from spikestab.surrogate import BOUNDED_SUPPORT, SurrogateGradient
-from test_kernels import _run
+from test_kernels import _run, _wide_case
 
 HIDDEN, INPUTS = 43, 30
 
 
 def _case(cls, reset, detach, shape, sharpness, batch=7, steps=16, seed=5):
-    """A recurrent layer 30 -> 43 (two 16-column panels and a tail; 43 = 5 * 8 + 3 for the dot
-    products) with learnable leak and threshold, binary input, a random initial state and random loss
-    weights on every output."""
-    g = torch.Generator().manual_seed(seed)
-    adapt = dict(tau_adapt=7.0, beta_adapt=0.7) if cls.adaptive else {}
-    layer = cls(
-        INPUTS,
-        HIDDEN,
-        recurrent=True,
-        tau=torch.linspace(3.0, 12.0, HIDDEN),
-        threshold=torch.linspace(0.6, 1.2, HIDDEN),
-        reset=reset,
-        detach_reset=detach,
-        spike_fn=SurrogateGradient(shape, dampening=0.8, sharpness=sharpness),
-        bias=True,
-        learn_tau=True,
-        learn_threshold=True,
-        backend="reference",
-        **adapt,
-    )
-    with torch.no_grad():
-        layer.weight_ih.copy_(torch.randn(HIDDEN, INPUTS, generator=g) * 0.6)
-        layer.weight_hh.copy_(torch.randn(HIDDEN, HIDDEN, generator=g) * 0.3)
-        layer.bias.uniform_(-0.2, 0.3, generator=g)
-    x = (torch.rand(steps, batch, INPUTS, generator=g) < 0.15).float()
-    state = NeuronState(
-        torch.rand(batch, HIDDEN, generator=g) * 0.8,
-        (torch.rand(batch, HIDDEN, generator=g) < 0.3).float(),
-        torch.rand(batch, HIDDEN, generator=g) * 0.5 if cls.adaptive else None,
-    )
-    weights = [torch.randn(steps, batch, HIDDEN, generator=g) for _ in range(2)]
-    weights += [torch.randn(batch, HIDDEN, generator=g) for _ in range(3)]
-    return layer, x, state, weights
+    """test_kernels' wide case as a recurrent layer 30 -> 43 (two 16-column panels and a tail; 43 = 5 * 8 + 3
+    for the dot products) with learnable leak and threshold, binary input at 15 %, a random initial state and
+    random loss weights on every output, and an SG of ``shape`` at ``sharpness``."""
+    sg = SurrogateGradient(shape, dampening=0.8, sharpness=sharpness)
+    return _wide_case(cls, reset, detach, batch, steps, HIDDEN, INPUTS, seed=seed, sg=sg, density=0.15)
 
 
 def _grads(layer, backend, x, state, weights):
