@@ -19,6 +19,14 @@ def run_smoke(script: str, out: Path, *args: str, timeout: int = 300) -> subproc
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def smoke_results(script: str, folder: str, out: Path, *args: str, timeout: int = 300) -> Path:
+    """``run_smoke`` that must succeed (its stderr shown otherwise): the script's results folder
+    ``out/docs/results/<folder>/smoke``."""
+    run = run_smoke(script, out, *args, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out / "docs" / "results" / folder / "smoke"
+
+
 def experiments(*names: str) -> list[ModuleType]:
     """The modules experiments/<name>.py, imported with the folder on ``sys.path`` only while importing."""
     sys.path.insert(0, str(EXPERIMENTS))

@@ -7,15 +7,13 @@ from pathlib import Path
 import pytest
 from scipy import stats as ss
 
-from experiment_smoke import experiments, run_smoke
+from experiment_smoke import experiments, smoke_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_compact_sg_smoke_scale(tmp_path):
-    run = run_smoke("compact_sg.py", tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = tmp_path / "docs" / "results" / "compact_sg" / "smoke"
+    out = smoke_results("compact_sg.py", "compact_sg", tmp_path)
     res = json.loads((out / "mnist-lif-2x128.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
     assert set(res["arms"]) == {"fast-sigmoid", "triangular-1", "triangular-4"}

@@ -5,16 +5,14 @@ import json
 
 import pytest
 
-from experiment_smoke import run_smoke
+from experiment_smoke import smoke_results
 
 
 @pytest.mark.parametrize(
     "script,folder,figure", [("fig4_conditions.py", "fig4", "fig4.png"), ("fig5_grids.py", "fig5", "fig5.png")]
 )
 def test_smoke_scale_writes_results(tmp_path, script, folder, figure):
-    run = run_smoke(script, tmp_path, "--workers", "1")
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = tmp_path / "docs" / "results" / folder / "smoke"
+    out = smoke_results(script, folder, tmp_path, "--workers", "1")
     assert (out / figure).stat().st_size > 1000 and "test accuracy" in (out / "summary.md").read_text()
     data = json.loads((out / ("fig5.json" if folder == "fig5" else "mnist-lif.json")).read_text())
     rows = [r for rows in data["panels"].values() for r in rows] if folder == "fig5" else data["settings"]
@@ -27,18 +25,12 @@ def test_smoke_scale_writes_results(tmp_path, script, folder, figure):
         assert all(set(p) == {"value", "feasible"} for p in data["predictions"]["sharpness"].values())
 
 
-def _run_smoke(tmp_path, script):
-    run = run_smoke(script, tmp_path, "--workers", "1")
-    assert run.returncode == 0, run.stderr[-3000:]
-
-
 def test_fig2_smoke_scale_writes_perplexities_and_sensitivities(tmp_path):
     """Figure 2 (issue 11): 6 SGs x 2 learning rates for LIF and the sLSTM; the sensitivity equals the
     min-max normalised perplexity's std over SGs at each learning rate, averaged, computed here by hand."""
     import numpy as np
 
-    _run_smoke(tmp_path, "fig2_sg_lr.py")
-    out = tmp_path / "docs" / "results" / "fig2" / "smoke"
+    out = smoke_results("fig2_sg_lr.py", "fig2", tmp_path, "--workers", "1")
     assert all((out / f).stat().st_size > 1000 for f in ("fig2_curves.png", "fig2_sensitivity.png"))
     assert "Claim 4" in (out / "summary.md").read_text()
     summary = json.loads((out / "fig2.json").read_text())
@@ -57,8 +49,7 @@ def test_fig2_smoke_scale_writes_perplexities_and_sensitivities(tmp_path):
 
 def test_fig3_smoke_scale_writes_rates_and_correlations(tmp_path):
     """Figure 3 (issue 11): calibrated initial rates, three sparsity settings, Pearson r per layer."""
-    _run_smoke(tmp_path, "fig3_rate_sparsity.py")
-    out = tmp_path / "docs" / "results" / "fig3" / "smoke"
+    out = smoke_results("fig3_rate_sparsity.py", "fig3", tmp_path, "--workers", "1")
     assert all((out / f).stat().st_size > 1000 for f in ("fig3_scatter.png", "fig3_rates.png"))
     data = json.loads((out / "fig3.json").read_text())
     assert len(data["runs"]) == 9 and {r["sparsity"] for r in data["runs"]} == {"none", "from the start", "gradual"}
@@ -72,8 +63,7 @@ def test_fig3_smoke_scale_writes_rates_and_correlations(tmp_path):
 
 def test_regime_check_smoke_scale_records_each_regime(tmp_path):
     """The regime check: auto with its measured regime, the recipe forced dense and forced sparse."""
-    _run_smoke(tmp_path, "regime_check.py")
-    out = tmp_path / "docs" / "results" / "regime" / "smoke"
+    out = smoke_results("regime_check.py", "regime", tmp_path, "--workers", "1")
     assert (out / "regime.png").stat().st_size > 1000 and "forced sparse" in (out / "summary.md").read_text()
     res = json.loads((out / "digits-lif-64.json").read_text())
     assert res["dense"]["regimes"] == ["dense"] and res["sparse"]["regimes"] == ["sparse"]

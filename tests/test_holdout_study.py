@@ -10,15 +10,13 @@ from pathlib import Path
 import pytest
 from scipy import stats as ss
 
-from experiment_smoke import experiments, run_smoke
+from experiment_smoke import experiments, run_smoke, smoke_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_holdout_smoke_scale(tmp_path):
-    run = run_smoke("holdout_study.py", tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = tmp_path / "docs" / "results" / "holdout" / "smoke"
+    out = smoke_results("holdout_study.py", "holdout", tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     assert all(
         (out / f).stat().st_size > 1000

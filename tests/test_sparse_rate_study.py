@@ -7,15 +7,13 @@ import statistics
 import pytest
 from scipy import stats as ss
 
-from experiment_smoke import EXPERIMENTS, experiments, run_smoke
+from experiment_smoke import EXPERIMENTS, experiments, smoke_results
 
 DECISION, CHECK = "randman-lif-2x96-c8-u80-d3", "randman-lif-1x96-c6-u60-d4"
 
 
 def test_sparse_rate_study_smoke_scale(tmp_path):
-    run = run_smoke("sparse_rate.py", tmp_path, "--configs", f"{DECISION},{CHECK}")
-    assert run.returncode == 0, run.stderr[-3000:]
-    out = tmp_path / "docs" / "results" / "sparse_rate" / "smoke"
+    out = smoke_results("sparse_rate.py", "sparse_rate", tmp_path, "--configs", f"{DECISION},{CHECK}")
     summary = json.loads((out / "summary.json").read_text())
     records = {name: json.loads((out / f"{name}.json").read_text()) for name in (DECISION, CHECK)}
     assert [records[n]["stage"] for n in (DECISION, CHECK)] == ["decision", "check"]
