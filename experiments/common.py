@@ -171,6 +171,11 @@ def run_arms(base: Path, fixed: dict, arms: dict[str, dict], seeds: list[int], w
     return out
 
 
+def by_seed(arm: dict, key: str) -> dict[int, Any]:
+    """One arm's values of ``key`` (a run_arms record: "test", "val", "seconds", ...) by seed."""
+    return dict(zip(arm["seeds"], arm[key]))
+
+
 def load_results(folder: Path, configs: Sequence[str]) -> dict[str, dict]:
     """The per-configuration JSON of a study in ``folder``, for the configurations written so far."""
     return {n: json.loads((folder / f"{n}.json").read_text()) for n in configs if (folder / f"{n}.json").is_file()}

@@ -43,15 +43,11 @@ def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict
     return {"config": name, "scale": scale, "fixed": fixed, "arms": runs}
 
 
-def _by_seed(arm: dict, key: str) -> dict[int, float]:
-    return dict(zip(arm["seeds"], arm[key]))
-
-
 def compare(res: dict, arm: str) -> dict:
     """``arm`` against the reference on the seeds both finished: paired difference of test accuracy, the
     non-inferiority verdict (margin ``MARGIN``), and the paired ratio of seconds (descriptive)."""
     ref, other = res["arms"][REFERENCE], res["arms"][arm]
-    acc_ref, acc = _by_seed(ref, "test"), _by_seed(other, "test")
+    acc_ref, acc = common.by_seed(ref, "test"), common.by_seed(other, "test")
     seeds = sorted(set(acc_ref) & set(acc))
     a, b = [acc[s] for s in seeds], [acc_ref[s] for s in seeds]
     out: dict = {"arm": arm, "seeds": seeds, "n": len(seeds)}
@@ -59,7 +55,7 @@ def compare(res: dict, arm: str) -> dict:
         return {**out, "verdict": "inconclusive", "text": f"{len(seeds)} paired seed(s): no test"}
     diff = stats.paired(a, b)
     equiv = stats.equivalence(a, b, MARGIN)
-    sec_ref, sec = dict(zip(ref["seeds"], ref["seconds"])), dict(zip(other["seeds"], other["seconds"]))
+    sec_ref, sec = common.by_seed(ref, "seconds"), common.by_seed(other, "seconds")
     ratios = [sec_ref[s] / sec[s] for s in seeds if s in sec_ref and s in sec]
     return {
         **out,

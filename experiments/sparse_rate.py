@@ -61,15 +61,11 @@ def run_config(name: str, scale: str, shd_dir: str | None, workers: int) -> dict
     return {"config": name, "stage": stage, "scale": scale, "fixed": fixed, "arms": runs}
 
 
-def _by_seed(arm: dict, key: str) -> dict[int, float]:
-    return dict(zip(arm["seeds"], arm[key]))
-
-
 def pairs(results: dict[str, dict], arm: str, against: str, key: str) -> list[tuple[float, float]]:
     """(arm, against) values of ``key`` per (configuration, seed) both finished, over ``results``."""
     out = []
     for res in results.values():
-        a, b = _by_seed(res["arms"][arm], key), _by_seed(res["arms"][against], key)
+        a, b = common.by_seed(res["arms"][arm], key), common.by_seed(res["arms"][against], key)
         out += [(a[s], b[s]) for s in sorted(set(a) & set(b))]
     return out
 
@@ -117,13 +113,11 @@ def rule_r(results: dict[str, dict]) -> dict:
     checked = {n: r for n, r in results.items() if r["stage"] == "check"}
     r_values, base, agree = [], [], True
     for res in checked.values():
-        codes = {
-            arm: dict(zip(res["arms"][arm]["seeds"], res["arms"][arm].get("timing_codes", []))) for arm in CANDIDATES
-        }
-        ref = _by_seed(res["arms"][DEFAULT], "test")
+        codes = {arm: common.by_seed(res["arms"][arm], "timing_codes") for arm in CANDIDATES}
+        ref = common.by_seed(res["arms"][DEFAULT], "test")
         for seed, code in codes[DEFAULT].items():
             agree &= all(c.get(seed, code) == code for c in codes.values())
-            chosen = _by_seed(res["arms"][RULE_R[bool(code)]], "test")
+            chosen = common.by_seed(res["arms"][RULE_R[bool(code)]], "test")
             if seed in chosen and seed in ref:
                 r_values.append(chosen[seed])
                 base.append(ref[seed])
