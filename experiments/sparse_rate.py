@@ -148,15 +148,20 @@ def markdown(results: dict[str, dict], decision: dict, checked: dict, followup: 
         "difference = arm - rate-0.03 in test accuracy points, paired per seed (95 % CI); a diverged run counts "
         "at chance.",
         "",
-        "| stage | config | arm | val acc % | test acc % | diverged | regimes (sparse of seeds) | layer-1 initial "
-        "rate | test vs rate-0.03 |",
+        "| stage | config | arm | val acc % | test acc % | diverged | regimes (sparse, timing code of seeds) | "
+        "layer-1 initial rate | test vs rate-0.03 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, res in results.items():
         for arm, r in res["arms"].items():
             rates = [x[0] for x in r["initial_rates"] if x]
             rate = f"{statistics.fmean(rates):.4f}" if rates else "-"
-            regimes = f"{r['regimes'].count('sparse')} of {len(r['regimes'])}" if arm in CANDIDATES else "-"
+            codes = r.get("timing_codes", [])
+            regimes = (
+                f"{r['regimes'].count('sparse')}, {sum(map(bool, codes))} of {len(r['regimes'])}"
+                if arm in CANDIDATES
+                else "-"
+            )
             vs = "(reference)" if arm == DEFAULT else per_config(res, arm, DEFAULT)
             lines.append(
                 f"| {res['stage']} | {name} | {arm} | {cell(r['val'])} | {cell(r['test'])} | "
